@@ -1,0 +1,299 @@
+"""The model adapter: the only module that imports taming-transformers.
+
+Loads a class-conditional `Net2NetTransformer` (VQGAN first stage + GPT prior +
+`Labelator`) from a taming config yaml and a checkpoint with strict key checking,
+and exposes what CORTEX needs: the codebook, tokens -> embedding E, decoding,
+encoding, and seeded class-conditional sampling with the GPT's KV cache.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import pickle
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from . import taming_shim
+from .errors import CortexError
+from .seeding import generator_for
+
+DUMMY_LOSS = {"target": "taming.modules.losses.DummyLoss"}
+NET2NET = "taming.models.cond_transformer.Net2NetTransformer"
+# checkpoint keys that only belong to the (replaced) training losses: LPIPS/discriminator weights
+IGNORABLE_PREFIXES = ("first_stage_model.loss.", "cond_stage_model.loss.")
+
+
+@dataclass(frozen=True)
+class SamplerSettings:
+    """How the prior samples tokens."""
+
+    top_k: int | None = 100  # keep the k most likely tokens (None: all)
+    top_p: float = 1.0  # nucleus mass (1.0: off)
+    temperature: float = 1.0
+    greedy: bool = False  # argmax instead of sampling
+
+    def label(self) -> str:
+        if self.greedy:
+            return "greedy"
+        return f"top_k={self.top_k},top_p={self.top_p:g},temperature={self.temperature:g}"
+
+
+def _load_yaml(config_path: Path) -> Any:
+    from omegaconf import OmegaConf
+
+    if not config_path.is_file():
+        raise CortexError(f"config file {str(config_path)!r} does not exist")
+    try:
+        config = OmegaConf.load(config_path)
+    except Exception as exc:
+        raise CortexError(f"config {str(config_path)!r} is not valid YAML: {str(exc).splitlines()[0]}") from exc
+    target = OmegaConf.select(config, "model.target") if OmegaConf.is_dict(config) else None
+    if target != NET2NET:
+        raise CortexError(
+            f"config {str(config_path)!r} is not a taming class-conditional model "
+            f"(model.target is {target!r}, expected {NET2NET!r})"
+        )
+    return config
+
+
+def sanitize_config(config: Any) -> Any:
+    """Copy of a taming config that loads offline: DummyLoss instead of LPIPS, no stale ckpt_path."""
+    from omegaconf import OmegaConf
+
+    config = copy.deepcopy(config)
+    params = config.model.setdefault("params", {})
+    params.pop("ckpt_path", None)
+    first = params.get("first_stage_config")
+    if first is None or "target" not in first:
+        raise CortexError("config has no model.params.first_stage_config.target (a taming VQModel)")
+    first_params = first.setdefault("params", {})
+    first_params.pop("ckpt_path", None)
+    first_params["lossconfig"] = OmegaConf.create(DUMMY_LOSS)
+    cond = params.get("cond_stage_config")
+    if OmegaConf.is_dict(cond):
+        cond.get("params", {}).pop("ckpt_path", None)
+    return config
+
+
+def config_hash(config: Any) -> str:
+    from omegaconf import OmegaConf
+
+    return hashlib.sha256(OmegaConf.to_yaml(config, sort_keys=True).encode()).hexdigest()
+
+
+def read_state_dict(ckpt_path: Path) -> dict[str, torch.Tensor]:
+    """A state dict from .safetensors, a torch file, or a PyTorch-Lightning checkpoint."""
+    if not ckpt_path.is_file():
+        raise CortexError(f"checkpoint {str(ckpt_path)!r} does not exist")
+    if ckpt_path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(ckpt_path))
+        except Exception as exc:
+            raise CortexError(f"checkpoint {str(ckpt_path)!r} is not a readable safetensors file: {exc}") from exc
+    try:
+        obj = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, AttributeError, TypeError):
+        # Lightning checkpoints pickle callbacks and hyper-parameters; only for files the user named.
+        try:
+            obj = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        except Exception as exc:
+            raise CortexError(f"checkpoint {str(ckpt_path)!r} is not a torch checkpoint: {str(exc).splitlines()[0]}") from exc
+    except (EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise CortexError(f"checkpoint {str(ckpt_path)!r} is not a torch checkpoint: {str(exc).splitlines()[0] or type(exc).__name__}") from exc
+    if isinstance(obj, dict) and "state_dict" in obj:
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CortexError(f"checkpoint {str(ckpt_path)!r} holds no state_dict of tensors")
+    return obj
+
+
+def _describe(keys: list[str], limit: int = 6) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f" (+{len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+class VQGM:
+    """A loaded vector-quantised generative model (taming `Net2NetTransformer`)."""
+
+    def __init__(self, net: Any, config: Any, device: torch.device):
+        self.net = net
+        self.config = config
+        self.device = device
+        vq = net.first_stage_model
+        self.n_embed: int = vq.quantize.n_e
+        self.embed_dim: int = vq.quantize.e_dim
+        dd = config.model.params.first_stage_config.params.ddconfig
+        self.image_size: int = int(dd.resolution)
+        self.grid: int = self.image_size // 2 ** (len(dd.ch_mult) - 1)
+        cond = config.model.params.get("cond_stage_config")
+        self.n_classes: int = int(cond.params.n_classes) if cond is not None and "n_classes" in cond.get("params", {}) else 0
+
+    # -- codebook and embeddings ---------------------------------------------------------
+    @property
+    def codebook(self) -> torch.Tensor:
+        """The codebook C (K x d)."""
+        return self.net.first_stage_model.quantize.embedding.weight
+
+    def embed(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Token grids (B x m x m or B x m^2) -> token-based embedding E (B x d x m x m)."""
+        tokens = tokens.to(self.device).long().reshape(-1, self.grid, self.grid)
+        return F.embedding(tokens, self.codebook).permute(0, 3, 1, 2).contiguous()
+
+    # -- decode / encode -------------------------------------------------------------------
+    @torch.no_grad()
+    def decode_embedding(self, embedding: torch.Tensor) -> torch.Tensor:
+        """E (B x d x m x m) -> images in [-1, 1] (B x 3 x H x W)."""
+        return self.net.first_stage_model.decode(embedding.to(self.device)).clamp(-1, 1)
+
+    def decode_tokens(self, tokens: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
+        """Token grids -> images in [-1, 1]."""
+        tokens = tokens.reshape(-1, self.grid, self.grid)
+        return torch.cat([self.decode_embedding(self.embed(chunk)) for chunk in tokens.split(batch_size)])
+
+    @torch.no_grad()
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        """Images in [-1, 1] (B x 3 x H x W at the model's resolution) -> token grids (B x m x m)."""
+        if images.shape[-1] != self.image_size or images.shape[-2] != self.image_size:
+            raise CortexError(f"images are {tuple(images.shape[-2:])} px; this model takes {self.image_size}x{self.image_size}")
+        _, _, info = self.net.first_stage_model.encode(images.to(self.device))
+        return info[2].reshape(images.shape[0], self.grid, self.grid)
+
+    # -- sampling --------------------------------------------------------------------------
+    @torch.no_grad()
+    def sample(
+        self,
+        class_ids: list[int],
+        seeds: list[int],
+        settings: SamplerSettings = SamplerSettings(),
+        on_step: Callable[[int, int], None] | None = None,
+    ) -> torch.Tensor:
+        """Class-conditional token grids with the GPT's KV cache (taming `forward_with_past`).
+
+        Every image draws its randomness from its own generator seeded by (seed, class id),
+        via the Gumbel-max trick on the filtered logits, so the same seed gives the same
+        tokens whatever the batch size (up to float ties between batched matmuls, which did
+        not occur in our tests).
+
+        Returns:
+            LongTensor (B x m x m) of token ids in raster order.
+        """
+        if len(class_ids) != len(seeds):
+            raise ValueError("class_ids and seeds must have the same length")
+        for cid in class_ids:
+            if self.n_classes and not 0 <= cid < self.n_classes:
+                raise CortexError(f"class id {cid} is outside this model's {self.n_classes} classes")
+        gpt = self.net.transformer
+        steps = self.grid * self.grid
+        batch = len(class_ids)
+        gens = [generator_for("sample", seed, cid) for seed, cid in zip(seeds, class_ids)]
+        cond = torch.tensor(class_ids, device=self.device, dtype=torch.long)[:, None]
+        _, cond = self.net.encode_to_c(cond)
+        cond_len = cond.shape[1]
+        x = cond
+        out = torch.empty(batch, steps, dtype=torch.long, device=self.device)
+        past: list[torch.Tensor] = []
+        for n in range(steps):
+            logits, _, present = gpt.forward_with_past(x, past=past or None, past_length=(n + cond_len - 1) if past else None)
+            past.append(present)
+            logits = logits[:, -1, :].float()
+            if settings.greedy:
+                x = logits.argmax(dim=-1, keepdim=True)
+            else:
+                logits = logits / settings.temperature
+                logits = taming_shim.top_k_top_p_filtering(logits, top_k=settings.top_k or 0, top_p=settings.top_p)
+                noise = torch.stack([torch.rand(logits.shape[-1], generator=g) for g in gens]).to(self.device)
+                gumbel = -torch.log(-torch.log(noise.clamp_min(1e-20)).clamp_min(1e-20))
+                x = (logits + gumbel).argmax(dim=-1, keepdim=True)
+            out[:, n] = x[:, 0]
+            if on_step is not None:
+                on_step(n + 1, steps)
+        out = self.net.permuter(out, reverse=True)
+        return out.reshape(batch, self.grid, self.grid)
+
+    @torch.no_grad()
+    def sample_uncached(self, class_ids: list[int], settings: SamplerSettings = SamplerSettings(greedy=True)) -> torch.Tensor:
+        """taming's own `Net2NetTransformer.sample` (no KV cache); the reference for tests and benchmarks."""
+        cond = torch.tensor(class_ids, device=self.device, dtype=torch.long)[:, None]
+        _, cond = self.net.encode_to_c(cond)
+        empty = torch.zeros(len(class_ids), 0, dtype=torch.long, device=self.device)
+        out = self.net.sample(
+            empty, cond, steps=self.grid * self.grid, temperature=settings.temperature,
+            sample=not settings.greedy, top_k=None if settings.greedy else settings.top_k,
+        )
+        return self.net.permuter(out, reverse=True).reshape(len(class_ids), self.grid, self.grid)
+
+
+def load_vqgm(config_path: str | Path, ckpt_path: str | Path, device: torch.device | str = "cpu") -> VQGM:
+    """Load a taming class-conditional model with strict checkpoint keys.
+
+    Args:
+        config_path: taming config yaml whose `model.target` is `Net2NetTransformer`.
+        ckpt_path: `.safetensors`, a torch state dict, or a Lightning checkpoint (`state_dict` key).
+        device: where to put the model.
+
+    Raises:
+        CortexError: unreadable files, a config that is not a taming model, or checkpoint keys
+            that do not match the config (named in the message).
+    """
+    config = sanitize_config(_load_yaml(Path(config_path)))
+    taming_main = taming_shim.install()
+    try:
+        net = taming_main.instantiate_from_config(config.model)
+    except Exception as exc:
+        raise CortexError(f"config {str(config_path)!r} does not build a taming model: {str(exc).splitlines()[0]}") from exc
+    state = read_state_dict(Path(ckpt_path))
+    state = {k: v for k, v in state.items() if not k.startswith(IGNORABLE_PREFIXES)}
+    expected = net.state_dict()
+    missing = sorted(k for k in expected if k not in state and not k.startswith(IGNORABLE_PREFIXES))
+    unexpected = sorted(k for k in state if k not in expected)
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing keys: {_describe(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys: {_describe(unexpected)}")
+        raise CortexError(f"checkpoint {str(ckpt_path)!r} does not match config {str(config_path)!r}; " + "; ".join(parts))
+    mismatched = [k for k, v in state.items() if tuple(v.shape) != tuple(expected[k].shape)]
+    if mismatched:
+        k = mismatched[0]
+        raise CortexError(
+            f"checkpoint {str(ckpt_path)!r} does not match config {str(config_path)!r}; "
+            f"shape of {k} is {tuple(state[k].shape)}, config expects {tuple(expected[k].shape)}"
+            + (f" (+{len(mismatched) - 1} more)" if len(mismatched) > 1 else "")
+        )
+    state = {k: v.to(expected[k].dtype) for k, v in state.items()}
+    net.load_state_dict(state, strict=False)  # strictness checked above, loss keys excepted
+    net = net.to(device).eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return VQGM(net, config, torch.device(device))
+
+
+def to_pil(images: torch.Tensor) -> list[Image.Image]:
+    """Images in [-1, 1] (B x 3 x H x W) -> RGB PIL images."""
+    arr = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return [Image.fromarray(a.permute(1, 2, 0).numpy()) for a in arr]
+
+
+def from_pil(images: list[Image.Image], size: int) -> torch.Tensor:
+    """RGB PIL images -> tensor in [-1, 1] at `size` (centre-cropped to square, then resized)."""
+    out = []
+    for img in images:
+        img = img.convert("RGB")
+        w, h = img.size
+        side = min(w, h)
+        img = img.crop(((w - side) // 2, (h - side) // 2, (w - side) // 2 + side, (h - side) // 2 + side))
+        if img.size != (size, size):
+            img = img.resize((size, size), Image.BICUBIC)
+        out.append(torch.from_numpy(np.asarray(img, dtype=np.float32) / 127.5 - 1).permute(2, 0, 1))
+    return torch.stack(out)

@@ -1,0 +1,53 @@
+"""Where cortex keeps its state, and which device it computes on."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import platformdirs
+import torch
+
+from .errors import CortexError
+
+HOME_ENV = "CORTEX_HOME"
+
+
+def cortex_home() -> Path:
+    """The state directory: `$CORTEX_HOME`, else the platform's per-user data dir."""
+    raw = os.environ.get(HOME_ENV)
+    home = Path(raw).expanduser() if raw else Path(platformdirs.user_data_dir("cortex"))
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CortexError(f"cannot create cortex home {str(home)!r} ({exc.strerror}); set {HOME_ENV} to a writable directory") from exc
+    return home
+
+
+def default_db_url() -> str:
+    """SQLite file `cortex.db` inside the cortex home."""
+    return f"sqlite:///{cortex_home() / 'cortex.db'}"
+
+
+def artifacts_dir(*parts: str) -> Path:
+    """A directory under the cortex home for checkpoints and reports (created)."""
+    path = cortex_home().joinpath(*parts)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def resolve_device(spec: str = "auto") -> torch.device:
+    """Parse `auto|cpu|cuda[:i]`; `auto` picks CUDA when available."""
+    spec = (spec or "auto").strip().lower()
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if spec == "cpu":
+        return torch.device("cpu")
+    if spec == "cuda" or spec.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise CortexError(f"device {spec!r} requested but CUDA is not available; use --device cpu")
+        index = spec.partition(":")[2]
+        if index and (not index.isdigit() or int(index) >= torch.cuda.device_count()):
+            raise CortexError(f"device {spec!r} does not exist; {torch.cuda.device_count()} CUDA device(s) visible")
+        return torch.device(spec)
+    raise CortexError(f"unknown device {spec!r}; use auto, cpu, cuda or cuda:N")

@@ -1,0 +1,180 @@
+"""SQLAlchemy 2 typed models of the cortex index. Migrations in `migrations/` create them."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import (
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class ModelRow(Base):
+    """A registered VQGM (VQGAN + class-conditional GPT prior)."""
+
+    __tablename__ = "models"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    config_path: Mapped[str] = mapped_column(Text)
+    ckpt_path: Mapped[str] = mapped_column(Text)
+    config_hash: Mapped[str] = mapped_column(String(64))
+    n_embed: Mapped[int] = mapped_column(Integer)  # K, codebook size
+    embed_dim: Mapped[int] = mapped_column(Integer)  # d, codebook width
+    grid: Mapped[int] = mapped_column(Integer)  # m, token grid side
+    image_size: Mapped[int] = mapped_column(Integer)
+    labels: Mapped[str] = mapped_column(Text)  # 'imagenet', 'mini' or a file path
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ClassRow(Base):
+    """A concept (class label) of a model."""
+
+    __tablename__ = "classes"
+    __table_args__ = (UniqueConstraint("model_id", "class_id"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
+    class_id: Mapped[int] = mapped_column(Integer)  # the label the prior is conditioned on
+    name: Mapped[str] = mapped_column(Text)
+    synonyms: Mapped[str] = mapped_column(Text, default="")  # '|'-separated
+
+
+class ImageRow(Base):
+    """A token grid sampled from a model's prior (or encoded from a picture)."""
+
+    __tablename__ = "images"
+    __table_args__ = (
+        UniqueConstraint("model_id", "class_pk", "split", "seed", "sampler", name="uq_images_sample"),
+        Index("ix_images_class_split", "class_pk", "split"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
+    class_pk: Mapped[int] = mapped_column(ForeignKey("classes.id", ondelete="CASCADE"))
+    split: Mapped[str] = mapped_column(String(16))
+    seed: Mapped[int] = mapped_column(Integer)
+    sampler: Mapped[str] = mapped_column(String(100))  # e.g. 'top_k=100,top_p=1.0,temperature=1.0'
+    tokens: Mapped[bytes] = mapped_column(LargeBinary)  # m*m little-endian uint16/int32
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class TokenCountRow(Base):
+    """Occurrences of a token over all positions of a class's images (frequency baseline)."""
+
+    __tablename__ = "token_counts"
+    __table_args__ = (Index("ix_token_counts_token", "model_id", "token"),)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), primary_key=True)
+    class_pk: Mapped[int] = mapped_column(ForeignKey("classes.id", ondelete="CASCADE"), primary_key=True)
+    split: Mapped[str] = mapped_column(String(16), primary_key=True)
+    token: Mapped[int] = mapped_column(Integer, primary_key=True)
+    count: Mapped[int] = mapped_column(Integer, default=0)
+    n_images: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class ExtractorRow(Base):
+    """A trained information extractor f_Y (CE or RE) of a model."""
+
+    __tablename__ = "extractors"
+    __table_args__ = (UniqueConstraint("model_id", "name"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(100))  # 'ce', 're' or user-chosen
+    arch: Mapped[str] = mapped_column(String(16))
+    hparams: Mapped[str] = mapped_column(Text)  # JSON
+    ckpt_path: Mapped[str] = mapped_column(Text)
+    ckpt_sha256: Mapped[str] = mapped_column(String(64))
+    metrics: Mapped[str] = mapped_column(Text, default="{}")  # JSON
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class SaliencyRunRow(Base):
+    """The parameters of one saliency pass; rows of the index hang off it."""
+
+    __tablename__ = "saliency_runs"
+    __table_args__ = (
+        UniqueConstraint("extractor_id", "samples", "alpha", "top_n", "reduce", "precision", "seed", name="uq_saliency_run"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
+    extractor_id: Mapped[int] = mapped_column(ForeignKey("extractors.id", ondelete="CASCADE"))
+    samples: Mapped[int] = mapped_column(Integer)
+    alpha: Mapped[float] = mapped_column(Float)
+    top_n: Mapped[int] = mapped_column(Integer)
+    reduce: Mapped[str] = mapped_column(String(16))
+    precision: Mapped[str] = mapped_column(String(8))
+    seed: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class SaliencyMapRow(Base):
+    """The full m*m Token Saliency Value map of one image under one run."""
+
+    __tablename__ = "saliency_maps"
+    run_id: Mapped[int] = mapped_column(ForeignKey("saliency_runs.id", ondelete="CASCADE"), primary_key=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
+    tsv: Mapped[bytes] = mapped_column(LargeBinary)  # m*m float32
+
+
+class SalientTokenRow(Base):
+    """One of an image's top-n tokens by TSV (class denormalised for fast concept queries)."""
+
+    __tablename__ = "salient_tokens"
+    __table_args__ = (
+        Index("ix_salient_class_token", "run_id", "class_pk", "token", "image_id", "tsv"),
+        Index("ix_salient_token_class", "run_id", "token", "class_pk"),
+    )
+    run_id: Mapped[int] = mapped_column(ForeignKey("saliency_runs.id", ondelete="CASCADE"), primary_key=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
+    rank: Mapped[int] = mapped_column(Integer, primary_key=True)  # 0 = most salient
+    class_pk: Mapped[int] = mapped_column(ForeignKey("classes.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer)  # row * m + col
+    token: Mapped[int] = mapped_column(Integer)
+    tsv: Mapped[float] = mapped_column(Float)
+
+
+class EditRow(Base):
+    """A token-level edit of an image toward a target concept."""
+
+    __tablename__ = "edits"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
+    extractor_id: Mapped[int | None] = mapped_column(ForeignKey("extractors.id", ondelete="SET NULL"), nullable=True)
+    source_class: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    target_class: Mapped[int] = mapped_column(Integer)
+    method: Mapped[str] = mapped_column(String(16))  # 'token' | 'embedding'
+    region: Mapped[str] = mapped_column(String(64))
+    source_tokens: Mapped[bytes] = mapped_column(LargeBinary)
+    result_tokens: Mapped[bytes] = mapped_column(LargeBinary)
+    params: Mapped[str] = mapped_column(Text)  # JSON
+    probabilities: Mapped[str] = mapped_column(Text)  # JSON
+    source_path: Mapped[str] = mapped_column(Text, default="")
+    output_path: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class EvaluationRow(Base):
+    """The result of one `cortex eval` run (JSON), for `cortex report`."""
+
+    __tablename__ = "evaluations"
+    __table_args__ = (Index("ix_evaluations_model_kind", "model_id", "kind", "created_at"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(32))
+    params: Mapped[str] = mapped_column(Text)  # JSON
+    result: Mapped[str] = mapped_column(Text)  # JSON
+    plot_path: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
