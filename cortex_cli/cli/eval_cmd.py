@@ -1,0 +1,3 @@
+"""Commands of cortex (see module name)."""
+
+from .app import app  # noqa: F401
