@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import typer
@@ -46,7 +47,7 @@ def models_list(
     store = state(ctx).store()
     models = registry.list_models(store)
     payload = [
-        {**registry.ModelInfo.__dict__.get("__dataclass_fields__") and vars(m), "classes": [vars(c) for c in registry.classes(store, m)]}
+        {**dataclasses.asdict(m), "classes": [dataclasses.asdict(c) for c in registry.classes(store, m)]}
         for m in models
     ]
     if as_json:
