@@ -1,0 +1,149 @@
+"""Pure metric functions of the evaluations (no model, no database).
+
+Sign conventions follow the paper: every delta is `after - before`, so masking that hurts the
+judge gives ΔA < 0 and ΔP < 0 (Table 2), and a successful edit gives ΔP_orig < 0 and ΔP_targ > 0
+(Table 3, eq. 10).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+INSIDE_FRACTION = 0.5  # a token's patch is "on the object" when >= half its pixels are in the mask
+
+
+@dataclass(frozen=True)
+class MaskingEffect:
+    """One judge's accuracy and true-class probability before and after masking (Table 2 cell)."""
+
+    acc: float  # top-1 accuracy before masking
+    p: float  # mean probability of the true class before
+    acc_after: float
+    p_after: float
+    delta_acc: float  # acc_after - acc
+    delta_p: float  # p_after - p
+    mean_n: float  # mean number of masked positions per image
+
+
+@dataclass(frozen=True)
+class EditEffect:
+    """One judge's scores of source images before and after an edit (Table 3 cell)."""
+
+    acc_orig: float  # top-1 accuracy on the original label before editing
+    p_orig: float  # mean P(original label) before
+    p_targ: float  # mean P(target label) before
+    p_orig_after: float
+    p_targ_after: float
+    delta_p_orig: float  # eq. 10: P_orig(optimised) - P_orig(initial)
+    delta_p_targ: float  # eq. 10: P_targ(optimised) - P_targ(initial)
+    acc_targ_after: float  # share of edited images the judge now calls the target
+
+
+def accuracy_and_probability(probs: torch.Tensor, labels: Sequence[int] | torch.Tensor) -> tuple[float, float]:
+    """(top-1 accuracy, mean probability of the label) of judge outputs.
+
+    Args:
+        probs: (B, C) softmax probabilities.
+        labels: (B,) class indices.
+    """
+    labels = torch.as_tensor(labels, dtype=torch.long, device=probs.device).reshape(-1)
+    if probs.shape[0] != labels.shape[0] or probs.shape[0] == 0:
+        raise ValueError(f"need one label per row of probabilities; got {probs.shape[0]} rows, {labels.shape[0]} labels")
+    acc = (probs.argmax(-1) == labels).float().mean().item()
+    p = probs.gather(1, labels[:, None]).float().mean().item()
+    return acc, p
+
+
+def masking_effect(
+    probs_before: torch.Tensor,
+    probs_after: torch.Tensor,
+    labels: Sequence[int] | torch.Tensor,
+    n_masked: Sequence[int] | torch.Tensor,
+) -> MaskingEffect:
+    """Accuracy/probability of the true class before and after masking, and their changes.
+
+    Args:
+        probs_before, probs_after: (B, C) judge probabilities of the same images.
+        labels: (B,) true classes.
+        n_masked: (B,) number of masked token positions per image.
+    """
+    acc, p = accuracy_and_probability(probs_before, labels)
+    acc2, p2 = accuracy_and_probability(probs_after, labels)
+    n = torch.as_tensor(n_masked, dtype=torch.float).reshape(-1)
+    return MaskingEffect(acc, p, acc2, p2, acc2 - acc, p2 - p, n.mean().item() if n.numel() else 0.0)
+
+
+def edit_effect(
+    probs_before: torch.Tensor,
+    probs_after: torch.Tensor,
+    orig: Sequence[int] | torch.Tensor,
+    targ: Sequence[int] | torch.Tensor,
+) -> EditEffect:
+    """Table 3 numbers of one judge: Acc_orig, P_orig, P_targ before, ΔP_orig/ΔP_targ (eq. 10).
+
+    Args:
+        probs_before: (B, C) judge probabilities of the unedited images.
+        probs_after: (B, C) of the edited images (the final optimisation step).
+        orig, targ: (B,) original and target labels.
+    """
+    acc_orig, p_orig = accuracy_and_probability(probs_before, orig)
+    _, p_targ = accuracy_and_probability(probs_before, targ)
+    _, p_orig2 = accuracy_and_probability(probs_after, orig)
+    acc_targ2, p_targ2 = accuracy_and_probability(probs_after, targ)
+    return EditEffect(acc_orig, p_orig, p_targ, p_orig2, p_targ2, p_orig2 - p_orig, p_targ2 - p_targ, acc_targ2)
+
+
+def ranked_positions(scores: torch.Tensor) -> torch.Tensor:
+    """Flat positions of an (m, m) score map, highest first (ties: lower position first)."""
+    flat = scores.reshape(-1).float()
+    return torch.sort(-flat, stable=True).indices
+
+
+def patches_inside(object_mask: torch.Tensor, grid: int, fraction: float = INSIDE_FRACTION) -> torch.Tensor:
+    """Bool (m, m): True where at least `fraction` of the token's pixel patch lies in `object_mask`.
+
+    Args:
+        object_mask: (H, W) bool, the ground-truth object pixels.
+        grid: m, the token grid side (H and W divisible by m).
+        fraction: overlap threshold (default 0.5).
+    """
+    mask = torch.as_tensor(object_mask).float()
+    h, w = mask.shape
+    if h % grid or w % grid:
+        raise ValueError(f"a {h}x{w} mask does not split into a {grid}x{grid} grid")
+    cover = mask.reshape(grid, h // grid, grid, w // grid).mean(dim=(1, 3))
+    return cover >= fraction
+
+
+def precision_at_n(ranking: torch.Tensor | Sequence[int], inside: torch.Tensor, n: int) -> float:
+    """Fraction of the first `n` ranked positions whose patch is inside the object."""
+    top = torch.as_tensor(ranking, dtype=torch.long).reshape(-1)[:n]
+    if top.numel() == 0:
+        return float("nan")
+    return inside.reshape(-1)[top].float().mean().item()
+
+
+def pointing_game(ranking: torch.Tensor | Sequence[int], inside: torch.Tensor) -> float:
+    """1.0 when the top-1 position is inside the object, else 0.0."""
+    return precision_at_n(ranking, inside, 1)
+
+
+def random_floor(inside: torch.Tensor) -> float:
+    """Expected precision@n (any n) and pointing game of uniformly random distinct positions."""
+    return inside.float().mean().item()
+
+
+def top_n_overlap(scores_a: torch.Tensor, scores_b: torch.Tensor, n: int) -> float:
+    """|top-n(a) ∩ top-n(b)| / n of two score maps of the same image (1.0 = same top-n set)."""
+    a = set(ranked_positions(scores_a)[:n].tolist())
+    b = set(ranked_positions(scores_b)[:n].tolist())
+    return len(a & b) / max(1, min(n, len(a)))
+
+
+def mean(values: Sequence[float]) -> float:
+    """Mean of finite values (nan when there are none)."""
+    vals = [v for v in values if v == v]
+    return sum(vals) / len(vals) if vals else float("nan")
