@@ -1,12 +1,13 @@
 """Independent judges: pixel classifiers that score decoded images (never trained on tokens).
 
-For the bundled mini model: the bundled ResNet and ViT judges. ImageNet judges (torchvision
-ResNet-18/50, ViT-B/16/32) are added by the evaluation issue.
+For the bundled mini model: the bundled ResNet and ViT judges. For ImageNet-labelled models:
+torchvision's ResNet-18/50 and ViT-B/16/32 with their official weights, found offline.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -49,8 +50,87 @@ def mini_judges(device: torch.device | str = "cpu") -> list[Judge]:
     return judges
 
 
-def judges_for(model: ModelInfo, device: torch.device | str = "cpu") -> list[Judge]:
-    """The judges that score images of `model`."""
+# name -> (torchvision builder, weights enum member): the paper's four pretrained judges
+IMAGENET_JUDGES: dict[str, tuple[str, str]] = {
+    "resnet18": ("resnet18", "ResNet18_Weights.IMAGENET1K_V1"),
+    "resnet50": ("resnet50", "ResNet50_Weights.IMAGENET1K_V1"),
+    "vit_b_16": ("vit_b_16", "ViT_B_16_Weights.IMAGENET1K_V1"),
+    "vit_b_32": ("vit_b_32", "ViT_B_32_Weights.IMAGENET1K_V1"),
+}
+
+
+def _weights_enum(spec: str):
+    import torchvision.models as tvm
+
+    enum_name, member = spec.split(".")
+    return getattr(getattr(tvm, enum_name), member)
+
+
+def imagenet_weight_files(names: tuple[str, ...] | None = None) -> dict[str, str]:
+    """The checkpoint file name torchvision uses for each ImageNet judge (from its weights URL)."""
+    names = names or tuple(IMAGENET_JUDGES)
+    return {n: _weights_enum(IMAGENET_JUDGES[n][1]).url.rsplit("/", 1)[-1] for n in names}
+
+
+def imagenet_judges(
+    device: torch.device | str = "cpu",
+    weights_dir: str | Path | None = None,
+    names: tuple[str, ...] | None = None,
+) -> list[Judge]:
+    """torchvision's ResNet-18, ResNet-50, ViT-B/16 and ViT-B/32 with their official ImageNet weights.
+
+    Never downloads: each checkpoint is looked up in `weights_dir` (when given) and in the torch hub
+    cache (`torch.hub.get_dir()/checkpoints`), under torchvision's own file name. Each judge resizes,
+    centre-crops and normalises images as its weights' `transforms()` prescribe.
+
+    Args:
+        device: where to run the judges.
+        weights_dir: an extra directory holding the `.pth` files.
+        names: a subset of `IMAGENET_JUDGES` (default: all four).
+
+    Raises:
+        CortexError: naming every missing file and where to put it.
+    """
+    import torchvision.models as tvm
+
+    names = names or tuple(IMAGENET_JUDGES)
+    unknown = [n for n in names if n not in IMAGENET_JUDGES]
+    if unknown:
+        raise CortexError(f"unknown ImageNet judge {unknown[0]!r}; choose from {', '.join(IMAGENET_JUDGES)}")
+    dirs = ([Path(weights_dir).expanduser()] if weights_dir else []) + [Path(torch.hub.get_dir()) / "checkpoints"]
+    files = imagenet_weight_files(names)
+    found, missing = {}, []
+    for name, fname in files.items():
+        hit = next((d / fname for d in dirs if (d / fname).is_file()), None)
+        if hit is None:
+            missing.append(fname)
+        else:
+            found[name] = hit
+    if missing:
+        where = " or ".join(repr(str(d)) for d in dirs)
+        raise CortexError(
+            f"ImageNet judge weights not found: {', '.join(missing)}; put these torchvision files (from "
+            f"download.pytorch.org/models/) in {where}, or pass --judge-weights DIR"
+        )
+    judges = []
+    for name in names:
+        builder, spec = IMAGENET_JUDGES[name]
+        weights = _weights_enum(spec)
+        model = getattr(tvm, builder)(weights=None)
+        try:
+            state = torch.load(found[name], map_location="cpu", weights_only=True)
+            model.load_state_dict(state, strict=True)
+        except Exception as exc:  # corrupt or wrong file under the right name
+            raise CortexError(f"judge weights {str(found[name])!r} do not load into {name}: {str(exc).splitlines()[0]}") from exc
+        transform = weights.transforms()
+        judges.append(Judge(name, model.to(device).eval(), lambda x, t=transform: t((x.clamp(-1, 1) + 1) / 2)))
+    return judges
+
+
+def judges_for(model: ModelInfo, device: torch.device | str = "cpu", weights_dir: str | Path | None = None) -> list[Judge]:
+    """The judges that score images of `model`: the bundled mini judges or the four ImageNet ones."""
     if model.labels == "mini":
         return mini_judges(device)
+    if model.labels == "imagenet":
+        return imagenet_judges(device, weights_dir)
     raise CortexError(f"no judges known for model {model.name!r}; judges exist for the mini model and ImageNet-labelled models")

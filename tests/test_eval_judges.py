@@ -1,0 +1,49 @@
+"""ImageNet judges: found offline under torchvision's file names, or a clear error."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision
+
+from cortex_cli.errors import CortexError
+from cortex_cli.judges import imagenet_judges, imagenet_weight_files
+
+
+@pytest.fixture
+def empty_hub(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    return tmp_path
+
+
+def test_missing_weights_error_names_every_file(empty_hub):
+    with pytest.raises(CortexError) as err:
+        imagenet_judges("cpu", weights_dir=empty_hub / "none")
+    msg = str(err.value)
+    for fname in ("resnet18-f37072fd.pth", "resnet50-0676ba61.pth", "vit_b_16-c867db91.pth", "vit_b_32-d86f8d99.pth"):
+        assert fname in msg
+    assert "--judge-weights" in msg and "\n" not in msg
+
+
+def test_judge_loads_from_weights_dir_and_resizes_like_torchvision(empty_hub):
+    wdir = empty_hub / "weights"
+    wdir.mkdir()
+    torch.manual_seed(0)
+    net = torchvision.models.resnet18(weights=None).eval()
+    torch.save(net.state_dict(), wdir / imagenet_weight_files(("resnet18",))["resnet18"])
+    (judge,) = imagenet_judges("cpu", weights_dir=wdir, names=("resnet18",))
+    images = torch.rand(2, 3, 64, 64) * 2 - 1
+    x = judge.preprocess(images)
+    assert x.shape == (2, 3, 224, 224)  # resize 256 then centre crop 224, as the weights' transforms
+    probs = judge.probabilities(images)
+    assert probs.shape == (2, 1000) and torch.allclose(probs.sum(-1), torch.ones(2), atol=1e-5)
+    with torch.no_grad():
+        assert torch.allclose(probs, net(x).softmax(-1), atol=1e-5)
+
+
+def test_wrong_file_under_the_right_name_is_reported(empty_hub):
+    wdir = empty_hub / "weights"
+    wdir.mkdir()
+    torch.save({"nonsense": torch.zeros(1)}, wdir / "resnet18-f37072fd.pth")
+    with pytest.raises(CortexError, match="do not load into resnet18"):
+        imagenet_judges("cpu", weights_dir=wdir, names=("resnet18",))
