@@ -1,0 +1,242 @@
+"""The token index: saliency over a class's generated images, written to SQLite batch by batch.
+
+One `saliency_runs` row per parameter set (extractor, N, alpha, n, reduction, precision, seed).
+Each batch of images is one transaction holding their full TSV maps (`saliency_maps`, float32
+m*m blobs) and top-n rows (`salient_tokens`), so a kill loses at most the batch in flight; a rerun
+skips images already indexed under the run and inserts with ON CONFLICT DO NOTHING, so no row is
+ever written twice.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from sqlalchemy import func, select
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from torch import nn
+
+from .errors import CortexError
+from .registry import ClassInfo, ModelInfo
+from .saliency import SaliencySettings, token_saliency
+from .store.database import Store
+from .store.schema import SaliencyMapRow, SaliencyRunRow, SalientTokenRow
+
+Progress = Callable[[int, int], None]
+_SQL_CHUNK = 500
+
+
+@dataclass
+class IndexResult:
+    """What `index_class` did for one class."""
+
+    model: str
+    extractor: str
+    run_id: int
+    class_id: int
+    class_name: str
+    split: str
+    images: int  # images of the class covered by the run after this call
+    added: int  # images indexed by this call
+    skipped: int  # images already indexed under the run
+    seconds: float
+    images_per_s: float
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+def pack_tsv(tsv: torch.Tensor) -> bytes:
+    """An m x m TSV map -> little-endian float32 bytes (raster order)."""
+    return np.ascontiguousarray(tsv.detach().float().cpu().numpy().reshape(-1), dtype="<f4").tobytes()
+
+
+def unpack_tsv(blob: bytes, grid: int) -> torch.Tensor:
+    """bytes -> float32 (m x m) TSV map."""
+    arr = np.frombuffer(blob, dtype="<f4")
+    if arr.size != grid * grid:
+        raise ValueError(f"TSV blob holds {arr.size} values, expected {grid * grid}")
+    return torch.from_numpy(arr.copy()).reshape(grid, grid)
+
+
+def _insert(session, table, rows: list[dict]) -> None:
+    """INSERT ... ON CONFLICT DO NOTHING (SQLite), plain INSERT elsewhere."""
+    if not rows:
+        return
+    if session.get_bind().dialect.name == "sqlite":
+        session.execute(sqlite_insert(table).on_conflict_do_nothing(), rows)
+    else:
+        session.execute(table.__table__.insert(), rows)
+
+
+def ensure_run(store: Store, model: ModelInfo, extractor_id: int, settings: SaliencySettings) -> int:
+    """The id of the saliency run with these parameters (created on first use)."""
+    key = dict(
+        extractor_id=extractor_id, samples=settings.samples, alpha=float(settings.alpha), top_n=settings.top_n,
+        reduce=settings.reduce, precision=settings.precision, seed=settings.seed,
+    )
+    where = [getattr(SaliencyRunRow, k) == v for k, v in key.items()]
+    with store.session() as s, s.begin():
+        run_id = s.scalar(select(SaliencyRunRow.id).where(*where))
+        if run_id is None:
+            from .store.schema import utcnow
+
+            _insert(s, SaliencyRunRow, [dict(model_id=model.id, created_at=utcnow(), **key)])
+            run_id = s.scalar(select(SaliencyRunRow.id).where(*where))
+    return int(run_id)
+
+
+def indexed_image_ids(store: Store, run_id: int, image_ids: Sequence[int]) -> set[int]:
+    """Which of `image_ids` already have a TSV map under `run_id`."""
+    done: set[int] = set()
+    ids = list(image_ids)
+    with store.session() as s:
+        for start in range(0, len(ids), _SQL_CHUNK):
+            chunk = ids[start:start + _SQL_CHUNK]
+            done.update(s.scalars(select(SaliencyMapRow.image_id).where(SaliencyMapRow.run_id == run_id, SaliencyMapRow.image_id.in_(chunk))))
+    return done
+
+
+def _load_tokens(store: Store, model: ModelInfo, image_ids: Sequence[int]) -> torch.Tensor:
+    from .generation import image_tokens
+
+    return image_tokens(store, model, list(image_ids))
+
+
+def write_batch(
+    store: Store, run_id: int, class_pk: int, image_ids: Sequence[int], tokens: torch.Tensor, tsv: torch.Tensor, top_n: int
+) -> None:
+    """Write one batch (maps + top-n rows) in one transaction."""
+    grid = tsv.shape[-1]
+    maps, salient = [], []
+    flat_tsv = tsv.detach().float().cpu().reshape(tsv.shape[0], -1)
+    flat_tok = tokens.detach().cpu().reshape(tokens.shape[0], -1)
+    n = min(top_n, grid * grid)
+    values, order = torch.sort(flat_tsv, dim=1, descending=True, stable=True)
+    for i, image_id in enumerate(image_ids):
+        maps.append({"run_id": run_id, "image_id": int(image_id), "tsv": pack_tsv(flat_tsv[i])})
+        for rank in range(n):
+            pos = int(order[i, rank])
+            salient.append({
+                "run_id": run_id, "image_id": int(image_id), "rank": rank, "class_pk": class_pk,
+                "position": pos, "token": int(flat_tok[i, pos]), "tsv": float(values[i, rank]),
+            })
+    with store.session() as s, s.begin():
+        _insert(s, SaliencyMapRow, maps)
+        _insert(s, SalientTokenRow, salient)
+
+
+def index_class(
+    store: Store,
+    model: ModelInfo,
+    extractor_info: Any,
+    cls: ClassInfo,
+    *,
+    split: str = "train",
+    n_images: int = 100,
+    settings: SaliencySettings = SaliencySettings(),
+    device: torch.device | str = "cpu",
+    batch_size: int = 16,
+    progress: Progress | None = None,
+    extractor: nn.Module | None = None,
+    image_seed: int = 0,
+    generation_progress: Progress | None = None,
+) -> IndexResult:
+    """Index the first `n_images` generated images of a class (generating missing ones first).
+
+    Args:
+        store: the open database.
+        model: the registered model whose images are explained.
+        extractor_info: the extractor's registry entry (`.id`, `.name`); loaded unless `extractor` is given.
+        cls: the class; its logit (`cls.class_id`) is the saliency target.
+        split: which generated split to index.
+        n_images: how many images (seeds image_seed .. image_seed+n-1) to cover.
+        settings: saliency parameters; they identify the run.
+        device: where the extractor runs.
+        batch_size: images per saliency batch and per transaction.
+        progress: called with (images done, total) after every committed batch.
+        extractor: an already loaded f_Y (tests, benchmarks); None loads `extractor_info`.
+        image_seed: first generation seed.
+        generation_progress: progress of generating missing images, if any.
+
+    Returns:
+        IndexResult with counts and speed.
+
+    Raises:
+        CortexError: bad settings or sizes, or a missing model/extractor file.
+    """
+    settings.validate()
+    if n_images < 1:
+        raise CortexError(f"--images must be >= 1, got {n_images}")
+    if batch_size < 1:
+        raise CortexError(f"--batch-size must be >= 1, got {batch_size}")
+    from . import registry
+    from .generation import ensure_images
+
+    device = torch.device(device)
+    image_ids = ensure_images(store, model, cls, split, n_images, seed=image_seed, device=device, progress=generation_progress)
+    run_id = ensure_run(store, model, extractor_info.id, settings)
+    done = indexed_image_ids(store, run_id, image_ids)
+    todo = [i for i in image_ids if i not in done]
+    total, finished = len(image_ids), len(image_ids) - len(todo)
+    if progress is not None:
+        progress(finished, total)
+    start = time.perf_counter()
+    if todo:
+        if extractor is None:
+            from .extractors.registry import load_extractor
+
+            extractor = load_extractor(extractor_info, device)
+        vqgm = registry.load_model(model, device)
+        for b in range(0, len(todo), batch_size):
+            ids = todo[b:b + batch_size]
+            tokens = _load_tokens(store, model, ids)
+            with torch.no_grad():
+                emb = vqgm.embed(tokens)
+            tsv = token_saliency(extractor, emb, [cls.class_id] * len(ids), ids, settings)
+            write_batch(store, run_id, cls.pk, ids, tokens, tsv, settings.top_n)
+            finished += len(ids)
+            if progress is not None:
+                progress(finished, total)
+    seconds = time.perf_counter() - start
+    return IndexResult(
+        model=model.name, extractor=extractor_info.name, run_id=run_id, class_id=cls.class_id, class_name=cls.name,
+        split=split, images=total, added=len(todo), skipped=total - len(todo), seconds=round(seconds, 3),
+        images_per_s=round(len(todo) / seconds, 2) if todo and seconds > 0 else 0.0,
+        settings={k: getattr(settings, k) for k in ("samples", "alpha", "top_n", "reduce", "precision", "seed")},
+    )
+
+
+def index_classes(
+    store: Store,
+    model: ModelInfo,
+    extractor_info: Any,
+    classes: Sequence[ClassInfo],
+    *,
+    progress_for: Callable[[ClassInfo], Progress | None] | None = None,
+    **kwargs: Any,
+) -> list[IndexResult]:
+    """`index_class` over several classes (`--class all`), loading the extractor once."""
+    if "extractor" not in kwargs or kwargs["extractor"] is None:
+        from .extractors.registry import load_extractor
+
+        kwargs["extractor"] = load_extractor(extractor_info, torch.device(kwargs.get("device", "cpu")))
+    return [
+        index_class(store, model, extractor_info, cls, progress=progress_for(cls) if progress_for else None, **kwargs)
+        for cls in classes
+    ]
+
+
+def run_image_count(store: Store, run_id: int, class_pk: int) -> int:
+    """How many images of a class the run has indexed."""
+    with store.session() as s:
+        return int(s.scalar(
+            select(func.count(func.distinct(SalientTokenRow.image_id))).where(SalientTokenRow.run_id == run_id, SalientTokenRow.class_pk == class_pk)
+        ) or 0)
+
+
+__all__ = [
+    "IndexResult", "ensure_run", "index_class", "index_classes", "indexed_image_ids", "pack_tsv", "unpack_tsv",
+    "write_batch", "run_image_count",
+]
