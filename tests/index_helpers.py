@@ -46,3 +46,36 @@ def register_toy(store, model, name: str = "ce", tmp: Path | None = None) -> Toy
         s.add(row)
         s.flush()
         return ToyInfo(row.id, name)
+
+
+def store_random_images(store, model, cls, n: int, *, split: str = "train", seed: int = 0, vocab: int = 12) -> list[int]:
+    """Insert n images with random tokens (from `vocab` ids) as generation would, token_counts included.
+
+    The tiny random-init prior samples nearly constant grids; random grids give the queries
+    something to rank. Rows use the model's default sampler label and seeds seed..seed+n-1, so
+    `ensure_images` finds them instead of sampling.
+    """
+    from collections import Counter
+
+    from cortex_cli import registry
+    from cortex_cli.generation import default_sampler
+    from cortex_cli.store.schema import ImageRow, TokenCountRow
+    from cortex_cli.tokens import pack_tokens
+
+    label = default_sampler(registry.load_model(model)).label()
+    gen = torch.Generator().manual_seed(1000 * cls.class_id + seed)
+    grids = torch.randint(0, vocab, (n, model.grid, model.grid), generator=gen)
+    with store.session() as s, s.begin():
+        rows = [ImageRow(model_id=model.id, class_pk=cls.pk, split=split, seed=seed + i, sampler=label, tokens=pack_tokens(g, model.n_embed)) for i, g in enumerate(grids)]
+        s.add_all(rows)
+        s.flush()
+        occ = Counter(int(t) for t in grids.flatten())
+        present = Counter(int(t) for g in grids for t in set(g.flatten().tolist()))
+        for t, c in occ.items():
+            row = s.get(TokenCountRow, (model.id, cls.pk, split, t))
+            if row is None:
+                s.add(TokenCountRow(model_id=model.id, class_pk=cls.pk, split=split, token=t, count=c, n_images=present[t]))
+            else:
+                row.count += c
+                row.n_images += present[t]
+        return [r.id for r in rows]
