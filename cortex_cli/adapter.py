@@ -205,14 +205,14 @@ class VQGM:
         for n in range(steps):
             logits, _, present = gpt.forward_with_past(x, past=past or None, past_length=(n + cond_len - 1) if past else None)
             past.append(present)
-            logits = logits[:, -1, :].float()
+            logits = logits[:, -1, : self.n_embed].float()  # the GPT vocabulary may also hold class ids
             if settings.greedy:
                 x = logits.argmax(dim=-1, keepdim=True)
             else:
                 logits = logits / settings.temperature
                 logits = taming_shim.top_k_top_p_filtering(logits, top_k=settings.top_k or 0, top_p=settings.top_p)
                 noise = torch.stack([torch.rand(logits.shape[-1], generator=g) for g in gens]).to(self.device)
-                gumbel = -torch.log(-torch.log(noise.clamp_min(1e-20)).clamp_min(1e-20))
+                gumbel = -torch.log((-torch.log(noise.clamp_min(1e-20))).clamp_min(1e-20))
                 x = (logits + gumbel).argmax(dim=-1, keepdim=True)
             out[:, n] = x[:, 0]
             if on_step is not None:
