@@ -107,15 +107,10 @@ def _run_info(row: SaliencyRunRow, extractor_name: str) -> RunInfo:
 
 
 def extractor_id(store: Store, model: ModelInfo, name: str) -> int:
-    """The id of a model's extractor by name; CortexError if there is none."""
-    with store.session() as s:
-        found = s.scalar(select(ExtractorRow.id).where(ExtractorRow.model_id == model.id, ExtractorRow.name == name))
-        if found is None:
-            names = s.scalars(select(ExtractorRow.name).where(ExtractorRow.model_id == model.id).order_by(ExtractorRow.name)).all()
-    if found is None:
-        have = f"it has: {', '.join(names)}" if names else "it has none"
-        raise CortexError(f"model {model.name!r} has no extractor {name!r} ({have}); run `cortex train-extractor` first")
-    return int(found)
+    """The id of a model's extractor by name; CortexError (with what to run) if there is none."""
+    from .extractors.registry import get_extractor
+
+    return get_extractor(store, model, name).id
 
 
 def runs(store: Store, model: ModelInfo, extractor: str | None = None) -> list[RunInfo]:

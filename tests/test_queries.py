@@ -110,7 +110,7 @@ def test_errors(store, tiny_model, indexed):
         top_tokens(store, tiny_model, all_classes[3])
     with pytest.raises(CortexError, match="-k must be a positive"):
         top_tokens(store, tiny_model, all_classes[0], k=0)
-    with pytest.raises(CortexError, match="no extractor 're'"):
+    with pytest.raises(CortexError, match="no extractor named 're'.*cortex train-extractor"):
         top_tokens(store, tiny_model, all_classes[0], extractor="re")
     with pytest.raises(CortexError, match="outside model 'tiny'"):
         token_usage(store, tiny_model, 64)
