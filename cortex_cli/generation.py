@@ -1,0 +1,387 @@
+"""Generation: sample class-conditional token grids into the store (idempotent), optionally as PNGs.
+
+An image row is identified by (model, class, split, seed, sampler). Its tokens come from
+`VQGM.sample` with the per-image seed `derive_seed(seed, split)`, which the adapter turns
+into a generator keyed by (that seed, class id): so train/val/test images of the same seed
+differ, and every image is the same whatever the batch size or how many were asked for.
+Each batch is committed in one transaction together with the class's `token_counts`, so an
+interrupted run loses at most the batch in flight and a rerun adds only what is missing.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from sqlalchemy import and_, select
+from sqlalchemy.exc import IntegrityError
+
+from . import registry
+from .adapter import VQGM, SamplerSettings, to_pil
+from .errors import CortexError
+from .pngmeta import read_png, save_png
+from .registry import ClassInfo, ModelInfo
+from .seeding import derive_seed
+from .store.database import Store
+from .store.schema import ClassRow, ImageRow, TokenCountRow
+from .tokens import pack_tokens, unpack_tokens
+
+SPLITS = ("train", "val", "test")
+# taming's README samples the ImageNet cin_transformer with `-k 600 -t 1.0 -p 0.92`; models whose
+# config has no `cortex.sampler` section get that setting (top-k capped at the codebook size).
+IMAGENET_SAMPLER = SamplerSettings(top_k=600, top_p=0.92, temperature=1.0)
+_SQL_CHUNK = 500  # ids per IN (...) clause, well under SQLite's variable limit
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class GenerationResult:
+    """What `generate` did: rows added, rows already there, and where everything is."""
+
+    model: str
+    class_id: int
+    class_name: str
+    split: str
+    sampler: str  # SamplerSettings.label(), part of each row's identity
+    requested: int
+    added: int
+    skipped: int  # rows that already existed (not sampled again)
+    image_ids: list[int]  # in seed order
+    png_paths: list[str]  # in seed order; empty without out_dir
+
+
+def validate_sampler(settings: SamplerSettings) -> SamplerSettings:
+    """The settings, or a CortexError naming the bad value."""
+    if settings.top_k is not None and settings.top_k < 1:
+        raise CortexError(f"top-k must be >= 1 (or 0 for no top-k), got {settings.top_k}")
+    if not 0.0 < settings.top_p <= 1.0:
+        raise CortexError(f"top-p must be in (0, 1], got {settings.top_p}")
+    if not settings.temperature > 0.0:
+        raise CortexError(f"temperature must be > 0, got {settings.temperature}")
+    return settings
+
+
+def default_sampler(vqgm: VQGM) -> SamplerSettings:
+    """The model's default sampler.
+
+    Read from the config's optional top-level section `cortex: {sampler: {top_k, top_p, temperature}}`
+    (the bundled mini model has one); otherwise `IMAGENET_SAMPLER` (top-k 600, top-p 0.92,
+    temperature 1.0, taming's setting for its ImageNet model), with top-k capped at K.
+    """
+    from omegaconf import OmegaConf
+
+    section = OmegaConf.select(vqgm.config, "cortex.sampler", default=None)
+    if section is None:
+        return SamplerSettings(top_k=min(IMAGENET_SAMPLER.top_k, vqgm.n_embed), top_p=IMAGENET_SAMPLER.top_p,
+                               temperature=IMAGENET_SAMPLER.temperature)
+    try:
+        top_k = section.get("top_k")
+        settings = SamplerSettings(
+            top_k=int(top_k) if top_k not in (None, 0) else None,
+            top_p=float(section.get("top_p", 1.0)),
+            temperature=float(section.get("temperature", 1.0)),
+            greedy=bool(section.get("greedy", False)),
+        )
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise CortexError(f"the model config's cortex.sampler section is malformed: {exc}") from exc
+    return validate_sampler(settings)
+
+
+def resolve_sampler(
+    model: ModelInfo,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    temperature: float | None = None,
+    device: torch.device | str = "cpu",
+) -> SamplerSettings:
+    """The model's default sampler with any given value overridden (top_k 0: no top-k)."""
+    base = default_sampler(registry.load_model(model, device))
+    settings = SamplerSettings(
+        top_k=base.top_k if top_k is None else (top_k or None),
+        top_p=base.top_p if top_p is None else top_p,
+        temperature=base.temperature if temperature is None else temperature,
+        greedy=base.greedy,
+    )
+    return validate_sampler(settings)
+
+
+def class_slug(name: str) -> str:
+    """'water ouzel' -> 'water-ouzel' (file-name safe)."""
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "class"
+
+
+def png_name(cls: ClassInfo, split: str, seed: int) -> str:
+    return f"{class_slug(cls.name)}_{split}_{seed}.png"
+
+
+def _check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise CortexError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
+
+
+def _existing(store: Store, model: ModelInfo, cls: ClassInfo, split: str, label: str, seeds: list[int]) -> dict[int, tuple[int, bytes]]:
+    """seed -> (image id, token blob) of rows already stored for these seeds."""
+    if not seeds:
+        return {}
+    with store.session() as s:
+        rows = s.execute(
+            select(ImageRow.seed, ImageRow.id, ImageRow.tokens).where(
+                ImageRow.model_id == model.id, ImageRow.class_pk == cls.pk, ImageRow.split == split,
+                ImageRow.sampler == label, ImageRow.seed.between(min(seeds), max(seeds)),
+            )
+        ).all()
+    wanted = set(seeds)
+    return {seed: (image_id, blob) for seed, image_id, blob in rows if seed in wanted}
+
+
+def _token_statistics(tokens: torch.Tensor, n_embed: int) -> dict[int, tuple[int, int]]:
+    """token -> (occurrences over all positions, number of images containing it) for a batch."""
+    flat = tokens.reshape(tokens.shape[0], -1).cpu().long()
+    per_image = torch.stack([torch.bincount(row, minlength=n_embed) for row in flat])
+    counts, present = per_image.sum(0), (per_image > 0).sum(0)
+    return {int(t): (int(counts[t]), int(present[t])) for t in torch.nonzero(counts).flatten()}
+
+
+def _upsert_token_counts(session, model: ModelInfo, cls: ClassInfo, split: str, stats: dict[int, tuple[int, int]]) -> None:
+    """count += occurrences, n_images += images, inside the caller's transaction."""
+    if not stats:
+        return
+    dialect = session.get_bind().dialect.name
+    values = [
+        {"model_id": model.id, "class_pk": cls.pk, "split": split, "token": t, "count": c, "n_images": k}
+        for t, (c, k) in stats.items()
+    ]
+    if dialect in ("sqlite", "postgresql"):
+        if dialect == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert
+        else:
+            from sqlalchemy.dialects.postgresql import insert
+        stmt = insert(TokenCountRow)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["model_id", "class_pk", "split", "token"],
+            set_={"count": TokenCountRow.count + stmt.excluded.count, "n_images": TokenCountRow.n_images + stmt.excluded.n_images},
+        )
+        session.execute(stmt, values)
+        return
+    existing = {
+        r.token: r
+        for r in session.scalars(
+            select(TokenCountRow).where(
+                TokenCountRow.model_id == model.id, TokenCountRow.class_pk == cls.pk, TokenCountRow.split == split,
+                TokenCountRow.token.in_(list(stats)),
+            )
+        )
+    }
+    for v in values:
+        row = existing.get(v["token"])
+        if row is None:
+            session.add(TokenCountRow(**v))
+        else:
+            row.count += v["count"]
+            row.n_images += v["n_images"]
+
+
+def _store_batch(store: Store, model: ModelInfo, cls: ClassInfo, split: str, label: str, seeds: list[int], tokens: torch.Tensor) -> dict[int, int]:
+    """Insert one batch of rows and their token counts in one transaction; seed -> image id."""
+    with store.session() as s, s.begin():
+        rows = [
+            ImageRow(model_id=model.id, class_pk=cls.pk, split=split, seed=seed, sampler=label, tokens=pack_tokens(grid, model.n_embed))
+            for seed, grid in zip(seeds, tokens)
+        ]
+        s.add_all(rows)
+        s.flush()
+        _upsert_token_counts(s, model, cls, split, _token_statistics(tokens, model.n_embed))
+        return {r.seed: r.id for r in rows}
+
+
+def _write_pngs(vqgm: VQGM, model: ModelInfo, cls: ClassInfo, split: str, label: str, out_dir: Path,
+                items: list[tuple[int, int, torch.Tensor]]) -> dict[int, str]:
+    """Decode and save (seed, image id, tokens) items; files already holding these tokens are kept."""
+    paths: dict[int, str] = {}
+    todo = []
+    for seed, image_id, grid in items:
+        path = out_dir / png_name(cls, split, seed)
+        paths[seed] = str(path)
+        if path.is_file():
+            try:
+                found = read_png(path)
+                if found.model_name == model.name and found.tokens is not None and torch.equal(found.tokens, grid.cpu()):
+                    continue
+            except CortexError:
+                pass  # a damaged file is rewritten
+        todo.append((seed, image_id, grid, path))
+    if todo:
+        images = vqgm.decode_tokens(torch.stack([g for _, _, g, _ in todo]))
+        for (seed, image_id, grid, path), pil in zip(todo, to_pil(images)):
+            meta = {"image_id": image_id, "class_id": cls.class_id, "class_name": cls.name, "split": split, "seed": seed, "sampler": label}
+            save_png(pil, path, grid, model.name, meta, n_embed=model.n_embed)
+    return paths
+
+
+def _prepare_out_dir(out_dir: Path) -> Path:
+    out_dir = Path(out_dir).expanduser()
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / ".cortex-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise CortexError(f"cannot write PNGs to {str(out_dir)!r} ({exc.strerror or exc}); choose a writable --out directory") from exc
+    return out_dir
+
+
+def check_request(n: int, *, split: str = "train", batch_size: int = 16, out_dir: Path | None = None) -> Path | None:
+    """Validate generation arguments before any work; returns out_dir (created, writable) or None.
+
+    Raises:
+        CortexError: n <= 0, batch_size <= 0, an unknown split, or an unwritable out_dir.
+    """
+    if n <= 0:
+        raise CortexError(f"-n must be a positive number of images, got {n}")
+    if batch_size <= 0:
+        raise CortexError(f"batch size must be positive, got {batch_size}")
+    _check_split(split)
+    return _prepare_out_dir(out_dir) if out_dir is not None else None
+
+
+def generate(
+    store: Store,
+    model: ModelInfo,
+    cls: ClassInfo,
+    n: int,
+    *,
+    split: str = "train",
+    seed: int = 0,
+    batch_size: int = 16,
+    sampler: SamplerSettings | None = None,
+    out_dir: Path | None = None,
+    device: torch.device | str = "cpu",
+    progress: Progress | None = None,
+) -> GenerationResult:
+    """Sample `n` token grids of class `cls` into the store (seeds seed .. seed+n-1), skipping stored ones.
+
+    Args:
+        store: the open database.
+        model, cls: the registered model and one of its classes.
+        n: number of images (> 0).
+        split: 'train', 'val' or 'test' (part of each image's identity and of its random stream).
+        seed: the first image seed; image i uses seed + i.
+        batch_size: images per forward pass and per database transaction (does not change tokens).
+        sampler: top-k / top-p / temperature; None uses `default_sampler` of the model.
+        out_dir: if given, also write '<class-slug>_<split>_<seed>.png' with token metadata for all
+            n images (stored ones are decoded from their stored tokens).
+        device: where the model runs.
+        progress: called as progress(images done, n).
+
+    Returns:
+        GenerationResult (image ids and PNG paths in seed order).
+
+    Raises:
+        CortexError: n <= 0, bad split/batch size/sampler, unwritable out_dir.
+    """
+    out_dir = check_request(n, split=split, batch_size=batch_size, out_dir=out_dir)
+    vqgm = registry.load_model(model, device)
+    sampler = validate_sampler(sampler if sampler is not None else default_sampler(vqgm))
+    label = sampler.label()
+    seeds = list(range(seed, seed + n))
+    existing = _existing(store, model, cls, split, label, seeds)
+    ids = {s: image_id for s, (image_id, _) in existing.items()}
+    tokens_by_seed = {s: unpack_tokens(blob, model.n_embed, model.grid) for s, (_, blob) in existing.items()}
+    skipped = len(existing)
+    missing = [s for s in seeds if s not in existing]
+    done = skipped
+    if progress:
+        progress(done, n)
+    added = 0
+    paths: dict[int, str] = {}
+    for start in range(0, len(missing), batch_size):
+        batch = missing[start:start + batch_size]
+        grids = vqgm.sample([cls.class_id] * len(batch), [derive_seed(s, split) for s in batch], sampler).cpu()
+        try:
+            new_ids = _store_batch(store, model, cls, split, label, batch, grids)
+            added += len(batch)
+        except IntegrityError:
+            # another process stored some of these seeds meanwhile: keep theirs, store the rest
+            theirs = _existing(store, model, cls, split, label, batch)
+            rest = [i for i, s in enumerate(batch) if s not in theirs]
+            new_ids = _store_batch(store, model, cls, split, label, [batch[i] for i in rest], grids[rest]) if rest else {}
+            added += len(rest)
+            skipped += len(theirs)
+            for s, (image_id, blob) in theirs.items():
+                new_ids[s] = image_id
+                grids[batch.index(s)] = unpack_tokens(blob, model.n_embed, model.grid)
+        ids.update(new_ids)
+        tokens_by_seed.update(zip(batch, grids))
+        if out_dir is not None:
+            paths.update(_write_pngs(vqgm, model, cls, split, label, out_dir, [(s, ids[s], tokens_by_seed[s]) for s in batch]))
+        done += len(batch)
+        if progress:
+            progress(done, n)
+    png_paths: list[str] = []
+    if out_dir is not None:
+        # rows that were already stored get their PNG from the stored tokens
+        items = [(s, ids[s], tokens_by_seed[s]) for s in seeds if s not in paths]
+        for start in range(0, len(items), batch_size):
+            paths.update(_write_pngs(vqgm, model, cls, split, label, out_dir, items[start:start + batch_size]))
+        png_paths = [paths[s] for s in seeds]
+    return GenerationResult(
+        model=model.name, class_id=cls.class_id, class_name=cls.name, split=split, sampler=label,
+        requested=n, added=added, skipped=skipped, image_ids=[ids[s] for s in seeds], png_paths=png_paths,
+    )
+
+
+def ensure_images(
+    store: Store,
+    model: ModelInfo,
+    cls: ClassInfo,
+    split: str,
+    n: int,
+    *,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    progress: Progress | None = None,
+) -> list[int]:
+    """Ids of n images of `cls`/`split` (seeds seed .. seed+n-1, default sampler), generating missing ones."""
+    return generate(store, model, cls, n, split=split, seed=seed, device=device, progress=progress).image_ids
+
+
+def image_tokens(store: Store, model: ModelInfo, image_ids: list[int]) -> torch.Tensor:
+    """Token grids (B x m x m, LongTensor) of stored images, in the given order.
+
+    Raises:
+        CortexError: an id is not an image of `model`.
+    """
+    blobs: dict[int, bytes] = {}
+    unique = list(dict.fromkeys(int(i) for i in image_ids))
+    with store.session() as s:
+        for start in range(0, len(unique), _SQL_CHUNK):
+            chunk = unique[start:start + _SQL_CHUNK]
+            blobs.update(s.execute(
+                select(ImageRow.id, ImageRow.tokens).where(ImageRow.model_id == model.id, ImageRow.id.in_(chunk))
+            ).all())
+    absent = [i for i in unique if i not in blobs]
+    if absent:
+        shown = ", ".join(map(str, absent[:5])) + (" ..." if len(absent) > 5 else "")
+        raise CortexError(f"image id(s) {shown} are not images of model {model.name!r}; run `cortex generate` first")
+    if not unique:
+        return torch.empty(0, model.grid, model.grid, dtype=torch.long)
+    return torch.stack([unpack_tokens(blobs[int(i)], model.n_embed, model.grid) for i in image_ids])
+
+
+def list_images(store: Store, model: ModelInfo, cls: ClassInfo | None, split: str | None) -> list[tuple[int, int, int]]:
+    """(image id, class id, seed) of a model's stored images, optionally of one class/split, by id."""
+    if split is not None:
+        _check_split(split)
+    query = select(ImageRow.id, ClassRow.class_id, ImageRow.seed).join(ClassRow, and_(ClassRow.id == ImageRow.class_pk)).where(
+        ImageRow.model_id == model.id
+    )
+    if cls is not None:
+        query = query.where(ImageRow.class_pk == cls.pk)
+    if split is not None:
+        query = query.where(ImageRow.split == split)
+    with store.session() as s:
+        return [tuple(r) for r in s.execute(query.order_by(ImageRow.id)).all()]
