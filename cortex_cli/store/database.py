@@ -11,7 +11,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..errors import CortexError
@@ -96,7 +96,7 @@ def open_store(url: str) -> Store:
     try:
         with engine.connect() as conn:
             current = MigrationContext.configure(conn).get_current_revision()
-    except OperationalError as exc:
+    except DBAPIError as exc:  # OperationalError, or DatabaseError for a file that is not SQLite
         engine.dispose()
         raise CortexError(f"cannot open database {url!r}: {exc.orig}") from exc
     known = {rev.revision for rev in script.walk_revisions()}
@@ -111,7 +111,7 @@ def open_store(url: str) -> Store:
             with engine.begin() as conn:
                 cfg.attributes["connection"] = conn
                 command.upgrade(cfg, "head")
-        except OperationalError as exc:
+        except DBAPIError as exc:  # OperationalError, or DatabaseError for a file that is not SQLite
             engine.dispose()
             raise CortexError(f"cannot migrate database {url!r}: {str(exc.orig)}") from exc
     return Store(engine=engine, url=url, sessions=sessionmaker(engine, expire_on_commit=False))
