@@ -1,0 +1,203 @@
+"""Shared machinery of the evaluations: test sets, judges, saliency of many images, stored results."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from sqlalchemy import select
+
+from .. import registry
+from ..errors import CortexError
+from ..judges import Judge
+from ..registry import ClassInfo, ModelInfo
+from ..saliency import SaliencySettings, token_saliency
+from ..settings import artifacts_dir
+from ..store.database import Store
+from ..store.schema import EvaluationRow
+
+Progress = Callable[..., None]
+KINDS = ("image-level", "concept-level", "edit", "localization", "stability")
+
+
+@dataclass
+class StoredEvaluation:
+    """One row of the `evaluations` table, decoded."""
+
+    id: int
+    model: str
+    kind: str
+    params: dict[str, Any]
+    result: dict[str, Any]
+    plot_path: str
+    created_at: str
+
+
+def tick(progress: Progress | None, done: int, total: int, info: str = "") -> None:
+    """Call a progress callback that may or may not take `info`."""
+    if progress is None:
+        return
+    try:
+        progress(done, total, info=info)
+    except TypeError:
+        progress(done, total)
+
+
+def default_out_dir(model: ModelInfo) -> Path:
+    """`$CORTEX_HOME/reports/<model>/` (created)."""
+    return artifacts_dir("reports", model.name)
+
+
+def prepare_out_dir(out: str | Path | None, model: ModelInfo) -> Path:
+    """The output directory (created), or a CortexError saying it cannot be written."""
+    if out is None:
+        return default_out_dir(model)
+    path = Path(out).expanduser()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".cortex-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise CortexError(f"cannot write to {str(path)!r} ({exc.strerror or exc}); choose a writable --out directory") from exc
+    return path
+
+
+def resolve_classes(store: Store, model: ModelInfo, specs: Sequence[str] | None) -> list[ClassInfo]:
+    """The classes named in `specs` (ids or names), or every class of the model."""
+    if not specs:
+        return registry.classes(store, model)
+    return [registry.resolve_class(store, model, s.strip()) for s in specs if s.strip()]
+
+
+def resolve_extractors(store: Store, model: ModelInfo, spec: str = "all") -> list:
+    """Registered extractors by name, or 'all' (every one of the model; CE and RE for the mini model)."""
+    from ..extractors import registry as xreg
+
+    if model.name == registry.MINI_NAME and hasattr(xreg, "ensure_bundled_extractors"):
+        xreg.ensure_bundled_extractors(store)
+    if spec != "all":
+        return [xreg.get_extractor(store, model, name.strip()) for name in spec.split(",") if name.strip()]
+    found = xreg.list_extractors(store, model)
+    if not found:
+        raise CortexError(f"model {model.name!r} has no extractors; run `cortex train-extractor --model {model.name} --arch ce` first")
+    return found
+
+
+def load_judges(model: ModelInfo, device: torch.device | str, weights_dir: str | Path | None = None) -> list[Judge]:
+    """The model's judges (mini: the bundled ones; ImageNet: torchvision's four)."""
+    from ..judges import judges_for
+
+    return judges_for(model, device, weights_dir)
+
+
+def test_images(
+    store: Store,
+    model: ModelInfo,
+    classes: Sequence[ClassInfo],
+    per_class: int,
+    *,
+    split: str = "test",
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    progress: Progress | None = None,
+) -> tuple[list[int], torch.Tensor, torch.Tensor]:
+    """(image ids, labels (B,), tokens (B, m, m)) of `per_class` generated images of each class.
+
+    Missing images are sampled from the model's prior (seeds seed .. seed+per_class-1).
+    """
+    from ..generation import ensure_images, image_tokens
+
+    if per_class < 1:
+        raise CortexError(f"--images-per-class must be >= 1, got {per_class}")
+    ids: list[int] = []
+    labels: list[int] = []
+    for i, cls in enumerate(classes):
+        got = ensure_images(store, model, cls, split, per_class, seed=seed, device=device)
+        ids += got
+        labels += [cls.class_id] * len(got)
+        tick(progress, i + 1, len(classes), cls.name)
+    return ids, torch.tensor(labels, dtype=torch.long), image_tokens(store, model, ids)
+
+
+@torch.no_grad()
+def decode(vqgm, tokens: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
+    """Token grids -> images in [-1, 1] on the model's device."""
+    return vqgm.decode_tokens(tokens.to(vqgm.device), batch_size=batch_size)
+
+
+def judge_probabilities(judges: Sequence[Judge], images: torch.Tensor) -> dict[str, torch.Tensor]:
+    """name -> (B, C) probabilities (on CPU) of every judge."""
+    return {j.name: j.probabilities(images).cpu() for j in judges}
+
+
+def saliency_of(
+    extractor: torch.nn.Module,
+    vqgm,
+    tokens: torch.Tensor,
+    targets: Sequence[int],
+    keys: Sequence[int],
+    settings: SaliencySettings,
+    *,
+    batch_size: int = 16,
+    progress: Progress | None = None,
+) -> torch.Tensor:
+    """TSV maps (B, m, m) on CPU of many token grids, `batch_size` images at a time."""
+    out = []
+    total = tokens.shape[0]
+    for start in range(0, total, batch_size):
+        chunk = tokens[start:start + batch_size]
+        with torch.no_grad():
+            emb = vqgm.embed(chunk)
+        out.append(token_saliency(extractor, emb, list(targets[start:start + batch_size]), list(keys[start:start + batch_size]), settings).cpu())
+        tick(progress, min(start + batch_size, total), total)
+    return torch.cat(out) if out else torch.empty(0, vqgm.grid, vqgm.grid)
+
+
+def record_evaluation(store: Store, model: ModelInfo, kind: str, params: dict[str, Any], result: dict[str, Any], plot_path: str | Path | None) -> int:
+    """Store one evaluation (kind, params, result JSON, plot) and return its row id."""
+    with store.session() as s, s.begin():
+        row = EvaluationRow(
+            model_id=model.id, kind=kind, params=json.dumps(params, sort_keys=True, default=str),
+            result=json.dumps(result, default=str), plot_path=str(plot_path or ""),
+        )
+        s.add(row)
+        s.flush()
+        return row.id
+
+
+def latest_evaluations(store: Store, model: ModelInfo) -> dict[str, StoredEvaluation]:
+    """kind -> the newest stored evaluation of that kind for `model`."""
+    with store.session() as s:
+        rows = s.scalars(
+            select(EvaluationRow).where(EvaluationRow.model_id == model.id).order_by(EvaluationRow.created_at, EvaluationRow.id)
+        ).all()
+        latest: dict[str, StoredEvaluation] = {}
+        for r in rows:
+            latest[r.kind] = StoredEvaluation(
+                r.id, model.name, r.kind, json.loads(r.params or "{}"), json.loads(r.result or "{}"), r.plot_path,
+                r.created_at.isoformat(timespec="seconds"),
+            )
+        return latest
+
+
+def write_json(path: Path, payload: Any) -> Path:
+    """Write `payload` (dataclasses ok) as indented JSON."""
+    import dataclasses
+
+    def plain(obj: Any) -> Any:
+        if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+            return {k: plain(v) for k, v in dataclasses.asdict(obj).items()}
+        if isinstance(obj, dict):
+            return {str(k): plain(v) for k, v in obj.items()}
+        if isinstance(obj, (list, tuple)):
+            return [plain(v) for v in obj]
+        if isinstance(obj, Path):
+            return str(obj)
+        return obj
+
+    path.write_text(json.dumps(plain(payload), indent=2) + "\n")
+    return path

@@ -1,0 +1,226 @@
+"""Ground-truth localization (beyond the paper; mini world only): are the salient tokens on the object?
+
+Mini-world images with known object masks (split 'loc', never used for training) are encoded with the
+model's VQGAN. A token counts as *on the object* when at least half of its pixel patch lies inside
+the object mask (`metrics.INSIDE_FRACTION`). For each ranking of the m^2 positions we report the
+precision of the top-n (n = 1, 5, 10, 20) and the pointing game (top-1 on the object):
+
+- CORTEX: positions by TSV of each extractor, target the true concept;
+- frequency baseline: positions by how often their token occurs in the class's generated training
+  images (the paper's baseline, which needs no extractor); ties in seeded random order;
+- random: seeded random orders (the floor), next to its exact expectation, the object's share of
+  positions.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from sqlalchemy import select
+
+from .. import registry
+from ..errors import CortexError
+from ..registry import ClassInfo, ModelInfo
+from ..saliency import SaliencySettings
+from ..seeding import derive_seed, generator_for
+from ..store.database import Store
+from ..store.schema import TokenCountRow
+from . import common, plots
+from .metrics import INSIDE_FRACTION, mean, patches_inside, pointing_game, precision_at_n, random_floor, ranked_positions
+
+SPLIT = "loc"  # the mini world's split for localization images (disjoint seeds from train/val/test)
+
+
+@dataclass
+class LocalizationSettings:
+    """What `cortex eval localization` measures."""
+
+    images_per_class: int = 5  # mini-world images per concept
+    ns: tuple[int, ...] = (1, 5, 10, 20)
+    random_draws: int = 10
+    seed: int = 0  # first world-image seed; also saliency noise and random orders
+    samples: int = 20  # SmoothGrad samples N
+    train_images: int = 20  # generated training images per class for the frequency counts, if none are stored
+    classes: tuple[str, ...] = ()
+    batch_size: int = 16
+
+
+@dataclass
+class MethodScores:
+    """Precision@n and pointing game of one ranking method, over all images."""
+
+    precision: dict[str, float]  # str(n) -> mean precision@n
+    pointing_game: float
+    per_class_precision: dict[str, float]  # class name -> precision at the 2nd n (5 by default)
+
+
+@dataclass
+class LocalizationResult:
+    model: str
+    n_images: int
+    ns: list[int]
+    inside_fraction: float  # the overlap rule for "on the object"
+    object_share: float  # mean share of positions on the object = the random floor's expectation
+    methods: dict[str, MethodScores]  # 'ce', 're', ..., 'frequency', 'random'
+    seconds: float
+    settings: dict = field(default_factory=dict)
+    json_path: str = ""
+    plot_path: str = ""
+    evaluation_id: int = 0
+
+
+def world_images(classes: Sequence[ClassInfo], per_class: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(images [-1,1] (B,3,64,64), labels (B,), object masks (B,64,64)) from the mini world's 'loc' split."""
+    from ..miniworld import world
+
+    imgs, labels, masks = [], [], []
+    for cls in classes:
+        for i in range(per_class):
+            s = world.sample(cls.class_id, seed + i, SPLIT)
+            imgs.append(s.image)
+            masks.append(s.mask)
+            labels.append(cls.class_id)
+    x = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).float() / 127.5 - 1
+    return x, torch.tensor(labels), torch.from_numpy(np.stack(masks))
+
+
+def class_token_counts(store: Store, model: ModelInfo, cls: ClassInfo, split: str = "train") -> torch.Tensor:
+    """(K,) occurrences of every token over the class's stored images of `split` (zeros if none)."""
+    counts = torch.zeros(model.n_embed)
+    with store.session() as s:
+        for token, count in s.execute(
+            select(TokenCountRow.token, TokenCountRow.count).where(
+                TokenCountRow.model_id == model.id, TokenCountRow.class_pk == cls.pk, TokenCountRow.split == split
+            )
+        ):
+            counts[token] = count
+    return counts
+
+
+def frequency_ranking(tokens: torch.Tensor, counts: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Positions of one token grid ranked by their token's class frequency (ties in random order)."""
+    flat = tokens.reshape(-1).cpu()
+    order = torch.randperm(flat.numel(), generator=generator)
+    score = counts[flat][order]
+    return order[torch.sort(-score, stable=True).indices]
+
+
+def _scores(rankings: Sequence[torch.Tensor], insides: Sequence[torch.Tensor], labels: Sequence[str], ns: Sequence[int]) -> MethodScores:
+    precision = {str(n): mean([precision_at_n(r, m, n) for r, m in zip(rankings, insides)]) for n in ns}
+    pointing = mean([pointing_game(r, m) for r, m in zip(rankings, insides)])
+    probe = ns[1] if len(ns) > 1 else ns[0]
+    per_class: dict[str, list[float]] = {}
+    for r, m, name in zip(rankings, insides, labels):
+        per_class.setdefault(name, []).append(precision_at_n(r, m, probe))
+    return MethodScores(precision, pointing, {k: mean(v) for k, v in per_class.items()})
+
+
+def require_mini(model: ModelInfo) -> None:
+    """CortexError unless `model` is the mini world's (the only one with ground-truth masks)."""
+    if model.labels != "mini":
+        raise CortexError(
+            f"localization needs ground-truth object masks, which only the mini world has; model {model.name!r} is not the mini model (use --model mini)"
+        )
+
+
+def run_localization(
+    store: Store,
+    model: ModelInfo,
+    *,
+    extractors: str = "all",
+    settings: LocalizationSettings = LocalizationSettings(),
+    device: torch.device | str = "cpu",
+    out_dir: str | Path | None = None,
+    progress: common.Progress | None = None,
+) -> LocalizationResult:
+    """Run the ground-truth localization evaluation (mini model only), write JSON + PNG, store it.
+
+    Args:
+        store: the open database.
+        model: must be the mini model (its world has object masks).
+        extractors: 'all' or comma-separated extractor names.
+        settings: images, n values, random draws, seed.
+        device: where models run.
+        out_dir: where `localization.json`/`.png` go (default `$CORTEX_HOME/reports/<model>/`).
+        progress: progress(done, total, info=...) callback.
+
+    Returns:
+        LocalizationResult (also stored in the `evaluations` table).
+
+    Raises:
+        CortexError: a model other than the mini world, bad settings, missing extractors.
+    """
+    from ..extractors.registry import load_extractor
+    from ..generation import ensure_images
+
+    require_mini(model)
+    if settings.images_per_class < 1 or settings.random_draws < 1:
+        raise CortexError("--images-per-class and --random-draws must be >= 1")
+    if not settings.ns or any(not 0 < n <= model.grid ** 2 for n in settings.ns):
+        raise CortexError(f"n values must lie in 1..{model.grid ** 2}, got {list(settings.ns)}")
+    start = time.perf_counter()
+    out = common.prepare_out_dir(out_dir, model)
+    infos = common.resolve_extractors(store, model, extractors)
+    classes = common.resolve_classes(store, model, settings.classes)
+    vqgm = registry.load_model(model, device)
+    images, labels, masks = world_images(classes, settings.images_per_class, settings.seed)
+    if images.shape[-1] != model.image_size:
+        images = torch.nn.functional.interpolate(images, size=model.image_size, mode="bilinear", antialias=True)
+        masks = torch.nn.functional.interpolate(masks[:, None].float(), size=model.image_size, mode="nearest")[:, 0] > 0.5
+    tokens = torch.cat([vqgm.encode_images(chunk.to(vqgm.device)).cpu() for chunk in images.split(settings.batch_size)])
+    insides = [patches_inside(m, model.grid) for m in masks]
+    keys = [derive_seed("localization", int(c), settings.seed + i % settings.images_per_class) for i, c in enumerate(labels.tolist())]
+    names = {c.class_id: c.name for c in classes}
+    label_names = [names[int(c)] for c in labels]
+    methods: dict[str, MethodScores] = {}
+    sal = SaliencySettings(samples=settings.samples, seed=settings.seed)
+    for info in infos:
+        net = load_extractor(info, device)
+        tsv = common.saliency_of(
+            net, vqgm, tokens, labels.tolist(), keys, sal, batch_size=settings.batch_size,
+            progress=lambda d, t, info="", name=info.name: common.tick(progress, d, t, f"saliency {name}"),
+        )
+        methods[info.name] = _scores([ranked_positions(m) for m in tsv], insides, label_names, settings.ns)
+    freq_rankings = []
+    for k, cls in enumerate(classes):
+        counts = class_token_counts(store, model, cls)
+        if counts.sum() == 0:
+            common.tick(progress, k, len(classes), f"generating training images of {cls.name} for token counts")
+            ensure_images(store, model, cls, "train", settings.train_images, seed=0, device=device)
+            counts = class_token_counts(store, model, cls)
+        for i in range(settings.images_per_class):
+            j = k * settings.images_per_class + i
+            freq_rankings.append(frequency_ranking(tokens[j], counts, generator_for("localization-ties", settings.seed, keys[j])))
+    methods["frequency"] = _scores(freq_rankings, insides, label_names, settings.ns)
+    draws = [
+        _scores([torch.randperm(model.grid ** 2, generator=generator_for("localization-random", settings.seed, k, d)) for k in keys],
+                insides, label_names, settings.ns)
+        for d in range(settings.random_draws)
+    ]
+    methods["random"] = MethodScores(
+        {str(n): mean([d.precision[str(n)] for d in draws]) for n in settings.ns},
+        mean([d.pointing_game for d in draws]),
+        {c: mean([d.per_class_precision[c] for d in draws]) for c in draws[0].per_class_precision},
+    )
+    result = LocalizationResult(
+        model=model.name, n_images=len(labels), ns=list(settings.ns), inside_fraction=INSIDE_FRACTION,
+        object_share=mean([random_floor(m) for m in insides]), methods=methods, seconds=0.0, settings=asdict(settings),
+    )
+    label = {"frequency": "frequency baseline", "random": "random"}
+    plot = plots.line_panels(
+        list(settings.ns),
+        {"precision@n": {label.get(k, f"CORTEX {k.upper()}"): [v.precision[str(n)] for n in settings.ns] for k, v in methods.items()}},
+        out / "localization.png", xlabel="top-n tokens", ylabel="share on the object",
+        title=f"{model.name}: localization on {len(labels)} mini-world images",
+    )
+    result.plot_path = str(plot)
+    result.json_path = str(out / "localization.json")
+    result.seconds = round(time.perf_counter() - start, 2)
+    common.write_json(Path(result.json_path), result)
+    result.evaluation_id = common.record_evaluation(store, model, "localization", asdict(settings) | {"extractors": extractors}, asdict(result), plot)
+    return result

@@ -1,0 +1,231 @@
+"""Tables of stored evaluation results, and `cortex report`: the latest of each kind in one Markdown file.
+
+The same `tables_for` feeds the terminal (Rich) and the report (Markdown), from the JSON stored in
+the `evaluations` table, so the report can be rebuilt at any time without rerunning anything.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from ..errors import CortexError
+from ..registry import ModelInfo
+from ..store.database import Store
+from .common import KINDS, default_out_dir, latest_evaluations
+
+TITLES = {
+    "image-level": "Image level (paper Figure 3): mean P(true class) after masking the top-n tokens",
+    "concept-level": "Concept level (paper Table 2): masking every token of T*_concept",
+    "edit": "Editing (paper Table 3): token selection vs embedding optimisation, final step",
+    "localization": "Ground truth (mini world): share of top-n tokens on the object",
+    "stability": "Stability: top-n overlap of saliency maps",
+}
+COMMANDS = {
+    "image-level": "cortex eval image-level",
+    "concept-level": "cortex eval concept-level",
+    "edit": "cortex eval edit",
+    "localization": "cortex eval localization",
+    "stability": "cortex eval stability",
+}
+
+
+@dataclass
+class TableSpec:
+    """A titled table of already-formatted cells."""
+
+    title: str
+    columns: list[str]
+    rows: list[list[str]]
+
+
+@dataclass
+class ReportResult:
+    model: str
+    path: str
+    kinds: list[str]  # evaluations included
+    missing: list[str]  # kinds never run for this model
+
+
+def _f(x: Any, digits: int = 3) -> str:
+    if isinstance(x, (int, float)) and x == x:
+        return f"{x:.{digits}f}"
+    return "n/a"
+
+
+def _pct(x: Any) -> str:
+    return f"{100 * x:.1f}%" if isinstance(x, (int, float)) and x == x else "n/a"
+
+
+def _signed_pct(x: Any) -> str:
+    return f"{100 * x:+.1f}%" if isinstance(x, (int, float)) and x == x else "n/a"
+
+
+def _method_label(m: str) -> str:
+    if m == "random":
+        return "random"
+    if m == "baseline":
+        return "baseline (frequency)"
+    if m.startswith("baseline@"):
+        return f"baseline cut to n of {m.split('@', 1)[1].upper()}"
+    if m == "frequency":
+        return "frequency baseline"
+    return f"CORTEX {m.upper()}"
+
+
+def image_level_tables(r: dict) -> list[TableSpec]:
+    ns = r["ns"]
+    show = [i for i, n in enumerate(ns) if n == 0 or n % 10 == 0] or list(range(len(ns)))
+    rows = []
+    for judge, methods in r["probability"].items():
+        for m, ps in methods.items():
+            rows.append([judge, _method_label(m)] + [_f(ps[i]) for i in show])
+    t1 = TableSpec(f"mean P(true class) vs masked tokens n ({r['n_images']} images, {r['fill']} fill)",
+                   ["judge", "selection"] + [f"n={ns[i]}" for i in show], rows)
+    beats = [[j, _method_label(x), _pct(v)] for j, d in r["cortex_beats_random"].items() for x, v in d.items()]
+    t2 = TableSpec("share of n values where CORTEX leaves a lower P than random", ["judge", "selection", "share"], beats)
+    return [t1, t2]
+
+
+def concept_level_tables(r: dict) -> list[TableSpec]:
+    methods = r["methods"]
+    columns = ["judge", "Acc", "P"]
+    for m in methods:
+        short = m.upper() if "@" not in m and m != "baseline" else m
+        columns += [f"{short} n", f"{short} ΔA", f"{short} ΔP"]
+    rows = []
+    for judge, cells in r["table"].items():
+        first = next(iter(cells.values()))
+        row = [judge, _pct(first["acc"]), _f(first["p"])]
+        for m in methods:
+            e = cells[m]
+            row += [_f(e["mean_n"], 1), _signed_pct(e["delta_acc"]), _f(e["delta_p"])]
+        rows.append(row)
+    return [TableSpec(f"k={r['k']} tokens per concept, {r['n_classes']} classes, {r['n_images']} test images", columns, rows)]
+
+
+def edit_tables(r: dict) -> list[TableSpec]:
+    rows = []
+    columns: list[str] = []
+    for judge, cells in r["table"].items():
+        columns = list(cells)
+        first = next(iter(cells.values()))
+        rows.append([judge, _pct(first["acc_orig"]), _f(first["p_orig"]), _f(first["p_targ"])]
+                    + [f"{_f(cells[c]['delta_p_orig'])} / {_f(cells[c]['delta_p_targ'])}" for c in columns])
+    label = {c: f"{c.split('/')[0]} {c.split('/')[1].upper()} ΔP_orig / ΔP_targ" for c in columns}
+    t1 = TableSpec(f"{r['n_edits']} source images, {r['steps']} steps (final step scored)",
+                   ["judge", "Acc_orig", "P_orig", "P_targ"] + [label[c] for c in columns], rows)
+    out = [t1]
+    if r.get("token_beats_embedding"):
+        out.append(TableSpec("token selection beats embedding optimisation (lower ΔP_orig and higher ΔP_targ)",
+                             ["judge", "extractor", "beats"],
+                             [[j, x.upper(), "yes" if v else "no"] for j, d in r["token_beats_embedding"].items() for x, v in d.items()]))
+    return out
+
+
+def localization_tables(r: dict) -> list[TableSpec]:
+    ns = r["ns"]
+    rows = [[_method_label(m)] + [_f(s["precision"][str(n)]) for n in ns] + [_f(s["pointing_game"])]
+            for m, s in r["methods"].items()]
+    return [TableSpec(
+        f"{r['n_images']} mini-world images; a token is on the object when >= {int(100 * r['inside_fraction'])}% of its patch is; "
+        f"object share of positions {_f(r['object_share'])}",
+        ["selection"] + [f"precision@{n}" for n in ns] + ["pointing game"], rows,
+    )]
+
+
+def stability_tables(r: dict) -> list[TableSpec]:
+    rows = []
+    ns: list[str] = []
+    for name, st in r["extractors"].items():
+        for n_s, cells in st["across_seeds"].items():
+            ns = list(cells)
+            rows.append([name.upper(), f"N={n_s}", "seeds (pairwise)"] + [_f(cells[n]) for n in ns])
+            rows.append([name.upper(), f"N={n_s}", "vs largest N"] + [_f(st["vs_largest_n"][n_s][n]) for n in ns])
+        rows.append([name.upper(), f"N={r['settings'].get('default_samples', 20)}", "fp32 vs bf16"] + [_f(st["fp32_vs_bf16"][n]) for n in ns])
+    return [TableSpec(f"top-n overlap on {r['n_images']} images", ["extractor", "samples", "comparison"] + [f"top-{n}" for n in ns], rows)]
+
+
+_TABLES = {
+    "image-level": image_level_tables,
+    "concept-level": concept_level_tables,
+    "edit": edit_tables,
+    "localization": localization_tables,
+    "stability": stability_tables,
+}
+
+
+def tables_for(kind: str, result: dict) -> list[TableSpec]:
+    """The tables of one evaluation result (its stored JSON form)."""
+    if kind not in _TABLES:
+        raise CortexError(f"unknown evaluation kind {kind!r}; known: {', '.join(KINDS)}")
+    return _TABLES[kind](result)
+
+
+def _markdown_table(spec: TableSpec) -> str:
+    lines = [f"*{spec.title}*", "", "| " + " | ".join(spec.columns) + " |", "|" + "---|" * len(spec.columns)]
+    lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in spec.rows]
+    return "\n".join(lines)
+
+
+def _command_line(kind: str, model: str, params: dict) -> str:
+    flags = []
+    for key, flag in (("images_per_class", "--images-per-class"), ("fill", "--fill"), ("random_draws", "--random-draws"),
+                      ("steps", "--steps"), ("images_per_direction", "--images-per-direction"), ("train_images", "--train-images"),
+                      ("k", "-k")):
+        if key in params and params[key] is not None:
+            flags.append(f"{flag} {params[key]}")
+    if params.get("extractors") not in (None, "all"):
+        flags.append(f"--extractor {params['extractors']}")
+    return f"{COMMANDS[kind]} --model {model} " + " ".join(flags)
+
+
+def write_report(store: Store, model: ModelInfo, out: str | Path | None = None) -> ReportResult:
+    """Gather the latest evaluation of each kind for `model` into one Markdown file with its plots.
+
+    Args:
+        store: the open database.
+        model: the model.
+        out: the Markdown file (default `$CORTEX_HOME/reports/<model>/report.md`).
+
+    Returns:
+        ReportResult (path, kinds included, kinds missing).
+
+    Raises:
+        CortexError: no evaluation stored for the model, or an unwritable file.
+    """
+    latest = latest_evaluations(store, model)
+    if not latest:
+        raise CortexError(f"no evaluations stored for model {model.name!r}; run `cortex eval image-level --model {model.name}` (or another `cortex eval` command) first")
+    path = Path(out).expanduser() if out else default_out_dir(model) / "report.md"
+    parts = [
+        f"# CORTEX evaluation report: model `{model.name}`",
+        "",
+        f"Generated {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} from the latest stored run of each evaluation "
+        f"(codebook K={model.n_embed}, d={model.embed_dim}, {model.grid}x{model.grid} tokens, {model.image_size} px).",
+        "",
+    ]
+    for kind in KINDS:
+        ev = latest.get(kind)
+        if ev is None:
+            continue
+        parts += [f"## {TITLES[kind]}", ""]
+        seconds = ev.result.get("seconds")
+        parts += [f"Run {ev.created_at} (evaluation #{ev.id}), {_f(seconds, 1)} s: `{_command_line(kind, model.name, ev.params)}`", ""]
+        for spec in tables_for(kind, ev.result):
+            parts += [_markdown_table(spec), ""]
+        if ev.plot_path:
+            try:
+                rel = os.path.relpath(ev.plot_path, path.parent)
+            except ValueError:  # another drive on Windows
+                rel = ev.plot_path
+            parts += [f"![{kind}]({rel})", ""]
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("\n".join(parts))
+    except OSError as exc:
+        raise CortexError(f"cannot write the report to {str(path)!r} ({exc.strerror or exc}); choose another --out") from exc
+    return ReportResult(model.name, str(path), [k for k in KINDS if k in latest], [k for k in KINDS if k not in latest])

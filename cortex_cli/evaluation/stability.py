@@ -1,0 +1,150 @@
+"""Stability of the saliency ranking: does the top-n survive another seed, another N, bf16?
+
+For the same generated test images and target (the true class):
+- across seeds: mean pairwise top-n overlap of the TSV maps of several noise seeds, for each N;
+- across N: top-n overlap of each N's map with the largest N's (same seed; its noise extends theirs);
+- precision: top-n overlap of fp32 and bf16 (autocast) maps at the default N and seed.
+A top-n overlap of 1.0 means the same n positions were chosen.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from .. import registry
+from ..errors import CortexError
+from ..registry import ModelInfo
+from ..saliency import SaliencySettings
+from ..store.database import Store
+from . import common, plots
+from .metrics import mean, top_n_overlap
+
+
+@dataclass
+class StabilitySettings:
+    """What `cortex eval stability` measures."""
+
+    images_per_class: int = 2
+    seeds: tuple[int, ...] = (0, 1, 2)
+    sample_counts: tuple[int, ...] = (5, 10, 20, 50)  # SmoothGrad N
+    ns: tuple[int, ...] = (5, 10, 20)  # top-n sizes compared
+    default_samples: int = 20  # N of the fp32-vs-bf16 comparison
+    image_seed: int = 0
+    classes: tuple[str, ...] = ()
+    batch_size: int = 16
+
+
+@dataclass
+class ExtractorStability:
+    across_seeds: dict[str, dict[str, float]]  # str(N) -> str(n) -> mean pairwise overlap between seeds
+    vs_largest_n: dict[str, dict[str, float]]  # str(N) -> str(n) -> overlap with the largest N (first seed)
+    fp32_vs_bf16: dict[str, float]  # str(n) -> overlap at default_samples, first seed
+
+
+@dataclass
+class StabilityResult:
+    model: str
+    n_images: int
+    extractors: dict[str, ExtractorStability]
+    seconds: float
+    settings: dict = field(default_factory=dict)
+    json_path: str = ""
+    plot_path: str = ""
+    evaluation_id: int = 0
+
+
+def mean_overlap(maps_a: torch.Tensor, maps_b: torch.Tensor, n: int) -> float:
+    """Mean top-n overlap of paired (B, m, m) maps."""
+    return mean([top_n_overlap(a, b, n) for a, b in zip(maps_a, maps_b)])
+
+
+def run_stability(
+    store: Store,
+    model: ModelInfo,
+    *,
+    extractors: str = "all",
+    settings: StabilitySettings = StabilitySettings(),
+    device: torch.device | str = "cpu",
+    out_dir: str | Path | None = None,
+    progress: common.Progress | None = None,
+) -> StabilityResult:
+    """Run the stability evaluation, write JSON + PNG, and store the result.
+
+    Args:
+        store: the open database.
+        model: the model whose generated test images are explained.
+        extractors: 'all' or comma-separated extractor names.
+        settings: seeds, sample counts N, top-n sizes, images.
+        device: where models run.
+        out_dir: where `stability.json`/`.png` go (default `$CORTEX_HOME/reports/<model>/`).
+        progress: progress(done, total, info=...) callback.
+
+    Returns:
+        StabilityResult (also stored in the `evaluations` table).
+    """
+    from ..extractors.registry import load_extractor
+
+    if len(settings.seeds) < 2:
+        raise CortexError(f"--seeds needs at least two seeds to compare, got {list(settings.seeds)}")
+    if not settings.sample_counts or min(settings.sample_counts) < 1:
+        raise CortexError(f"--sample-counts must be positive numbers, got {list(settings.sample_counts)}")
+    if not settings.ns or any(not 0 < n <= model.grid ** 2 for n in settings.ns):
+        raise CortexError(f"n values must lie in 1..{model.grid ** 2}, got {list(settings.ns)}")
+    start = time.perf_counter()
+    out = common.prepare_out_dir(out_dir, model)
+    infos = common.resolve_extractors(store, model, extractors)
+    classes = common.resolve_classes(store, model, settings.classes)
+    vqgm = registry.load_model(model, device)
+    ids, labels, tokens = common.test_images(store, model, classes, settings.images_per_class, seed=settings.image_seed, device=device)
+    counts = sorted(set(settings.sample_counts))
+    largest = counts[-1]
+    per_extractor: dict[str, ExtractorStability] = {}
+    jobs = len(infos) * (len(settings.seeds) * len(counts) + 1)
+    done = 0
+    for info in infos:
+        net = load_extractor(info, device)
+
+        def tsv(samples: int, seed: int, precision: str = "fp32") -> torch.Tensor:
+            nonlocal done
+            s = SaliencySettings(samples=samples, seed=seed, precision=precision)
+            maps = common.saliency_of(net, vqgm, tokens, labels.tolist(), ids, s, batch_size=settings.batch_size)
+            done += 1
+            common.tick(progress, done, jobs, f"{info.name} N={samples} seed={seed} {precision}")
+            return maps
+
+        maps = {(n_s, seed): tsv(n_s, seed) for n_s in counts for seed in settings.seeds}
+        first = settings.seeds[0]
+        across = {
+            str(n_s): {
+                str(n): mean([mean_overlap(maps[(n_s, a)], maps[(n_s, b)], n) for a, b in itertools.combinations(settings.seeds, 2)])
+                for n in settings.ns
+            }
+            for n_s in counts
+        }
+        vs_largest = {str(n_s): {str(n): mean_overlap(maps[(n_s, first)], maps[(largest, first)], n) for n in settings.ns} for n_s in counts}
+        default = settings.default_samples
+        fp32 = maps.get((default, first))
+        if fp32 is None:
+            fp32 = tsv(default, first)
+        bf16 = tsv(default, first, "bf16")
+        per_extractor[info.name] = ExtractorStability(across, vs_largest, {str(n): mean_overlap(fp32, bf16, n) for n in settings.ns})
+    result = StabilityResult(model=model.name, n_images=len(ids), extractors=per_extractor, seconds=0.0, settings=asdict(settings))
+    panels = {
+        f"{name.upper()}: across seeds": {f"top-{n}": [st.across_seeds[str(c)][str(n)] for c in counts] for n in settings.ns}
+        for name, st in per_extractor.items()
+    }
+    plot = plots.line_panels(
+        counts, panels, out / "stability.png", xlabel="SmoothGrad samples N", ylabel="top-n overlap between seeds",
+        title=f"{model.name}: saliency stability ({len(ids)} images, seeds {list(settings.seeds)})",
+    )
+    result.plot_path = str(plot)
+    result.json_path = str(out / "stability.json")
+    result.seconds = round(time.perf_counter() - start, 2)
+    common.write_json(Path(result.json_path), result)
+    result.evaluation_id = common.record_evaluation(store, model, "stability", asdict(settings) | {"extractors": extractors}, asdict(result), plot)
+    return result

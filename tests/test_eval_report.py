@@ -1,0 +1,119 @@
+"""`cortex report` from stored evaluation rows, and the eval commands' error paths through the CLI."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from cortex_cli.cli import app
+from cortex_cli.evaluation.common import latest_evaluations, record_evaluation
+from cortex_cli.evaluation.concept_level import ConceptLevelResult
+from cortex_cli.evaluation.edit_eval import EditEvalResult
+from cortex_cli.evaluation.image_level import ImageLevelResult
+from cortex_cli.evaluation.localization import LocalizationResult, MethodScores
+from cortex_cli.evaluation.metrics import EditEffect, MaskingEffect
+from cortex_cli.evaluation.report import tables_for, write_report
+from cortex_cli.evaluation.stability import ExtractorStability, StabilityResult
+
+from eval_helpers import register_small_extractor
+
+runner = CliRunner()
+
+
+def _results(plot: Path) -> dict[str, object]:
+    eff = MaskingEffect(acc=0.9, p=0.8, acc_after=0.5, p_after=0.4, delta_acc=-0.4, delta_p=-0.4, mean_n=42.0)
+    base = MaskingEffect(acc=0.9, p=0.8, acc_after=0.7, p_after=0.6, delta_acc=-0.2, delta_p=-0.2, mean_n=64.0)
+    edit = EditEffect(0.75, 0.7, 0.02, 0.4, 0.3, -0.3, 0.28, 0.5)
+    return {
+        "image-level": ImageLevelResult("tiny", ["ce"], ["toy"], 8, [0, 10, 20], "black", 3,
+                                        {"toy": {"ce": [0.8, 0.5, 0.3], "random": [0.8, 0.7, 0.6]}},
+                                        {"toy": {"ce": [1.0, 0.5, 0.25], "random": [1.0, 0.9, 0.8]}},
+                                        {"toy": [0.0, 0.01, 0.02]}, {"toy": {"ce": 1.0}}, 12.5, plot_path=str(plot)),
+        "concept-level": ConceptLevelResult("tiny", 8, 4, 16, ["toy"], ["ce", "baseline", "baseline@ce"],
+                                            {"toy": {"ce": eff, "baseline": base, "baseline@ce": base}}, {}, 30.0),
+        "edit": EditEvalResult("tiny", 8, ["toy"], ["ce"], ["embedding", "token"], 150,
+                               {"toy": {"embedding/ce": edit, "token/ce": edit}}, {"toy": {"ce": False}}, [], 60.0),
+        "localization": LocalizationResult("tiny", 65, [1, 5], 0.5, 0.2,
+                                           {"ce": MethodScores({"1": 0.9, "5": 0.8}, 0.9, {}),
+                                            "random": MethodScores({"1": 0.2, "5": 0.2}, 0.2, {})}, 20.0),
+        "stability": StabilityResult("tiny", 8, {"ce": ExtractorStability({"5": {"5": 0.6}, "20": {"5": 0.9}},
+                                                                          {"5": {"5": 0.7}, "20": {"5": 1.0}}, {"5": 0.95})},
+                                     40.0, settings={"default_samples": 20}),
+    }
+
+
+def test_report_gathers_the_latest_of_each_kind(store, tiny_model, tmp_path):
+    plot = tmp_path / "reports" / "image_level.png"
+    plot.parent.mkdir()
+    plot.write_bytes(b"png")
+    results = _results(plot)
+    old = asdict(results["image-level"]) | {"fill": "mean"}
+    record_evaluation(store, tiny_model, "image-level", {"images_per_class": 1}, old, "")
+    for kind, res in results.items():
+        record_evaluation(store, tiny_model, kind, {"images_per_class": 2, "extractors": "all"}, asdict(res), plot if kind == "image-level" else "")
+    assert latest_evaluations(store, tiny_model)["image-level"].result["fill"] == "black"
+    out = tmp_path / "reports" / "report.md"
+    report = write_report(store, tiny_model, out)
+    assert report.kinds == ["image-level", "concept-level", "edit", "localization", "stability"] and report.missing == []
+    text = out.read_text()
+    assert "![image-level](image_level.png)" in text  # relative to the report
+    assert "black fill" in text and "mean fill" not in text  # the latest row wins
+    assert "| toy | 90.0% | 0.800 | 42.0 | -40.0% | -0.400 | 64.0 | -20.0% | -0.200 |" in text  # Table 2 layout
+    assert "-0.300 / 0.280" in text  # Table 3 cell: ΔP_orig / ΔP_targ
+    assert "| CORTEX CE | 0.900 | 0.800 | 0.900 |" in text
+    assert "fp32 vs bf16" in text
+    assert "cortex eval image-level --model tiny --images-per-class 2" in text
+
+
+def test_tables_for_unknown_kind_is_an_error():
+    from cortex_cli.errors import CortexError
+
+    with pytest.raises(CortexError, match="unknown evaluation kind"):
+        tables_for("nope", {})
+
+
+def _cli(db_url, *args):
+    return runner.invoke(app, ["--db", db_url, *args])
+
+
+def test_report_cli_without_evaluations_says_what_to_run(db_url, tiny_model):
+    res = _cli(db_url, "report", "--model", "tiny")
+    assert res.exit_code == 1
+    assert "no evaluations stored for model 'tiny'" in res.output and "cortex eval" in res.output
+    assert "Traceback" not in res.output
+
+
+def test_report_cli_writes_markdown(db_url, store, tiny_model, tmp_path):
+    for kind, res in _results(tmp_path / "x.png").items():
+        record_evaluation(store, tiny_model, kind, {}, asdict(res), "")
+    out = tmp_path / "r.md"
+    res = _cli(db_url, "report", "--model", "tiny", "--out", str(out), "--json")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["path"] == str(out) and out.read_text().startswith("# CORTEX evaluation report")
+
+
+def test_localization_on_a_non_mini_model_is_a_one_line_error(db_url, tiny_model):
+    res = _cli(db_url, "eval", "localization", "--model", "tiny")
+    assert res.exit_code == 1
+    assert "only the mini world has" in res.output and res.output.strip().count("\n") == 0
+
+
+def test_eval_errors_are_one_line(db_url, store, tiny_model, tmp_path):
+    res = _cli(db_url, "eval", "image-level", "--model", "tiny")
+    assert res.exit_code == 1 and "has no extractors" in res.output and "cortex train-extractor" in res.output
+    register_small_extractor(store, tiny_model, tmp_path)
+    res = _cli(db_url, "eval", "image-level", "--model", "tiny", "--fill", "pink")
+    assert res.exit_code == 1 and "--fill must be one of black, mean, blur" in res.output
+    res = _cli(db_url, "eval", "image-level", "--model", "tiny", "--ns", "5,x")
+    assert res.exit_code == 1 and "--ns must be comma-separated integers" in res.output
+    res = _cli(db_url, "eval", "image-level", "--model", "tiny")
+    assert res.exit_code == 1 and "no judges known for model 'tiny'" in res.output
+    res = _cli(db_url, "eval", "edit", "--model", "tiny")
+    assert res.exit_code == 1 and "--pairs" in res.output
+    res = _cli(db_url, "eval", "image-level", "--model", "nosuch")
+    assert res.exit_code == 1 and "no model named 'nosuch'" in res.output
+    assert "Traceback" not in res.output
