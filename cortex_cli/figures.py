@@ -96,3 +96,35 @@ def image_grid(
         if labels is not None and labels[i]:
             draw.text((x, y + h + pad // 2), labels[i], fill=(0, 0, 0), font=font)
     return canvas
+
+
+def edit_strip(
+    images: Sequence[Image.Image],
+    labels: Sequence[str],
+    region: tuple[tuple[int, int], tuple[int, int]] | None = None,
+    grid: int | None = None,
+    scale: int = 2,
+) -> Image.Image:
+    """An edit's progress in one row: source -> snapshots -> final (paper Figure 4).
+
+    Args:
+        images: equally sized decoded images, left to right.
+        labels: one caption per image (e.g. 'source', 'step 500', 'final').
+        region: ((row0, row1), (col0, col1)) half-open token rectangle to outline in red on every tile.
+        grid: m, the token grid side (needed with `region`).
+        scale: upscale every tile by this integer factor (nearest), so small images stay legible.
+
+    Returns:
+        One RGB image.
+    """
+    tiles = []
+    for img in images:
+        tile = img.convert("RGB")
+        if scale > 1:
+            tile = tile.resize((tile.width * scale, tile.height * scale), Image.NEAREST)
+        if region is not None and grid:
+            (r0, r1), (c0, c1) = region
+            cw, ch = tile.width / grid, tile.height / grid
+            ImageDraw.Draw(tile).rectangle((round(c0 * cw), round(r0 * ch), round(c1 * cw) - 1, round(r1 * ch) - 1), outline=RED, width=1)
+        tiles.append(tile)
+    return image_grid(tiles, ncols=len(tiles), labels=labels)

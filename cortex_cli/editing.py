@@ -1,0 +1,266 @@
+"""Token-level image editing: optimise a region's tokens toward a target concept and write the PNGs.
+
+Flow: read the PNG (its token grid from cortex metadata, else VQGAN-encoded) -> optimise the region
+(`optimize.optimize_tokens`) -> decode -> score before/after with the extractor and the judges ->
+write the final PNG (with tokens, so edits chain), snapshots and a strip -> one `edits` row.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from .errors import CortexError
+from .figures import edit_strip
+from .optimize import OptimizeSettings, optimize_tokens
+from .regions import Region
+from .registry import ClassInfo, ModelInfo, classes, load_model
+from .store.database import Store
+from .store.schema import EditRow
+from .tokens import pack_tokens
+
+
+@dataclass
+class Change:
+    """One token the edit replaced."""
+
+    position: int  # row * m + col
+    row: int
+    col: int
+    old: int
+    new: int
+
+
+@dataclass
+class Probabilities:
+    """One scorer's probabilities of the source class and the target, before and after the edit."""
+
+    scorer: str  # 'extractor:<name>' or 'judge:<name>'
+    source_before: float | None  # None when the source class is unknown
+    source_after: float | None
+    target_before: float
+    target_after: float
+
+
+@dataclass
+class EditResult:
+    """What `edit_image` did and wrote."""
+
+    edit_id: int
+    model: str
+    extractor: str
+    method: str
+    region: str
+    source_path: Path
+    output_path: Path
+    snapshot_paths: list[Path]
+    strip_path: Path
+    source_class: int | None  # class id, from the PNG's metadata or the extractor's prediction
+    source_class_name: str | None
+    target_class: int
+    target_name: str
+    source_tokens: list[list[int]]
+    result_tokens: list[list[int]]
+    changed: list[Change]
+    probabilities: list[Probabilities]
+    loss_start: float
+    loss_end: float
+    params: dict = field(default_factory=dict)
+    notices: list[str] = field(default_factory=list)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "class"
+
+
+def load_extractor_for(store: Store, model: ModelInfo, name: str | None, device: torch.device | str) -> tuple[torch.nn.Module, int | None, str]:
+    """(network, extractor row id, name) of a registered extractor of `model`."""
+    from .extractors.registry import get_extractor, load_extractor
+
+    info = get_extractor(store, model, name)
+    return load_extractor(info, device), info.id, info.name
+
+
+def _judges(model: ModelInfo, device: torch.device | str, notices: list[str]) -> list:
+    from .judges import judges_for
+
+    try:
+        return judges_for(model, device)
+    except CortexError as exc:
+        notices.append(f"no judge scores: {exc}")
+        return []
+
+
+def _source_tokens(png, model: ModelInfo, png_path: Path, notices: list[str]) -> torch.Tensor | None:
+    """Tokens from the PNG's metadata (checked against `model`), or None when it has none."""
+    if png.tokens is None:
+        return None
+    if png.model_name is not None and png.model_name != model.name:
+        raise CortexError(f"image {str(png_path)!r} was made by model {png.model_name!r}; pass --model {png.model_name}")
+    if tuple(png.tokens.shape) != (model.grid, model.grid):
+        raise CortexError(
+            f"image {str(png_path)!r} carries a {png.tokens.shape[0]}x{png.tokens.shape[1]} token grid; "
+            f"model {model.name!r} uses {model.grid}x{model.grid}"
+        )
+    if int(png.tokens.max()) >= model.n_embed:
+        raise CortexError(f"image {str(png_path)!r} carries token ids up to {int(png.tokens.max())}; model {model.name!r} has {model.n_embed}")
+    return png.tokens.long()
+
+
+def edit_image(
+    store: Store,
+    model: ModelInfo,
+    png_path: Path,
+    target: ClassInfo,
+    region: Region,
+    settings: OptimizeSettings,
+    *,
+    extractor_name: str | None = None,
+    out_dir: Path | None = None,
+    save_every: int | None = None,
+    device: torch.device | str = "cpu",
+    progress: Callable[[int, int], None] | None = None,
+) -> EditResult:
+    """Edit an image's tokens inside `region` toward `target` and write the edited PNGs.
+
+    Everything is validated before optimising; on bad input nothing is written.
+
+    Args:
+        store: the opened database (the edit is stored in `edits`).
+        model: the registered model the image belongs to.
+        png_path: a PNG written by cortex (tokens from its metadata) or any picture (VQGAN-encoded
+            after centre-crop and resize to the model's resolution; a notice says so).
+        target: the class to move the region toward.
+        region: token rectangle that may change (checked against the model's grid).
+        settings: optimiser settings (`snapshot_steps` is set from `save_every`).
+        extractor_name: registered extractor to optimise against (default 'ce').
+        out_dir: where to write; default: the source image's directory.
+        save_every: also write a snapshot PNG every this many steps (None: none).
+        device: torch device for the model, extractor and judges.
+        progress: called as progress(done, total) while optimising.
+
+    Returns:
+        EditResult with the written paths, tokens, changed positions, probabilities and edit id.
+
+    Raises:
+        CortexError: bad region/settings/image/model, no extractor, or an unwritable out_dir.
+    """
+    png_path = Path(png_path)
+    notices: list[str] = []
+    if save_every is not None and save_every <= 0:
+        raise CortexError(f"--save-every must be a positive number of steps, got {save_every}")
+    snapshot_steps = tuple(range(save_every, settings.steps, save_every)) if save_every else ()
+    settings = OptimizeSettings(**{**asdict(settings), "snapshot_steps": snapshot_steps}).validate()
+    region.check(model.grid)
+    if target.class_id < 0 or (model.n_classes and target.class_id >= model.n_classes):
+        raise CortexError(f"target class {target.class_id} is outside model {model.name!r}'s classes")
+    out_dir = Path(out_dir).expanduser() if out_dir is not None else png_path.parent
+    if out_dir.exists() and not out_dir.is_dir():
+        raise CortexError(f"--out {str(out_dir)!r} is a file; give a directory")
+
+    from .adapter import from_pil, to_pil
+    from .pngmeta import read_png, save_png
+
+    png = read_png(png_path)
+    tokens = _source_tokens(png, model, png_path, notices)
+    extractor, extractor_id, extractor_label = load_extractor_for(store, model, extractor_name, device)
+    vqgm = load_model(model, device)
+    if tokens is None:
+        tokens = vqgm.encode_images(from_pil([png.image], model.image_size))[0].cpu()
+        notices.append(
+            f"{png_path.name} carries no cortex tokens; encoded it with the VQGAN at {model.image_size}x{model.image_size} px "
+            "(centre-cropped and resized)"
+        )
+    judges = _judges(model, device, notices)
+    class_names = {c.class_id: c.name for c in classes(store, model)}
+    codebook = vqgm.codebook.detach()
+
+    def extractor_probs(grid: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            out = extractor(vqgm.embed(grid[None].to(device)))
+            out = out[0] if isinstance(out, (tuple, list)) else out
+            return F.softmax(out.float(), dim=-1)[0].cpu()
+
+    before = extractor_probs(tokens)
+    if target.class_id >= before.numel():
+        raise CortexError(f"target class {target.class_id} is outside extractor {extractor_label!r}'s {before.numel()} classes")
+    source_class = png.meta.get("class_id") if isinstance(png.meta.get("class_id"), int) else None
+    if source_class is None or not 0 <= source_class < before.numel():
+        source_class = int(before.argmax())
+        notices.append(f"source class taken from the extractor's prediction: {class_names.get(source_class, source_class)}")
+
+    # -- optimise --------------------------------------------------------------------------
+    result = optimize_tokens(extractor, codebook, tokens, region.mask(model.grid), target.class_id, settings, progress)
+
+    # -- score -----------------------------------------------------------------------------
+    after = extractor_probs(result.tokens)
+    grids = torch.stack([tokens, result.tokens])
+    images = vqgm.decode_tokens(grids)
+    scores = [Probabilities(f"extractor:{extractor_label}", float(before[source_class]), float(after[source_class]),
+                            float(before[target.class_id]), float(after[target.class_id]))]
+    for judge in judges:
+        p = judge.probabilities(images).cpu()
+        has_source = source_class < p.shape[1]
+        scores.append(Probabilities(
+            f"judge:{judge.name}",
+            float(p[0, source_class]) if has_source else None, float(p[1, source_class]) if has_source else None,
+            float(p[0, target.class_id]), float(p[1, target.class_id]),
+        ))
+    m = model.grid
+    changed = [Change(pos, pos // m, pos % m, old, new) for pos, old, new in result.changed]
+    snap_steps = sorted(result.snapshots)
+    snap_images = to_pil(vqgm.decode_tokens(torch.stack([result.snapshots[s] for s in snap_steps]))) if snap_steps else []
+    source_pil, final_pil = to_pil(images)
+    params = {**asdict(settings), "extractor": extractor_label, "save_every": save_every}
+    params["snapshot_steps"] = list(snap_steps)
+    probabilities = [asdict(s) for s in scores]
+
+    # -- write: the row and the files succeed or fail together ----------------------------
+    written: list[Path] = []
+    stem = _slug(png_path.stem)
+    try:
+        with store.session() as s, s.begin():
+            row = EditRow(
+                model_id=model.id, extractor_id=extractor_id, source_class=source_class, target_class=target.class_id,
+                method=settings.method, region=str(region), source_tokens=pack_tokens(tokens, model.n_embed),
+                result_tokens=pack_tokens(result.tokens, model.n_embed), params=json.dumps(params, sort_keys=True),
+                probabilities=json.dumps(probabilities, sort_keys=True), source_path=str(png_path.resolve()),
+            )
+            s.add(row)
+            s.flush()
+            edit_id = row.id
+            base = out_dir / f"{stem}.edit{edit_id}-{_slug(target.name)}"
+            meta = {"edit_id": edit_id, "edit_of": str(png_path.resolve()), "target_class_id": target.class_id,
+                    "target_name": target.name, "region": str(region), "method": settings.method}
+            output_path = Path(f"{base}.png")
+            for path in [output_path, Path(f"{base}-strip.png")] + [Path(f"{base}-step{st:05d}.png") for st in snap_steps]:
+                if path.exists():
+                    raise CortexError(f"{str(path)!r} already exists; choose another --out directory")
+            snapshot_paths = []
+            for st, pil in zip(snap_steps, snap_images):
+                path = Path(f"{base}-step{st:05d}.png")
+                written.append(save_png(pil, path, result.snapshots[st], model.name, {**meta, "step": st}, n_embed=model.n_embed))
+                snapshot_paths.append(path)
+            written.append(save_png(final_pil, output_path, result.tokens, model.name, {**meta, "step": settings.steps}, n_embed=model.n_embed))
+            strip = edit_strip([source_pil, *snap_images, final_pil], ["source", *[f"step {st}" for st in snap_steps], f"final ({settings.steps})"], (region.rows, region.cols), m)
+            strip_path = Path(f"{base}-strip.png")
+            written.append(save_png(strip, strip_path, None, model.name, meta))
+            row.output_path = str(output_path.resolve())
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
+
+    return EditResult(
+        edit_id=edit_id, model=model.name, extractor=extractor_label, method=settings.method, region=str(region),
+        source_path=png_path, output_path=output_path, snapshot_paths=snapshot_paths, strip_path=strip_path,
+        source_class=source_class, source_class_name=class_names.get(source_class), target_class=target.class_id,
+        target_name=target.name, source_tokens=tokens.tolist(), result_tokens=result.tokens.tolist(), changed=changed,
+        probabilities=scores, loss_start=result.loss_trace[0], loss_end=result.loss_trace[-1], params=params, notices=notices,
+    )
