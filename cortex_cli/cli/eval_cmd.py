@@ -19,9 +19,9 @@ eval_app = typer.Typer(
 )
 app.add_typer(eval_app, name="eval")
 
-OUT_HELP = "Directory for the JSON and PNG [default: $CORTEX_HOME/reports/<model>/]."
+OUT_HELP = "Directory for the JSON and PNG (default: $CORTEX_HOME/reports/<model>/)."
 EXTRACTOR_HELP = "Extractor name(s), comma-separated, or 'all' (the mini model: ce and re)."
-CLASSES_HELP = "Comma-separated class ids or names [default: every class of the model]."
+CLASSES_HELP = "Comma-separated class ids or names (default: every class of the model)."
 WEIGHTS_HELP = "Directory with torchvision's ImageNet judge weights (.pth) if not in the torch hub cache."
 
 
@@ -62,7 +62,7 @@ def _render(kind: str, result, as_json: bool) -> None:
 @sub_command(eval_app, "image-level")
 def image_level(
     ctx: typer.Context,
-    model: str = typer.Option(None, "--model", "-m", help="Registered model [default: mini]."),
+    model: str = typer.Option(None, "--model", "-m", help="Registered model (default: mini)."),
     extractor: str = typer.Option("all", "--extractor", "-x", help=EXTRACTOR_HELP),
     images_per_class: int = typer.Option(4, "--images-per-class", help="Generated test images per class."),
     fill: str = typer.Option("black", "--fill", help="Patch fill: black (the paper's), mean or blur."),
@@ -102,9 +102,9 @@ def image_level(
 @sub_command(eval_app, "concept-level")
 def concept_level(
     ctx: typer.Context,
-    model: str = typer.Option(None, "--model", "-m", help="Registered model [default: mini]."),
+    model: str = typer.Option(None, "--model", "-m", help="Registered model (default: mini)."),
     extractor: str = typer.Option("all", "--extractor", "-x", help=EXTRACTOR_HELP),
-    k: int = typer.Option(None, "-k", help="Tokens per concept [default: 100 as the paper; K/16 for codebooks under 1600 tokens (8 for the mini model)]."),
+    k: int = typer.Option(None, "-k", help="Tokens per concept (default: 100 as the paper; K/16 for codebooks under 1600 tokens (8 for the mini model))."),
     top_n: int = typer.Option(20, "--top-n", help="Per-image top-n TSV tokens of the index (the paper's 20)."),
     train_images: int = typer.Option(20, "--train-images", help="Indexed training images per class (indexed now if missing)."),
     images_per_class: int = typer.Option(4, "--images-per-class", help="Masked test images per class."),
@@ -141,12 +141,12 @@ def concept_level(
 @sub_command(eval_app, "edit")
 def edit(
     ctx: typer.Context,
-    model: str = typer.Option(None, "--model", "-m", help="Registered model [default: mini]."),
+    model: str = typer.Option(None, "--model", "-m", help="Registered model (default: mini)."),
     extractor: str = typer.Option("all", "--extractor", "-x", help=EXTRACTOR_HELP),
     images_per_direction: int = typer.Option(2, "--images-per-direction", help="Source images per (source -> target) direction."),
     steps: int = typer.Option(150, "--steps", help="Optimisation steps per edit (the final step is scored; `cortex edit` uses 3000)."),
     pairs: str = typer.Option(None, "--pairs", help="Concept pairs A:B,C:D (ids or names) [default for mini: the world's 4 part pairs]."),
-    region: str = typer.Option(None, "--region", help="Non-mini models: token region R0:R1,C0:C1 [default: the centre (m/4)x(m/4) window]."),
+    region: str = typer.Option(None, "--region", help="Non-mini models: token region R0:R1,C0:C1 (default: the centre (m/4)x(m/4) window)."),
     judge_weights: Path = typer.Option(None, "--judge-weights", help=WEIGHTS_HELP),
     out: Path = typer.Option(None, "--out", "-o", help=OUT_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON (no progress bar)."),
@@ -185,7 +185,7 @@ def edit(
 @sub_command(eval_app, "localization")
 def localization(
     ctx: typer.Context,
-    model: str = typer.Option(None, "--model", "-m", help="The mini model (the only one with ground-truth masks) [default: mini]."),
+    model: str = typer.Option(None, "--model", "-m", help="The mini model (the only one with ground-truth masks) (default: mini)."),
     extractor: str = typer.Option("all", "--extractor", "-x", help=EXTRACTOR_HELP),
     images_per_class: int = typer.Option(5, "--images-per-class", help="Mini-world images per concept."),
     ns: str = typer.Option("1,5,10,20", "--ns", help="Top-n sizes."),
@@ -222,7 +222,7 @@ def localization(
 @sub_command(eval_app, "stability")
 def stability(
     ctx: typer.Context,
-    model: str = typer.Option(None, "--model", "-m", help="Registered model [default: mini]."),
+    model: str = typer.Option(None, "--model", "-m", help="Registered model (default: mini)."),
     extractor: str = typer.Option("all", "--extractor", "-x", help=EXTRACTOR_HELP),
     images_per_class: int = typer.Option(2, "--images-per-class", help="Generated test images per class."),
     seeds: str = typer.Option("0,1,2", "--seeds", help="Noise seeds compared pairwise."),
@@ -256,8 +256,8 @@ def stability(
 @command("report")
 def report(
     ctx: typer.Context,
-    model: str = typer.Option(None, "--model", "-m", help="Registered model [default: mini]."),
-    out: Path = typer.Option(None, "--out", "-o", help="Markdown file [default: $CORTEX_HOME/reports/<model>/report.md]."),
+    model: str = typer.Option(None, "--model", "-m", help="Registered model (default: mini)."),
+    out: Path = typer.Option(None, "--out", "-o", help="Markdown file (default: $CORTEX_HOME/reports/<model>/report.md)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Gather the latest stored result of each `cortex eval` command into one Markdown file with plots.
