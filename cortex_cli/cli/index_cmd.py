@@ -1,3 +1,324 @@
-"""Commands of cortex (see module name)."""
+"""`cortex index`, `top-tokens`, `token`, `show`, `explain`, `demo`: the saliency index and its questions."""
 
-from .app import app  # noqa: F401
+from __future__ import annotations
+
+import csv
+import sys
+import time
+from pathlib import Path
+
+import typer
+
+from .. import registry
+from ..errors import CortexError
+from ..saliency import SaliencySettings
+from .app import command, state
+from .render import console, print_json, progress, table
+
+def _settings(samples: int, alpha: float, top_n: int, reduce: str, precision: str, seed: int) -> SaliencySettings:
+    return SaliencySettings(samples=samples, alpha=alpha, top_n=top_n, reduce=reduce, precision=precision, seed=seed).validate()
+
+
+def _rate(update):
+    """Wrap a progress update to show images/s."""
+    start = time.perf_counter()
+    first: list[int] = []
+
+    def report(done: int, total: int) -> None:
+        if not first:
+            first.append(done)
+        elapsed = time.perf_counter() - start
+        rate = (done - first[0]) / elapsed if elapsed > 0 and done > first[0] else 0.0
+        update(done, total, info=f"{rate:.1f} img/s" if rate else "")
+
+    return report
+
+
+@command("index")
+def index(
+    ctx: typer.Context,
+    class_spec: str = typer.Option(..., "--class", "-c", help="Class id or name, or 'all' for every class of the model."),
+    model: str = typer.Option(None, "--model", "-m", help="Registered model [default: mini]."),
+    extractor: str = typer.Option("ce", "--extractor", "-e", help="Which extractor f_Y: ce or re (or a name you trained)."),
+    split: str = typer.Option("train", "--split", help="Which generated images to index: train, val or test."),
+    images: int = typer.Option(100, "--images", "-n", help="Images per class (seeds 0..N-1); missing ones are generated first."),
+    samples: int = typer.Option(20, "--samples", help="N, noisy copies per image (SmoothGrad)."),
+    alpha: float = typer.Option(0.2, "--alpha", help="Noise scale: sigma = alpha * (max(E) - min(E)) per image."),
+    top_n: int = typer.Option(20, "--top-n", help="Tokens stored per image (its T*_image)."),
+    reduce: str = typer.Option("max-abs", "--reduce", help="Channel reduction: max-abs (paper eq. 5), signed-max (authors' code), mean (mean |grad|)."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32, or bf16 autocast (faster on bf16 hardware; changes rankings slightly)."),
+    batch_size: int = typer.Option(16, "--batch-size", "-b", help="Images per saliency batch and per transaction."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON (no progress bar)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Run CORTEX saliency over a class's generated images and store each image's top-n tokens and TSV map.
+
+    Target = the class's logit of the extractor f_Y; TSV(t) = max over channels of the absolute mean
+    gradient over N noisy copies (paper §3.3). Resumable: rerunning the same command skips images
+    already indexed with the same parameters, and a killed run loses at most one batch. Defaults are
+    the authors' (N=20, alpha=0.2, n=20).
+
+    Example: cortex index --class goldfinch --images 100
+    """
+    app_state = state(ctx)
+    store = app_state.store()
+    device = app_state.torch_device()
+    info = registry.get_model(store, model)
+    settings = _settings(samples, alpha, top_n, reduce, precision, app_state.seed)
+    if images < 1:
+        raise CortexError(f"--images must be >= 1, got {images}")
+    targets = registry.classes(store, info) if class_spec.strip().lower() == "all" else [registry.resolve_class(store, info, class_spec)]
+    from ..extractors.registry import get_extractor, load_extractor
+    from ..indexing import index_class
+
+    ext_info = get_extractor(store, info, extractor)
+    net = load_extractor(ext_info, device)
+    results = []
+    for cls in targets:
+        with progress(f"indexing {cls.name}", quiet=quiet or as_json) as update:
+            results.append(index_class(
+                store, info, ext_info, cls, split=split, n_images=images, settings=settings, device=device,
+                batch_size=batch_size, progress=_rate(update), extractor=net,
+                generation_progress=lambda done, total: update(done, total, info="generating missing images"),
+            ))
+    if as_json:
+        print_json(results if len(results) > 1 else results[0])
+        return
+    for r in results:
+        console.print(
+            f"{r.model} / {r.class_name} (class {r.class_id}) / {r.split}: indexed {r.added}, already indexed {r.skipped} "
+            f"(run {r.run_id}, extractor {r.extractor}" + (f", {r.images_per_s:.1f} img/s)" if r.added else ")"),
+            highlight=False, soft_wrap=True,
+        )
+    if not quiet:
+        name = results[0].class_name
+        console.print(f"next: cortex top-tokens '{name}' --baseline", highlight=False, soft_wrap=True)
+
+
+@command("top-tokens")
+def top_tokens_cmd(
+    ctx: typer.Context,
+    class_spec: str = typer.Argument(..., help="Class id or name."),
+    k: int = typer.Option(100, "-k", help="How many tokens (the paper uses 100)."),
+    baseline: bool = typer.Option(False, "--baseline", help="Also show the frequency baseline (most frequent tokens over all positions) and the overlap."),
+    extractor: str = typer.Option(None, "--extractor", "-e", help="Read the newest run of this extractor [default: the newest run of any]."),
+    model: str = typer.Option(None, "--model", "-m", help="Registered model [default: mini]."),
+    split: str = typer.Option("train", "--split", help="Which indexed images to count."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    as_csv: bool = typer.Option(False, "--csv", help="Print CSV (one row per rank; baseline columns with --baseline)."),
+) -> None:
+    """The concept's top-k tokens: those most frequent in its images' top-n saliency sets (T*_concept).
+
+    Counts come from the index (`cortex index`), computed in SQL. Columns: count = occurrences in the
+    per-image top-n sets (the paper's Freq), images = images containing it, mean TSV.
+    Example: cortex top-tokens goldfinch -k 20 --baseline
+    """
+    from ..queries import top_tokens
+
+    app_state = state(ctx)
+    store = app_state.store()
+    info = registry.get_model(store, model)
+    cls = registry.resolve_class(store, info, class_spec)
+    result = top_tokens(store, info, cls, extractor=extractor, k=k, baseline=baseline, split=split)
+    if as_json:
+        print_json(result)
+        return
+    if as_csv:
+        writer = csv.writer(sys.stdout)
+        header = ["rank", "token", "count", "n_images", "mean_tsv"] + (["baseline_token", "baseline_count", "baseline_n_images"] if baseline else [])
+        writer.writerow(header)
+        base = result.baseline or []
+        for i in range(max(len(result.rows), len(base))):
+            r = result.rows[i] if i < len(result.rows) else None
+            row = [i + 1] + ([r.token, r.count, r.n_images, f"{r.mean_tsv:.6g}"] if r else ["", "", "", ""])
+            if baseline:
+                b = base[i] if i < len(base) else None
+                row += [b.token, b.count, b.n_images] if b else ["", "", ""]
+            writer.writerow(row)
+        return
+    title = f"{result.class_name}: top {len(result.rows)} salient tokens ({result.images_indexed} images, run {result.run_id}, extractor {result.extractor})"
+    if baseline:
+        base = result.baseline or []
+        rows = []
+        for i in range(max(len(result.rows), len(base))):
+            r = result.rows[i] if i < len(result.rows) else None
+            b = base[i] if i < len(base) else None
+            rows.append([i + 1, r.token if r else "", r.count if r else "", r.n_images if r else "", r.mean_tsv if r else "",
+                         b.token if b else "", b.count if b else ""])
+        table(title, ["rank", "token", "count", "images", "mean TSV", "baseline token", "baseline count"], rows)
+        console.print(
+            f"overlap with the frequency baseline ({result.baseline_images} images): {result.overlap} of {len(result.rows)} tokens "
+            f"({result.overlap_fraction:.0%}), Jaccard {result.jaccard:.3f}", highlight=False, soft_wrap=True,
+        )
+    else:
+        table(title, ["rank", "token", "count", "images", "mean TSV"], [[r.rank, r.token, r.count, r.n_images, r.mean_tsv] for r in result.rows])
+
+
+@command("token")
+def token_cmd(
+    ctx: typer.Context,
+    token: int = typer.Argument(..., help="Codebook index (0..K-1)."),
+    top: int = typer.Option(20, "--top", help="Classes to list."),
+    extractor: str = typer.Option(None, "--extractor", "-e", help="Read the newest run of this extractor [default: the newest run of any]."),
+    model: str = typer.Option(None, "--model", "-m", help="Registered model [default: mini]."),
+    split: str = typer.Option("train", "--split", help="Which images to count."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Which classes use a token most: as a salient token (index) and as a plain occurrence (all positions).
+
+    Ranks: 'class rank' orders the classes; 'token rank' is the token's rank inside that class's own list.
+    Example: cortex token 42 --top 10
+    """
+    from ..queries import token_usage
+
+    app_state = state(ctx)
+    store = app_state.store()
+    info = registry.get_model(store, model)
+    usage = token_usage(store, info, token, top=top, extractor=extractor, split=split)
+    if as_json:
+        print_json(usage)
+        return
+    cols = ["class rank", "class", "count", "images", "token rank"]
+    if usage.salient:
+        table(f"token {token} as a salient token (run {usage.run_id}, extractor {usage.extractor})", cols,
+              [[u.class_rank, f"{u.class_name} ({u.class_id})", u.count, u.n_images, u.token_rank] for u in usage.salient])
+    else:
+        console.print(f"token {token} is not salient in any indexed image" + ("" if usage.run_id else " (nothing indexed yet; run `cortex index --class <class>`)"), highlight=False)
+    if usage.occurrence:
+        table(f"token {token} as a plain occurrence ({usage.split} images)", cols,
+              [[u.class_rank, f"{u.class_name} ({u.class_id})", u.count, u.n_images, u.token_rank] for u in usage.occurrence])
+    else:
+        console.print(f"token {token} occurs in no stored {usage.split} image", highlight=False)
+
+
+def _print_explain(result) -> None:
+    table(
+        f"{result.source}: top {len(result.top)} tokens for '{result.class_name}' (class {result.class_id}, target: {result.target}; "
+        f"tokens from {result.tokens_from}; TSV {result.tsv_from}, extractor {result.extractor})",
+        ["rank", "token", "row", "col", "TSV"], [[t.rank, t.token, t.row, t.col, t.tsv] for t in result.top],
+    )
+    if result.out:
+        console.print(f"wrote {result.out}", highlight=False, soft_wrap=True)
+
+
+@command("show")
+def show(
+    ctx: typer.Context,
+    image: str = typer.Argument(None, help="A stored image id, or a PNG written by cortex."),
+    out: Path = typer.Option(..., "--out", "-o", help="Where to write the figure (PNG)."),
+    top_n: int = typer.Option(5, "--top-n", help="Tokens to box (highest TSV first)."),
+    class_spec: str = typer.Option(None, "--class", "-c", help="With --token: draw images of this class."),
+    token: int = typer.Option(None, "--token", "-t", help="With --class: box this token wherever it is salient (paper Figure 5)."),
+    limit: int = typer.Option(12, "--limit", help="With --class/--token: at most this many images."),
+    extractor: str = typer.Option(None, "--extractor", "-e", help="Use runs of this extractor [default: newest of any; 'ce' when computing]."),
+    model: str = typer.Option(None, "--model", "-m", help="Registered model [default: mini, or the PNG's]."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Draw red boxes on an image's top-n TSV tokens (paper Figure 2), or a class's images with one token boxed (Figure 5).
+
+    IMAGE is a stored image id (its indexed TSV map is used, else it is computed; target = its class's
+    logit) or a cortex PNG (computed as `cortex explain` does).
+    Examples: cortex show 17 --top-n 5 --out fig2.png ;  cortex show --class goldfinch --token 42 --out fig5.png
+    """
+    from ..explain import explain_png, show_image, show_token
+
+    app_state = state(ctx)
+    store = app_state.store()
+    device = app_state.torch_device()
+    if (class_spec is None) != (token is None):
+        raise CortexError("--class and --token go together: cortex show --class C --token T --out fig.png")
+    if class_spec is not None:
+        if image is not None:
+            raise CortexError("give either IMAGE or --class/--token, not both")
+        info = registry.get_model(store, model)
+        cls = registry.resolve_class(store, info, class_spec)
+        result = show_token(store, info, cls, token, out, extractor_name=extractor, limit=limit, device=device)
+        if as_json:
+            print_json(result)
+            return
+        console.print(
+            f"token {result.token} is salient in {result.images_with_token} indexed '{result.class_name}' images; "
+            f"drew {len(result.image_ids)} in {result.out}", highlight=False, soft_wrap=True,
+        )
+        return
+    if image is None:
+        raise CortexError("give a stored image id or a cortex PNG, or --class C --token T")
+    if image.isdigit():
+        info = registry.get_model(store, model)
+        result = show_image(store, info, int(image), extractor_name=extractor, top_n=top_n, out=out, device=device,
+                            settings=SaliencySettings(seed=app_state.seed))
+    else:
+        result = explain_png(store, Path(image), model_name=model, extractor_name=extractor, top_n=top_n,
+                             settings=SaliencySettings(seed=app_state.seed), device=device, out=out)
+    if as_json:
+        print_json(result)
+        return
+    _print_explain(result)
+
+
+@command("explain")
+def explain(
+    ctx: typer.Context,
+    image: Path = typer.Argument(..., help="A PNG written by cortex (tokens in its metadata) or any picture (encoded by the VQGAN)."),
+    top_n: int = typer.Option(10, "--top-n", help="Tokens to list and box."),
+    out: Path = typer.Option(None, "--out", "-o", help="Also write the picture with its top-n tokens boxed (PNG)."),
+    extractor: str = typer.Option("ce", "--extractor", "-e", help="Which extractor f_Y."),
+    model: str = typer.Option(None, "--model", "-m", help="Registered model [default: the PNG's, else mini]."),
+    samples: int = typer.Option(20, "--samples", help="N, noisy copies."),
+    alpha: float = typer.Option(0.2, "--alpha", help="Noise scale relative to the embedding's range."),
+    reduce: str = typer.Option("max-abs", "--reduce", help="max-abs, signed-max or mean."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32 or bf16."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Saliency of one picture, printed (and drawn with --out); the index is not touched.
+
+    Target = the logit of the class in the PNG's metadata, else of the class the extractor predicts.
+    Example: cortex explain samples/goldfinch_train_0.png --top-n 5 --out explained.png
+    """
+    from ..explain import explain_png
+
+    app_state = state(ctx)
+    store = app_state.store()
+    settings = _settings(samples, alpha, 20, reduce, precision, app_state.seed)
+    result = explain_png(store, image, model_name=model, extractor_name=extractor, top_n=top_n, settings=settings,
+                         device=app_state.torch_device(), out=out)
+    if as_json:
+        print_json(result)
+        return
+    _print_explain(result)
+
+
+@command("demo")
+def demo(
+    ctx: typer.Context,
+    out: Path = typer.Option(Path("cortex-demo"), "--out", "-o", help="Directory for the demo's PNGs."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """The tour, on the bundled mini model (~1 minute on a laptop CPU): generate, index, top tokens, Figure 2.
+
+    Generates a dozen images of one concept, indexes their saliency, prints the concept's top tokens
+    beside the frequency baseline, and writes a red-box overlay PNG.
+    Example: cortex demo --out cortex-demo/
+    """
+    from ..demo import run_demo
+
+    app_state = state(ctx)
+    store = app_state.store()
+    with progress("demo", quiet=quiet or as_json) as update:
+        result = run_demo(store, out, app_state.torch_device(), progress=update)
+    if as_json:
+        print_json(result)
+        return
+    top = result.top_tokens
+    rows = []
+    base = top.baseline or []
+    for i in range(max(len(top.rows), len(base))):
+        r = top.rows[i] if i < len(top.rows) else None
+        b = base[i] if i < len(base) else None
+        rows.append([i + 1, r.token if r else "", r.count if r else "", b.token if b else "", b.count if b else ""])
+    table(f"'{top.class_name}': salient tokens vs. frequency baseline ({top.images_indexed} images)",
+          ["rank", "salient token", "count", "baseline token", "count"], rows)
+    console.print(f"overlap {top.overlap}/{len(top.rows)} (Jaccard {top.jaccard:.2f})", highlight=False)
+    for line in result.lines:
+        console.print(line, highlight=False, soft_wrap=True)

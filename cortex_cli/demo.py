@@ -1,0 +1,133 @@
+"""`cortex demo`: the tour on the bundled mini model, in about a minute on a CPU.
+
+Steps (each a library call, so the demo can grow more): generate a dozen images of one concept,
+index their saliency, list the concept's top tokens beside the frequency baseline, and draw the
+paper's Figure 2 (red boxes on each image's most salient tokens).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from . import registry
+from .adapter import to_pil
+from .errors import CortexError
+from .figures import draw_token_boxes, image_grid
+from .generation import generate, image_tokens
+from .indexing import IndexResult, index_class
+from .queries import TopTokensResult, top_tokens
+from .saliency import SaliencySettings
+from .store.database import Store
+
+DEMO_CONCEPT = "lit candle"  # the paper's Figure 5 shows candle flames
+DEMO_IMAGES = 12
+DEMO_TOP_N = 5  # boxes per image in the figure
+DEMO_K = 10
+
+
+@dataclass
+class DemoResult:
+    """What the demo did and where its files are."""
+
+    model: str
+    concept: str
+    images_dir: str
+    image_pngs: list[str]
+    figure: str
+    index: IndexResult
+    top_tokens: TopTokensResult
+    seconds: float
+    lines: list[str] = field(default_factory=list)  # closing lines for the terminal
+
+
+def run_demo(
+    store: Store,
+    out_dir: Path,
+    device: torch.device | str = "cpu",
+    progress: Callable[..., None] | None = None,
+    *,
+    concept: str = DEMO_CONCEPT,
+    n_images: int = DEMO_IMAGES,
+    settings: SaliencySettings = SaliencySettings(),
+) -> DemoResult:
+    """Generate, index, query and draw one concept of the bundled mini model.
+
+    Args:
+        store: the open database (rows are added as by `cortex generate` / `cortex index`).
+        out_dir: directory for the PNGs (created).
+        device: where the models run.
+        progress: called as progress(step, steps, info=...).
+        concept: which mini concept.
+        n_images: how many images to generate and index.
+        settings: saliency parameters (defaults: the authors').
+
+    Returns:
+        DemoResult.
+
+    Raises:
+        CortexError: the mini model or its 'ce' extractor is not installed.
+    """
+    from .extractors.registry import get_extractor, load_extractor
+
+    start = time.perf_counter()
+    steps = 4
+
+    def step(i: int, info: str) -> None:
+        if progress is not None:
+            progress(i, steps, info=info)
+
+    model = registry.get_model(store, registry.MINI_NAME)
+    cls = registry.resolve_class(store, model, concept)
+    ext_info = get_extractor(store, model, "ce")
+    extractor = load_extractor(ext_info, device)
+    out_dir = Path(out_dir).expanduser()
+    images_dir = out_dir / "images"
+
+    step(0, f"generating {n_images} images of '{cls.name}'")
+    gen = generate(store, model, cls, n_images, split="train", out_dir=images_dir, device=device)
+    step(1, "saliency: indexing")
+    indexed = index_class(store, model, ext_info, cls, split="train", n_images=n_images, settings=settings,
+                          device=device, extractor=extractor)
+    step(2, "top tokens")
+    top = top_tokens(store, model, cls, extractor=ext_info.name, k=DEMO_K, baseline=True, run=indexed.run_id)
+    step(3, "figure")
+    figure = _figure(store, model, indexed.run_id, gen.image_ids[:6], out_dir / "figure2.png", device)
+    step(4, "done")
+    seconds = time.perf_counter() - start
+    best = top.rows[0].token if top.rows else 0
+    lines = [
+        f"files in {out_dir}: {len(gen.png_paths)} PNGs in {images_dir.name}/, Figure 2 overlay in {Path(figure).name} ({seconds:.0f} s)",
+        f"next: cortex top-tokens '{cls.name}' --baseline ; cortex show --class '{cls.name}' --token {best} --out token{best}.png ; "
+        f"cortex explain {gen.png_paths[0]} --out explained.png",
+    ]
+    return DemoResult(model.name, cls.name, str(images_dir), gen.png_paths, figure, indexed, top, round(seconds, 2), lines)
+
+
+def _figure(store: Store, model, run_id: int, image_ids: list[int], path: Path, device) -> str:
+    """A row of images with their top-DEMO_TOP_N tokens boxed, from the index's TSV maps."""
+    from sqlalchemy import select
+
+    from .pngmeta import save_png
+    from .saliency import top_positions
+    from .indexing import unpack_tsv
+    from .store.schema import SaliencyMapRow
+
+    with store.session() as s:
+        maps = dict(s.execute(select(SaliencyMapRow.image_id, SaliencyMapRow.tsv).where(
+            SaliencyMapRow.run_id == run_id, SaliencyMapRow.image_id.in_(image_ids))).all())
+    if len(maps) != len(image_ids):
+        raise CortexError("the demo's images are missing from the index; rerun `cortex demo`")
+    vqgm = registry.load_model(model, device)
+    pictures = to_pil(vqgm.decode_tokens(image_tokens(store, model, image_ids)))
+    scale = max(1, 192 // model.image_size)
+    tiles = [
+        draw_token_boxes(p, [pos for pos, _ in top_positions(unpack_tsv(maps[i], model.grid), DEMO_TOP_N)], model.grid, scale=scale)
+        for p, i in zip(pictures, image_ids)
+    ]
+    grid = image_grid(tiles, ncols=len(tiles), labels=[f"image {i}" for i in image_ids])
+    return str(save_png(grid, path, None, model.name, {"figure": "token boxes", "run_id": run_id, "image_ids": image_ids}))
