@@ -13,6 +13,8 @@ from ..regions import parse_region
 from .app import command, state
 from .render import console, print_json, progress, table
 
+SHOW_CHANGES = 32  # changed tokens listed in the terminal
+
 
 @command("edit")
 def edit(
@@ -84,8 +86,9 @@ def edit(
         [[p.scorer, fmt(p.source_before), fmt(p.source_after), fmt(p.target_before), fmt(p.target_after)] for p in result.probabilities],
     )
     if result.changed:
-        shown = ", ".join(f"({c.row},{c.col}) {c.old}->{c.new}" for c in result.changed)
-        console.print(f"changed {len(result.changed)} of the region's tokens: {shown}", highlight=False)
+        shown = ", ".join(f"({c.row},{c.col}) {c.old}->{c.new}" for c in result.changed[:SHOW_CHANGES])
+        more = f" (+{len(result.changed) - SHOW_CHANGES} more; --json lists all)" if len(result.changed) > SHOW_CHANGES else ""
+        console.print(f"changed {len(result.changed)} of the region's {region.size} tokens: {shown}{more}", highlight=False)
     else:
         console.print("no token changed (the source tokens were already the optimum found)", highlight=False)
     console.print(f"loss {result.loss_start:.4g} -> {result.loss_end:.4g}", highlight=False)
