@@ -1,3 +1,104 @@
-"""Commands of cortex (see module name)."""
+"""`cortex train-extractor` and `cortex test-extractor`: the information extractors f_Y and Table 1."""
 
-from .app import app  # noqa: F401
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from .. import registry
+from ..extractors import default_configs, export_bundled, test_extractors, train_extractor
+from ..extractors.registry import MINI_BUNDLE_DIR
+from .app import command, state
+from .render import console, print_json, progress, table
+
+
+@command("train-extractor")
+def train_extractor_cmd(
+    ctx: typer.Context,
+    arch: str = typer.Option(..., "--arch", "-a", help="ce (CNN-based, appendix A.1.1) or re (ResNet-based with SE blocks, A.1.2)."),
+    model: str = typer.Option(None, "--model", "-m", help="Registered model [default: mini]."),
+    name: str = typer.Option(None, "--name", "-n", help="Name to register it under [default: the arch, 'ce' or 're']."),
+    epochs: int = typer.Option(None, "--epochs", help="Epochs [default: 80; mini: 30]."),
+    batch_size: int = typer.Option(None, "--batch-size", "-b", help="Batch size [default: 256; mini: 64]."),
+    lr: float = typer.Option(None, "--lr", help="Adam learning rate [default: 1e-3]."),
+    weight_decay: float = typer.Option(None, "--weight-decay", help="Adam weight decay [default: 1e-4]."),
+    step_size: int = typer.Option(None, "--step-size", help="StepLR: decay the lr every N epochs [default: 20; mini: 10]."),
+    gamma: float = typer.Option(None, "--gamma", help="StepLR decay factor [default: 0.1]."),
+    train_per_class: int = typer.Option(None, "--train-per-class", help="Generated training images per class [default: 1000; mini: 300]."),
+    val_per_class: int = typer.Option(None, "--val-per-class", help="Validation images per class [default: 300; mini: 50]."),
+    test_per_class: int = typer.Option(None, "--test-per-class", help="Test images per class [default: 50]."),
+    width: int = typer.Option(None, "--width", help="Conv channels [default: 512; mini: 64]."),
+    fc_width: int = typer.Option(None, "--fc-width", help="Hidden FC width [default: 4096 (ce) / 2048 (re); mini: 512 / 256]."),
+    seed: int = typer.Option(None, "--seed", help="Seed of initialisation, shuffling and dropout [default: the global --seed, 0]."),
+    data_seed: int = typer.Option(0, "--data-seed", help="First image seed of every split (CE and RE share images by default)."),
+    restart: bool = typer.Option(False, "--restart", help="Discard an interrupted or finished run of this name and start over."),
+    bundle: bool = typer.Option(False, "--bundle", help=f"Also write extractor_<name>.safetensors (fp16) + .json into {MINI_BUNDLE_DIR} (for maintainers)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON (no progress bar)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Train an information extractor on the model's own generated images and register it.
+
+    The input is the token-based embedding E (codebook vectors of each generated token grid,
+    computed on the fly). Missing train/val/test images are generated first (`cortex generate`
+    rows, image seeds DATA_SEED..). Recipe (paper A.1.3): Adam, cross-entropy, StepLR; the
+    epoch with the best validation accuracy is kept. The mini model gets a smaller preset.
+
+    Resumable: the run state is saved after every epoch in $CORTEX_HOME/extractors/<model>/<name>/;
+    after Ctrl-C or a kill, rerun the same command to continue from the last finished epoch.
+
+    Example: cortex train-extractor --arch ce
+    """
+    app_state = state(ctx)
+    store = app_state.store()
+    device = app_state.torch_device()
+    info = registry.get_model(store, model)
+    cfg, tc = default_configs(
+        info, arch, width=width, fc_width=fc_width, epochs=epochs, batch_size=batch_size, lr=lr,
+        weight_decay=weight_decay, step_size=step_size, gamma=gamma, train_per_class=train_per_class,
+        val_per_class=val_per_class, test_per_class=test_per_class,
+        seed=app_state.seed if seed is None else seed, data_seed=data_seed,
+    )
+    with progress(f"training {name or cfg.arch} on {info.name}", quiet=quiet or as_json) as update:
+        result = train_extractor(store, info, cfg, tc, name=name, device=device, progress=update, restart=restart)
+    bundled = export_bundled(result.info) if bundle else None
+    if as_json:
+        print_json({"result": result, "bundled": [str(p) for p in bundled] if bundled else []})
+        return
+    test = result.info.metrics.get("test", {})
+    if result.resumed_from_epoch is not None:
+        console.print(f"resumed after epoch {result.resumed_from_epoch}", highlight=False)
+    console.print(
+        f"{info.name} / {result.info.name} ({cfg.arch}): best epoch {result.best_epoch}, val top-1 {result.best_val_acc:.3f}, "
+        f"test top-1 {test.get('top1', float('nan')):.3f}, top-5 {test.get('top5', float('nan')):.3f}",
+        highlight=False, soft_wrap=True,
+    )
+    console.print(f"checkpoint {result.info.ckpt_path}", highlight=False, soft_wrap=True)
+    if bundled:
+        console.print(f"bundled as {bundled[0]} and {bundled[1].name}", highlight=False, soft_wrap=True)
+
+
+@command("test-extractor")
+def test_extractor_cmd(
+    ctx: typer.Context,
+    model: str = typer.Option(None, "--model", "-m", help="Registered model [default: mini]."),
+    per_class: int = typer.Option(None, "--per-class", help="Test images per class [default: each extractor's training setting, 50]."),
+    as_json: bool = typer.Option(False, "--json", help="Print the table as JSON (no progress bar)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """The paper's Table 1: top-1/3/5/10 accuracy of every registered extractor on the test split.
+
+    Test images are the model's generated `test` images (missing ones are generated first).
+
+    Example: cortex test-extractor --json
+    """
+    app_state = state(ctx)
+    store = app_state.store()
+    info = registry.get_model(store, model)
+    with progress("test images", quiet=quiet or as_json) as update:
+        scores = test_extractors(store, info, per_class=per_class, device=app_state.torch_device(), progress=update)
+    if as_json:
+        print_json({"model": info.name, "split": "test", "extractors": scores})
+        return
+    rows = [[s.name, s.arch, s.n_images] + [100 * s.accuracy[k] for k in ("top1", "top3", "top5", "top10")] for s in scores]
+    table(f"Table 1: extractor accuracy (%) on {info.name} test images", ["extractor", "arch", "images", "top-1", "top-3", "top-5", "top-10"], rows)

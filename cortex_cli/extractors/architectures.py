@@ -1,0 +1,168 @@
+"""The information extractors f_Y of the paper (appendix A.1): CE (a VGG-style CNN) and RE (an SE-ResNet).
+
+Both read a token-based embedding E (B x d x m x m, the codebook vectors of a token grid) and return
+class logits. One config covers the paper's setting (d=256, m=16, width 512, 1000 classes) and the
+small mini-model variants; only the sizes change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import CortexError
+
+ARCHS = ("ce", "re")
+PAPER_FC_WIDTH = {"ce": 4096, "re": 2048}  # A.1.1: 4096 -> 4096; A.1.2: 512 -> 2048
+
+
+@dataclass
+class ExtractorConfig:
+    """Sizes of an extractor; the defaults are the paper's (ImageNet VQGAN, 1000 classes)."""
+
+    arch: str  # 'ce' (CNN-based) or 're' (ResNet-based)
+    in_channels: int = 256  # d, the codebook width
+    grid: int = 16  # m, the token grid side
+    width: int = 512  # conv channels (CE filters; RE channels after the stem)
+    n_classes: int = 1000
+    fc_width: int | None = None  # hidden FC width; None -> 4096 for CE, 2048 for RE (the paper's)
+    se_reduction: int = 16  # RE's squeeze-and-excitation bottleneck ratio
+    dropout: float = 0.5
+
+    def __post_init__(self) -> None:
+        self.arch = str(self.arch).lower()
+        if self.arch not in ARCHS:
+            raise CortexError(f"unknown extractor architecture {self.arch!r}; use 'ce' or 're'")
+        if self.fc_width is None:
+            self.fc_width = PAPER_FC_WIDTH[self.arch]
+        for key in ("in_channels", "grid", "width", "n_classes", "fc_width", "se_reduction"):
+            if int(getattr(self, key)) < 1:
+                raise CortexError(f"extractor {key} must be positive, got {getattr(self, key)}")
+        if self.arch == "ce" and self.grid % 4:
+            raise CortexError(f"the CNN extractor pools twice by 2, so the grid side must be a multiple of 4, got {self.grid}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise CortexError(f"dropout must be in [0, 1), got {self.dropout}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ExtractorConfig":
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+def _conv_bn_relu(c_in: int, c_out: int) -> list[nn.Module]:
+    return [nn.Conv2d(c_in, c_out, 3, stride=1, padding=1), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+
+
+class CNNExtractor(nn.Module):
+    """CE (A.1.1): 2 blocks of 4 conv3x3+BN+ReLU, 2x2 max-pool after each; FC -> fc -> fc -> classes."""
+
+    def __init__(self, cfg: ExtractorConfig):
+        super().__init__()
+        w, fc = cfg.width, int(cfg.fc_width)
+        layers: list[nn.Module] = []
+        c_in = cfg.in_channels
+        for _block in range(2):
+            for _ in range(4):
+                layers += _conv_bn_relu(c_in, w)
+                c_in = w
+            layers.append(nn.MaxPool2d(2, 2))
+        self.features = nn.Sequential(*layers)
+        side = cfg.grid // 4
+        self.classifier = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(w * side * side, fc), nn.BatchNorm1d(fc), nn.ReLU(inplace=True), nn.Dropout(cfg.dropout),
+            nn.Linear(fc, fc), nn.BatchNorm1d(fc), nn.ReLU(inplace=True),
+            nn.Linear(fc, cfg.n_classes),
+        )
+
+    def forward(self, embedding: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(embedding))
+
+
+class SqueezeExcitation(nn.Module):
+    """Channel attention: GAP -> FC (reduce) -> ReLU -> FC (expand) -> sigmoid -> rescale."""
+
+    def __init__(self, channels: int, reduction: int):
+        super().__init__()
+        hidden = max(1, channels // reduction)
+        self.fc = nn.Sequential(nn.Linear(channels, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, channels), nn.Sigmoid())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weights = self.fc(x.mean(dim=(2, 3)))
+        return x * weights[:, :, None, None]
+
+
+class SEResidualBlock(nn.Module):
+    """conv3x3+BN+ReLU, conv3x3+BN, SE, identity shortcut, ReLU (channels kept)."""
+
+    def __init__(self, channels: int, reduction: int):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(channels, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels), nn.ReLU(inplace=True),
+            nn.Conv2d(channels, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels),
+        )
+        self.se = SqueezeExcitation(channels, reduction)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.relu(x + self.se(self.body(x)))
+
+
+class ResNetExtractor(nn.Module):
+    """RE (A.1.2): stem d -> width, 2 layers x 3 SE residual blocks, GAP, FC width -> fc -> classes.
+
+    The paper keeps the channel count inside the residual layers and its head starts at 512 features,
+    while E has d=256 channels; a 3x3 conv+BN+ReLU stem lifts d to `width` (512) so that every block
+    can use an identity shortcut. No block downsamples (the paper names no stride).
+    """
+
+    def __init__(self, cfg: ExtractorConfig):
+        super().__init__()
+        w, fc = cfg.width, int(cfg.fc_width)
+        self.stem = nn.Sequential(nn.Conv2d(cfg.in_channels, w, 3, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True))
+        self.layer1 = nn.Sequential(*[SEResidualBlock(w, cfg.se_reduction) for _ in range(3)])
+        self.layer2 = nn.Sequential(*[SEResidualBlock(w, cfg.se_reduction) for _ in range(3)])
+        self.head = nn.Sequential(
+            nn.Linear(w, fc), nn.BatchNorm1d(fc), nn.ReLU(inplace=True), nn.Dropout(cfg.dropout),
+            nn.Linear(fc, cfg.n_classes),
+        )
+
+    def forward(self, embedding: torch.Tensor) -> torch.Tensor:
+        x = self.layer2(self.layer1(self.stem(embedding)))
+        return self.head(x.mean(dim=(2, 3)))
+
+
+def build_extractor(cfg: ExtractorConfig) -> nn.Module:
+    """A freshly initialised extractor.
+
+    Args:
+        cfg: architecture and sizes.
+
+    Returns:
+        A module mapping E (B x d x m x m) to logits (B x n_classes).
+    """
+    return CNNExtractor(cfg) if cfg.arch == "ce" else ResNetExtractor(cfg)
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Number of trainable-or-not parameters (buffers excluded)."""
+    return sum(p.numel() for p in module.parameters())
+
+
+def forward_flops(cfg: ExtractorConfig) -> int:
+    """FLOPs (multiply-add = 2) of one image's forward pass, counted by torch on the meta device."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.device("meta"):
+        net = build_extractor(cfg).eval()
+        x = torch.empty(1, cfg.in_channels, cfg.grid, cfg.grid)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        net(x)
+    return int(counter.get_total_flops())

@@ -1,0 +1,168 @@
+"""Extractor data and accuracy: splits of generated token grids, logits through the codebook, Table 1."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import torch
+
+from .. import registry
+from ..errors import CortexError
+from ..registry import ModelInfo
+from ..store.database import Store
+from .architectures import count_parameters
+from .registry import ExtractorInfo, list_extractors, load_extractor
+
+TABLE1_KS = (1, 3, 5, 10)
+
+Progress = Callable[..., None]  # progress(done, total, info="...")
+
+
+@dataclass
+class SplitData:
+    """The token grids (N x m x m, int32) and labels (class ids) of one split, in class then seed order."""
+
+    split: str
+    tokens: torch.Tensor
+    labels: torch.Tensor
+    image_ids: list[int]
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+
+def load_split(
+    store: Store, model: ModelInfo, split: str, per_class: int, *, seed: int = 0,
+    device: torch.device | str = "cpu", progress: Progress | None = None,
+) -> SplitData:
+    """`per_class` generated images of every class of `model` in `split` (generating missing ones).
+
+    Args:
+        split: 'train', 'val' or 'test'.
+        per_class: images per class (image seeds seed .. seed+per_class-1).
+        seed: first image seed.
+        device: where missing images are sampled.
+        progress: called as progress(images ready, total, info=...).
+
+    Returns:
+        SplitData on the CPU.
+    """
+    from ..generation import ensure_images, image_tokens
+
+    if per_class < 1:
+        raise CortexError(f"images per class must be positive, got {per_class} for the {split} split")
+    classes = registry.classes(store, model)
+    if not classes:
+        raise CortexError(f"model {model.name!r} has no classes; register it with labels (`cortex models add --labels ...`)")
+    total = per_class * len(classes)
+    ids: list[int] = []
+    labels: list[int] = []
+    for i, cls in enumerate(classes):
+        done_before = i * per_class
+
+        def report(done: int, _n: int, *_a: Any, _base: int = done_before, _name: str = cls.name) -> None:
+            if progress:
+                progress(_base + done, total, info=f"{split} images: {_name}")
+
+        got = ensure_images(store, model, cls, split, per_class, seed=seed, device=device, progress=report)
+        ids += got
+        labels += [cls.class_id] * len(got)
+    tokens = image_tokens(store, model, ids).to(torch.int32)
+    return SplitData(split, tokens, torch.tensor(labels, dtype=torch.long), ids)
+
+
+def embed_batch(vqgm: Any, tokens: torch.Tensor) -> torch.Tensor:
+    """E for a batch of token grids, through the model's codebook (never stored)."""
+    with torch.no_grad():
+        return vqgm.embed(tokens.long()).float()
+
+
+@torch.no_grad()
+def extractor_logits(net: torch.nn.Module, vqgm: Any, tokens: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """Logits (N x classes, CPU) of an extractor in eval mode for token grids (N x m x m)."""
+    was_training = net.training
+    net.eval()
+    device = next(net.parameters()).device
+    outs = [net(embed_batch(vqgm, chunk).to(device)).float().cpu() for chunk in tokens.split(batch_size)]
+    net.train(was_training)
+    return torch.cat(outs) if outs else torch.empty(0, 0)
+
+
+def topk_accuracy(logits: torch.Tensor, labels: torch.Tensor, ks: Sequence[int] = TABLE1_KS) -> dict[str, float]:
+    """Fraction of rows whose label is among the k highest logits, for each k (the paper's Table 1).
+
+    Args:
+        logits: N x C scores.
+        labels: N class indices.
+        ks: the k values; k >= C counts every row as correct.
+
+    Returns:
+        {'top1': ..., 'top3': ..., ...} in [0, 1].
+    """
+    if logits.ndim != 2 or labels.ndim != 1 or logits.shape[0] != labels.shape[0]:
+        raise ValueError(f"logits must be N x C and labels N, got {tuple(logits.shape)} and {tuple(labels.shape)}")
+    n, c = logits.shape
+    if n == 0:
+        raise ValueError("topk_accuracy needs at least one row")
+    order = logits.topk(min(max(ks), c), dim=1).indices
+    hits = order == labels.view(-1, 1)
+    return {f"top{k}": float(hits[:, :min(k, c)].any(dim=1).float().mean()) for k in ks}
+
+
+@dataclass
+class ExtractorScore:
+    """One row of Table 1: an extractor's top-k accuracy on the test split."""
+
+    name: str
+    arch: str
+    n_params: int
+    n_images: int
+    accuracy: dict[str, float] = field(default_factory=dict)  # top1/top3/top5/top10 in [0, 1]
+    per_class_top1: dict[str, float] = field(default_factory=dict)  # class name -> top-1
+
+
+def score_extractor(
+    store: Store, model: ModelInfo, info: ExtractorInfo, data: SplitData, *, device: torch.device | str = "cpu",
+    batch_size: int = 256,
+) -> ExtractorScore:
+    """Table-1 accuracies of one registered extractor on `data`."""
+    net = load_extractor(info, device)
+    logits = extractor_logits(net, registry.load_model(model, device), data.tokens, batch_size)
+    acc = topk_accuracy(logits, data.labels)
+    names = {c.class_id: c.name for c in registry.classes(store, model)}
+    pred = logits.argmax(1)
+    per_class = {names[int(c)]: float((pred[data.labels == c] == c).float().mean()) for c in data.labels.unique()}
+    return ExtractorScore(info.name, info.arch, count_parameters(net), len(data), acc, per_class)
+
+
+def test_extractors(
+    store: Store, model: ModelInfo, *, per_class: int | None = None, seed: int | None = None,
+    device: torch.device | str = "cpu", progress: Progress | None = None,
+) -> list[ExtractorScore]:
+    """Table 1 for every registered extractor of `model` on the test split.
+
+    Args:
+        per_class: test images per class; None uses each extractor's training setting (default 50).
+        seed: first test-image seed; None uses each extractor's data seed (default 0).
+        device: where to run.
+        progress: called as progress(done, total, info=...) while test images are generated.
+
+    Returns:
+        One ExtractorScore per extractor, by name.
+
+    Raises:
+        CortexError: the model has no extractor.
+    """
+    infos = list_extractors(store, model)
+    if not infos:
+        raise CortexError(f"model {model.name!r} has no extractor; run `cortex train-extractor --model {model.name} --arch ce` first")
+    cache: dict[tuple[int, int], SplitData] = {}
+    scores = []
+    for info in infos:
+        n = per_class or int(info.hparams.get("test_per_class", 50))
+        s = int(info.hparams.get("data_seed", 0)) if seed is None else seed
+        if (n, s) not in cache:
+            cache[(n, s)] = load_split(store, model, "test", n, seed=s, device=device, progress=progress)
+        scores.append(score_extractor(store, model, info, cache[(n, s)], device=device))
+    return scores
