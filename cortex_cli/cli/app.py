@@ -39,6 +39,9 @@ class AppState:
 
             self._store = open_store(self.db_url or default_db_url())
             ensure_bundled(self._store)
+            from ..extractors.registry import ensure_bundled_extractors
+
+            ensure_bundled_extractors(self._store)
         return self._store
 
     def torch_device(self):
