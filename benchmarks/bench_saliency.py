@@ -1,0 +1,153 @@
+"""Saliency throughput: ours vs the authors' algorithm (re-implemented) vs Captum's NoiseTunnel.
+
+All three run in this process on the same extractor, images and N. Prints images/s, the ratios,
+Captum equality given the same noise, bf16-vs-fp32 ranking change, and achieved GFLOP/s against
+a measured matmul ceiling.
+
+    python benchmarks/bench_saliency.py            # mini (d=32, width 64) and paper size (d=256, width 512)
+    python benchmarks/bench_saliency.py --size mini --images 32
+Needs the `bench` extra (captum).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from cortex_cli.extractors.architectures import ExtractorConfig, build_extractor, forward_flops
+from cortex_cli.saliency import SaliencySettings, noise_scale, reduce_channels, seeded_noise, smoothgrad, token_saliency, top_positions
+
+SIZES = {
+    # d, m, width, fc, classes, images
+    "mini": dict(cfg=ExtractorConfig("ce", in_channels=32, grid=16, width=64, n_classes=13, fc_width=256), images=32, warmup=True, check=4),
+    # ~10 GFLOP per forward: few images, no warm-up pass, one image for the equality check
+    "paper": dict(cfg=ExtractorConfig("ce", in_channels=256, grid=16, width=512, n_classes=1000), images=2, warmup=False, check=1),
+}
+
+
+def authors_algorithm(extractor, embeddings, targets, samples, alpha, gen_seed=0):
+    """The released algorithm's shape: per image, a Python loop over noise samples, one grad each."""
+    out = []
+    torch.manual_seed(gen_seed)
+    for e, t in zip(embeddings, targets):
+        x = e.unsqueeze(0)
+        sigma = alpha * (x.max() - x.min())
+        total = torch.zeros_like(x)
+        for _ in range(samples):
+            noisy = (x + torch.randn_like(x) * sigma).requires_grad_(True)
+            logit = extractor(noisy)[0, t]
+            (g,) = torch.autograd.grad(logit, noisy, create_graph=True)
+            total += g.detach()
+        out.append((total / samples).abs().amax(1)[0])
+    return torch.stack(out)
+
+
+class Recorder(torch.nn.Module):
+    """Wraps the extractor and records the (noisy) inputs Captum feeds it."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net, self.seen = net, []
+
+    def forward(self, x):
+        self.seen.append(x.detach().clone())
+        return self.net(x)
+
+
+def captum_smoothgrad(extractor, embeddings, targets, samples, alpha, batch, record=False):
+    """Captum NoiseTunnel(Saliency(abs=False)), one call per image (sigma is per image), all N in a batch."""
+    from captum.attr import NoiseTunnel, Saliency
+
+    net = Recorder(extractor) if record else extractor
+    nt = NoiseTunnel(Saliency(net))
+    sigma = noise_scale(embeddings, alpha)
+    grads = []
+    for i, t in enumerate(targets):
+        g = nt.attribute(embeddings[i:i + 1], nt_type="smoothgrad", nt_samples=samples, nt_samples_batch_size=batch,
+                         stdevs=float(sigma[i]), target=int(t), abs=False)
+        grads.append(g[0])
+    return torch.stack(grads), (net.seen if record else None)
+
+
+def timed(fn, repeat=1, warmup=True):
+    if warmup:
+        fn()
+    start = time.perf_counter()
+    for _ in range(repeat):
+        out = fn()
+    return (time.perf_counter() - start) / repeat, out
+
+
+def matmul_ceiling(n=1024, repeat=5):
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    start = time.perf_counter()
+    for _ in range(repeat):
+        a @ b
+    return 2 * n ** 3 * repeat / (time.perf_counter() - start) / 1e9
+
+
+def bench(size: str, n_images: int | None, samples: int, authors_images: int) -> None:
+    spec = SIZES[size]
+    cfg = spec["cfg"]
+    n_images = n_images or spec["images"]
+    torch.manual_seed(0)
+    net = build_extractor(cfg).eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    emb = torch.randn(n_images, cfg.in_channels, cfg.grid, cfg.grid)
+    targets = [i % cfg.n_classes for i in range(n_images)]
+    keys = list(range(n_images))
+    settings = SaliencySettings(samples=samples, chunk=64)
+    w = spec["warmup"]
+    print(f"\n== {size}: CE width {cfg.width} on {cfg.in_channels}x{cfg.grid}x{cfg.grid}, {n_images} images, N={samples}, "
+          f"{torch.get_num_threads()} threads ==")
+
+    t_ours, ours = timed(lambda: token_saliency(net, emb, targets, keys, settings), warmup=w)
+    t_bf16, ours_bf16 = timed(lambda: token_saliency(net, emb, targets, keys, SaliencySettings(samples=samples, chunk=64, precision="bf16")), warmup=w)
+    t_cap, _ = timed(lambda: captum_smoothgrad(net, emb, targets, samples, settings.alpha, batch=samples), warmup=w)
+    k = min(authors_images, n_images)
+    t_auth, _ = timed(lambda: authors_algorithm(net, emb[:k], targets[:k], samples, settings.alpha), warmup=w)
+    ips = {"ours fp32": n_images / t_ours, "ours bf16": n_images / t_bf16, "captum": n_images / t_cap, "authors": k / t_auth}
+    for name, v in ips.items():
+        print(f"  {name:10s} {v:9.2f} images/s")
+    print(f"  ours/captum = {ips['ours fp32'] / ips['captum']:.2f}x   ours/authors = {ips['ours fp32'] / ips['authors']:.1f}x   "
+          f"bf16/fp32 = {ips['ours bf16'] / ips['ours fp32']:.2f}x")
+
+    # equality with Captum given the same noise: record Captum's noisy inputs, feed the same noise to ours
+    m = min(spec["check"], n_images)
+    cap_grads, seen = captum_smoothgrad(net, emb[:m], targets[:m], samples, settings.alpha, batch=samples, record=True)
+    noise = torch.stack([seen[i] - emb[i:i + 1] for i in range(m)])  # (m, N, d, m, m)
+    our_grads = smoothgrad(net, emb[:m], targets[:m], noise, chunk=64)
+    rel = ((our_grads - cap_grads).abs().max() / cap_grads.abs().max()).item()
+    print(f"  max |ours - captum| / max|captum| on the same noise: {rel:.2e}  ({'ok' if rel < 1e-3 else 'FAIL'} < 1e-3)")
+    tsv_equal = torch.allclose(reduce_channels(our_grads), reduce_channels(cap_grads), rtol=1e-3, atol=1e-6)
+    print(f"  TSV maps equal (rtol 1e-3): {tsv_equal}")
+
+    # bf16 ranking change: overlap of per-image top-20 sets
+    overlaps = [len({p for p, _ in top_positions(a, 20)} & {p for p, _ in top_positions(b, 20)}) / 20 for a, b in zip(ours, ours_bf16)]
+    print(f"  bf16 vs fp32 top-20 overlap: mean {sum(overlaps) / len(overlaps):.2%}, min {min(overlaps):.0%}")
+
+    # achieved GFLOP/s: forward + backward to the input ~ 3x forward FLOPs per noisy copy
+    flops = 3 * forward_flops(cfg) * samples * n_images
+    ceiling = matmul_ceiling()
+    print(f"  achieved {flops / t_ours / 1e9:.1f} GFLOP/s (fp32) vs measured matmul ceiling {ceiling:.1f} GFLOP/s "
+          f"({flops / t_ours / 1e9 / ceiling:.0%})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", choices=["mini", "paper", "both"], default="both")
+    parser.add_argument("--images", type=int, default=None, help="images per measurement [mini 32, paper 4]")
+    parser.add_argument("--samples", type=int, default=20)
+    parser.add_argument("--authors-images", type=int, default=4, help="images timed for the (slow) authors' loop")
+    args = parser.parse_args()
+    torch.set_grad_enabled(True)
+    for size in (["mini", "paper"] if args.size == "both" else [args.size]):
+        bench(size, args.images, args.samples, args.authors_images)
+
+
+if __name__ == "__main__":
+    main()
