@@ -100,7 +100,7 @@ def sub_command(group: typer.Typer, name: str | None = None, **kwargs: Any) -> C
 @app.callback()
 def main_options(
     ctx: typer.Context,
-    db: str = typer.Option(None, "--db", help="SQLAlchemy database URL [default: sqlite file cortex.db in $CORTEX_HOME]"),
+    db: str = typer.Option(None, "--db", help="SQLAlchemy database URL (default: sqlite file cortex.db in $CORTEX_HOME)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N"),
     seed: int = typer.Option(0, "--seed", help="Seed for every random step (same seed, same rows)."),
 ) -> None:
