@@ -19,6 +19,7 @@ from cortex_cli.extractors import (
     train_extractor,
 )
 from cortex_cli.extractors.evaluation import extractor_logits, load_split, topk_accuracy
+from extractor_helpers import learnable_tiny_model
 
 SMALL = dict(width=8, fc_width=16, epochs=3, batch_size=8, train_per_class=6, val_per_class=2, test_per_class=2)  # on `learnable` rows
 
@@ -33,39 +34,7 @@ class Interrupt(Exception):
 
 @pytest.fixture
 def learnable(store, tiny_model_files, tmp_path):
-    """The tiny model with a trained-scale codebook, and stored images whose tokens depend on the class.
-
-    The tiny model's random-init codebook has entries of size ~1/K (E std 0.009), far below what a
-    trained VQGAN has; its batch-norm running variances would need hundreds of steps to settle, so
-    the codebook is scaled by 100 (E std ~0.9). Class c draws 80% of its tokens from 16c..16c+15.
-    The rows carry the seeds and sampler label that `ensure_images` looks for, so training finds
-    them instead of sampling the untrained tiny prior (whose tokens barely depend on the class).
-    """
-    config, ckpt, labels = tiny_model_files
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)
-    key = "first_stage_model.quantize.embedding.weight"
-    state["state_dict"][key] = state["state_dict"][key] * 100
-    scaled = tmp_path / "scaled.ckpt"
-    torch.save(state, scaled)
-    tiny_model = registry.add_model(store, "tiny", config, scaled, str(labels))
-    from cortex_cli.generation import default_sampler
-    from cortex_cli.store.schema import ImageRow
-    from cortex_cli.tokens import pack_tokens
-
-    label = default_sampler(registry.load_model(tiny_model)).label()
-    gen = torch.Generator().manual_seed(0)
-    rows = []
-    for cls in registry.classes(store, tiny_model):
-        for split, n in (("train", 24), ("val", 4), ("test", 4)):
-            for seed in range(n):
-                own = torch.randint(16 * cls.class_id, 16 * cls.class_id + 16, (16, 16), generator=gen)
-                noise = torch.randint(0, 64, (16, 16), generator=gen)
-                grid = torch.where(torch.rand(16, 16, generator=gen) < 0.8, own, noise)
-                rows.append(ImageRow(model_id=tiny_model.id, class_pk=cls.pk, split=split, seed=seed, sampler=label,
-                                     tokens=pack_tokens(grid, tiny_model.n_embed)))
-    with store.session() as s, s.begin():
-        s.add_all(rows)
-    return tiny_model
+    return learnable_tiny_model(store, tiny_model_files, tmp_path)
 
 
 def test_presets_follow_the_paper_except_for_the_mini_model(tiny_model):

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import typer
 
 from .. import registry
 from ..extractors import default_configs, export_bundled, test_extractors, train_extractor
+from ..extractors.evaluation import require_extractors
+from ..extractors.training import check_run
 from ..extractors.registry import MINI_BUNDLE_DIR
 from .app import command, state
 from .render import console, print_json, progress, table
@@ -59,6 +60,7 @@ def train_extractor_cmd(
         val_per_class=val_per_class, test_per_class=test_per_class,
         seed=app_state.seed if seed is None else seed, data_seed=data_seed,
     )
+    check_run(store, info, cfg, tc, name=name, restart=restart)  # fail before the progress bar
     with progress(f"training {name or cfg.arch} on {info.name}", quiet=quiet or as_json) as update:
         result = train_extractor(store, info, cfg, tc, name=name, device=device, progress=update, restart=restart)
     bundled = export_bundled(result.info) if bundle else None
@@ -95,6 +97,7 @@ def test_extractor_cmd(
     app_state = state(ctx)
     store = app_state.store()
     info = registry.get_model(store, model)
+    require_extractors(store, info)  # fail before the progress bar
     with progress("test images", quiet=quiet or as_json) as update:
         scores = test_extractors(store, info, per_class=per_class, device=app_state.torch_device(), progress=update)
     if as_json:

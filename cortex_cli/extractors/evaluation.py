@@ -107,7 +107,7 @@ def topk_accuracy(logits: torch.Tensor, labels: torch.Tensor, ks: Sequence[int] 
         raise ValueError("topk_accuracy needs at least one row")
     order = logits.topk(min(max(ks), c), dim=1).indices
     hits = order == labels.view(-1, 1)
-    return {f"top{k}": float(hits[:, :min(k, c)].any(dim=1).float().mean()) for k in ks}
+    return {f"top{k}": int(hits[:, :min(k, c)].any(dim=1).sum()) / n for k in ks}
 
 
 @dataclass
@@ -136,6 +136,14 @@ def score_extractor(
     return ExtractorScore(info.name, info.arch, count_parameters(net), len(data), acc, per_class)
 
 
+def require_extractors(store: Store, model: ModelInfo) -> list[ExtractorInfo]:
+    """The extractors of `model`, or a CortexError saying how to train one."""
+    infos = list_extractors(store, model)
+    if not infos:
+        raise CortexError(f"model {model.name!r} has no extractor; run `cortex train-extractor --model {model.name} --arch ce` first")
+    return infos
+
+
 def test_extractors(
     store: Store, model: ModelInfo, *, per_class: int | None = None, seed: int | None = None,
     device: torch.device | str = "cpu", progress: Progress | None = None,
@@ -154,9 +162,7 @@ def test_extractors(
     Raises:
         CortexError: the model has no extractor.
     """
-    infos = list_extractors(store, model)
-    if not infos:
-        raise CortexError(f"model {model.name!r} has no extractor; run `cortex train-extractor --model {model.name} --arch ce` first")
+    infos = require_extractors(store, model)
     cache: dict[tuple[int, int], SplitData] = {}
     scores = []
     for info in infos:

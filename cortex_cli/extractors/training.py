@@ -144,11 +144,50 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _fingerprint(model: ModelInfo, cfg: ExtractorConfig, tc: TrainConfig, data: list[SplitData]) -> str:
-    """Identifies a run: same model, sizes, recipe and images -> same fingerprint (resumable)."""
-    payload = {"model": [model.name, model.ckpt_path], "config": cfg.to_dict(), "train": asdict(tc),
-               "images": {d.split: d.image_ids for d in data}}
+def _fingerprint(model: ModelInfo, cfg: ExtractorConfig, tc: TrainConfig, data: list[SplitData] | None = None) -> str:
+    """Identifies a run: same model, sizes, recipe (and images) -> same fingerprint (resumable)."""
+    payload: dict[str, Any] = {"model": [model.name, model.ckpt_path], "config": cfg.to_dict(), "train": asdict(tc)}
+    if data is not None:
+        payload["images"] = {d.split: d.image_ids for d in data}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def _read_state(last_path: Path) -> dict[str, Any]:
+    try:
+        return torch.load(last_path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # a damaged state file cannot be resumed from
+        raise CortexError(f"cannot read the run state {str(last_path)!r} ({exc}); add --restart to start over") from exc
+
+
+def _other_settings(last_path: Path, name: str) -> CortexError:
+    return CortexError(
+        f"{str(last_path)!r} belongs to a run of {name!r} with other settings; rerun with the same options "
+        f"to resume it, add --restart to start over, or pick another --name"
+    )
+
+
+def check_run(
+    store: Store, model: ModelInfo, cfg: ExtractorConfig, tc: TrainConfig, *, name: str | None = None,
+    out_dir: Path | None = None, restart: bool = False,
+) -> Path:
+    """Everything `train_extractor` can refuse before it generates or trains anything; returns the run directory."""
+    tc.validate()
+    name = name or cfg.arch
+    _check_name(name)
+    if cfg.in_channels != model.embed_dim or cfg.grid != model.grid:
+        raise CortexError(f"extractor input {cfg.in_channels}x{cfg.grid}x{cfg.grid} does not fit model {model.name!r} (E is {model.embed_dim}x{model.grid}x{model.grid})")
+    classes = registry.classes(store, model)
+    if classes and cfg.n_classes <= max(c.class_id for c in classes):
+        raise CortexError(f"extractor has {cfg.n_classes} outputs but model {model.name!r} has class ids up to {max(c.class_id for c in classes)}")
+    run_dir = Path(out_dir) if out_dir is not None else artifacts_dir("extractors", model.name, name)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    last_path = run_dir / "last.pt"
+    if last_path.is_file() and not restart:
+        run_json = run_dir / "run.json"
+        stored = json.loads(run_json.read_text()).get("settings") if run_json.is_file() else _read_state(last_path).get("settings")
+        if stored != _fingerprint(model, cfg, tc):
+            raise _other_settings(last_path, name)
+    return run_dir
 
 
 def _evaluate(net: torch.nn.Module, vqgm: Any, data: SplitData, batch_size: int) -> tuple[float, float, torch.Tensor]:
@@ -185,22 +224,14 @@ def train_extractor(
         CortexError: sizes that do not fit the model, bad recipe values, or a previous run with other
             settings in `out_dir` (without `restart`).
     """
-    tc.validate()
+    run_dir = check_run(store, model, cfg, tc, name=name, out_dir=out_dir, restart=restart)
     name = name or cfg.arch
-    _check_name(name)
-    if cfg.in_channels != model.embed_dim or cfg.grid != model.grid:
-        raise CortexError(f"extractor input {cfg.in_channels}x{cfg.grid}x{cfg.grid} does not fit model {model.name!r} (E is {model.embed_dim}x{model.grid}x{model.grid})")
-    classes = registry.classes(store, model)
-    if classes and cfg.n_classes <= max(c.class_id for c in classes):
-        raise CortexError(f"extractor has {cfg.n_classes} outputs but model {model.name!r} has class ids up to {max(c.class_id for c in classes)}")
-    run_dir = Path(out_dir) if out_dir is not None else artifacts_dir("extractors", model.name, name)
-    run_dir.mkdir(parents=True, exist_ok=True)
     last_path, best_path = run_dir / "last.pt", run_dir / "best.safetensors"
 
     train = load_split(store, model, "train", tc.train_per_class, seed=tc.data_seed, device=device, progress=progress)
     val = load_split(store, model, "val", tc.val_per_class, seed=tc.data_seed, device=device, progress=progress)
     test = load_split(store, model, "test", tc.test_per_class, seed=tc.data_seed, device=device, progress=progress)
-    fingerprint = _fingerprint(model, cfg, tc, [train, val, test])
+    settings, fingerprint = _fingerprint(model, cfg, tc), _fingerprint(model, cfg, tc, [train, val, test])
     vqgm = registry.load_model(model, device)
 
     set_all_random_seeds(tc.seed)
@@ -210,15 +241,9 @@ def train_extractor(
     start_epoch, history, best_epoch, best_val_acc, resumed = 0, [], 0, -1.0, None
 
     if last_path.is_file() and not restart:
-        try:
-            saved = torch.load(last_path, map_location="cpu", weights_only=False)
-        except Exception as exc:  # a damaged state file cannot be resumed from
-            raise CortexError(f"cannot read the run state {str(last_path)!r} ({exc}); add --restart to start over") from exc
-        if saved.get("fingerprint") != fingerprint:
-            raise CortexError(
-                f"{str(last_path)!r} belongs to a run of {name!r} with other settings; rerun with the same options "
-                f"to resume it, add --restart to start over, or pick another --name"
-            )
+        saved = _read_state(last_path)
+        if saved.get("fingerprint") != fingerprint:  # same settings, but the stored images changed
+            raise _other_settings(last_path, name)
         if not best_path.is_file():
             raise CortexError(f"the best checkpoint {str(best_path)!r} of this run is missing; add --restart to start over")
         net.load_state_dict(saved["model"])
@@ -231,6 +256,10 @@ def train_extractor(
     if resumed is None:
         for stale in (last_path, best_path):
             stale.unlink(missing_ok=True)
+        # a small readable record of the run's settings, checked before a later rerun generates anything
+        (run_dir / "run.json").write_text(json.dumps(
+            {"settings": settings, "model": model.name, "name": name, "config": cfg.to_dict(), "train": asdict(tc)},
+            indent=2, sort_keys=True) + "\n")
 
     n_train = len(train)
     batches = [(i, min(i + tc.batch_size, n_train)) for i in range(0, n_train, tc.batch_size)]
@@ -265,7 +294,7 @@ def train_extractor(
             best_epoch, best_val_acc = epoch, val_acc
             _atomic_safetensors(net.state_dict(), best_path)
         _atomic_save({
-            "version": STATE_VERSION, "fingerprint": fingerprint, "epoch": epoch, "model": net.state_dict(),
+            "version": STATE_VERSION, "settings": settings, "fingerprint": fingerprint, "epoch": epoch, "model": net.state_dict(),
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "history": history,
             "best_epoch": best_epoch, "best_val_acc": best_val_acc, "rng": _rng_state(),
         }, last_path)
