@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-
 import typer
 
 from .. import registry
 from ..extractors import default_configs, export_bundled, test_extractors, train_extractor
 from ..extractors.evaluation import require_extractors
 from ..extractors.training import check_run
-from ..extractors.registry import MINI_BUNDLE_DIR
 from .app import command, state
 from .render import console, print_json, progress, table
 
@@ -18,23 +16,23 @@ from .render import console, print_json, progress, table
 def train_extractor_cmd(
     ctx: typer.Context,
     arch: str = typer.Option(..., "--arch", "-a", help="ce (CNN-based, appendix A.1.1) or re (ResNet-based with SE blocks, A.1.2)."),
-    model: str = typer.Option(None, "--model", "-m", help="Registered model [default: mini]."),
-    name: str = typer.Option(None, "--name", "-n", help="Name to register it under [default: the arch, 'ce' or 're']."),
-    epochs: int = typer.Option(None, "--epochs", help="Epochs [default: 80; mini: 30]."),
-    batch_size: int = typer.Option(None, "--batch-size", "-b", help="Batch size [default: 256; mini: 64]."),
-    lr: float = typer.Option(None, "--lr", help="Adam learning rate [default: 1e-3]."),
-    weight_decay: float = typer.Option(None, "--weight-decay", help="Adam weight decay [default: 1e-4]."),
-    step_size: int = typer.Option(None, "--step-size", help="StepLR: decay the lr every N epochs [default: 20; mini: 10]."),
-    gamma: float = typer.Option(None, "--gamma", help="StepLR decay factor [default: 0.1]."),
-    train_per_class: int = typer.Option(None, "--train-per-class", help="Generated training images per class [default: 1000; mini: 300]."),
-    val_per_class: int = typer.Option(None, "--val-per-class", help="Validation images per class [default: 300; mini: 50]."),
-    test_per_class: int = typer.Option(None, "--test-per-class", help="Test images per class [default: 50]."),
-    width: int = typer.Option(None, "--width", help="Conv channels [default: 512; mini: 64]."),
-    fc_width: int = typer.Option(None, "--fc-width", help="Hidden FC width [default: 4096 (ce) / 2048 (re); mini: 512 / 256]."),
-    seed: int = typer.Option(None, "--seed", help="Seed of initialisation, shuffling and dropout [default: the global --seed, 0]."),
+    model: str = typer.Option(None, "--model", "-m", help="Registered model (default: mini)."),
+    name: str = typer.Option(None, "--name", "-n", help="Name to register it under (default: the arch, 'ce' or 're')."),
+    epochs: int = typer.Option(None, "--epochs", help="Epochs (default: 80; mini: 30)."),
+    batch_size: int = typer.Option(None, "--batch-size", "-b", help="Batch size (default: 256; mini: 64)."),
+    lr: float = typer.Option(None, "--lr", help="Adam learning rate (default: 1e-3)."),
+    weight_decay: float = typer.Option(None, "--weight-decay", help="Adam weight decay (default: 1e-4)."),
+    step_size: int = typer.Option(None, "--step-size", help="StepLR: decay the lr every N epochs (default: 20; mini: 10)."),
+    gamma: float = typer.Option(None, "--gamma", help="StepLR decay factor (default: 0.1)."),
+    train_per_class: int = typer.Option(None, "--train-per-class", help="Generated training images per class (default: 1000; mini: 300)."),
+    val_per_class: int = typer.Option(None, "--val-per-class", help="Validation images per class (default: 300; mini: 50)."),
+    test_per_class: int = typer.Option(None, "--test-per-class", help="Test images per class (default: 50)."),
+    width: int = typer.Option(None, "--width", help="Conv channels (default: 512; mini: 64)."),
+    fc_width: int = typer.Option(None, "--fc-width", help="Hidden FC width (default: 4096 (ce) / 2048 (re); mini: 512 / 256)."),
+    seed: int = typer.Option(None, "--seed", help="Seed of initialisation, shuffling and dropout (default: the global --seed, 0)."),
     data_seed: int = typer.Option(0, "--data-seed", help="First image seed of every split (CE and RE share images by default)."),
     restart: bool = typer.Option(False, "--restart", help="Discard an interrupted or finished run of this name and start over."),
-    bundle: bool = typer.Option(False, "--bundle", help=f"Also write extractor_<name>.safetensors (fp16) + .json into {MINI_BUNDLE_DIR} (for maintainers)."),
+    bundle: bool = typer.Option(False, "--bundle", help="Also write extractor_<name>.safetensors (fp16) + .json into the package's bundled/mini/ (maintainers: ships it as the default)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON (no progress bar)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
@@ -83,8 +81,8 @@ def train_extractor_cmd(
 @command("test-extractor")
 def test_extractor_cmd(
     ctx: typer.Context,
-    model: str = typer.Option(None, "--model", "-m", help="Registered model [default: mini]."),
-    per_class: int = typer.Option(None, "--per-class", help="Test images per class [default: each extractor's training setting, 50]."),
+    model: str = typer.Option(None, "--model", "-m", help="Registered model (default: mini)."),
+    per_class: int = typer.Option(None, "--per-class", help="Test images per class (default: each extractor's training setting, 50)."),
     as_json: bool = typer.Option(False, "--json", help="Print the table as JSON (no progress bar)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
