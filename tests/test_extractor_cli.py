@@ -33,6 +33,8 @@ def test_unknown_arch_and_missing_extractor_are_one_line_errors(db_url, learnabl
     assert "run `cortex train-extractor --model tiny --arch ce` first" in one_error_line(missing)
     zero = runner.invoke(app, ["--db", db_url, "train-extractor", "--arch", "ce", *SMALL, "--epochs", "0"])
     assert "epochs must be at least 1" in one_error_line(zero)
+    bundle = runner.invoke(app, ["--db", db_url, "train-extractor", "--arch", "ce", *SMALL, "--bundle"])
+    assert "--bundle ships extractors of the bundled mini model only" in one_error_line(bundle)
 
 
 def test_train_then_table1_json(db_url, learnable, cortex_home):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from .. import registry
+from ..errors import CortexError
 from ..extractors import default_configs, export_bundled, test_extractors, train_extractor
 from ..extractors.evaluation import require_extractors
 from ..extractors.training import check_run
@@ -52,6 +53,8 @@ def train_extractor_cmd(
     store = app_state.store()
     device = app_state.torch_device()
     info = registry.get_model(store, model)
+    if bundle and info.name != registry.MINI_NAME:
+        raise CortexError(f"--bundle ships extractors of the bundled mini model only, not of {info.name!r}; drop --bundle")
     cfg, tc = default_configs(
         info, arch, width=width, fc_width=fc_width, epochs=epochs, batch_size=batch_size, lr=lr,
         weight_decay=weight_decay, step_size=step_size, gamma=gamma, train_per_class=train_per_class,
