@@ -19,7 +19,10 @@ from .adapter import to_pil
 from .errors import CortexError
 from .figures import draw_token_boxes, image_grid
 from .generation import generate, image_tokens
+from .editing import EditResult, edit_image
 from .indexing import IndexResult, index_class
+from .optimize import OptimizeSettings
+from .regions import Region
 from .queries import TopTokensResult, top_tokens
 from .saliency import SaliencySettings
 from .store.database import Store
@@ -28,6 +31,16 @@ DEMO_CONCEPT = "lit candle"  # the paper's Figure 5 shows candle flames
 DEMO_IMAGES = 12
 DEMO_TOP_N = 5  # boxes per image in the figure
 DEMO_K = 10
+DEMO_EDIT_STEPS = 400  # enough on the mini model; the paper's 3000 suit ImageNet-size codebooks
+DEMO_EDIT_SIDE = 4  # the edited region: a 4x4 token box, as in the paper
+
+
+def region_around(position: int, grid: int, side: int = DEMO_EDIT_SIDE) -> Region:
+    """A side x side token box centred (as far as the grid allows) on a grid position."""
+    row, col = divmod(position, grid)
+    r0 = min(max(row - side // 2, 0), grid - side)
+    c0 = min(max(col - side // 2, 0), grid - side)
+    return Region((r0, r0 + side), (c0, c0 + side))
 
 
 @dataclass
@@ -42,6 +55,7 @@ class DemoResult:
     index: IndexResult
     top_tokens: TopTokensResult
     seconds: float
+    edit: EditResult | None = None  # one image edited toward the paired concept
     lines: list[str] = field(default_factory=list)  # closing lines for the terminal
 
 
@@ -75,7 +89,7 @@ def run_demo(
     from .extractors.registry import get_extractor, load_extractor
 
     start = time.perf_counter()
-    steps = 4
+    steps = 5
 
     def step(i: int, info: str) -> None:
         if progress is not None:
@@ -97,15 +111,46 @@ def run_demo(
     top = top_tokens(store, model, cls, extractor=ext_info.name, k=DEMO_K, baseline=True, run=indexed.run_id)
     step(3, "figure")
     figure = _figure(store, model, indexed.run_id, gen.image_ids[:6], out_dir / "figure2.png", device)
-    step(4, "done")
+    edit = None
+    pair = _paired_concept(cls.name)
+    if pair is not None:
+        step(4, f"editing one image toward '{pair}'")
+        edit = _edit_step(store, model, indexed.run_id, gen.image_ids[0], Path(gen.png_paths[0]), pair, out_dir / "edit", device)
+    step(5, "done")
     seconds = time.perf_counter() - start
     best = top.rows[0].token if top.rows else 0
     lines = [
-        f"files in {out_dir}: {len(gen.png_paths)} PNGs in {images_dir.name}/, Figure 2 overlay in {Path(figure).name} ({seconds:.0f} s)",
+        f"files in {out_dir}: {len(gen.png_paths)} PNGs in {images_dir.name}/, Figure 2 overlay in {Path(figure).name}"
+        + (f", edit strip in edit/{Path(edit.strip_path).name}" if edit else "") + f" ({seconds:.0f} s)",
         f"next: cortex top-tokens '{cls.name}' --baseline ; cortex show --class '{cls.name}' --token {best} --out token{best}.png ; "
         f"cortex explain {gen.png_paths[0]} --out explained.png",
     ]
-    return DemoResult(model.name, cls.name, str(images_dir), gen.png_paths, figure, indexed, top, round(seconds, 2), lines)
+    return DemoResult(model.name, cls.name, str(images_dir), gen.png_paths, figure, indexed, top, round(seconds, 2), edit, lines)
+
+
+def _paired_concept(name: str) -> str | None:
+    from .miniworld.world import CONCEPTS
+
+    return next((c.pair for c in CONCEPTS if c.name == name), None)
+
+
+def _edit_step(store: Store, model, run_id: int, image_id: int, png: Path, target_name: str, out_dir: Path, device) -> EditResult:
+    """Edit the 4x4 box around the image's most salient token toward the paired concept."""
+    from sqlalchemy import select
+
+    from .indexing import unpack_tsv
+    from .saliency import top_positions
+    from .store.schema import SaliencyMapRow
+
+    with store.session() as s:
+        blob = s.scalar(select(SaliencyMapRow.tsv).where(SaliencyMapRow.run_id == run_id, SaliencyMapRow.image_id == image_id))
+    if blob is None:
+        raise CortexError("the demo's image is missing from the index; rerun `cortex demo`")
+    (position, _), = top_positions(unpack_tsv(blob, model.grid), 1)
+    region = region_around(position, model.grid)
+    target = registry.resolve_class(store, model, target_name)
+    settings = OptimizeSettings(steps=DEMO_EDIT_STEPS)
+    return edit_image(store, model, png, target, region, settings, out_dir=out_dir, save_every=100, device=device)
 
 
 def _figure(store: Store, model, run_id: int, image_ids: list[int], path: Path, device) -> str:

@@ -295,10 +295,11 @@ def demo(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
-    """The tour, on the bundled mini model (~1 minute on a laptop CPU): generate, index, top tokens, Figure 2.
+    """The tour, on the bundled mini model (~1 minute on a laptop CPU): generate, index, top tokens, Figure 2, an edit.
 
     Generates a dozen images of one concept, indexes their saliency, prints the concept's top tokens
-    beside the frequency baseline, and writes a red-box overlay PNG.
+    beside the frequency baseline, writes a red-box overlay PNG, and edits one image's most salient
+    4x4 token box toward the paired concept (strip PNG: source -> snapshots -> result).
     Example: cortex demo --out cortex-demo/
     """
     from ..demo import run_demo
@@ -320,5 +321,10 @@ def demo(
     table(f"'{top.class_name}': salient tokens vs. frequency baseline ({top.images_indexed} images)",
           ["rank", "salient token", "count", "baseline token", "count"], rows)
     console.print(f"overlap {top.overlap}/{len(top.rows)} (Jaccard {top.jaccard:.2f})", highlight=False)
+    if result.edit is not None:
+        e = result.edit
+        judged = [p for p in e.probabilities if p.scorer.startswith("judge:")]
+        probs = ", ".join(f"{p.scorer} P({e.target_name}) {p.target_before:.2f} -> {p.target_after:.2f}" for p in judged)
+        console.print(f"edit of region {e.region} toward '{e.target_name}': {len(e.changed)} tokens changed; {probs}", highlight=False)
     for line in result.lines:
         console.print(line, highlight=False, soft_wrap=True)

@@ -33,12 +33,13 @@ class MiniRecipe:
     """Hyper-parameters of the bundled mini model (the defaults made the committed weights)."""
 
     seed: int = 0
-    n_embed: int = 128  # K
+    n_embed: int = 256  # K
     embed_dim: int = 32  # d
     vq_images_per_concept: int = 300
-    vq_steps: int = 700
+    vq_steps: int = 1000
     vq_batch: int = 16
     vq_lr: float = 2e-3
+    vq_object_weight: float = 4.0  # extra reconstruction weight on (dilated) object pixels
     gpt_images_per_concept: int = 400
     gpt_steps: int = 1200
     gpt_batch: int = 32
@@ -82,8 +83,11 @@ def train_vqgan(net, recipe: MiniRecipe, progress: Progress) -> dict:
     vq = net.first_stage_model
     vq.train = torch.nn.Module.train.__get__(vq)  # taming disables train() on the first stage
     vq.train(True)
-    images, _, _, _ = world.batch(recipe.vq_images_per_concept, "train")
+    images, _, masks, _ = world.batch(recipe.vq_images_per_concept, "train")
     data = _images_tensor(images)
+    # objects cover ~15% of the pixels: weight them up, or the codebook spends itself on backgrounds
+    near_object = F.max_pool2d(torch.from_numpy(masks).float()[:, None], 3, stride=1, padding=1)
+    weights = 1.0 + recipe.vq_object_weight * near_object
     params = [p for n, p in vq.named_parameters() if not n.startswith("loss.")]
     for p in params:
         p.requires_grad_(True)
@@ -93,11 +97,12 @@ def train_vqgan(net, recipe: MiniRecipe, progress: Progress) -> dict:
     usage = torch.zeros(recipe.n_embed)
     for step in range(recipe.vq_steps):
         idx = torch.randint(len(data), (recipe.vq_batch,), generator=gen)
-        x = data[idx]
+        x, w = data[idx], weights[idx]
         h = vq.quant_conv(vq.encoder(x))
         quant, qloss, info = vq.quantize(h)
         xrec = vq.decode(quant)
-        loss = (x - xrec).abs().mean() + F.mse_loss(xrec, x) + qloss.mean()
+        err = xrec - x
+        loss = ((err.abs() + err.pow(2)) * w).mean() / w.mean() + qloss.mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
