@@ -1,0 +1,78 @@
+"""The mini world: determinism, exact masks, the bundled model and judges."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from cortex_cli.miniworld import world
+
+
+def test_same_seed_same_pixels_and_masks():
+    a, b = world.sample(3, 17, "train"), world.sample(3, 17, "train")
+    assert np.array_equal(a.image, b.image) and np.array_equal(a.mask, b.mask) and np.array_equal(a.part_mask, b.part_mask)
+    c = world.sample(3, 18, "train")
+    assert not np.array_equal(a.image, c.image)
+    assert not np.array_equal(a.image, world.sample(3, 17, "test").image)
+
+
+@pytest.mark.parametrize("concept", range(len(world.CONCEPTS)))
+def test_mask_covers_the_object_and_nothing_else(concept):
+    for seed in range(3):
+        rng = np.random.default_rng(seed)
+        replay = np.random.default_rng(seed)
+        s = world.render(concept, rng)
+        # replay the background draw: habitat choice, then the background itself
+        if replay.uniform() >= world.HOME_PROBABILITY:
+            replay.choice([h for h in world.HABITATS if h != world.CONCEPTS[concept].habitat])
+        background = world._background(s.habitat, replay)
+        outside = ~s.mask
+        assert np.array_equal(s.image[outside], background[outside]), "pixels outside the mask must be background"
+        differs = np.abs(s.image[s.mask].astype(int) - background[s.mask].astype(int)).sum(-1) > 0
+        assert differs.mean() > 0.95, "pixels inside the mask must be the object's"
+        assert 0.03 < s.mask.mean() < 0.5
+        assert s.part_mask.any() and not (s.part_mask & ~s.mask).any()
+
+
+def test_habitats_are_class_correlated_but_shared():
+    homes = {}
+    for c in world.CONCEPTS:
+        homes.setdefault(c.habitat, []).append(c.name)
+    assert set(homes) == set(world.HABITATS)
+    assert all(len(v) >= 3 for v in homes.values())
+    habitats = [world.sample(0, i, "train").habitat for i in range(200)]
+    share = habitats.count(world.CONCEPTS[0].habitat) / len(habitats)
+    assert 0.65 < share < 0.85
+
+
+def test_local_part_pairs():
+    pairs = world.concept_pairs()
+    assert len(pairs) >= 3
+    for a, b in pairs:
+        assert world.CONCEPTS[a].pair == world.CONCEPTS[b].name
+
+
+def test_bundled_model_loads_strictly_through_the_adapter():
+    from cortex_cli.adapter import load_vqgm
+    from cortex_cli.registry import MINI_CONFIG, MINI_WEIGHTS
+
+    vqgm = load_vqgm(MINI_CONFIG, MINI_WEIGHTS)
+    assert (vqgm.grid, vqgm.image_size, vqgm.n_classes) == (16, 64, len(world.CONCEPTS))
+    assert vqgm.codebook.dtype == torch.float32
+
+
+def test_generated_concepts_are_recognised_by_a_judge():
+    from cortex_cli.adapter import SamplerSettings, load_vqgm
+    from cortex_cli.judges import mini_judges
+    from cortex_cli.registry import MINI_CONFIG, MINI_WEIGHTS
+
+    vqgm = load_vqgm(MINI_CONFIG, MINI_WEIGHTS)
+    sampler = SamplerSettings(**vqgm.config.cortex.sampler)
+    n = len(world.CONCEPTS)
+    classes = [c for c in range(n) for _ in range(2)]
+    tokens = vqgm.sample(classes, list(range(len(classes))), sampler)
+    images = vqgm.decode_tokens(tokens)
+    judge = mini_judges()[0]
+    accuracy = (judge.probabilities(images).argmax(-1) == torch.tensor(classes)).float().mean().item()
+    assert accuracy >= 0.6, f"judge accuracy on generated images {accuracy:.2f} (chance {1 / n:.2f})"
