@@ -10,7 +10,7 @@ from cortex_cli.miniworld.training import MiniRecipe, build_mini
 
 def test_build_mini_writes_loadable_weights_and_resumes(tmp_path):
     recipe = MiniRecipe(vq_images_per_concept=2, vq_steps=2, vq_batch=4, gpt_images_per_concept=2, gpt_steps=2,
-                        gpt_batch=4, judge_images_per_concept=5, judge_epochs=1)
+                        gpt_batch=4, gpt_refine_images_per_concept=2, gpt_refine_steps=2, judge_images_per_concept=5, judge_epochs=1)
     out = tmp_path / "mini"
     report = build_mini(out, recipe)
     for name in ("config.yaml", "model.safetensors", "judge_resnet.safetensors", "judge_vit.safetensors", "recipe.json"):
@@ -25,3 +25,4 @@ def test_build_mini_writes_loadable_weights_and_resumes(tmp_path):
     assert calls == [], "finished stages must be loaded, not retrained"
     assert (out / "model.safetensors").read_bytes() == before
     assert set(report.seconds) == {"vqgan", "prior", "judge_resnet", "judge_vit"}
+    assert (out / ".work" / "gpt_refined.safetensors").is_file()

@@ -44,6 +44,11 @@ class MiniRecipe:
     gpt_steps: int = 1200
     gpt_batch: int = 32
     gpt_lr: float = 1e-3
+    # a second cosine cycle on fresh images: the first alone left the prior's samples blobby
+    # (judges recognised ~70% of them); the bar is 85%
+    gpt_refine_images_per_concept: int = 600
+    gpt_refine_steps: int = 1500
+    gpt_refine_lr: float = 5e-4
     gpt_layers: int = 4
     gpt_heads: int = 4
     gpt_width: int = 128
@@ -134,23 +139,30 @@ def encode_dataset(net, images: np.ndarray, batch: int = 128) -> torch.Tensor:
     return torch.cat(out)
 
 
-def train_gpt(net, recipe: MiniRecipe, progress: Progress) -> dict:
-    """Train the class-conditional GPT prior on the VQGAN's tokens of mini-world images."""
-    set_all_random_seeds(recipe.seed + 1)
-    images, labels, _, _ = world.batch(recipe.gpt_images_per_concept, "prior")
+def train_gpt(net, recipe: MiniRecipe, progress: Progress, phase: int = 1) -> dict:
+    """Train the class-conditional GPT prior on the VQGAN's tokens of mini-world images.
+
+    Phase 1 trains from scratch; phase 2 continues with a second cosine cycle on other images.
+    """
+    set_all_random_seeds(recipe.seed + 10 * phase + 1)
+    per_concept, steps, lr = (
+        (recipe.gpt_images_per_concept, recipe.gpt_steps, recipe.gpt_lr) if phase == 1
+        else (recipe.gpt_refine_images_per_concept, recipe.gpt_refine_steps, recipe.gpt_refine_lr)
+    )
+    images, labels, _, _ = world.batch(per_concept, "prior" if phase == 1 else "prior-refine")
     tokens = encode_dataset(net, images)
     labels_t = torch.from_numpy(labels)
     gpt = net.transformer
     gpt.train()
     for p in gpt.parameters():
         p.requires_grad_(True)
-    opt = torch.optim.AdamW(gpt.parameters(), lr=recipe.gpt_lr, betas=(0.9, 0.95), weight_decay=0.01)
+    opt = torch.optim.AdamW(gpt.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.01)
     warm = 100
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + np.cos(np.pi * min(s, recipe.gpt_steps) / recipe.gpt_steps))
+        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + np.cos(np.pi * min(s, steps) / steps))
     )
-    gen = torch.Generator().manual_seed(recipe.seed + 1)
-    for step in range(recipe.gpt_steps):
+    gen = torch.Generator().manual_seed(recipe.seed + 10 * phase + 1)
+    for step in range(steps):
         idx = torch.randint(len(tokens), (recipe.gpt_batch,), generator=gen)
         z, c = tokens[idx], labels_t[idx][:, None]
         cz = torch.cat([c, z], dim=1)
@@ -161,11 +173,11 @@ def train_gpt(net, recipe: MiniRecipe, progress: Progress) -> dict:
         torch.nn.utils.clip_grad_norm_(gpt.parameters(), 1.0)
         opt.step()
         sched.step()
-        progress(step + 1, recipe.gpt_steps, f"gpt loss {loss.item():.3f}")
+        progress(step + 1, steps, f"gpt loss {loss.item():.3f}")
     gpt.eval()
     for p in gpt.parameters():
         p.requires_grad_(False)
-    return {"gpt_final_loss": float(loss.item())}
+    return {f"gpt_phase{phase}_final_loss": float(loss.item())}
 
 
 def train_judge(kind: str, recipe: MiniRecipe, progress: Progress) -> tuple[torch.nn.Module, dict]:
@@ -247,6 +259,15 @@ def build_mini(out_dir: Path, recipe: MiniRecipe = MiniRecipe(), work_dir: Path 
     else:
         report.metrics.update(train_gpt(net, recipe, stage_progress("prior")))
         _save_half(net.transformer.state_dict(), gpt_path)
+        _load_into(net.transformer, gpt_path)
+    refined_path = work / "gpt_refined.safetensors"
+    if recipe.gpt_refine_steps:
+        if refined_path.is_file():
+            _load_into(net.transformer, refined_path)
+        else:
+            report.metrics.update(train_gpt(net, recipe, stage_progress("prior refine"), phase=2))
+            _save_half(net.transformer.state_dict(), refined_path)
+            _load_into(net.transformer, refined_path)
     report.seconds["prior"] = time.time() - t0
     for kind in ("resnet", "vit"):
         t0 = time.time()
