@@ -55,7 +55,9 @@ class MiniRecipe:
     judge_images_per_concept: int = 300
     judge_epochs: int = 3
     judge_lr: float = 1e-3
-    sampler_top_k: int = 16  # default sampler of the mini prior
+    judge_blur_sigma: float = 1.2  # max Gaussian blur of the judges' augmentation (decoders blur; judges must not care)
+    judge_noise: float = 0.05  # std of additive pixel noise (in [0, 1] units) of the augmentation
+    sampler_top_k: int = 8  # default sampler of the mini prior (top-16 gave judges 85%/88% on samples, top-8 86%/92%)
     threads: int = 0  # torch threads (0: leave torch's default)
 
     def config(self) -> dict:
@@ -180,6 +182,19 @@ def train_gpt(net, recipe: MiniRecipe, progress: Progress, phase: int = 1) -> di
     return {f"gpt_phase{phase}_final_loss": float(loss.item())}
 
 
+def _augment(x: torch.Tensor, recipe: MiniRecipe, gen: torch.Generator) -> torch.Tensor:
+    """Blur half of a batch (one random sigma) and add pixel noise: robustness, not new content."""
+    from torchvision.transforms.functional import gaussian_blur
+
+    sigma = float(torch.empty(1).uniform_(0.3, recipe.judge_blur_sigma, generator=gen)) if recipe.judge_blur_sigma else 0.0
+    if sigma:
+        pick = torch.rand(len(x), generator=gen) < 0.5
+        x = torch.where(pick[:, None, None, None], gaussian_blur(x, kernel_size=5, sigma=sigma), x)
+    if recipe.judge_noise:
+        x = x + torch.randn(x.shape, generator=gen) * (recipe.judge_noise / 0.25)  # judge inputs are scaled by 1/0.25
+    return x
+
+
 def train_judge(kind: str, recipe: MiniRecipe, progress: Progress) -> tuple[torch.nn.Module, dict]:
     """Train one pixel classifier (`resnet` or `vit`) on mini-world images."""
     set_all_random_seeds(recipe.seed + (2 if kind == "resnet" else 3))
@@ -197,7 +212,7 @@ def train_judge(kind: str, recipe: MiniRecipe, progress: Progress) -> tuple[torc
         perm = torch.randperm(len(x), generator=gen)
         for i in range(len(x) // batch):
             idx = perm[i * batch : (i + 1) * batch]
-            loss = F.cross_entropy(model(x[idx]), y[idx])
+            loss = F.cross_entropy(model(_augment(x[idx], recipe, gen)), y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
