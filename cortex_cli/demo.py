@@ -27,7 +27,7 @@ from .queries import TopTokensResult, top_tokens
 from .saliency import SaliencySettings
 from .store.database import Store
 
-DEMO_CONCEPT = "lit candle"  # the paper's Figure 5 shows candle flames
+DEMO_CONCEPT = "red-capped bird"  # its pair differs only in the head's colour: an edit you can see
 DEMO_IMAGES = 12
 DEMO_TOP_N = 5  # boxes per image in the figure
 DEMO_K = 10
@@ -115,7 +115,8 @@ def run_demo(
     pair = _paired_concept(cls.name)
     if pair is not None:
         step(4, f"editing one image toward '{pair}'")
-        edit = _edit_step(store, model, indexed.run_id, gen.image_ids[0], Path(gen.png_paths[0]), pair, out_dir / "edit", device)
+        chosen = _most_typical(extractor, registry.load_model(model, device), store, model, gen.image_ids, cls.class_id)
+        edit = _edit_step(store, model, indexed.run_id, gen.image_ids[chosen], Path(gen.png_paths[chosen]), pair, out_dir / "edit", device)
     step(5, "done")
     seconds = time.perf_counter() - start
     best = top.rows[0].token if top.rows else 0
@@ -126,6 +127,13 @@ def run_demo(
         f"cortex explain {gen.png_paths[0]} --out explained.png",
     ]
     return DemoResult(model.name, cls.name, str(images_dir), gen.png_paths, figure, indexed, top, round(seconds, 2), edit, lines)
+
+
+@torch.no_grad()
+def _most_typical(extractor, vqgm, store: Store, model, image_ids: list[int], class_id: int) -> int:
+    """Index of the image the extractor finds most typical of its class (a clear source for the edit)."""
+    logits = extractor(vqgm.embed(image_tokens(store, model, image_ids)))
+    return int(logits.log_softmax(-1)[:, class_id].argmax())
 
 
 def _paired_concept(name: str) -> str | None:

@@ -292,6 +292,7 @@ def explain(
 def demo(
     ctx: typer.Context,
     out: Path = typer.Option(Path("cortex-demo"), "--out", "-o", help="Directory for the demo's PNGs."),
+    concept: str = typer.Option("red-capped bird", "--concept", help="Which mini concept to tour (its paired concept is the edit's target)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
@@ -307,7 +308,7 @@ def demo(
     app_state = state(ctx)
     store = app_state.store()
     with progress("demo", quiet=quiet or as_json) as update:
-        result = run_demo(store, out, app_state.torch_device(), progress=update)
+        result = run_demo(store, out, app_state.torch_device(), progress=update, concept=concept)
     if as_json:
         print_json(result)
         return
