@@ -31,7 +31,7 @@ def edit(
     tau_final: float = typer.Option(None, "--tau-final", help="Anneal tau exponentially to this value by the last step (default: fixed tau)."),
     alpha: float = typer.Option(optimize.OptimizeSettings.alpha, "--alpha", help="Weight of the ||E||^2 regulariser over the region (paper eq. 8)."),
     init: str = typer.Option("source", "--init", help="How the region starts: source (the image's tokens) or random."),
-    objective: str = typer.Option(optimize.OptimizeSettings.objective, "--objective", help="log-prob (-log softmax of the target) or logit (-target logit)."),
+    objective: str = typer.Option(optimize.OptimizeSettings.objective, "--objective", help="logit (-target logit, the paper's eq. 8; default, best by measurement) or log-prob (-log softmax of the target)."),
     seed: int = typer.Option(None, "--seed", help="Seed of the Gumbel noise and random init (default: the global --seed, 0)."),
     out: Path = typer.Option(None, "--out", "-o", help="Directory for the edited PNG, snapshots and strip (default: the image's directory)."),
     save_every: int = typer.Option(None, "--save-every", help="Also write a snapshot PNG every N steps (and show them in the strip)."),
