@@ -57,28 +57,8 @@ def state(ctx: typer.Context) -> AppState:
     return root.obj
 
 
-def command(name: str | None = None, **kwargs: Any) -> Callable:
-    """`app.command` that turns CortexError into one line on stderr and exit code 1."""
-
-    def decorator(func: Callable) -> Callable:
-        @functools.wraps(func)
-        def wrapper(*args: Any, **kw: Any) -> Any:
-            try:
-                return func(*args, **kw)
-            except CortexError as exc:
-                err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-                raise typer.Exit(1) from None
-            except KeyboardInterrupt:
-                err_console.print("interrupted; finished work is saved, rerun the same command to resume")
-                raise typer.Exit(130) from None
-
-        return app.command(name, **kwargs)(wrapper)
-
-    return decorator
-
-
 def sub_command(group: typer.Typer, name: str | None = None, **kwargs: Any) -> Callable:
-    """Like `command`, for a sub-group (e.g. `cortex models add`)."""
+    """`group.command` that turns CortexError into one line on stderr and exit code 1."""
 
     def decorator(func: Callable) -> Callable:
         @functools.wraps(func)
@@ -95,6 +75,11 @@ def sub_command(group: typer.Typer, name: str | None = None, **kwargs: Any) -> C
         return group.command(name, **kwargs)(wrapper)
 
     return decorator
+
+
+def command(name: str | None = None, **kwargs: Any) -> Callable:
+    """A top-level `cortex` command (see `sub_command`)."""
+    return sub_command(app, name, **kwargs)
 
 
 @app.callback()

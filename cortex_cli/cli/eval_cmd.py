@@ -145,7 +145,7 @@ def edit(
     extractor: str = typer.Option("all", "--extractor", "-x", help=EXTRACTOR_HELP),
     images_per_direction: int = typer.Option(2, "--images-per-direction", help="Source images per (source -> target) direction."),
     steps: int = typer.Option(150, "--steps", help="Optimisation steps per edit (the final step is scored; `cortex edit` uses 3000)."),
-    pairs: str = typer.Option(None, "--pairs", help="Concept pairs A:B,C:D (ids or names) [default for mini: the world's 4 part pairs]."),
+    pairs: str = typer.Option(None, "--pairs", help="Concept pairs A:B,C:D (ids or names) (default for mini: the world's 4 part pairs)."),
     region: str = typer.Option(None, "--region", help="Non-mini models: token region R0:R1,C0:C1 (default: the centre (m/4)x(m/4) window)."),
     judge_weights: Path = typer.Option(None, "--judge-weights", help=WEIGHTS_HELP),
     out: Path = typer.Option(None, "--out", "-o", help=OUT_HELP),
