@@ -16,10 +16,10 @@ app.add_typer(mini_app, name="mini")
 @command("train-mini")
 def train_mini(
     ctx: typer.Context,
-    out: Path = typer.Option(None, "--out", help="Where to write config.yaml, model.safetensors, judges [default: the package's bundled/mini]."),
-    work_dir: Path = typer.Option(None, "--work-dir", help="Stage checkpoints, for resuming [default: OUT/.work]."),
-    vq_steps: int = typer.Option(None, "--vq-steps", help="VQGAN steps [default: the recipe's]."),
-    gpt_steps: int = typer.Option(None, "--gpt-steps", help="Prior steps [default: the recipe's]."),
+    out: Path = typer.Option(None, "--out", help="Where to write config.yaml, model.safetensors, judges (default: the package's bundled/mini)."),
+    work_dir: Path = typer.Option(None, "--work-dir", help="Stage checkpoints, for resuming (default: OUT/.work)."),
+    vq_steps: int = typer.Option(None, "--vq-steps", help="VQGAN steps (default: the recipe's)."),
+    gpt_steps: int = typer.Option(None, "--gpt-steps", help="Prior steps (default: the recipe's)."),
     quiet: bool = typer.Option(False, "--quiet"),
 ) -> None:
     """Train the mini model from nothing: VQGAN, class-conditional GPT prior and two judges.
