@@ -22,6 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from . import registry
 from .adapter import VQGM, SamplerSettings, to_pil
 from .errors import CortexError
+from .settings import writable_dir
 from .pngmeta import read_png, save_png
 from .registry import ClassInfo, ModelInfo
 from .seeding import derive_seed
@@ -223,15 +224,7 @@ def _write_pngs(vqgm: VQGM, model: ModelInfo, cls: ClassInfo, split: str, label:
 
 
 def _prepare_out_dir(out_dir: Path) -> Path:
-    out_dir = Path(out_dir).expanduser()
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        probe = out_dir / ".cortex-write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise CortexError(f"cannot write PNGs to {str(out_dir)!r} ({exc.strerror or exc}); choose a writable --out directory") from exc
-    return out_dir
+    return writable_dir(out_dir, "PNGs to")
 
 
 def check_request(n: int, *, split: str = "train", batch_size: int = 16, out_dir: Path | None = None) -> Path | None:

@@ -36,6 +36,19 @@ def artifacts_dir(*parts: str) -> Path:
     return path
 
 
+def writable_dir(path: str | Path, what: str = "to") -> Path:
+    """`path` created and probed for writing; CortexError ("cannot write {what} ...") if it is not."""
+    path = Path(path).expanduser()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".cortex-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise CortexError(f"cannot write {what} {str(path)!r} ({exc.strerror or exc}); choose a writable --out directory") from exc
+    return path
+
+
 def resolve_device(spec: str = "auto") -> torch.device:
     """Parse `auto|cpu|cuda[:i]`; `auto` picks CUDA when available."""
     spec = (spec or "auto").strip().lower()

@@ -15,7 +15,7 @@ from ..errors import CortexError
 from ..judges import Judge
 from ..registry import ClassInfo, ModelInfo
 from ..saliency import SaliencySettings, token_saliency
-from ..settings import artifacts_dir
+from ..settings import artifacts_dir, writable_dir
 from ..store.database import Store
 from ..store.schema import EvaluationRow
 
@@ -55,15 +55,7 @@ def prepare_out_dir(out: str | Path | None, model: ModelInfo) -> Path:
     """The output directory (created), or a CortexError saying it cannot be written."""
     if out is None:
         return default_out_dir(model)
-    path = Path(out).expanduser()
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".cortex-write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise CortexError(f"cannot write to {str(path)!r} ({exc.strerror or exc}); choose a writable --out directory") from exc
-    return path
+    return writable_dir(out, "to")
 
 
 def resolve_classes(store: Store, model: ModelInfo, specs: Sequence[str] | None) -> list[ClassInfo]:
