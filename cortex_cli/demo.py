@@ -108,7 +108,7 @@ def run_demo(
     indexed = index_class(store, model, ext_info, cls, split="train", n_images=n_images, settings=settings,
                           device=device, extractor=extractor)
     step(2, "top tokens")
-    top = top_tokens(store, model, cls, extractor=ext_info.name, k=DEMO_K, baseline=True, run=indexed.run_id)
+    top = top_tokens(store, model, cls, extractor=ext_info.name, k=DEMO_K, baseline="frequency", run=indexed.run_id)
     step(3, "figure")
     figure = _figure(store, model, indexed.run_id, gen.image_ids[:6], out_dir / "figure2.png", device)
     edit = None
@@ -123,7 +123,7 @@ def run_demo(
     lines = [
         f"files in {out_dir}: {len(gen.png_paths)} PNGs in {images_dir.name}/, Figure 2 overlay in {Path(figure).name}"
         + (f", edit strip in edit/{Path(edit.strip_path).name}" if edit else "") + f" ({seconds:.0f} s)",
-        f"next: cortex top-tokens '{cls.name}' --baseline ; cortex show --class '{cls.name}' --token {best} --out token{best}.png ; "
+        f"next: cortex top-tokens '{cls.name}' --baseline specific ; cortex show --class '{cls.name}' --token {best} --out token{best}.png ; "
         f"cortex explain {gen.png_paths[0]} --out explained.png",
     ]
     return DemoResult(model.name, cls.name, str(images_dir), gen.png_paths, figure, indexed, top, round(seconds, 2), edit, lines)

@@ -17,12 +17,13 @@ from . import registry
 from .adapter import from_pil, to_pil
 from .errors import CortexError
 from .figures import draw_token_boxes, image_grid
-from .generation import image_tokens
+from .generation import image_keys, image_tokens
 from .indexing import unpack_tsv
 from .pngmeta import read_png, save_png
 from .queries import pick_run
 from .registry import ClassInfo, ModelInfo
 from .saliency import SaliencySettings, token_saliency, top_positions
+from .seeding import derive_seed, image_key
 from .store.database import Store
 
 FIGURE_SIDE = 256  # figures are upscaled (nearest) to at least this many pixels
@@ -90,6 +91,14 @@ def _write(image, out: Path | None, top: list[SalientToken], model: ModelInfo, t
         return None
     figure = draw_token_boxes(image, [t.position for t in top], model.grid, scale=_scale(model.image_size))
     return str(save_png(figure, Path(out), None, model.name, {**meta, "figure": "token boxes"}))
+
+
+def _picture_key(png, model: ModelInfo, tokens: torch.Tensor) -> int:
+    """A PNG's noise key: its generated image's identity from the metadata, else its token content."""
+    meta = png.meta
+    if png.model_name == model.name and all(k in meta for k in ("class_id", "split", "seed", "sampler")):
+        return image_key(model.name, meta["class_id"], meta["split"], meta["seed"], meta["sampler"])
+    return derive_seed("picture", model.name, ",".join(map(str, tokens.reshape(-1).tolist())))
 
 
 def _class_by_id(store: Store, model: ModelInfo, class_id: int) -> ClassInfo:
@@ -160,8 +169,7 @@ def explain_png(
         with torch.no_grad():
             predicted = int(ext(emb.float()).argmax(dim=1)[0])
         cls, target = _class_by_id(store, model, predicted), "predicted by the extractor"
-    key = png.meta.get("image_id") if isinstance(png.meta.get("image_id"), int) else 0
-    tsv = token_saliency(ext, emb, [cls.class_id], [key], settings)[0].cpu()
+    tsv = token_saliency(ext, emb, [cls.class_id], [_picture_key(png, model, tokens)], settings)[0].cpu()
     top = _top(tsv, tokens, top_n)
     written = _write(picture, out, top, model, tokens, {"source": str(path), "class_id": cls.class_id})
     return ExplainResult(model.name, info.name, str(path), cls.class_id, cls.name, target, tokens_from, "computed", top, written, _settings_dict(settings))
@@ -236,7 +244,8 @@ def show_image(
         ext_name = info.name
         with torch.no_grad():
             emb = registry.load_model(model, device).embed(tokens)
-        tsv, tsv_from = token_saliency(ext, emb, [cls.class_id], [image_id], settings)[0].cpu(), "computed"
+        key = image_keys(store, model, [image_id])[0]
+        tsv, tsv_from = token_saliency(ext, emb, [cls.class_id], [key], settings)[0].cpu(), "computed"
         used = _settings_dict(settings)
     top = _top(tsv, tokens[0], top_n)
     written = None

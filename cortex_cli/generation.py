@@ -25,7 +25,7 @@ from .errors import CortexError
 from .settings import writable_dir
 from .pngmeta import read_png, save_png
 from .registry import ClassInfo, ModelInfo
-from .seeding import derive_seed
+from .seeding import derive_seed, image_key
 from .store.database import Store
 from .store.schema import ClassRow, ImageRow, TokenCountRow
 from .tokens import pack_tokens, unpack_tokens
@@ -378,3 +378,30 @@ def list_images(store: Store, model: ModelInfo, cls: ClassInfo | None, split: st
         query = query.where(ImageRow.split == split)
     with store.session() as s:
         return [tuple(r) for r in s.execute(query.order_by(ImageRow.id)).all()]
+
+
+def image_keys(store: Store, model: ModelInfo, image_ids: list[int]) -> list[int]:
+    """The identity key (`seeding.image_key`) of each stored image, in the given order.
+
+    Random streams of an image (saliency noise, masking orders) are keyed by this, never by the
+    row id, so the same image draws the same noise in any database.
+
+    Raises:
+        CortexError: an id is not an image of `model`.
+    """
+    found: dict[int, int] = {}
+    unique = list(dict.fromkeys(int(i) for i in image_ids))
+    with store.session() as s:
+        for start in range(0, len(unique), _SQL_CHUNK):
+            chunk = unique[start:start + _SQL_CHUNK]
+            rows = s.execute(
+                select(ImageRow.id, ClassRow.class_id, ImageRow.split, ImageRow.seed, ImageRow.sampler)
+                .join(ClassRow, ClassRow.id == ImageRow.class_pk)
+                .where(ImageRow.model_id == model.id, ImageRow.id.in_(chunk))
+            ).all()
+            found.update({int(i): image_key(model.name, class_id, split, seed, sampler) for i, class_id, split, seed, sampler in rows})
+    absent = [i for i in unique if i not in found]
+    if absent:
+        shown = ", ".join(map(str, absent[:5])) + (" ..." if len(absent) > 5 else "")
+        raise CortexError(f"image id(s) {shown} are not images of model {model.name!r}; run `cortex generate` first")
+    return [found[int(i)] for i in image_ids]

@@ -4,7 +4,8 @@ One `saliency_runs` row per parameter set (extractor, N, alpha, n, reduction, pr
 Each batch of images is one transaction holding their full TSV maps (`saliency_maps`, float32
 m*m blobs) and top-n rows (`salient_tokens`), so a kill loses at most the batch in flight; a rerun
 skips images already indexed under the run and inserts with ON CONFLICT DO NOTHING, so no row is
-ever written twice.
+ever written twice. An image's saliency noise is keyed by its identity (model, class, split, seed,
+sampler), never by its row id, so the index does not depend on what the database held before.
 """
 
 from __future__ import annotations
@@ -172,7 +173,7 @@ def index_class(
     if batch_size < 1:
         raise CortexError(f"--batch-size must be >= 1, got {batch_size}")
     from . import registry
-    from .generation import ensure_images
+    from .generation import ensure_images, image_keys
 
     device = torch.device(device)
     image_ids = ensure_images(store, model, cls, split, n_images, seed=image_seed, device=device, progress=generation_progress)
@@ -194,7 +195,7 @@ def index_class(
             tokens = _load_tokens(store, model, ids)
             with torch.no_grad():
                 emb = vqgm.embed(tokens)
-            tsv = token_saliency(extractor, emb, [cls.class_id] * len(ids), ids, settings)
+            tsv = token_saliency(extractor, emb, [cls.class_id] * len(ids), image_keys(store, model, ids), settings)
             write_batch(store, run_id, cls.pk, ids, tokens, tsv, settings.top_n)
             finished += len(ids)
             if progress is not None:

@@ -1,11 +1,15 @@
 """Concept-level questions answered in SQL (GROUP BY in the database, never all rows in Python).
 
 - `top_tokens`: T*_concept, the k tokens occurring most often in the per-image top-n sets of a class
-  (paper §3.3 eq. 6, "Freq"), with the frequency baseline (most frequent tokens over all positions,
-  from `token_counts`) and the overlap of the two lists.
+  (paper §3.3 eq. 6, "Freq"), beside an extractor-free baseline over the same images: the paper's
+  frequency baseline (most frequent tokens over all positions) or a stronger one, the tokens most
+  specific to the class (smoothed P(class | token) over the same seeds of every class).
 - `token_usage`: which classes use a token most, as a salient token and as a plain occurrence.
 
-Both read one saliency run (`pick_run`: the newest run of the extractor that covers the class).
+Both read one saliency run (`pick_run`: the newest run of the extractor that covers the class) and
+count exactly one set of images: the run's indexed images of the split, or seeds 0..N-1 with
+`images=N`; results say how many images they counted. Occurrence counts are read from the images'
+token grids, never from insertion-time aggregates, so they cannot include images outside the set.
 Ranks are 1-based; ties are broken by the smaller token (or class) id.
 """
 
@@ -13,12 +17,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import bindparam, select, text
+from typing import Sequence
+
+import numpy as np
+from sqlalchemy import bindparam, func, select, text
 
 from .errors import CortexError
 from .registry import ClassInfo, ModelInfo, classes
 from .store.database import Store
-from .store.schema import ExtractorRow, SaliencyRunRow
+from .store.schema import ExtractorRow, ImageRow, SaliencyMapRow, SaliencyRunRow, SalientTokenRow
+
+registry_classes = classes
+_SQL_CHUNK = 500
 
 
 @dataclass(frozen=True)
@@ -55,6 +65,7 @@ class BaselineRow:
     token: int
     count: int
     n_images: int
+    score: float | None = None  # 'specific': smoothed P(class | token)
 
 
 @dataclass
@@ -68,10 +79,14 @@ class TopTokensResult:
     run_id: int
     split: str
     k: int
-    images_indexed: int
+    images_indexed: int  # images counted (exactly these: seeds `image_seeds` of the split)
     rows: list[TokenRow]
+    image_seeds: str = ""  # the counted images' seeds, as ranges ('0-19')
+    baseline_kind: str | None = None  # 'frequency' or 'specific'
     baseline: list[BaselineRow] | None = None
-    baseline_images: int | None = None  # images counted by the baseline (all stored of the split)
+    baseline_images: int | None = None  # images counted by the baseline (the same images as the rows)
+    contrast_classes: int | None = None  # 'specific': classes compared (every class of the model)
+    contrast_images: int | None = None  # 'specific': images of all classes counted
     overlap: int | None = None  # tokens in both lists
     overlap_fraction: float | None = None  # overlap / len(rows)
     jaccard: float | None = None
@@ -99,7 +114,8 @@ class TokenUsage:
     run_id: int | None
     split: str
     salient: list[ClassUsage]  # from the saliency index (empty if nothing indexed)
-    occurrence: list[ClassUsage]  # from token_counts
+    occurrence: list[ClassUsage]  # plain occurrences over the same images
+    images_counted: int = 0  # images of all classes both views count
 
 
 def _run_info(row: SaliencyRunRow, extractor_name: str) -> RunInfo:
@@ -157,28 +173,132 @@ def pick_run(store: Store, model: ModelInfo, cls: ClassInfo | None = None, *, ex
     raise CortexError(f"class {cls.name!r} is not indexed yet; {_index_hint(cls, extractor)}")
 
 
-_TOP_SQL = text(
+@dataclass(frozen=True)
+class ImageSet:
+    """Exactly which images of one class a count uses (seed order)."""
+
+    class_pk: int
+    split: str
+    ids: tuple[int, ...]
+    seeds: tuple[int, ...]
+    samplers: tuple[str, ...]  # the distinct sampler labels of these images
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def run_images(store: Store, run: RunInfo, cls: ClassInfo, split: str, images: int | None = None) -> ImageSet:
+    """The class's `split` images indexed under `run`; with `images`, exactly seeds 0..images-1.
+
+    Raises:
+        CortexError: nothing indexed, or fewer than `images` of the requested seeds are indexed.
     """
-    SELECT st.token, COUNT(*) AS n, COUNT(DISTINCT st.image_id) AS n_images, AVG(st.tsv) AS mean_tsv
-    FROM salient_tokens AS st JOIN images AS i ON i.id = st.image_id
-    WHERE st.run_id = :run AND st.class_pk = :cls AND i.split = :split
-    GROUP BY st.token ORDER BY n DESC, st.token ASC LIMIT :k
+    if images is not None and images < 1:
+        raise CortexError(f"--images must be >= 1, got {images}")
+    query = (
+        select(ImageRow.id, ImageRow.seed, ImageRow.sampler)
+        .join(SaliencyMapRow, SaliencyMapRow.image_id == ImageRow.id)
+        .where(SaliencyMapRow.run_id == run.id, ImageRow.class_pk == cls.pk, ImageRow.split == split)
+        .order_by(ImageRow.seed, ImageRow.id)
+    )
+    if images is not None:
+        query = query.where(ImageRow.seed >= 0, ImageRow.seed < images)
+    with store.session() as s:
+        found = s.execute(query).all()
+    hint = f"run `cortex index --class '{cls.name}' --extractor {run.extractor} --split {split}"
+    if not found:
+        raise CortexError(f"class {cls.name!r} has no indexed {split} images in run {run.id}; {hint}` first")
+    if images is not None and len({seed for _, seed, _ in found}) < images:
+        have = len({seed for _, seed, _ in found})
+        raise CortexError(f"only {have} of the {split} seeds 0..{images - 1} of {cls.name!r} are indexed in run {run.id}; {hint} --images {images}` first")
+    return ImageSet(cls.pk, split, tuple(int(i) for i, _, _ in found), tuple(int(sd) for _, sd, _ in found),
+                    tuple(sorted({str(sm) for _, _, sm in found})))
+
+
+def token_counts_of(store: Store, model: ModelInfo, image_ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """(K,) occurrences of every token over exactly these images, and (K,) how many of them hold it."""
+    counts = np.zeros(model.n_embed, dtype=np.int64)
+    holders = np.zeros(model.n_embed, dtype=np.int64)
+    for grid in _token_grids(store, model, image_ids):
+        per_image = np.bincount(grid, minlength=model.n_embed)
+        counts += per_image
+        holders += per_image > 0
+    return counts, holders
+
+
+def _token_grids(store: Store, model: ModelInfo, image_ids: Sequence[int]):
+    """Flat token arrays of the given images, read in chunks (order not guaranteed)."""
+    ids = [int(i) for i in image_ids]
+    dtype = "<u2" if model.n_embed <= 65536 else "<i4"
+    with store.session() as s:
+        for start in range(0, len(ids), _SQL_CHUNK):
+            for blob in s.scalars(select(ImageRow.tokens).where(ImageRow.id.in_(ids[start:start + _SQL_CHUNK]))):
+                yield np.frombuffer(blob, dtype=dtype).astype(np.int64)
+
+
+def frequency_baseline(store: Store, model: ModelInfo, image_set: ImageSet, k: int) -> list[BaselineRow]:
+    """The paper's baseline: the k tokens occurring most often over all positions of exactly these images."""
+    counts, holders = token_counts_of(store, model, image_set.ids)
+    order = sorted((t for t in range(model.n_embed) if counts[t] > 0), key=lambda t: (-counts[t], t))[:k]
+    return [BaselineRow(i + 1, t, int(counts[t]), int(holders[t])) for i, t in enumerate(order)]
+
+
+@dataclass
+class Contrast:
+    """The images a class-specificity score compares against: the same seeds of every class."""
+
+    classes: int
+    images: int
+
+
+def specificity(store: Store, model: ModelInfo, cls: ClassInfo, image_set: ImageSet) -> tuple[np.ndarray, np.ndarray, np.ndarray, Contrast]:
+    """(K,) smoothed P(class | token), the class's (K,) counts and (K,) holders, and the contrast.
+
+    Counts come from the same seeds (and sampler) of every class of the model, so the score is
+    P̂(c | t) = (n_c(t) + 1) / (sum_c' n_c'(t) + C): a token used by this class alone scores near 1,
+    one spread evenly over all classes near 1/C.
+
+    Raises:
+        CortexError: some class lacks images of these seeds (with the command that makes them).
     """
-)
-_IMAGES_SQL = text(
+    every = registry_classes(store, model)
+    wanted = set(image_set.seeds)
+    query = (
+        select(ImageRow.class_pk, ImageRow.id)
+        .where(ImageRow.model_id == model.id, ImageRow.split == image_set.split, ImageRow.sampler.in_(image_set.samplers),
+               ImageRow.seed.in_(sorted(wanted)))
+    )
+    by_class: dict[int, list[int]] = {c.pk: [] for c in every}
+    with store.session() as s:
+        for pk, image_id in s.execute(query):
+            by_class[pk].append(int(image_id))
+    lacking = [c for c in every if len(by_class[c.pk]) < len(wanted)]
+    if lacking:
+        names = ", ".join(repr(c.name) for c in lacking[:3]) + (" ..." if len(lacking) > 3 else "")
+        raise CortexError(
+            f"the specific baseline compares the same {image_set.split} seeds of every class; {len(lacking)} class(es) lack them "
+            f"({names}); run `cortex index --class all --images {max(wanted) + 1} --split {image_set.split}` first"
+        )
+    own, own_holders = token_counts_of(store, model, image_set.ids)
+    total = own.copy()
+    for c in every:
+        if c.pk != cls.pk:
+            total += token_counts_of(store, model, by_class[c.pk])[0]
+    score = (own + 1) / (total + len(every))
+    return score, own, own_holders, Contrast(len(every), sum(len(v) for v in by_class.values()))
+
+
+def specific_baseline(store: Store, model: ModelInfo, cls: ClassInfo, image_set: ImageSet, k: int) -> tuple[list[BaselineRow], Contrast]:
+    """The k tokens most specific to the class (`specificity`), among those it uses; no extractor.
+
+    Ties go to the larger count, then the smaller token id.
     """
-    SELECT COUNT(*) FROM saliency_maps AS sm JOIN images AS i ON i.id = sm.image_id
-    WHERE sm.run_id = :run AND i.class_pk = :cls AND i.split = :split
-    """
-)
-_BASELINE_SQL = text(
-    """
-    SELECT token, count, n_images FROM token_counts
-    WHERE model_id = :model AND class_pk = :cls AND split = :split
-    ORDER BY count DESC, token ASC LIMIT :k
-    """
-)
-_STORED_SQL = text("SELECT COUNT(*) FROM images WHERE class_pk = :cls AND split = :split")
+    score, own, holders, contrast = specificity(store, model, cls, image_set)
+    order = sorted((t for t in range(model.n_embed) if own[t] > 0), key=lambda t: (-score[t], -own[t], t))[:k]
+    return [BaselineRow(i + 1, t, int(own[t]), int(holders[t]), round(float(score[t]), 6)) for i, t in enumerate(order)], contrast
+
+
+BASELINES = ("frequency", "specific")
 
 
 def top_tokens(
@@ -188,9 +308,10 @@ def top_tokens(
     *,
     extractor: str | None = None,
     k: int = 100,
-    baseline: bool = False,
+    baseline: str | None = None,
     run: int | None = None,
     split: str = "train",
+    images: int | None = None,
 ) -> TopTokensResult:
     """T*_concept of a class: the k tokens most frequent in its images' top-n sets.
 
@@ -199,79 +320,74 @@ def top_tokens(
         model, cls: the model and the class (concept).
         extractor: read the newest run of this extractor ('ce', 're', ...); None: any extractor's newest.
         k: how many tokens (the paper uses 100).
-        baseline: also list the k most frequent tokens over all positions of the class's images.
+        baseline: also rank tokens without an extractor over the same images: 'frequency' (the
+            paper's: most frequent over all positions) or 'specific' (P(class | token)).
         run: read this saliency run id instead.
         split: which images of the class to count.
+        images: count exactly seeds 0..images-1; None: every image of the class the run indexed.
 
     Returns:
-        TopTokensResult (rows ordered by count, then token id).
+        TopTokensResult (rows ordered by count, then token id) with the number of images counted.
 
     Raises:
-        CortexError: k <= 0, unknown extractor, or the class is not indexed yet.
+        CortexError: k <= 0, unknown baseline or extractor, or the images are not indexed yet.
     """
     if k <= 0:
         raise CortexError(f"-k must be a positive number of tokens, got {k}")
+    if baseline is not None and baseline not in BASELINES:
+        raise CortexError(f"--baseline must be one of {', '.join(BASELINES)}, got {baseline!r}")
     chosen = pick_run(store, model, cls, extractor=extractor, run=run)
-    params = {"run": chosen.id, "cls": cls.pk, "split": split, "k": k, "model": model.id}
+    image_set = run_images(store, chosen, cls, split, images)
+    count = func.count().label("n")
+    query = (
+        select(SalientTokenRow.token, count, func.count(func.distinct(SalientTokenRow.image_id)), func.avg(SalientTokenRow.tsv))
+        .where(SalientTokenRow.run_id == chosen.id, SalientTokenRow.class_pk == cls.pk,
+               SalientTokenRow.image_id.in_(bindparam("ids", expanding=True)))
+        .group_by(SalientTokenRow.token).order_by(count.desc(), SalientTokenRow.token.asc()).limit(k)
+    )
     with store.session() as s:
-        n_images = int(s.execute(_IMAGES_SQL, params).scalar() or 0)
-        if n_images == 0:
-            raise CortexError(f"class {cls.name!r} has no indexed {split} images; {_index_hint(cls, extractor)} (with --split {split})")
-        rows = [TokenRow(i + 1, int(t), int(n), int(ni), float(m)) for i, (t, n, ni, m) in enumerate(s.execute(_TOP_SQL, params))]
-        result = TopTokensResult(model.name, cls.class_id, cls.name, chosen.extractor, chosen.id, split, k, n_images, rows)
-        if baseline:
-            base = [BaselineRow(i + 1, int(t), int(n), int(ni)) for i, (t, n, ni) in enumerate(s.execute(_BASELINE_SQL, params))]
-            ours, theirs = {r.token for r in rows}, {r.token for r in base}
-            both = len(ours & theirs)
-            union = len(ours | theirs)
-            result.baseline = base
-            result.baseline_images = int(s.execute(_STORED_SQL, params).scalar() or 0)
-            result.overlap = both
-            result.overlap_fraction = both / len(ours) if ours else 0.0
-            result.jaccard = both / union if union else 0.0
+        found = s.execute(query, {"ids": list(image_set.ids)}).all()
+    rows = [TokenRow(i + 1, int(t), int(n), int(ni), float(m)) for i, (t, n, ni, m) in enumerate(found)]
+    result = TopTokensResult(model.name, cls.class_id, cls.name, chosen.extractor, chosen.id, split, k, len(image_set), rows,
+                             image_seeds=_seed_ranges(image_set.seeds))
+    if baseline is not None:
+        if baseline == "frequency":
+            base, contrast = frequency_baseline(store, model, image_set, k), None
+        else:
+            base, contrast = specific_baseline(store, model, cls, image_set, k)
+        ours, theirs = {r.token for r in rows}, {r.token for r in base}
+        both, union = len(ours & theirs), len(ours | theirs)
+        result.baseline_kind = baseline
+        result.baseline = base
+        result.baseline_images = len(image_set)
+        result.contrast_classes = contrast.classes if contrast else None
+        result.contrast_images = contrast.images if contrast else None
+        result.overlap = both
+        result.overlap_fraction = both / len(ours) if ours else 0.0
+        result.jaccard = both / union if union else 0.0
     return result
 
 
-_SALIENT_CLASSES_SQL = text(
-    """
-    SELECT st.class_pk, COUNT(*) AS n, COUNT(DISTINCT st.image_id) AS n_images
-    FROM salient_tokens AS st JOIN images AS i ON i.id = st.image_id
-    WHERE st.run_id = :run AND st.token = :token AND i.split = :split
-    GROUP BY st.class_pk
-    """
-)
-# the token's rank inside each listed class: 1 + tokens with a higher count (ties: smaller id first)
-_SALIENT_RANK_SQL = text(
-    """
-    WITH c AS (
-        SELECT st.class_pk, st.token, COUNT(*) AS n
-        FROM salient_tokens AS st JOIN images AS i ON i.id = st.image_id
-        WHERE st.run_id = :run AND st.class_pk IN :classes AND i.split = :split
-        GROUP BY st.class_pk, st.token
-    )
-    SELECT c.class_pk, 1 + SUM(CASE WHEN c.n > t.n OR (c.n = t.n AND c.token < t.token) THEN 1 ELSE 0 END)
-    FROM c JOIN c AS t ON t.class_pk = c.class_pk AND t.token = :token
-    GROUP BY c.class_pk
-    """
-).bindparams(bindparam("classes", expanding=True))
-_OCCURRENCE_SQL = text(
-    """
-    SELECT class_pk, count, n_images FROM token_counts
-    WHERE model_id = :model AND token = :token AND split = :split
-    ORDER BY count DESC, class_pk ASC LIMIT :top
-    """
-)
-_OCCURRENCE_RANK_SQL = text(
-    """
-    SELECT t.class_pk, 1 + (
-        SELECT COUNT(*) FROM token_counts AS o
-        WHERE o.model_id = t.model_id AND o.class_pk = t.class_pk AND o.split = t.split
-          AND (o.count > t.count OR (o.count = t.count AND o.token < t.token))
-    )
-    FROM token_counts AS t
-    WHERE t.model_id = :model AND t.token = :token AND t.split = :split AND t.class_pk IN :classes
-    """
-).bindparams(bindparam("classes", expanding=True))
+def _seed_ranges(seeds: Sequence[int]) -> str:
+    """'0-19' or '0-9,12' for a sorted list of seeds."""
+    parts: list[str] = []
+    unique = sorted(set(seeds))
+    i = 0
+    while i < len(unique):
+        j = i
+        while j + 1 < len(unique) and unique[j + 1] == unique[j] + 1:
+            j += 1
+        parts.append(str(unique[i]) if i == j else f"{unique[i]}-{unique[j]}")
+        i = j + 1
+    return ",".join(parts)
+
+def _rank_within(per_class: dict[int, dict[int, int]], token: int) -> dict[int, int]:
+    """class -> 1 + tokens counted more often than `token` in that class (ties: smaller id first)."""
+    ranks = {}
+    for pk, counts in per_class.items():
+        mine = counts.get(token, 0)
+        ranks[pk] = 1 + sum(1 for t, n in counts.items() if n > mine or (n == mine and t < token))
+    return ranks
 
 
 def token_usage(
@@ -283,8 +399,12 @@ def token_usage(
     extractor: str | None = None,
     run: int | None = None,
     split: str = "train",
+    images: int | None = None,
 ) -> TokenUsage:
     """Which classes use `token` most, as a salient token (index) and as a plain occurrence.
+
+    Both views count the same images: those the run indexed (of `split`; with `images`, only seeds
+    0..images-1). Without any run, the occurrence view counts every stored image of the split.
 
     Args:
         store: the open database.
@@ -294,17 +414,20 @@ def token_usage(
         extractor: read the newest run of this extractor; None: the newest run of any.
         run: read this saliency run id instead.
         split: which images to count.
+        images: restrict to seeds 0..images-1 of every class.
 
     Returns:
         TokenUsage; `salient` is empty when nothing is indexed yet.
 
     Raises:
-        CortexError: token out of range, top <= 0, unknown extractor or run.
+        CortexError: token out of range, top or images <= 0, unknown extractor or run.
     """
     if not 0 <= token < model.n_embed:
         raise CortexError(f"token {token} is outside model {model.name!r}'s codebook (0..{model.n_embed - 1})")
     if top <= 0:
         raise CortexError(f"--top must be a positive number of classes, got {top}")
+    if images is not None and images < 1:
+        raise CortexError(f"--images must be >= 1, got {images}")
     by_pk = {c.pk: c for c in classes(store, model)}
     chosen: RunInfo | None
     try:
@@ -313,22 +436,50 @@ def token_usage(
         if extractor is not None or run is not None:
             raise
         chosen = None
-    params = {"model": model.id, "token": token, "split": split, "top": top}
+    where = [ImageRow.model_id == model.id, ImageRow.split == split]
+    if images is not None:
+        where += [ImageRow.seed >= 0, ImageRow.seed < images]
+    image_query = select(ImageRow.id, ImageRow.class_pk).where(*where)
+    if chosen is not None:
+        image_query = image_query.join(SaliencyMapRow, SaliencyMapRow.image_id == ImageRow.id).where(SaliencyMapRow.run_id == chosen.id)
     salient: list[ClassUsage] = []
-    occurrence: list[ClassUsage] = []
     with store.session() as s:
+        image_ids: dict[int, list[int]] = {}
+        for image_id, pk in s.execute(image_query):
+            image_ids.setdefault(int(pk), []).append(int(image_id))
         if chosen is not None:
-            params["run"] = chosen.id
-            found = sorted(s.execute(_SALIENT_CLASSES_SQL, params).all(), key=lambda r: (-r[1], by_pk[r[0]].class_id))[:top]
-            ranks = dict(s.execute(_SALIENT_RANK_SQL, {**params, "classes": [r[0] for r in found]}).all()) if found else {}
+            pair_counts = (
+                select(SalientTokenRow.class_pk, SalientTokenRow.token, func.count(), func.count(func.distinct(SalientTokenRow.image_id)))
+                .join(ImageRow, ImageRow.id == SalientTokenRow.image_id)
+                .where(SalientTokenRow.run_id == chosen.id, *where)
+                .group_by(SalientTokenRow.class_pk, SalientTokenRow.token)
+            )
+            per_class: dict[int, dict[int, int]] = {}
+            holders: dict[int, int] = {}
+            for pk, t, n, ni in s.execute(pair_counts):
+                per_class.setdefault(int(pk), {})[int(t)] = int(n)
+                if int(t) == token:
+                    holders[int(pk)] = int(ni)
+            using = sorted((pk for pk, c in per_class.items() if token in c), key=lambda pk: (-per_class[pk][token], by_pk[pk].class_id))[:top]
+            ranks = _rank_within({pk: per_class[pk] for pk in using}, token)
             salient = [
-                ClassUsage(i + 1, by_pk[pk].class_id, by_pk[pk].name, int(n), int(ni), int(ranks[pk]))
-                for i, (pk, n, ni) in enumerate(found)
+                ClassUsage(i + 1, by_pk[pk].class_id, by_pk[pk].name, per_class[pk][token], holders[pk], ranks[pk])
+                for i, pk in enumerate(using)
             ]
-        found = s.execute(_OCCURRENCE_SQL, params).all()
-        ranks = dict(s.execute(_OCCURRENCE_RANK_SQL, {**params, "classes": [r[0] for r in found]}).all()) if found else {}
-        occurrence = [
-            ClassUsage(i + 1, by_pk[pk].class_id, by_pk[pk].name, int(n), int(ni), int(ranks[pk]))
-            for i, (pk, n, ni) in enumerate(found)
-        ]
-    return TokenUsage(model.name, token, chosen.extractor if chosen else None, chosen.id if chosen else None, split, salient, occurrence)
+    occurrence_counts: dict[int, dict[int, int]] = {}
+    occurrence_holders: dict[int, int] = {}
+    for pk, ids in image_ids.items():
+        counts, holders_of = token_counts_of(store, model, ids)
+        if counts[token] > 0:
+            occurrence_counts[pk] = {int(t): int(counts[t]) for t in np.flatnonzero(counts)}
+            occurrence_holders[pk] = int(holders_of[token])
+    using = sorted(occurrence_counts, key=lambda pk: (-occurrence_counts[pk][token], by_pk[pk].class_id))[:top]
+    ranks = _rank_within({pk: occurrence_counts[pk] for pk in using}, token)
+    occurrence = [
+        ClassUsage(i + 1, by_pk[pk].class_id, by_pk[pk].name, occurrence_counts[pk][token], occurrence_holders[pk], ranks[pk])
+        for i, pk in enumerate(using)
+    ]
+    return TokenUsage(
+        model.name, token, chosen.extractor if chosen else None, chosen.id if chosen else None, split, salient, occurrence,
+        images_counted=sum(len(v) for v in image_ids.values()),
+    )

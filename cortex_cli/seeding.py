@@ -27,3 +27,13 @@ def generator_for(*parts: object, device: str | torch.device = "cpu") -> torch.G
     gen = torch.Generator(device=device)
     gen.manual_seed(derive_seed(*parts))
     return gen
+
+
+def image_key(model: str, class_id: int, split: str, seed: int, sampler: str) -> int:
+    """The stable random-stream key of a generated image: its identity, never its row id.
+
+    (model name, class id, split, image seed, sampler) names an image in any database, so every
+    stream keyed by it (saliency noise, random masking orders, edit noise) gives the same draws
+    whatever else the store held when it was written.
+    """
+    return derive_seed("image", model, int(class_id), split, int(seed), sampler)

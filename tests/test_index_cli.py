@@ -59,11 +59,12 @@ def test_index_then_query_then_draw(setup, store, tmp_path):
         assert s.scalar(select(func.count()).select_from(SalientTokenRow)) == 24
         assert s.scalar(select(func.count()).select_from(SaliencyMapRow)) == 4
 
-    res = cli(db, "top-tokens", "goldfinch", "--model", "tiny", "-k", "5", "--baseline", "--json")
+    res = cli(db, "top-tokens", "goldfinch", "--model", "tiny", "-k", "5", "--baseline", "frequency", "--json")
     assert res.exit_code == 0, res.output
     top = json.loads(res.stdout)
     assert [r["rank"] for r in top["rows"]] == [1, 2, 3, 4, 5]
-    assert top["images_indexed"] == 4 and len(top["baseline"]) == 5 and 0 <= top["jaccard"] <= 1
+    assert top["images_indexed"] == 4 and top["baseline_images"] == 4 and top["image_seeds"] == "0-3"
+    assert top["baseline_kind"] == "frequency" and len(top["baseline"]) == 5 and 0 <= top["jaccard"] <= 1
     counts = [r["count"] for r in top["rows"]]
     assert counts == sorted(counts, reverse=True)
 
@@ -71,8 +72,14 @@ def test_index_then_query_then_draw(setup, store, tmp_path):
     rows = list(csv.reader(io.StringIO(res.stdout)))
     assert rows[0][:2] == ["rank", "token"] and len(rows) == 4
     assert [int(r[1]) for r in rows[1:]] == [r["token"] for r in top["rows"][:3]]
-    table_out = cli(db, "top-tokens", "goldfinch", "--model", "tiny", "-k", "3", "--baseline")
+    table_out = cli(db, "top-tokens", "goldfinch", "--model", "tiny", "-k", "3", "--baseline", "frequency")
     assert table_out.exit_code == 0 and "overlap with the frequency baseline" in table_out.stdout
+    bad = cli(db, "top-tokens", "goldfinch", "--model", "tiny", "--baseline", "tfidf")
+    assert bad.exit_code == 1 and "--baseline must be one of frequency, specific" in bad.output
+    two = json.loads(cli(db, "top-tokens", "goldfinch", "--model", "tiny", "-k", "3", "--images", "2", "--json").stdout)
+    assert two["images_indexed"] == 2 and two["image_seeds"] == "0-1"
+    many = cli(db, "top-tokens", "goldfinch", "--model", "tiny", "--images", "9")
+    assert many.exit_code == 1 and "--images 9" in many.output and "Traceback" not in many.output
 
     token = top["rows"][0]["token"]
     res = cli(db, "token", str(token), "--model", "tiny", "--json")

@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 
 from cortex_cli import registry
 from cortex_cli.errors import CortexError
-from cortex_cli.generation import image_tokens
+from cortex_cli.generation import image_keys, image_tokens
 from cortex_cli.indexing import ensure_run, index_class, index_classes, unpack_tsv
 from cortex_cli.saliency import SaliencySettings, token_saliency, top_positions
 from cortex_cli.store.schema import SaliencyMapRow, SaliencyRunRow, SalientTokenRow
@@ -44,7 +44,7 @@ def test_index_writes_maps_and_top_rows_equal_to_direct_saliency(store, tiny_mod
     ids = sorted(maps)
     tokens = image_tokens(store, tiny_model, ids)
     emb = registry.load_model(tiny_model).embed(tokens)
-    direct = token_saliency(ext, emb, [cls.class_id] * len(ids), ids, SETTINGS)
+    direct = token_saliency(ext, emb, [cls.class_id] * len(ids), image_keys(store, tiny_model, ids), SETTINGS)
     for i, image_id in enumerate(ids):
         stored = unpack_tsv(maps[image_id], tiny_model.grid)
         torch.testing.assert_close(stored, direct[i], rtol=1e-5, atol=1e-7)
@@ -115,3 +115,43 @@ def test_index_all_classes_and_bad_input(store, tiny_model):
         index_class(store, tiny_model, info, all_classes[0], n_images=0, extractor=ToyExtractor())
     with pytest.raises(CortexError, match="--samples"):
         index_class(store, tiny_model, info, all_classes[0], n_images=2, settings=SaliencySettings(samples=0), extractor=ToyExtractor())
+
+
+def _index_by_seed(store, model, info, cls):
+    """seed -> (TSV map bytes, [(rank, position, token, tsv)]) of a class's indexed images."""
+    from cortex_cli.store.schema import ImageRow
+
+    with store.session() as s:
+        maps = dict(s.execute(select(ImageRow.seed, SaliencyMapRow.tsv).join(ImageRow, ImageRow.id == SaliencyMapRow.image_id)
+                              .where(ImageRow.class_pk == cls.pk)).all())
+        rows = s.execute(select(ImageRow.seed, SalientTokenRow.rank, SalientTokenRow.position, SalientTokenRow.token, SalientTokenRow.tsv)
+                         .join(ImageRow, ImageRow.id == SalientTokenRow.image_id).where(SalientTokenRow.class_pk == cls.pk)
+                         .order_by(ImageRow.seed, SalientTokenRow.rank)).all()
+    return {seed: (blob, [tuple(r[1:]) for r in rows if r[0] == seed]) for seed, blob in maps.items()}
+
+
+def test_index_does_not_depend_on_database_history(tmp_path, tiny_model_files):
+    """The same class indexed in a fresh store and in one pre-filled with unrelated rows: identical rows."""
+    from cortex_cli.store.database import open_store
+
+    from index_helpers import store_random_images
+
+    results = []
+    for name, prefill in (("fresh", False), ("used", True)):
+        store = open_store(f"sqlite:///{tmp_path / name}.db")
+        config, ckpt, labels = tiny_model_files
+        model = registry.add_model(store, "tiny", config, ckpt, str(labels))
+        info = register_toy(store, model)
+        every = registry.classes(store, model)
+        if prefill:  # unrelated images and an extra index first: every later row id shifts
+            store_random_images(store, model, every[3], 9, split="val", seed=50)
+            index_class(store, model, info, every[1], n_images=3, settings=SETTINGS, extractor=ToyExtractor())
+        store_random_images(store, model, every[2], 6)
+        index_class(store, model, info, every[2], n_images=6, settings=SETTINGS, batch_size=4 if prefill else 6, extractor=ToyExtractor())
+        results.append(_index_by_seed(store, model, info, every[2]))
+        store.close()
+    fresh, used = results
+    assert sorted(fresh) == list(range(6))
+    assert fresh == used
+    # the keys really are identities: another seed's image gets other noise, hence another map
+    assert len({blob for blob, _ in fresh.values()}) == 6

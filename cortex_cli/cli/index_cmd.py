@@ -92,7 +92,7 @@ def index(
         )
     if not quiet:
         name = results[0].class_name
-        console.print(f"next: cortex top-tokens '{name}' --baseline", highlight=False, soft_wrap=True)
+        console.print(f"next: cortex top-tokens '{name}' --baseline frequency", highlight=False, soft_wrap=True)
 
 
 @command("top-tokens")
@@ -100,7 +100,12 @@ def top_tokens_cmd(
     ctx: typer.Context,
     class_spec: str = typer.Argument(..., help="Class id or name."),
     k: int = typer.Option(100, "-k", help="How many tokens (the paper uses 100)."),
-    baseline: bool = typer.Option(False, "--baseline", help="Also show the frequency baseline (most frequent tokens over all positions) and the overlap."),
+    baseline: str = typer.Option(
+        None, "--baseline",
+        help="Also rank tokens without an extractor over the same images, and show the overlap: 'frequency' "
+        "(the paper's: most frequent over all positions) or 'specific' (most specific to the class: smoothed P(class | token)).",
+    ),
+    images: int = typer.Option(None, "--images", help="Count exactly seeds 0..N-1 of the split (default: every image the run indexed)."),
     extractor: str = typer.Option(None, "--extractor", "-e", help="Read the newest run of this extractor (default: the newest run of any)."),
     model: str = typer.Option(None, "--model", "-m", help="Registered model (default: mini)."),
     split: str = typer.Option("train", "--split", help="Which indexed images to count."),
@@ -109,9 +114,10 @@ def top_tokens_cmd(
 ) -> None:
     """The concept's top-k tokens: those most frequent in its images' top-n saliency sets (T*_concept).
 
-    Counts come from the index (`cortex index`), computed in SQL. Columns: count = occurrences in the
-    per-image top-n sets (the paper's Freq), images = images containing it, mean TSV.
-    Example: cortex top-tokens goldfinch -k 20 --baseline
+    Counts come from the index (`cortex index`), computed in SQL over exactly one set of images (the
+    title says which seeds). Columns: count = occurrences in the per-image top-n sets (the paper's
+    Freq), images = images containing it, mean TSV.
+    Example: cortex top-tokens goldfinch -k 20 --baseline specific
     """
     from ..queries import top_tokens
 
@@ -119,15 +125,15 @@ def top_tokens_cmd(
     store = app_state.store()
     info = registry.get_model(store, model)
     cls = registry.resolve_class(store, info, class_spec)
-    result = top_tokens(store, info, cls, extractor=extractor, k=k, baseline=baseline, split=split)
+    result = top_tokens(store, info, cls, extractor=extractor, k=k, baseline=baseline, split=split, images=images)
     if as_json:
         print_json(result)
         return
+    base = result.baseline or []
     if as_csv:
         writer = csv.writer(sys.stdout)
         header = ["rank", "token", "count", "n_images", "mean_tsv"] + (["baseline_token", "baseline_count", "baseline_n_images"] if baseline else [])
         writer.writerow(header)
-        base = result.baseline or []
         for i in range(max(len(result.rows), len(base))):
             r = result.rows[i] if i < len(result.rows) else None
             row = [i + 1] + ([r.token, r.count, r.n_images, f"{r.mean_tsv:.6g}"] if r else ["", "", "", ""])
@@ -136,19 +142,20 @@ def top_tokens_cmd(
                 row += [b.token, b.count, b.n_images] if b else ["", "", ""]
             writer.writerow(row)
         return
-    title = f"{result.class_name}: top {len(result.rows)} salient tokens ({result.images_indexed} images, run {result.run_id}, extractor {result.extractor})"
+    title = (f"{result.class_name}: top {len(result.rows)} salient tokens ({result.images_indexed} {result.split} images, "
+             f"seeds {result.image_seeds}; run {result.run_id}, {result.extractor})")
     if baseline:
-        base = result.baseline or []
         rows = []
         for i in range(max(len(result.rows), len(base))):
             r = result.rows[i] if i < len(result.rows) else None
             b = base[i] if i < len(base) else None
             rows.append([i + 1, r.token if r else "", r.count if r else "", r.n_images if r else "", r.mean_tsv if r else "",
                          b.token if b else "", b.count if b else ""])
-        table(title, ["rank", "token", "count", "images", "mean TSV", "baseline token", "baseline count"], rows)
+        table(title, ["rank", "token", "count", "images", "mean TSV", f"{baseline} token", "its count"], rows)
+        against = f", against {result.contrast_images} images of {result.contrast_classes} classes" if result.contrast_classes else ""
         console.print(
-            f"overlap with the frequency baseline ({result.baseline_images} images): {result.overlap} of {len(result.rows)} tokens "
-            f"({result.overlap_fraction:.0%}), Jaccard {result.jaccard:.3f}", highlight=False, soft_wrap=True,
+            f"overlap with the {baseline} baseline (same {result.baseline_images} images{against}): {result.overlap} of "
+            f"{len(result.rows)} tokens ({result.overlap_fraction:.0%}), Jaccard {result.jaccard:.3f}", highlight=False, soft_wrap=True,
         )
     else:
         table(title, ["rank", "token", "count", "images", "mean TSV"], [[r.rank, r.token, r.count, r.n_images, r.mean_tsv] for r in result.rows])
@@ -159,6 +166,7 @@ def token_cmd(
     ctx: typer.Context,
     token: int = typer.Argument(..., help="Codebook index (0..K-1)."),
     top: int = typer.Option(20, "--top", help="Classes to list."),
+    images: int = typer.Option(None, "--images", help="Count exactly seeds 0..N-1 of every class (default: every image the run indexed)."),
     extractor: str = typer.Option(None, "--extractor", "-e", help="Read the newest run of this extractor (default: the newest run of any)."),
     model: str = typer.Option(None, "--model", "-m", help="Registered model (default: mini)."),
     split: str = typer.Option("train", "--split", help="Which images to count."),
@@ -166,6 +174,7 @@ def token_cmd(
 ) -> None:
     """Which classes use a token most: as a salient token (index) and as a plain occurrence (all positions).
 
+    Both views count the same images: those the run indexed (without an index, every stored image).
     Ranks: 'class rank' orders the classes; 'token rank' is the token's rank inside that class's own list.
     Example: cortex token 42 --top 10
     """
@@ -174,21 +183,21 @@ def token_cmd(
     app_state = state(ctx)
     store = app_state.store()
     info = registry.get_model(store, model)
-    usage = token_usage(store, info, token, top=top, extractor=extractor, split=split)
+    usage = token_usage(store, info, token, top=top, extractor=extractor, split=split, images=images)
     if as_json:
         print_json(usage)
         return
     cols = ["class rank", "class", "count", "images", "token rank"]
     if usage.salient:
-        table(f"token {token} as a salient token (run {usage.run_id}, extractor {usage.extractor})", cols,
+        table(f"token {token} as a salient token (run {usage.run_id}, {usage.extractor}; {usage.images_counted} images)", cols,
               [[u.class_rank, f"{u.class_name} ({u.class_id})", u.count, u.n_images, u.token_rank] for u in usage.salient])
     else:
         console.print(f"token {token} is not salient in any indexed image" + ("" if usage.run_id else " (nothing indexed yet; run `cortex index --class <class>`)"), highlight=False)
     if usage.occurrence:
-        table(f"token {token} as a plain occurrence ({usage.split} images)", cols,
+        table(f"token {token} as a plain occurrence (the same {usage.images_counted} {usage.split} images)", cols,
               [[u.class_rank, f"{u.class_name} ({u.class_id})", u.count, u.n_images, u.token_rank] for u in usage.occurrence])
     else:
-        console.print(f"token {token} occurs in no stored {usage.split} image", highlight=False)
+        console.print(f"token {token} occurs in none of the {usage.images_counted} counted {usage.split} images", highlight=False)
 
 
 def _print_explain(result) -> None:
