@@ -47,10 +47,11 @@ def _precheck(store, info, extractor: str) -> None:
 
 
 def _render(kind: str, result, as_json: bool) -> None:
+    from ..evaluation.common import result_payload
     from ..evaluation.report import tables_for
 
-    if as_json:
-        print_json(result)
+    if as_json:  # the reproducible part only: the same command prints the same bytes in any home
+        print_json(result_payload(result))
         return
     data = asdict(result)
     for spec in tables_for(kind, data):

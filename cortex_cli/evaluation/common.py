@@ -176,20 +176,35 @@ def latest_evaluations(store: Store, model: ModelInfo) -> dict[str, StoredEvalua
         return latest
 
 
-def write_json(path: Path, payload: Any) -> Path:
-    """Write `payload` (dataclasses ok) as indented JSON."""
+# where and how long a run went: recorded in the database and printed, but kept out of the result
+# files so that the same command gives byte-identical JSON in any home
+RUN_FIELDS = ("seconds", "json_path", "plot_path", "evaluation_id")
+
+
+def plain(obj: Any) -> Any:
+    """Dataclasses, dicts, tuples and paths as plain JSON-ready values."""
     import dataclasses
 
-    def plain(obj: Any) -> Any:
-        if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-            return {k: plain(v) for k, v in dataclasses.asdict(obj).items()}
-        if isinstance(obj, dict):
-            return {str(k): plain(v) for k, v in obj.items()}
-        if isinstance(obj, (list, tuple)):
-            return [plain(v) for v in obj]
-        if isinstance(obj, Path):
-            return str(obj)
-        return obj
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {k: plain(v) for k, v in dataclasses.asdict(obj).items()}
+    if isinstance(obj, dict):
+        return {str(k): plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [plain(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
 
-    path.write_text(json.dumps(plain(payload), indent=2) + "\n")
+
+def result_payload(result: Any) -> Any:
+    """The reproducible part of a result: everything but `RUN_FIELDS`."""
+    data = plain(result)
+    if isinstance(data, dict):
+        return {k: v for k, v in data.items() if k not in RUN_FIELDS}
+    return data
+
+
+def write_json(path: Path, payload: Any) -> Path:
+    """Write a result's reproducible part (`result_payload`) as indented JSON."""
+    path.write_text(json.dumps(result_payload(payload), indent=2) + "\n")
     return path

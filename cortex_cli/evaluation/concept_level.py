@@ -40,6 +40,14 @@ def default_k(n_embed: int) -> int:
     return PAPER_K if n_embed >= 16 * PAPER_K else max(1, round(n_embed * SMALL_CODEBOOK_SHARE))
 
 
+def _train_set(store: Store, model: ModelInfo, cls, n: int) -> tuple[tuple[int, ...], tuple[int, ...], tuple[str, ...]]:
+    """(ids, seeds, samplers) of the class's training images of seeds 0..n-1 (default sampler)."""
+    from ..generation import ensure_images, resolve_sampler
+
+    ids = ensure_images(store, model, cls, "train", n)
+    return tuple(ids), tuple(range(n)), (resolve_sampler(model).label(),)
+
+
 @dataclass
 class ConceptLevelSettings:
     """What `cortex eval concept-level` measures."""
@@ -115,8 +123,9 @@ def run_concept_level(
         ConceptLevelResult (also stored in the `evaluations` table).
     """
     from ..extractors.registry import load_extractor
+    from ..generation import ensure_images
     from ..indexing import index_class
-    from ..queries import top_tokens
+    from ..queries import ImageSet, frequency_baseline, specific_baseline, top_tokens
 
     if settings.fill not in FILLS:
         raise CortexError(f"--fill must be one of {', '.join(FILLS)}, got {settings.fill!r}")
@@ -134,7 +143,7 @@ def run_concept_level(
     sal = SaliencySettings(samples=settings.samples, top_n=settings.top_n, seed=settings.seed)
 
     concept_tokens: dict[str, dict[str, list[int]]] = {}
-    baseline: dict[int, list[int]] = {}
+    baselines: dict[str, dict[int, list[int]]] = {"baseline": {}, "specific": {}}
     total = len(infos) * len(classes)
     done = 0
     for info in infos:
@@ -144,12 +153,20 @@ def run_concept_level(
             common.tick(progress, done, total, f"index {info.name} / {cls.name}")
             run = index_class(store, model, info, cls, split="train", n_images=settings.train_images, settings=sal,
                               device=device, batch_size=settings.batch_size, extractor=net).run_id
-            top = top_tokens(store, model, cls, k=k, baseline=cls.class_id not in baseline, run=run, split="train")
+            top = top_tokens(store, model, cls, k=k, run=run, split="train", images=settings.train_images)
             concept_tokens[info.name][cls.name] = [r.token for r in top.rows]
-            if top.baseline is not None:
-                baseline[cls.class_id] = [r.token for r in top.baseline]
             done += 1
-    concept_tokens["baseline"] = {cls.name: baseline[cls.class_id] for cls in classes}
+    # the extractor-free rankings read the same training images (seeds 0..train_images-1); the
+    # specific one compares them with the same seeds of every class of the model
+    for other in registry.classes(store, model):
+        ensure_images(store, model, other, "train", settings.train_images, device=device)
+    for cls in classes:
+        image_set = ImageSet(cls.pk, "train", *_train_set(store, model, cls, settings.train_images))
+        baselines["baseline"][cls.class_id] = [r.token for r in frequency_baseline(store, model, image_set, k)]
+        baselines["specific"][cls.class_id] = [r.token for r in specific_baseline(store, model, cls, image_set, k)[0]]
+    for name, ranked in baselines.items():
+        concept_tokens[name] = {cls.name: ranked[cls.class_id] for cls in classes}
+    baseline = baselines["baseline"]
 
     ids, labels, tokens = common.test_images(store, model, classes, settings.images_per_class, seed=settings.seed, device=device,
                                              progress=lambda d, t, info="": common.tick(progress, d, t, f"test images {info}"))
@@ -157,7 +174,7 @@ def run_concept_level(
     images = common.decode(vqgm, tokens)
     before = common.judge_probabilities(judge_list, images)
     selections: dict[str, list[list[int]]] = {}
-    for method in [i.name for i in infos] + ["baseline"]:
+    for method in [i.name for i in infos] + ["baseline", "specific"]:
         selections[method] = [positions_of(t, concept_tokens[method][names[int(c)]]) for t, c in zip(tokens, labels)]
     for info in infos:
         selections[f"baseline@{info.name}"] = [

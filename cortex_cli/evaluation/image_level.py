@@ -144,6 +144,7 @@ def run_image_level(
         ImageLevelResult (also stored in the `evaluations` table).
     """
     from ..extractors.registry import load_extractor
+    from ..generation import image_keys
 
     start = time.perf_counter()
     settings.validate(model.grid)
@@ -156,6 +157,7 @@ def run_image_level(
         store, model, classes, settings.images_per_class, seed=settings.seed, device=device,
         progress=lambda d, t, info="": common.tick(progress, d, t, f"test images {info}"),
     )
+    keys = image_keys(store, model, ids)
     images = common.decode(vqgm, tokens)
     ns = [0, *sorted(set(settings.ns))]
     positions = model.grid * model.grid
@@ -165,7 +167,7 @@ def run_image_level(
     for info in infos:
         net = load_extractor(info, device)
         tsv = common.saliency_of(
-            net, vqgm, tokens, labels.tolist(), ids, sal, batch_size=settings.batch_size,
+            net, vqgm, tokens, labels.tolist(), keys, sal, batch_size=settings.batch_size,
             progress=lambda d, t, info="", name=info.name: common.tick(progress, d, t, f"saliency {name}"),
         )
         rankings = torch.stack([ranked_positions(m) for m in tsv])
@@ -177,7 +179,7 @@ def run_image_level(
     draws_a: dict[str, list[list[float]]] = {j.name: [] for j in judges}
     for draw in range(settings.random_draws):
         common.tick(progress, draw, settings.random_draws, "random positions")
-        p, a = masked_probabilities(judges, images, labels, random_rankings(ids, positions, settings.seed, draw), ns, model.grid, settings.fill)
+        p, a = masked_probabilities(judges, images, labels, random_rankings(keys, positions, settings.seed, draw), ns, model.grid, settings.fill)
         for j in judges:
             draws_p[j.name].append(p[j.name])
             draws_a[j.name].append(a[j.name])

@@ -7,7 +7,10 @@ precision of the top-n (n = 1, 5, 10, 20) and the pointing game (top-1 on the ob
 
 - CORTEX: positions by TSV of each extractor, target the true concept;
 - frequency baseline: positions by how often their token occurs in the class's generated training
-  images (the paper's baseline, which needs no extractor); ties in seeded random order;
+  images, seeds 0..train_images-1 (the paper's baseline, which needs no extractor); ties in seeded
+  random order;
+- specific baseline: positions by how specific their token is to the class (smoothed P(class | token)
+  over the same seeds of every class; `queries.specificity`), a stronger extractor-free ranking;
 - random: seeded random orders (the floor), next to its exact expectation, the object's share of
   positions.
 """
@@ -21,7 +24,6 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from sqlalchemy import select
 
 from .. import registry
 from ..errors import CortexError
@@ -29,7 +31,6 @@ from ..registry import ClassInfo, ModelInfo
 from ..saliency import SaliencySettings
 from ..seeding import derive_seed, generator_for
 from ..store.database import Store
-from ..store.schema import TokenCountRow
 from . import common, plots
 from .metrics import INSIDE_FRACTION, mean, patches_inside, pointing_game, precision_at_n, random_floor, ranked_positions
 
@@ -45,7 +46,7 @@ class LocalizationSettings:
     random_draws: int = 10
     seed: int = 0  # first world-image seed; also saliency noise and random orders
     samples: int = 20  # SmoothGrad samples N
-    train_images: int = 20  # generated training images per class for the frequency counts, if none are stored
+    train_images: int = 20  # generated training images per class (seeds 0..N-1) for the frequency/specific counts
     classes: tuple[str, ...] = ()
     batch_size: int = 16
 
@@ -89,17 +90,18 @@ def world_images(classes: Sequence[ClassInfo], per_class: int, seed: int) -> tup
     return x, torch.tensor(labels), torch.from_numpy(np.stack(masks))
 
 
-def class_token_counts(store: Store, model: ModelInfo, cls: ClassInfo, split: str = "train") -> torch.Tensor:
-    """(K,) occurrences of every token over the class's stored images of `split` (zeros if none)."""
-    counts = torch.zeros(model.n_embed)
-    with store.session() as s:
-        for token, count in s.execute(
-            select(TokenCountRow.token, TokenCountRow.count).where(
-                TokenCountRow.model_id == model.id, TokenCountRow.class_pk == cls.pk, TokenCountRow.split == split
-            )
-        ):
-            counts[token] = count
-    return counts
+def _class_scores(store: Store, model: ModelInfo, cls: ClassInfo, n: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(K,) token counts and (K,) specificity of a class over its training seeds 0..n-1 (generated if missing)."""
+    from ..generation import ensure_images, resolve_sampler
+    from ..queries import ImageSet, specificity, token_counts_of
+
+    for other in registry.classes(store, model):
+        ensure_images(store, model, other, "train", n, seed=0, device=device)
+    ids = ensure_images(store, model, cls, "train", n, seed=0, device=device)
+    image_set = ImageSet(cls.pk, "train", tuple(ids), tuple(range(n)), (resolve_sampler(model).label(),))
+    counts, _ = token_counts_of(store, model, ids)
+    score = specificity(store, model, cls, image_set)[0]
+    return torch.from_numpy(counts).double(), torch.from_numpy(score).double()
 
 
 def frequency_ranking(tokens: torch.Tensor, counts: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -156,7 +158,6 @@ def run_localization(
         CortexError: a model other than the mini world, bad settings, missing extractors.
     """
     from ..extractors.registry import load_extractor
-    from ..generation import ensure_images
 
     require_mini(model)
     if settings.images_per_class < 1 or settings.random_draws < 1:
@@ -186,17 +187,17 @@ def run_localization(
             progress=lambda d, t, info="", name=info.name: common.tick(progress, d, t, f"saliency {name}"),
         )
         methods[info.name] = _scores([ranked_positions(m) for m in tsv], insides, label_names, settings.ns)
-    freq_rankings = []
+    # extractor-free rankings, both counted over exactly the training seeds 0..train_images-1
+    freq_rankings, specific_rankings = [], []
     for k, cls in enumerate(classes):
-        counts = class_token_counts(store, model, cls)
-        if counts.sum() == 0:
-            common.tick(progress, k, len(classes), f"generating training images of {cls.name} for token counts")
-            ensure_images(store, model, cls, "train", settings.train_images, seed=0, device=device)
-            counts = class_token_counts(store, model, cls)
+        common.tick(progress, k, len(classes), f"token counts of {cls.name}")
+        counts, specific = _class_scores(store, model, cls, settings.train_images, device)
         for i in range(settings.images_per_class):
             j = k * settings.images_per_class + i
             freq_rankings.append(frequency_ranking(tokens[j], counts, generator_for("localization-ties", settings.seed, keys[j])))
+            specific_rankings.append(frequency_ranking(tokens[j], specific, generator_for("localization-ties", settings.seed, keys[j])))
     methods["frequency"] = _scores(freq_rankings, insides, label_names, settings.ns)
+    methods["specific"] = _scores(specific_rankings, insides, label_names, settings.ns)
     draws = [
         _scores([torch.randperm(model.grid ** 2, generator=generator_for("localization-random", settings.seed, k, d)) for k in keys],
                 insides, label_names, settings.ns)
@@ -211,7 +212,7 @@ def run_localization(
         model=model.name, n_images=len(labels), ns=list(settings.ns), inside_fraction=INSIDE_FRACTION,
         object_share=mean([random_floor(m) for m in insides]), methods=methods, seconds=0.0, settings=asdict(settings),
     )
-    label = {"frequency": "frequency baseline", "random": "random"}
+    label = {"frequency": "frequency baseline", "specific": "specific baseline", "random": "random"}
     plot = plots.line_panels(
         list(settings.ns),
         {"precision@n": {label.get(k, f"CORTEX {k.upper()}"): [v.precision[str(n)] for n in settings.ns] for k, v in methods.items()}},

@@ -2,9 +2,16 @@
 
 For the same generated test images and target (the true class):
 - across seeds: mean pairwise top-n overlap of the TSV maps of several noise seeds, for each N;
-- across N: top-n overlap of each N's map with the largest N's (same seed; its noise extends theirs);
-- precision: top-n overlap of fp32 and bf16 (autocast) maps at the default N and seed.
+- across N: top-n overlap of each N's map (first seed) with the largest N's map of the second seed;
+- precision: top-n overlap of fp32 and bf16 (autocast) maps at the default N and seed (the same
+  noise, so only the arithmetic differs), next to the median relative TSV gap at the top-n cut.
 A top-n overlap of 1.0 means the same n positions were chosen.
+
+Every (N, seed) map draws its own noise, keyed by (N, seed, image identity): N = 20's copies are
+not the first 20 of N = 50's, so no comparison shares noise and agreement is not overstated.
+bf16 flips a ranking where two TSVs differ by less than its rounding (about 2^-8 relative); the
+gap column says how often a trained extractor's maps come that close, which random-weight
+benchmarks (bench_saliency.py) cannot tell.
 """
 
 from __future__ import annotations
@@ -20,9 +27,25 @@ from .. import registry
 from ..errors import CortexError
 from ..registry import ModelInfo
 from ..saliency import SaliencySettings
+from ..seeding import derive_seed
 from ..store.database import Store
 from . import common, plots
 from .metrics import mean, top_n_overlap
+
+
+def noise_seed(samples: int, seed: int) -> int:
+    """The saliency seed of the (N, seed) map: independent noise for every N and seed."""
+    return derive_seed("stability", samples, seed)
+
+
+def median_gap(maps: torch.Tensor, n: int) -> float:
+    """Median over images of the relative TSV gap between ranks n and n+1 (how close a flip is)."""
+    flat = maps.reshape(maps.shape[0], -1).float()
+    if n >= flat.shape[1]:
+        return float("nan")
+    top = flat.sort(dim=1, descending=True).values
+    gap = (top[:, n - 1] - top[:, n]) / top[:, n - 1].clamp_min(1e-30)
+    return round(float(gap.median()), 6)
 
 
 @dataclass
@@ -42,8 +65,9 @@ class StabilitySettings:
 @dataclass
 class ExtractorStability:
     across_seeds: dict[str, dict[str, float]]  # str(N) -> str(n) -> mean pairwise overlap between seeds
-    vs_largest_n: dict[str, dict[str, float]]  # str(N) -> str(n) -> overlap with the largest N (first seed)
+    vs_largest_n: dict[str, dict[str, float]]  # str(N) -> str(n) -> overlap with an independent largest-N map
     fp32_vs_bf16: dict[str, float]  # str(n) -> overlap at default_samples, first seed
+    rank_gap: dict[str, float] = field(default_factory=dict)  # str(n) -> median (tsv[n-1] - tsv[n]) / tsv[n-1], fp32
 
 
 @dataclass
@@ -88,6 +112,7 @@ def run_stability(
         StabilityResult (also stored in the `evaluations` table).
     """
     from ..extractors.registry import load_extractor
+    from ..generation import image_keys
 
     if len(settings.seeds) < 2:
         raise CortexError(f"--seeds needs at least two seeds to compare, got {list(settings.seeds)}")
@@ -101,6 +126,7 @@ def run_stability(
     classes = common.resolve_classes(store, model, settings.classes)
     vqgm = registry.load_model(model, device)
     ids, labels, tokens = common.test_images(store, model, classes, settings.images_per_class, seed=settings.image_seed, device=device)
+    keys = image_keys(store, model, ids)
     counts = sorted(set(settings.sample_counts))
     largest = counts[-1]
     per_extractor: dict[str, ExtractorStability] = {}
@@ -111,8 +137,8 @@ def run_stability(
 
         def tsv(samples: int, seed: int, precision: str = "fp32") -> torch.Tensor:
             nonlocal done
-            s = SaliencySettings(samples=samples, seed=seed, precision=precision)
-            maps = common.saliency_of(net, vqgm, tokens, labels.tolist(), ids, s, batch_size=settings.batch_size)
+            s = SaliencySettings(samples=samples, seed=noise_seed(samples, seed), precision=precision)
+            maps = common.saliency_of(net, vqgm, tokens, labels.tolist(), keys, s, batch_size=settings.batch_size)
             done += 1
             common.tick(progress, done, jobs, f"{info.name} N={samples} seed={seed} {precision}")
             return maps
@@ -126,13 +152,17 @@ def run_stability(
             }
             for n_s in counts
         }
-        vs_largest = {str(n_s): {str(n): mean_overlap(maps[(n_s, first)], maps[(largest, first)], n) for n in settings.ns} for n_s in counts}
+        second = settings.seeds[1]
+        vs_largest = {str(n_s): {str(n): mean_overlap(maps[(n_s, first)], maps[(largest, second)], n) for n in settings.ns} for n_s in counts}
         default = settings.default_samples
         fp32 = maps.get((default, first))
         if fp32 is None:
             fp32 = tsv(default, first)
         bf16 = tsv(default, first, "bf16")
-        per_extractor[info.name] = ExtractorStability(across, vs_largest, {str(n): mean_overlap(fp32, bf16, n) for n in settings.ns})
+        per_extractor[info.name] = ExtractorStability(
+            across, vs_largest, {str(n): mean_overlap(fp32, bf16, n) for n in settings.ns},
+            {str(n): median_gap(fp32, n) for n in settings.ns},
+        )
     result = StabilityResult(model=model.name, n_images=len(ids), extractors=per_extractor, seconds=0.0, settings=asdict(settings))
     panels = {
         f"{name.upper()}: across seeds": {f"top-{n}": [st.across_seeds[str(c)][str(n)] for c in counts] for n in settings.ns}
