@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from sqlalchemy import (
+    BigInteger,
     Float,
     ForeignKey,
     Index,
@@ -177,4 +178,35 @@ class EvaluationRow(Base):
     params: Mapped[str] = mapped_column(Text)  # JSON
     result: Mapped[str] = mapped_column(Text)  # JSON
     plot_path: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ConceptSearchRow(Base):
+    """One restart of an input-independent token search for a concept (paper §3.4, `cortex optimize`).
+
+    `search_key` is the sha256 of the search's identity (model, extractor weights, class, region,
+    init, optimiser settings, seed); with `restart` it makes reruns insert-or-skip.
+    """
+
+    __tablename__ = "concept_searches"
+    __table_args__ = (
+        UniqueConstraint("search_key", "restart", name="uq_concept_search"),
+        Index("ix_concept_searches_class", "model_id", "class_pk"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    search_key: Mapped[str] = mapped_column(String(64))
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
+    extractor_id: Mapped[int | None] = mapped_column(ForeignKey("extractors.id", ondelete="SET NULL"), nullable=True)
+    class_pk: Mapped[int] = mapped_column(ForeignKey("classes.id", ondelete="CASCADE"))
+    region: Mapped[str] = mapped_column(String(64))
+    init: Mapped[str] = mapped_column(String(100))  # 'random', 'noise' or 'image:<sha256 of its tokens, 16 hex>'
+    params: Mapped[str] = mapped_column(Text)  # JSON
+    restart: Mapped[int] = mapped_column(Integer)
+    seed: Mapped[int] = mapped_column(BigInteger)  # derived from the search's identity and the restart
+    tokens: Mapped[bytes] = mapped_column(LargeBinary)  # final grid (eq. 9 inside the region), packed like images.tokens
+    snapshots: Mapped[bytes] = mapped_column(LargeBinary)  # grids at params' snapshot_steps, concatenated
+    t_star: Mapped[str] = mapped_column(Text)  # JSON [[token, positions], ...]: by positions, then token id
+    objective: Mapped[float] = mapped_column(Float)  # extractor's target logit (or log-prob) of `tokens`
+    p_target: Mapped[float] = mapped_column(Float)  # extractor's softmax P(target) of `tokens`
+    judges: Mapped[str] = mapped_column(Text)  # JSON {judge: P(target) of the decoded grid}
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

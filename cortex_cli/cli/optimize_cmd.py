@@ -1,0 +1,105 @@
+"""`cortex optimize`: input-independent token search for a concept (paper §3.4)."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import typer
+
+from .. import concept_search, optimize, registry
+from ..regions import parse_region
+from .app import command, state
+from .render import console, print_json, progress, table
+
+SHOW_TOKENS = 12  # T* tokens listed in the terminal
+
+
+@command("optimize")
+def optimize_cmd(
+    ctx: typer.Context,
+    class_spec: str = typer.Option(..., "--class", "-c", help="Class id or name whose extractor score is maximised (e.g. 'red-capped bird')."),
+    region_text: str = typer.Option("all", "--region", "-r", help="Token rectangle that may change: all (default), R0:R1,C0:C1 (half-open rows then columns) or R,C."),
+    init: str = typer.Option(concept_search.RANDOM, "--init", help="Start: random (near-uniform logits of P), noise (a uniformly random token grid) or a PNG (its tokens)."),
+    restarts: int = typer.Option(concept_search.DEFAULT_RESTARTS, "--restarts", "-R", help="Independent optimisations; the best final extractor objective wins, all are reported."),
+    steps: int = typer.Option(concept_search.DEFAULT_STEPS, "--steps", help="Optimisation steps per restart."),
+    model: str = typer.Option(None, "--model", "-m", help="Registered model (default: mini)."),
+    extractor: str = typer.Option("ce", "--extractor", "-e", help="Registered extractor f_Y to maximise (and whose saliency index is compared)."),
+    k: int = typer.Option(concept_search.DEFAULT_K, "-k", help="Compare with the class's top-k salient tokens (`cortex top-tokens`)."),
+    lr: float = typer.Option(None, "--lr", help=f"Adam learning rate on the logits of P (default {optimize.TOKEN_LR})."),
+    tau: float = typer.Option(1.0, "--tau", help="Gumbel-Softmax temperature."),
+    tau_final: float = typer.Option(None, "--tau-final", help="Anneal tau exponentially to this value by the last step (default: fixed tau)."),
+    alpha: float = typer.Option(optimize.OptimizeSettings.alpha, "--alpha", help="Weight of the ||E||^2 regulariser over the region (paper eq. 8)."),
+    objective: str = typer.Option(optimize.OptimizeSettings.objective, "--objective", help="logit (-target logit, the paper's eq. 8) or log-prob."),
+    seed: int = typer.Option(None, "--seed", help="This search's seed; restart seeds derive from it and the search (default: the global --seed, 0)."),
+    out: Path = typer.Option(None, "--out", "-o", help="Directory for the PNG and strip (default: $CORTEX_HOME/concept-searches/<model>)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON (no progress bar)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Find the tokens that best express a concept, from no input at all (paper §3.4, eq. 7-9).
+
+    Optimises the token selection matrix P over the region (hard Gumbel-Softmax samples,
+    straight-through gradients, Adam) to maximise the extractor's score of the class, from random
+    logits, a random token grid or an image's tokens; positions outside the region keep the start.
+    Every restart is scored at its final step and stored; the best extractor objective wins.
+    T*_concept = the distinct argmax tokens of the region (eq. 9), by how many positions hold them,
+    compared with the class's salient tokens from `cortex index`. Writes the decoded grid (a PNG
+    with its tokens) and a strip over the steps. Rerunning the same command reuses stored restarts.
+
+    Example: cortex optimize --class "red-capped bird" --restarts 3 --steps 300
+    """
+    app_state = state(ctx)
+    store = app_state.store()
+    info = registry.get_model(store, model)
+    cls = registry.resolve_class(store, info, class_spec)
+    region = parse_region(region_text, info.grid)
+    settings = optimize.OptimizeSettings(
+        steps=steps, lr=lr, tau=tau, tau_final=tau_final, alpha=alpha, objective=objective,
+        seed=app_state.seed if seed is None else seed,
+    ).validate()
+    from ..extractors.registry import get_extractor
+
+    ext_info = get_extractor(store, info, extractor)
+    with contextlib.ExitStack() as stack:
+        bars: list = []
+
+        def update(done: int, total: int) -> None:  # the bar appears once the inputs passed validation
+            if not bars:
+                bars.append(stack.enter_context(progress(f"searching {cls.name}", quiet=quiet or as_json)))
+            bars[0](done, total)
+
+        result = concept_search.search_concept(
+            store, info, cls, settings=settings, extractor_info=ext_info, device=app_state.torch_device(),
+            region=region, init=init, restarts=restarts, k=k, out_dir=out, progress=update,
+        )
+    if as_json:
+        print_json(result)
+        return
+    for notice in result.notices:
+        console.print(f"note: {notice}", highlight=False, soft_wrap=True)
+    judges = sorted({name for r in result.restarts for name in r.judges})
+    score = "logit" if result.objective_kind == "logit" else "log P"
+    table(
+        f"{result.class_name}: region {'all' if region.size == info.grid ** 2 else result.region}, init {result.init}, {result.steps} steps",
+        ["restart", score, "P ext", *[f"P {j}" for j in judges], "tokens", "stored"],
+        [[f"{r.restart}{' *' if r.restart == result.best_restart else ''}", f"{r.objective:.3g}", f"{r.p_target:.3f}",
+          *[f"{r.judges[j]:.3f}" if j in r.judges else "-" for j in judges], r.n_distinct, "now" if r.computed else "before"]
+         for r in result.restarts],
+    )
+    shown = ", ".join(f"{e.token} ({e.positions})" for e in result.t_star[:SHOW_TOKENS])
+    more = f", +{len(result.t_star) - SHOW_TOKENS} more" if len(result.t_star) > SHOW_TOKENS else ""
+    console.print(f"T*_concept (restart {result.best_restart}, token (positions)): {shown}{more}", highlight=False, soft_wrap=True)
+    c = result.comparison
+    if c is None:
+        console.print(f"saliency comparison: none; {result.hint}", highlight=False, soft_wrap=True)
+    else:
+        console.print(
+            f"saliency top-{c.k} ({c.extractor}, run {c.run_id}, {c.images_indexed} images): overlap {c.overlap} of "
+            f"{min(c.k, c.n_optimised)} (chance {c.chance_overlap:.1f})" + (f": {', '.join(map(str, c.overlap_tokens))}" if c.overlap_tokens else ""),
+            highlight=False, soft_wrap=True,
+        )
+        console.print(
+            f"optimised tokens among the salient top-{c.k}: {c.optimised_in_salient} of {c.n_optimised}, "
+            f"holding {c.positions_in_salient:.0%} of the region's positions", highlight=False, soft_wrap=True,
+        )
+    console.print(f"wrote {result.output_path} and strip {result.strip_path}", highlight=False, soft_wrap=True)

@@ -1,0 +1,431 @@
+"""Input-independent token search for a concept (paper §3.4, eq. 7-9): `cortex optimize`.
+
+Flow: a start grid -> R restarts of `optimize.optimize_tokens` over the region, each seeded by the
+search's identity -> score every restart's final grid (the eq. 9 readout) with the extractor (and
+the judges, for the report only) -> keep the restart with the best final extractor objective ->
+T*_concept = its region's distinct tokens by how many positions hold them -> compare with the
+saliency T*_concept of the class (§3.3, `queries.top_tokens`) -> PNG + strip, one row per restart.
+
+Starts (`init`):
+- 'random': the region's rows of P start from near-uniform seeded logits (the paper's "random
+  noise" input); positions outside the region hold the restart's noise grid.
+- 'noise': the start is a noise grid, every position's token drawn uniformly from the codebook,
+  and the region's rows of P start at those tokens (as `cortex edit` starts at its source). The
+  grid depends on (model, seed, restart) only, so every class and region starts from the same noise.
+- a PNG: the image's tokens (cortex metadata; a plain picture is VQGAN-encoded); the region starts
+  at them and everything outside keeps them.
+
+Reruns are free: rows are keyed by (search identity, restart) and inserted or skipped; restarts
+already stored are read back, only missing ones are optimised, and the same files are rewritten.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections import Counter
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from sqlalchemy import select
+
+from .errors import CortexError
+from .optimize import OptimizeSettings, optimize_tokens
+from .regions import Region
+from .registry import ClassInfo, ModelInfo, load_model
+from .seeding import derive_seed, generator_for
+from .store.database import Store
+from .store.schema import ConceptSearchRow
+from .tokens import pack_tokens, unpack_tokens
+
+RANDOM, NOISE, IMAGE = "random", "noise", "image"
+DEFAULT_STEPS = 300  # the bundled CE saturates (P(target) > 0.999) in about 200 steps from random logits
+DEFAULT_RESTARTS = 3
+DEFAULT_K = 20  # salient tokens compared against
+SNAPSHOT_FRACTIONS = (0.25, 0.5, 0.75)  # strip tiles besides step 1 and the final grid
+
+
+@dataclass
+class TokenCount:
+    """One token of T*_concept (eq. 9): how many of the region's positions hold it."""
+
+    token: int
+    positions: int
+    salient_rank: int | None = None  # its rank in the class's saliency top-k (None: not there / not indexed)
+
+
+@dataclass
+class RestartResult:
+    """One independent optimisation, scored at its final step."""
+
+    restart: int
+    seed: int
+    objective: float  # extractor's target logit (or log-prob) of the final grid: the selection score
+    p_target: float  # extractor's softmax P(target) of the final grid
+    judges: dict[str, float]  # judge -> P(target) of the decoded final grid (reported, never used to choose)
+    n_distinct: int  # distinct tokens in the region
+    t_star: list[TokenCount]
+    computed: bool  # False: read back from the database
+
+
+@dataclass
+class SaliencyComparison:
+    """The optimised T*_concept beside the saliency T*_concept (§3.3) of the same class."""
+
+    extractor: str
+    run_id: int
+    images_indexed: int
+    k: int
+    salient_tokens: list[int]  # the class's top-k salient tokens, by rank
+    overlap: int  # tokens in both top-k lists (optimised ranked by positions)
+    overlap_tokens: list[int]
+    chance_overlap: float  # expected overlap of a random top-k from the codebook
+    optimised_in_salient: int  # distinct optimised tokens among the salient top-k
+    n_optimised: int  # distinct optimised tokens
+    positions_in_salient: float  # fraction of the region's positions holding a salient top-k token
+
+
+@dataclass
+class ConceptSearchResult:
+    """What `search_concept` found, stored and wrote."""
+
+    model: str
+    extractor: str
+    class_id: int
+    class_name: str
+    region: str
+    init: str  # 'random', 'noise' or 'image:<hex>'
+    init_path: Path | None
+    search_key: str
+    steps: int
+    objective_kind: str  # 'logit' or 'log-prob'
+    best_restart: int
+    objective: float
+    p_target: float
+    t_star: list[TokenCount]  # of the best restart
+    tokens: list[list[int]]  # the best restart's final grid
+    restarts: list[RestartResult]
+    comparison: SaliencyComparison | None
+    hint: str | None  # why `comparison` is None, and what to run
+    output_path: Path
+    strip_path: Path
+    computed: int  # restarts optimised by this call
+    reused: int  # restarts read back from the database
+    params: dict = field(default_factory=dict)
+    notices: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Start:
+    mode: str  # RANDOM, NOISE or IMAGE
+    identity: str
+    tokens: torch.Tensor | None = None  # the image's grid
+    path: Path | None = None
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "class"
+
+
+def noise_grid(model: ModelInfo, seed: int, restart: int) -> torch.Tensor:
+    """The restart's uniformly random token grid (m x m), the same for every class and region."""
+    gen = generator_for("concept-search-noise", model.name, int(seed), int(restart))
+    return torch.randint(0, model.n_embed, (model.grid, model.grid), generator=gen)
+
+
+def restart_seed(model: ModelInfo, cls: ClassInfo, region: Region, init: str, seed: int, restart: int) -> int:
+    """The restart's seed, from the search's stable identity (never row ids or insertion order)."""
+    return derive_seed("concept-search", model.name, cls.class_id, str(region), init, int(seed), int(restart))
+
+
+def t_star_of(tokens: torch.Tensor, mask: torch.Tensor) -> list[TokenCount]:
+    """Eq. 9's set: the distinct tokens of the masked positions, by positions held, ties by token id."""
+    counts = Counter(tokens.reshape(-1)[mask.reshape(-1).bool()].tolist())
+    return [TokenCount(int(t), int(n)) for t, n in sorted(counts.items(), key=lambda tn: (-tn[1], tn[0]))]
+
+
+def _resolve_start(init: str | Path, model: ModelInfo, vqgm, notices: list[str]) -> _Start:
+    text = str(init).strip()
+    if text.lower() in (RANDOM, NOISE):
+        return _Start(text.lower(), text.lower())
+    path = Path(text).expanduser()
+    if not path.is_file():
+        raise CortexError(f"--init {text!r} is neither random, noise nor an existing image; give random, noise or a PNG written by `cortex generate`")
+    from .adapter import from_pil
+    from .editing import _source_tokens
+    from .pngmeta import read_png
+
+    png = read_png(path)
+    tokens = _source_tokens(png, model, path, notices)
+    if tokens is None:
+        tokens = vqgm.encode_images(from_pil([png.image], model.image_size))[0].cpu()
+        notices.append(f"{path.name} carries no cortex tokens; encoded it with the VQGAN at {model.image_size}x{model.image_size} px (centre-cropped and resized)")
+    tokens = tokens.long().cpu()
+    digest = hashlib.sha256(pack_tokens(tokens, model.n_embed)).hexdigest()[:16]
+    return _Start(IMAGE, f"image:{digest}", tokens, path.resolve())
+
+
+def _search_key(model: ModelInfo, extractor_info: Any, cls: ClassInfo, region: Region, start: _Start, settings: OptimizeSettings) -> str:
+    identity = {
+        "model": model.name, "extractor": extractor_info.name, "extractor_sha256": getattr(extractor_info, "ckpt_sha256", ""),
+        "class_id": cls.class_id, "region": str(region), "init": start.identity, "seed": int(settings.seed),
+        "settings": {k: getattr(settings, k) for k in ("steps", "lr", "tau", "tau_final", "alpha", "objective")},
+    }
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+
+
+def _snapshot_steps(steps: int) -> tuple[int, ...]:
+    wanted = {1, *(round(steps * f) for f in SNAPSHOT_FRACTIONS)}
+    return tuple(sorted(s for s in wanted if 1 <= s < steps))
+
+
+def _pack_grids(grids: list[torch.Tensor], n_embed: int) -> bytes:
+    return pack_tokens(torch.stack(grids), n_embed) if grids else b""
+
+
+def _unpack_grids(blob: bytes, count: int, n_embed: int, grid: int) -> list[torch.Tensor]:
+    if count == 0:
+        return []
+    size = len(blob) // count
+    return [unpack_tokens(blob[i * size:(i + 1) * size], n_embed, grid) for i in range(count)]
+
+
+def _insert_or_skip(session, rows: list[dict]) -> None:
+    """INSERT ... ON CONFLICT DO NOTHING on the (search_key, restart) key."""
+    if not rows:
+        return
+    dialect = session.get_bind().dialect.name
+    if dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    elif dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        for row in rows:
+            exists = session.scalar(select(ConceptSearchRow.id).where(
+                ConceptSearchRow.search_key == row["search_key"], ConceptSearchRow.restart == row["restart"]))
+            if exists is None:
+                session.add(ConceptSearchRow(**row))
+        return
+    session.execute(insert(ConceptSearchRow).on_conflict_do_nothing(index_elements=["search_key", "restart"]), rows)
+
+
+def _stored(store: Store, key: str) -> dict[int, ConceptSearchRow]:
+    with store.session() as s:
+        return {r.restart: r for r in s.scalars(select(ConceptSearchRow).where(ConceptSearchRow.search_key == key))}
+
+
+def _compare(store: Store, model: ModelInfo, cls: ClassInfo, extractor: str, k: int, t_star: list[TokenCount]) -> tuple[SaliencyComparison | None, str | None]:
+    from .queries import top_tokens
+
+    try:
+        salient = top_tokens(store, model, cls, extractor=extractor, k=k)
+    except CortexError as exc:  # not indexed (by this extractor) yet: report, do not fail
+        return None, str(exc)
+    ranked = [r.token for r in salient.rows]
+    rank = {t: i + 1 for i, t in enumerate(ranked)}
+    top_opt = [e.token for e in t_star[:k]]
+    both = [t for t in ranked if t in set(top_opt)]
+    in_salient = [e for e in t_star if e.token in rank]
+    positions = sum(e.positions for e in t_star)
+    return SaliencyComparison(
+        extractor=salient.extractor, run_id=salient.run_id, images_indexed=salient.images_indexed, k=k,
+        salient_tokens=ranked, overlap=len(both), overlap_tokens=both,
+        chance_overlap=len(top_opt) * len(ranked) / model.n_embed,
+        optimised_in_salient=len(in_salient), n_optimised=len(t_star),
+        positions_in_salient=sum(e.positions for e in in_salient) / positions if positions else 0.0,
+    ), None
+
+
+def search_concept(
+    store: Store,
+    model: ModelInfo,
+    cls: ClassInfo,
+    *,
+    settings: OptimizeSettings,
+    extractor_info: Any,
+    device: torch.device | str = "cpu",
+    region: Region | None = None,
+    init: str | Path = RANDOM,
+    restarts: int = DEFAULT_RESTARTS,
+    k: int = DEFAULT_K,
+    out_dir: Path | None = None,
+    extractor: torch.nn.Module | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> ConceptSearchResult:
+    """Find the token combination that best expresses `cls` under the extractor (paper §3.4).
+
+    Everything is validated before optimising; on bad input nothing is written.
+
+    Args:
+        store: the opened database (one `concept_searches` row per restart, insert-or-skip).
+        model: the registered model whose codebook is searched.
+        cls: the concept (class) whose extractor score is maximised.
+        settings: optimiser settings; `seed` is this search's seed (restart seeds derive from it and
+            the search's identity), `init`/`method`/`snapshot_steps` are set here.
+        extractor_info: the registered extractor (`extractors.registry.ExtractorInfo`).
+        device: torch device for the model, extractor and judges.
+        region: token rectangle that may change (default: the whole grid).
+        init: 'random', 'noise' or the path of a PNG (see the module docstring).
+        restarts: independent optimisations; the best final extractor objective wins.
+        k: how many of the class's salient tokens to compare with.
+        out_dir: where to write the PNG and strip (default: $CORTEX_HOME/concept-searches/<model>).
+        extractor: the extractor's network, if already loaded (default: loaded from `extractor_info`).
+        progress: called as progress(done, total) over the optimisation steps of all restarts.
+
+    Returns:
+        ConceptSearchResult: every restart's scores and T*, the chosen restart's grid and T*_concept,
+        the comparison with the saliency T*_concept (None, with a hint, when the class is not
+        indexed), and the written paths.
+
+    Raises:
+        CortexError: bad settings, region, init image, restarts or k; unwritable out_dir; a class
+        outside the extractor's classes.
+    """
+    from .settings import artifacts_dir, writable_dir
+
+    notices: list[str] = []
+    region = region if region is not None else Region((0, model.grid), (0, model.grid))
+    region.check(model.grid)
+    if restarts < 1:
+        raise CortexError(f"--restarts must be >= 1, got {restarts}")
+    if k < 1:
+        raise CortexError(f"-k must be a positive number of salient tokens, got {k}")
+    snapshot_steps = _snapshot_steps(int(settings.steps))
+    settings = replace(settings, method="token", snapshot_steps=snapshot_steps).validate()
+    if not 0 <= cls.class_id < max(model.n_classes, 1):
+        raise CortexError(f"class {cls.class_id} is outside model {model.name!r}'s classes")
+    vqgm = load_model(model, device)
+    start = _resolve_start(init, model, vqgm, notices)
+    out = writable_dir(out_dir if out_dir is not None else artifacts_dir("concept-searches", model.name), "the concept search to")
+    settings = replace(settings, init=RANDOM if start.mode == RANDOM else "source").validate()
+    key = _search_key(model, extractor_info, cls, region, start, settings)
+    mask = region.mask(model.grid)
+    params = {
+        **{k_: v for k_, v in asdict(settings).items() if k_ not in ("snapshot_steps", "method")},
+        "snapshot_steps": list(snapshot_steps), "extractor": extractor_info.name,
+        "extractor_sha256": getattr(extractor_info, "ckpt_sha256", ""), "init_path": str(start.path) if start.path else None,
+    }
+
+    def base_grid(restart: int) -> torch.Tensor:
+        return start.tokens.clone() if start.tokens is not None else noise_grid(model, settings.seed, restart)
+
+    # -- optimise the restarts the database does not hold yet -----------------------------
+    stored = _stored(store, key)
+    todo = [r for r in range(restarts) if r not in stored]
+    fresh: dict[int, tuple[int, torch.Tensor, list[torch.Tensor]]] = {}
+    if todo:
+        net = extractor if extractor is not None else _load(extractor_info, device)
+        codebook = vqgm.codebook.detach()
+        total = len(todo) * settings.steps
+        for i, r in enumerate(todo):
+            seed = restart_seed(model, cls, region, start.identity, settings.seed, r)
+            report = (lambda done, _t, i=i: progress(i * settings.steps + done, total)) if progress else None
+            res = optimize_tokens(net, codebook, base_grid(r), mask, cls.class_id, replace(settings, seed=seed), report)
+            fresh[r] = (seed, res.tokens, [res.snapshots[s] for s in snapshot_steps])
+        grids = torch.stack([fresh[r][1] for r in todo])
+        with torch.no_grad():
+            out_logits = net(vqgm.embed(grids.to(device)))
+            out_logits = (out_logits[0] if isinstance(out_logits, (tuple, list)) else out_logits).float().cpu()
+        logp = F.log_softmax(out_logits, dim=-1)[:, cls.class_id]
+        objective = out_logits[:, cls.class_id] if settings.objective == "logit" else logp
+        judge_scores = _judge_scores(model, vqgm, grids, cls.class_id, device, notices)
+        new_rows = []
+        for i, r in enumerate(todo):
+            seed, tokens, snaps = fresh[r]
+            new_rows.append(dict(
+                search_key=key, model_id=model.id, extractor_id=extractor_info.id, class_pk=cls.pk, region=str(region),
+                init=start.identity, params=json.dumps(params, sort_keys=True), restart=r, seed=seed,
+                tokens=pack_tokens(tokens, model.n_embed), snapshots=_pack_grids(snaps, model.n_embed),
+                t_star=json.dumps([[e.token, e.positions] for e in t_star_of(tokens, mask)]),
+                objective=float(objective[i]), p_target=float(logp[i].exp()), judges=json.dumps(judge_scores[i], sort_keys=True),
+            ))
+    else:
+        new_rows = []
+
+    # -- every requested restart, stored or fresh -------------------------------------------
+    results: list[RestartResult] = []
+    grids_by_restart: dict[int, torch.Tensor] = {}
+    snaps_by_restart: dict[int, list[torch.Tensor]] = {}
+    fresh_rows = {row["restart"]: row for row in new_rows}
+    for r in range(restarts):
+        row = fresh_rows.get(r) or _row_dict(stored[r])
+        tokens = unpack_tokens(row["tokens"], model.n_embed, model.grid)
+        grids_by_restart[r] = tokens
+        snaps_by_restart[r] = _unpack_grids(row["snapshots"], len(snapshot_steps), model.n_embed, model.grid)
+        t_star = [TokenCount(int(t), int(n)) for t, n in json.loads(row["t_star"])]
+        results.append(RestartResult(
+            restart=r, seed=int(row["seed"]), objective=float(row["objective"]), p_target=float(row["p_target"]),
+            judges=json.loads(row["judges"]), n_distinct=len(t_star), t_star=t_star, computed=r in fresh_rows,
+        ))
+    best = max(results, key=lambda x: (x.objective, -x.restart))
+    comparison, hint = _compare(store, model, cls, extractor_info.name, k, best.t_star)
+    if comparison is not None:
+        rank = {t: i + 1 for i, t in enumerate(comparison.salient_tokens)}
+        for res in results:
+            for e in res.t_star:
+                e.salient_rank = rank.get(e.token)
+
+    # -- write: files first (same names on every rerun), then the rows ----------------------
+    from .adapter import to_pil
+    from .figures import edit_strip
+    from .pngmeta import save_png
+
+    stem = out / f"{_slug(cls.name)}-{key[:10]}-restart{best.restart}"
+    output_path, strip_path = Path(f"{stem}.png"), Path(f"{stem}-strip.png")
+    final = grids_by_restart[best.restart]
+    tiles, labels = [], []
+    if start.mode != RANDOM:
+        tiles.append(base_grid(best.restart))
+        labels.append("start")
+    tiles += snaps_by_restart[best.restart] + [final]
+    labels += [f"step {s}" for s in snapshot_steps] + [f"final ({settings.steps})"]
+    images = to_pil(vqgm.decode_tokens(torch.stack(tiles)))
+    meta = {"class_id": cls.class_id, "class_name": cls.name, "concept_search": key, "restart": best.restart,
+            "region": str(region), "init": start.identity, "step": settings.steps}
+    save_png(images[-1], output_path, final, model.name, meta, n_embed=model.n_embed)
+    whole = region.size == model.grid * model.grid
+    save_png(edit_strip(images, labels, None if whole else (region.rows, region.cols), model.grid), strip_path, None, model.name, meta)
+    if new_rows:
+        with store.session() as s, s.begin():
+            _insert_or_skip(s, new_rows)
+
+    return ConceptSearchResult(
+        model=model.name, extractor=extractor_info.name, class_id=cls.class_id, class_name=cls.name, region=str(region),
+        init=start.identity, init_path=start.path, search_key=key, steps=settings.steps, objective_kind=settings.objective,
+        best_restart=best.restart, objective=best.objective, p_target=best.p_target, t_star=best.t_star,
+        tokens=final.tolist(), restarts=results, comparison=comparison, hint=hint, output_path=output_path,
+        strip_path=strip_path, computed=len(fresh), reused=restarts - len(fresh), params=params, notices=notices,
+    )
+
+
+def _row_dict(row: ConceptSearchRow) -> dict[str, Any]:
+    return {c: getattr(row, c) for c in ("tokens", "snapshots", "t_star", "seed", "objective", "p_target", "judges")}
+
+
+def _load(extractor_info: Any, device: torch.device | str) -> torch.nn.Module:
+    from .extractors.registry import load_extractor
+
+    return load_extractor(extractor_info, device)
+
+
+def _judge_scores(model: ModelInfo, vqgm, grids: torch.Tensor, target: int, device, notices: list[str]) -> list[dict[str, float]]:
+    """Judges' P(target) of every decoded grid; empty dicts (and a notice) when the model has none."""
+    from .judges import judges_for
+
+    try:
+        judges = judges_for(model, device)
+    except CortexError as exc:
+        notices.append(f"no judge scores: {exc}")
+        return [{} for _ in range(len(grids))]
+    images = vqgm.decode_tokens(grids)
+    scores: list[dict[str, float]] = [{} for _ in range(len(grids))]
+    for judge in judges:
+        p = judge.probabilities(images).cpu()
+        if target < p.shape[1]:
+            for i in range(len(grids)):
+                scores[i][judge.name] = float(p[i, target])
+    return scores
