@@ -16,7 +16,7 @@ from .render import console, print_json, progress, table
 @command("train-extractor")
 def train_extractor_cmd(
     ctx: typer.Context,
-    arch: str = typer.Option(..., "--arch", "-a", help="ce (CNN-based, appendix A.1.1) or re (ResNet-based with SE blocks, A.1.2)."),
+    arch: str = typer.Option(..., "--arch", "-a", help="ce (CNN-based, appendix A.1.1), re (ResNet-based with SE blocks, our reading of A.1.2) or re-authors (the RE of the authors' released code)."),
     model: str = typer.Option(None, "--model", "-m", help="Registered model (default: mini)."),
     name: str = typer.Option(None, "--name", "-n", help="Name to register it under (default: the arch, 'ce' or 're')."),
     epochs: int = typer.Option(None, "--epochs", help="Epochs (default: 80; mini: 30)."),

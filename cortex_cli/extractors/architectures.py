@@ -15,8 +15,8 @@ from torch import nn
 
 from ..errors import CortexError
 
-ARCHS = ("ce", "re")
-PAPER_FC_WIDTH = {"ce": 4096, "re": 2048}  # A.1.1: 4096 -> 4096; A.1.2: 512 -> 2048
+ARCHS = ("ce", "re", "re-authors")
+PAPER_FC_WIDTH = {"ce": 4096, "re": 2048, "re-authors": 2048}  # A.1.1: 4096 -> 4096; A.1.2: 512 -> 2048
 
 
 @dataclass
@@ -35,7 +35,7 @@ class ExtractorConfig:
     def __post_init__(self) -> None:
         self.arch = str(self.arch).lower()
         if self.arch not in ARCHS:
-            raise CortexError(f"unknown extractor architecture {self.arch!r}; use 'ce' or 're'")
+            raise CortexError(f"unknown extractor architecture {self.arch!r}; use one of {', '.join(ARCHS)}")
         if self.fc_width is None:
             self.fc_width = PAPER_FC_WIDTH[self.arch]
         for key in ("in_channels", "grid", "width", "n_classes", "fc_width", "se_reduction"):
@@ -138,6 +138,49 @@ class ResNetExtractor(nn.Module):
         return self.head(x.mean(dim=(2, 3)))
 
 
+class AuthorsSEBlock(nn.Module):
+    """The authors' released block: conv3x3(stride)+BN+ReLU, conv3x3+BN, + shortcut, then SE, then ReLU.
+
+    The shortcut is a 1x1 conv+BN projection when the block changes stride or width.
+    """
+
+    def __init__(self, c_in: int, c_out: int, stride: int, reduction: int):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True),
+            nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out),
+        )
+        project = stride != 1 or c_in != c_out
+        self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out)) if project else nn.Identity()
+        self.se = SqueezeExcitation(c_out, reduction)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.relu(self.se(self.body(x) + self.shortcut(x)))
+
+
+class AuthorsResNetExtractor(nn.Module):
+    """RE as in the authors' released code (`re-authors`), where it differs from our reading of A.1.2.
+
+    No stem: each of the 2 layers opens with a stride-2 block whose 1x1 projection shortcut lifts
+    d -> width (so 16x16 -> 8x8 -> 4x4), and SE rescales the residual *sum* rather than the branch.
+    Head as in `ResNetExtractor` (their dropout is 0.4; set `dropout` to match).
+    """
+
+    def __init__(self, cfg: ExtractorConfig):
+        super().__init__()
+        w, fc, r = cfg.width, int(cfg.fc_width), cfg.se_reduction
+        self.layer1 = nn.Sequential(AuthorsSEBlock(cfg.in_channels, w, 2, r), *[AuthorsSEBlock(w, w, 1, r) for _ in range(2)])
+        self.layer2 = nn.Sequential(AuthorsSEBlock(w, w, 2, r), *[AuthorsSEBlock(w, w, 1, r) for _ in range(2)])
+        self.head = nn.Sequential(
+            nn.Linear(w, fc), nn.BatchNorm1d(fc), nn.ReLU(inplace=True), nn.Dropout(cfg.dropout),
+            nn.Linear(fc, cfg.n_classes),
+        )
+
+    def forward(self, embedding: torch.Tensor) -> torch.Tensor:
+        return self.head(self.layer2(self.layer1(embedding)).mean(dim=(2, 3)))
+
+
 def build_extractor(cfg: ExtractorConfig) -> nn.Module:
     """A freshly initialised extractor.
 
@@ -147,7 +190,9 @@ def build_extractor(cfg: ExtractorConfig) -> nn.Module:
     Returns:
         A module mapping E (B x d x m x m) to logits (B x n_classes).
     """
-    return CNNExtractor(cfg) if cfg.arch == "ce" else ResNetExtractor(cfg)
+    if cfg.arch == "ce":
+        return CNNExtractor(cfg)
+    return ResNetExtractor(cfg) if cfg.arch == "re" else AuthorsResNetExtractor(cfg)
 
 
 def count_parameters(module: nn.Module) -> int:

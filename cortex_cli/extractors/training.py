@@ -32,7 +32,7 @@ from .registry import ExtractorInfo, _check_name, register_extractor
 
 STATE_VERSION = 1
 MINI_WIDTH = 64
-MINI_FC_WIDTH = {"ce": 512, "re": 256}
+MINI_FC_WIDTH = {"ce": 512, "re": 256, "re-authors": 256}
 
 
 @dataclass
