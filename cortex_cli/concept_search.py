@@ -39,6 +39,7 @@ from .regions import Region
 from .registry import ClassInfo, ModelInfo, load_model
 from .seeding import derive_seed, generator_for
 from .store.database import Store
+from .store.dialect import insert_ignore
 from .store.schema import ConceptSearchRow
 from .tokens import pack_tokens, unpack_tokens
 
@@ -196,21 +197,7 @@ def _unpack_grids(blob: bytes, count: int, n_embed: int, grid: int) -> list[torc
 
 def _insert_or_skip(session, rows: list[dict]) -> None:
     """INSERT ... ON CONFLICT DO NOTHING on the (search_key, restart) key."""
-    if not rows:
-        return
-    dialect = session.get_bind().dialect.name
-    if dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert
-    elif dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        for row in rows:
-            exists = session.scalar(select(ConceptSearchRow.id).where(
-                ConceptSearchRow.search_key == row["search_key"], ConceptSearchRow.restart == row["restart"]))
-            if exists is None:
-                session.add(ConceptSearchRow(**row))
-        return
-    session.execute(insert(ConceptSearchRow).on_conflict_do_nothing(index_elements=["search_key", "restart"]), rows)
+    insert_ignore(session, ConceptSearchRow, rows)
 
 
 def _stored(store: Store, key: str) -> dict[int, ConceptSearchRow]:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from sqlalchemy import text
+from sqlalchemy import Integer, bindparam, text
 
 from . import registry
 from .adapter import from_pil, to_pil
@@ -181,7 +181,7 @@ _MAP_SQL = text(
     WHERE sm.image_id = :image AND (:extractor IS NULL OR r.extractor_id = :extractor)
     ORDER BY sm.run_id DESC LIMIT 1
     """
-)
+).bindparams(bindparam("extractor", type_=Integer))  # typed, so PostgreSQL can read `:extractor IS NULL`
 _IMAGE_SQL = text("SELECT c.class_id FROM images AS i JOIN classes AS c ON c.id = i.class_pk WHERE i.id = :image AND i.model_id = :model")
 
 

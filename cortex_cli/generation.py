@@ -17,7 +17,6 @@ from typing import Callable
 
 import torch
 from sqlalchemy import and_, select
-from sqlalchemy.exc import IntegrityError
 
 from . import registry
 from .adapter import VQGM, SamplerSettings, to_pil
@@ -27,6 +26,7 @@ from .pngmeta import read_png, save_png
 from .registry import ClassInfo, ModelInfo
 from .seeding import derive_seed, image_key
 from .store.database import Store
+from .store.dialect import insert_ignore, upsert_add
 from .store.schema import ClassRow, ImageRow, TokenCountRow
 from .tokens import pack_tokens, unpack_tokens
 
@@ -149,54 +149,43 @@ def _token_statistics(tokens: torch.Tensor, n_embed: int) -> dict[int, tuple[int
 
 def _upsert_token_counts(session, model: ModelInfo, cls: ClassInfo, split: str, stats: dict[int, tuple[int, int]]) -> None:
     """count += occurrences, n_images += images, inside the caller's transaction."""
-    if not stats:
-        return
-    dialect = session.get_bind().dialect.name
     values = [
         {"model_id": model.id, "class_pk": cls.pk, "split": split, "token": t, "count": c, "n_images": k}
         for t, (c, k) in stats.items()
     ]
-    if dialect in ("sqlite", "postgresql"):
-        if dialect == "sqlite":
-            from sqlalchemy.dialects.sqlite import insert
-        else:
-            from sqlalchemy.dialects.postgresql import insert
-        stmt = insert(TokenCountRow)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["model_id", "class_pk", "split", "token"],
-            set_={"count": TokenCountRow.count + stmt.excluded.count, "n_images": TokenCountRow.n_images + stmt.excluded.n_images},
-        )
-        session.execute(stmt, values)
-        return
-    existing = {
-        r.token: r
-        for r in session.scalars(
-            select(TokenCountRow).where(
-                TokenCountRow.model_id == model.id, TokenCountRow.class_pk == cls.pk, TokenCountRow.split == split,
-                TokenCountRow.token.in_(list(stats)),
-            )
-        )
-    }
-    for v in values:
-        row = existing.get(v["token"])
-        if row is None:
-            session.add(TokenCountRow(**v))
-        else:
-            row.count += v["count"]
-            row.n_images += v["n_images"]
+    upsert_add(session, TokenCountRow, values, ("model_id", "class_pk", "split", "token"), ("count", "n_images"))
 
 
-def _store_batch(store: Store, model: ModelInfo, cls: ClassInfo, split: str, label: str, seeds: list[int], tokens: torch.Tensor) -> dict[int, int]:
-    """Insert one batch of rows and their token counts in one transaction; seed -> image id."""
+def _store_batch(
+    store: Store, model: ModelInfo, cls: ClassInfo, split: str, label: str, seeds: list[int], tokens: torch.Tensor
+) -> tuple[dict[int, int], dict[int, tuple[int, bytes]]]:
+    """Insert one batch of rows and their token counts in one transaction.
+
+    Rows another process stored meanwhile are kept as they are and left out of the counts.
+    Returns (seed -> id of the rows inserted here, seed -> (id, tokens) of the rows found stored).
+    """
     with store.session() as s, s.begin():
         rows = [
-            ImageRow(model_id=model.id, class_pk=cls.pk, split=split, seed=seed, sampler=label, tokens=pack_tokens(grid, model.n_embed))
+            {"model_id": model.id, "class_pk": cls.pk, "split": split, "seed": seed, "sampler": label,
+             "tokens": pack_tokens(grid, model.n_embed)}
             for seed, grid in zip(seeds, tokens)
         ]
-        s.add_all(rows)
-        s.flush()
-        _upsert_token_counts(s, model, cls, split, _token_statistics(tokens, model.n_embed))
-        return {r.seed: r.id for r in rows}
+        ours = {seed: image_id for seed, image_id in insert_ignore(s, ImageRow, rows, returning=("seed", "id"))}
+        if ours:
+            mine = torch.stack([grid for seed, grid in zip(seeds, tokens) if seed in ours])
+            _upsert_token_counts(s, model, cls, split, _token_statistics(mine, model.n_embed))
+        theirs = {}
+        if len(ours) < len(seeds):
+            theirs = {
+                seed: (image_id, blob)
+                for seed, image_id, blob in s.execute(
+                    select(ImageRow.seed, ImageRow.id, ImageRow.tokens).where(
+                        ImageRow.model_id == model.id, ImageRow.class_pk == cls.pk, ImageRow.split == split,
+                        ImageRow.sampler == label, ImageRow.seed.in_([seed for seed in seeds if seed not in ours]),
+                    )
+                )
+            }
+        return ours, theirs
 
 
 def _write_pngs(vqgm: VQGM, model: ModelInfo, cls: ClassInfo, split: str, label: str, out_dir: Path,
@@ -294,19 +283,13 @@ def generate(
     for start in range(0, len(missing), batch_size):
         batch = missing[start:start + batch_size]
         grids = vqgm.sample([cls.class_id] * len(batch), [derive_seed(s, split) for s in batch], sampler).cpu()
-        try:
-            new_ids = _store_batch(store, model, cls, split, label, batch, grids)
-            added += len(batch)
-        except IntegrityError:
-            # another process stored some of these seeds meanwhile: keep theirs, store the rest
-            theirs = _existing(store, model, cls, split, label, batch)
-            rest = [i for i, s in enumerate(batch) if s not in theirs]
-            new_ids = _store_batch(store, model, cls, split, label, [batch[i] for i in rest], grids[rest]) if rest else {}
-            added += len(rest)
-            skipped += len(theirs)
-            for s, (image_id, blob) in theirs.items():
-                new_ids[s] = image_id
-                grids[batch.index(s)] = unpack_tokens(blob, model.n_embed, model.grid)
+        # another process may have stored some of these seeds meanwhile: theirs are kept
+        new_ids, theirs = _store_batch(store, model, cls, split, label, batch, grids)
+        added += len(new_ids)
+        skipped += len(theirs)
+        for s, (image_id, blob) in theirs.items():
+            new_ids[s] = image_id
+            grids[batch.index(s)] = unpack_tokens(blob, model.n_embed, model.grid)
         ids.update(new_ids)
         tokens_by_seed.update(zip(batch, grids))
         if out_dir is not None:

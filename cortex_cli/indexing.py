@@ -1,4 +1,4 @@
-"""The token index: saliency over a class's generated images, written to SQLite batch by batch.
+"""The token index: saliency over a class's generated images, written to the store batch by batch.
 
 One `saliency_runs` row per parameter set (extractor, N, alpha, n, reduction, precision, seed).
 Each batch of images is one transaction holding their full TSV maps (`saliency_maps`, float32
@@ -17,13 +17,13 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 from sqlalchemy import func, select
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from torch import nn
 
 from .errors import CortexError
 from .registry import ClassInfo, ModelInfo
 from .saliency import SaliencySettings, token_saliency
 from .store.database import Store
+from .store.dialect import insert_ignore
 from .store.schema import SaliencyMapRow, SaliencyRunRow, SalientTokenRow
 
 Progress = Callable[[int, int], None]
@@ -61,16 +61,6 @@ def unpack_tsv(blob: bytes, grid: int) -> torch.Tensor:
     return torch.from_numpy(arr.copy()).reshape(grid, grid)
 
 
-def _insert(session, table, rows: list[dict]) -> None:
-    """INSERT ... ON CONFLICT DO NOTHING (SQLite), plain INSERT elsewhere."""
-    if not rows:
-        return
-    if session.get_bind().dialect.name == "sqlite":
-        session.execute(sqlite_insert(table).on_conflict_do_nothing(), rows)
-    else:
-        session.execute(table.__table__.insert(), rows)
-
-
 def ensure_run(store: Store, model: ModelInfo, extractor_id: int, settings: SaliencySettings) -> int:
     """The id of the saliency run with these parameters (created on first use)."""
     key = dict(
@@ -83,7 +73,7 @@ def ensure_run(store: Store, model: ModelInfo, extractor_id: int, settings: Sali
         if run_id is None:
             from .store.schema import utcnow
 
-            _insert(s, SaliencyRunRow, [dict(model_id=model.id, created_at=utcnow(), **key)])
+            insert_ignore(s, SaliencyRunRow, [dict(model_id=model.id, created_at=utcnow(), **key)])
             run_id = s.scalar(select(SaliencyRunRow.id).where(*where))
     return int(run_id)
 
@@ -124,8 +114,8 @@ def write_batch(
                 "position": pos, "token": int(flat_tok[i, pos]), "tsv": float(values[i, rank]),
             })
     with store.session() as s, s.begin():
-        _insert(s, SaliencyMapRow, maps)
-        _insert(s, SalientTokenRow, salient)
+        insert_ignore(s, SaliencyMapRow, maps)
+        insert_ignore(s, SalientTokenRow, salient)
 
 
 def index_class(

@@ -9,12 +9,14 @@ from pathlib import Path
 
 import torch
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from . import classnames
 from .adapter import VQGM, config_hash, load_vqgm, sanitize_config, _load_yaml
 from .classnames import ClassName
 from .errors import CortexError
 from .store.database import Store
+from .store.dialect import insert_ignore
 from .store.schema import ClassRow, ModelRow
 
 BUNDLED_DIR = Path(__file__).resolve().parent / "bundled"
@@ -82,7 +84,10 @@ def add_model(store: Store, name: str, config: str | Path, ckpt: str | Path, lab
             grid=model.grid, image_size=model.image_size, labels=labels or "",
         )
         s.add(row)
-        s.flush()
+        try:
+            s.flush()
+        except IntegrityError:  # registered by another process since the check above
+            raise CortexError(f"a model named {name!r} is already registered; pick another name") from None
         s.add_all(ClassRow(model_id=row.id, class_id=c.class_id, name=c.name, synonyms="|".join(c.synonyms)) for c in labels_list)
         info = _info(row, len(labels_list))
     _MODEL_CACHE[(str(config_path), str(ckpt_path), "cpu")] = model
@@ -103,14 +108,18 @@ def ensure_bundled(store: Store) -> None:
         fs = config.model.params.first_stage_config.params
         labels = classnames.mini_classes()
         res = int(fs.ddconfig.resolution)
-        row = ModelRow(
+        row = dict(
             name=MINI_NAME, config_path=str(MINI_CONFIG), ckpt_path=str(MINI_WEIGHTS), config_hash=config_hash(config),
             n_embed=int(fs.n_embed), embed_dim=int(fs.embed_dim), grid=res // 2 ** (len(fs.ddconfig.ch_mult) - 1),
             image_size=res, labels="mini",
         )
-        s.add(row)
-        s.flush()
-        s.add_all(ClassRow(model_id=row.id, class_id=c.class_id, name=c.name, synonyms="|".join(c.synonyms)) for c in labels)
+        # several processes (torchrun ranks) may open a fresh database at once: one registers it
+        inserted = insert_ignore(s, ModelRow, [row], returning=("id",))
+        if not inserted:
+            return
+        insert_ignore(s, ClassRow, [
+            dict(model_id=inserted[0].id, class_id=c.class_id, name=c.name, synonyms="|".join(c.synonyms)) for c in labels
+        ])
 
 
 def list_models(store: Store) -> list[ModelInfo]:

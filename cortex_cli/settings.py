@@ -11,6 +11,7 @@ import torch
 from .errors import CortexError
 
 HOME_ENV = "CORTEX_HOME"
+DB_ENV = "CORTEX_DB"
 
 
 def cortex_home() -> Path:
@@ -25,8 +26,9 @@ def cortex_home() -> Path:
 
 
 def default_db_url() -> str:
-    """SQLite file `cortex.db` inside the cortex home."""
-    return f"sqlite:///{cortex_home() / 'cortex.db'}"
+    """`$CORTEX_DB` (a SQLite or PostgreSQL URL, e.g. postgresql+psycopg://user@host/cortex), else SQLite file `cortex.db` in the cortex home."""
+    raw = os.environ.get(DB_ENV, "").strip()
+    return raw or f"sqlite:///{cortex_home() / 'cortex.db'}"
 
 
 def artifacts_dir(*parts: str) -> Path:

@@ -28,7 +28,7 @@ def one_error_line(result) -> str:
 
 def test_unknown_arch_and_missing_extractor_are_one_line_errors(db_url, learnable):
     bad = runner.invoke(app, ["--db", db_url, "train-extractor", "--arch", "vgg", *SMALL])
-    assert "unknown extractor architecture 'vgg'; use 'ce' or 're'" in one_error_line(bad)
+    assert "unknown extractor architecture 'vgg'; use one of ce, re, re-authors" in one_error_line(bad)
     missing = runner.invoke(app, ["--db", db_url, "test-extractor", "--model", "tiny"])
     assert "run `cortex train-extractor --model tiny --arch ce` first" in one_error_line(missing)
     zero = runner.invoke(app, ["--db", db_url, "train-extractor", "--arch", "ce", *SMALL, "--epochs", "0"])

@@ -15,6 +15,9 @@ from cortex_cli.store.schema import ImageRow, TokenCountRow
 from typer.testing import CliRunner
 
 
+pytestmark = pytest.mark.both_backends  # store/db_url tests run on SQLite and PostgreSQL
+
+
 def _counts(store, model):
     with store.session() as s:
         rows = s.scalars(select(TokenCountRow).where(TokenCountRow.model_id == model.id)).all()

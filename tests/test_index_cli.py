@@ -21,6 +21,8 @@ from cortex_cli.store.schema import SaliencyMapRow, SalientTokenRow
 
 from index_helpers import store_random_images
 
+pytestmark = pytest.mark.both_backends  # store/db_url tests run on SQLite and PostgreSQL
+
 runner = CliRunner()
 
 

@@ -15,6 +15,8 @@ from cortex_cli.store.schema import SaliencyMapRow, SaliencyRunRow, SalientToken
 
 from index_helpers import ToyExtractor, register_toy
 
+pytestmark = pytest.mark.both_backends  # store/db_url tests run on SQLite and PostgreSQL
+
 SETTINGS = SaliencySettings(samples=3, top_n=5)
 
 
@@ -130,7 +132,7 @@ def _index_by_seed(store, model, info, cls):
     return {seed: (blob, [tuple(r[1:]) for r in rows if r[0] == seed]) for seed, blob in maps.items()}
 
 
-def test_index_does_not_depend_on_database_history(tmp_path, tiny_model_files):
+def test_index_does_not_depend_on_database_history(new_db_url, tiny_model_files):
     """The same class indexed in a fresh store and in one pre-filled with unrelated rows: identical rows."""
     from cortex_cli.store.database import open_store
 
@@ -138,7 +140,7 @@ def test_index_does_not_depend_on_database_history(tmp_path, tiny_model_files):
 
     results = []
     for name, prefill in (("fresh", False), ("used", True)):
-        store = open_store(f"sqlite:///{tmp_path / name}.db")
+        store = open_store(new_db_url(name))
         config, ckpt, labels = tiny_model_files
         model = registry.add_model(store, "tiny", config, ckpt, str(labels))
         info = register_toy(store, model)

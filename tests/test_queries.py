@@ -17,6 +17,8 @@ from cortex_cli.store.schema import SalientTokenRow
 
 from index_helpers import ToyExtractor, register_toy, store_random_images
 
+pytestmark = pytest.mark.both_backends  # store/db_url tests run on SQLite and PostgreSQL
+
 SETTINGS = SaliencySettings(samples=2, top_n=8)
 
 

@@ -10,6 +10,8 @@ from cortex_cli.errors import CortexError
 from cortex_cli.store.database import head_revision, open_store
 from cortex_cli.store.schema import Base, ClassRow, ImageRow, ModelRow
 
+pytestmark = pytest.mark.both_backends  # store/db_url tests run on SQLite and PostgreSQL
+
 TABLES = {"models", "classes", "images", "token_counts", "extractors", "saliency_runs", "saliency_maps",
           "salient_tokens", "edits", "evaluations"}
 

@@ -14,6 +14,7 @@ from sqlalchemy import select
 from ..errors import CortexError
 from ..registry import BUNDLED_DIR, MINI_NAME, ModelInfo
 from ..store.database import Store
+from ..store.dialect import upsert_replace
 from ..store.schema import ExtractorRow, ModelRow
 from .architectures import ExtractorConfig, build_extractor
 
@@ -80,14 +81,11 @@ def register_extractor(
         raise CortexError(f"extractor checkpoint {str(path)!r} does not exist")
     sha = file_sha256(path)
     blob = json.dumps({"config": cfg.to_dict(), "train": hparams}, sort_keys=True)
+    values = dict(arch=cfg.arch, hparams=blob, ckpt_path=str(path), ckpt_sha256=sha, metrics=json.dumps(metrics, sort_keys=True))
     with store.session() as s, s.begin():
+        # one statement, so that two processes registering the same name cannot collide
+        upsert_replace(s, ExtractorRow, [dict(model_id=model.id, name=name, **values)], ("model_id", "name"), tuple(values))
         row = s.scalar(select(ExtractorRow).where(ExtractorRow.model_id == model.id, ExtractorRow.name == name))
-        if row is None:
-            row = ExtractorRow(model_id=model.id, name=name)
-            s.add(row)
-        row.arch, row.hparams, row.ckpt_path, row.ckpt_sha256 = cfg.arch, blob, str(path), sha
-        row.metrics = json.dumps(metrics, sort_keys=True)
-        s.flush()
         return _info(row)
 
 
