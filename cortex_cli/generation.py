@@ -20,6 +20,7 @@ from sqlalchemy import and_, select
 
 from . import registry
 from .adapter import VQGM, SamplerSettings, to_pil
+from .distributed import Shard
 from .errors import CortexError
 from .settings import writable_dir
 from .pngmeta import read_png, save_png
@@ -243,6 +244,7 @@ def generate(
     out_dir: Path | None = None,
     device: torch.device | str = "cpu",
     progress: Progress | None = None,
+    shard: Shard | None = None,
 ) -> GenerationResult:
     """Sample `n` token grids of class `cls` into the store (seeds seed .. seed+n-1), skipping stored ones.
 
@@ -257,7 +259,9 @@ def generate(
         out_dir: if given, also write '<class-slug>_<split>_<seed>.png' with token metadata for all
             n images (stored ones are decoded from their stored tokens).
         device: where the model runs.
-        progress: called as progress(images done, n).
+        progress: called as progress(images done, images of this call).
+        shard: only the seeds of this shard (a torchrun rank's blocks of seeds, `distributed.Shard`); None: all n.
+            The result then covers those seeds only (`requested` = how many).
 
     Returns:
         GenerationResult (image ids and PNG paths in seed order).
@@ -270,6 +274,9 @@ def generate(
     sampler = validate_sampler(sampler if sampler is not None else default_sampler(vqgm))
     label = sampler.label()
     seeds = list(range(seed, seed + n))
+    if shard is not None:
+        seeds = shard.select(seeds, offset=cls.class_id)
+    n = len(seeds)
     existing = _existing(store, model, cls, split, label, seeds)
     ids = {s: image_id for s, (image_id, _) in existing.items()}
     tokens_by_seed = {s: unpack_tokens(blob, model.n_embed, model.grid) for s, (_, blob) in existing.items()}
@@ -320,9 +327,10 @@ def ensure_images(
     seed: int = 0,
     device: torch.device | str = "cpu",
     progress: Progress | None = None,
+    shard: Shard | None = None,
 ) -> list[int]:
-    """Ids of n images of `cls`/`split` (seeds seed .. seed+n-1, default sampler), generating missing ones."""
-    return generate(store, model, cls, n, split=split, seed=seed, device=device, progress=progress).image_ids
+    """Ids of n images of `cls`/`split` (seeds seed .. seed+n-1, or the shard's of them; default sampler), generating missing ones."""
+    return generate(store, model, cls, n, split=split, seed=seed, device=device, progress=progress, shard=shard).image_ids
 
 
 def image_tokens(store: Store, model: ModelInfo, image_ids: list[int]) -> torch.Tensor:

@@ -19,6 +19,7 @@ import torch
 from sqlalchemy import func, select
 from torch import nn
 
+from .distributed import Shard
 from .errors import CortexError
 from .registry import ClassInfo, ModelInfo
 from .saliency import SaliencySettings, token_saliency
@@ -133,6 +134,7 @@ def index_class(
     extractor: nn.Module | None = None,
     image_seed: int = 0,
     generation_progress: Progress | None = None,
+    shard: Shard | None = None,
 ) -> IndexResult:
     """Index the first `n_images` generated images of a class (generating missing ones first).
 
@@ -150,6 +152,8 @@ def index_class(
         extractor: an already loaded f_Y (tests, benchmarks); None loads `extractor_info`.
         image_seed: first generation seed.
         generation_progress: progress of generating missing images, if any.
+        shard: only the images whose seed is in this shard (a torchrun rank's blocks, `distributed.Shard`);
+            None: all. Counts in the result are then this shard's.
 
     Returns:
         IndexResult with counts and speed.
@@ -166,7 +170,8 @@ def index_class(
     from .generation import ensure_images, image_keys
 
     device = torch.device(device)
-    image_ids = ensure_images(store, model, cls, split, n_images, seed=image_seed, device=device, progress=generation_progress)
+    image_ids = ensure_images(store, model, cls, split, n_images, seed=image_seed, device=device, progress=generation_progress,
+                              shard=shard)
     run_id = ensure_run(store, model, extractor_info.id, settings)
     done = indexed_image_ids(store, run_id, image_ids)
     todo = [i for i in image_ids if i not in done]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from .. import registry
+from ..distributed import DistContext, init_from_env
 from ..errors import CortexError
 from ..extractors import default_configs, export_bundled, test_extractors, train_extractor
 from ..extractors.evaluation import require_extractors
@@ -47,11 +48,26 @@ def train_extractor_cmd(
     Resumable: the run state is saved after every epoch in $CORTEX_HOME/extractors/<model>/<name>/;
     after Ctrl-C or a kill, rerun the same command to continue from the last finished epoch.
 
+    Under torchrun: DistributedDataParallel, each global batch split between the ranks (same global
+    batch size as one process); rank 0 generates missing images, checkpoints, and registers the result.
+
     Example: cortex train-extractor --arch ce
+    Example: torchrun --nproc-per-node 8 -m cortex_cli --db postgresql+psycopg://host/cortex train-extractor --arch re
     """
     app_state = state(ctx)
-    store = app_state.store()
-    device = app_state.torch_device()
+    dist = init_from_env(app_state.device)
+    try:
+        _train(app_state, dist, arch, model, name, epochs, batch_size, lr, weight_decay, step_size, gamma, train_per_class,
+               val_per_class, test_per_class, width, fc_width, seed, data_seed, restart, bundle, as_json, quiet)
+        dist.barrier()  # no rank tears the process group down while another still uses it
+    finally:
+        dist.destroy()
+
+
+def _train(app_state, dist: DistContext, arch, model, name, epochs, batch_size, lr, weight_decay, step_size, gamma,
+           train_per_class, val_per_class, test_per_class, width, fc_width, seed, data_seed, restart, bundle, as_json, quiet) -> None:
+    store = dist.main_first(app_state.store)  # rank 0 migrates the database before the others open it
+    device = dist.device
     info = registry.get_model(store, model)
     if bundle and info.name != registry.MINI_NAME:
         raise CortexError(f"--bundle ships extractors of the bundled mini model only, not of {info.name!r}; drop --bundle")
@@ -61,9 +77,13 @@ def train_extractor_cmd(
         val_per_class=val_per_class, test_per_class=test_per_class,
         seed=app_state.seed if seed is None else seed, data_seed=data_seed,
     )
-    check_run(store, info, cfg, tc, name=name, restart=restart)  # fail before the progress bar
-    with progress(f"training {name or cfg.arch} on {info.name}", quiet=quiet or as_json) as update:
-        result = train_extractor(store, info, cfg, tc, name=name, device=device, progress=update, restart=restart)
+    if dist.is_main:
+        check_run(store, info, cfg, tc, name=name, restart=restart)  # fail before the progress bar
+    label = f"training {name or cfg.arch} on {info.name}" + (f" ({dist.world_size} ranks)" if dist.distributed else "")
+    with progress(label, quiet=quiet or as_json or not dist.is_main) as update:
+        result = train_extractor(store, info, cfg, tc, name=name, device=device, progress=update, restart=restart, dist=dist)
+    if not dist.is_main:
+        return
     bundled = export_bundled(result.info) if bundle else None
     if as_json:
         print_json({"result": result, "bundled": [str(p) for p in bundled] if bundled else []})

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import typer
 
 from .. import generation, registry
+from ..class_subsets import select_classes
+from ..distributed import DistContext, init_from_env
 from .app import command, state
 from .render import console, print_json, progress
 
@@ -14,7 +17,8 @@ from .render import console, print_json, progress
 @command("generate")
 def generate(
     ctx: typer.Context,
-    class_spec: str = typer.Option(..., "--class", "-c", help="Class id or name (e.g. 11 or goldfinch); see `cortex models list --classes`."),
+    class_spec: str = typer.Option(None, "--class", "-c", help="Class id or name (e.g. 11 or goldfinch), or 'all'; see `cortex models list --classes`."),
+    classes: str = typer.Option(None, "--classes", help="Instead of --class: several classes, 'goldfinch,black grouse,11' or @file.txt (one per line)."),
     n: int = typer.Option(..., "-n", help="Number of images (seeds SEED .. SEED+N-1)."),
     model: str = typer.Option(None, "--model", "-m", help="Registered model (default: mini)."),
     split: str = typer.Option("train", "--split", help="train, val or test (part of each image's identity and random stream)."),
@@ -34,29 +38,69 @@ def generate(
     the model's (the mini model: top-k 16; others: top-k 600, top-p 0.92, as in taming's README).
     PNGs carry their token grid and model name in PNG text metadata, for `cortex edit img.png`.
 
+    Under torchrun the seeds are dealt out in blocks of --batch-size (block i to rank (i + class id) % WORLD_SIZE),
+    so the rows are those of one process; rank 0 prints the totals.
+
     Example: cortex generate --class goldfinch -n 32 --split train --out samples/
+    Example: cortex generate --classes @birds.txt -n 100
+    Example: torchrun --nproc-per-node 8 -m cortex_cli --db postgresql+psycopg://host/cortex generate --class goldfinch -n 1000
     """
     app_state = state(ctx)
-    store = app_state.store()
-    device = app_state.torch_device()
+    dist = init_from_env(app_state.device)
+    try:
+        _generate(app_state, dist, class_spec, classes, n, model, split, seed, batch_size, out, top_k, top_p, temperature,
+                  as_json, quiet)
+        dist.barrier()  # no rank tears the process group down while another still uses it
+    finally:
+        dist.destroy()
+
+
+def _generate(app_state, dist: DistContext, class_spec, classes, n, model, split, seed, batch_size, out, top_k, top_p,
+              temperature, as_json, quiet) -> None:
+    store = dist.main_first(app_state.store)  # rank 0 migrates the database before the others open it
+    device = dist.device
     info = registry.get_model(store, model)
-    cls = registry.resolve_class(store, info, class_spec)
+    targets = select_classes(store, info, class_spec, classes)
     generation.check_request(n, split=split, batch_size=batch_size, out_dir=out)  # fail before the progress bar
     sampler = None
     if top_k is not None or top_p is not None or temperature is not None:
         sampler = generation.resolve_sampler(info, top_k, top_p, temperature, device)
-    with progress(f"sampling {cls.name} ({split})", quiet=quiet or as_json) as update:
-        result = generation.generate(
-            store, info, cls, n, split=split, seed=app_state.seed if seed is None else seed,
-            batch_size=batch_size, sampler=sampler, out_dir=out, device=device, progress=update,
-        )
-    if as_json:
-        print_json(result)
+    first = app_state.seed if seed is None else seed
+    results = []
+    for cls in targets:
+        label = f"sampling {cls.name} ({split})" + (f", rank 0's shard of {dist.world_size}" if dist.distributed else "")
+        with progress(label, quiet=quiet or as_json or not dist.is_main) as update:
+            result = generation.generate(
+                store, info, cls, n, split=split, seed=first, batch_size=batch_size, sampler=sampler, out_dir=out,
+                device=device, progress=update, shard=dist.work(batch_size),
+            )
+        if dist.distributed:
+            result = _merge(dist, result, list(range(first, first + n)), batch_size)
+        results.append(result)
+    if not dist.is_main:
         return
-    console.print(
-        f"{result.model} / {result.class_name} (class {result.class_id}) / {result.split}: "
-        f"added {result.added}, already stored {result.skipped} ({result.sampler})",
-        highlight=False, soft_wrap=True,
+    if as_json:
+        print_json(results if len(results) > 1 else results[0])
+        return
+    for result in results:
+        console.print(
+            f"{result.model} / {result.class_name} (class {result.class_id}) / {result.split}: "
+            f"added {result.added}, already stored {result.skipped} ({result.sampler})"
+            + (f" on {dist.world_size} ranks" if dist.distributed else ""),
+            highlight=False, soft_wrap=True,
+        )
+    if results[0].png_paths:
+        console.print(f"PNGs with token metadata in {Path(results[0].png_paths[0]).parent}", highlight=False, soft_wrap=True)
+
+
+def _merge(dist: DistContext, result: generation.GenerationResult, seeds: list[int], block: int) -> generation.GenerationResult:
+    """The whole job's result from every rank's: counts summed, ids and PNG paths back in seed order."""
+    added, skipped = dist.all_reduce_counts([result.added, result.skipped])
+    mine = dist.shard(seeds, block, offset=result.class_id)
+    parts = dist.all_gather((dict(zip(mine, result.image_ids)), dict(zip(mine, result.png_paths))))
+    ids = {s: i for part, _ in parts for s, i in part.items()}
+    paths = {s: p for _, part in parts for s, p in part.items()}
+    return dataclasses.replace(
+        result, requested=len(seeds), added=int(added), skipped=int(skipped), image_ids=[ids[s] for s in seeds],
+        png_paths=[paths[s] for s in seeds] if paths else [],
     )
-    if result.png_paths:
-        console.print(f"PNGs with token metadata in {Path(result.png_paths[0]).parent}", highlight=False, soft_wrap=True)

@@ -4,6 +4,13 @@ Adam + StepLR + cross-entropy on E = codebook[tokens] of generated images, seede
 the validation split is kept. After every finished epoch the whole run state (weights, optimizer,
 scheduler, RNG states, history) is written to `last.pt`, so a run that is interrupted (Ctrl-C, kill)
 resumes from its last finished epoch and ends with the same weights as an uninterrupted one.
+
+Under torchrun (`dist`), the model is wrapped in DistributedDataParallel and every global batch of
+the single-process order is split between the ranks (rank r takes its every world_size-th sample), so
+the global batch size and the epoch's sample order are those of one process; gradients are averaged
+by DDP. Batch norm normalises each rank's part of the batch (within noise of one process). Rank 0
+generates missing images first, writes the checkpoints and registers the extractor; a resumed run
+starts every rank from rank 0's state.
 """
 
 from __future__ import annotations
@@ -21,9 +28,10 @@ import torch
 import torch.nn.functional as F
 
 from .. import registry
+from ..distributed import DistContext
 from ..errors import CortexError
 from ..registry import ModelInfo
-from ..seeding import generator_for, set_all_random_seeds
+from ..seeding import derive_seed, generator_for, set_all_random_seeds
 from ..settings import artifacts_dir
 from ..store.database import Store
 from .architectures import ExtractorConfig, build_extractor, count_parameters
@@ -200,7 +208,7 @@ def _evaluate(net: torch.nn.Module, vqgm: Any, data: SplitData, batch_size: int)
 def train_extractor(
     store: Store, model: ModelInfo, cfg: ExtractorConfig, tc: TrainConfig, *, name: str | None = None,
     out_dir: Path | None = None, device: torch.device | str = "cpu", progress: Progress | None = None,
-    restart: bool = False,
+    restart: bool = False, dist: DistContext | None = None,
 ) -> TrainResult:
     """Train (or resume training) an extractor on generated images and register it.
 
@@ -216,6 +224,7 @@ def train_extractor(
         progress: called as progress(done, total, info=...) for image generation and batches.
         restart: discard a previous run in `out_dir` and start over (by default a run with the same
             settings is resumed and one with other settings is refused).
+        dist: the torchrun context (see the module docstring); None or one rank: a single process.
 
     Returns:
         TrainResult with the registered extractor (metrics: validation and test top-k accuracy).
@@ -224,13 +233,23 @@ def train_extractor(
         CortexError: sizes that do not fit the model, bad recipe values, or a previous run with other
             settings in `out_dir` (without `restart`).
     """
-    run_dir = check_run(store, model, cfg, tc, name=name, out_dir=out_dir, restart=restart)
+    ddp = dist is not None and dist.distributed
+    main = not ddp or dist.is_main
+    if ddp and tc.batch_size < 2 * dist.world_size:
+        raise CortexError(f"batch-size {tc.batch_size} gives a rank fewer than 2 samples (batch norm) on {dist.world_size} ranks; "
+                          f"use --batch-size >= {2 * dist.world_size}")
+    run_dir = check_run(store, model, cfg, tc, name=name, out_dir=out_dir, restart=restart) if main else None
     name = name or cfg.arch
+    if ddp:
+        run_dir = Path(dist.broadcast(str(run_dir)))
     last_path, best_path = run_dir / "last.pt", run_dir / "best.safetensors"
 
-    train = load_split(store, model, "train", tc.train_per_class, seed=tc.data_seed, device=device, progress=progress)
-    val = load_split(store, model, "val", tc.val_per_class, seed=tc.data_seed, device=device, progress=progress)
-    test = load_split(store, model, "test", tc.test_per_class, seed=tc.data_seed, device=device, progress=progress)
+    def splits() -> list[SplitData]:
+        return [load_split(store, model, split, per_class, seed=tc.data_seed, device=device, progress=progress)
+                for split, per_class in (("train", tc.train_per_class), ("val", tc.val_per_class), ("test", tc.test_per_class))]
+
+    # rank 0 generates missing images; the others then only read them
+    train, val, test = dist.main_first(splits) if ddp else splits()
     settings, fingerprint = _fingerprint(model, cfg, tc), _fingerprint(model, cfg, tc, [train, val, test])
     vqgm = registry.load_model(model, device)
 
@@ -240,12 +259,16 @@ def train_extractor(
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=tc.step_size, gamma=tc.gamma)
     start_epoch, history, best_epoch, best_val_acc, resumed = 0, [], 0, -1.0, None
 
-    if last_path.is_file() and not restart:
+    saved = None
+    if main and last_path.is_file() and not restart:
         saved = _read_state(last_path)
         if saved.get("fingerprint") != fingerprint:  # same settings, but the stored images changed
             raise _other_settings(last_path, name)
         if not best_path.is_file():
             raise CortexError(f"the best checkpoint {str(best_path)!r} of this run is missing; add --restart to start over")
+    if ddp:
+        saved = dist.broadcast(saved)  # every rank resumes from rank 0's state
+    if saved is not None:
         net.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
@@ -253,7 +276,7 @@ def train_extractor(
         best_epoch, best_val_acc = int(saved["best_epoch"]), float(saved["best_val_acc"])
         _set_rng_state(saved["rng"])
         resumed = start_epoch
-    if resumed is None:
+    if resumed is None and main:
         for stale in (last_path, best_path):
             stale.unlink(missing_ok=True)
         # a small readable record of the run's settings, checked before a later rerun generates anything
@@ -263,19 +286,29 @@ def train_extractor(
 
     n_train = len(train)
     batches = [(i, min(i + tc.batch_size, n_train)) for i in range(0, n_train, tc.batch_size)]
-    if len(batches) > 1 and batches[-1][1] - batches[-1][0] < 2:
-        batches.pop()  # batch norm cannot train on a single sample
+    min_batch = 2 * (dist.world_size if ddp else 1)
+    if len(batches) > 1 and batches[-1][1] - batches[-1][0] < min_batch:
+        batches.pop()  # batch norm cannot train on a single sample (per rank)
     total_steps = tc.epochs * len(batches)
+    step = net
+    if ddp:
+        from torch.nn.parallel import DistributedDataParallel
+
+        step = DistributedDataParallel(net, device_ids=[dist.device.index] if dist.device.type == "cuda" else None)
     for epoch in range(start_epoch + 1, tc.epochs + 1):
         net.train()
+        if ddp:  # each rank its own dropout stream, a function of (seed, epoch, rank) so that a resume repeats it
+            torch.manual_seed(derive_seed(tc.seed, "extractor-dropout", epoch, dist.rank))
         order = torch.randperm(n_train, generator=generator_for(tc.seed, "extractor-shuffle", epoch))
         lr = optimizer.param_groups[0]["lr"]
         loss_sum, correct, seen = 0.0, 0, 0
         for b, (lo, hi) in enumerate(batches):
             idx = order[lo:hi]
+            if ddp:
+                idx = idx[dist.rank::dist.world_size]
             x = embed_batch(vqgm, train.tokens[idx]).to(device)
             y = train.labels[idx].to(device)
-            logits = net(x)
+            logits = step(x)
             loss = F.cross_entropy(logits, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -287,6 +320,10 @@ def train_extractor(
                 progress((epoch - 1) * len(batches) + b + 1, total_steps,
                          info=f"epoch {epoch}/{tc.epochs} loss {loss_sum / seen:.3f} acc {correct / seen:.3f}")
         scheduler.step()
+        if ddp:
+            loss_sum, correct, seen = dist.all_reduce_counts([float(loss_sum), float(correct), float(seen)])
+        if not main:
+            continue  # rank 0 validates and writes the checkpoints
         val_loss, val_acc, _ = _evaluate(net, vqgm, val, tc.batch_size)
         history.append({"epoch": epoch, "lr": lr, "train_loss": loss_sum / seen, "train_acc": correct / seen,
                         "val_loss": val_loss, "val_acc": val_acc})
@@ -302,6 +339,10 @@ def train_extractor(
             progress(epoch * len(batches), total_steps,
                      info=f"epoch {epoch}/{tc.epochs} loss {loss_sum / seen:.3f} acc {correct / seen:.3f} val {val_acc:.3f}")
 
+    if ddp:
+        dist.barrier()
+        if not main:
+            return dist.broadcast(None)  # rank 0's result
     from .registry import read_state_dict
 
     net.load_state_dict(read_state_dict(best_path))
@@ -314,4 +355,5 @@ def train_extractor(
     hparams = {**asdict(tc), "preset": "mini" if is_mini(model) else "paper", "optimizer": "adam", "scheduler": "steplr",
                "loss": "cross_entropy"}
     info = register_extractor(store, model, name, cfg, hparams, best_path, metrics)
-    return TrainResult(info, best_epoch, best_val_acc, history, resumed, str(run_dir))
+    result = TrainResult(info, best_epoch, best_val_acc, history, resumed, str(run_dir))
+    return dist.broadcast(result) if ddp else result
