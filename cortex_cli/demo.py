@@ -1,8 +1,9 @@
 """`cortex demo`: the tour on the bundled mini model, in about a minute on a CPU.
 
 Steps (each a library call, so the demo can grow more): generate a dozen images of one concept,
-index their saliency, list the concept's top tokens beside the frequency baseline, and draw the
-paper's Figure 2 (red boxes on each image's most salient tokens).
+index their saliency, list the concept's top tokens beside the frequency baseline, draw the
+paper's Figure 2 (red boxes on each image's most salient tokens), edit one image toward the paired
+concept, and run the same edit recipe once per part-pair direction to say how often it works.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ DEMO_TOP_N = 5  # boxes per image in the figure
 DEMO_K = 10
 DEMO_EDIT_STEPS = 400  # enough on the mini model; the paper's 3000 suit ImageNet-size codebooks
 DEMO_EDIT_SIDE = 4  # the edited region: a 4x4 token box, as in the paper
+DEMO_SWEEP_STEPS = 150  # the sweep over every part-pair direction: `cortex eval edit`'s step count
 
 
 def region_around(position: int, grid: int, side: int = DEMO_EDIT_SIDE) -> Region:
@@ -56,6 +58,8 @@ class DemoResult:
     top_tokens: TopTokensResult
     seconds: float
     edit: EditResult | None = None  # one image edited toward the paired concept
+    sweep: dict[str, float] = field(default_factory=dict)  # judge -> share of all part-pair directions' edits it calls the target
+    sweep_edits: int = 0
     lines: list[str] = field(default_factory=list)  # closing lines for the terminal
 
 
@@ -89,7 +93,7 @@ def run_demo(
     from .extractors.registry import get_extractor, load_extractor
 
     start = time.perf_counter()
-    steps = 5
+    steps = 6
 
     def step(i: int, info: str) -> None:
         if progress is not None:
@@ -117,7 +121,11 @@ def run_demo(
         step(4, f"editing one image toward '{pair}'")
         chosen = _most_typical(extractor, registry.load_model(model, device), store, model, gen.image_ids, cls.class_id)
         edit = _edit_step(store, model, indexed.run_id, gen.image_ids[chosen], Path(gen.png_paths[chosen]), pair, out_dir / "edit", device)
-    step(5, "done")
+    sweep, sweep_edits = {}, 0
+    if pair is not None:
+        step(5, "the same edit over every part-pair direction")
+        sweep, sweep_edits = _sweep(store, model, out_dir / "sweep", device)
+    step(6, "done")
     seconds = time.perf_counter() - start
     best = top.rows[0].token if top.rows else 0
     lines = [
@@ -126,7 +134,21 @@ def run_demo(
         f"next: cortex top-tokens '{cls.name}' --baseline specific ; cortex show --class '{cls.name}' --token {best} --out token{best}.png ; "
         f"cortex explain {gen.png_paths[0]} --out explained.png",
     ]
-    return DemoResult(model.name, cls.name, str(images_dir), gen.png_paths, figure, indexed, top, round(seconds, 2), edit, lines)
+    return DemoResult(model.name, cls.name, str(images_dir), gen.png_paths, figure, indexed, top, round(seconds, 2), edit, sweep,
+                      sweep_edits, lines)
+
+
+def _sweep(store: Store, model, out_dir: Path, device) -> tuple[dict[str, float], int]:
+    """One edit per part-pair direction (first world image, saliency box, CE, token selection): judge success rates.
+
+    One image edited by the demo is a chosen case; this says how often the same recipe works.
+    """
+    from .evaluation.edit_eval import EditEvalSettings, run_edit_eval
+
+    settings = EditEvalSettings(images_per_direction=1, opt_seeds=1, steps=DEMO_SWEEP_STEPS, regions=("saliency",),
+                                methods=("token",))
+    result = run_edit_eval(store, model, extractors="ce", settings=settings, device=device, out_dir=out_dir)
+    return {row.judge: row.effect.acc_targ_after for row in result.rows}, result.n_sources
 
 
 @torch.no_grad()

@@ -12,10 +12,10 @@ from typer.testing import CliRunner
 from cortex_cli.cli import app
 from cortex_cli.evaluation.common import latest_evaluations, record_evaluation
 from cortex_cli.evaluation.concept_level import ConceptLevelResult
-from cortex_cli.evaluation.edit_eval import EditEvalResult
+from cortex_cli.evaluation.edit_eval import EditComparison, EditEvalResult, EditRow
 from cortex_cli.evaluation.image_level import ImageLevelResult
 from cortex_cli.evaluation.localization import LocalizationResult, MethodScores
-from cortex_cli.evaluation.metrics import EditEffect, MaskingEffect
+from cortex_cli.evaluation.metrics import BootstrapCI, EditEffect, MaskingEffect
 from cortex_cli.evaluation.report import tables_for, write_report
 from cortex_cli.evaluation.stability import ExtractorStability, StabilityResult
 
@@ -28,6 +28,7 @@ def _results(plot: Path) -> dict[str, object]:
     eff = MaskingEffect(acc=0.9, p=0.8, acc_after=0.5, p_after=0.4, delta_acc=-0.4, delta_p=-0.4, mean_n=42.0)
     base = MaskingEffect(acc=0.9, p=0.8, acc_after=0.7, p_after=0.6, delta_acc=-0.2, delta_p=-0.2, mean_n=64.0)
     edit = EditEffect(0.75, 0.7, 0.02, 0.4, 0.3, -0.3, 0.28, 0.5)
+    ci = BootstrapCI(0.05, 0.01, 0.09, 0.95, 8, 2000)
     return {
         "image-level": ImageLevelResult("tiny", ["ce"], ["toy"], 8, [0, 10, 20], "black", 3,
                                         {"toy": {"ce": [0.8, 0.5, 0.3], "random": [0.8, 0.7, 0.6]}},
@@ -35,8 +36,10 @@ def _results(plot: Path) -> dict[str, object]:
                                         {"toy": [0.0, 0.01, 0.02]}, {"toy": {"ce": 1.0}}, 12.5, plot_path=str(plot)),
         "concept-level": ConceptLevelResult("tiny", 8, 4, 16, ["toy"], ["ce", "baseline", "baseline@ce"],
                                             {"toy": {"ce": eff, "baseline": base, "baseline@ce": base}}, {}, 30.0),
-        "edit": EditEvalResult("tiny", 8, ["toy"], ["ce"], ["embedding", "token"], 150,
-                               {"toy": {"embedding/ce": edit, "token/ce": edit}}, {"toy": {"ce": False}}, [], 60.0),
+        "edit": EditEvalResult("tiny", 8, 3, ["toy"], ["ce"], ["embedding", "token"], ["fixed", "oracle"], 150,
+                               [EditRow("toy", "ce", k, m, k == "oracle", edit) for k in ("fixed", "oracle") for m in ("embedding", "token")],
+                               [EditComparison("toy", "ce", k, k == "oracle", ci, ci, "win", "n.s.") for k in ("fixed", "oracle")],
+                               {"toy": {"ce": {"fixed": "win", "oracle": "win"}}}, [], 60.0),
         "localization": LocalizationResult("tiny", 65, [1, 5], 0.5, 0.2,
                                            {"ce": MethodScores({"1": 0.9, "5": 0.8}, 0.9, {}),
                                             "random": MethodScores({"1": 0.2, "5": 0.2}, 0.2, {})}, 20.0),
@@ -62,8 +65,11 @@ def test_report_gathers_the_latest_of_each_kind(store, tiny_model, tmp_path):
     text = out.read_text()
     assert "![image-level](image_level.png)" in text  # relative to the report
     assert "black fill" in text and "mean fill" not in text  # the latest row wins
-    assert "| toy | 90.0% | 0.800 | 42.0 | -40.0% | -0.400 | 64.0 | -20.0% | -0.200 |" in text  # Table 2 layout
-    assert "-0.300 / 0.280" in text  # Table 3 cell: ΔP_orig / ΔP_targ
+    assert "| toy | 90.0% | 0.800 |" in text  # Table 2: before-numbers, then one row per selection
+    assert "| toy | CORTEX CE | 42.0 | -40.0% | -0.400 |" in text and "| toy | baseline (frequency) | 64.0 | -20.0% | -0.200 |" in text
+    assert all(len(line) <= 80 for line in text.splitlines() if line.startswith("| toy | CORTEX CE | 42.0"))
+    assert "| toy | CE | fixed | token | -0.300 | 0.280 | 50.0% |" in text  # Table 3 row: ΔP_orig, ΔP_targ, Acc_targ
+    assert "ORACLE, an upper bound" in text and "| toy | CE | oracle (UB) | +0.050 | [+0.010, +0.090] | win |" in text
     assert "| CORTEX CE | 0.900 | 0.800 | 0.900 |" in text
     assert "fp32 vs bf16" in text
     assert "cortex eval image-level --model tiny --images-per-class 2" in text
@@ -114,6 +120,8 @@ def test_eval_errors_are_one_line(db_url, store, tiny_model, tmp_path):
     assert res.exit_code == 1 and "no judges known for model 'tiny'" in res.output
     res = _cli(db_url, "eval", "edit", "--model", "tiny")
     assert res.exit_code == 1 and "--pairs" in res.output
+    res = _cli(db_url, "eval", "edit", "--model", "tiny", "--pairs", "0:1", "--regions", "fixed,oracle")
+    assert res.exit_code == 1 and "oracle region needs ground-truth part masks" in res.output
     res = _cli(db_url, "eval", "image-level", "--model", "nosuch")
     assert res.exit_code == 1 and "no model named 'nosuch'" in res.output
     assert "Traceback" not in res.output

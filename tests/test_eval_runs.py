@@ -11,7 +11,6 @@ import torch
 from cortex_cli import registry
 from cortex_cli.evaluation.common import latest_evaluations
 from cortex_cli.evaluation.concept_level import ConceptLevelSettings, cut_positions, positions_of, run_concept_level
-from cortex_cli.evaluation.edit_eval import EditEvalSettings, run_edit_eval, window_around
 from cortex_cli.evaluation.image_level import ImageLevelSettings, run_image_level
 from cortex_cli.evaluation.stability import StabilitySettings, run_stability
 from cortex_cli.generation import image_tokens, list_images
@@ -75,30 +74,6 @@ def test_positions_and_cut_positions():
     assert positions_of(grid, [3]) == [0, 2]
     assert cut_positions(grid, [2, 3], 2) == [3, 0]  # token 2 ranks first, then the first 3 in raster order
     assert cut_positions(grid, [9], 3) == []
-
-
-def test_edit_eval_reports_eq_10_at_the_final_step(store, setup, tmp_path):
-    model, names = setup
-    settings = EditEvalSettings(images_per_direction=1, steps=4, pairs=((names[0], names[1]),))
-    result = run_edit_eval(store, model, settings=settings, out_dir=tmp_path, judges=[toy_judge()])
-    assert result.n_edits == 2 and [it.region for it in result.items] == ["6:10,6:10"] * 2
-    assert set(result.table["toy"]) == {"embedding/ce", "token/ce"}
-    for e in result.table["toy"].values():
-        assert e.delta_p_orig == pytest.approx(e.p_orig_after - e.p_orig)
-        assert e.delta_p_targ == pytest.approx(e.p_targ_after - e.p_targ)
-    assert set(result.token_beats_embedding["toy"]) == {"ce"}
-    assert "edit" in latest_evaluations(store, model)
-
-
-def test_window_around_centres_on_the_part_and_stays_inside():
-    import numpy as np
-
-    mask = np.zeros((64, 64), dtype=bool)
-    mask[8:16, 40:48] = True  # centroid at token (3, 11) on a 16 grid
-    assert str(window_around(mask, 16, 4)) == "1:5,9:13"
-    corner = np.zeros((64, 64), dtype=bool)
-    corner[0:2, 62:64] = True
-    assert str(window_around(corner, 16, 4)) == "0:4,12:16"
 
 
 def test_stability_same_seed_same_map(store, setup, tmp_path):

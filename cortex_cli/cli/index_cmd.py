@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -10,6 +11,8 @@ from pathlib import Path
 import typer
 
 from .. import registry
+from ..class_subsets import select_classes
+from ..distributed import DistContext, init_from_env
 from ..errors import CortexError
 from ..saliency import SaliencySettings
 from .app import command, state
@@ -37,7 +40,8 @@ def _rate(update):
 @command("index")
 def index(
     ctx: typer.Context,
-    class_spec: str = typer.Option(..., "--class", "-c", help="Class id or name, or 'all' for every class of the model."),
+    class_spec: str = typer.Option(None, "--class", "-c", help="Class id or name, or 'all' for every class of the model."),
+    classes: str = typer.Option(None, "--classes", help="Instead of --class: several classes, 'goldfinch,black grouse,11' or @file.txt (one per line)."),
     model: str = typer.Option(None, "--model", "-m", help="Registered model (default: mini)."),
     extractor: str = typer.Option("ce", "--extractor", "-e", help="Which extractor f_Y: ce or re (or a name you trained)."),
     split: str = typer.Option("train", "--split", help="Which generated images to index: train, val or test."),
@@ -58,41 +62,82 @@ def index(
     already indexed with the same parameters, and a killed run loses at most one batch. Defaults are
     the authors' (N=20, alpha=0.2, n=20).
 
+    Under torchrun the seeds are dealt out in blocks of --batch-size (block i to rank (i + class id) % WORLD_SIZE), each
+    rank on cuda:LOCAL_RANK or the CPU; the rows are those of one process, and rank 0 prints the totals.
+
     Example: cortex index --class goldfinch --images 100
+    Example: cortex index --classes 'goldfinch,black grouse' --images 100
+    Example: torchrun --nproc-per-node 8 -m cortex_cli --db postgresql+psycopg://host/cortex index --class all --images 1000
     """
     app_state = state(ctx)
-    store = app_state.store()
-    device = app_state.torch_device()
+    dist = init_from_env(app_state.device)
+    try:
+        _index(app_state, dist, class_spec, classes, model, extractor, split, images, samples, alpha, top_n, reduce, precision,
+               batch_size, as_json, quiet)
+        dist.barrier()  # no rank tears the process group down while another still uses it
+    finally:
+        dist.destroy()
+
+
+def _index(app_state, dist: DistContext, class_spec, classes, model, extractor, split, images, samples, alpha, top_n, reduce,
+           precision, batch_size, as_json, quiet) -> None:
+    store = dist.main_first(app_state.store)  # rank 0 migrates the database before the others open it
+    device = dist.device
     info = registry.get_model(store, model)
     settings = _settings(samples, alpha, top_n, reduce, precision, app_state.seed)
     if images < 1:
         raise CortexError(f"--images must be >= 1, got {images}")
-    targets = registry.classes(store, info) if class_spec.strip().lower() == "all" else [registry.resolve_class(store, info, class_spec)]
+    targets = select_classes(store, info, class_spec, classes)
     from ..extractors.registry import get_extractor, load_extractor
-    from ..indexing import index_class
+    from ..indexing import ensure_run, index_class
 
     ext_info = get_extractor(store, info, extractor)
     net = load_extractor(ext_info, device)
+    # one rank creates the run row; the others find it (insert-or-ignore would also make a race harmless)
+    dist.main_first(lambda: ensure_run(store, info, ext_info.id, settings))
+    shard = dist.work(batch_size)  # one block = one batch, as a single process would form it
     results = []
     for cls in targets:
-        with progress(f"indexing {cls.name}", quiet=quiet or as_json) as update:
+        label = f"indexing {cls.name}" + (f" (rank 0's shard of {dist.world_size})" if dist.distributed else "")
+        with progress(label, quiet=quiet or as_json or not dist.is_main) as update:
             results.append(index_class(
                 store, info, ext_info, cls, split=split, n_images=images, settings=settings, device=device,
                 batch_size=batch_size, progress=_rate(update), extractor=net,
                 generation_progress=lambda done, total: update(done, total, info="generating missing images"),
+                shard=shard,
             ))
+    if dist.distributed:
+        results = _merge_index(dist, results)
+    if not dist.is_main:
+        return
     if as_json:
         print_json(results if len(results) > 1 else results[0])
         return
     for r in results:
         console.print(
             f"{r.model} / {r.class_name} (class {r.class_id}) / {r.split}: indexed {r.added}, already indexed {r.skipped} "
-            f"(run {r.run_id}, extractor {r.extractor}" + (f", {r.images_per_s:.1f} img/s)" if r.added else ")"),
+            f"(run {r.run_id}, extractor {r.extractor}" + (f", {r.images_per_s:.1f} img/s)" if r.added else ")")
+            + (f" on {dist.world_size} ranks" if dist.distributed else ""),
             highlight=False, soft_wrap=True,
         )
     if not quiet:
         name = results[0].class_name
         console.print(f"next: cortex top-tokens '{name}' --baseline frequency", highlight=False, soft_wrap=True)
+
+
+def _merge_index(dist: DistContext, results: list) -> list:
+    """The job's per-class results: images/added/skipped summed over ranks, time the slowest rank's."""
+    counts = dist.all_reduce_counts([v for r in results for v in (r.images, r.added, r.skipped)])
+    seconds = dist.all_reduce_counts([float(r.seconds) for r in results], op="max")
+    merged = []
+    for i, r in enumerate(results):
+        images, added, skipped = (int(v) for v in counts[3 * i:3 * i + 3])
+        secs = float(seconds[i])
+        merged.append(dataclasses.replace(
+            r, images=images, added=added, skipped=skipped, seconds=round(secs, 3),
+            images_per_s=round(added / secs, 2) if added and secs > 0 else 0.0,
+        ))
+    return merged
 
 
 @command("top-tokens")
@@ -336,5 +381,15 @@ def demo(
         judged = [p for p in e.probabilities if p.scorer.startswith("judge:")]
         probs = ", ".join(f"{p.scorer} P({e.target_name}) {p.target_before:.2f} -> {p.target_after:.2f}" for p in judged)
         console.print(f"edit of region {e.region} toward '{e.target_name}': {len(e.changed)} tokens changed; {probs}", highlight=False)
+        start = ", ".join(f"{p.scorer} P({e.source_class_name}) {p.source_before:.2f} -> {p.source_after:.2f}" for p in judged
+                          if p.source_before is not None and p.source_after is not None)
+        if start:
+            console.print(f"the source's own class: {start}", highlight=False)
+    if result.sweep:
+        rates = ", ".join(f"{judge} {share:.0%}" for judge, share in result.sweep.items())
+        from ..demo import DEMO_SWEEP_STEPS
+
+        console.print(f"over all {result.sweep_edits} part-pair directions (one image each, saliency box, {DEMO_SWEEP_STEPS} steps), "
+                      f"the judges call the edit the target: {rates}", highlight=False, soft_wrap=True)
     for line in result.lines:
         console.print(line, highlight=False, soft_wrap=True)

@@ -1,23 +1,59 @@
 """Editing evaluation (paper Table 3): token selection vs embedding optimisation, scored by judges.
 
-Over pairs of concepts (both directions, several images each) a fixed region of each source image is
-optimised toward the target concept by each extractor with each method; the judges score the decoded
-images before and after. We report, per judge, Acc_orig, P_orig and P_targ before, and ΔP_orig /
-ΔP_targ (eq. 10) per method and extractor at the FINAL optimisation step (picking the best step by
-the judges' own scores would leak the evaluator into the method).
+Over pairs of concepts (both directions, `images_per_direction` source images each) a region of each
+source image is optimised toward the paired concept by each extractor with each method, from
+`opt_seeds` optimiser seeds; the judges score the decoded images before and after. Reported per
+judge x extractor x region kind x method: Acc_orig, P_orig and P_targ before, ΔP_orig / ΔP_targ
+(eq. 10) and the share of edits the judge calls the target, at the FINAL optimisation step (picking
+the best step by the judges' own scores would leak the evaluator into the method).
 
-Images and regions:
+Sources (the paper: 50 test images of each of 10 paired bird classes; both directions):
 - mini model: the mini world's concept pairs that differ only in a part (bird heads, candle flames,
-  mushroom caps, sails). Source images are mini-world images (split 'edit') encoded with the VQGAN;
-  the region is the (m/4) x (m/4) token window (4x4 on 16x16, the paper's size) centred on the
-  centroid of that image's ground-truth part mask, clamped to the grid: the region is fixed before
-  any optimisation and is the same for both methods.
-- other models: `pairs` must be given; source images are generated test images of the source class
-  and the region is the `region` argument (default: the centre (m/4) x (m/4) window).
+  mushroom caps, sails); images of world split 'edit', seeds 0..n-1, encoded with the VQGAN.
+  Identity "world:edit:<seed>:<class>". `benchmarks/tune_edit.py`, which picked `cortex edit`'s
+  defaults, uses split 'test'; the world's training splits are 'train', 'prior*', 'judge-*'; so
+  nothing was tuned on these images.
+- other models (`pairs` given): generated images of split 'test', seeds 0..n-1 (sampled if missing),
+  identity `seeding.image_key(model, class, 'test', seed, sampler)`. Nothing is tuned on them:
+  extractors train on 'train' and pick their epoch on 'val' ('test' is only reported), and
+  tune_edit.py reads no generated images.
+
+Regions (each a separate row; all (m/4) x (m/4), 4x4 on 16x16, unless `region` is given):
+- fixed: the paper's "fixed 4x4 region within the 16x16 token grid" (§4.4, A.4). The paper does not
+  say where it lies; we use the centre window, rows and columns (m - m/4)//2 .. +m/4 (6:10,6:10 on
+  16x16), or `region` when given. This is the headline row and the default.
+- saliency: the window with the highest summed TSV of the source image's own saliency map for its
+  source class, by the extractor being evaluated (SmoothGrad noise keyed by the source identity);
+  ties go to the first window in raster order. No ground truth is used.
+- oracle: the window centred on the ground-truth part mask (mini world only). It knows where the
+  concepts differ, so it is an upper bound, not the paper's protocol; reported and labelled as such.
+
+Seeds: edit i of a source (i < opt_seeds) optimises with seed `edit_seed(model, source key, target,
+region kind, run seed, i)`: a function of identities only, never of database row ids, so the same
+command gives the same numbers whatever the database held before. The embedding baseline from the
+source embedding draws no random numbers: it runs once per source and region and stands for all of
+its seeds. Extractors and methods share the seeds (paired comparisons).
+
+Statistics: token - embedding differences of ΔP_targ and ΔP_orig are averaged over a source's seeds
+(seeds are nested in sources, so they are not independent evidence), then a paired percentile
+bootstrap over sources (2000 resamples with replacement, seeded by the identities of the
+comparison) gives the 95% interval. Not stratified by direction: strata of a few sources would
+shrink the intervals (to nothing with one source per direction); plain resampling is conservative. The verdict (`token_beats_embedding`) is 'win' only where the
+ΔP_targ interval excludes zero on token's side, 'loss' where it excludes zero on the other side,
+else 'n.s.'; the same for ΔP_orig (lower is better) in `orig_verdict`.
+
+All edits of one extractor, method and region kind run as one batch (`optimize_batch`), the same
+computation as `optimize.optimize_tokens` per edit (tested token for token).
+
+Cost (2 shared CPU cores, mini model): an edit-step takes ~1.5-2 ms through CE and ~4.5 ms through
+RE (near the cores' peak; RE's 13 full-resolution convolutions dominate). The default, the fixed
+box alone with 80 sources x 3 token seeds + 1 embedding run, 150 steps, CE and RE, took 318 s wall;
+each further region kind adds about as much, so `regions=('all',)` is ~15 minutes on a quiet machine.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,59 +61,133 @@ from typing import Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .. import registry
 from ..errors import CortexError
-from ..optimize import OptimizeSettings, optimize_tokens
+from ..optimize import EMBEDDING_LR, SOURCE_INIT_PROB, TOKEN_LR, OptimizeSettings, nearest_tokens
 from ..registry import ModelInfo
 from ..regions import Region, parse_region
+from ..saliency import SaliencySettings
+from ..seeding import derive_seed, image_key
 from ..store.database import Store
 from . import common, plots
-from .metrics import EditEffect, edit_effect
+from .metrics import BootstrapCI, EditEffect, edit_effect, paired_bootstrap_ci, verdict
 
 METHODS = ("embedding", "token")
-SPLIT = "edit"  # mini-world split of the source images (seeds disjoint from training)
+REGION_KINDS = ("fixed", "saliency", "oracle")
+ORACLE = "oracle"  # the region kind that uses ground truth: an upper bound, never the headline
+WORLD_SPLIT = "edit"  # mini-world split of the sources (tune_edit.py uses 'test', training others)
+GENERATED_SPLIT = "test"  # split of generated sources (the paper's test images)
+DETERMINISTIC = ("embedding",)  # methods that draw no random numbers from the source init
 
 
 @dataclass
 class EditEvalSettings:
     """What `cortex eval edit` measures."""
 
-    images_per_direction: int = 2  # source images per (source, target) direction
+    images_per_direction: int = 10  # source images per (source -> target) direction (seeds 0..n-1)
+    opt_seeds: int = 3  # optimiser seeds per source, region and method
     steps: int = 150  # optimisation steps (cortex edit's default is 3000; the final step is scored)
-    seed: int = 0  # world-image / generated-image seeds and the optimiser's seed
+    seed: int = 0  # this run's randomness: optimiser seeds, saliency noise, bootstrap
     pairs: tuple[tuple[str, str], ...] = ()  # (a, b) class specs; empty: the mini world's concept pairs
-    region: str | None = None  # non-mini models: region of every source image (default: centre window)
+    region: str | None = None  # the fixed box (default: the centre (m/4) x (m/4) window)
+    # region kinds; ('all',): fixed, saliency and (mini world) oracle. The default is the paper's
+    # protocol alone: each kind costs ~5 min on 2 CPU cores at the default sizes (see the docstring)
+    regions: tuple[str, ...] = ("fixed",)
     methods: tuple[str, ...] = METHODS
+    samples: int = 20  # SmoothGrad samples N of the saliency box
+    bootstrap: int = 2000  # bootstrap resamples of the token - embedding intervals
+    batch_size: int = 64  # edits optimised together
 
 
 @dataclass
-class EditItem:
-    """One source image and its fixed region."""
+class EditSource:
+    """One source image and the regions edited in it."""
 
     source: int  # class id
     target: int
-    key: str  # where it came from (world seed or image id)
-    region: str  # R0:R1,C0:C1
-    tokens: list[list[int]]
+    key: str  # identity: world:<split>:<seed>:<class>, or the generated image's image_key
+    image_seed: int
+    regions: dict[str, str]  # 'fixed', 'oracle', 'saliency/<extractor>' -> R0:R1,C0:C1
+
+
+@dataclass
+class EditRow:
+    """Table 3 numbers of one judge x extractor x region kind x method, over all sources and seeds."""
+
+    judge: str
+    extractor: str
+    region: str
+    method: str
+    oracle: bool  # True: the ground-truth part box, an upper bound, not the paper's protocol
+    effect: EditEffect
+
+
+@dataclass
+class EditComparison:
+    """Token selection - embedding optimisation of one judge x extractor x region kind."""
+
+    judge: str
+    extractor: str
+    region: str
+    oracle: bool
+    delta_p_targ: BootstrapCI  # token - embedding of ΔP_targ (higher is better)
+    delta_p_orig: BootstrapCI  # token - embedding of ΔP_orig (lower is better)
+    verdict: str  # on ΔP_targ: win / loss / n.s.
+    orig_verdict: str  # on ΔP_orig: win (interval below 0) / loss / n.s.
 
 
 @dataclass
 class EditEvalResult:
     model: str
-    n_edits: int  # source images (each edited by every method x extractor)
+    n_sources: int  # source images (each edited per extractor x region x method x seed)
+    opt_seeds: int
     judges: list[str]
     extractors: list[str]
     methods: list[str]
+    regions: list[str]
     steps: int
-    table: dict[str, dict[str, EditEffect]]  # judge -> '<method>/<extractor>' -> effect (before numbers repeat)
-    token_beats_embedding: dict[str, dict[str, bool]]  # judge -> extractor -> ΔP_orig lower and ΔP_targ higher
-    items: list[EditItem]
+    rows: list[EditRow]
+    comparisons: list[EditComparison]  # empty unless both methods ran
+    token_beats_embedding: dict[str, dict[str, dict[str, str]]]  # judge -> extractor -> region -> win/loss/n.s. (ΔP_targ)
+    items: list[EditSource]
     seconds: float
     settings: dict = field(default_factory=dict)
     json_path: str = ""
     plot_path: str = ""
     evaluation_id: int = 0
+
+
+def edit_seed(model: str, source_key: str | int, target: int, region_kind: str, run_seed: int, index: int) -> int:
+    """The optimiser seed of edit `index` of a source: identities only, never row ids."""
+    return derive_seed("edit-eval", model, source_key, int(target), region_kind, int(run_seed), int(index))
+
+
+def stream_key(source_key: str) -> int:
+    """The integer random-stream key of a source: a generated image's image_key, or a hash of the world identity."""
+    return int(source_key) if source_key.isdigit() else derive_seed(source_key)
+
+
+def box_size(grid: int) -> int:
+    """The paper's box side: m/4 (4 on a 16x16 grid)."""
+    return max(1, grid // 4)
+
+
+def fixed_box(grid: int, size: int | None = None) -> Region:
+    """The centre size x size window (the paper's fixed box; it does not say where it lies)."""
+    size = box_size(grid) if size is None else size
+    lo = (grid - size) // 2
+    return Region((lo, lo + size), (lo, lo + size))
+
+
+def max_sum_window(scores: torch.Tensor, size: int) -> Region:
+    """The size x size window with the highest summed score (first in raster order on ties)."""
+    grid = scores.shape[-1]
+    sums = F.avg_pool2d(scores.double().reshape(1, 1, grid, grid), size, stride=1)[0, 0]
+    best = int(torch.argmax(sums.reshape(-1)))
+    r0, c0 = divmod(best, sums.shape[-1])
+    return Region((r0, r0 + size), (c0, c0 + size))
 
 
 def window_around(mask: np.ndarray, grid: int, size: int) -> Region:
@@ -93,34 +203,114 @@ def window_around(mask: np.ndarray, grid: int, size: int) -> Region:
     return Region((r0, r0 + size), (c0, c0 + size))
 
 
-def _mini_items(model: ModelInfo, vqgm, pairs: list[tuple[int, int]], per_direction: int, seed: int) -> list[EditItem]:
+def optimize_batch(
+    extractor: torch.nn.Module,
+    codebook: torch.Tensor,
+    sources: torch.Tensor,
+    positions: torch.Tensor,
+    targets: Sequence[int],
+    seeds: Sequence[int],
+    settings: OptimizeSettings,
+) -> torch.Tensor:
+    """`optimize_tokens` of many edits at once (source init); returns the final tokens (B, m, m) on CPU.
+
+    Every edit keeps its own parameters, Adam state (Adam is elementwise) and Gumbel stream (a CPU
+    generator seeded with its seed draws what `optimize_tokens`'s `torch.manual_seed(seed)` does),
+    and the loss is the sum of per-edit losses through an eval-mode extractor, so each edit follows
+    its own single-image trajectory up to float rounding.
+
+    Args:
+        extractor: f_Y, eval mode, frozen.
+        codebook: C (K x d) on the extractor's device.
+        sources: (B, m, m) token grids.
+        positions: (B, n) raster positions each edit may change (n equal for all, raster order).
+        targets: (B,) target classes.
+        seeds: (B,) optimiser seeds.
+        settings: steps, lr, tau schedule, alpha, objective and method of `optimize_tokens`.
+    """
+    settings.validate()
+    if settings.init != "source":
+        raise CortexError("batched edits start from the source tokens (init 'source')")
+    device = codebook.device
+    codebook = codebook.detach()
+    n_embed, dim = codebook.shape
+    batch, grid = sources.shape[0], sources.shape[-1]
+    flat_src = sources.reshape(batch, -1).long().to(device)
+    index = positions.long().to(device)
+    n = index.shape[1]
+    base = codebook[flat_src]  # (B, m^2, d): the pinned rows, exactly onehot(source) · C
+    spread = index[..., None].expand(-1, -1, dim)
+    start = flat_src.gather(1, index)
+    generators: list[torch.Generator] = []
+    if settings.method == "token":
+        gap = math.log(SOURCE_INIT_PROB / (1 - SOURCE_INIT_PROB) * max(n_embed - 1, 1))
+        param = torch.nn.Parameter(torch.zeros(batch, n, n_embed, device=device).scatter_(2, start[..., None], gap))
+        lr = settings.lr if settings.lr is not None else TOKEN_LR
+        generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
+    else:
+        param = torch.nn.Parameter(codebook[start].clone())
+        lr = settings.lr if settings.lr is not None else EMBEDDING_LR * float(codebook.std())
+    optimizer = torch.optim.Adam([param], lr=lr)
+    target = torch.as_tensor(list(targets), dtype=torch.long, device=device)[:, None]
+    for step in range(settings.steps):
+        optimizer.zero_grad(set_to_none=True)
+        if settings.method == "token":
+            # F.gumbel_softmax(hard=True), with each edit's noise from its own generator
+            noise = torch.stack([torch.empty(n, n_embed).exponential_(generator=g) for g in generators]).to(device)
+            soft = ((param - noise.log()) / settings.tau_at(step)).softmax(-1)
+            hard = torch.zeros_like(soft).scatter_(-1, soft.argmax(-1, keepdim=True), 1.0)
+            vectors = (hard - soft.detach() + soft) @ codebook
+        else:
+            vectors = param
+        embedding = base.scatter(1, spread, vectors).transpose(1, 2).reshape(batch, dim, grid, grid)
+        out = extractor(embedding)
+        logits = (out[0] if isinstance(out, (tuple, list)) else out).float()
+        if settings.objective == "logit":
+            loss = -logits.gather(1, target)[:, 0]
+        else:
+            loss = -F.log_softmax(logits, dim=-1).gather(1, target)[:, 0]
+        if settings.alpha:
+            loss = loss + settings.alpha * vectors.pow(2).sum(dim=(1, 2))
+        loss.sum().backward()
+        optimizer.step()
+    with torch.no_grad():
+        if settings.method == "token":
+            new = param.argmax(-1)
+        else:
+            new = nearest_tokens(param.reshape(-1, dim), codebook).reshape(batch, n)
+        return flat_src.scatter(1, index, new).reshape(batch, grid, grid).cpu()
+
+
+def _world_sources(model: ModelInfo, vqgm, pairs: list[tuple[int, int]], per_direction: int) -> tuple[list[EditSource], torch.Tensor]:
     from ..miniworld import world
 
-    size = max(1, model.grid // 4)
-    items = []
+    size = box_size(model.grid)
+    items, images = [], []
     for a, b in pairs:
         for src, tgt in ((a, b), (b, a)):
             for i in range(per_direction):
-                s = world.sample(src, seed + i, SPLIT)
-                x = torch.from_numpy(s.image).permute(2, 0, 1)[None].float() / 127.5 - 1
-                tokens = vqgm.encode_images(x.to(vqgm.device))[0].cpu()
-                region = window_around(s.part_mask if s.part_mask.any() else s.mask, model.grid, size)
-                items.append(EditItem(src, tgt, f"world:{SPLIT}:{seed + i}", str(region), tokens.tolist()))
-    return items
+                s = world.sample(src, i, WORLD_SPLIT)
+                images.append(torch.from_numpy(s.image).permute(2, 0, 1).float() / 127.5 - 1)
+                oracle = window_around(s.part_mask if s.part_mask.any() else s.mask, model.grid, size)
+                items.append(EditSource(src, tgt, f"world:{WORLD_SPLIT}:{i}:{src}", i, {ORACLE: str(oracle)}))
+    tokens = torch.cat([vqgm.encode_images(torch.stack(images[j:j + 32]).to(vqgm.device)).cpu() for j in range(0, len(images), 32)])
+    return items, tokens
 
 
-def _generated_items(store: Store, model: ModelInfo, pairs: list[tuple[int, int]], per_direction: int, seed: int,
-                     region: Region, device) -> list[EditItem]:
-    from ..generation import ensure_images, image_tokens
+def _generated_sources(store: Store, model: ModelInfo, pairs: list[tuple[int, int]], per_direction: int,
+                       device) -> tuple[list[EditSource], torch.Tensor]:
+    from ..generation import generate, image_tokens
 
     by_id = {c.class_id: c for c in registry.classes(store, model)}
-    items = []
+    items, ids = [], []
     for a, b in pairs:
         for src, tgt in ((a, b), (b, a)):
-            ids = ensure_images(store, model, by_id[src], "test", per_direction, seed=seed, device=device)
-            for image_id, grid in zip(ids, image_tokens(store, model, ids)):
-                items.append(EditItem(src, tgt, f"image:{image_id}", str(region), grid.tolist()))
-    return items
+            gen = generate(store, model, by_id[src], per_direction, split=GENERATED_SPLIT, seed=0, device=device)
+            for i, image_id in enumerate(gen.image_ids):
+                key = image_key(model.name, src, GENERATED_SPLIT, i, gen.sampler)
+                items.append(EditSource(src, tgt, str(key), i, {}))
+                ids.append(image_id)
+    return items, image_tokens(store, model, ids)
 
 
 def _pairs(store: Store, model: ModelInfo, specs: Sequence[tuple[str, str]]) -> list[tuple[int, int]]:
@@ -137,6 +327,35 @@ def _pairs(store: Store, model: ModelInfo, specs: Sequence[tuple[str, str]]) -> 
     from ..miniworld import world
 
     return world.concept_pairs()
+
+
+def _region_kinds(settings: EditEvalSettings, world_sources: bool) -> list[str]:
+    kinds = list(settings.regions)
+    if kinds in ([], ["all"]):
+        kinds = [k for k in REGION_KINDS if k != ORACLE or world_sources]
+    bad = [k for k in kinds if k not in REGION_KINDS]
+    if bad or len(set(kinds)) != len(kinds):
+        raise CortexError(f"--regions must be 'all' or distinct kinds among {', '.join(REGION_KINDS)}, got {','.join(kinds)}")
+    if ORACLE in kinds and not world_sources:
+        raise CortexError("the oracle region needs ground-truth part masks, which only the mini world's own pairs have; "
+                          "drop 'oracle' from --regions (or leave out --pairs on the mini model)")
+    return [k for k in REGION_KINDS if k in kinds]
+
+
+def _validate(settings: EditEvalSettings) -> None:
+    if settings.images_per_direction < 1:
+        raise CortexError(f"--images-per-direction must be >= 1, got {settings.images_per_direction}")
+    if settings.opt_seeds < 1:
+        raise CortexError(f"--opt-seeds must be >= 1, got {settings.opt_seeds}")
+    bad = [m for m in settings.methods if m not in METHODS]
+    if bad or not settings.methods:
+        raise CortexError(f"--methods must be among {', '.join(METHODS)}, got {bad or 'none'}")
+    if settings.bootstrap < 10:
+        raise CortexError(f"--bootstrap must be >= 10 resamples, got {settings.bootstrap}")
+    if settings.batch_size < 1:
+        raise CortexError(f"batch size must be >= 1, got {settings.batch_size}")
+    SaliencySettings(samples=settings.samples).validate()
+    OptimizeSettings(steps=settings.steps).validate()
 
 
 def run_edit_eval(
@@ -157,7 +376,7 @@ def run_edit_eval(
         store: the open database.
         model: the model whose images are edited.
         extractors: 'all' or comma-separated extractor names.
-        settings: images per direction, steps, seed, pairs, region, methods.
+        settings: sources per direction, optimiser seeds, steps, seed, pairs, regions, methods.
         device: where models run.
         out_dir: where `edit.json`/`.png` go (default `$CORTEX_HOME/reports/<model>/`).
         judge_weights: extra directory of ImageNet judge weights.
@@ -166,77 +385,153 @@ def run_edit_eval(
 
     Returns:
         EditEvalResult (also stored in the `evaluations` table).
+
+    Raises:
+        CortexError: bad settings, unknown classes or extractors, 'oracle' without ground truth.
     """
     from ..extractors.registry import load_extractor
 
-    if settings.images_per_direction < 1:
-        raise CortexError(f"--images-per-direction must be >= 1, got {settings.images_per_direction}")
-    bad = [m for m in settings.methods if m not in METHODS]
-    if bad or not settings.methods:
-        raise CortexError(f"--methods must be among {', '.join(METHODS)}, got {bad or 'none'}")
-    OptimizeSettings(steps=settings.steps).validate()
+    _validate(settings)
     start = time.perf_counter()
+    world_sources = model.labels == "mini" and not settings.pairs
+    kinds = _region_kinds(settings, world_sources)
+    fixed = parse_region(settings.region, model.grid) if settings.region else fixed_box(model.grid)
     out = common.prepare_out_dir(out_dir, model)
     pairs = _pairs(store, model, settings.pairs)
     infos = common.resolve_extractors(store, model, extractors)
     judge_list = list(judges) if judges is not None else common.load_judges(model, device, judge_weights)
     vqgm = registry.load_model(model, device)
-    if model.labels == "mini" and not settings.pairs:
-        items = _mini_items(model, vqgm, pairs, settings.images_per_direction, settings.seed)
+    if world_sources:
+        items, source = _world_sources(model, vqgm, pairs, settings.images_per_direction)
     else:
-        size = max(1, model.grid // 4)
-        lo = (model.grid - size) // 2
-        region = parse_region(settings.region, model.grid) if settings.region else Region((lo, lo + size), (lo, lo + size))
-        items = _generated_items(store, model, pairs, settings.images_per_direction, settings.seed, region, device)
-    source = torch.tensor([it.tokens for it in items], dtype=torch.long)
+        items, source = _generated_sources(store, model, pairs, settings.images_per_direction, device)
+    for it in items:
+        it.regions["fixed"] = str(fixed)
+    n_src, n_seeds = len(items), settings.opt_seeds
     orig = [it.source for it in items]
-    targ = [it.target for it in items]
     before = common.judge_probabilities(judge_list, common.decode(vqgm, source))
-    table: dict[str, dict[str, EditEffect]] = {j.name: {} for j in judge_list}
-    total = len(infos) * len(settings.methods) * len(items)
+    # probabilities after each edit: (extractor, region, method) -> judge -> (sources, seeds, C)
+    after: dict[tuple[str, str, str], dict[str, torch.Tensor]] = {}
+    total = len(infos) * len(kinds) * sum(n_src * (1 if m in DETERMINISTIC else n_seeds) for m in settings.methods) * settings.steps
     done = 0
+    size = box_size(model.grid)
     for info in infos:
         net = load_extractor(info, device)
-        for method in settings.methods:
-            opt = OptimizeSettings(steps=settings.steps, method=method, seed=settings.seed)
-            edited = []
-            for it, grid in zip(items, source):
-                region_mask = parse_region(it.region, model.grid).mask(model.grid)
-                edited.append(optimize_tokens(net, vqgm.codebook.detach(), grid, region_mask, it.target, opt).tokens)
-                done += 1
-                common.tick(progress, done, total, f"{method} / {info.name}")
-            after = common.judge_probabilities(judge_list, common.decode(vqgm, torch.stack(edited)))
-            for j in judge_list:
-                table[j.name][f"{method}/{info.name}"] = edit_effect(before[j.name], after[j.name], orig, targ)
-    beats: dict[str, dict[str, bool]] = {}
-    if set(METHODS) <= set(settings.methods):
-        for j in judge_list:
-            beats[j.name] = {
-                info.name: (
-                    table[j.name][f"token/{info.name}"].delta_p_orig < table[j.name][f"embedding/{info.name}"].delta_p_orig
-                    and table[j.name][f"token/{info.name}"].delta_p_targ > table[j.name][f"embedding/{info.name}"].delta_p_targ
-                )
-                for info in infos
-            }
+        if "saliency" in kinds:
+            sal = SaliencySettings(samples=settings.samples, seed=settings.seed)
+            keys = [stream_key(it.key) for it in items]
+            tsv = common.saliency_of(net, vqgm, source, orig, keys, sal)
+            for it, scores in zip(items, tsv):
+                it.regions[f"saliency/{info.name}"] = str(max_sum_window(scores, size))
+        for kind in kinds:
+            name = f"saliency/{info.name}" if kind == "saliency" else kind
+            regions = [parse_region(it.regions[name], model.grid) for it in items]
+            for method in settings.methods:
+                reps = 1 if method in DETERMINISTIC else n_seeds
+                edits = [(i, k) for i in range(n_src) for k in range(reps)]
+                opt = OptimizeSettings(steps=settings.steps, method=method)
+                edited = []
+                for lo in range(0, len(edits), settings.batch_size):
+                    chunk = edits[lo:lo + settings.batch_size]
+                    seeds = [edit_seed(model.name, items[i].key, items[i].target, kind, settings.seed, k) for i, k in chunk]
+                    edited.append(optimize_batch(
+                        net, vqgm.codebook, source[[i for i, _ in chunk]],
+                        torch.tensor([regions[i].positions(model.grid) for i, _ in chunk]),
+                        [items[i].target for i, _ in chunk], seeds, opt,
+                    ))
+                    done += len(chunk) * settings.steps
+                    common.tick(progress, done, total, f"{info.name} / {kind} / {method}")
+                probs = common.judge_probabilities(judge_list, common.decode(vqgm, torch.cat(edited)))
+                after[(info.name, kind, method)] = {
+                    j: p.reshape(n_src, reps, -1).expand(n_src, n_seeds, -1) for j, p in probs.items()
+                }
+    rows, comparisons, beats = _summarise(model, settings, items, judge_list, infos, kinds, before, after)
     result = EditEvalResult(
-        model=model.name, n_edits=len(items), judges=[j.name for j in judge_list], extractors=[i.name for i in infos],
-        methods=list(settings.methods), steps=settings.steps, table=table, token_beats_embedding=beats, items=items,
-        seconds=0.0, settings=asdict(settings),
+        model=model.name, n_sources=n_src, opt_seeds=n_seeds, judges=[j.name for j in judge_list],
+        extractors=[i.name for i in infos], methods=list(settings.methods), regions=kinds, steps=settings.steps,
+        rows=rows, comparisons=comparisons, token_beats_embedding=beats, items=items, seconds=0.0, settings=asdict(settings),
     )
-    columns = list(next(iter(table.values())).keys())
-    plot = plots.bar_panels(
-        list(table),
-        {
-            "ΔP_orig (lower is better)": {c: [table[j][c].delta_p_orig for j in table] for c in columns},
-            "ΔP_targ (higher is better)": {c: [table[j][c].delta_p_targ for j in table] for c in columns},
-        },
-        out / "edit.png", ylabel="change in judge probability",
-        title=f"{model.name}: edits toward the paired concept ({len(items)} images, {settings.steps} steps)",
-    )
+    plot = _plot(result, out / "edit.png")
     result.plot_path = str(plot)
     result.json_path = str(out / "edit.json")
     result.seconds = round(time.perf_counter() - start, 2)
     common.write_json(Path(result.json_path), result)
-    params = asdict(settings) | {"extractors": extractors}
+    params = asdict(settings) | {"extractors": extractors, "regions": ",".join(kinds)}
     result.evaluation_id = common.record_evaluation(store, model, "edit", params, asdict(result), plot)
     return result
+
+
+def _summarise(
+    model: ModelInfo,
+    settings: EditEvalSettings,
+    items: list[EditSource],
+    judge_list: Sequence,
+    infos: Sequence,
+    kinds: list[str],
+    before: dict[str, torch.Tensor],
+    after: dict[tuple[str, str, str], dict[str, torch.Tensor]],
+) -> tuple[list[EditRow], list[EditComparison], dict[str, dict[str, dict[str, str]]]]:
+    """Rows (means over sources x seeds), token - embedding bootstrap intervals and verdicts."""
+    n_src, n_seeds = len(items), settings.opt_seeds
+    orig = torch.tensor([it.source for it in items])
+    targ = torch.tensor([it.target for it in items])
+    rows: list[EditRow] = []
+    comparisons: list[EditComparison] = []
+    beats: dict[str, dict[str, dict[str, str]]] = {}
+    for j in judge_list:
+        b = before[j.name].repeat_interleave(n_seeds, dim=0)
+        for info in infos:
+            for kind in kinds:
+                per_method = {}
+                for method in settings.methods:
+                    a = after[(info.name, kind, method)][j.name]  # (sources, seeds, C)
+                    effect = edit_effect(b, a.reshape(n_src * n_seeds, -1), orig.repeat_interleave(n_seeds), targ.repeat_interleave(n_seeds))
+                    rows.append(EditRow(j.name, info.name, kind, method, kind == ORACLE, effect))
+                    per_method[method] = a
+                if not set(METHODS) <= set(per_method):
+                    continue
+                cis = {}
+                for metric, label in (("delta_p_targ", targ), ("delta_p_orig", orig)):
+                    pick = label[:, None, None].expand(n_src, n_seeds, 1)
+                    # P(label | before) cancels in (token after - before) - (embedding after - before)
+                    cis[metric] = paired_bootstrap_ci(
+                        per_method["token"].gather(2, pick)[..., 0], per_method["embedding"].gather(2, pick)[..., 0],
+                        resamples=settings.bootstrap,
+                        seed=derive_seed("edit-eval-bootstrap", model.name, j.name, info.name, kind, metric, settings.seed),
+                    )
+                v = verdict(cis["delta_p_targ"], higher_is_better=True)
+                comparisons.append(EditComparison(j.name, info.name, kind, kind == ORACLE, cis["delta_p_targ"], cis["delta_p_orig"],
+                                                  v, verdict(cis["delta_p_orig"], higher_is_better=False)))
+                beats.setdefault(j.name, {}).setdefault(info.name, {})[kind] = v
+    return rows, comparisons, beats
+
+
+def _plot(result: EditEvalResult, path: Path) -> Path:
+    """token - embedding with 95% intervals (or the methods' means when only one ran), per judge/extractor/region."""
+    if result.comparisons:
+        plt = plots._pyplot()
+        fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), squeeze=False)
+        labels = [f"{c.judge} {c.extractor.upper()} {c.region}{'*' if c.oracle else ''}" for c in result.comparisons]
+        for ax, metric, name in zip(axes[0], ("delta_p_targ", "delta_p_orig"), ("ΔP_targ (token better above 0)", "ΔP_orig (token better below 0)")):
+            for x, c in enumerate(result.comparisons):
+                ci: BootstrapCI = getattr(c, metric)
+                ax.errorbar([x], [ci.mean], yerr=[[ci.mean - ci.low], [ci.high - ci.mean]], fmt="o", capsize=3,
+                            color="0.55" if c.oracle else "C0", mfc="white" if c.oracle else "C0")
+            ax.axhline(0, color="black", linewidth=0.6)
+            ax.set_xticks(range(len(labels)))
+            ax.set_xticklabels(labels, fontsize=7, rotation=30, ha="right")
+            ax.set_title(f"token - embedding: {name}", fontsize=9)
+            ax.grid(alpha=0.3, axis="y")
+        fig.suptitle(f"{result.model}: {result.n_sources} sources x {result.opt_seeds} seeds, {result.steps} steps, "
+                     f"95% paired bootstrap over sources (* oracle: GT box, upper bound)", fontsize=9)
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        return path
+    cats = [f"{r.judge} {r.extractor.upper()} {r.region}{'*' if r.oracle else ''}" for r in result.rows if r.method == result.methods[0]]
+    return plots.bar_panels(
+        cats,
+        {"ΔP_orig (lower is better)": {m: [r.effect.delta_p_orig for r in result.rows if r.method == m] for m in result.methods},
+         "ΔP_targ (higher is better)": {m: [r.effect.delta_p_targ for r in result.rows if r.method == m] for m in result.methods}},
+        path, ylabel="change in judge probability", title=f"{result.model}: edits toward the paired concept (* oracle)",
+    )

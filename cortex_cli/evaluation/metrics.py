@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
+import numpy as np
 import torch
 
 INSIDE_FRACTION = 0.5  # a token's patch is "on the object" when >= half its pixels are in the mask
@@ -147,3 +148,84 @@ def mean(values: Sequence[float]) -> float:
     """Mean of finite values (nan when there are none)."""
     vals = [v for v in values if v == v]
     return sum(vals) / len(vals) if vals else float("nan")
+
+
+VERDICTS = ("win", "loss", "n.s.")
+
+
+@dataclass(frozen=True)
+class BootstrapCI:
+    """Mean paired difference (a - b) over units and its percentile bootstrap interval."""
+
+    mean: float  # mean over units of (a - b), each unit first averaged over its repeats
+    low: float  # lower end of the interval
+    high: float  # upper end
+    level: float  # e.g. 0.95
+    n_units: int  # units resampled (sources)
+    resamples: int
+
+
+def paired_bootstrap_ci(
+    a: Sequence | torch.Tensor,
+    b: Sequence | torch.Tensor,
+    *,
+    seed: int,
+    resamples: int = 2000,
+    level: float = 0.95,
+    strata: Sequence | None = None,
+) -> BootstrapCI:
+    """Percentile bootstrap interval of mean(a - b), resampling units (rows) with replacement.
+
+    Repeats nested in a unit (columns: e.g. optimisation seeds of one source image) are averaged
+    first, so the unit, not the repeat, is what is resampled: repeats of one source are not
+    independent evidence. With `strata` (one label per unit), units are resampled within each
+    stratum, keeping every stratum's count as designed (e.g. sources per edit direction).
+
+    Args:
+        a, b: (units,) or (units, repeats) paired values (same shape).
+        seed: seeds the resampling (derive it from stable identities).
+        resamples: bootstrap resamples (2000 by default).
+        level: coverage of the interval.
+        strata: optional stratum label of each unit.
+
+    Returns:
+        BootstrapCI (mean difference, interval ends, level, units, resamples).
+    """
+    a_ = torch.as_tensor(a, dtype=torch.float64).numpy()
+    b_ = torch.as_tensor(b, dtype=torch.float64).numpy()
+    if a_.shape != b_.shape or a_.ndim not in (1, 2) or a_.shape[0] == 0:
+        raise ValueError(f"need two equal (units,) or (units, repeats) arrays with >= 1 unit; got {a_.shape} and {b_.shape}")
+    if not 0 < level < 1 or resamples < 1:
+        raise ValueError(f"level must be in (0, 1) and resamples >= 1; got {level}, {resamples}")
+    diff = a_ - b_
+    unit = diff.mean(axis=1) if diff.ndim == 2 else diff
+    n = unit.shape[0]
+    if n < 2:  # one unit says nothing about the spread: no interval, never significant
+        return BootstrapCI(float(unit.mean()), float("nan"), float("nan"), level, n, resamples)
+    rng = np.random.default_rng(seed)
+    if strata is None:
+        groups = [np.arange(n)]
+    else:
+        labels = list(strata)
+        if len(labels) != n:
+            raise ValueError(f"need one stratum label per unit; got {len(labels)} for {n} units")
+        order = list(dict.fromkeys(labels))
+        groups = [np.array([i for i, s in enumerate(labels) if s == g]) for g in order]
+        if min(len(g) for g in groups) < 2:  # a stratum of one would be resampled with no spread at all
+            raise ValueError("every stratum needs at least 2 units")
+    sums = np.zeros(resamples)
+    for g in groups:
+        picks = g[rng.integers(0, len(g), size=(resamples, len(g)))]
+        sums += unit[picks].sum(axis=1)
+    means = sums / n
+    tail = (1 - level) / 2
+    low, high = np.quantile(means, [tail, 1 - tail])
+    return BootstrapCI(float(unit.mean()), float(low), float(high), level, n, resamples)
+
+
+def verdict(ci: BootstrapCI, higher_is_better: bool = True) -> str:
+    """'win' when the interval of (a - b) lies wholly on a's better side of 0, 'loss' on the other, else 'n.s.' (also: no interval)."""
+    if ci.low > 0 or ci.high < 0:
+        better = ci.low > 0 if higher_is_better else ci.high < 0
+        return "win" if better else "loss"
+    return "n.s."

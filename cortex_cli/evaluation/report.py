@@ -69,6 +69,8 @@ def _method_label(m: str) -> str:
         return "random"
     if m == "baseline":
         return "baseline (frequency)"
+    if m == "specific":
+        return "baseline (specific)"
     if m.startswith("baseline@"):
         return f"baseline cut to n of {m.split('@', 1)[1].upper()}"
     if m == "frequency":
@@ -91,23 +93,61 @@ def image_level_tables(r: dict) -> list[TableSpec]:
 
 
 def concept_level_tables(r: dict) -> list[TableSpec]:
-    methods = r["methods"]
-    columns = ["judge", "Acc", "P"]
-    for m in methods:
-        short = m.upper() if "@" not in m and m != "baseline" else m
-        columns += [f"{short} n", f"{short} ΔA", f"{short} ΔP"]
-    rows = []
+    """Before-numbers per judge, then one row per judge x selection (fits 80 columns)."""
+    before, rows = [], []
     for judge, cells in r["table"].items():
         first = next(iter(cells.values()))
-        row = [judge, _pct(first["acc"]), _f(first["p"])]
-        for m in methods:
+        before.append([judge, _pct(first["acc"]), _f(first["p"])])
+        for m in r["methods"]:
             e = cells[m]
-            row += [_f(e["mean_n"], 1), _signed_pct(e["delta_acc"]), _f(e["delta_p"])]
-        rows.append(row)
-    return [TableSpec(f"k={r['k']} tokens per concept, {r['n_classes']} classes, {r['n_images']} test images", columns, rows)]
+            rows.append([judge, _method_label(m), _f(e["mean_n"], 1), _signed_pct(e["delta_acc"]), _f(e["delta_p"])])
+    scope = f"k={r['k']} tokens per concept, {r['n_classes']} classes, {r['n_images']} test images"
+    return [
+        TableSpec(f"before masking ({scope})", ["judge", "Acc", "P"], before),
+        TableSpec("after masking every position whose token is in the selection (n = mean positions masked)",
+                  ["judge", "selection", "n", "ΔA", "ΔP"], rows),
+    ]
+
+
+def _ci(ci: dict) -> str:
+    return f"[{ci['low']:+.3f}, {ci['high']:+.3f}]"
 
 
 def edit_tables(r: dict) -> list[TableSpec]:
+    """Before-numbers, the paper-protocol rows, the oracle rows apart, and token - embedding intervals."""
+    if "rows" not in r:  # stored before the region kinds and intervals (one GT-centred box, no CI)
+        return _edit_tables_v1(r)
+    n, k = r["n_sources"], r["opt_seeds"]
+    before: dict[str, list[str]] = {}
+    for row in r["rows"]:
+        e = row["effect"]
+        before.setdefault(row["judge"], [row["judge"], _pct(e["acc_orig"]), _f(e["p_orig"]), _f(e["p_targ"])])
+    out = [TableSpec(f"before editing: judges on the {n} source images", ["judge", "Acc_orig", "P_orig", "P_targ"], list(before.values()))]
+    columns = ["judge", "extr.", "region", "method", "ΔP_orig", "ΔP_targ", "Acc_targ"]
+
+    def cells(row: dict) -> list[str]:
+        e = row["effect"]
+        return [row["judge"], row["extractor"].upper(), row["region"], row["method"], _f(e["delta_p_orig"]),
+                _f(e["delta_p_targ"]), _pct(e["acc_targ_after"])]
+
+    main = [cells(row) for row in r["rows"] if not row["oracle"]]
+    oracle = [cells(row) for row in r["rows"] if row["oracle"]]
+    if main:
+        out.append(TableSpec(f"after step {r['steps']} (final), mean of {n} sources x {k} seeds; boxes (m/4)^2: "
+                             "fixed = centre (paper), saliency = max summed TSV", columns, main))
+    if oracle:
+        out.append(TableSpec("ORACLE, an upper bound, not the paper's protocol: box centred on the ground-truth part",
+                             columns, oracle))
+    for metric, name, better in (("delta_p_targ", "ΔP_targ", "above"), ("delta_p_orig", "ΔP_orig", "below")):
+        rows = [[c["judge"], c["extractor"].upper(), "oracle (UB)" if c["oracle"] else c["region"], f"{c[metric]['mean']:+.3f}",
+                 _ci(c[metric]), c["verdict"] if metric == "delta_p_targ" else c["orig_verdict"]] for c in r.get("comparisons", [])]
+        if rows:
+            out.append(TableSpec(f"token - embedding of {name}: paired bootstrap 95% CI over {n} sources (seeds averaged); "
+                                 f"win = CI {better} 0", ["judge", "extr.", "region", "diff", "95% CI", "verdict"], rows))
+    return out
+
+
+def _edit_tables_v1(r: dict) -> list[TableSpec]:
     rows = []
     columns: list[str] = []
     for judge, cells in r["table"].items():
@@ -116,14 +156,8 @@ def edit_tables(r: dict) -> list[TableSpec]:
         rows.append([judge, _pct(first["acc_orig"]), _f(first["p_orig"]), _f(first["p_targ"])]
                     + [f"{_f(cells[c]['delta_p_orig'])} / {_f(cells[c]['delta_p_targ'])}" for c in columns])
     label = {c: f"{c.split('/')[0]} {c.split('/')[1].upper()} ΔP_orig / ΔP_targ" for c in columns}
-    t1 = TableSpec(f"{r['n_edits']} source images, {r['steps']} steps (final step scored)",
-                   ["judge", "Acc_orig", "P_orig", "P_targ"] + [label[c] for c in columns], rows)
-    out = [t1]
-    if r.get("token_beats_embedding"):
-        out.append(TableSpec("token selection beats embedding optimisation (lower ΔP_orig and higher ΔP_targ)",
-                             ["judge", "extractor", "beats"],
-                             [[j, x.upper(), "yes" if v else "no"] for j, d in r["token_beats_embedding"].items() for x, v in d.items()]))
-    return out
+    return [TableSpec(f"{r['n_edits']} source images, {r['steps']} steps (final step scored; GT-centred box, no intervals)",
+                      ["judge", "Acc_orig", "P_orig", "P_targ"] + [label[c] for c in columns], rows)]
 
 
 def localization_tables(r: dict) -> list[TableSpec]:
@@ -145,8 +179,14 @@ def stability_tables(r: dict) -> list[TableSpec]:
             ns = list(cells)
             rows.append([name.upper(), f"N={n_s}", "seeds (pairwise)"] + [_f(cells[n]) for n in ns])
             rows.append([name.upper(), f"N={n_s}", "vs largest N"] + [_f(st["vs_largest_n"][n_s][n]) for n in ns])
-        rows.append([name.upper(), f"N={r['settings'].get('default_samples', 20)}", "fp32 vs bf16"] + [_f(st["fp32_vs_bf16"][n]) for n in ns])
-    return [TableSpec(f"top-n overlap on {r['n_images']} images", ["extractor", "samples", "comparison"] + [f"top-{n}" for n in ns], rows)]
+        default = f"N={r['settings'].get('default_samples', 20)}"
+        rows.append([name.upper(), default, "fp32 vs bf16"] + [_f(st["fp32_vs_bf16"][n]) for n in ns])
+        if st.get("rank_gap"):
+            rows.append([name.upper(), default, "TSV gap at cut"] + [_f(st["rank_gap"][n], 4) for n in ns])
+    return [TableSpec(
+        f"top-n overlap on {r['n_images']} images; every (N, seed) draws independent noise; 'vs largest N' compares "
+        "with another seed's largest-N map; 'TSV gap at cut': median (TSV[n-1] - TSV[n]) / TSV[n-1] in fp32",
+        ["extractor", "samples", "comparison"] + [f"top-{n}" for n in ns], rows)]
 
 
 _TABLES = {
@@ -174,7 +214,8 @@ def _markdown_table(spec: TableSpec) -> str:
 def _command_line(kind: str, model: str, params: dict) -> str:
     flags = []
     for key, flag in (("images_per_class", "--images-per-class"), ("fill", "--fill"), ("random_draws", "--random-draws"),
-                      ("steps", "--steps"), ("images_per_direction", "--images-per-direction"), ("train_images", "--train-images"),
+                      ("steps", "--steps"), ("images_per_direction", "--images-per-direction"), ("opt_seeds", "--opt-seeds"),
+                      ("regions", "--regions"), ("train_images", "--train-images"),
                       ("k", "-k")):
         if key in params and params[key] is not None:
             flags.append(f"{flag} {params[key]}")
@@ -183,13 +224,15 @@ def _command_line(kind: str, model: str, params: dict) -> str:
     return f"{COMMANDS[kind]} --model {model} " + " ".join(flags)
 
 
-def write_report(store: Store, model: ModelInfo, out: str | Path | None = None) -> ReportResult:
+def write_report(store: Store, model: ModelInfo, out: str | Path | None = None, *, reproducible: bool = False) -> ReportResult:
     """Gather the latest evaluation of each kind for `model` into one Markdown file with its plots.
 
     Args:
         store: the open database.
         model: the model.
         out: the Markdown file (default `$CORTEX_HOME/reports/<model>/report.md`).
+        reproducible: leave out dates, evaluation ids and wall times (`cortex eval all`), so the
+            same results give the same bytes.
 
     Returns:
         ReportResult (path, kinds included, kinds missing).
@@ -204,8 +247,9 @@ def write_report(store: Store, model: ModelInfo, out: str | Path | None = None) 
     parts = [
         f"# CORTEX evaluation report: model `{model.name}`",
         "",
-        f"Generated {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} from the latest stored run of each evaluation "
-        f"(codebook K={model.n_embed}, d={model.embed_dim}, {model.grid}x{model.grid} tokens, {model.image_size} px).",
+        ("Generated by `cortex eval all` in a fresh store" if reproducible else
+         f"Generated {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} from the latest stored run of each evaluation")
+        + f" (codebook K={model.n_embed}, d={model.embed_dim}, {model.grid}x{model.grid} tokens, {model.image_size} px).",
         "",
     ]
     for kind in KINDS:
@@ -214,7 +258,8 @@ def write_report(store: Store, model: ModelInfo, out: str | Path | None = None) 
             continue
         parts += [f"## {TITLES[kind]}", ""]
         seconds = ev.result.get("seconds")
-        parts += [f"Run {ev.created_at} (evaluation #{ev.id}), {_f(seconds, 1)} s: `{_command_line(kind, model.name, ev.params)}`", ""]
+        command_line = f"`{_command_line(kind, model.name, ev.params)}`"
+        parts += [command_line if reproducible else f"Run {ev.created_at} (evaluation #{ev.id}), {_f(seconds, 1)} s: {command_line}", ""]
         for spec in tables_for(kind, ev.result):
             parts += [_markdown_table(spec), ""]
         if ev.plot_path:

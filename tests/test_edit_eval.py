@@ -1,0 +1,224 @@
+"""The editing evaluation (Table 3): intervals, region rules, seeds, and runs on the tiny model."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from cortex_cli import registry
+from cortex_cli.errors import CortexError
+from cortex_cli.evaluation.common import latest_evaluations
+from cortex_cli.evaluation.edit_eval import (
+    EditEvalSettings, edit_seed, fixed_box, max_sum_window, optimize_batch, run_edit_eval, window_around,
+)
+from cortex_cli.evaluation.metrics import paired_bootstrap_ci, verdict
+from cortex_cli.evaluation.report import tables_for
+from cortex_cli.extractors.architectures import ExtractorConfig, build_extractor
+from cortex_cli.generation import default_sampler
+from cortex_cli.optimize import OptimizeSettings, optimize_tokens
+from cortex_cli.regions import Region
+from cortex_cli.seeding import image_key
+from cortex_cli.store.database import open_store
+
+from eval_helpers import register_small_extractor, toy_judge
+from index_helpers import store_random_images
+
+
+# -- the interval -------------------------------------------------------------------------------
+
+def _noisy(n: int, seeds: int, shift: float) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(1)
+    b = torch.rand(n, seeds, generator=gen)
+    return b + shift + 0.05 * torch.randn(n, seeds, generator=gen), b
+
+
+def test_bootstrap_interval_says_win_loss_and_not_significant():
+    better, base = _noisy(20, 3, 0.2)
+    ci = paired_bootstrap_ci(better, base, seed=7)
+    assert ci.low > 0 and ci.mean == pytest.approx(float((better - base).mean()))
+    assert verdict(ci) == "win" and verdict(ci, higher_is_better=False) == "loss"
+    same = paired_bootstrap_ci(base, base.clone(), seed=7)
+    assert (same.low, same.high) == (0.0, 0.0) and verdict(same) == "n.s."
+    worse, base = _noisy(20, 3, -0.2)
+    assert verdict(paired_bootstrap_ci(worse, base, seed=7)) == "loss"
+    # no clear difference: the interval straddles 0
+    gen = torch.Generator().manual_seed(3)
+    a, b = torch.randn(30, generator=gen), torch.randn(30, generator=gen)
+    assert verdict(paired_bootstrap_ci(a, b, seed=7)) == "n.s."
+    # same seed, same interval; strata keep their counts
+    assert paired_bootstrap_ci(better, base, seed=7) == paired_bootstrap_ci(better, base, seed=7)
+    strat = paired_bootstrap_ci(better, base, seed=7, strata=["x"] * 10 + ["y"] * 10)
+    assert strat.low > 0 and strat.n_units == 20
+    with pytest.raises(ValueError, match="at least 2 units"):
+        paired_bootstrap_ci(better, base, seed=7, strata=["x"] * 19 + ["y"])
+    # one source: no interval, never significant
+    lone = paired_bootstrap_ci(torch.tensor([[1.0, 1.0]]), torch.zeros(1, 2), seed=7)
+    assert lone.mean == 1.0 and lone.low != lone.low and verdict(lone) == "n.s."
+
+
+def test_bootstrap_resamples_sources_not_seeds():
+    # one source far off, many identical seeds: averaging seeds first keeps n_units = sources
+    a = torch.tensor([[1.0, 1.0, 1.0], [0.0, 0.0, 0.0]])
+    ci = paired_bootstrap_ci(a, torch.zeros_like(a), seed=0, resamples=500)
+    assert ci.n_units == 2 and ci.low == 0.0 and ci.high == 1.0
+
+
+# -- the regions --------------------------------------------------------------------------------
+
+def test_fixed_box_is_the_centre_window():
+    assert fixed_box(16) == Region((6, 10), (6, 10)) and str(fixed_box(16)) == "6:10,6:10"
+    assert fixed_box(8) == Region((3, 5), (3, 5))
+    assert fixed_box(16).size == 16
+
+
+def test_saliency_box_is_the_window_of_highest_summed_tsv():
+    tsv = torch.zeros(16, 16)
+    tsv[9:13, 2:6] = 1.0  # sum 16
+    tsv[0, 15] = 10.0  # a single hot token: sum 10 in any window around it
+    tsv[1:3, 12:14] = 0.5
+    assert max_sum_window(tsv, 4) == Region((9, 13), (2, 6))
+    flat = torch.ones(16, 16)  # ties: the first window in raster order
+    assert max_sum_window(flat, 4) == Region((0, 4), (0, 4))
+
+
+def test_window_around_centres_on_the_part_and_stays_inside():
+    import numpy as np
+
+    mask = np.zeros((64, 64), dtype=bool)
+    mask[8:16, 40:48] = True  # centroid at token (3, 11) on a 16 grid
+    assert str(window_around(mask, 16, 4)) == "1:5,9:13"
+    corner = np.zeros((64, 64), dtype=bool)
+    corner[0:2, 62:64] = True
+    assert str(window_around(corner, 16, 4)) == "0:4,12:16"
+
+
+def test_defaults_are_the_protocol():
+    d = EditEvalSettings()
+    assert d.images_per_direction >= 10 and d.opt_seeds >= 3 and d.steps == 150 and d.bootstrap == 2000
+    assert d.regions == ("fixed",)  # the paper's box is the headline; saliency and oracle on request
+
+
+# -- seeds and the batched optimiser ------------------------------------------------------------
+
+def test_edit_seed_is_a_function_of_identities():
+    key = str(image_key("tiny", 0, "test", 3, "k=1"))
+    s = edit_seed("tiny", key, 1, "fixed", 0, 2)
+    assert s == edit_seed("tiny", int(key), 1, "fixed", 0, 2)  # the key's value, not its type
+    others = {edit_seed("tiny", key, 1, "fixed", 0, 1), edit_seed("tiny", key, 1, "saliency", 0, 2),
+              edit_seed("tiny", key, 1, "fixed", 1, 2), edit_seed("tiny", key, 2, "fixed", 0, 2)}
+    assert s not in others and len(others) == 4
+
+
+@pytest.mark.parametrize("method", ["token", "embedding"])
+def test_optimize_batch_is_optimize_tokens_per_edit(method):
+    cfg = ExtractorConfig(arch="ce", in_channels=8, grid=8, width=4, n_classes=3, fc_width=8, dropout=0.0)
+    torch.manual_seed(0)
+    net = build_extractor(cfg).eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    codebook = torch.randn(16, 8)
+    sources = torch.randint(0, 16, (3, 8, 8), generator=torch.Generator().manual_seed(1))
+    regions = [Region((0, 2), (0, 2)), Region((3, 5), (4, 6)), Region((6, 8), (6, 8))]
+    targets, seeds = [1, 2, 0], [5, 2**62 + 3, 11]
+    st = OptimizeSettings(steps=25, method=method, lr=0.5 if method == "token" else None)
+    batched = optimize_batch(net, codebook, sources, torch.tensor([r.positions(8) for r in regions]), targets, seeds, st)
+    for i, r in enumerate(regions):
+        single = optimize_tokens(net, codebook, sources[i], r.mask(8), targets[i], dataclasses.replace(st, seed=seeds[i])).tokens
+        assert torch.equal(batched[i], single)
+    assert (batched != sources).any()  # the comparison is not vacuous
+
+
+# -- runs on the tiny model ---------------------------------------------------------------------
+
+def _tiny_store(path: Path, files, *, unrelated: bool):
+    config, ckpt, labels = files
+    store = open_store(f"sqlite:///{path}")
+    model = registry.add_model(store, "tiny", config, ckpt, str(labels))
+    classes = registry.classes(store, model)
+    if unrelated:  # rows that shift every later id
+        store_random_images(store, model, classes[2], 3, split="test", vocab=40)
+        store_random_images(store, model, classes[3], 2, split="train", vocab=40)
+        store_random_images(store, model, classes[0], 2, split="val", vocab=40)
+    for cls in classes[:2]:
+        store_random_images(store, model, cls, 2, split="test", vocab=40)
+    register_small_extractor(store, model, path.parent, "ce", "ce")
+    return store, model, tuple(c.name for c in classes[:2])
+
+
+SMALL = dict(images_per_direction=2, opt_seeds=2, steps=3, samples=2, bootstrap=200)
+
+
+def _numbers(result) -> tuple:
+    return (json.dumps([dataclasses.asdict(r) for r in result.rows], sort_keys=True),
+            json.dumps([dataclasses.asdict(c) for c in result.comparisons], sort_keys=True),
+            json.dumps([dataclasses.asdict(i) for i in result.items], sort_keys=True))
+
+
+def test_edit_eval_on_generated_sources_is_history_independent(tiny_model_files, tmp_path):
+    runs = []
+    for name, unrelated in (("fresh", False), ("prefilled", True)):
+        (tmp_path / name).mkdir()
+        store, model, names = _tiny_store(tmp_path / name / "db.sqlite", tiny_model_files, unrelated=unrelated)
+        settings = EditEvalSettings(pairs=((names[0], names[1]),), regions=("all",), **SMALL)
+        runs.append(run_edit_eval(store, model, settings=settings, out_dir=tmp_path / name / "out", judges=[toy_judge()]))
+        if unrelated:
+            with pytest.raises(CortexError, match="oracle region needs ground-truth"):
+                run_edit_eval(store, model, settings=dataclasses.replace(settings, regions=("oracle",)), out_dir=tmp_path, judges=[toy_judge()])
+        store.close()
+    fresh, prefilled = runs
+    assert _numbers(fresh) == _numbers(prefilled)
+    assert fresh.regions == ["fixed", "saliency"] and fresh.n_sources == 4 and fresh.opt_seeds == 2
+    assert {(r.region, r.method) for r in fresh.rows} == {(k, m) for k in ("fixed", "saliency") for m in ("embedding", "token")}
+    assert not any(r.oracle for r in fresh.rows)
+    label = default_sampler(registry.load_model(model)).label()
+    assert [it.key for it in fresh.items[:2]] == [str(image_key("tiny", fresh.items[0].source, "test", i, label)) for i in range(2)]
+    for row in fresh.rows:  # eq. 10 at the final step
+        e = row.effect
+        assert e.delta_p_orig == pytest.approx(e.p_orig_after - e.p_orig) and e.delta_p_targ == pytest.approx(e.p_targ_after - e.p_targ)
+    assert set(fresh.token_beats_embedding["toy"]["ce"]) == {"fixed", "saliency"}
+    assert all(v in ("win", "loss", "n.s.") for v in fresh.token_beats_embedding["toy"]["ce"].values())
+    assert all(it.regions["fixed"] == "6:10,6:10" for it in fresh.items)
+    assert Path(fresh.plot_path).stat().st_size > 1000
+    assert "seconds" not in json.loads(Path(fresh.json_path).read_text())
+
+
+def test_edit_eval_on_world_sources_reports_the_oracle_apart(store, tiny_model, tmp_path, monkeypatch):
+    from cortex_cli.miniworld import world
+
+    # the tiny model dressed as a mini-world model: 64 px, 16x16 tokens; concepts 0 and 1 (the birds)
+    monkeypatch.setattr(world, "concept_pairs", lambda: [(0, 1)])
+    model = dataclasses.replace(tiny_model, labels="mini")
+    register_small_extractor(store, model, tmp_path, "ce", "ce")
+    result = run_edit_eval(store, model, settings=EditEvalSettings(regions=("fixed", "saliency", "oracle"), **SMALL),
+                           out_dir=tmp_path, judges=[toy_judge()])
+    assert result.regions == ["fixed", "saliency", "oracle"]
+    assert {r.region for r in result.rows if r.oracle} == {"oracle"} and all(r.oracle == (r.region == "oracle") for r in result.rows)
+    assert all(c.oracle == (c.region == "oracle") for c in result.comparisons) and len(result.comparisons) == 3
+    first = result.items[0]
+    assert first.key == "world:edit:0:0" and first.target == 1
+    sample = world.sample(0, 0, "edit")
+    assert first.regions["oracle"] == str(window_around(sample.part_mask, 16, 4))
+    assert set(first.regions) == {"fixed", "oracle", "saliency/ce"}
+    # the report: the oracle in its own table, every table within 80 columns
+    specs = tables_for("edit", latest_evaluations(store, model)["edit"].result)
+    oracle_tables = [s for s in specs if "ORACLE" in s.title]
+    assert len(oracle_tables) == 1 and {row[2] for row in oracle_tables[0].rows} == {"oracle"}
+    headline = next(s for s in specs if s.title.startswith("after step"))
+    assert {row[2] for row in headline.rows} == {"fixed", "saliency"}
+    assert any(row[2] == "oracle (UB)" for s in specs if s.title.startswith("token - embedding") for row in s.rows)
+    for spec in specs:
+        t = Table(show_lines=False)
+        for c in spec.columns:
+            t.add_column(c)
+        for row in spec.rows:
+            t.add_row(*row)
+        console = Console(file=io.StringIO(), width=200)
+        console.print(t)
+        assert console.measure(t).maximum <= 80, spec.title
