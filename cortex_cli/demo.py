@@ -131,7 +131,7 @@ def run_demo(
     lines = [
         f"files in {out_dir}: {len(gen.png_paths)} PNGs in {images_dir.name}/, Figure 2 overlay in {Path(figure).name}"
         + (f", edit strip in edit/{Path(edit.strip_path).name}" if edit else "") + f" ({seconds:.0f} s)",
-        f"next: cortex top-tokens '{cls.name}' --baseline specific ; cortex show --class '{cls.name}' --token {best} --out token{best}.png ; "
+        f"next: cortex top-tokens '{cls.name}' --baseline frequency ; cortex show --class '{cls.name}' --token {best} --out token{best}.png ; "
         f"cortex explain {gen.png_paths[0]} --out explained.png",
     ]
     return DemoResult(model.name, cls.name, str(images_dir), gen.png_paths, figure, indexed, top, round(seconds, 2), edit, sweep,
