@@ -58,6 +58,20 @@ def test_straight_through_gradient_reaches_P_only_inside_region(setup):
     assert torch.equal(sel.P.grad.abs().sum(dim=1) > 0, mask.reshape(-1))
 
 
+@pytest.mark.parametrize("tau", [1.0, 0.5])
+def test_straight_through_gradient_has_the_soft_sample_jacobian_value(setup, tau):
+    """d loss / d P of a region row = (1/tau) s * (u - <s, u>), s the soft sample, u = d loss / d onehot."""
+    codebook, extractor, source, mask = setup
+    sel = TokenSelection(codebook, source, mask, "source", torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    objective_loss(extractor, sel.embedding(tau=tau), 1, "logit").backward()
+    torch.manual_seed(0)  # the same Gumbel draws: hard and soft sampling consume the RNG alike
+    soft = F.gumbel_softmax(sel.P.detach()[sel.index], tau=tau, hard=False)
+    u = -(codebook @ extractor.weights[1])  # loss = -sum_pos <onehot_pos @ C, W_1>
+    expected = soft * (u - (soft * u).sum(dim=1, keepdim=True)) / tau
+    torch.testing.assert_close(sel.P.grad[sel.index], expected, rtol=1e-4, atol=1e-6)
+
+
 def test_hard_sample_embedding_is_exact_codebook_rows(setup):
     codebook, _, source, mask = setup
     sel = TokenSelection(codebook, source, mask, "random", torch.Generator().manual_seed(1))
