@@ -333,25 +333,30 @@ def ensure_images(
     return generate(store, model, cls, n, split=split, seed=seed, device=device, progress=progress, shard=shard).image_ids
 
 
+def _rows_by_id(store: Store, model: ModelInfo, image_ids: list[int], *columns) -> dict[int, tuple]:
+    """image id -> the given columns (images joined with their class), in chunks; CortexError for a foreign id."""
+    found: dict[int, tuple] = {}
+    unique = list(dict.fromkeys(int(i) for i in image_ids))
+    with store.session() as s:
+        for start in range(0, len(unique), _SQL_CHUNK):
+            query = (select(ImageRow.id, *columns).join(ClassRow, ClassRow.id == ImageRow.class_pk)
+                     .where(ImageRow.model_id == model.id, ImageRow.id.in_(unique[start:start + _SQL_CHUNK])))
+            found.update({int(row[0]): tuple(row[1:]) for row in s.execute(query)})
+    absent = [i for i in unique if i not in found]
+    if absent:
+        shown = ", ".join(map(str, absent[:5])) + (" ..." if len(absent) > 5 else "")
+        raise CortexError(f"image id(s) {shown} are not images of model {model.name!r}; run `cortex generate` first")
+    return found
+
+
 def image_tokens(store: Store, model: ModelInfo, image_ids: list[int]) -> torch.Tensor:
     """Token grids (B x m x m, LongTensor) of stored images, in the given order.
 
     Raises:
         CortexError: an id is not an image of `model`.
     """
-    blobs: dict[int, bytes] = {}
-    unique = list(dict.fromkeys(int(i) for i in image_ids))
-    with store.session() as s:
-        for start in range(0, len(unique), _SQL_CHUNK):
-            chunk = unique[start:start + _SQL_CHUNK]
-            blobs.update(s.execute(
-                select(ImageRow.id, ImageRow.tokens).where(ImageRow.model_id == model.id, ImageRow.id.in_(chunk))
-            ).all())
-    absent = [i for i in unique if i not in blobs]
-    if absent:
-        shown = ", ".join(map(str, absent[:5])) + (" ..." if len(absent) > 5 else "")
-        raise CortexError(f"image id(s) {shown} are not images of model {model.name!r}; run `cortex generate` first")
-    if not unique:
+    blobs = {i: blob for i, (blob,) in _rows_by_id(store, model, image_ids, ImageRow.tokens).items()}
+    if not blobs:
         return torch.empty(0, model.grid, model.grid, dtype=torch.long)
     return torch.stack([unpack_tokens(blobs[int(i)], model.n_embed, model.grid) for i in image_ids])
 
@@ -380,19 +385,6 @@ def image_keys(store: Store, model: ModelInfo, image_ids: list[int]) -> list[int
     Raises:
         CortexError: an id is not an image of `model`.
     """
-    found: dict[int, int] = {}
-    unique = list(dict.fromkeys(int(i) for i in image_ids))
-    with store.session() as s:
-        for start in range(0, len(unique), _SQL_CHUNK):
-            chunk = unique[start:start + _SQL_CHUNK]
-            rows = s.execute(
-                select(ImageRow.id, ClassRow.class_id, ImageRow.split, ImageRow.seed, ImageRow.sampler)
-                .join(ClassRow, ClassRow.id == ImageRow.class_pk)
-                .where(ImageRow.model_id == model.id, ImageRow.id.in_(chunk))
-            ).all()
-            found.update({int(i): image_key(model.name, class_id, split, seed, sampler) for i, class_id, split, seed, sampler in rows})
-    absent = [i for i in unique if i not in found]
-    if absent:
-        shown = ", ".join(map(str, absent[:5])) + (" ..." if len(absent) > 5 else "")
-        raise CortexError(f"image id(s) {shown} are not images of model {model.name!r}; run `cortex generate` first")
+    rows = _rows_by_id(store, model, image_ids, ClassRow.class_id, ImageRow.split, ImageRow.seed, ImageRow.sampler)
+    found = {i: image_key(model.name, *row) for i, row in rows.items()}
     return [found[int(i)] for i in image_ids]

@@ -12,6 +12,7 @@ from sqlalchemy import select
 
 from .. import registry
 from ..errors import CortexError
+from ..jsonable import to_jsonable
 from ..judges import Judge
 from ..registry import ClassInfo, ModelInfo
 from ..saliency import SaliencySettings, token_saliency
@@ -181,24 +182,9 @@ def latest_evaluations(store: Store, model: ModelInfo) -> dict[str, StoredEvalua
 RUN_FIELDS = ("seconds", "json_path", "plot_path", "evaluation_id")
 
 
-def plain(obj: Any) -> Any:
-    """Dataclasses, dicts, tuples and paths as plain JSON-ready values."""
-    import dataclasses
-
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {k: plain(v) for k, v in dataclasses.asdict(obj).items()}
-    if isinstance(obj, dict):
-        return {str(k): plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [plain(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
-
-
 def result_payload(result: Any) -> Any:
     """The reproducible part of a result: everything but `RUN_FIELDS`."""
-    data = plain(result)
+    data = to_jsonable(result)
     if isinstance(data, dict):
         return {k: v for k, v in data.items() if k not in RUN_FIELDS}
     return data

@@ -91,12 +91,10 @@ def world_images(classes: Sequence[ClassInfo], per_class: int, seed: int) -> tup
 
 
 def _class_scores(store: Store, model: ModelInfo, cls: ClassInfo, n: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(K,) token counts and (K,) specificity of a class over its training seeds 0..n-1 (generated if missing)."""
+    """(K,) token counts and (K,) specificity of a class over its training seeds 0..n-1 (every class's must exist)."""
     from ..generation import ensure_images, resolve_sampler
     from ..queries import ImageSet, specificity, token_counts_of
 
-    for other in registry.classes(store, model):
-        ensure_images(store, model, other, "train", n, seed=0, device=device)
     ids = ensure_images(store, model, cls, "train", n, seed=0, device=device)
     image_set = ImageSet(cls.pk, "train", tuple(ids), tuple(range(n)), (resolve_sampler(model).label(),))
     counts, _ = token_counts_of(store, model, ids)
@@ -158,6 +156,7 @@ def run_localization(
         CortexError: a model other than the mini world, bad settings, missing extractors.
     """
     from ..extractors.registry import load_extractor
+    from ..generation import ensure_images
 
     require_mini(model)
     if settings.images_per_class < 1 or settings.random_draws < 1:
@@ -189,6 +188,8 @@ def run_localization(
         methods[info.name] = _scores([ranked_positions(m) for m in tsv], insides, label_names, settings.ns)
     # extractor-free rankings, both counted over exactly the training seeds 0..train_images-1
     freq_rankings, specific_rankings = [], []
+    for other in registry.classes(store, model):  # the specific score compares every class's images
+        ensure_images(store, model, other, "train", settings.train_images, seed=0, device=device)
     for k, cls in enumerate(classes):
         common.tick(progress, k, len(classes), f"token counts of {cls.name}")
         counts, specific = _class_scores(store, model, cls, settings.train_images, device)
