@@ -14,6 +14,7 @@ import torch
 
 from .errors import CortexError
 from .registry import BUNDLED_DIR, MINI_NAME, ModelInfo
+from .weights import load_weights
 
 
 @dataclass
@@ -33,8 +34,6 @@ class Judge:
 
 def mini_judges(device: torch.device | str = "cpu") -> list[Judge]:
     """The bundled mini-world judges (ResNet-10 and a small ViT), on `device`."""
-    from safetensors.torch import load_file
-
     from .miniworld.judges import JUDGE_KINDS, build_judge, from_model_output
     from .miniworld.world import CONCEPTS
 
@@ -45,7 +44,7 @@ def mini_judges(device: torch.device | str = "cpu") -> list[Judge]:
             raise CortexError(f"bundled judge {path.name} is missing; run `cortex train-mini` or reinstall cortex")
         model = build_judge(kind, len(CONCEPTS))
         ref = model.state_dict()
-        model.load_state_dict({k: v.to(ref[k].dtype) for k, v in load_file(str(path)).items()}, strict=True)
+        model.load_state_dict({k: v.to(ref[k].dtype) for k, v in load_weights(path).items()}, strict=True)
         judges.append(Judge(kind, model.to(device).eval(), from_model_output))
     return judges
 

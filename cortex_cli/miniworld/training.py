@@ -223,17 +223,19 @@ def train_judge(kind: str, recipe: MiniRecipe, progress: Progress) -> tuple[torc
     return model, {f"judge_{kind}_final_loss": float(loss.item())}
 
 
-def _save_half(state: dict[str, torch.Tensor], path: Path) -> None:
-    from safetensors.torch import save_file
+INT8_JUDGES = ("resnet",)  # the one bundled file over 8 MB in fp16 (4.9M parameters) ships as int8
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in state.items()}, str(path))
+
+def _save_half(state: dict[str, torch.Tensor], path: Path, int8: bool = False) -> None:
+    from ..weights import save_weights
+
+    save_weights(state, path, int8=int8)
 
 
 def _load_into(module: torch.nn.Module, path: Path) -> None:
-    from safetensors.torch import load_file
+    from ..weights import load_weights
 
-    state = load_file(str(path))
+    state = load_weights(path)
     ref = module.state_dict()
     module.load_state_dict({k: v.to(ref[k].dtype) for k, v in state.items()}, strict=True)
 
@@ -290,7 +292,7 @@ def build_mini(out_dir: Path, recipe: MiniRecipe = MiniRecipe(), work_dir: Path 
         if not path.is_file():
             model, metrics = train_judge(kind, recipe, stage_progress(f"judge {kind}"))
             report.metrics.update(metrics)
-            _save_half(model.state_dict(), path)
+            _save_half(model.state_dict(), path, int8=kind in INT8_JUDGES)
         report.seconds[f"judge_{kind}"] = time.time() - t0
     out_dir.mkdir(parents=True, exist_ok=True)
     write_config(cfg, out_dir / "config.yaml")
