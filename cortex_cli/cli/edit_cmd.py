@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 import typer
@@ -11,7 +10,7 @@ from .. import optimize, registry
 from ..editing import edit_image
 from ..regions import parse_region
 from .app import command, state
-from .render import console, print_json, progress, table
+from .render import console, deferred_progress, print_json, table
 
 SHOW_CHANGES = 32  # changed tokens listed in the terminal
 
@@ -58,14 +57,7 @@ def edit(
         steps=steps, lr=lr, tau=tau, tau_final=tau_final, alpha=alpha, init=init, objective=objective,
         method=method, seed=app_state.seed if seed is None else seed,
     ).validate()
-    with contextlib.ExitStack() as stack:
-        bars: list = []
-
-        def update(done: int, total: int) -> None:  # the bar appears once the inputs passed validation
-            if not bars:
-                bars.append(stack.enter_context(progress(f"editing toward {target_cls.name} ({method})", quiet=quiet or as_json)))
-            bars[0](done, total)
-
+    with deferred_progress(f"editing toward {target_cls.name} ({method})", quiet=quiet or as_json) as update:
         result = edit_image(
             store, info, image, target_cls, region, settings, extractor_name=extractor, out_dir=out,
             save_every=save_every, device=app_state.torch_device(), progress=update,

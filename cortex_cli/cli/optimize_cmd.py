@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 import typer
@@ -10,7 +9,7 @@ import typer
 from .. import concept_search, optimize, registry
 from ..regions import parse_region
 from .app import command, state
-from .render import console, print_json, progress, table
+from .render import console, deferred_progress, print_json, table
 
 SHOW_TOKENS = 12  # T* tokens listed in the terminal
 
@@ -60,14 +59,7 @@ def optimize_cmd(
     from ..extractors.registry import get_extractor
 
     ext_info = get_extractor(store, info, extractor)
-    with contextlib.ExitStack() as stack:
-        bars: list = []
-
-        def update(done: int, total: int) -> None:  # the bar appears once the inputs passed validation
-            if not bars:
-                bars.append(stack.enter_context(progress(f"searching {cls.name}", quiet=quiet or as_json)))
-            bars[0](done, total)
-
+    with deferred_progress(f"searching {cls.name}", quiet=quiet or as_json) as update:
         result = concept_search.search_concept(
             store, info, cls, settings=settings, extractor_info=ext_info, device=app_state.torch_device(),
             region=region, init=init, restarts=restarts, k=k, out_dir=out, progress=update,

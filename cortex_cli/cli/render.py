@@ -51,3 +51,17 @@ def progress(description: str, quiet: bool = False) -> Iterator[Callable[[int, i
             bar.update(task, completed=done, total=total, info=info)
 
         yield update
+
+
+@contextlib.contextmanager
+def deferred_progress(description: str, quiet: bool = False) -> Iterator[Callable[[int, int], None]]:
+    """Like `progress`, but the bar appears at the first update: errors raised before it print alone."""
+    with contextlib.ExitStack() as stack:
+        bars: list[Callable[..., None]] = []
+
+        def update(done: int, total: int, **kwargs) -> None:
+            if not bars:
+                bars.append(stack.enter_context(progress(description, quiet=quiet)))
+            bars[0](done, total, **kwargs)
+
+        yield update
