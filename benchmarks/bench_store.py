@@ -1,19 +1,25 @@
 """The index store: insert rows/s (the indexer's own write path) and query latency on a synthetic index.
 
-Builds a migrated SQLite database with CLASSES x IMAGES x top-20 salient rows (default
+Builds a migrated database with CLASSES x IMAGES x top-20 salient rows (default
 1,000 x 100 x 20 = 2M rows; `--full` for the issue's 1,000 x 1,000 x 20 = 20M), then times
-`queries.top_tokens` (with the baseline) and `queries.token_usage` on random classes/tokens.
+the indexer's write path with 1 and 4 writer processes and `queries.top_tokens` (with the frequency
+baseline) and `queries.token_usage` on random classes/tokens: p50 and p95. SQLite and PostgreSQL side
+by side (a throwaway PostgreSQL server from this machine's binaries, durability off as in the tests).
 
-    python benchmarks/bench_store.py [--classes 1000] [--images 100] [--full] [--queries 50]
+    python benchmarks/bench_store.py [--classes 1000] [--images 100] [--full] [--backend both|sqlite|postgresql]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import multiprocessing as mp
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -21,25 +27,54 @@ import torch
 from cortex_cli.indexing import write_batch
 from cortex_cli.queries import token_usage, top_tokens
 from cortex_cli.registry import ClassInfo, ModelInfo
+from cortex_cli.store import run_counts
 from cortex_cli.store.database import open_store
 
-K, GRID, TOP_N, POOL = 16384, 16, 20, 2000  # paper codebook; each class draws from its own 2,000-token pool
+K, GRID, TOP_N, POOL, WRITE_BATCH = 16384, 16, 20, 2000, 16  # paper codebook; each class draws from its own 2,000-token pool
+
+
+def _bulk(raw, dialect: str, table: str, columns: str, rows: list[tuple]) -> None:
+    """Bulk-load rows the fastest way each backend offers (COPY on PostgreSQL, executemany on SQLite)."""
+    if dialect == "postgresql":
+        with raw.driver_connection.cursor() as cur, cur.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+    else:
+        marks = ",".join("?" * len(columns.split(",")))
+        raw.cursor().executemany(f"INSERT INTO {table} ({columns}) VALUES ({marks})", rows)
+
+
+def _zipf() -> np.ndarray:
+    weights = 1.0 / np.arange(1, POOL + 1) ** 1.1
+    return weights / weights.sum()
+
+
+def _image_counts(arrays: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """tokens, occurrences and images holding each, over rows of token arrays (one row per image)."""
+    tokens, counts = np.unique(arrays, return_counts=True)
+    ordered = np.sort(arrays, axis=1)
+    first = np.ones_like(ordered, dtype=bool)
+    first[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
+    _, present = np.unique(ordered[first], return_counts=True)  # same token order as `tokens`
+    return tokens, counts, present
 
 
 def build(url: str, n_classes: int, n_images: int, seed: int = 0) -> tuple[ModelInfo, list[ClassInfo], int, dict]:
     store = open_store(url)
+    dialect = store.engine.dialect.name
     rng = np.random.default_rng(seed)
     raw = store.engine.raw_connection()
-    cur = raw.cursor()
     now = "2026-01-01 00:00:00"
-    cur.execute("INSERT INTO models VALUES (1,'synthetic','-','-','-',?,256,?,256,'',?)", (K, GRID, now))
-    cur.executemany("INSERT INTO classes VALUES (?,?,?,?,?)", [(c + 1, 1, c, f"class {c}", "") for c in range(n_classes)])
-    cur.execute("INSERT INTO extractors VALUES (1,1,'ce','ce','{}','-','-','{}',?)", (now,))
-    cur.execute("INSERT INTO saliency_runs VALUES (1,1,1,20,0.2,20,'max-abs','fp32',0,?)", (now,))
+    _bulk(raw, dialect, "models", "id,name,config_path,ckpt_path,config_hash,n_embed,embed_dim,grid,image_size,labels,created_at",
+          [(1, "synthetic", "-", "-", "-", K, 256, GRID, 256, "", now)])
+    _bulk(raw, dialect, "classes", "id,model_id,class_id,name,synonyms", [(c + 1, 1, c, f"class {c}", "") for c in range(n_classes)])
+    _bulk(raw, dialect, "extractors", "id,model_id,name,arch,hparams,ckpt_path,ckpt_sha256,metrics,created_at",
+          [(1, 1, "ce", "ce", "{}", "-", "-", "{}", now)])
+    _bulk(raw, dialect, "saliency_runs", "id,model_id,extractor_id,samples,alpha,top_n,reduce,precision,seed,created_at",
+          [(1, 1, 1, 20, 0.2, 20, "max-abs", "fp32", 0, now)])
     raw.commit()
     stats = {"salient_rows": 0, "seconds_bulk": 0.0}
-    zipf = 1.0 / np.arange(1, POOL + 1) ** 1.1
-    zipf /= zipf.sum()
+    zipf = _zipf()
     tsv_blob = np.zeros(GRID * GRID, dtype="<f4").tobytes()
     start = time.perf_counter()
     image_id = 0
@@ -48,63 +83,106 @@ def build(url: str, n_classes: int, n_images: int, seed: int = 0) -> tuple[Model
         grids = pool[rng.choice(POOL, size=(n_images, GRID * GRID), p=zipf)]
         ids = np.arange(image_id + 1, image_id + n_images + 1)
         image_id += n_images
-        cur.executemany(
-            "INSERT INTO images VALUES (?,1,?,'train',?,'synthetic',?,?)",
-            [(int(i), c + 1, s, grids[s].astype("<u2").tobytes(), now) for s, i in enumerate(ids)],
-        )
-        cur.executemany("INSERT INTO saliency_maps VALUES (1,?,?)", [(int(i), tsv_blob) for i in ids])
+        _bulk(raw, dialect, "images", "id,model_id,class_pk,split,seed,sampler,tokens,created_at",
+              [(int(i), 1, c + 1, "train", s, "synthetic", grids[s].astype("<u2").tobytes(), now) for s, i in enumerate(ids)])
+        _bulk(raw, dialect, "saliency_maps", "run_id,image_id,tsv", [(1, int(i), tsv_blob) for i in ids])
         positions = np.argsort(rng.random((n_images, GRID * GRID)), axis=1)[:, :TOP_N]
+        top = np.take_along_axis(grids, positions, axis=1)
         img_col = np.repeat(ids, TOP_N)
         rank_col = np.tile(np.arange(TOP_N), n_images)
-        pos_col = positions.reshape(-1)
-        tok_col = np.take_along_axis(grids, positions, axis=1).reshape(-1)
         tsv_col = 1.0 / (rank_col + 1)
-        rows = list(zip(img_col.tolist(), rank_col.tolist(), [c + 1] * len(img_col), pos_col.tolist(), tok_col.tolist(), tsv_col.tolist()))
-        cur.executemany("INSERT INTO salient_tokens VALUES (1,?,?,?,?,?,?)", rows)
-        tokens, counts = np.unique(grids, return_counts=True)
-        ordered = np.sort(grids, axis=1)
-        first = np.ones_like(ordered, dtype=bool)
-        first[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
-        _, present = np.unique(ordered[first], return_counts=True)  # same token order as `tokens`
-        cur.executemany("INSERT INTO token_counts VALUES (1,?,'train',?,?,?)",
-                        list(zip([c + 1] * len(tokens), tokens.tolist(), counts.tolist(), present.tolist())))
+        rows = list(zip([1] * len(img_col), img_col.tolist(), rank_col.tolist(), [c + 1] * len(img_col), positions.reshape(-1).tolist(),
+                        top.reshape(-1).tolist(), tsv_col.tolist()))
+        _bulk(raw, dialect, "salient_tokens", "run_id,image_id,rank,class_pk,position,token,tsv", rows)
+        tokens, counts, present = _image_counts(grids)
+        _bulk(raw, dialect, "token_counts", "model_id,class_pk,split,token,count,n_images",
+              list(zip([1] * len(tokens), [c + 1] * len(tokens), ["train"] * len(tokens), tokens.tolist(), counts.tolist(), present.tolist())))
+        s_tokens, s_counts, s_present = _image_counts(top)
+        salient = {t: (n, p) for t, n, p in zip(s_tokens.tolist(), s_counts.tolist(), s_present.tolist())}
+        _bulk(raw, dialect, "run_token_counts", "run_id,split,class_pk,token,salient,salient_images,occurrences,occurrence_images",
+              [(1, "train", c + 1, t, *salient.get(t, (0, 0)), n, p) for t, n, p in zip(tokens.tolist(), counts.tolist(), present.tolist())])
+        _bulk(raw, dialect, "run_class_counts", "run_id,split,class_pk,images", [(1, "train", c + 1, n_images)])
         raw.commit()
         stats["salient_rows"] += len(rows)
         if (c + 1) % max(1, n_classes // 10) == 0:
             print(f"  built {c + 1}/{n_classes} classes ({time.perf_counter() - start:.0f} s)", flush=True)
     stats["seconds_bulk"] = time.perf_counter() - start
-    cur.execute("ANALYZE")
-    raw.commit()
     raw.close()
+    with store.engine.connect() as conn:
+        if dialect == "postgresql":
+            conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("VACUUM ANALYZE")
+            stats["mib"] = conn.exec_driver_sql("SELECT pg_database_size(current_database())").scalar() / 2**20
+        else:
+            conn.exec_driver_sql("ANALYZE")
+            conn.commit()
+            stats["mib"] = Path(store.engine.url.database).stat().st_size / 2**20
     model = ModelInfo(1, "synthetic", "-", "-", K, 256, GRID, 256, "", n_classes)
     classes = [ClassInfo(c + 1, c, f"class {c}", ()) for c in range(n_classes)]
     store.close()
     return model, classes, image_id, stats
 
 
-def insert_rate(url: str, model: ModelInfo, classes: list[ClassInfo], batches: int = 50, batch: int = 16) -> float:
-    """Rows/s through `indexing.write_batch` (the indexer's transaction per batch), into a fresh run."""
+def _writer(url: str, class_pks: list[int], ids_of: dict[int, list[int]], barrier, out) -> None:
+    """One writer process: index its classes' images into run 2 through `write_batch`."""
+    store = open_store(url)
+    rng = np.random.default_rng(class_pks[0])
+    batches = []
+    for pk in class_pks:
+        ids = ids_of[pk]
+        pool = rng.choice(K, POOL, replace=False)  # tokens as skewed as the built classes' (Zipf over a 2,000-token pool)
+        for b in range(0, len(ids), WRITE_BATCH):
+            chunk = ids[b:b + WRITE_BATCH]
+            grids = pool[rng.choice(POOL, size=(len(chunk), GRID * GRID), p=_zipf())]
+            batches.append((pk, chunk, torch.from_numpy(grids).reshape(len(chunk), GRID, GRID),
+                            torch.from_numpy(rng.random((len(chunk), GRID, GRID), dtype=np.float32))))
+    timings = []
+    for run_id in (2, 3):
+        if run_id == 3:  # the same batches without the per-run token counts: what the counts cost
+            run_counts.add_images = lambda *args: None
+        barrier.wait()
+        start = time.time()
+        for pk, chunk, tokens, tsv in batches:
+            write_batch(store, run_id, pk, chunk, tokens, tsv, TOP_N)
+        timings.append((start, time.time()))
+    out.put((timings, sum(len(c) for _, c, _, _ in batches) * (TOP_N + 1)))
+    store.close()
+
+
+def insert_rate(url: str, classes: list[ClassInfo], n_images: int, writers: int, images_per_writer: int = 512) -> tuple[float, float]:
+    """Rows/s (maps + salient rows) through `indexing.write_batch`, `writers` processes at once, into a fresh run.
+
+    Returns:
+        (rows/s, rows/s of the same batches without the per-run token counts).
+    """
     store = open_store(url)
     with store.engine.begin() as conn:
-        conn.exec_driver_sql("INSERT INTO saliency_runs VALUES (2,1,1,20,0.2,20,'signed-max','fp32',0,'2026-01-01')")
-    rows = 0
-    start = time.perf_counter()
-    for b in range(batches):
-        ids = list(range(b * batch + 1, (b + 1) * batch + 1))
-        tokens = torch.randint(0, K, (batch, GRID, GRID))
-        write_batch(store, 2, classes[0].pk, ids, tokens, torch.rand(batch, GRID, GRID), TOP_N)
-        rows += batch * (TOP_N + 1)
-    rate = rows / (time.perf_counter() - start)
-    with store.engine.begin() as conn:
-        conn.exec_driver_sql("DELETE FROM saliency_runs WHERE id = 2")
+        for run_id in (2, 3):
+            conn.exec_driver_sql(f"DELETE FROM saliency_runs WHERE id = {run_id}")
+            conn.exec_driver_sql("INSERT INTO saliency_runs (id,model_id,extractor_id,samples,alpha,top_n,reduce,precision,seed,created_at) "
+                                 f"VALUES ({run_id},1,1,20,0.2,20,'run {run_id}','fp32',0,'2026-01-01')")
     store.close()
-    return rate
+    per_class = max(1, min(n_images, images_per_writer))
+    need = -(-images_per_writer // per_class)
+    ids_of = {c.pk: list(range((c.pk - 1) * n_images + 1, (c.pk - 1) * n_images + per_class + 1)) for c in classes[:writers * need]}
+    ctx = mp.get_context("spawn")
+    barrier, out = ctx.Barrier(writers), ctx.Queue()
+    procs = [ctx.Process(target=_writer, args=(url, [c.pk for c in classes[w:writers * need:writers]], ids_of, barrier, out))
+             for w in range(writers)]
+    for p in procs:
+        p.start()
+    results = [out.get() for _ in procs]
+    for p in procs:
+        p.join()
+        if p.exitcode != 0:
+            raise SystemExit(f"a writer process failed (exit {p.exitcode})")
+    rows = sum(r[1] for r in results)
+    return tuple(rows / (max(r[0][i][1] for r in results) - min(r[0][i][0] for r in results)) for i in (0, 1))
 
 
 def latencies(url: str, model: ModelInfo, classes: list[ClassInfo], n: int, seed: int = 1) -> dict[str, list[float]]:
     store = open_store(url)
     rng = np.random.default_rng(seed)
-    out: dict[str, list[float]] = {"top-tokens k=100": [], "top-tokens k=100 --baseline": [], "token --top 20": []}
+    out: dict[str, list[float]] = {"top-tokens k=100": [], "top-tokens k=100 --baseline frequency": [], "token --top 20": []}
     hot = []
     for _ in range(n):
         cls = classes[int(rng.integers(len(classes)))]
@@ -112,8 +190,8 @@ def latencies(url: str, model: ModelInfo, classes: list[ClassInfo], n: int, seed
         res = top_tokens(store, model, cls, k=100)
         out["top-tokens k=100"].append(time.perf_counter() - t)
         t = time.perf_counter()
-        top_tokens(store, model, cls, k=100, baseline=True)
-        out["top-tokens k=100 --baseline"].append(time.perf_counter() - t)
+        top_tokens(store, model, cls, k=100, baseline="frequency")
+        out["top-tokens k=100 --baseline frequency"].append(time.perf_counter() - t)
         hot.append(res.rows[0].token)
     for token in hot:
         t = time.perf_counter()
@@ -123,28 +201,65 @@ def latencies(url: str, model: ModelInfo, classes: list[ClassInfo], n: int, seed
     return out
 
 
+def _postgres_server():
+    """A throwaway PostgreSQL server from this machine's binaries (the test suite's helper)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from pg_server import PgServer, find_bindir
+
+    bindir = find_bindir()
+    if bindir is None:
+        raise SystemExit("no PostgreSQL server binaries (initdb, pg_ctl) on this machine; run with --backend sqlite")
+    return PgServer(bindir).start()
+
+
+def bench(url: str, n_classes: int, images: int, queries: int, writers: Sequence[int]) -> dict:
+    """Build the synthetic index at `url`, then time the write path and the queries."""
+    model, classes, _, stats = build(url, n_classes, images)
+    result = {"salient_rows": stats["salient_rows"], "database_mib": round(stats["mib"]),
+              "bulk_rows_per_s": round(stats["salient_rows"] / stats["seconds_bulk"])}
+    for w in writers:
+        rate, without_counts = insert_rate(url, classes, images, w)
+        result[f"write_batch_rows_per_s_{w}_writers"] = round(rate)
+        result[f"write_batch_rows_per_s_{w}_writers_without_counts"] = round(without_counts)
+    for name, values in latencies(url, model, classes, queries).items():
+        ms = sorted(v * 1000 for v in values)
+        result[name] = {"p50_ms": round(statistics.median(ms), 1), "p95_ms": round(ms[round(0.95 * (len(ms) - 1))], 1)}
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--classes", type=int, default=1000)
     parser.add_argument("--images", type=int, default=100, help="images per class [100; --full: 1000]")
     parser.add_argument("--full", action="store_true", help="the issue's 1,000 x 1,000 x 20 = 20M rows (slow to build)")
-    parser.add_argument("--queries", type=int, default=30)
-    parser.add_argument("--db", type=Path, default=None, help="database file [a temporary one]")
+    parser.add_argument("--queries", type=int, default=40)
+    parser.add_argument("--backend", choices=("both", "sqlite", "postgresql"), default="both")
+    parser.add_argument("--writers", default="1,4", help="concurrent writer processes to time, comma-separated [1,4]")
+    parser.add_argument("--json-out", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args()
     images = 1000 if args.full else args.images
+    writers = [int(w) for w in args.writers.split(",") if w]
+    print(f"{args.classes} classes x {images} images x top-{TOP_N} = {args.classes * images * TOP_N:,} salient rows per backend")
+    results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        path = args.db or Path(tmp) / "bench.db"
-        url = f"sqlite:///{path}"
-        print(f"building {args.classes} classes x {images} images x top-{TOP_N} = {args.classes * images * TOP_N:,} salient rows")
-        model, classes, n_images, stats = build(url, args.classes, images)
-        size = path.stat().st_size / 2**20
-        print(f"bulk build: {stats['salient_rows'] / stats['seconds_bulk']:,.0f} salient rows/s (raw executemany, with images, maps, "
-              f"token counts); database {size:,.0f} MiB")
-        print(f"indexer write path (write_batch, one transaction per 16 images): {insert_rate(url, model, classes):,.0f} rows/s")
-        for name, values in latencies(url, model, classes, args.queries).items():
-            ms = sorted(v * 1000 for v in values)
-            p50, p90 = statistics.median(ms), ms[int(0.9 * (len(ms) - 1))]
-            print(f"  {name:28s} p50 {p50:7.1f} ms  p90 {p90:7.1f} ms  ({'ok' if p50 < 100 else 'over'} < 100 ms)")
+        if args.backend in ("both", "sqlite"):
+            results["sqlite"] = bench(f"sqlite:///{Path(tmp) / 'bench.db'}", args.classes, images, args.queries, writers)
+        if args.backend in ("both", "postgresql"):
+            server = _postgres_server()
+            try:
+                results["postgresql"] = bench(server.database(empty=True), args.classes, images, args.queries, writers)
+            finally:
+                server.stop()
+    for backend, r in results.items():
+        print(f"{backend}: {r['salient_rows']:,} salient rows, {r['database_mib']:,} MiB; bulk load {r['bulk_rows_per_s']:,} rows/s")
+        for w in writers:
+            rate, bare = r[f"write_batch_rows_per_s_{w}_writers"], r[f"write_batch_rows_per_s_{w}_writers_without_counts"]
+            print(f"  write_batch, {w} writer(s): {rate:,} rows/s ({rate / bare:.2f}x the rate without the run's token counts)")
+        for name, v in r.items():
+            if isinstance(v, dict):
+                print(f"  {name:38s} p50 {v['p50_ms']:7.1f} ms  p95 {v['p95_ms']:7.1f} ms  ({'ok' if v['p50_ms'] < 100 else 'over'} < 100 ms)")
+    if args.json_out:
+        args.json_out.write_text(json.dumps(results, indent=2) + "\n")
 
 
 if __name__ == "__main__":

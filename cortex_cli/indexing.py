@@ -24,6 +24,7 @@ from .errors import CortexError
 from .registry import ClassInfo, ModelInfo
 from .saliency import SaliencySettings, token_saliency
 from .store.database import Store
+from .store import run_counts
 from .store.dialect import insert_ignore
 from .store.schema import SaliencyMapRow, SaliencyRunRow, SalientTokenRow
 
@@ -99,7 +100,7 @@ def _load_tokens(store: Store, model: ModelInfo, image_ids: Sequence[int]) -> to
 def write_batch(
     store: Store, run_id: int, class_pk: int, image_ids: Sequence[int], tokens: torch.Tensor, tsv: torch.Tensor, top_n: int
 ) -> None:
-    """Write one batch (maps + top-n rows) in one transaction."""
+    """Write one batch (maps, top-n rows and the run's token counts) in one transaction."""
     grid = tsv.shape[-1]
     maps, salient = [], []
     flat_tsv = tsv.detach().float().cpu().reshape(tsv.shape[0], -1)
@@ -115,8 +116,13 @@ def write_batch(
                 "position": pos, "token": int(flat_tok[i, pos]), "tsv": float(values[i, rank]),
             })
     with store.session() as s, s.begin():
-        insert_ignore(s, SaliencyMapRow, maps)
+        inserted = {int(r[0]) for r in insert_ignore(s, SaliencyMapRow, maps, returning=("image_id",))}
         insert_ignore(s, SalientTokenRow, salient)
+        if inserted:  # maps another writer (or an earlier run) already wrote are counted already
+            rows = [r for r, image_id in enumerate(image_ids) if int(image_id) in inserted]
+            grids = flat_tok.numpy()[rows]
+            top = np.take_along_axis(grids, order[rows, :n].numpy(), axis=1)
+            run_counts.add_images(s, run_id, class_pk, [int(image_ids[r]) for r in rows], grids, top)
 
 
 def index_class(

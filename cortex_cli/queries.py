@@ -8,8 +8,9 @@
 
 Both read one saliency run (`pick_run`: the newest run of the extractor that covers the class) and
 count exactly one set of images: the run's indexed images of the split, or seeds 0..N-1 with
-`images=N`; results say how many images they counted. Occurrence counts are read from the images'
-token grids, never from insertion-time aggregates, so they cannot include images outside the set.
+`images=N`; results say how many images they counted. Occurrence counts over a chosen set are read
+from the images' token grids; `token_usage` over a whole run reads the run's own counts
+(`store/run_counts.py`), which are added once per indexed image and so cover exactly that set.
 Ranks are 1-based; ties are broken by the smaller token (or class) id.
 """
 
@@ -24,6 +25,7 @@ from sqlalchemy import bindparam, func, select, text
 
 from .errors import CortexError
 from .registry import ClassInfo, ModelInfo, classes
+from .store import run_counts
 from .store.database import Store
 from .store.schema import ExtractorRow, ImageRow, SaliencyMapRow, SaliencyRunRow, SalientTokenRow
 
@@ -390,6 +392,18 @@ def _rank_within(per_class: dict[int, dict[int, int]], token: int) -> dict[int, 
     return ranks
 
 
+def _token_usage_from_counts(
+    store: Store, model: ModelInfo, token: int, top: int, chosen: RunInfo, split: str, by_pk: dict[int, ClassInfo]
+) -> TokenUsage:
+    """`token_usage` over every image the run indexed, from the run's counts (milliseconds at 20M rows)."""
+    def usage(view: str) -> list[ClassUsage]:
+        found = run_counts.classes_using(store, chosen.id, split, token, top, view)
+        return [ClassUsage(i + 1, c.class_id, by_pk[c.class_pk].name, c.count, c.images, c.token_rank) for i, c in enumerate(found)]
+
+    return TokenUsage(model.name, token, chosen.extractor, chosen.id, split, usage("salient"), usage("occurrence"),
+                      images_counted=run_counts.images_indexed(store, chosen.id, split))
+
+
 def token_usage(
     store: Store,
     model: ModelInfo,
@@ -436,6 +450,8 @@ def token_usage(
         if extractor is not None or run is not None:
             raise
         chosen = None
+    if chosen is not None and images is None:
+        return _token_usage_from_counts(store, model, token, top, chosen, split, by_pk)
     where = [ImageRow.model_id == model.id, ImageRow.split == split]
     if images is not None:
         where += [ImageRow.seed >= 0, ImageRow.seed < images]

@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 
 from cortex_cli import registry
 from cortex_cli.generation import image_tokens
-from cortex_cli.store.schema import ExtractorRow, ImageRow, ModelRow, SaliencyMapRow, SaliencyRunRow, SalientTokenRow, TokenCountRow
+from cortex_cli.store.schema import ExtractorRow, ImageRow, ModelRow, RunClassCountRow, RunTokenCountRow, SaliencyMapRow, SaliencyRunRow, SalientTokenRow, TokenCountRow
 
 import store_writers
 from index_helpers import register_toy
@@ -95,8 +95,16 @@ def test_writers_at_once_lose_and_duplicate_nothing(store, tiny_model, db_url, m
         assert s.scalar(select(func.count()).select_from(SaliencyMapRow)) == n_images
         assert s.scalar(select(func.count()).select_from(SalientTokenRow)) == n_images * SETTINGS.top_n
         counts = {(r.class_pk, r.split, r.token): (r.count, r.n_images) for r in s.scalars(select(TokenCountRow))}
+        run_counts = {(r.class_pk, r.split, r.token): r for r in s.scalars(select(RunTokenCountRow))}
+        run_images = {(r.class_pk, r.split): r.images for r in s.scalars(select(RunClassCountRow))}
+        salient = Counter((pk, t) for pk, t in s.execute(select(SalientTokenRow.class_pk, SalientTokenRow.token)))
     # token counts were added once per stored image: none double-counted, none lost
-    assert counts == _recount(store, tiny_model)
+    recount = _recount(store, tiny_model)
+    assert counts == recount
+    # and the run's counts once per indexed image (every stored image is indexed here), however the writers interleaved
+    assert {k: (r.occurrences, r.occurrence_images) for k, r in run_counts.items()} == recount
+    assert {(pk, t): r.salient for (pk, _, t), r in run_counts.items() if r.salient} == dict(salient)
+    assert run_images == {**{(c.pk, "train"): OWN_IMAGES for c in classes[:WRITERS]}, (classes[WRITERS].pk, "val"): SHARED_IMAGES}
 
     assert {r["runs"] for r in results} == {(results[0]["runs"][0],) * 2}
     assert all(r["indexed"] == (OWN_IMAGES, SHARED_IMAGES) for r in results)

@@ -147,6 +147,36 @@ class SalientTokenRow(Base):
     tsv: Mapped[float] = mapped_column(Float)
 
 
+class RunTokenCountRow(Base):
+    """How often a token is salient (top-n) and present (any position) in a class's images indexed by a run.
+
+    Added once per image, in the transaction that writes the image's map, so it always equals a
+    count over exactly the run's indexed images (what `cortex token` reads at any index size).
+    """
+
+    __tablename__ = "run_token_counts"
+    # one secondary index: a token's classes; a class's rows are a primary-key range
+    __table_args__ = (Index("ix_run_token_counts_token", "run_id", "split", "token"),)
+    run_id: Mapped[int] = mapped_column(ForeignKey("saliency_runs.id", ondelete="CASCADE"), primary_key=True)
+    split: Mapped[str] = mapped_column(String(16), primary_key=True)
+    class_pk: Mapped[int] = mapped_column(ForeignKey("classes.id", ondelete="CASCADE"), primary_key=True)
+    token: Mapped[int] = mapped_column(Integer, primary_key=True)
+    salient: Mapped[int] = mapped_column(Integer, default=0)  # occurrences in the per-image top-n sets
+    salient_images: Mapped[int] = mapped_column(Integer, default=0)  # images whose top-n holds it
+    occurrences: Mapped[int] = mapped_column(Integer, default=0)  # occurrences over all positions
+    occurrence_images: Mapped[int] = mapped_column(Integer, default=0)  # images holding it anywhere
+
+
+class RunClassCountRow(Base):
+    """How many images of a class (and split) a run has indexed."""
+
+    __tablename__ = "run_class_counts"
+    run_id: Mapped[int] = mapped_column(ForeignKey("saliency_runs.id", ondelete="CASCADE"), primary_key=True)
+    split: Mapped[str] = mapped_column(String(16), primary_key=True)
+    class_pk: Mapped[int] = mapped_column(ForeignKey("classes.id", ondelete="CASCADE"), primary_key=True)
+    images: Mapped[int] = mapped_column(Integer, default=0)
+
+
 class EditRow(Base):
     """A token-level edit of an image toward a target concept."""
 
