@@ -86,16 +86,24 @@ class PgServer:
         self._run("initdb", "-D", str(self.data), "-U", SERVER_USER, "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync")
         for attempt in range(3):  # the free port may be taken between probing and binding
             self.port = _free_port()
-            options = (f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.root} "
-                       "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
             try:
-                self._run("pg_ctl", "start", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60", "-o", options)
+                self.resume()
                 break
             except RuntimeError:
                 if attempt == 2:
                     raise
         self._admin(f'CREATE DATABASE "{TEMPLATE}"')
         return self
+
+    def halt(self) -> None:
+        """Stop the server at once, as a crash or an operator would; its data stay for `resume`."""
+        self._run("pg_ctl", "stop", "-D", str(self.data), "-m", "immediate", "-w")
+
+    def resume(self) -> None:
+        """(Re)start the server on its port."""
+        options = (f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.root} "
+                   "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
+        self._run("pg_ctl", "start", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60", "-o", options)
 
     def url(self, dbname: str) -> str:
         return f"postgresql+psycopg://{SERVER_USER}@127.0.0.1:{self.port}/{dbname}"

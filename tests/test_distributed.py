@@ -8,26 +8,16 @@ SQLite file. Rows are compared table by table by identity (class, split, seed, r
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
-import torch
-from safetensors.torch import save_file
-from sqlalchemy import select
 from typer.testing import CliRunner
 
-from cortex_cli import registry
 from cortex_cli.cli import app
 from cortex_cli.distributed import DistContext, Shard, init_from_env
 from cortex_cli.errors import CortexError
-from cortex_cli.extractors.architectures import ExtractorConfig, build_extractor
-from cortex_cli.extractors.registry import register_extractor
 from cortex_cli.store.database import open_store
-from cortex_cli.store.schema import (
-    ClassRow, ExtractorRow, ImageRow, SaliencyMapRow, SaliencyRunRow, SalientTokenRow, TokenCountRow,
-)
+
+from dist_helpers import make_ckpt, prepare, rows, torchrun
 
 pytestmark = pytest.mark.both_backends
 
@@ -67,104 +57,53 @@ def test_torchrun_variables_are_checked(monkeypatch):
     assert isinstance(DistContext(), DistContext)
 
 
-def _prepare(url: str, tiny_model_files, ckpt) -> None:
-    """The tiny model and one 'ce' extractor registered, as a user would before `cortex index`."""
-    store = open_store(url)
-    try:
-        config, weights, labels = tiny_model_files
-        model = registry.add_model(store, "tiny", config, weights, str(labels))
-        path, cfg = ckpt
-        register_extractor(store, model, "ce", cfg, {}, path, {})
-    finally:
-        store.close()
-
-
 @pytest.fixture
 def ckpt(tmp_path):
-    torch.manual_seed(0)
-    cfg = ExtractorConfig("ce", in_channels=16, grid=16, width=8, n_classes=4, fc_width=16)
-    path = tmp_path / "ce.safetensors"
-    save_file({k: v.contiguous() for k, v in build_extractor(cfg).eval().state_dict().items()}, str(path))
-    return path, cfg
-
-
-def _torchrun(url: str, *args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
-        env.pop(name, None)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           "-m", "cortex_cli", "--db", url, "--device", "cpu", *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
-    assert proc.returncode == 0, f"exit {proc.returncode}\n--- stdout\n{proc.stdout[-3000:]}\n--- stderr\n{proc.stderr[-6000:]}"
-    return proc
-
-
-def _rows(url: str) -> dict[str, list[tuple]]:
-    """Every table the job writes, keyed by identity (class id, split, seed, sampler, rank), sorted."""
-    store = open_store(url)
-    try:
-        with store.session() as s:
-            image = {i: (cid, split, seed, sampler) for i, cid, split, seed, sampler in s.execute(
-                select(ImageRow.id, ClassRow.class_id, ImageRow.split, ImageRow.seed, ImageRow.sampler)
-                .join(ClassRow, ClassRow.id == ImageRow.class_pk))}
-            cls = dict(s.execute(select(ClassRow.id, ClassRow.class_id)).all())
-            ext = dict(s.execute(select(ExtractorRow.id, ExtractorRow.name)).all())
-            run = {r.id: (ext[r.extractor_id], r.samples, r.alpha, r.top_n, r.reduce, r.precision, r.seed)
-                   for r in s.scalars(select(SaliencyRunRow))}
-            return {
-                "images": sorted((*image[r.id], bytes(r.tokens)) for r in s.scalars(select(ImageRow))),
-                "token_counts": sorted((cls[r.class_pk], r.split, r.token, r.count, r.n_images) for r in s.scalars(select(TokenCountRow))),
-                "saliency_runs": sorted(run.values()),
-                "saliency_maps": sorted((run[r.run_id], image[r.image_id], bytes(r.tsv)) for r in s.scalars(select(SaliencyMapRow))),
-                "salient_tokens": sorted((run[r.run_id], image[r.image_id], r.rank, cls[r.class_pk], r.position, r.token, r.tsv)
-                                         for r in s.scalars(select(SalientTokenRow))),
-            }
-    finally:
-        store.close()
+    return make_ckpt(tmp_path)
 
 
 def test_two_ranks_index_exactly_the_rows_of_one_process(new_db_url, tmp_path, tiny_model_files, ckpt):
     single = f"sqlite:///{tmp_path / 'single.db'}"
     dist_url = new_db_url("dist")
     for url in (single, dist_url):
-        _prepare(url, tiny_model_files, ckpt)
+        prepare(url, tiny_model_files, ckpt)
 
     ref = CliRunner().invoke(app, ["--db", single, "--device", "cpu", *INDEX_ARGS])
     assert ref.exit_code == 0, ref.output
 
-    proc = _torchrun(dist_url, *INDEX_ARGS)
+    proc = torchrun(dist_url, *INDEX_ARGS)
     payload = json.loads(proc.stdout)  # printed once, by rank 0
     assert len(payload) == 4
     assert all((r["images"], r["added"], r["skipped"]) == (IMAGES, IMAGES, 0) for r in payload)
     assert [r["run_id"] for r in payload] == [payload[0]["run_id"]] * 4
 
-    expected, got = _rows(single), _rows(dist_url)
+    expected, got = rows(single), rows(dist_url)
     assert len(got["saliency_runs"]) == 1  # the ranks did not create the run twice
     assert len(got["images"]) == 4 * IMAGES and len(got["salient_tokens"]) == 4 * IMAGES * 5
     for table in expected:
         assert got[table] == expected[table], table
 
-    again = json.loads(_torchrun(dist_url, *INDEX_ARGS).stdout)  # a rerun adds nothing
+    again = json.loads(torchrun(dist_url, *INDEX_ARGS).stdout)  # a rerun adds nothing
     assert all((r["added"], r["skipped"]) == (0, IMAGES) for r in again)
-    assert _rows(dist_url) == expected
+    assert rows(dist_url) == expected
 
 
 def test_two_ranks_generate_report_the_whole_job(tmp_path, tiny_model_files, ckpt):
     url = f"sqlite:///{tmp_path / 'gen.db'}"  # SQLite only: the index test covers generation on both backends
-    _prepare(url, tiny_model_files, ckpt)
+    prepare(url, tiny_model_files, ckpt)
     out = tmp_path / "pngs"
     args = ["generate", "--model", "tiny", "--class", "goldfinch", "-n", "5", "--seed", "3", "--split", "val", "-b", "2", "--out", str(out), "--json"]
-    result = json.loads(_torchrun(url, *args).stdout)
+    result = json.loads(torchrun(url, *args).stdout)
     assert (result["requested"], result["added"], result["skipped"]) == (5, 5, 0)
     assert len(set(result["image_ids"])) == 5
     assert [p.rsplit("_", 1)[1] for p in result["png_paths"]] == [f"{s}.png" for s in range(3, 8)]
     assert sorted(p.name for p in out.iterdir()) == sorted(p.rsplit("/", 1)[1] for p in result["png_paths"])
 
     single = f"sqlite:///{tmp_path / 'single.db'}"
-    _prepare(single, tiny_model_files, ckpt)
+    prepare(single, tiny_model_files, ckpt)
     ref = CliRunner().invoke(app, ["--db", single, "--device", "cpu", *args[:-3], "--json"])
     assert ref.exit_code == 0, ref.output
-    assert _rows(url) == _rows(single)
+    assert rows(url) == rows(single)
 
 
 TRAIN = ["train-extractor", "--arch", "ce", "--model", "tiny", "--width", "8", "--fc-width", "16", "--epochs", "6", "--batch-size", "8", "--lr", "0.01",
@@ -186,7 +125,7 @@ def test_two_ranks_train_an_extractor_like_one_process(tmp_path, tiny_model_file
     single = json.loads(ref.stdout)["result"]
 
     monkeypatch.setenv("CORTEX_HOME", str(tmp_path / "dist-home"))  # its own run directory
-    got = json.loads(_torchrun(urls["dist"], *TRAIN).stdout)["result"]
+    got = json.loads(torchrun(urls["dist"], *TRAIN).stdout)["result"]
     assert [h["epoch"] for h in got["history"]] == [1, 2, 3, 4, 5, 6]
     assert (tmp_path / "dist-home" / "extractors" / "tiny" / "ce" / "last.pt").is_file()
     # the same global batches in the same order; batch norm over each rank's half of a batch keeps it
@@ -197,6 +136,6 @@ def test_two_ranks_train_an_extractor_like_one_process(tmp_path, tiny_model_file
     # (validation accuracy on the tiny model's few validation images moves in steps of 1/16: too coarse
     # to compare two runs by; it differed by 0.31 under load once)
 
-    again = json.loads(_torchrun(urls["dist"], *TRAIN).stdout)["result"]  # resumes from rank 0's state: nothing left to do
+    again = json.loads(torchrun(urls["dist"], *TRAIN).stdout)["result"]  # resumes from rank 0's state: nothing left to do
     assert again["resumed_from_epoch"] == 6 and again["history"] == got["history"]
     assert again["info"]["metrics"] == got["info"]["metrics"]

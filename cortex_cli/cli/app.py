@@ -9,6 +9,7 @@ from typing import Any, Callable
 import typer
 
 from ..errors import CortexError
+from ..store.database import lost_database
 from .render import err_console
 
 app = typer.Typer(
@@ -71,6 +72,12 @@ def sub_command(group: typer.Typer, name: str | None = None, **kwargs: Any) -> C
             except KeyboardInterrupt:
                 err_console.print("interrupted; finished work is saved, rerun the same command to resume")
                 raise typer.Exit(130) from None
+            except Exception as exc:
+                lost = lost_database(exc)
+                if lost is None:
+                    raise
+                err_console.print(f"[bold red]error:[/] {lost}", highlight=False, soft_wrap=True)
+                raise typer.Exit(1) from None
 
         return group.command(name, **kwargs)(wrapper)
 

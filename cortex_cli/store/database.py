@@ -11,7 +11,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..errors import CortexError
@@ -108,6 +108,18 @@ def _make_engine(url: str) -> Engine:
     if backend == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
     return engine
+
+
+def lost_database(exc: BaseException) -> CortexError | None:
+    """The one-line error for a database that went away mid-command (server stopped, network gone); None for anything else.
+
+    Every batch is its own transaction, so what was committed stays and the same command resumes.
+    """
+    if not isinstance(exc, (OperationalError, InterfaceError)):
+        return None
+    first = next((line.strip() for line in str(exc.orig).splitlines() if line.strip()), type(exc.orig).__name__)
+    return CortexError(f"the database stopped answering: {first}; finished batches are saved, "
+                       "rerun the same command once the database is back to resume")
 
 
 def _unreachable(url: str, exc: DBAPIError) -> CortexError:
