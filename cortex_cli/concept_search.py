@@ -31,16 +31,14 @@ from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
-from sqlalchemy import select
 
 from .errors import CortexError
 from .optimize import OptimizeSettings, optimize_tokens
 from .regions import Region
 from .registry import ClassInfo, ModelInfo, load_model
 from .seeding import derive_seed, generator_for
+from .store import searches as search_store
 from .store.database import Store
-from .store.dialect import insert_ignore
-from .store.schema import ConceptSearchRow
 from .tokens import pack_tokens, unpack_tokens
 
 RANDOM, NOISE, IMAGE = "random", "noise", "image"
@@ -195,16 +193,6 @@ def _unpack_grids(blob: bytes, count: int, n_embed: int, grid: int) -> list[torc
     return [unpack_tokens(blob[i * size:(i + 1) * size], n_embed, grid) for i in range(count)]
 
 
-def _insert_or_skip(session, rows: list[dict]) -> None:
-    """INSERT ... ON CONFLICT DO NOTHING on the (search_key, restart) key."""
-    insert_ignore(session, ConceptSearchRow, rows)
-
-
-def _stored(store: Store, key: str) -> dict[int, ConceptSearchRow]:
-    with store.session() as s:
-        return {r.restart: r for r in s.scalars(select(ConceptSearchRow).where(ConceptSearchRow.search_key == key))}
-
-
 def _compare(store: Store, model: ModelInfo, cls: ClassInfo, extractor: str, k: int, t_star: list[TokenCount]) -> tuple[SaliencyComparison | None, str | None]:
     from .queries import top_tokens
 
@@ -301,7 +289,7 @@ def search_concept(
         return start.tokens.clone() if start.tokens is not None else noise_grid(model, settings.seed, restart)
 
     # -- optimise the restarts the database does not hold yet -----------------------------
-    stored = _stored(store, key)
+    stored = search_store.stored_restarts(store, key)
     todo = [r for r in range(restarts) if r not in stored]
     fresh: dict[int, tuple[int, torch.Tensor, list[torch.Tensor]]] = {}
     if todo:
@@ -339,7 +327,7 @@ def search_concept(
     snaps_by_restart: dict[int, list[torch.Tensor]] = {}
     fresh_rows = {row["restart"]: row for row in new_rows}
     for r in range(restarts):
-        row = fresh_rows.get(r) or _row_dict(stored[r])
+        row = fresh_rows.get(r) or stored[r]
         tokens = unpack_tokens(row["tokens"], model.n_embed, model.grid)
         grids_by_restart[r] = tokens
         snaps_by_restart[r] = _unpack_grids(row["snapshots"], len(snapshot_steps), model.n_embed, model.grid)
@@ -376,9 +364,7 @@ def search_concept(
     save_png(images[-1], output_path, final, model.name, meta, n_embed=model.n_embed)
     whole = region.size == model.grid * model.grid
     save_png(edit_strip(images, labels, None if whole else (region.rows, region.cols), model.grid), strip_path, None, model.name, meta)
-    if new_rows:
-        with store.session() as s, s.begin():
-            _insert_or_skip(s, new_rows)
+    search_store.insert_restarts(store, new_rows)  # insert-or-skip on (search_key, restart)
 
     return ConceptSearchResult(
         model=model.name, extractor=extractor_info.name, class_id=cls.class_id, class_name=cls.name, region=str(region),
@@ -387,10 +373,6 @@ def search_concept(
         tokens=final.tolist(), restarts=results, comparison=comparison, hint=hint, output_path=output_path,
         strip_path=strip_path, computed=len(fresh), reused=restarts - len(fresh), params=params, notices=notices,
     )
-
-
-def _row_dict(row: ConceptSearchRow) -> dict[str, Any]:
-    return {c: getattr(row, c) for c in ("tokens", "snapshots", "t_star", "seed", "objective", "p_target", "judges")}
 
 
 def _load(extractor_info: Any, device: torch.device | str) -> torch.nn.Module:

@@ -166,14 +166,11 @@ def _paired_concept(name: str) -> str | None:
 
 def _edit_step(store: Store, model, run_id: int, image_id: int, png: Path, target_name: str, out_dir: Path, device) -> EditResult:
     """Edit the 4x4 box around the image's most salient token toward the paired concept."""
-    from sqlalchemy import select
-
     from .indexing import unpack_tsv
     from .saliency import top_positions
-    from .store.schema import SaliencyMapRow
+    from .store.index import saliency_maps
 
-    with store.session() as s:
-        blob = s.scalar(select(SaliencyMapRow.tsv).where(SaliencyMapRow.run_id == run_id, SaliencyMapRow.image_id == image_id))
+    blob = saliency_maps(store, run_id, [image_id]).get(image_id)
     if blob is None:
         raise CortexError("the demo's image is missing from the index; rerun `cortex demo`")
     (position, _), = top_positions(unpack_tsv(blob, model.grid), 1)
@@ -185,16 +182,12 @@ def _edit_step(store: Store, model, run_id: int, image_id: int, png: Path, targe
 
 def _figure(store: Store, model, run_id: int, image_ids: list[int], path: Path, device) -> str:
     """A row of images with their top-DEMO_TOP_N tokens boxed, from the index's TSV maps."""
-    from sqlalchemy import select
-
     from .pngmeta import save_png
     from .saliency import top_positions
     from .indexing import unpack_tsv
-    from .store.schema import SaliencyMapRow
+    from .store.index import saliency_maps
 
-    with store.session() as s:
-        maps = dict(s.execute(select(SaliencyMapRow.image_id, SaliencyMapRow.tsv).where(
-            SaliencyMapRow.run_id == run_id, SaliencyMapRow.image_id.in_(image_ids))).all())
+    maps = saliency_maps(store, run_id, image_ids)
     if len(maps) != len(image_ids):
         raise CortexError("the demo's images are missing from the index; rerun `cortex demo`")
     vqgm = registry.load_model(model, device)

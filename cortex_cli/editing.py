@@ -22,7 +22,7 @@ from .optimize import OptimizeSettings, optimize_tokens
 from .regions import Region
 from .registry import ClassInfo, ModelInfo, classes, load_model
 from .store.database import Store
-from .store.schema import EditRow
+from .store.edits import NewEdit, pending_edit
 from .tokens import pack_tokens
 
 
@@ -228,15 +228,13 @@ def edit_image(
     written: list[Path] = []
     stem = _slug(png_path.stem)
     try:
-        with store.session() as s, s.begin():
-            row = EditRow(
-                model_id=model.id, extractor_id=extractor_id, source_class=source_class, target_class=target.class_id,
-                method=settings.method, region=str(region), source_tokens=pack_tokens(tokens, model.n_embed),
-                result_tokens=pack_tokens(result.tokens, model.n_embed), params=json.dumps(params, sort_keys=True),
-                probabilities=json.dumps(probabilities, sort_keys=True), source_path=str(png_path.resolve()),
-            )
-            s.add(row)
-            s.flush()
+        new = NewEdit(
+            model_id=model.id, extractor_id=extractor_id, source_class=source_class, target_class=target.class_id,
+            method=settings.method, region=str(region), source_tokens=pack_tokens(tokens, model.n_embed),
+            result_tokens=pack_tokens(result.tokens, model.n_embed), params=json.dumps(params, sort_keys=True),
+            probabilities=json.dumps(probabilities, sort_keys=True), source_path=str(png_path.resolve()),
+        )
+        with pending_edit(store, new) as row:  # the row commits only if every file below is written
             edit_id = row.id
             base = out_dir / f"{stem}.edit{edit_id}-{_slug(target.name)}"
             meta = {"edit_id": edit_id, "edit_of": str(png_path.resolve()), "target_class_id": target.class_id,

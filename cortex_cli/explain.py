@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from sqlalchemy import Integer, bindparam, text
 
 from . import registry
 from .adapter import from_pil, to_pil
@@ -24,7 +23,10 @@ from .queries import pick_run
 from .registry import ClassInfo, ModelInfo
 from .saliency import SaliencySettings, token_saliency, top_positions
 from .seeding import derive_seed, image_key
+from .store import index as index_store
+from .store import queries as query_store
 from .store.database import Store
+from .store.images import image_class_id
 
 FIGURE_SIDE = 256  # figures are upscaled (nearest) to at least this many pixels
 
@@ -175,16 +177,6 @@ def explain_png(
     return ExplainResult(model.name, info.name, str(path), cls.class_id, cls.name, target, tokens_from, "computed", top, written, _settings_dict(settings))
 
 
-_MAP_SQL = text(
-    """
-    SELECT sm.run_id, sm.tsv FROM saliency_maps AS sm JOIN saliency_runs AS r ON r.id = sm.run_id
-    WHERE sm.image_id = :image AND (:extractor IS NULL OR r.extractor_id = :extractor)
-    ORDER BY sm.run_id DESC LIMIT 1
-    """
-).bindparams(bindparam("extractor", type_=Integer))  # typed, so PostgreSQL can read `:extractor IS NULL`
-_IMAGE_SQL = text("SELECT c.class_id FROM images AS i JOIN classes AS c ON c.id = i.class_pk WHERE i.id = :image AND i.model_id = :model")
-
-
 def show_image(
     store: Store,
     model: ModelInfo,
@@ -218,8 +210,7 @@ def show_image(
     """
     if top_n < 1:
         raise CortexError(f"--top-n must be >= 1, got {top_n}")
-    with store.session() as s:
-        class_id = s.execute(_IMAGE_SQL, {"image": image_id, "model": model.id}).scalar()
+    class_id = image_class_id(store, model.id, image_id)
     if class_id is None:
         raise CortexError(f"image {image_id} is not a stored image of model {model.name!r}; see `cortex generate --json` for ids")
     cls = _class_by_id(store, model, int(class_id))
@@ -230,13 +221,11 @@ def show_image(
         from .queries import extractor_id
 
         ext_id = extractor_id(store, model, extractor_name)
-    with store.session() as s:
-        found = s.execute(_MAP_SQL, {"image": image_id, "extractor": ext_id}).first()
+    found = index_store.newest_map(store, image_id, ext_id)
     if found is not None:
         run_id, blob = found
         tsv, tsv_from = unpack_tsv(blob, model.grid), f"index run {run_id}"
-        with store.session() as s:
-            ext_name = s.execute(text("SELECT e.name FROM saliency_runs r JOIN extractors e ON e.id = r.extractor_id WHERE r.id = :r"), {"r": run_id}).scalar()
+        ext_name = index_store.run_extractor_name(store, run_id)
         used = {}
     else:
         settings.validate()
@@ -253,21 +242,6 @@ def show_image(
         picture = to_pil(registry.load_model(model, device).decode_tokens(tokens))[0]
         written = _write(picture, out, top, model, tokens[0], {"image_id": image_id, "class_id": cls.class_id})
     return ExplainResult(model.name, ext_name, str(image_id), cls.class_id, cls.name, "stored class", "store", tsv_from, top, written, used)
-
-
-_TOKEN_IMAGES_SQL = text(
-    """
-    SELECT image_id, position FROM salient_tokens
-    WHERE run_id = :run AND class_pk = :cls AND token = :token AND image_id IN (
-        SELECT DISTINCT image_id FROM salient_tokens
-        WHERE run_id = :run AND class_pk = :cls AND token = :token ORDER BY image_id LIMIT :limit
-    )
-    ORDER BY image_id, rank
-    """
-)
-_TOKEN_IMAGE_COUNT_SQL = text(
-    "SELECT COUNT(DISTINCT image_id) FROM salient_tokens WHERE run_id = :run AND class_pk = :cls AND token = :token"
-)
 
 
 def show_token(
@@ -305,10 +279,8 @@ def show_token(
     if limit < 1:
         raise CortexError(f"--limit must be >= 1, got {limit}")
     run = pick_run(store, model, cls, extractor=extractor_name)
-    params = {"run": run.id, "cls": cls.pk, "token": token, "limit": limit}
-    with store.session() as s:
-        rows = s.execute(_TOKEN_IMAGES_SQL, params).all()
-        total = int(s.execute(_TOKEN_IMAGE_COUNT_SQL, params).scalar() or 0)
+    rows = query_store.token_positions(store, run.id, cls.pk, token, limit)
+    total = query_store.token_image_count(store, run.id, cls.pk, token)
     if not rows:
         raise CortexError(f"token {token} is not among the top-{run.top_n} tokens of any indexed {cls.name!r} image; see `cortex top-tokens '{cls.name}'`")
     positions: dict[int, list[int]] = {}

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from sqlalchemy import and_, select
 
 from . import registry
 from .adapter import VQGM, SamplerSettings, to_pil
@@ -26,16 +25,14 @@ from .settings import writable_dir
 from .pngmeta import read_png, save_png
 from .registry import ClassInfo, ModelInfo
 from .seeding import derive_seed, image_key
+from .store import images as image_store
 from .store.database import Store
-from .store.dialect import insert_ignore, upsert_add
-from .store.schema import ClassRow, ImageRow, TokenCountRow
 from .tokens import pack_tokens, unpack_tokens
 
 SPLITS = ("train", "val", "test")
 # taming's README samples the ImageNet cin_transformer with `-k 600 -t 1.0 -p 0.92`; models whose
 # config has no `cortex.sampler` section get that setting (top-k capped at the codebook size).
 IMAGENET_SAMPLER = SamplerSettings(top_k=600, top_p=0.92, temperature=1.0)
-_SQL_CHUNK = 500  # ids per IN (...) clause, well under SQLite's variable limit
 
 Progress = Callable[[int, int], None]
 
@@ -127,17 +124,7 @@ def _check_split(split: str) -> None:
 
 def _existing(store: Store, model: ModelInfo, cls: ClassInfo, split: str, label: str, seeds: list[int]) -> dict[int, tuple[int, bytes]]:
     """seed -> (image id, token blob) of rows already stored for these seeds."""
-    if not seeds:
-        return {}
-    with store.session() as s:
-        rows = s.execute(
-            select(ImageRow.seed, ImageRow.id, ImageRow.tokens).where(
-                ImageRow.model_id == model.id, ImageRow.class_pk == cls.pk, ImageRow.split == split,
-                ImageRow.sampler == label, ImageRow.seed.between(min(seeds), max(seeds)),
-            )
-        ).all()
-    wanted = set(seeds)
-    return {seed: (image_id, blob) for seed, image_id, blob in rows if seed in wanted}
+    return image_store.stored_seeds(store, image_store.ImageGroup(model.id, cls.pk, split, label), seeds)
 
 
 def _token_statistics(tokens: torch.Tensor, n_embed: int) -> dict[int, tuple[int, int]]:
@@ -148,15 +135,6 @@ def _token_statistics(tokens: torch.Tensor, n_embed: int) -> dict[int, tuple[int
     return {int(t): (int(counts[t]), int(present[t])) for t in torch.nonzero(counts).flatten()}
 
 
-def _upsert_token_counts(session, model: ModelInfo, cls: ClassInfo, split: str, stats: dict[int, tuple[int, int]]) -> None:
-    """count += occurrences, n_images += images, inside the caller's transaction."""
-    values = [
-        {"model_id": model.id, "class_pk": cls.pk, "split": split, "token": t, "count": c, "n_images": k}
-        for t, (c, k) in stats.items()
-    ]
-    upsert_add(session, TokenCountRow, values, ("model_id", "class_pk", "split", "token"), ("count", "n_images"))
-
-
 def _store_batch(
     store: Store, model: ModelInfo, cls: ClassInfo, split: str, label: str, seeds: list[int], tokens: torch.Tensor
 ) -> tuple[dict[int, int], dict[int, tuple[int, bytes]]]:
@@ -165,28 +143,13 @@ def _store_batch(
     Rows another process stored meanwhile are kept as they are and left out of the counts.
     Returns (seed -> id of the rows inserted here, seed -> (id, tokens) of the rows found stored).
     """
-    with store.session() as s, s.begin():
-        rows = [
-            {"model_id": model.id, "class_pk": cls.pk, "split": split, "seed": seed, "sampler": label,
-             "tokens": pack_tokens(grid, model.n_embed)}
-            for seed, grid in zip(seeds, tokens)
-        ]
-        ours = {seed: image_id for seed, image_id in insert_ignore(s, ImageRow, rows, returning=("seed", "id"))}
-        if ours:
-            mine = torch.stack([grid for seed, grid in zip(seeds, tokens) if seed in ours])
-            _upsert_token_counts(s, model, cls, split, _token_statistics(mine, model.n_embed))
-        theirs = {}
-        if len(ours) < len(seeds):
-            theirs = {
-                seed: (image_id, blob)
-                for seed, image_id, blob in s.execute(
-                    select(ImageRow.seed, ImageRow.id, ImageRow.tokens).where(
-                        ImageRow.model_id == model.id, ImageRow.class_pk == cls.pk, ImageRow.split == split,
-                        ImageRow.sampler == label, ImageRow.seed.in_([seed for seed in seeds if seed not in ours]),
-                    )
-                )
-            }
-        return ours, theirs
+    grids = dict(zip(seeds, tokens))
+
+    def stats_of(inserted: list[int]) -> dict[int, tuple[int, int]]:
+        return _token_statistics(torch.stack([grids[seed] for seed in inserted]), model.n_embed)
+
+    blobs = {seed: pack_tokens(grid, model.n_embed) for seed, grid in grids.items()}
+    return image_store.insert_images(store, image_store.ImageGroup(model.id, cls.pk, split, label), blobs, stats_of)
 
 
 def _write_pngs(vqgm: VQGM, model: ModelInfo, cls: ClassInfo, split: str, label: str, out_dir: Path,
@@ -333,20 +296,12 @@ def ensure_images(
     return generate(store, model, cls, n, split=split, seed=seed, device=device, progress=progress, shard=shard).image_ids
 
 
-def _rows_by_id(store: Store, model: ModelInfo, image_ids: list[int], *columns) -> dict[int, tuple]:
-    """image id -> the given columns (images joined with their class), in chunks; CortexError for a foreign id."""
-    found: dict[int, tuple] = {}
-    unique = list(dict.fromkeys(int(i) for i in image_ids))
-    with store.session() as s:
-        for start in range(0, len(unique), _SQL_CHUNK):
-            query = (select(ImageRow.id, *columns).join(ClassRow, ClassRow.id == ImageRow.class_pk)
-                     .where(ImageRow.model_id == model.id, ImageRow.id.in_(unique[start:start + _SQL_CHUNK])))
-            found.update({int(row[0]): tuple(row[1:]) for row in s.execute(query)})
-    absent = [i for i in unique if i not in found]
+def _check_found(model: ModelInfo, image_ids: list[int], found: dict[int, object]) -> None:
+    """CortexError naming the ids that are not images of `model`."""
+    absent = [i for i in dict.fromkeys(int(i) for i in image_ids) if i not in found]
     if absent:
         shown = ", ".join(map(str, absent[:5])) + (" ..." if len(absent) > 5 else "")
         raise CortexError(f"image id(s) {shown} are not images of model {model.name!r}; run `cortex generate` first")
-    return found
 
 
 def image_tokens(store: Store, model: ModelInfo, image_ids: list[int]) -> torch.Tensor:
@@ -355,7 +310,8 @@ def image_tokens(store: Store, model: ModelInfo, image_ids: list[int]) -> torch.
     Raises:
         CortexError: an id is not an image of `model`.
     """
-    blobs = {i: blob for i, (blob,) in _rows_by_id(store, model, image_ids, ImageRow.tokens).items()}
+    blobs = image_store.token_blobs(store, model.id, image_ids)
+    _check_found(model, image_ids, blobs)
     if not blobs:
         return torch.empty(0, model.grid, model.grid, dtype=torch.long)
     return torch.stack([unpack_tokens(blobs[int(i)], model.n_embed, model.grid) for i in image_ids])
@@ -365,15 +321,7 @@ def list_images(store: Store, model: ModelInfo, cls: ClassInfo | None, split: st
     """(image id, class id, seed) of a model's stored images, optionally of one class/split, by id."""
     if split is not None:
         _check_split(split)
-    query = select(ImageRow.id, ClassRow.class_id, ImageRow.seed).join(ClassRow, and_(ClassRow.id == ImageRow.class_pk)).where(
-        ImageRow.model_id == model.id
-    )
-    if cls is not None:
-        query = query.where(ImageRow.class_pk == cls.pk)
-    if split is not None:
-        query = query.where(ImageRow.split == split)
-    with store.session() as s:
-        return [tuple(r) for r in s.execute(query.order_by(ImageRow.id)).all()]
+    return image_store.list_images(store, model.id, cls.pk if cls is not None else None, split)
 
 
 def image_keys(store: Store, model: ModelInfo, image_ids: list[int]) -> list[int]:
@@ -385,6 +333,7 @@ def image_keys(store: Store, model: ModelInfo, image_ids: list[int]) -> list[int
     Raises:
         CortexError: an id is not an image of `model`.
     """
-    rows = _rows_by_id(store, model, image_ids, ClassRow.class_id, ImageRow.split, ImageRow.seed, ImageRow.sampler)
-    found = {i: image_key(model.name, *row) for i, row in rows.items()}
+    rows = image_store.identities(store, model.id, image_ids)
+    _check_found(model, image_ids, rows)
+    found = {i: image_key(model.name, r.class_id, r.split, r.seed, r.sampler) for i, r in rows.items()}
     return [found[int(i)] for i in image_ids]

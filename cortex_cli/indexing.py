@@ -16,20 +16,16 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
-from sqlalchemy import func, select
 from torch import nn
 
 from .distributed import Shard
 from .errors import CortexError
 from .registry import ClassInfo, ModelInfo
 from .saliency import SaliencySettings, token_saliency
+from .store import index as index_store
 from .store.database import Store
-from .store import run_counts
-from .store.dialect import insert_ignore
-from .store.schema import SaliencyMapRow, SaliencyRunRow, SalientTokenRow
 
 Progress = Callable[[int, int], None]
-_SQL_CHUNK = 500
 
 
 @dataclass
@@ -65,30 +61,16 @@ def unpack_tsv(blob: bytes, grid: int) -> torch.Tensor:
 
 def ensure_run(store: Store, model: ModelInfo, extractor_id: int, settings: SaliencySettings) -> int:
     """The id of the saliency run with these parameters (created on first use)."""
-    key = dict(
+    key = index_store.RunKey(
         extractor_id=extractor_id, samples=settings.samples, alpha=float(settings.alpha), top_n=settings.top_n,
         reduce=settings.reduce, precision=settings.precision, seed=settings.seed,
     )
-    where = [getattr(SaliencyRunRow, k) == v for k, v in key.items()]
-    with store.session() as s, s.begin():
-        run_id = s.scalar(select(SaliencyRunRow.id).where(*where))
-        if run_id is None:
-            from .store.schema import utcnow
-
-            insert_ignore(s, SaliencyRunRow, [dict(model_id=model.id, created_at=utcnow(), **key)])
-            run_id = s.scalar(select(SaliencyRunRow.id).where(*where))
-    return int(run_id)
+    return index_store.ensure_run(store, model.id, key)
 
 
 def indexed_image_ids(store: Store, run_id: int, image_ids: Sequence[int]) -> set[int]:
     """Which of `image_ids` already have a TSV map under `run_id`."""
-    done: set[int] = set()
-    ids = list(image_ids)
-    with store.session() as s:
-        for start in range(0, len(ids), _SQL_CHUNK):
-            chunk = ids[start:start + _SQL_CHUNK]
-            done.update(s.scalars(select(SaliencyMapRow.image_id).where(SaliencyMapRow.run_id == run_id, SaliencyMapRow.image_id.in_(chunk))))
-    return done
+    return index_store.indexed_image_ids(store, run_id, image_ids)
 
 
 def _load_tokens(store: Store, model: ModelInfo, image_ids: Sequence[int]) -> torch.Tensor:
@@ -102,27 +84,21 @@ def write_batch(
 ) -> None:
     """Write one batch (maps, top-n rows and the run's token counts) in one transaction."""
     grid = tsv.shape[-1]
-    maps, salient = [], []
+    maps: list[tuple[int, bytes]] = []
+    salient: list[index_store.SalientRow] = []
     flat_tsv = tsv.detach().float().cpu().reshape(tsv.shape[0], -1)
     flat_tok = tokens.detach().cpu().reshape(tokens.shape[0], -1)
     n = min(top_n, grid * grid)
     values, order = torch.sort(flat_tsv, dim=1, descending=True, stable=True)
     for i, image_id in enumerate(image_ids):
-        maps.append({"run_id": run_id, "image_id": int(image_id), "tsv": pack_tsv(flat_tsv[i])})
+        maps.append((int(image_id), pack_tsv(flat_tsv[i])))
         for rank in range(n):
             pos = int(order[i, rank])
-            salient.append({
-                "run_id": run_id, "image_id": int(image_id), "rank": rank, "class_pk": class_pk,
-                "position": pos, "token": int(flat_tok[i, pos]), "tsv": float(values[i, rank]),
-            })
-    with store.session() as s, s.begin():
-        inserted = {int(r[0]) for r in insert_ignore(s, SaliencyMapRow, maps, returning=("image_id",))}
-        insert_ignore(s, SalientTokenRow, salient)
-        if inserted:  # maps another writer (or an earlier run) already wrote are counted already
-            rows = [r for r, image_id in enumerate(image_ids) if int(image_id) in inserted]
-            grids = flat_tok.numpy()[rows]
-            top = np.take_along_axis(grids, order[rows, :n].numpy(), axis=1)
-            run_counts.add_images(s, run_id, class_pk, [int(image_ids[r]) for r in rows], grids, top)
+            salient.append(index_store.SalientRow(int(image_id), rank, pos, int(flat_tok[i, pos]), float(values[i, rank])))
+    grids = flat_tok.numpy()
+    top = np.take_along_axis(grids, order[:, :n].numpy(), axis=1)
+    # only the images whose maps this transaction inserts are added to the run's counts
+    index_store.insert_batch(store, run_id, class_pk, maps, salient, grids, top)
 
 
 def index_class(
@@ -232,10 +208,7 @@ def index_classes(
 
 def run_image_count(store: Store, run_id: int, class_pk: int) -> int:
     """How many images of a class the run has indexed."""
-    with store.session() as s:
-        return int(s.scalar(
-            select(func.count(func.distinct(SalientTokenRow.image_id))).where(SalientTokenRow.run_id == run_id, SalientTokenRow.class_pk == class_pk)
-        ) or 0)
+    return index_store.run_image_count(store, run_id, class_pk)
 
 
 __all__ = [

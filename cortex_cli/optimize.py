@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import CortexError
+from .extractors.subsets import require_classes
 
 INITS = ("source", "random")
 OBJECTIVES = ("logit", "log-prob")
@@ -218,6 +219,7 @@ def optimize_tokens(
         n_classes = _logits(extractor(F.embedding(source_tokens.to(device)[None], codebook).permute(0, 3, 1, 2))).shape[-1]
     if not 0 <= target < n_classes:
         raise CortexError(f"target class {target} is outside the extractor's {n_classes} classes")
+    require_classes(extractor, [target])
 
     generator = torch.Generator().manual_seed(settings.seed)
     devices = [device.index or 0] if device.type == "cuda" else []

@@ -21,31 +21,17 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
-from sqlalchemy import bindparam, func, select, text
 
 from .errors import CortexError
 from .registry import ClassInfo, ModelInfo, classes
+from .store import images as image_store
+from .store import index as index_store
+from .store import queries as query_store
 from .store import run_counts
 from .store.database import Store
-from .store.schema import ExtractorRow, ImageRow, SaliencyMapRow, SaliencyRunRow, SalientTokenRow
+from .store.index import RunInfo  # re-exported: runs are read in store/index.py
 
 registry_classes = classes
-_SQL_CHUNK = 500
-
-
-@dataclass(frozen=True)
-class RunInfo:
-    """A saliency run: its extractor and parameters."""
-
-    id: int
-    extractor_id: int
-    extractor: str
-    samples: int
-    alpha: float
-    top_n: int
-    reduce: str
-    precision: str
-    seed: int
 
 
 @dataclass
@@ -120,10 +106,6 @@ class TokenUsage:
     images_counted: int = 0  # images of all classes both views count
 
 
-def _run_info(row: SaliencyRunRow, extractor_name: str) -> RunInfo:
-    return RunInfo(row.id, row.extractor_id, extractor_name, row.samples, row.alpha, row.top_n, row.reduce, row.precision, row.seed)
-
-
 def extractor_id(store: Store, model: ModelInfo, name: str) -> int:
     """The id of a model's extractor by name; CortexError (with what to run) if there is none."""
     from .extractors.registry import get_extractor
@@ -133,14 +115,7 @@ def extractor_id(store: Store, model: ModelInfo, name: str) -> int:
 
 def runs(store: Store, model: ModelInfo, extractor: str | None = None) -> list[RunInfo]:
     """Saliency runs of a model, newest first (optionally of one extractor)."""
-    query = (
-        select(SaliencyRunRow, ExtractorRow.name).join(ExtractorRow, ExtractorRow.id == SaliencyRunRow.extractor_id)
-        .where(SaliencyRunRow.model_id == model.id).order_by(SaliencyRunRow.id.desc())
-    )
-    if extractor is not None:
-        query = query.where(SaliencyRunRow.extractor_id == extractor_id(store, model, extractor))
-    with store.session() as s:
-        return [_run_info(r, name) for r, name in s.execute(query).all()]
+    return index_store.runs(store, model.id, extractor_id(store, model, extractor) if extractor is not None else None)
 
 
 def _index_hint(cls: ClassInfo | None, extractor: str | None) -> str:
@@ -165,13 +140,9 @@ def pick_run(store: Store, model: ModelInfo, cls: ClassInfo | None = None, *, ex
         if not candidates:
             raise CortexError(f"nothing is indexed yet for model {model.name!r}; {_index_hint(None, extractor)}")
         return candidates[0]
-    with store.session() as s:
-        for r in candidates:
-            hit = s.execute(
-                text("SELECT 1 FROM salient_tokens WHERE run_id = :r AND class_pk = :c LIMIT 1"), {"r": r.id, "c": cls.pk}
-            ).first()
-            if hit is not None:
-                return r
+    covering = query_store.first_run_with_class(store, [r.id for r in candidates], cls.pk)
+    if covering is not None:
+        return next(r for r in candidates if r.id == covering)
     raise CortexError(f"class {cls.name!r} is not indexed yet; {_index_hint(cls, extractor)}")
 
 
@@ -197,16 +168,7 @@ def run_images(store: Store, run: RunInfo, cls: ClassInfo, split: str, images: i
     """
     if images is not None and images < 1:
         raise CortexError(f"--images must be >= 1, got {images}")
-    query = (
-        select(ImageRow.id, ImageRow.seed, ImageRow.sampler)
-        .join(SaliencyMapRow, SaliencyMapRow.image_id == ImageRow.id)
-        .where(SaliencyMapRow.run_id == run.id, ImageRow.class_pk == cls.pk, ImageRow.split == split)
-        .order_by(ImageRow.seed, ImageRow.id)
-    )
-    if images is not None:
-        query = query.where(ImageRow.seed >= 0, ImageRow.seed < images)
-    with store.session() as s:
-        found = s.execute(query).all()
+    found = query_store.run_class_images(store, run.id, cls.pk, split, below_seed=images)
     hint = f"run `cortex index --class '{cls.name}' --extractor {run.extractor} --split {split}"
     if not found:
         raise CortexError(f"class {cls.name!r} has no indexed {split} images in run {run.id}; {hint}` first")
@@ -230,12 +192,9 @@ def token_counts_of(store: Store, model: ModelInfo, image_ids: Sequence[int]) ->
 
 def _token_grids(store: Store, model: ModelInfo, image_ids: Sequence[int]):
     """Flat token arrays of the given images, read in chunks (order not guaranteed)."""
-    ids = [int(i) for i in image_ids]
     dtype = "<u2" if model.n_embed <= 65536 else "<i4"
-    with store.session() as s:
-        for start in range(0, len(ids), _SQL_CHUNK):
-            for blob in s.scalars(select(ImageRow.tokens).where(ImageRow.id.in_(ids[start:start + _SQL_CHUNK]))):
-                yield np.frombuffer(blob, dtype=dtype).astype(np.int64)
+    for blob in image_store.iter_token_blobs(store, image_ids):
+        yield np.frombuffer(blob, dtype=dtype).astype(np.int64)
 
 
 def frequency_baseline(store: Store, model: ModelInfo, image_set: ImageSet, k: int) -> list[BaselineRow]:
@@ -265,15 +224,9 @@ def specificity(store: Store, model: ModelInfo, cls: ClassInfo, image_set: Image
     """
     every = registry_classes(store, model)
     wanted = set(image_set.seeds)
-    query = (
-        select(ImageRow.class_pk, ImageRow.id)
-        .where(ImageRow.model_id == model.id, ImageRow.split == image_set.split, ImageRow.sampler.in_(image_set.samplers),
-               ImageRow.seed.in_(sorted(wanted)))
-    )
     by_class: dict[int, list[int]] = {c.pk: [] for c in every}
-    with store.session() as s:
-        for pk, image_id in s.execute(query):
-            by_class[pk].append(int(image_id))
+    for pk, image_id in image_store.images_of_seeds(store, model.id, image_set.split, image_set.samplers, sorted(wanted)):
+        by_class[pk].append(image_id)
     lacking = [c for c in every if len(by_class[c.pk]) < len(wanted)]
     if lacking:
         names = ", ".join(repr(c.name) for c in lacking[:3]) + (" ..." if len(lacking) > 3 else "")
@@ -340,16 +293,8 @@ def top_tokens(
         raise CortexError(f"--baseline must be one of {', '.join(BASELINES)}, got {baseline!r}")
     chosen = pick_run(store, model, cls, extractor=extractor, run=run)
     image_set = run_images(store, chosen, cls, split, images)
-    count = func.count().label("n")
-    query = (
-        select(SalientTokenRow.token, count, func.count(func.distinct(SalientTokenRow.image_id)), func.avg(SalientTokenRow.tsv))
-        .where(SalientTokenRow.run_id == chosen.id, SalientTokenRow.class_pk == cls.pk,
-               SalientTokenRow.image_id.in_(bindparam("ids", expanding=True)))
-        .group_by(SalientTokenRow.token).order_by(count.desc(), SalientTokenRow.token.asc()).limit(k)
-    )
-    with store.session() as s:
-        found = s.execute(query, {"ids": list(image_set.ids)}).all()
-    rows = [TokenRow(i + 1, int(t), int(n), int(ni), float(m)) for i, (t, n, ni, m) in enumerate(found)]
+    found = query_store.top_salient_tokens(store, chosen.id, cls.pk, image_set.ids, k)
+    rows = [TokenRow(i + 1, t, n, ni, m) for i, (t, n, ni, m) in enumerate(found)]
     result = TopTokensResult(model.name, cls.class_id, cls.name, chosen.extractor, chosen.id, split, k, len(image_set), rows,
                              image_seeds=_seed_ranges(image_set.seeds))
     if baseline is not None:
@@ -452,36 +397,23 @@ def token_usage(
         chosen = None
     if chosen is not None and images is None:
         return _token_usage_from_counts(store, model, token, top, chosen, split, by_pk)
-    where = [ImageRow.model_id == model.id, ImageRow.split == split]
-    if images is not None:
-        where += [ImageRow.seed >= 0, ImageRow.seed < images]
-    image_query = select(ImageRow.id, ImageRow.class_pk).where(*where)
-    if chosen is not None:
-        image_query = image_query.join(SaliencyMapRow, SaliencyMapRow.image_id == ImageRow.id).where(SaliencyMapRow.run_id == chosen.id)
     salient: list[ClassUsage] = []
-    with store.session() as s:
-        image_ids: dict[int, list[int]] = {}
-        for image_id, pk in s.execute(image_query):
-            image_ids.setdefault(int(pk), []).append(int(image_id))
-        if chosen is not None:
-            pair_counts = (
-                select(SalientTokenRow.class_pk, SalientTokenRow.token, func.count(), func.count(func.distinct(SalientTokenRow.image_id)))
-                .join(ImageRow, ImageRow.id == SalientTokenRow.image_id)
-                .where(SalientTokenRow.run_id == chosen.id, *where)
-                .group_by(SalientTokenRow.class_pk, SalientTokenRow.token)
-            )
-            per_class: dict[int, dict[int, int]] = {}
-            holders: dict[int, int] = {}
-            for pk, t, n, ni in s.execute(pair_counts):
-                per_class.setdefault(int(pk), {})[int(t)] = int(n)
-                if int(t) == token:
-                    holders[int(pk)] = int(ni)
-            using = sorted((pk for pk, c in per_class.items() if token in c), key=lambda pk: (-per_class[pk][token], by_pk[pk].class_id))[:top]
-            ranks = _rank_within({pk: per_class[pk] for pk in using}, token)
-            salient = [
-                ClassUsage(i + 1, by_pk[pk].class_id, by_pk[pk].name, per_class[pk][token], holders[pk], ranks[pk])
-                for i, pk in enumerate(using)
-            ]
+    image_ids: dict[int, list[int]] = {}
+    for image_id, pk in query_store.split_images(store, model.id, split, below_seed=images, run_id=chosen.id if chosen else None):
+        image_ids.setdefault(pk, []).append(image_id)
+    if chosen is not None:
+        per_class: dict[int, dict[int, int]] = {}
+        holders: dict[int, int] = {}
+        for pk, t, n, ni in query_store.salient_pair_counts(store, chosen.id, model.id, split, below_seed=images):
+            per_class.setdefault(pk, {})[t] = n
+            if t == token:
+                holders[pk] = ni
+        using = sorted((pk for pk, c in per_class.items() if token in c), key=lambda pk: (-per_class[pk][token], by_pk[pk].class_id))[:top]
+        ranks = _rank_within({pk: per_class[pk] for pk in using}, token)
+        salient = [
+            ClassUsage(i + 1, by_pk[pk].class_id, by_pk[pk].name, per_class[pk][token], holders[pk], ranks[pk])
+            for i, pk in enumerate(using)
+        ]
     occurrence_counts: dict[int, dict[int, int]] = {}
     occurrence_holders: dict[int, int] = {}
     for pk, ids in image_ids.items():

@@ -4,20 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import io
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 
 from . import classnames
 from .adapter import VQGM, config_hash, load_vqgm, sanitize_config, _load_yaml
 from .classnames import ClassName
 from .errors import CortexError
+from .store import models as model_store
 from .store.database import Store
-from .store.dialect import insert_ignore
-from .store.schema import ClassRow, ModelRow
+from .store.models import ClassInfo, ModelInfo
 
 BUNDLED_DIR = Path(__file__).resolve().parent / "bundled"
 MINI_NAME = "mini"
@@ -26,34 +23,8 @@ MINI_WEIGHTS = BUNDLED_DIR / "mini" / "model.safetensors"
 DEFAULT_MODEL = MINI_NAME
 
 
-@dataclass(frozen=True)
-class ModelInfo:
-    """A registered model as stored."""
-
-    id: int
-    name: str
-    config_path: str
-    ckpt_path: str
-    n_embed: int
-    embed_dim: int
-    grid: int
-    image_size: int
-    labels: str
-    n_classes: int
-
-
-@dataclass(frozen=True)
-class ClassInfo:
-    """A class of a registered model: `pk` is the row id, `class_id` the label the prior takes."""
-
-    pk: int
-    class_id: int
-    name: str
-    synonyms: tuple[str, ...]
-
-
-def _info(row: ModelRow, n_classes: int) -> ModelInfo:
-    return ModelInfo(row.id, row.name, row.config_path, row.ckpt_path, row.n_embed, row.embed_dim, row.grid, row.image_size, row.labels, n_classes)
+def _new_classes(labels: list[ClassName]) -> list[model_store.NewClass]:
+    return [model_store.NewClass(c.class_id, c.name, tuple(c.synonyms)) for c in labels]
 
 
 def _quiet_load(config: str | Path, ckpt: str | Path, device: torch.device | str) -> VQGM:
@@ -72,24 +43,16 @@ def add_model(store: Store, name: str, config: str | Path, ckpt: str | Path, lab
     if not name or not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
         raise CortexError(f"model name {name!r} must be letters, digits, '-', '_' or '.'")
     config_path, ckpt_path = Path(config).expanduser().resolve(), Path(ckpt).expanduser().resolve()
-    with store.session() as s:
-        if s.scalar(select(ModelRow).where(ModelRow.name == name)) is not None:
-            raise CortexError(f"a model named {name!r} is already registered; pick another name")
+    if model_store.model_named(store, name) is not None:
+        raise CortexError(f"a model named {name!r} is already registered; pick another name")
     model = _quiet_load(config_path, ckpt_path, "cpu")
     labels_list = classnames.load_labels(labels, model.n_classes)
-    with store.session() as s, s.begin():
-        row = ModelRow(
-            name=name, config_path=str(config_path), ckpt_path=str(ckpt_path),
-            config_hash=config_hash(model.config), n_embed=model.n_embed, embed_dim=model.embed_dim,
-            grid=model.grid, image_size=model.image_size, labels=labels or "",
-        )
-        s.add(row)
-        try:
-            s.flush()
-        except IntegrityError:  # registered by another process since the check above
-            raise CortexError(f"a model named {name!r} is already registered; pick another name") from None
-        s.add_all(ClassRow(model_id=row.id, class_id=c.class_id, name=c.name, synonyms="|".join(c.synonyms)) for c in labels_list)
-        info = _info(row, len(labels_list))
+    row = model_store.NewModel(
+        name=name, config_path=str(config_path), ckpt_path=str(ckpt_path),
+        config_hash=config_hash(model.config), n_embed=model.n_embed, embed_dim=model.embed_dim,
+        grid=model.grid, image_size=model.image_size, labels=labels or "",
+    )
+    info = model_store.insert_model(store, row, _new_classes(labels_list))  # CortexError if registered meanwhile
     _MODEL_CACHE[(str(config_path), str(ckpt_path), "cpu")] = model
     return info
 
@@ -98,34 +61,26 @@ def ensure_bundled(store: Store) -> None:
     """Register the bundled mini model in this database if its weights are installed."""
     if not MINI_WEIGHTS.is_file():
         return
-    with store.session() as s, s.begin():
-        row = s.scalar(select(ModelRow).where(ModelRow.name == MINI_NAME))
-        if row is not None:
-            if row.ckpt_path != str(MINI_WEIGHTS) or row.config_path != str(MINI_CONFIG):
-                row.ckpt_path, row.config_path = str(MINI_WEIGHTS), str(MINI_CONFIG)  # package moved
-            return
-        config = sanitize_config(_load_yaml(MINI_CONFIG))
-        fs = config.model.params.first_stage_config.params
-        labels = classnames.mini_classes()
-        res = int(fs.ddconfig.resolution)
-        row = dict(
-            name=MINI_NAME, config_path=str(MINI_CONFIG), ckpt_path=str(MINI_WEIGHTS), config_hash=config_hash(config),
-            n_embed=int(fs.n_embed), embed_dim=int(fs.embed_dim), grid=res // 2 ** (len(fs.ddconfig.ch_mult) - 1),
-            image_size=res, labels="mini",
-        )
-        # several processes (torchrun ranks) may open a fresh database at once: one registers it
-        inserted = insert_ignore(s, ModelRow, [row], returning=("id",))
-        if not inserted:
-            return
-        insert_ignore(s, ClassRow, [
-            dict(model_id=inserted[0].id, class_id=c.class_id, name=c.name, synonyms="|".join(c.synonyms)) for c in labels
-        ])
+    found = model_store.model_named(store, MINI_NAME)
+    if found is not None:
+        if found.ckpt_path != str(MINI_WEIGHTS) or found.config_path != str(MINI_CONFIG):
+            model_store.set_model_paths(store, MINI_NAME, str(MINI_CONFIG), str(MINI_WEIGHTS))  # package moved
+        return
+    config = sanitize_config(_load_yaml(MINI_CONFIG))
+    fs = config.model.params.first_stage_config.params
+    labels = classnames.mini_classes()
+    res = int(fs.ddconfig.resolution)
+    row = model_store.NewModel(
+        name=MINI_NAME, config_path=str(MINI_CONFIG), ckpt_path=str(MINI_WEIGHTS), config_hash=config_hash(config),
+        n_embed=int(fs.n_embed), embed_dim=int(fs.embed_dim), grid=res // 2 ** (len(fs.ddconfig.ch_mult) - 1),
+        image_size=res, labels="mini",
+    )
+    # several processes (torchrun ranks) may open a fresh database at once: one registers it
+    model_store.insert_model_if_absent(store, row, _new_classes(labels))
 
 
 def list_models(store: Store) -> list[ModelInfo]:
-    with store.session() as s:
-        rows = s.scalars(select(ModelRow).order_by(ModelRow.id)).all()
-        return [_info(r, len(s.scalars(select(ClassRow.id).where(ClassRow.model_id == r.id)).all())) for r in rows]
+    return model_store.list_models(store)
 
 
 def get_model(store: Store, name: str | None = None) -> ModelInfo:
@@ -142,9 +97,7 @@ def get_model(store: Store, name: str | None = None) -> ModelInfo:
 
 
 def classes(store: Store, model: ModelInfo) -> list[ClassInfo]:
-    with store.session() as s:
-        rows = s.scalars(select(ClassRow).where(ClassRow.model_id == model.id).order_by(ClassRow.class_id)).all()
-        return [ClassInfo(r.id, r.class_id, r.name, tuple(x for x in r.synonyms.split("|") if x)) for r in rows]
+    return model_store.model_classes(store, model.id)
 
 
 def resolve_class(store: Store, model: ModelInfo, spec: str | int) -> ClassInfo:

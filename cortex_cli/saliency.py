@@ -19,6 +19,7 @@ from torch import nn
 
 from .errors import CortexError
 from .seeding import generator_for
+from .extractors.subsets import require_classes
 
 REDUCTIONS = ("max-abs", "signed-max", "mean")
 PRECISIONS = ("fp32", "bf16")
@@ -146,6 +147,7 @@ def token_saliency(
         raise ValueError(f"embeddings must be (B, d, m, m), got {tuple(embeddings.shape)}")
     if len(keys) != embeddings.shape[0] or len(targets) != embeddings.shape[0]:
         raise ValueError("one target and one key per image")
+    require_classes(extractor, targets)  # a subset extractor's other classes have a constant logit: no gradient
     sigma = noise_scale(embeddings, settings.alpha).cpu()
     noise = seeded_noise(embeddings.shape[1:], keys, settings.seed, settings.samples)
     noise = noise * sigma.view(-1, 1, 1, 1, 1)

@@ -6,6 +6,7 @@ import typer
 
 from .. import registry
 from ..distributed import DistContext, init_from_env
+from ..class_subsets import resolve_classes
 from ..errors import CortexError
 from ..extractors import default_configs, export_bundled, test_extractors, train_extractor
 from ..extractors.evaluation import require_extractors
@@ -19,7 +20,8 @@ def train_extractor_cmd(
     ctx: typer.Context,
     arch: str = typer.Option(..., "--arch", "-a", help="ce (CNN-based, appendix A.1.1), re (ResNet-based with SE blocks, our reading of A.1.2) or re-authors (the RE of the authors' released code)."),
     model: str = typer.Option(None, "--model", "-m", help="Registered model (default: mini)."),
-    name: str = typer.Option(None, "--name", "-n", help="Name to register it under (default: the arch, 'ce' or 're')."),
+    name: str = typer.Option(None, "--name", "-n", help="Name to register it under (default: the arch, 'ce' or 're'; required with --classes)."),
+    classes: str = typer.Option(None, "--classes", help="Train on these classes only, 'goldfinch,black grouse,11' or @file.txt (one per line); the head gets one output per class (default: every class)."),
     epochs: int = typer.Option(None, "--epochs", help="Epochs (default: 80; mini: 30)."),
     batch_size: int = typer.Option(None, "--batch-size", "-b", help="Batch size (default: 256; mini: 64)."),
     lr: float = typer.Option(None, "--lr", help="Adam learning rate (default: 1e-3)."),
@@ -51,35 +53,44 @@ def train_extractor_cmd(
     Under torchrun: DistributedDataParallel, each global batch split between the ranks (same global
     batch size as one process); rank 0 generates missing images, checkpoints, and registers the result.
 
+    With --classes the extractor learns only those classes (the paper's Table 3 uses 10 bird classes);
+    commands that load it still speak the model's class ids, and refuse a class outside the subset.
+
     Example: cortex train-extractor --arch ce
+    Example: cortex train-extractor --model cin --arch ce --classes @birds.txt --name birds-ce
     Example: torchrun --nproc-per-node 8 -m cortex_cli --db postgresql+psycopg://host/cortex train-extractor --arch re
     """
     app_state = state(ctx)
     dist = init_from_env(app_state.device)
     try:
-        _train(app_state, dist, arch, model, name, epochs, batch_size, lr, weight_decay, step_size, gamma, train_per_class,
+        _train(app_state, dist, arch, model, name, classes, epochs, batch_size, lr, weight_decay, step_size, gamma, train_per_class,
                val_per_class, test_per_class, width, fc_width, seed, data_seed, restart, bundle, as_json, quiet)
         dist.barrier()  # no rank tears the process group down while another still uses it
     finally:
         dist.destroy()
 
 
-def _train(app_state, dist: DistContext, arch, model, name, epochs, batch_size, lr, weight_decay, step_size, gamma,
+def _train(app_state, dist: DistContext, arch, model, name, classes, epochs, batch_size, lr, weight_decay, step_size, gamma,
            train_per_class, val_per_class, test_per_class, width, fc_width, seed, data_seed, restart, bundle, as_json, quiet) -> None:
     store = dist.main_first(app_state.store)  # rank 0 migrates the database before the others open it
     device = dist.device
     info = registry.get_model(store, model)
     if bundle and info.name != registry.MINI_NAME:
         raise CortexError(f"--bundle ships extractors of the bundled mini model only, not of {info.name!r}; drop --bundle")
+    class_ids = None
+    if classes is not None:
+        if not name:  # the default name ('ce') is the full extractor every command uses by default
+            raise CortexError("a subset extractor needs its own name: add --name, e.g. --name birds-ce")
+        class_ids = [c.class_id for c in resolve_classes(store, info, classes)]
     cfg, tc = default_configs(
-        info, arch, width=width, fc_width=fc_width, epochs=epochs, batch_size=batch_size, lr=lr,
+        info, arch, class_ids=class_ids, width=width, fc_width=fc_width, epochs=epochs, batch_size=batch_size, lr=lr,
         weight_decay=weight_decay, step_size=step_size, gamma=gamma, train_per_class=train_per_class,
         val_per_class=val_per_class, test_per_class=test_per_class,
         seed=app_state.seed if seed is None else seed, data_seed=data_seed,
     )
     if dist.is_main:
         check_run(store, info, cfg, tc, name=name, restart=restart)  # fail before the progress bar
-    label = f"training {name or cfg.arch} on {info.name}" + (f" ({dist.world_size} ranks)" if dist.distributed else "")
+    label = f"training {name or cfg.arch} on {info.name}" + (f" ({len(class_ids)} classes)" if class_ids else "") + (f" ({dist.world_size} ranks)" if dist.distributed else "")
     with progress(label, quiet=quiet or as_json or not dist.is_main) as update:
         result = train_extractor(store, info, cfg, tc, name=name, device=device, progress=update, restart=restart, dist=dist)
     if not dist.is_main:
@@ -91,8 +102,9 @@ def _train(app_state, dist: DistContext, arch, model, name, epochs, batch_size, 
     test = result.info.metrics.get("test", {})
     if result.resumed_from_epoch is not None:
         console.print(f"resumed after epoch {result.resumed_from_epoch}", highlight=False)
+    covers = f", {len(class_ids)} classes" if class_ids else ""
     console.print(
-        f"{info.name} / {result.info.name} ({cfg.arch}): best epoch {result.best_epoch}, val top-1 {result.best_val_acc:.3f}, "
+        f"{info.name} / {result.info.name} ({cfg.arch}{covers}): best epoch {result.best_epoch}, val top-1 {result.best_val_acc:.3f}, "
         f"test top-1 {test.get('top1', float('nan')):.3f}, top-5 {test.get('top5', float('nan')):.3f}",
         highlight=False, soft_wrap=True,
     )
@@ -111,7 +123,8 @@ def test_extractor_cmd(
 ) -> None:
     """The paper's Table 1: top-1/3/5/10 accuracy of every registered extractor on the test split.
 
-    Test images are the model's generated `test` images (missing ones are generated first).
+    Test images are the model's generated `test` images (missing ones are generated first). An
+    extractor trained with --classes is tested on its own classes' images, ranking only among them.
 
     Example: cortex test-extractor --json
     """
@@ -124,5 +137,10 @@ def test_extractor_cmd(
     if as_json:
         print_json({"model": info.name, "split": "test", "extractors": scores})
         return
-    rows = [[s.name, s.arch, s.n_images] + [100 * s.accuracy[k] for k in ("top1", "top3", "top5", "top10")] for s in scores]
-    table(f"Table 1: extractor accuracy (%) on {info.name} test images", ["extractor", "arch", "images", "top-1", "top-3", "top-5", "top-10"], rows)
+    rows = [[s.name, s.arch, len(s.classes) or "all", s.n_images] + [100 * s.accuracy[k] for k in ("top1", "top3", "top5", "top10")]
+            for s in scores]
+    table(f"Table 1: extractor accuracy (%) on {info.name} test images", ["extractor", "arch", "classes", "images", "top-1", "top-3", "top-5", "top-10"], rows)
+    for s in scores:
+        if s.classes:
+            console.print(f"{s.name} covers {len(s.classes)} classes (its accuracy is among them): {', '.join(s.classes)}",
+                          highlight=False, soft_wrap=True)

@@ -11,7 +11,7 @@ from pathlib import Path
 import typer
 
 from .. import registry
-from ..class_subsets import select_classes
+from ..class_subsets import resolve_classes, select_classes
 from ..distributed import DistContext, init_from_env
 from ..errors import CortexError
 from ..saliency import SaliencySettings
@@ -91,7 +91,10 @@ def _index(app_state, dist: DistContext, class_spec, classes, model, extractor, 
     from ..extractors.registry import get_extractor, load_extractor
     from ..indexing import ensure_run, index_class
 
+    from ..extractors.subsets import require_classes
+
     ext_info = get_extractor(store, info, extractor)
+    require_classes(ext_info, [c.class_id for c in targets])  # a subset extractor's classes only; before generating anything
     net = load_extractor(ext_info, device)
     # one rank creates the run row; the others find it (insert-or-ignore would also make a race harmless)
     dist.main_first(lambda: ensure_run(store, info, ext_info.id, settings))
@@ -143,7 +146,8 @@ def _merge_index(dist: DistContext, results: list) -> list:
 @command("top-tokens")
 def top_tokens_cmd(
     ctx: typer.Context,
-    class_spec: str = typer.Argument(..., help="Class id or name."),
+    class_spec: str = typer.Argument(None, metavar="CLASS", help="Class id or name (or give --classes instead)."),
+    classes: str = typer.Option(None, "--classes", help="Instead of CLASS: several concepts, 'goldfinch,black grouse,11' or @file.txt; one table each (a JSON list with --json)."),
     k: int = typer.Option(100, "-k", help="How many tokens (the paper uses 100)."),
     baseline: str = typer.Option(
         None, "--baseline",
@@ -163,30 +167,43 @@ def top_tokens_cmd(
     title says which seeds). Columns: count = occurrences in the per-image top-n sets (the paper's
     Freq), images = images containing it, mean TSV.
     Example: cortex top-tokens goldfinch -k 20 --baseline specific
+    Example: cortex top-tokens --classes 'goldfinch,black grouse' -k 10 --json
     """
     from ..queries import top_tokens
 
     app_state = state(ctx)
     store = app_state.store()
     info = registry.get_model(store, model)
-    cls = registry.resolve_class(store, info, class_spec)
-    result = top_tokens(store, info, cls, extractor=extractor, k=k, baseline=baseline, split=split, images=images)
+    if (class_spec is None) == (classes is None):
+        raise CortexError("give one concept (cortex top-tokens goldfinch) or --classes 'goldfinch,black grouse' / --classes @file.txt")
+    targets = resolve_classes(store, info, classes) if classes is not None else [registry.resolve_class(store, info, class_spec)]
+    results = [top_tokens(store, info, cls, extractor=extractor, k=k, baseline=baseline, split=split, images=images) for cls in targets]
     if as_json:
-        print_json(result)
-        return
-    base = result.baseline or []
-    if as_csv:
-        writer = csv.writer(sys.stdout)
-        header = ["rank", "token", "count", "n_images", "mean_tsv"] + (["baseline_token", "baseline_count", "baseline_n_images"] if baseline else [])
-        writer.writerow(header)
+        print_json(results if classes is not None else results[0])
+    elif as_csv:
+        _top_tokens_csv(results, baseline, with_class=classes is not None)
+    else:
+        for result in results:
+            _top_tokens_table(result, baseline)
+
+
+def _top_tokens_csv(results, baseline: str | None, with_class: bool) -> None:
+    writer = csv.writer(sys.stdout)
+    header = ["rank", "token", "count", "n_images", "mean_tsv"] + (["baseline_token", "baseline_count", "baseline_n_images"] if baseline else [])
+    writer.writerow((["class_id", "class"] if with_class else []) + header)
+    for result in results:
+        base = result.baseline or []
         for i in range(max(len(result.rows), len(base))):
             r = result.rows[i] if i < len(result.rows) else None
             row = [i + 1] + ([r.token, r.count, r.n_images, f"{r.mean_tsv:.6g}"] if r else ["", "", "", ""])
             if baseline:
                 b = base[i] if i < len(base) else None
                 row += [b.token, b.count, b.n_images] if b else ["", "", ""]
-            writer.writerow(row)
-        return
+            writer.writerow(([result.class_id, result.class_name] if with_class else []) + row)
+
+
+def _top_tokens_table(result, baseline: str | None) -> None:
+    base = result.baseline or []
     title = (f"{result.class_name}: top {len(result.rows)} salient tokens ({result.images_indexed} {result.split} images, "
              f"seeds {result.image_seeds}; run {result.run_id}, {result.extractor})")
     if baseline:

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
-from sqlalchemy import select
 
 from .. import registry
 from ..errors import CortexError
@@ -17,8 +16,8 @@ from ..judges import Judge
 from ..registry import ClassInfo, ModelInfo
 from ..saliency import SaliencySettings, token_saliency
 from ..settings import artifacts_dir, writable_dir
+from ..store import evaluations as evaluation_store
 from ..store.database import Store
-from ..store.schema import EvaluationRow
 
 Progress = Callable[..., None]
 KINDS = ("image-level", "concept-level", "edit", "localization", "stability")
@@ -152,29 +151,21 @@ def saliency_of(
 
 def record_evaluation(store: Store, model: ModelInfo, kind: str, params: dict[str, Any], result: dict[str, Any], plot_path: str | Path | None) -> int:
     """Store one evaluation (kind, params, result JSON, plot) and return its row id."""
-    with store.session() as s, s.begin():
-        row = EvaluationRow(
-            model_id=model.id, kind=kind, params=json.dumps(params, sort_keys=True, default=str),
-            result=json.dumps(result, default=str), plot_path=str(plot_path or ""),
-        )
-        s.add(row)
-        s.flush()
-        return row.id
+    return evaluation_store.insert_evaluation(
+        store, model.id, kind, params=json.dumps(params, sort_keys=True, default=str),
+        result=json.dumps(result, default=str), plot_path=str(plot_path or ""),
+    )
 
 
 def latest_evaluations(store: Store, model: ModelInfo) -> dict[str, StoredEvaluation]:
     """kind -> the newest stored evaluation of that kind for `model`."""
-    with store.session() as s:
-        rows = s.scalars(
-            select(EvaluationRow).where(EvaluationRow.model_id == model.id).order_by(EvaluationRow.created_at, EvaluationRow.id)
-        ).all()
-        latest: dict[str, StoredEvaluation] = {}
-        for r in rows:
-            latest[r.kind] = StoredEvaluation(
-                r.id, model.name, r.kind, json.loads(r.params or "{}"), json.loads(r.result or "{}"), r.plot_path,
-                r.created_at.isoformat(timespec="seconds"),
-            )
-        return latest
+    latest: dict[str, StoredEvaluation] = {}
+    for r in evaluation_store.model_evaluations(store, model.id):
+        latest[r.kind] = StoredEvaluation(
+            r.id, model.name, r.kind, json.loads(r.params or "{}"), json.loads(r.result or "{}"), r.plot_path,
+            r.created_at.isoformat(timespec="seconds"),
+        )
+    return latest
 
 
 # where and how long a run went: recorded in the database and printed, but kept out of the result

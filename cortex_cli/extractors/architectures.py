@@ -31,6 +31,8 @@ class ExtractorConfig:
     fc_width: int | None = None  # hidden FC width; None -> 4096 for CE, 2048 for RE (the paper's)
     se_reduction: int = 16  # RE's squeeze-and-excitation bottleneck ratio
     dropout: float = 0.5
+    # a subset extractor's label map: output i is the model's class class_ids[i] (sorted); None: output i is class i
+    class_ids: list[int] | None = None
 
     def __post_init__(self) -> None:
         self.arch = str(self.arch).lower()
@@ -45,9 +47,23 @@ class ExtractorConfig:
             raise CortexError(f"the CNN extractor pools twice by 2, so the grid side must be a multiple of 4, got {self.grid}")
         if not 0.0 <= self.dropout < 1.0:
             raise CortexError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.class_ids is not None:
+            self.class_ids = sorted(int(c) for c in self.class_ids)
+            if not self.class_ids or len(set(self.class_ids)) != len(self.class_ids):
+                raise CortexError(f"an extractor's classes must be distinct and at least one, got {self.class_ids}")
+            if self.class_ids[0] < 0 or self.class_ids[-1] >= self.n_classes:
+                raise CortexError(f"extractor classes {self.class_ids} must lie in 0..{self.n_classes - 1}")
+
+    @property
+    def n_outputs(self) -> int:
+        """Width of the classifier head: the subset's size, else every class."""
+        return len(self.class_ids) if self.class_ids is not None else self.n_classes
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if data["class_ids"] is None:
+            del data["class_ids"]  # full extractors keep the JSON (and run fingerprints) they had before subsets
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ExtractorConfig":
@@ -78,7 +94,7 @@ class CNNExtractor(nn.Module):
             nn.Flatten(),
             nn.Linear(w * side * side, fc), nn.BatchNorm1d(fc), nn.ReLU(inplace=True), nn.Dropout(cfg.dropout),
             nn.Linear(fc, fc), nn.BatchNorm1d(fc), nn.ReLU(inplace=True),
-            nn.Linear(fc, cfg.n_classes),
+            nn.Linear(fc, cfg.n_outputs),
         )
 
     def forward(self, embedding: torch.Tensor) -> torch.Tensor:
@@ -130,7 +146,7 @@ class ResNetExtractor(nn.Module):
         self.layer2 = nn.Sequential(*[SEResidualBlock(w, cfg.se_reduction) for _ in range(3)])
         self.head = nn.Sequential(
             nn.Linear(w, fc), nn.BatchNorm1d(fc), nn.ReLU(inplace=True), nn.Dropout(cfg.dropout),
-            nn.Linear(fc, cfg.n_classes),
+            nn.Linear(fc, cfg.n_outputs),
         )
 
     def forward(self, embedding: torch.Tensor) -> torch.Tensor:
@@ -174,7 +190,7 @@ class AuthorsResNetExtractor(nn.Module):
         self.layer2 = nn.Sequential(AuthorsSEBlock(w, w, 2, r), *[AuthorsSEBlock(w, w, 1, r) for _ in range(2)])
         self.head = nn.Sequential(
             nn.Linear(w, fc), nn.BatchNorm1d(fc), nn.ReLU(inplace=True), nn.Dropout(cfg.dropout),
-            nn.Linear(fc, cfg.n_classes),
+            nn.Linear(fc, cfg.n_outputs),
         )
 
     def forward(self, embedding: torch.Tensor) -> torch.Tensor:
@@ -188,7 +204,7 @@ def build_extractor(cfg: ExtractorConfig) -> nn.Module:
         cfg: architecture and sizes.
 
     Returns:
-        A module mapping E (B x d x m x m) to logits (B x n_classes).
+        A module mapping E (B x d x m x m) to logits (B x n_outputs: the subset's classes, in class-id order, if any).
     """
     if cfg.arch == "ce":
         return CNNExtractor(cfg)

@@ -9,7 +9,7 @@ import torch
 
 from .. import registry
 from ..errors import CortexError
-from ..registry import ModelInfo
+from ..registry import ClassInfo, ModelInfo
 from ..store.database import Store
 from .architectures import count_parameters
 from .registry import ExtractorInfo, list_extractors, load_extractor
@@ -34,9 +34,9 @@ class SplitData:
 
 def load_split(
     store: Store, model: ModelInfo, split: str, per_class: int, *, seed: int = 0,
-    device: torch.device | str = "cpu", progress: Progress | None = None,
+    device: torch.device | str = "cpu", progress: Progress | None = None, classes: Sequence[ClassInfo] | None = None,
 ) -> SplitData:
-    """`per_class` generated images of every class of `model` in `split` (generating missing ones).
+    """`per_class` generated images of every class of `model` (or of `classes`) in `split` (generating missing ones).
 
     Args:
         split: 'train', 'val' or 'test'.
@@ -44,6 +44,7 @@ def load_split(
         seed: first image seed.
         device: where missing images are sampled.
         progress: called as progress(images ready, total, info=...).
+        classes: only these classes (a subset extractor's); None: every class of the model.
 
     Returns:
         SplitData on the CPU.
@@ -52,7 +53,7 @@ def load_split(
 
     if per_class < 1:
         raise CortexError(f"images per class must be positive, got {per_class} for the {split} split")
-    classes = registry.classes(store, model)
+    classes = list(classes) if classes is not None else registry.classes(store, model)
     if not classes:
         raise CortexError(f"model {model.name!r} has no classes; register it with labels (`cortex models add --labels ...`)")
     total = per_class * len(classes)
@@ -120,20 +121,29 @@ class ExtractorScore:
     n_images: int
     accuracy: dict[str, float] = field(default_factory=dict)  # top1/top3/top5/top10 in [0, 1]
     per_class_top1: dict[str, float] = field(default_factory=dict)  # class name -> top-1
+    classes: list[str] = field(default_factory=list)  # a subset extractor's classes, by class id; empty: all the model's
 
 
 def score_extractor(
     store: Store, model: ModelInfo, info: ExtractorInfo, data: SplitData, *, device: torch.device | str = "cpu",
     batch_size: int = 256,
 ) -> ExtractorScore:
-    """Table-1 accuracies of one registered extractor on `data`."""
+    """Table-1 accuracies of one registered extractor on `data` (a subset extractor: among its own classes only)."""
     net = load_extractor(info, device)
     logits = extractor_logits(net, registry.load_model(model, device), data.tokens, batch_size)
-    acc = topk_accuracy(logits, data.labels)
     names = {c.class_id: c.name for c in registry.classes(store, model)}
+    own = info.config.class_ids
+    if own is not None:
+        if not set(data.labels.tolist()) <= set(own):
+            raise ValueError(f"extractor {info.name!r} is scored on images of classes it was not trained on")
+        logits = logits[:, own]  # rank among its own classes only; column i is class own[i]
+    labels = torch.searchsorted(torch.tensor(own), data.labels) if own is not None else data.labels
+    acc = topk_accuracy(logits, labels)
     pred = logits.argmax(1)
-    per_class = {names[int(c)]: float((pred[data.labels == c] == c).float().mean()) for c in data.labels.unique()}
-    return ExtractorScore(info.name, info.arch, count_parameters(net), len(data), acc, per_class)
+    per_class = {names[int(cid)]: float((pred[labels == out] == out).float().mean())
+                 for cid, out in zip(data.labels.unique(), labels.unique())}
+    return ExtractorScore(info.name, info.arch, count_parameters(net), len(data), acc, per_class,
+                          [names.get(c, str(c)) for c in own or ()])
 
 
 def require_extractors(store: Store, model: ModelInfo) -> list[ExtractorInfo]:
@@ -163,12 +173,14 @@ def test_extractors(
         CortexError: the model has no extractor.
     """
     infos = require_extractors(store, model)
-    cache: dict[tuple[int, int], SplitData] = {}
+    cache: dict[tuple[int, int, tuple[int, ...] | None], SplitData] = {}
     scores = []
     for info in infos:
         n = per_class or int(info.hparams.get("test_per_class", 50))
         s = int(info.hparams.get("data_seed", 0)) if seed is None else seed
-        if (n, s) not in cache:
-            cache[(n, s)] = load_split(store, model, "test", n, seed=s, device=device, progress=progress)
-        scores.append(score_extractor(store, model, info, cache[(n, s)], device=device))
+        ids = tuple(info.config.class_ids) if info.config.class_ids is not None else None  # a subset extractor: its classes' images
+        if (n, s, ids) not in cache:
+            subset = [c for c in registry.classes(store, model) if c.class_id in ids] if ids is not None else None
+            cache[(n, s, ids)] = load_split(store, model, "test", n, seed=s, device=device, progress=progress, classes=subset)
+        scores.append(score_extractor(store, model, info, cache[(n, s, ids)], device=device))
     return scores

@@ -9,13 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from sqlalchemy import select
 
 from ..errors import CortexError
 from ..registry import BUNDLED_DIR, MINI_NAME, ModelInfo
+from ..store import extractors as extractor_store
 from ..store.database import Store
-from ..store.dialect import upsert_replace
-from ..store.schema import ExtractorRow, ModelRow
+from ..store.models import model_named
 from .architectures import ExtractorConfig, build_extractor
 
 MINI_BUNDLE_DIR = BUNDLED_DIR / MINI_NAME
@@ -44,7 +43,7 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def _info(row: ExtractorRow) -> ExtractorInfo:
+def _info(row: extractor_store.ExtractorRecord) -> ExtractorInfo:
     stored = json.loads(row.hparams or "{}")
     return ExtractorInfo(
         id=row.id, model_id=row.model_id, name=row.name, arch=row.arch,
@@ -81,19 +80,13 @@ def register_extractor(
         raise CortexError(f"extractor checkpoint {str(path)!r} does not exist")
     sha = file_sha256(path)
     blob = json.dumps({"config": cfg.to_dict(), "train": hparams}, sort_keys=True)
-    values = dict(arch=cfg.arch, hparams=blob, ckpt_path=str(path), ckpt_sha256=sha, metrics=json.dumps(metrics, sort_keys=True))
-    with store.session() as s, s.begin():
-        # one statement, so that two processes registering the same name cannot collide
-        upsert_replace(s, ExtractorRow, [dict(model_id=model.id, name=name, **values)], ("model_id", "name"), tuple(values))
-        row = s.scalar(select(ExtractorRow).where(ExtractorRow.model_id == model.id, ExtractorRow.name == name))
-        return _info(row)
+    return _info(extractor_store.upsert_extractor(store, model.id, name, arch=cfg.arch, hparams=blob, ckpt_path=str(path),
+                                                  ckpt_sha256=sha, metrics=json.dumps(metrics, sort_keys=True)))
 
 
 def list_extractors(store: Store, model: ModelInfo) -> list[ExtractorInfo]:
     """Every extractor registered for `model`, by name."""
-    with store.session() as s:
-        rows = s.scalars(select(ExtractorRow).where(ExtractorRow.model_id == model.id).order_by(ExtractorRow.name)).all()
-        return [_info(r) for r in rows]
+    return [_info(r) for r in extractor_store.model_extractors(store, model.id)]
 
 
 def get_extractor(store: Store, model: ModelInfo, name: str | None = None) -> ExtractorInfo:
@@ -132,7 +125,8 @@ def load_extractor(info: ExtractorInfo, device: torch.device | str = "cpu") -> t
         device: where to put it.
 
     Returns:
-        The module (E -> logits); gradients flow to its input only.
+        The module (E -> logits over the model's class ids; a subset extractor is wrapped in
+        `subsets.ClassSpace`); gradients flow to its input only.
     """
     path = Path(info.ckpt_path)
     if not path.is_file():
@@ -150,6 +144,10 @@ def load_extractor(info: ExtractorInfo, device: torch.device | str = "cpu") -> t
     net.eval().to(device)
     for p in net.parameters():
         p.requires_grad_(False)
+    if info.config.class_ids is not None:  # a subset extractor answers in the model's class ids, like a full one
+        from .subsets import ClassSpace
+
+        return ClassSpace(net, info.config.class_ids, info.config.n_classes, info.name).eval().to(device)
     return net
 
 
@@ -168,6 +166,7 @@ def export_bundled(info: ExtractorInfo, dest_dir: str | Path = MINI_BUNDLE_DIR) 
     dest = Path(dest_dir)
     dest.mkdir(parents=True, exist_ok=True)
     net = load_extractor(info, "cpu")
+    net = getattr(net, "net", net)  # a subset extractor's own head, not its class-space wrapper
     state = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in net.state_dict().items()}
     weights = dest / f"extractor_{info.name}.safetensors"
     save_file(state, str(weights))
@@ -185,13 +184,10 @@ def ensure_bundled_extractors(store: Store, bundle_dir: str | Path = MINI_BUNDLE
     metas = sorted(bundle_dir.glob("extractor_*.json")) if bundle_dir.is_dir() else []
     if not metas:
         return
-    with store.session() as s:
-        model_row = s.scalar(select(ModelRow).where(ModelRow.name == MINI_NAME))
-        if model_row is None:
-            return
-        model = ModelInfo(model_row.id, model_row.name, model_row.config_path, model_row.ckpt_path, model_row.n_embed,
-                          model_row.embed_dim, model_row.grid, model_row.image_size, model_row.labels, 0)
-        existing = {r.name: r for r in s.scalars(select(ExtractorRow).where(ExtractorRow.model_id == model.id))}
+    model = model_named(store, MINI_NAME)
+    if model is None:
+        return
+    existing = {r.name: r for r in extractor_store.model_extractors(store, model.id)}
     for meta_path in metas:
         weights = meta_path.with_suffix(".safetensors")
         if not weights.is_file():

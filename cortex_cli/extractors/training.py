@@ -19,7 +19,7 @@ import hashlib
 import json
 import os
 import random
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -187,15 +187,36 @@ def check_run(
     classes = registry.classes(store, model)
     if classes and cfg.n_classes <= max(c.class_id for c in classes):
         raise CortexError(f"extractor has {cfg.n_classes} outputs but model {model.name!r} has class ids up to {max(c.class_id for c in classes)}")
+    unknown = sorted(set(cfg.class_ids or ()) - {c.class_id for c in classes})
+    if unknown:
+        raise CortexError(f"model {model.name!r} has no class {unknown[0]}; `cortex models list --classes` lists its classes")
     run_dir = Path(out_dir) if out_dir is not None else artifacts_dir("extractors", model.name, name)
     run_dir.mkdir(parents=True, exist_ok=True)
     last_path = run_dir / "last.pt"
     if last_path.is_file() and not restart:
         run_json = run_dir / "run.json"
-        stored = json.loads(run_json.read_text()).get("settings") if run_json.is_file() else _read_state(last_path).get("settings")
+        record = json.loads(run_json.read_text()) if run_json.is_file() else {}
+        stored = record.get("settings") if run_json.is_file() else _read_state(last_path).get("settings")
         if stored != _fingerprint(model, cfg, tc):
+            before = record.get("config", {}).get("class_ids")
+            if run_json.is_file() and before != cfg.class_ids:
+                was = f"{len(before)} classes (ids {', '.join(map(str, before))})" if before else "all classes"
+                now = f"{len(cfg.class_ids)} classes" if cfg.class_ids else "all classes"
+                raise CortexError(
+                    f"{str(last_path)!r} belongs to a run of {name!r} over {was}, not these {now}; rerun with the same "
+                    f"--classes to resume it, add --restart to start over, or pick another --name"
+                )
             raise _other_settings(last_path, name)
     return run_dir
+
+
+def _head_labels(data: SplitData, cfg: ExtractorConfig) -> SplitData:
+    """A subset extractor learns outputs 0..n-1: class id cfg.class_ids[i] becomes label i."""
+    if cfg.class_ids is None:
+        return data
+    to_output = torch.full((max(cfg.class_ids) + 1,), -1, dtype=torch.long)
+    to_output[torch.tensor(cfg.class_ids)] = torch.arange(len(cfg.class_ids))
+    return replace(data, labels=to_output[data.labels])
 
 
 def _evaluate(net: torch.nn.Module, vqgm: Any, data: SplitData, batch_size: int) -> tuple[float, float, torch.Tensor]:
@@ -215,7 +236,8 @@ def train_extractor(
     Args:
         store: the open database (missing train/val/test images are generated into it).
         model: the VQGM whose token embeddings the extractor reads.
-        cfg: architecture and sizes (d and m must match the model).
+        cfg: architecture and sizes (d and m must match the model); with `cfg.class_ids` only those classes'
+            images are used and the head learns outputs 0..n-1 in their order (the label map).
         tc: recipe and data sizes.
         name: registered name (default: the architecture, 'ce' or 're').
         out_dir: run directory (default `$CORTEX_HOME/extractors/<model>/<name>`), holding `last.pt`
@@ -244,8 +266,11 @@ def train_extractor(
         run_dir = Path(dist.broadcast(str(run_dir)))
     last_path, best_path = run_dir / "last.pt", run_dir / "best.safetensors"
 
+    subset = [c for c in registry.classes(store, model) if c.class_id in cfg.class_ids] if cfg.class_ids is not None else None
+
     def splits() -> list[SplitData]:
-        return [load_split(store, model, split, per_class, seed=tc.data_seed, device=device, progress=progress)
+        return [_head_labels(load_split(store, model, split, per_class, seed=tc.data_seed, device=device, progress=progress,
+                                        classes=subset), cfg)
                 for split, per_class in (("train", tc.train_per_class), ("val", tc.val_per_class), ("test", tc.test_per_class))]
 
     # rank 0 generates missing images; the others then only read them

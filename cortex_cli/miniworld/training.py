@@ -19,7 +19,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import CortexError
 from ..model_configs import net2net_config, write_config
 from ..seeding import set_all_random_seeds
 from . import world
