@@ -127,7 +127,7 @@ class PgServer:
 
     def stop(self) -> None:
         try:
-            if self.port:
+            if self.port and (self.data / "postmaster.pid").exists():  # not already halted
                 self._run("pg_ctl", "stop", "-D", str(self.data), "-m", "immediate", "-w")
         finally:
             shutil.rmtree(self.root, ignore_errors=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,6 +97,9 @@ def _make_engine(url: str) -> Engine:
             kwargs["pool_pre_ping"] = True  # a long run survives a server restart between its transactions
             if "connect_timeout" not in parsed.query:
                 kwargs["connect_args"] = {"connect_timeout": 10}  # an unreachable host fails in seconds, not minutes
+            # psycopg logs "error ignored terminating <Pipeline>: the connection is lost" while it unwinds a dead
+            # connection; with no logging configured Python prints that on stderr beside our own one-line error
+            logging.getLogger("psycopg").addHandler(logging.NullHandler())
         engine = create_engine(parsed, **kwargs)
     except ImportError as exc:
         hint = "; install it with: pip install 'cortex-cli[postgres]'" if backend == "postgresql" else ""
