@@ -90,14 +90,13 @@ def write_batch(
     flat_tok = tokens.detach().cpu().reshape(tokens.shape[0], -1)
     n = min(top_n, grid * grid)
     values, order = torch.sort(flat_tsv, dim=1, descending=True, stable=True)
+    grids = flat_tok.numpy()
+    positions = order[:, :n].numpy()
+    top = np.take_along_axis(grids, positions, axis=1)
     for i, image_id in enumerate(image_ids):
         maps.append((int(image_id), pack_tsv(flat_tsv[i])))
         for rank in range(n):
-            pos = int(order[i, rank])
-            salient.append(index_store.SalientRow(int(image_id), rank, pos, int(flat_tok[i, pos]), float(values[i, rank])))
-    grids = flat_tok.numpy()
-    top = np.take_along_axis(grids, order[:, :n].numpy(), axis=1)
-    # only the images whose maps this transaction inserts are added to the run's counts
+            salient.append(index_store.SalientRow(int(image_id), rank, int(positions[i, rank]), int(top[i, rank]), float(values[i, rank])))
     index_store.insert_batch(store, run_id, class_pk, maps, salient, grids, top)
 
 

@@ -79,3 +79,16 @@ def store_random_images(store, model, cls, n: int, *, split: str = "train", seed
                 row.count += c
                 row.n_images += present[t]
         return [r.id for r in rows]
+
+
+def index_three_classes(store, model, settings) -> tuple[ToyInfo, list]:
+    """Classes 0..2 with random images (class 0: 7 stored, 5 indexed; the others 5 and 5), indexed by the toy extractor."""
+    from cortex_cli import registry
+    from cortex_cli.indexing import index_classes
+
+    info = register_toy(store, model)
+    all_classes = registry.classes(store, model)
+    for cls in all_classes[:3]:
+        store_random_images(store, model, cls, 7 if cls.class_id == 0 else 5)
+    index_classes(store, model, info, all_classes[:3], n_images=5, settings=settings, extractor=ToyExtractor())
+    return info, all_classes

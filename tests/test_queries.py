@@ -7,7 +7,6 @@ from collections import Counter, defaultdict
 import pytest
 from sqlalchemy import select
 
-from cortex_cli import registry
 from cortex_cli.errors import CortexError
 from cortex_cli.generation import ensure_images, image_tokens
 from cortex_cli.indexing import index_classes
@@ -15,7 +14,7 @@ from cortex_cli.queries import pick_run, token_usage, top_tokens
 from cortex_cli.saliency import SaliencySettings
 from cortex_cli.store.schema import SalientTokenRow
 
-from index_helpers import ToyExtractor, register_toy, store_random_images
+from index_helpers import ToyExtractor, index_three_classes, store_random_images
 
 pytestmark = pytest.mark.both_backends  # store/db_url tests run on SQLite and PostgreSQL
 
@@ -24,13 +23,8 @@ SETTINGS = SaliencySettings(samples=2, top_n=8)
 
 @pytest.fixture
 def indexed(store, tiny_model):
-    info = register_toy(store, tiny_model)
-    all_classes = registry.classes(store, tiny_model)
-    for cls in all_classes[:3]:
-        store_random_images(store, tiny_model, cls, 7 if cls.class_id == 0 else 5)
-    index_classes(store, tiny_model, info, all_classes[:3], n_images=5, settings=SETTINGS, extractor=ToyExtractor())
     # class 0 has 7 stored images, 5 indexed: every count reads the 5 indexed ones only
-    return info, all_classes
+    return index_three_classes(store, tiny_model, SETTINGS)
 
 
 def salient_rows(store, class_pk=None):

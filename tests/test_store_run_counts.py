@@ -6,7 +6,6 @@ import pytest
 from alembic import command
 from sqlalchemy import select
 
-from cortex_cli import registry
 from cortex_cli.generation import image_tokens
 from cortex_cli.indexing import index_classes, write_batch
 from cortex_cli.queries import pick_run, token_usage
@@ -14,7 +13,7 @@ from cortex_cli.saliency import SaliencySettings
 from cortex_cli.store.database import _alembic_config
 from cortex_cli.store.schema import RunClassCountRow, RunTokenCountRow, SalientTokenRow
 
-from index_helpers import ToyExtractor, register_toy, store_random_images
+from index_helpers import ToyExtractor, index_three_classes
 
 pytestmark = pytest.mark.both_backends
 
@@ -23,12 +22,7 @@ SETTINGS = SaliencySettings(samples=2, top_n=8)
 
 @pytest.fixture
 def indexed(store, tiny_model):
-    info = register_toy(store, tiny_model)
-    all_classes = registry.classes(store, tiny_model)
-    for cls in all_classes[:3]:
-        store_random_images(store, tiny_model, cls, 7 if cls.class_id == 0 else 5)
-    index_classes(store, tiny_model, info, all_classes[:3], n_images=5, settings=SETTINGS, extractor=ToyExtractor())
-    return info, all_classes
+    return index_three_classes(store, tiny_model, SETTINGS)
 
 
 def count_rows(store) -> tuple[list, list]:
