@@ -27,7 +27,7 @@ def build_model(device: str):
     from safetensors.torch import save_file
 
     from cortex_cli import taming_shim
-    from cortex_cli.adapter import load_vqgm
+    from cortex_cli.backends.taming import load_vqgm
     from cortex_cli.miniworld.training import MiniRecipe
     from cortex_cli.model_configs import write_config
 
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from cortex_cli.adapter import SamplerSettings
+    from cortex_cli.backends.base import SamplerSettings
 
     vqgm = build_model(args.device)
     greedy = SamplerSettings(greedy=True)

@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 
 from cortex_cli import registry
-from cortex_cli.adapter import from_pil
+from cortex_cli.backends.base import from_pil
 from cortex_cli.extractors.registry import ensure_bundled_extractors, get_extractor, load_extractor
 from cortex_cli.judges import judges_for
 from cortex_cli.miniworld import world

@@ -154,7 +154,7 @@ def _resolve_start(init: str | Path, model: ModelInfo, vqgm, notices: list[str])
     path = Path(text).expanduser()
     if not path.is_file():
         raise CortexError(f"--init {text!r} is neither random, noise nor an existing image; give random, noise or a PNG written by `cortex generate`")
-    from .adapter import from_pil
+    from .backends.base import from_pil
     from .editing import _source_tokens
     from .pngmeta import read_png
 
@@ -345,7 +345,7 @@ def search_concept(
                 e.salient_rank = rank.get(e.token)
 
     # -- write: files first (same names on every rerun), then the rows ----------------------
-    from .adapter import to_pil
+    from .backends.base import to_pil
     from .figures import edit_strip
     from .pngmeta import save_png
 

@@ -16,7 +16,7 @@ from typing import Callable
 import torch
 
 from . import registry
-from .adapter import to_pil
+from .backends.base import to_pil
 from .errors import CortexError
 from .figures import draw_token_boxes, image_grid
 from .generation import generate, image_tokens

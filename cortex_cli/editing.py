@@ -167,7 +167,7 @@ def edit_image(
     if out_dir.exists() and not out_dir.is_dir():
         raise CortexError(f"--out {str(out_dir)!r} is a file; give a directory")
 
-    from .adapter import from_pil, to_pil
+    from .backends.base import from_pil, to_pil
     from .pngmeta import read_png, save_png
 
     png = read_png(png_path)

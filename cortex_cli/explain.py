@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from . import registry
-from .adapter import from_pil, to_pil
+from .backends.base import from_pil, to_pil
 from .errors import CortexError
 from .figures import draw_token_boxes, image_grid
 from .generation import image_keys, image_tokens

@@ -18,7 +18,7 @@ from typing import Callable
 import torch
 
 from . import registry
-from .adapter import VQGM, SamplerSettings, to_pil
+from .backends.base import VQGM, SamplerSettings, to_pil
 from .distributed import Shard
 from .errors import CortexError
 from .settings import writable_dir

@@ -9,7 +9,8 @@ from pathlib import Path
 import torch
 
 from . import classnames
-from .adapter import VQGM, config_hash, load_vqgm, sanitize_config, _load_yaml
+from .backends.base import VQGM
+from .backends.taming import config_hash, load_vqgm, sanitize_config, _load_yaml
 from .classnames import ClassName
 from .errors import CortexError
 from .store import models as model_store

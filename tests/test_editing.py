@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 from sqlalchemy import select
 
 from cortex_cli import registry
-from cortex_cli.adapter import to_pil
+from cortex_cli.backends.base import to_pil
 from cortex_cli.editing import edit_image
 from cortex_cli.errors import CortexError
 from cortex_cli.extractors.architectures import ExtractorConfig, build_extractor

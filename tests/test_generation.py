@@ -7,7 +7,7 @@ import yaml
 from sqlalchemy import select
 
 from cortex_cli import generation, registry
-from cortex_cli.adapter import SamplerSettings
+from cortex_cli.backends.base import SamplerSettings
 from cortex_cli.cli import app
 from cortex_cli.errors import CortexError
 from cortex_cli.pngmeta import read_png
@@ -117,7 +117,7 @@ def test_bad_requests(store, tiny_model, tmp_path):
 
 
 def test_default_sampler_reads_the_config_section(tmp_path, tiny_model_files):
-    from cortex_cli.adapter import load_vqgm
+    from cortex_cli.backends.taming import load_vqgm
 
     config, ckpt, _ = tiny_model_files
     cfg = yaml.safe_load(config.read_text())

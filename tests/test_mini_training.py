@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from cortex_cli.adapter import load_vqgm
+from cortex_cli.backends.taming import load_vqgm
 from cortex_cli.miniworld.training import MiniRecipe, build_mini
 
 

@@ -54,7 +54,7 @@ def test_local_part_pairs():
 
 
 def test_bundled_model_loads_strictly_through_the_adapter():
-    from cortex_cli.adapter import load_vqgm
+    from cortex_cli.backends.taming import load_vqgm
     from cortex_cli.registry import MINI_CONFIG, MINI_WEIGHTS
 
     vqgm = load_vqgm(MINI_CONFIG, MINI_WEIGHTS)
@@ -63,7 +63,8 @@ def test_bundled_model_loads_strictly_through_the_adapter():
 
 
 def test_generated_concepts_are_recognised_by_a_judge():
-    from cortex_cli.adapter import SamplerSettings, load_vqgm
+    from cortex_cli.backends.base import SamplerSettings
+    from cortex_cli.backends.taming import load_vqgm
     from cortex_cli.judges import mini_judges
     from cortex_cli.registry import MINI_CONFIG, MINI_WEIGHTS
 

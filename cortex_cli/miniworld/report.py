@@ -9,7 +9,7 @@ from typing import Callable
 
 import torch
 
-from ..adapter import SamplerSettings, VQGM
+from ..backends.base import SamplerSettings, VQGM
 from ..judges import Judge
 from . import world
 from .judges import judge_input

@@ -1,4 +1,4 @@
-"""The model adapter: the only module that imports taming-transformers.
+"""The taming backend: the only module that imports taming-transformers.
 
 Loads a class-conditional `Net2NetTransformer` (VQGAN first stage + GPT prior +
 `Labelator`) from a taming config yaml and a checkpoint with strict key checking,
@@ -21,29 +21,15 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from . import taming_shim
-from .errors import CortexError
-from .seeding import generator_for
+from .. import taming_shim
+from ..errors import CortexError
+from ..seeding import generator_for
+from .base import SamplerSettings
 
 DUMMY_LOSS = {"target": "taming.modules.losses.DummyLoss"}
 NET2NET = "taming.models.cond_transformer.Net2NetTransformer"
 # checkpoint keys that only belong to the (replaced) training losses: LPIPS/discriminator weights
 IGNORABLE_PREFIXES = ("first_stage_model.loss.", "cond_stage_model.loss.")
-
-
-@dataclass(frozen=True)
-class SamplerSettings:
-    """How the prior samples tokens."""
-
-    top_k: int | None = 100  # keep the k most likely tokens (None: all)
-    top_p: float = 1.0  # nucleus mass (1.0: off)
-    temperature: float = 1.0
-    greedy: bool = False  # argmax instead of sampling
-
-    def label(self) -> str:
-        if self.greedy:
-            return "greedy"
-        return f"top_k={self.top_k},top_p={self.top_p:g},temperature={self.temperature:g}"
 
 
 def _load_yaml(config_path: Path) -> Any:
@@ -122,7 +108,7 @@ def _describe(keys: list[str], limit: int = 6) -> str:
     return shown + (f" (+{len(keys) - limit} more)" if len(keys) > limit else "")
 
 
-class VQGM:
+class TamingVQGM:
     """A loaded vector-quantised generative model (taming `Net2NetTransformer`)."""
 
     def __init__(self, net: Any, config: Any, device: torch.device):
@@ -233,7 +219,7 @@ class VQGM:
         return self.net.permuter(out, reverse=True).reshape(len(class_ids), self.grid, self.grid)
 
 
-def load_vqgm(config_path: str | Path, ckpt_path: str | Path, device: torch.device | str = "cpu") -> VQGM:
+def load_vqgm(config_path: str | Path, ckpt_path: str | Path, device: torch.device | str = "cpu") -> TamingVQGM:
     """Load a taming class-conditional model with strict checkpoint keys.
 
     Args:
@@ -276,24 +262,4 @@ def load_vqgm(config_path: str | Path, ckpt_path: str | Path, device: torch.devi
     net = net.to(device).eval()
     for p in net.parameters():
         p.requires_grad_(False)
-    return VQGM(net, config, torch.device(device))
-
-
-def to_pil(images: torch.Tensor) -> list[Image.Image]:
-    """Images in [-1, 1] (B x 3 x H x W) -> RGB PIL images."""
-    arr = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return [Image.fromarray(a.permute(1, 2, 0).numpy()) for a in arr]
-
-
-def from_pil(images: list[Image.Image], size: int) -> torch.Tensor:
-    """RGB PIL images -> tensor in [-1, 1] at `size` (centre-cropped to square, then resized)."""
-    out = []
-    for img in images:
-        img = img.convert("RGB")
-        w, h = img.size
-        side = min(w, h)
-        img = img.crop(((w - side) // 2, (h - side) // 2, (w - side) // 2 + side, (h - side) // 2 + side))
-        if img.size != (size, size):
-            img = img.resize((size, size), Image.BICUBIC)
-        out.append(torch.from_numpy(np.asarray(img, dtype=np.float32) / 127.5 - 1).permute(2, 0, 1))
-    return torch.stack(out)
+    return TamingVQGM(net, config, torch.device(device))

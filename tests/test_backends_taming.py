@@ -6,7 +6,8 @@ import pytest
 import torch
 import yaml
 
-from cortex_cli.adapter import SamplerSettings, from_pil, load_vqgm, read_state_dict, to_pil
+from cortex_cli.backends.base import SamplerSettings, from_pil, to_pil
+from cortex_cli.backends.taming import load_vqgm, read_state_dict
 from cortex_cli.errors import CortexError
 
 
