@@ -2,6 +2,7 @@
 
 from .app import app
 from . import models_cmd, generate_cmd, mini_cmd, extractor_cmd, index_cmd, edit_cmd, optimize_cmd, eval_cmd  # noqa: F401,E402
+from . import atlas_cmd  # noqa: F401,E402
 
 __all__ = ["app", "main"]
 

@@ -1,0 +1,351 @@
+"""`cortex atlas`: the saliency index as a static website, built one concept and one token at a time.
+
+Flow: pick the run and its classes -> one page per concept (T*_concept beside the baselines, crops,
+Figure-2 overlays, evaluations, edits, searches) -> one page per token those pages list, plus the
+most cross-class tokens (classes where it is salient vs merely frequent, crops, neighbours) -> the
+index page (filter box over a JSON manifest, parameters and provenance) -> pictures decoded in
+batches on the device -> `atlas.json`.
+
+Incremental: `atlas.json` keeps, per page, the hash of its HTML and of its inputs. A concept page
+whose inputs did not change (its images in the run, its edits and searches, the run, the settings,
+the stored evaluations, the decoder) is not even queried; a token page is recomputed only when a
+class that uses the token changed, and a page is rewritten only when its HTML changed. Pictures are
+named by content, so an unchanged page needs no decoding.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+from .. import __version__, registry
+from ..errors import CortexError
+from ..queries import BASELINES, pick_run
+from ..registry import ClassInfo, ModelInfo
+from ..settings import writable_dir
+from ..store import atlas as atlas_store
+from ..store import extractors as extractor_store
+from ..store.database import Store, masked
+from .html import CSS, STYLESHEET, render_concept, render_index, render_token
+from .pages import (
+    ConceptSummary, PageSettings, Site, concept_page, concept_path, summary_of, token_page, token_path,
+)
+from .thumbnails import THUMB_DIR, Thumbnails, decoder_identity
+
+ATLAS_FORMAT = 1  # bump whenever pages change shape: every page is then recomputed
+MANIFEST = "atlas.json"
+INDEX = "index.html"
+TOKEN_CHUNK = 256  # token pages gathered (and their neighbours computed) per step
+Progress = Callable[..., None]
+_PICTURE_NAME = re.compile(r"^[0-9a-f]{24}\.[a-z]+$")
+
+
+@dataclass
+class AtlasResult:
+    """What `build_atlas` wrote."""
+
+    model: str
+    extractor: str
+    run_id: int
+    split: str
+    out: str
+    index: str  # the index page's path
+    concepts: int
+    tokens: int  # token pages
+    written: list[str]  # site paths (re)written by this build: pages and the stylesheet
+    unchanged: int  # pages already up to date
+    removed: list[str] = field(default_factory=list)  # pages of an earlier build no longer in the atlas
+    pictures_written: int = 0
+    pictures_removed: int = 0
+    grids_decoded: int = 0
+    seconds: float = 0.0
+
+
+def _hash(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _check(settings: PageSettings, batch_size: int) -> None:
+    if settings.top_k < 1:
+        raise CortexError(f"--top-k must be >= 1, got {settings.top_k}")
+    if settings.crops < 0:
+        raise CortexError(f"--crops must be >= 0, got {settings.crops}")
+    if batch_size < 1:
+        raise CortexError(f"--batch-size must be >= 1, got {batch_size}")
+    unknown = [b for b in settings.baselines if b not in BASELINES]
+    if unknown:
+        raise CortexError(f"--baseline must be among {', '.join(BASELINES)}, got {unknown[0]!r}")
+
+
+def _out_dir(out: str | Path) -> Path:
+    path = Path(out).expanduser()
+    if path.is_dir() and any(path.iterdir()) and not (path / MANIFEST).is_file():
+        raise CortexError(f"{str(path)!r} is not empty and holds no cortex atlas ({MANIFEST}); give a new or empty --out directory")
+    return writable_dir(path, "the atlas to")
+
+
+def _read_manifest(out: Path) -> dict[str, Any]:
+    try:
+        manifest = json.loads((out / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return {}
+    return manifest if isinstance(manifest, dict) and manifest.get("format") == ATLAS_FORMAT else {}
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _selected(store: Store, model: ModelInfo, run, split: str, classes: Sequence[ClassInfo] | None, indexed: dict[int, int]) -> list[ClassInfo]:
+    if not indexed:
+        raise CortexError(f"saliency run {run.id} ({run.extractor}) has no indexed {split} images; "
+                          f"run `cortex index --class <class> --extractor {run.extractor} --split {split}` first")
+    if classes is None:
+        return [c for c in registry.classes(store, model) if c.pk in indexed]
+    missing = [c for c in classes if c.pk not in indexed]
+    if missing:
+        c = missing[0]
+        raise CortexError(f"class {c.name!r} has no indexed {split} images in run {run.id} ({run.extractor}); "
+                          f"run `cortex index --class '{c.name}' --extractor {run.extractor} --split {split}` first")
+    return sorted(classes, key=lambda c: c.class_id)
+
+
+def nearest_neighbours(codebook: torch.Tensor, tokens: Sequence[int], n: int) -> dict[int, list[tuple[int, float]]]:
+    """token -> its n nearest other codebook entries (Euclidean distance), nearest first (ties: smaller id)."""
+    if not tokens or n < 1:
+        return {int(t): [] for t in tokens}
+    book = codebook.detach().double()  # float64: near-equal distances keep one order on every device
+    sq = (book * book).sum(dim=1)
+    idx = torch.as_tensor(list(tokens), device=book.device, dtype=torch.long)
+    d2 = (sq[idx, None] + sq[None, :] - 2 * book[idx] @ book.T).clamp_min(0)
+    d2[torch.arange(len(idx), device=book.device), idx] = float("inf")
+    order = torch.argsort(d2, dim=1, stable=True)  # stable: ties go to the smaller token id
+    count = min(n, book.shape[0] - 1)
+    found = {}
+    for row, token in enumerate(tokens):
+        near = order[row, :count].tolist()
+        found[int(token)] = [(int(t), float(d2[row, t].sqrt())) for t in near]
+    return found
+
+
+def build_atlas(
+    store: Store,
+    model: ModelInfo,
+    out: str | Path,
+    *,
+    classes: Sequence[ClassInfo] | None = None,
+    extractor: str | None = None,
+    run: int | None = None,
+    settings: PageSettings = PageSettings(),
+    device: torch.device | str = "cpu",
+    batch_size: int = 32,
+    force: bool = False,
+    progress: Progress | None = None,
+) -> AtlasResult:
+    """Write (or bring up to date) the static token atlas of one saliency run.
+
+    Args:
+        store: the open database (read only).
+        model: the model whose index is shown.
+        out: the site directory (created; must be new, empty, or an earlier atlas).
+        classes: the concepts to give pages (default: every class the run has indexed images of).
+        extractor: read the newest run of this extractor (default: the newest run of any).
+        run: read this saliency run id instead.
+        settings: how much each page shows (top-k, crops, baselines, split, ...).
+        device: where pictures are decoded and codebook distances computed.
+        batch_size: token grids decoded per batch.
+        force: recompute and rewrite every page, ignoring the previous build.
+        progress: called as progress(done, total, info=...).
+
+    Returns:
+        AtlasResult: which pages were written, which were already up to date, what was removed.
+
+    Raises:
+        CortexError: nothing indexed yet, a class without indexed images, bad settings, or an --out
+            directory that holds something other than an atlas.
+    """
+    start = time.perf_counter()
+    _check(settings, batch_size)
+    chosen = pick_run(store, model, None, extractor=extractor, run=run)
+    split = settings.split
+    indexed = atlas_store.indexed_classes(store, chosen.id, split)
+    selected = _selected(store, model, chosen, split, classes, indexed)
+    root = _out_dir(out)
+    old = {} if force else _read_manifest(root)
+    old_pages: dict[str, dict[str, Any]] = old.get("pages", {})
+
+    from ..evaluation.common import latest_evaluations
+
+    evaluations = latest_evaluations(store, model)
+    every = {c.class_id: c for c in registry.classes(store, model)}
+    states = {str(every_pk.class_id): indexed[every_pk.pk] for every_pk in every.values() if every_pk.pk in indexed}
+    identity = decoder_identity(model)
+    thumbs = Thumbnails(root, model, lambda: registry.load_model(model, device), identity, context=settings.context,
+                        batch_size=batch_size, device=device)
+    site = Site(store, model, chosen, settings, thumbs, every, {c.class_id: concept_path(c) for c in selected}, evaluations)
+    global_key = _hash(ATLAS_FORMAT, __version__, identity, asdict(chosen), asdict(settings),
+                       [(c.class_id, c.name, list(c.synonyms)) for c in selected], sorted((k, e.id) for k, e in evaluations.items()))
+    activity = atlas_store.class_activity(store, model.id)
+    crumbs = f"{model.name} · run {chosen.id} ({chosen.extractor}) · {split} images"
+    footer = f"cortex {__version__} · model {model.name} · saliency run {chosen.id} ({chosen.extractor}) · {split} split"
+    pages: dict[str, dict[str, Any]] = {}
+    written: list[str] = []
+    unchanged = 0
+
+    def tick(done: int, total: int, info: str) -> None:
+        if progress is not None:
+            progress(done, total, info=info)
+
+    def emit(path: str, html: str, key: str, pictures: set[str]) -> None:
+        nonlocal unchanged
+        digest = hashlib.sha256(html.encode()).hexdigest()
+        before = old_pages.get(path, {})
+        if force or before.get("hash") != digest or not (root / path).is_file():
+            _write(root / path, html)
+            written.append(path)
+        else:
+            unchanged += 1
+        pages[path] = {"hash": digest, "key": key, "pictures": sorted(pictures)}
+        if len(thumbs.pending) >= 8 * batch_size:
+            thumbs.flush()
+
+    # -- concepts ------------------------------------------------------------------------------
+    old_concepts = old.get("concepts", {})
+    summaries: list[ConceptSummary] = []
+    everyone = sorted(states.items()) if "specific" in settings.baselines else []
+    for i, cls in enumerate(selected):
+        tick(i, len(selected), f"concept {cls.name}")
+        path = concept_path(cls)
+        key = _hash(global_key, cls.class_id, indexed[cls.pk], activity.get(cls.class_id), everyone)
+        before = old_pages.get(path, {})
+        kept = old_concepts.get(str(cls.class_id))
+        if before.get("key") == key and kept is not None and (root / path).is_file():
+            pages[path] = before
+            summaries.append(ConceptSummary(**kept))
+            unchanged += 1
+            continue
+        thumbs.seen = set()
+        page = concept_page(site, cls)
+        summaries.append(summary_of(page))
+        emit(path, render_concept(page, f"{crumbs} · {cls.name}", footer), key, thumbs.seen)
+        thumbs.seen = None
+
+    # -- tokens ----------------------------------------------------------------------------------
+    spread = atlas_store.token_spread(store, chosen.id, split, None if len(selected) == len(indexed) else [c.pk for c in selected])
+    by_token = {s.token: s for s in spread}
+    cross = [s for s in spread if s.salient_classes > 0][:settings.cross_class]
+    listed_in: dict[int, list[tuple[str, str, int]]] = {}
+    for summary in summaries:
+        for rank, token in enumerate(summary.top, start=1):
+            listed_in.setdefault(token, []).append((summary.name, summary.path, rank))
+    wanted = sorted({t for s in summaries for t in s.top + s.baseline} | {s.token for s in cross})
+    token_set = _hash(wanted)
+    old_tokens = old.get("tokens", {})
+    if old.get("global_key") == global_key and old.get("token_set") == token_set:
+        changed = [pk for cid, pk in ((c.class_id, c.pk) for c in every.values() if c.pk in indexed)
+                   if old.get("states", {}).get(str(cid)) != indexed[pk]]
+        gone = [c.pk for c in every.values() if str(c.class_id) in old.get("states", {}) and c.pk not in indexed]
+        affected = atlas_store.tokens_of_classes(store, chosen.id, split, changed + gone) if changed or gone else set()
+    else:
+        affected = set(wanted)
+    todo = [t for t in wanted if t in affected or token_path(t) not in old_pages or str(t) not in old_tokens
+            or not (root / token_path(t)).is_file()]
+    token_info: dict[str, dict[str, Any]] = {}
+    todo_set = set(todo)
+    for t in wanted:
+        if t not in todo_set:
+            pages[token_path(t)] = old_pages[token_path(t)]
+            token_info[str(t)] = old_tokens[str(t)]
+            unchanged += 1
+    have_pages = set(wanted)
+    codebook = registry.load_model(model, device).codebook if todo else None
+    for begin in range(0, len(todo), TOKEN_CHUNK):
+        chunk = todo[begin:begin + TOKEN_CHUNK]
+        near = nearest_neighbours(codebook, chunk, settings.neighbours)
+        for j, token in enumerate(chunk):
+            tick(begin + j, len(todo), f"token {token}")
+            thumbs.seen = set()
+            page = token_page(site, token, by_token.get(token), near[token], have_pages, listed_in.get(token, []))
+            token_info[str(token)] = {"classes": [u.name for u in page.salient[:5]], "salient_classes": page.salient_classes}
+            emit(page.path, render_token(page, model.grid, f"{crumbs} · token {token}", footer), "", thumbs.seen)
+            thumbs.seen = None
+
+    # -- index, stylesheet -----------------------------------------------------------------------
+    thumbs.seen = set()
+    swatches = {t: site.tile(t) for t in sorted({t for s in summaries for t in s.top[:6]} | {s.token for s in cross})}
+    eval_cards = []
+    for kind, ev in sorted(evaluations.items()):
+        plot = thumbs.copy_file(ev.plot_path) if ev.plot_path else None
+        eval_cards.append({"kind": kind, "id": ev.id, "created_at": ev.created_at, "plot": plot})
+    images = sum(s.images for s in summaries)
+    search = {
+        "concepts": [{"class_id": s.class_id, "name": s.name, "synonyms": s.synonyms, "path": s.path, "tokens": s.top} for s in summaries],
+        "tokens": [{"token": t, "path": token_path(t), **token_info[str(t)]} for t in wanted],
+    }
+    index_html = render_index(
+        f"cortex atlas: {model.name}",
+        f"{len(summaries)} concepts, {len(wanted)} token pages, {images} indexed {split} images; saliency run {chosen.id} ({chosen.extractor})",
+        summaries, [asdict(s) for s in cross], swatches, eval_cards, _provenance(store, model, chosen, settings, summaries, images),
+        search, footer,
+    )
+    emit(INDEX, index_html, "", thumbs.seen)
+    thumbs.seen = None
+    emit(STYLESHEET, CSS, "", set())
+    thumbs.flush()
+
+    # -- prune what earlier builds left, then record this one -------------------------------------
+    removed = []
+    for path in sorted(set(old_pages) - set(pages)):
+        if path.startswith(("concepts/", "tokens/")) and path.endswith(".html"):
+            (root / path).unlink(missing_ok=True)
+            removed.append(path)
+    referenced = {Path(p).name for entry in pages.values() for p in entry.get("pictures", [])}
+    pictures_removed = 0
+    if (root / THUMB_DIR).is_dir():
+        for file in (root / THUMB_DIR).iterdir():
+            if _PICTURE_NAME.match(file.name) and file.name not in referenced:
+                file.unlink()
+                pictures_removed += 1
+    manifest = {
+        "format": ATLAS_FORMAT, "generator": f"cortex {__version__}", "model": model.name, "run": chosen.id,
+        "extractor": chosen.extractor, "split": split, "global_key": global_key, "token_set": token_set, "states": states,
+        "pages": pages, "concepts": {str(s.class_id): asdict(s) for s in summaries}, "tokens": token_info,
+    }
+    _write(root / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    tick(1, 1, "done")
+    return AtlasResult(
+        model.name, chosen.extractor, chosen.id, split, str(root), str(root / INDEX), len(summaries), len(wanted), written, unchanged,
+        removed, thumbs.written, pictures_removed, thumbs.decoded, round(time.perf_counter() - start, 3),
+    )
+
+
+def _provenance(store: Store, model: ModelInfo, run, settings: PageSettings, summaries: list[ConceptSummary], images: int) -> list[tuple[str, str]]:
+    ext = next((e for e in extractor_store.model_extractors(store, model.id) if e.id == run.extractor_id), None)
+    window = min(2 * settings.context + 1, model.grid)
+    return [
+        ("model", f"{model.name}: codebook K={model.n_embed} × d={model.embed_dim}, {model.grid}×{model.grid} tokens, "
+                  f"{model.image_size}×{model.image_size} px"),
+        ("model files", f"{model.config_path} · {model.ckpt_path}"),
+        ("extractor", f"{run.extractor}" + (f" ({ext.arch}), checkpoint sha256 {ext.ckpt_sha256[:16]}" if ext else "")),
+        ("saliency run", f"#{run.id}: SmoothGrad N={run.samples}, alpha={run.alpha:g}, top-n={run.top_n}, reduce {run.reduce}, "
+                         f"{run.precision}, seed {run.seed}"),
+        ("images", f"{images} indexed {settings.split} images of {len(summaries)} classes"),
+        ("atlas", f"top-k {settings.top_k}, {settings.crops} crops per token, baselines: {', '.join(settings.baselines) or 'none'}, "
+                  f"crops of {window}×{window} tokens"),
+        ("database", masked(store.url)),
+        ("built by", f"cortex {__version__}: cortex atlas --model {model.name} --extractor {run.extractor} --top-k {settings.top_k} --out DIR"),
+    ]
+
+
+__all__ = ["AtlasResult", "PageSettings", "build_atlas", "nearest_neighbours"]

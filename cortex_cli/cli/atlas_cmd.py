@@ -1,0 +1,67 @@
+"""`cortex atlas`: the saliency index as a static website."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from .. import registry
+from ..class_subsets import resolve_classes
+from ..errors import CortexError
+from .app import command, state
+from .render import console, print_json, progress
+
+
+@command("atlas")
+def atlas_cmd(
+    ctx: typer.Context,
+    out: Path = typer.Option(..., "--out", "-o", help="Site directory (created; a new or empty one, or an earlier atlas to update)."),
+    classes: str = typer.Option(None, "--classes", help="Concepts to give pages: 'goldfinch,black grouse,11', @file.txt or 'all' (default: every indexed class)."),
+    model: str = typer.Option(None, "--model", "-m", help="Registered model (default: mini)."),
+    extractor: str = typer.Option(None, "--extractor", "-e", help="Read the newest run of this extractor (default: the newest run of any)."),
+    top_k: int = typer.Option(20, "--top-k", "-k", help="Salient tokens per concept page (T*_concept), and baseline tokens beside them."),
+    crops: int = typer.Option(8, "--crops", help="Patch crops per salient token: the images where it is most salient."),
+    baseline: str = typer.Option("frequency", "--baseline", help="Baselines beside T*_concept: 'frequency', 'specific' (needs the same seeds of every class) or both, comma-separated; 'none' for neither."),
+    split: str = typer.Option("train", "--split", help="Which indexed images to show."),
+    batch_size: int = typer.Option(32, "--batch-size", "-b", help="Token grids decoded per batch on the device."),
+    force: bool = typer.Option(False, "--force", help="Recompute and rewrite every page (default: only pages whose data changed)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON (no progress bar)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Write the token atlas: a static website of the saliency index (HTML, CSS, PNG; no server, no network).
+
+    One page per concept (its top-k salient tokens beside the frequency baseline, with patch crops
+    from the images where each is most salient, Figure-2 overlays, stored evaluations, edits and
+    optimised grids), one page per token those pages list (the entry decoded alone, the classes where
+    it is salient vs merely frequent, crops across classes, nearest codebook neighbours), and an index
+    page with a filter box. Rerunning rewrites only the pages whose data changed; pictures are decoded
+    in batches on --device. Open OUT/index.html in a browser.
+
+    Example: cortex atlas --out site/
+    Example: cortex atlas --classes 'red-capped bird,blue-capped bird' --top-k 10 --out site/
+    """
+    from ..atlas import PageSettings, build_atlas
+
+    app_state = state(ctx)
+    store = app_state.store()
+    info = registry.get_model(store, model)
+    chosen = resolve_classes(store, info, classes) if classes is not None and classes.strip().lower() != "all" else None
+    kinds = tuple(k.strip() for k in baseline.split(",") if k.strip() and k.strip().lower() != "none")
+    if not baseline.strip():
+        raise CortexError("--baseline is empty; give 'frequency', 'specific', both comma-separated, or 'none'")
+    settings = PageSettings(top_k=top_k, crops=crops, baselines=kinds, split=split)
+    with progress("atlas", quiet=quiet or as_json) as update:
+        result = build_atlas(store, info, out, classes=chosen, extractor=extractor, settings=settings, device=app_state.torch_device(),
+                             batch_size=batch_size, force=force, progress=update)
+    if as_json:
+        print_json(result)
+        return
+    console.print(
+        f"{result.model} / run {result.run_id} ({result.extractor}): {result.concepts} concept pages, {result.tokens} token pages; "
+        f"wrote {len(result.written)} files, {result.unchanged} pages unchanged"
+        + (f", removed {len(result.removed)}" if result.removed else "")
+        + f"; {result.pictures_written} pictures from {result.grids_decoded} decoded grids ({result.seconds:.1f} s)",
+        highlight=False, soft_wrap=True,
+    )
+    console.print(f"open {result.index}", highlight=False, soft_wrap=True)
