@@ -21,7 +21,7 @@ from torch import nn
 from .distributed import Shard
 from .errors import CortexError
 from .registry import ClassInfo, ModelInfo
-from .saliency import SaliencySettings, token_saliency
+from .saliency import SaliencySettings, prepare_extractor, token_saliency
 from .store import index as index_store
 from .store.database import Store
 
@@ -165,6 +165,7 @@ def index_class(
             from .extractors.registry import load_extractor
 
             extractor = load_extractor(extractor_info, device)
+        extractor = prepare_extractor(extractor)
         vqgm = registry.load_model(model, device)
         for b in range(0, len(todo), batch_size):
             ids = todo[b:b + batch_size]

@@ -5,17 +5,21 @@
 
 `f_Y` is the extractor's *logit* for the class Y being explained. The noise of image i is drawn
 from its own generator seeded by (seed, key_i), so results do not depend on batch size or order;
-noisy copies of several images are batched together in chunks, and gradients flow to the input only.
+noisy copies of several images are batched together in chunks, and gradients flow to the input only:
+`prepare_extractor` makes a frozen copy (no weight gradients) with BatchNorm folded into the layer
+before it and, for convolutions, channels-last memory, which changes results only by float rounding.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
 from .errors import CortexError
 from .seeding import generator_for
@@ -35,7 +39,7 @@ class SaliencySettings:
     reduce: str = "max-abs"  # 'max-abs' (paper eq. 5), 'signed-max' (authors' code), 'mean' (mean |grad|)
     precision: str = "fp32"  # 'fp32' or 'bf16' (autocast; faster on bf16 hardware, changes rankings a little)
     seed: int = 0
-    chunk: int = 64  # noisy copies per forward/backward pass
+    chunk: int | None = None  # noisy copies per forward/backward pass; None: by device (`default_chunk`)
 
     def validate(self) -> "SaliencySettings":
         """Raise CortexError on an out-of-range value; return self."""
@@ -49,9 +53,47 @@ class SaliencySettings:
             raise CortexError(f"--reduce must be one of {', '.join(REDUCTIONS)}, got {self.reduce!r}")
         if self.precision not in PRECISIONS:
             raise CortexError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        if self.chunk < 1:
+        if self.chunk is not None and self.chunk < 1:
             raise CortexError(f"chunk must be >= 1, got {self.chunk}")
         return self
+
+
+def default_chunk(device: torch.device | str) -> int:
+    """Noisy copies per pass: 64 on a CPU (a bigger batch gains nothing there), 1024 on an accelerator."""
+    return 64 if torch.device(device).type == "cpu" else 1024
+
+
+def _fold_batchnorm(module: nn.Module) -> None:
+    """Fold every eval-mode BatchNorm that directly follows a Conv2d / Linear in an nn.Sequential, in place."""
+    for child in module.modules():
+        if not isinstance(child, nn.Sequential):
+            continue
+        for i in range(len(child) - 1):
+            layer, norm = child[i], child[i + 1]
+            if isinstance(layer, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d) and norm.track_running_stats:
+                child[i], child[i + 1] = fuse_conv_bn_eval(layer, norm), nn.Identity()
+            elif isinstance(layer, nn.Linear) and isinstance(norm, nn.BatchNorm1d) and norm.track_running_stats:
+                child[i], child[i + 1] = fuse_linear_bn_eval(layer, norm), nn.Identity()
+
+
+def prepare_extractor(extractor: nn.Module, *, fold_bn: bool = True, channels_last: bool = True) -> nn.Module:
+    """A frozen eval-mode copy of `extractor` for saliency: no weight gradients, BatchNorm folded, channels-last.
+
+    The copy computes the same function up to float rounding; the caller's module is left untouched.
+    Returns `extractor` itself when it was already prepared.
+    """
+    if getattr(extractor, "_cortex_prepared", False):
+        return extractor
+    net = copy.deepcopy(extractor).eval()
+    if fold_bn:
+        _fold_batchnorm(net)
+    for p in net.parameters():
+        p.requires_grad_(False)
+    if channels_last and any(isinstance(m, nn.Conv2d) for m in net.modules()):
+        net = net.to(memory_format=torch.channels_last)
+    net._cortex_prepared = True
+    net._cortex_channels_last = channels_last
+    return net
 
 
 def noise_scale(embeddings: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -77,7 +119,7 @@ def smoothgrad(
     targets: Sequence[int],
     noise: torch.Tensor,
     *,
-    chunk: int = 64,
+    chunk: int | None = None,
     precision: str = "fp32",
 ) -> torch.Tensor:
     """Mean gradient of the target logit over given noisy copies (eq. 4).
@@ -87,7 +129,7 @@ def smoothgrad(
         embeddings: E, (B, d, m, m).
         targets: the class index whose logit is differentiated, one per image.
         noise: the already-scaled noise eps, (B, N, d, m, m).
-        chunk: noisy copies per forward/backward (copies of several images share a chunk).
+        chunk: noisy copies per forward/backward (copies of several images share a chunk); None: by device.
         precision: 'fp32' or 'bf16' (autocast of the forward pass).
 
     Returns:
@@ -102,8 +144,10 @@ def smoothgrad(
     noisy = (embeddings.detach().float().unsqueeze(1) + noise.to(device=device, dtype=torch.float32)).flatten(0, 1)
     owner = target.repeat_interleave(n)
     grads = torch.empty_like(noisy)
+    chunk = chunk or default_chunk(device)
+    layout = torch.channels_last if getattr(extractor, "_cortex_channels_last", False) else torch.contiguous_format
     for start in range(0, noisy.shape[0], chunk):
-        x = noisy[start:start + chunk].clone().requires_grad_(True)
+        x = noisy[start:start + chunk].clone(memory_format=layout).requires_grad_(True)
         with torch.enable_grad(), _autocast(device, precision):
             logits = extractor(x)
         picked = logits.float().gather(1, owner[start:start + chunk, None]).sum()
@@ -133,7 +177,8 @@ def token_saliency(
     """Token Saliency Value maps of a batch of embeddings.
 
     Args:
-        extractor: the information extractor f_Y (eval mode, parameters frozen).
+        extractor: the information extractor f_Y; run as `prepare_extractor(extractor)` (prepare it once
+            yourself when calling this per batch).
         embeddings: token-based embeddings E, (B, d, m, m).
         targets: per image, the class whose logit is explained.
         keys: per image, a stable id (e.g. the image id) that seeds its noise with `settings.seed`.
@@ -151,7 +196,7 @@ def token_saliency(
     sigma = noise_scale(embeddings, settings.alpha).cpu()
     noise = seeded_noise(embeddings.shape[1:], keys, settings.seed, settings.samples)
     noise = noise * sigma.view(-1, 1, 1, 1, 1)
-    grads = smoothgrad(extractor, embeddings, targets, noise, chunk=settings.chunk, precision=settings.precision)
+    grads = smoothgrad(prepare_extractor(extractor), embeddings, targets, noise, chunk=settings.chunk, precision=settings.precision)
     return reduce_channels(grads, settings.reduce)
 
 

@@ -9,7 +9,9 @@ from torch import nn
 from cortex_cli.errors import CortexError
 from cortex_cli.saliency import (
     SaliencySettings,
+    default_chunk,
     noise_scale,
+    prepare_extractor,
     reduce_channels,
     seeded_noise,
     smoothgrad,
@@ -158,3 +160,28 @@ def test_top_positions_orders_and_breaks_ties_by_position():
 def test_settings_validation(kwargs, message):
     with pytest.raises(CortexError, match=message):
         SaliencySettings(**kwargs).validate()
+
+
+def test_prepared_extractor_is_a_frozen_folded_copy_with_the_same_function():
+    net = SmallCNN(6)
+    with torch.no_grad():  # non-trivial running statistics, so folding has something to fold
+        net.net[1].running_mean.uniform_(-1, 1)
+        net.net[1].running_var.uniform_(0.5, 2)
+    prepared = prepare_extractor(net)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in prepared.modules())
+    assert any(isinstance(m, nn.BatchNorm2d) for m in net.modules())  # the caller's module is untouched
+    assert all(p.requires_grad for p in net.parameters())
+    assert not any(p.requires_grad for p in prepared.parameters())
+    assert prepare_extractor(prepared) is prepared
+    e = torch.randn(3, 6, 8, 8)
+    torch.testing.assert_close(prepared(e.contiguous(memory_format=torch.channels_last)), net(e), rtol=1e-5, atol=1e-5)
+    keys, settings = [5, 6, 7], SaliencySettings(samples=6)
+    ours = smoothgrad(prepared, e, [0, 1, 2], seeded_noise(e.shape[1:], keys, 0, 6) * 0.1)
+    plain = smoothgrad(net, e, [0, 1, 2], seeded_noise(e.shape[1:], keys, 0, 6) * 0.1)
+    torch.testing.assert_close(ours, plain, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(token_saliency(net, e, [0, 1, 2], keys, settings), token_saliency(prepared, e, [0, 1, 2], keys, settings))
+
+
+def test_chunk_defaults_by_device():
+    assert default_chunk("cpu") == 64
+    assert default_chunk("cuda") > default_chunk("cpu")

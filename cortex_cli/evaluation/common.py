@@ -14,7 +14,7 @@ from ..errors import CortexError
 from ..jsonable import to_jsonable
 from ..judges import Judge
 from ..registry import ClassInfo, ModelInfo
-from ..saliency import SaliencySettings, token_saliency
+from ..saliency import SaliencySettings, prepare_extractor, token_saliency
 from ..settings import artifacts_dir, writable_dir
 from ..store import evaluations as evaluation_store
 from ..store.database import Store
@@ -140,6 +140,7 @@ def saliency_of(
     """TSV maps (B, m, m) on CPU of many token grids, `batch_size` images at a time."""
     out = []
     total = tokens.shape[0]
+    extractor = prepare_extractor(extractor)
     for start in range(0, total, batch_size):
         chunk = tokens[start:start + batch_size]
         with torch.no_grad():
