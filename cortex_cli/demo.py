@@ -3,7 +3,8 @@
 Steps (each a library call, so the demo can grow more): generate a dozen images of one concept,
 index their saliency, list the concept's top tokens beside the frequency baseline, draw the
 paper's Figure 2 (red boxes on each image's most salient tokens), edit one image toward the paired
-concept, and run the same edit recipe once per part-pair direction to say how often it works.
+concept, run the same edit recipe once per part-pair direction to say how often it works, and write
+the token atlas of the concept (`cortex atlas`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch
 from . import registry
 from .backends.base import to_pil
 from .errors import CortexError
+from .atlas import AtlasResult, PageSettings, build_atlas
 from .figures import draw_token_boxes, image_grid
 from .generation import generate, image_tokens
 from .editing import EditResult, edit_image
@@ -35,6 +37,7 @@ DEMO_K = 10
 DEMO_EDIT_STEPS = 400  # enough on the mini model; the paper's 3000 suit ImageNet-size codebooks
 DEMO_EDIT_SIDE = 4  # the edited region: a 4x4 token box, as in the paper
 DEMO_SWEEP_STEPS = 150  # the sweep over every part-pair direction: `cortex eval edit`'s step count
+DEMO_ATLAS = PageSettings(top_k=DEMO_K, neighbours=4)  # a few seconds of decoding on a CPU
 
 
 def region_around(position: int, grid: int, side: int = DEMO_EDIT_SIDE) -> Region:
@@ -61,6 +64,7 @@ class DemoResult:
     sweep: dict[str, float] = field(default_factory=dict)  # judge -> share of all part-pair directions' edits it calls the target
     sweep_edits: int = 0
     lines: list[str] = field(default_factory=list)  # closing lines for the terminal
+    atlas: AtlasResult | None = None  # the concept's token atlas
 
 
 def run_demo(
@@ -93,7 +97,7 @@ def run_demo(
     from .extractors.registry import get_extractor, load_extractor
 
     start = time.perf_counter()
-    steps = 6
+    steps = 7
 
     def step(i: int, info: str) -> None:
         if progress is not None:
@@ -125,7 +129,9 @@ def run_demo(
     if pair is not None:
         step(5, "the same edit over every part-pair direction")
         sweep, sweep_edits = _sweep(store, model, out_dir / "sweep", device)
-    step(6, "done")
+    step(6, "token atlas")
+    atlas = build_atlas(store, model, out_dir / "atlas", classes=[cls], run=indexed.run_id, settings=DEMO_ATLAS, device=device)
+    step(7, "done")
     seconds = time.perf_counter() - start
     best = top.rows[0].token if top.rows else 0
     lines = [
@@ -133,9 +139,10 @@ def run_demo(
         + (f", edit strip in edit/{Path(edit.strip_path).name}" if edit else "") + f" ({seconds:.0f} s)",
         f"next: cortex top-tokens '{cls.name}' --baseline frequency ; cortex show --class '{cls.name}' --token {best} --out token{best}.png ; "
         f"cortex explain {gen.png_paths[0]} --out explained.png",
+        f"token atlas of '{cls.name}' ({atlas.tokens} token pages): open {atlas.index}",
     ]
     return DemoResult(model.name, cls.name, str(images_dir), gen.png_paths, figure, indexed, top, round(seconds, 2), edit, sweep,
-                      sweep_edits, lines)
+                      sweep_edits, lines, atlas)
 
 
 def _sweep(store: Store, model, out_dir: Path, device) -> tuple[dict[str, float], int]:

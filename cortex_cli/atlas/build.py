@@ -33,7 +33,7 @@ from ..registry import ClassInfo, ModelInfo
 from ..settings import writable_dir
 from ..store import atlas as atlas_store
 from ..store import extractors as extractor_store
-from ..store.database import Store, masked
+from ..store.database import Store
 from .html import CSS, STYLESHEET, render_concept, render_index, render_token
 from .pages import (
     ConceptSummary, PageSettings, Site, concept_page, concept_path, summary_of, token_page, token_path,
@@ -61,7 +61,7 @@ class AtlasResult:
     concepts: int
     tokens: int  # token pages
     written: list[str]  # site paths (re)written by this build: pages and the stylesheet
-    unchanged: int  # pages already up to date
+    unchanged: int  # pages (and the stylesheet) already up to date
     removed: list[str] = field(default_factory=list)  # pages of an earlier build no longer in the atlas
     pictures_written: int = 0
     pictures_removed: int = 0
@@ -78,6 +78,8 @@ def _check(settings: PageSettings, batch_size: int) -> None:
         raise CortexError(f"--top-k must be >= 1, got {settings.top_k}")
     if settings.crops < 0:
         raise CortexError(f"--crops must be >= 0, got {settings.crops}")
+    if settings.neighbours < 0:
+        raise CortexError(f"--neighbours must be >= 0, got {settings.neighbours}")
     if batch_size < 1:
         raise CortexError(f"--batch-size must be >= 1, got {batch_size}")
     unknown = [b for b in settings.baselines if b not in BASELINES]
@@ -322,12 +324,21 @@ def build_atlas(
         "extractor": chosen.extractor, "split": split, "global_key": global_key, "token_set": token_set, "states": states,
         "pages": pages, "concepts": {str(s.class_id): asdict(s) for s in summaries}, "tokens": token_info,
     }
-    _write(root / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    text = json.dumps(manifest, indent=1, sort_keys=True) + "\n"
+    if force or not (root / MANIFEST).is_file() or (root / MANIFEST).read_text() != text:
+        _write(root / MANIFEST, text)
     tick(1, 1, "done")
     return AtlasResult(
         model.name, chosen.extractor, chosen.id, split, str(root), str(root / INDEX), len(summaries), len(wanted), written, unchanged,
         removed, thumbs.written, pictures_removed, thumbs.decoded, round(time.perf_counter() - start, 3),
     )
+
+
+def _size(path: str) -> str:
+    try:
+        return f" ({os.path.getsize(path) / 1e6:.1f} MB)"
+    except OSError:
+        return ""
 
 
 def _provenance(store: Store, model: ModelInfo, run, settings: PageSettings, summaries: list[ConceptSummary], images: int) -> list[tuple[str, str]]:
@@ -336,14 +347,13 @@ def _provenance(store: Store, model: ModelInfo, run, settings: PageSettings, sum
     return [
         ("model", f"{model.name}: codebook K={model.n_embed} × d={model.embed_dim}, {model.grid}×{model.grid} tokens, "
                   f"{model.image_size}×{model.image_size} px"),
-        ("model files", f"{model.config_path} · {model.ckpt_path}"),
+        ("model files", f"{Path(model.config_path).name} · {Path(model.ckpt_path).name}{_size(model.ckpt_path)}"),
         ("extractor", f"{run.extractor}" + (f" ({ext.arch}), checkpoint sha256 {ext.ckpt_sha256[:16]}" if ext else "")),
         ("saliency run", f"#{run.id}: SmoothGrad N={run.samples}, alpha={run.alpha:g}, top-n={run.top_n}, reduce {run.reduce}, "
                          f"{run.precision}, seed {run.seed}"),
         ("images", f"{images} indexed {settings.split} images of {len(summaries)} classes"),
         ("atlas", f"top-k {settings.top_k}, {settings.crops} crops per token, baselines: {', '.join(settings.baselines) or 'none'}, "
                   f"crops of {window}×{window} tokens"),
-        ("database", masked(store.url)),
         ("built by", f"cortex {__version__}: cortex atlas --model {model.name} --extractor {run.extractor} --top-k {settings.top_k} --out DIR"),
     ]
 

@@ -58,7 +58,7 @@ dl.stats dt { color: var(--muted); } dl.stats dd { margin: 0; }
 #filter { width: 100%; max-width: 520px; font: inherit; padding: 7px 10px; border: 1px solid #b9c0c8; border-radius: 6px; }
 #hits { list-style: none; padding: 0; margin: 6px 0 0; columns: 2; }
 #hits li { padding: 1px 0; }
-.grid-tokens { display: grid; grid-template-columns: repeat(auto-fill, minmax(150px, 1fr)); gap: 8px; }
+.grid-tokens { display: grid; grid-template-columns: repeat(auto-fill, minmax(210px, 1fr)); gap: 8px; }
 .grid-tokens .card { max-width: none; display: flex; gap: 8px; align-items: center; }
 .grid-tokens .card img { width: 40px; height: 40px; }
 dl.prov { display: grid; grid-template-columns: max-content auto; gap: 3px 14px; font-size: 13px; }
@@ -120,8 +120,8 @@ def _class_link(name: str, path: str | None, root: str) -> str:
 
 
 def _token_link(token: int, swatch: str, root: str, label: str | None = None) -> str:
-    return (f"<a class=\"tok\" href=\"{root}{token_path(token)}\"><img src=\"{root}{_e(swatch)}\" alt=\"token {token}\" "
-            f"loading=\"lazy\">{_e(label if label is not None else token)}</a>")
+    return (f"<a class=\"tok\" href=\"{root}{token_path(token)}\"><img src=\"{root}{_e(swatch)}\" alt=\"token {token}\">"
+            f"{_e(label if label is not None else token)}</a>")
 
 
 def _crops(crops: Iterable[Crop], root: str, show_class: bool = False) -> str:
@@ -129,7 +129,7 @@ def _crops(crops: Iterable[Crop], root: str, show_class: bool = False) -> str:
     for c in crops:
         title = f"image {c.image_id} ({c.class_name}), cell {c.position}, TSV {c.tsv:.4g}, its #{c.rank} most salient"
         caption = f"{c.class_name[:10]}" if show_class else f"#{c.rank}"
-        figures.append(f"<figure><img src=\"{root}{_e(c.src)}\" title=\"{_e(title)}\" alt=\"{_e(title)}\" loading=\"lazy\">"
+        figures.append(f"<figure><img src=\"{root}{_e(c.src)}\" title=\"{_e(title)}\" alt=\"{_e(title)}\">"
                        f"<figcaption>{_e(caption)}</figcaption></figure>")
     return f"<div class=\"strip\">{''.join(figures)}</div>" if figures else "<span class=\"muted\">none</span>"
 
@@ -178,7 +178,8 @@ def render_concept(page: ConceptPage, crumbs: str, footer: str) -> str:
     parts.append(
         f"<div class=\"columns\"><div><h2>Salient tokens T*<sub>concept</sub> (top {len(page.salient)})</h2>"
         "<p class=\"muted\">Ranked by how many times each token is among an image's most salient positions (count); "
-        "images: how many images hold it there; crops: the images where it is most salient, the cell outlined.</p>"
+        "images: how many images hold it there; crops: the images where it is most salient, the cell outlined, captioned "
+        "with the token's rank among that image's salient positions.</p>"
         f"{salient}</div><aside>{''.join(aside)}</aside></div>")
     if page.evaluations:
         items = []
@@ -260,7 +261,7 @@ def render_index(
     tokens = "".join(
         f"<div class=\"card\"><a href=\"{token_path(t['token'])}\"><img src=\"{_e(swatches[t['token']])}\" alt=\"token {t['token']}\"></a>"
         f"<div><a href=\"{token_path(t['token'])}\"><b>token {t['token']}</b></a><br><span class=\"muted\">salient in {t['salient_classes']} "
-        f"classes, occurs in {t['occurrence_classes']}</span></div></div>" for t in cross)
+        f"classes ({t['salient']}×), occurs in {t['occurrence_classes']}</span></div></div>" for t in cross)
     evals = "".join(
         f"<div class=\"card\"><b>{_e(ev['kind'])}</b> <span class=\"muted\">#{ev['id']}, {_e(ev['created_at'])}</span>"
         + (f"<p><a href=\"{_e(ev['plot'])}\"><img src=\"{_e(ev['plot'])}\" alt=\"{_e(ev['kind'])} plot\" style=\"width:260px;height:auto;image-rendering:auto\"></a></p>"

@@ -10,7 +10,7 @@ from .. import registry
 from ..class_subsets import resolve_classes
 from ..errors import CortexError
 from .app import command, state
-from .render import console, print_json, progress
+from .render import console, deferred_progress, print_json
 
 
 @command("atlas")
@@ -22,6 +22,7 @@ def atlas_cmd(
     extractor: str = typer.Option(None, "--extractor", "-e", help="Read the newest run of this extractor (default: the newest run of any)."),
     top_k: int = typer.Option(20, "--top-k", "-k", help="Salient tokens per concept page (T*_concept), and baseline tokens beside them."),
     crops: int = typer.Option(8, "--crops", help="Patch crops per salient token: the images where it is most salient."),
+    neighbours: int = typer.Option(8, "--neighbours", help="Nearest codebook entries shown on each token page (0: none)."),
     baseline: str = typer.Option("frequency", "--baseline", help="Baselines beside T*_concept: 'frequency', 'specific' (needs the same seeds of every class) or both, comma-separated; 'none' for neither."),
     split: str = typer.Option("train", "--split", help="Which indexed images to show."),
     batch_size: int = typer.Option(32, "--batch-size", "-b", help="Token grids decoded per batch on the device."),
@@ -50,8 +51,8 @@ def atlas_cmd(
     kinds = tuple(k.strip() for k in baseline.split(",") if k.strip() and k.strip().lower() != "none")
     if not baseline.strip():
         raise CortexError("--baseline is empty; give 'frequency', 'specific', both comma-separated, or 'none'")
-    settings = PageSettings(top_k=top_k, crops=crops, baselines=kinds, split=split)
-    with progress("atlas", quiet=quiet or as_json) as update:
+    settings = PageSettings(top_k=top_k, crops=crops, baselines=kinds, split=split, neighbours=neighbours)
+    with deferred_progress("atlas", quiet=quiet or as_json) as update:  # a bad option is one line, with no bar before it
         result = build_atlas(store, info, out, classes=chosen, extractor=extractor, settings=settings, device=app_state.torch_device(),
                              batch_size=batch_size, force=force, progress=update)
     if as_json:

@@ -371,7 +371,8 @@ def demo(
 
     Generates a dozen images of one concept, indexes their saliency, prints the concept's top tokens
     beside the frequency baseline, writes a red-box overlay PNG, and edits one image's most salient
-    4x4 token box toward the paired concept (strip PNG: source -> snapshots -> result).
+    4x4 token box toward the paired concept (strip PNG: source -> snapshots -> result), and writes
+    the concept's token atlas (OUT/atlas/index.html, as `cortex atlas` does).
     Example: cortex demo --out cortex-demo/
     """
     from ..demo import run_demo
