@@ -10,8 +10,6 @@ with greedy decoding so both do the same work and must return the same tokens.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import statistics
 import sys
 import tempfile
@@ -23,11 +21,9 @@ import torch
 
 def build_model(device: str):
     """The mini recipe's architecture, random init, saved and loaded through cortex's strict loader."""
-    from omegaconf import OmegaConf
     from safetensors.torch import save_file
 
-    from cortex_cli import taming_shim
-    from cortex_cli.backends.taming import load_vqgm
+    from cortex_cli.backends.taming import build_net, load_vqgm
     from cortex_cli.miniworld.training import MiniRecipe
     from cortex_cli.model_configs import write_config
 
@@ -35,10 +31,9 @@ def build_model(device: str):
     tmp = Path(tempfile.mkdtemp(prefix="cortex-bench-"))
     config_path = write_config(cfg, tmp / "config.yaml")
     torch.manual_seed(0)
-    with contextlib.redirect_stdout(io.StringIO()):
-        net = taming_shim.install().instantiate_from_config(OmegaConf.create(cfg).model)
-        save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp / "model.safetensors"))
-        return load_vqgm(config_path, tmp / "model.safetensors", device)
+    net = build_net(cfg)
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp / "model.safetensors"))
+    return load_vqgm(config_path, tmp / "model.safetensors", device)
 
 
 def timed(fn, repeats: int, device: str) -> tuple[float, torch.Tensor]:
@@ -66,11 +61,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from cortex_cli.backends.base import SamplerSettings
+    from cortex_cli.backends.base import SamplerSettings, image_generators
+    from cortex_cli.classnames import ClassName
 
     vqgm = build_model(args.device)
     greedy = SamplerSettings(greedy=True)
     classes = [i % vqgm.n_classes for i in range(args.batch)]
+    concepts = [ClassName(c, f"class {c}") for c in classes]
     seeds = list(range(args.batch))
     tokens = args.batch * vqgm.grid * vqgm.grid
     print(f"model: mini recipe, random init; K={vqgm.n_embed}, grid {vqgm.grid}x{vqgm.grid}, "
@@ -78,8 +75,9 @@ def main(argv: list[str] | None = None) -> None:
           f"device {args.device}, torch threads {torch.get_num_threads()}, batch {args.batch}, median of {args.repeats}")
 
     t_uncached, ref = timed(lambda: vqgm.sample_uncached(classes, greedy), args.repeats, args.device)
-    t_cached, got = timed(lambda: vqgm.sample(classes, seeds, greedy), args.repeats, args.device)
-    t_sampled, _ = timed(lambda: vqgm.sample(classes, seeds, SamplerSettings(top_k=16)), args.repeats, args.device)
+    t_cached, got = timed(lambda: vqgm.sample(concepts, image_generators(concepts, seeds), greedy), args.repeats, args.device)
+    t_sampled, _ = timed(lambda: vqgm.sample(concepts, image_generators(concepts, seeds), SamplerSettings(top_k=16)),
+                         args.repeats, args.device)
     same = torch.equal(ref, got)
     print(f"taming Net2NetTransformer.sample (no cache, greedy): {tokens / t_uncached:10.0f} tokens/s ({t_uncached:.3f} s)")
     print(f"cortex VQGM.sample (KV cache, greedy):               {tokens / t_cached:10.0f} tokens/s ({t_cached:.3f} s)")

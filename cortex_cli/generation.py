@@ -1,9 +1,9 @@
 """Generation: sample class-conditional token grids into the store (idempotent), optionally as PNGs.
 
 An image row is identified by (model, class, split, seed, sampler). Its tokens come from
-`VQGM.sample` with the per-image seed `derive_seed(seed, split)`, which the adapter turns
-into a generator keyed by (that seed, class id): so train/val/test images of the same seed
-differ, and every image is the same whatever the batch size or how many were asked for.
+`VQGM.sample` with its own generator keyed by (`derive_seed(seed, split)`, class id)
+(`backends.base.image_generators`): so train/val/test images of the same seed differ, and every
+image is the same whatever the batch size or how many were asked for.
 Each batch is committed in one transaction together with the class's `token_counts`, so an
 interrupted run loses at most the batch in flight and a rerun adds only what is missing.
 """
@@ -18,7 +18,7 @@ from typing import Callable
 import torch
 
 from . import registry
-from .backends.base import VQGM, SamplerSettings, to_pil
+from .backends.base import VQGM, SamplerSettings, image_generators, to_pil
 from .distributed import Shard
 from .errors import CortexError
 from .settings import writable_dir
@@ -30,9 +30,6 @@ from .store.database import Store
 from .tokens import pack_tokens, unpack_tokens
 
 SPLITS = ("train", "val", "test")
-# taming's README samples the ImageNet cin_transformer with `-k 600 -t 1.0 -p 0.92`; models whose
-# config has no `cortex.sampler` section get that setting (top-k capped at the codebook size).
-IMAGENET_SAMPLER = SamplerSettings(top_k=600, top_p=0.92, temperature=1.0)
 
 Progress = Callable[[int, int], None]
 
@@ -61,33 +58,19 @@ def validate_sampler(settings: SamplerSettings) -> SamplerSettings:
         raise CortexError(f"top-p must be in (0, 1], got {settings.top_p}")
     if not settings.temperature > 0.0:
         raise CortexError(f"temperature must be > 0, got {settings.temperature}")
+    if settings.guidance is not None and not settings.guidance >= 1.0:
+        raise CortexError(f"guidance scale must be >= 1 (1: none), got {settings.guidance}")
     return settings
 
 
 def default_sampler(vqgm: VQGM) -> SamplerSettings:
-    """The model's default sampler.
+    """The model's default sampler, as its backend states it (validated).
 
-    Read from the config's optional top-level section `cortex: {sampler: {top_k, top_p, temperature}}`
-    (the bundled mini model has one); otherwise `IMAGENET_SAMPLER` (top-k 600, top-p 0.92,
-    temperature 1.0, taming's setting for its ImageNet model), with top-k capped at K.
+    taming: the config's optional section `cortex: {sampler: {top_k, top_p, temperature}}` (the
+    bundled mini model has one), else top-k 600, top-p 0.92, temperature 1.0 (taming's setting for
+    its ImageNet model) with top-k capped at K; janus: classifier-free guidance 5, temperature 1.
     """
-    from omegaconf import OmegaConf
-
-    section = OmegaConf.select(vqgm.config, "cortex.sampler", default=None)
-    if section is None:
-        return SamplerSettings(top_k=min(IMAGENET_SAMPLER.top_k, vqgm.n_embed), top_p=IMAGENET_SAMPLER.top_p,
-                               temperature=IMAGENET_SAMPLER.temperature)
-    try:
-        top_k = section.get("top_k")
-        settings = SamplerSettings(
-            top_k=int(top_k) if top_k not in (None, 0) else None,
-            top_p=float(section.get("top_p", 1.0)),
-            temperature=float(section.get("temperature", 1.0)),
-            greedy=bool(section.get("greedy", False)),
-        )
-    except (TypeError, ValueError, AttributeError) as exc:
-        raise CortexError(f"the model config's cortex.sampler section is malformed: {exc}") from exc
-    return validate_sampler(settings)
+    return validate_sampler(vqgm.default_sampler())
 
 
 def resolve_sampler(
@@ -104,6 +87,7 @@ def resolve_sampler(
         top_p=base.top_p if top_p is None else top_p,
         temperature=base.temperature if temperature is None else temperature,
         greedy=base.greedy,
+        guidance=base.guidance,
     )
     return validate_sampler(settings)
 
@@ -252,7 +236,8 @@ def generate(
     paths: dict[int, str] = {}
     for start in range(0, len(missing), batch_size):
         batch = missing[start:start + batch_size]
-        grids = vqgm.sample([cls.class_id] * len(batch), [derive_seed(s, split) for s in batch], sampler).cpu()
+        classes = [cls] * len(batch)
+        grids = vqgm.sample(classes, image_generators(classes, [derive_seed(s, split) for s in batch]), sampler).cpu()
         # another process may have stored some of these seeds meanwhile: theirs are kept
         new_ids, theirs = _store_batch(store, model, cls, split, label, batch, grids)
         added += len(new_ids)

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 from pathlib import Path
 
 import torch
 
 from . import classnames
+from .backends import DEFAULT as DEFAULT_BACKEND
+from .backends import ModelFiles, get_backend
 from .backends.base import VQGM
-from .backends.taming import config_hash, load_vqgm, sanitize_config, _load_yaml
 from .classnames import ClassName
 from .errors import CortexError
 from .store import models as model_store
@@ -21,6 +20,7 @@ BUNDLED_DIR = Path(__file__).resolve().parent / "bundled"
 MINI_NAME = "mini"
 MINI_CONFIG = BUNDLED_DIR / "mini" / "config.yaml"
 MINI_WEIGHTS = BUNDLED_DIR / "mini" / "model.safetensors"
+MINI_BACKEND = "taming"
 DEFAULT_MODEL = MINI_NAME
 
 
@@ -28,33 +28,49 @@ def _new_classes(labels: list[ClassName]) -> list[model_store.NewClass]:
     return [model_store.NewClass(c.class_id, c.name, tuple(c.synonyms)) for c in labels]
 
 
-def _quiet_load(config: str | Path, ckpt: str | Path, device: torch.device | str) -> VQGM:
-    with contextlib.redirect_stdout(io.StringIO()):  # taming prints shapes while building
-        return load_vqgm(config, ckpt, device)
-
-
-def add_model(store: Store, name: str, config: str | Path, ckpt: str | Path, labels: str | None = None) -> ModelInfo:
-    """Register a taming model after loading it strictly; replaces nothing (names are unique).
+def add_model(
+    store: Store,
+    name: str,
+    config: str | Path | None = None,
+    ckpt: str | Path | None = None,
+    labels: str | None = None,
+    *,
+    backend: str = DEFAULT_BACKEND,
+    path: str | Path | None = None,
+) -> ModelInfo:
+    """Register a model after loading it strictly; replaces nothing (names are unique).
 
     Args:
         name: a short name for `--model`.
-        config, ckpt: taming config yaml and checkpoint.
-        labels: 'imagenet', 'mini', a TSV file of 'id<TAB>name, synonym...', or None.
+        config, ckpt: the model's config and checkpoint (taming: the yaml and last.ckpt).
+        labels: 'imagenet', 'mini', a TSV file of 'id<TAB>name, synonym...', or None. A text-conditional
+            model (janus) needs them: each class name becomes its prompt.
+        backend: the `cortex.backends` entry point that loads it ('taming', 'janus', ...).
+        path: one path instead of config and ckpt, for backends that read a directory (janus: a local
+            snapshot of the weights).
+
+    Raises:
+        CortexError: a bad name or a taken one, an unknown backend, files the backend cannot load.
     """
     if not name or not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
         raise CortexError(f"model name {name!r} must be letters, digits, '-', '_' or '.'")
-    config_path, ckpt_path = Path(config).expanduser().resolve(), Path(ckpt).expanduser().resolve()
+    gen = get_backend(backend)
+    files = gen.locate(*(Path(p) if p is not None else None for p in (path, config, ckpt)))
     if model_store.model_named(store, name) is not None:
         raise CortexError(f"a model named {name!r} is already registered; pick another name")
-    model = _quiet_load(config_path, ckpt_path, "cpu")
-    labels_list = classnames.load_labels(labels, model.n_classes)
+    shape = gen.describe(files)
+    if not shape.n_classes and not labels:
+        raise CortexError(f"a {backend} model is text-conditional: name its classes (the prompts) with --labels, "
+                          "e.g. --labels imagenet or a TSV file 'id<TAB>name'")
+    model = gen.load(files, "cpu")
+    labels_list = classnames.load_labels(labels, shape.n_classes)
     row = model_store.NewModel(
-        name=name, config_path=str(config_path), ckpt_path=str(ckpt_path),
-        config_hash=config_hash(model.config), n_embed=model.n_embed, embed_dim=model.embed_dim,
-        grid=model.grid, image_size=model.image_size, labels=labels or "",
+        name=name, config_path=str(files.config), ckpt_path=str(files.ckpt), config_hash=shape.config_hash,
+        n_embed=model.n_embed, embed_dim=model.embed_dim, grid=model.grid, image_size=model.image_size,
+        labels=labels or "", backend=backend,
     )
     info = model_store.insert_model(store, row, _new_classes(labels_list))  # CortexError if registered meanwhile
-    _MODEL_CACHE[(str(config_path), str(ckpt_path), "cpu")] = model
+    _MODEL_CACHE[(backend, row.config_path, row.ckpt_path, "cpu")] = model
     return info
 
 
@@ -67,17 +83,14 @@ def ensure_bundled(store: Store) -> None:
         if found.ckpt_path != str(MINI_WEIGHTS) or found.config_path != str(MINI_CONFIG):
             model_store.set_model_paths(store, MINI_NAME, str(MINI_CONFIG), str(MINI_WEIGHTS))  # package moved
         return
-    config = sanitize_config(_load_yaml(MINI_CONFIG))
-    fs = config.model.params.first_stage_config.params
-    labels = classnames.mini_classes()
-    res = int(fs.ddconfig.resolution)
+    shape = get_backend(MINI_BACKEND).describe(ModelFiles(MINI_CONFIG, MINI_WEIGHTS))
     row = model_store.NewModel(
-        name=MINI_NAME, config_path=str(MINI_CONFIG), ckpt_path=str(MINI_WEIGHTS), config_hash=config_hash(config),
-        n_embed=int(fs.n_embed), embed_dim=int(fs.embed_dim), grid=res // 2 ** (len(fs.ddconfig.ch_mult) - 1),
-        image_size=res, labels="mini",
+        name=MINI_NAME, config_path=str(MINI_CONFIG), ckpt_path=str(MINI_WEIGHTS), config_hash=shape.config_hash,
+        n_embed=shape.n_embed, embed_dim=shape.embed_dim, grid=shape.grid, image_size=shape.image_size, labels="mini",
+        backend=MINI_BACKEND,
     )
     # several processes (torchrun ranks) may open a fresh database at once: one registers it
-    model_store.insert_model_if_absent(store, row, _new_classes(labels))
+    model_store.insert_model_if_absent(store, row, _new_classes(classnames.mini_classes()))
 
 
 def list_models(store: Store) -> list[ModelInfo]:
@@ -108,12 +121,13 @@ def resolve_class(store: Store, model: ModelInfo, spec: str | int) -> ClassInfo:
     return next(c for c in infos if c.class_id == found.class_id)
 
 
-_MODEL_CACHE: dict[tuple[str, str, str], VQGM] = {}
+_MODEL_CACHE: dict[tuple[str, str, str, str], VQGM] = {}
 
 
 def load_model(model: ModelInfo, device: torch.device | str = "cpu") -> VQGM:
-    """The loaded VQGM of a registered model (cached per process and device)."""
-    key = (model.config_path, model.ckpt_path, str(device))
+    """The loaded VQGM of a registered model, by its backend (cached per process and device)."""
+    key = (model.backend, model.config_path, model.ckpt_path, str(device))
     if key not in _MODEL_CACHE:
-        _MODEL_CACHE[key] = _quiet_load(model.config_path, model.ckpt_path, device)
+        files = ModelFiles(Path(model.config_path), Path(model.ckpt_path))
+        _MODEL_CACHE[key] = get_backend(model.backend).load(files, device)
     return _MODEL_CACHE[key]

@@ -8,8 +8,6 @@ the latter on a server the tests start from the machine's PostgreSQL binaries (t
 
 from __future__ import annotations
 
-import contextlib
-import io
 import os
 from pathlib import Path
 
@@ -41,16 +39,13 @@ def tiny_model_files(tmp_path_factory) -> tuple[Path, Path, Path]:
     64x64 px, 16x16 tokens, K=64, d=16, a 2-layer GPT, 4 classes; saved as a Lightning-style
     checkpoint ({'state_dict': ...}).
     """
-    from omegaconf import OmegaConf
-
-    from cortex_cli import taming_shim
+    from cortex_cli.backends.taming import build_net
 
     root = tmp_path_factory.mktemp("tiny-model")
     cfg = tiny_config(n_classes=4)
     config_path = write_config(cfg, root / "config.yaml")
     torch.manual_seed(0)
-    with contextlib.redirect_stdout(io.StringIO()):
-        net = taming_shim.install().instantiate_from_config(OmegaConf.create(cfg).model)
+    net = build_net(cfg)
     ckpt_path = root / "last.ckpt"
     torch.save({"state_dict": net.state_dict(), "epoch": 1}, ckpt_path)
     labels = root / "labels.tsv"

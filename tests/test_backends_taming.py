@@ -6,9 +6,16 @@ import pytest
 import torch
 import yaml
 
-from cortex_cli.backends.base import SamplerSettings, from_pil, to_pil
+from cortex_cli.backends.base import VQGM, SamplerSettings, from_pil, image_generators, to_pil
 from cortex_cli.backends.taming import load_vqgm, read_state_dict
+from cortex_cli.classnames import ClassName
 from cortex_cli.errors import CortexError
+
+
+def sample(vqgm, class_ids, seeds, settings=SamplerSettings(), on_step=None):
+    """`VQGM.sample` with the generators `generate` uses: keyed by (seed, class id)."""
+    classes = [ClassName(c, f"class {c}") for c in class_ids]
+    return vqgm.sample(classes, image_generators(classes, seeds), settings, on_step)
 
 
 def _load(config, ckpt):
@@ -34,6 +41,7 @@ def test_round_trip_is_strict_and_exact(vqgm, state):
     assert not vqgm.net.training and not any(p.requires_grad for p in vqgm.net.parameters())
     assert (vqgm.n_embed, vqgm.embed_dim, vqgm.grid, vqgm.image_size, vqgm.n_classes) == (64, 16, 16, 64, 4)
     assert vqgm.codebook.shape == (64, 16)
+    assert isinstance(vqgm, VQGM) and vqgm.backend == "taming"
 
 
 def _save(path, state_dict):
@@ -128,38 +136,38 @@ def test_embed_decode_encode_shapes(vqgm):
 
 def test_seeded_sampling_is_reproducible(vqgm):
     settings = SamplerSettings(top_k=32)
-    a = vqgm.sample([1, 2], [5, 6], settings)
+    a = sample(vqgm, [1, 2], [5, 6], settings)
     assert a.shape == (2, 16, 16) and a.dtype == torch.long and int(a.max()) < 64
-    assert torch.equal(a, vqgm.sample([1, 2], [5, 6], settings))
-    other = vqgm.sample([1, 2], [7, 6], settings)
+    assert torch.equal(a, sample(vqgm, [1, 2], [5, 6], settings))
+    other = sample(vqgm, [1, 2], [7, 6], settings)
     assert not torch.equal(a[0], other[0]) and torch.equal(a[1], other[1])
-    assert not torch.equal(a[0], vqgm.sample([3], [5], settings)[0])  # the class is part of the stream
+    assert not torch.equal(a[0], sample(vqgm, [3], [5], settings)[0])  # the class is part of the stream
 
 
 def test_sampling_draws_from_the_filtered_distribution(vqgm):
-    free = vqgm.sample([0, 1], [1, 2], SamplerSettings(top_k=None))
+    free = sample(vqgm, [0, 1], [1, 2], SamplerSettings(top_k=None))
     assert all(grid.unique().numel() > 8 for grid in free)  # random-init prior: near-uniform, so varied
-    top1 = vqgm.sample([0, 1], [1, 2], SamplerSettings(top_k=1))
-    assert torch.equal(top1, vqgm.sample([0, 1], [3, 4], SamplerSettings(greedy=True)))  # top-1 is greedy
+    top1 = sample(vqgm, [0, 1], [1, 2], SamplerSettings(top_k=1))
+    assert torch.equal(top1, sample(vqgm, [0, 1], [3, 4], SamplerSettings(greedy=True)))  # top-1 is greedy
 
 
 def test_sampling_does_not_depend_on_batch_size(vqgm):
     settings = SamplerSettings(top_k=16, top_p=0.95, temperature=1.3)
     classes, seeds = [0, 3, 1], [11, 12, 13]
-    together = vqgm.sample(classes, seeds, settings)
-    alone = torch.cat([vqgm.sample([c], [s], settings) for c, s in zip(classes, seeds)])
+    together = sample(vqgm, classes, seeds, settings)
+    alone = torch.cat([sample(vqgm, [c], [s], settings) for c, s in zip(classes, seeds)])
     assert torch.equal(together, alone)
 
 
 def test_kv_cache_greedy_equals_taming_uncached_sample(vqgm):
     greedy = SamplerSettings(greedy=True)
-    cached = vqgm.sample([0, 2], [0, 0], greedy)
+    cached = sample(vqgm, [0, 2], [0, 0], greedy)
     assert torch.equal(cached, vqgm.sample_uncached([0, 2], greedy))
     steps = []
-    vqgm.sample([1], [0], greedy, on_step=lambda done, total: steps.append((done, total)))
+    sample(vqgm, [1], [0], greedy, on_step=lambda done, total: steps.append((done, total)))
     assert steps[0] == (1, 256) and steps[-1] == (256, 256)
 
 
 def test_sample_rejects_unknown_class(vqgm):
     with pytest.raises(CortexError, match="outside this model's 4 classes"):
-        vqgm.sample([4], [0])
+        sample(vqgm, [4], [0])

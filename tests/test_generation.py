@@ -7,7 +7,7 @@ import yaml
 from sqlalchemy import select
 
 from cortex_cli import generation, registry
-from cortex_cli.backends.base import SamplerSettings
+from cortex_cli.backends.base import SamplerSettings, image_generators
 from cortex_cli.cli import app
 from cortex_cli.errors import CortexError
 from cortex_cli.pngmeta import read_png
@@ -64,8 +64,9 @@ def test_rows_follow_seed_split_and_class_not_batching(store, tiny_model):
     assert not torch.equal(a[0], generation.image_tokens(store, tiny_model, other.image_ids)[0])
     vqgm = registry.load_model(tiny_model)
     sampler = generation.default_sampler(vqgm)
-    expected = vqgm.sample([gold.class_id] * 3, [generation.derive_seed(s, "test") for s in range(3)], sampler)
-    assert torch.equal(b, expected)  # batch of 3 == what batch 1 would store (adapter is batch-independent)
+    classes = [gold] * 3
+    expected = vqgm.sample(classes, image_generators(classes, [generation.derive_seed(s, "test") for s in range(3)]), sampler)
+    assert torch.equal(b, expected)  # batch of 3 == what batch 1 would store (sampling is batch-independent)
     reversed_ids = list(reversed(one.image_ids))
     assert torch.equal(generation.image_tokens(store, tiny_model, reversed_ids), a.flip(0))
     listed = generation.list_images(store, tiny_model, None, None)
@@ -131,11 +132,13 @@ def test_default_sampler_reads_the_config_section(tmp_path, tiny_model_files):
 def test_default_sampler_of_the_mini_recipe():
     from omegaconf import OmegaConf
 
+    from cortex_cli.backends.taming import TamingVQGM
     from cortex_cli.miniworld.training import MiniRecipe
 
-    class Configured:  # default_sampler reads only .config and .n_embed
-        config = OmegaConf.create(MiniRecipe().config())
-        n_embed = 128
+    class Configured(TamingVQGM):  # default_sampler reads only .config and .n_embed
+        def __init__(self):
+            self.config = OmegaConf.create(MiniRecipe().config())
+            self.n_embed = 128
 
     assert generation.default_sampler(Configured()) == SamplerSettings(top_k=MiniRecipe().sampler_top_k, top_p=1.0, temperature=1.0)
 

@@ -43,6 +43,7 @@ def test_models_add_then_list_json(db_url, tiny_model_files):
     info = json.loads(added.stdout)
     assert (info["name"], info["n_embed"], info["embed_dim"], info["grid"], info["image_size"], info["n_classes"]) == (
         "tiny", 64, 16, 16, 64, 4)
+    assert info["backend"] == "taming"  # the default backend
     listed = runner.invoke(app, ["--db", db_url, "models", "list", "--json"])
     assert listed.exit_code == 0, listed.output
     models = {m["name"]: m for m in json.loads(listed.stdout)}
@@ -79,6 +80,12 @@ def test_bad_input_is_one_line_without_traceback(db_url, tiny_model, bad_inputs,
         (["models", "add", "x", "--config", str(config), "--ckpt", str(tmp_path / "missing.ckpt")], "does not exist"),
         (["models", "add", "x", "--config", str(other), "--ckpt", str(ckpt)], "is not a taming class-conditional model"),
         (["models", "add", "x", "--config", str(config), "--ckpt", str(ckpt), "--labels", "nope.tsv"], "neither 'imagenet'"),
+        (["models", "add", "x", "--backend", "nosuch", "--config", str(config), "--ckpt", str(ckpt)],
+         "unknown backend 'nosuch' (known: janus, taming)"),
+        (["models", "add", "x", "--ckpt", str(ckpt)], "a taming model needs --config"),
+        (["models", "add", "x", str(tmp_path)], "the taming backend takes --config and --ckpt, not a path"),
+        (["models", "add", "x", "--backend", "janus", "--config", str(config)], "takes one snapshot directory PATH"),
+        (["models", "add", "x", "--backend", "janus", str(tmp_path)], "is not a transformers snapshot (no config.json)"),
         (["generate", "--model", "tiny", "--class", "goldfnch", "-n", "1"], "did you mean 'goldfinch'"),
         (["generate", "--model", "nosuch", "--class", "0", "-n", "1"], "no model named 'nosuch'"),
         (["generate", "--model", "tiny", "--class", "0", "-n", "0"], "positive number"),

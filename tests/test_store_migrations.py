@@ -16,6 +16,8 @@ from cortex_cli.store.schema import NAMING_CONVENTION, Base
 
 pytestmark = pytest.mark.both_backends
 
+# (table, column) that revisions after 0008 add: 0009 models.backend
+ADDED_AFTER_0008 = {("models", "backend")}
 TABLES = ("models", "classes", "images", "token_counts", "extractors", "saliency_runs", "saliency_maps",
           "salient_tokens", "run_token_counts", "run_class_counts", "edits", "evaluations", "concept_searches")
 
@@ -143,10 +145,20 @@ def fill(engine) -> None:
                                                               judges="{}"))
 
 
-def contents(engine, tables=TABLES) -> dict[str, list[tuple]]:
+def columns_of(engine, tables=TABLES) -> dict[str, list[str]]:
+    """The columns each table has in this database, in `Base.metadata`'s order (later revisions add some)."""
+    insp = inspect(engine)
     t = Base.metadata.tables
+    return {name: [c.name for c in t[name].c if c.name in {r["name"] for r in insp.get_columns(name)}] for name in tables}
+
+
+def contents(engine, tables=TABLES, columns: dict[str, list[str]] | None = None) -> dict[str, list[tuple]]:
+    """Every row of `tables` in primary-key order, of `columns` (default: every column the database has)."""
+    t = Base.metadata.tables
+    columns = columns or columns_of(engine, tables)
     with engine.connect() as conn:
-        return {name: [tuple(r) for r in conn.execute(select(t[name]).order_by(*t[name].primary_key))] for name in tables}
+        return {name: [tuple(r) for r in conn.execute(select(*(t[name].c[c] for c in columns[name])).order_by(*t[name].primary_key))]
+                for name in tables}
 
 
 def upgraded_legacy(url: str, monkeypatch, backend: str):
@@ -169,6 +181,11 @@ def upgraded_legacy(url: str, monkeypatch, backend: str):
     return store, before, rows
 
 
+def kept(engine, tables=TABLES) -> dict[str, list[tuple]]:
+    """`contents` of the columns a 0007 database had (later revisions add columns)."""
+    return contents(engine, tables, {name: [c for c in cols if (name, c) not in ADDED_AFTER_0008] for name, cols in columns_of(engine, tables).items()})
+
+
 def test_upgrade_names_the_constraints_of_a_filled_legacy_database_and_keeps_every_row(empty_url, monkeypatch, backend):
     url = empty_url("legacy")
     store, before, rows = upgraded_legacy(url, monkeypatch, backend)
@@ -180,7 +197,7 @@ def test_upgrade_names_the_constraints_of_a_filled_legacy_database_and_keeps_eve
              for t, r in before.items()}
     assert strip == {t: {"pk": r["pk"][1], "fk": sorted(f[1:] for f in r["fk"]), "uq": sorted(u[1] for u in r["uq"]), "ix": r["ix"]}
                      for t, r in after.items()}
-    assert contents(store.engine) == rows
+    assert kept(store.engine) == rows
     with store.engine.connect() as conn:
         if backend == "sqlite":
             assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1  # the pooled connection got enforcement back
@@ -193,7 +210,7 @@ def test_upgrade_names_the_constraints_of_a_filled_legacy_database_and_keeps_eve
     with store.engine.begin() as conn:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
-    assert names(store.engine) == after and contents(store.engine) == rows
+    assert names(store.engine) == after and kept(store.engine) == rows
     store.close()
 
 
@@ -202,7 +219,7 @@ def test_foreign_keys_still_cascade_after_the_upgrade(empty_url, monkeypatch, ba
     t = Base.metadata.tables
     with store.engine.begin() as conn:
         conn.execute(t["models"].delete().where(t["models"].c.id == 1))
-    after = contents(store.engine)
+    after = kept(store.engine)
     assert after["models"] == [r for r in rows["models"] if r[0] == 2]
     assert [r[0] for r in after["classes"]] == [20, 21]
     for name in TABLES:
@@ -210,7 +227,7 @@ def test_foreign_keys_still_cascade_after_the_upgrade(empty_url, monkeypatch, ba
             assert after[name] == rows[name][len(rows[name]) // 2:], name  # model 1's rows went with it, model 2's stay
     with store.engine.begin() as conn:
         conn.execute(t["extractors"].delete().where(t["extractors"].c.id == 2))  # SET NULL on edits and searches
-    after = contents(store.engine)
+    after = kept(store.engine)
     assert after["saliency_runs"] == [] and after["saliency_maps"] == [] and after["salient_tokens"] == []
     assert after["run_token_counts"] == [] and after["run_class_counts"] == []
     assert [(r[0], r[2]) for r in after["edits"]] == [(2, None)]
@@ -231,7 +248,7 @@ def test_one_open_upgrades_a_filled_0006_database_through_the_backfill_and_the_r
     store = open_store(url)
     assert store.revision() == head_revision()
     assert only_names(names(store.engine)) == metadata_names()
-    assert contents(store.engine, older) == rows
+    assert kept(store.engine, older) == rows
     backfilled = contents(store.engine, ("run_class_counts",))["run_class_counts"]
     assert backfilled == [(1, "train", 10, 1), (2, "train", 20, 1)]
     store.close()

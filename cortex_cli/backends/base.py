@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..seeding import generator_for
+
 StepCallback = Callable[[int, int], None]
 
 
@@ -171,6 +173,11 @@ def pick_tokens(logits: torch.Tensor, generators: Sequence[torch.Generator], set
     noise = torch.stack([torch.rand(logits.shape[-1], generator=g) for g in generators]).to(logits.device)
     gumbel = -torch.log((-torch.log(noise.clamp_min(1e-20))).clamp_min(1e-20))
     return (logits + gumbel).argmax(dim=-1, keepdim=True)
+
+
+def image_generators(classes: Sequence[Concept], seeds: Sequence[int]) -> list[torch.Generator]:
+    """Each image's sampling generator, keyed by (image seed, class id): the streams `generate` stores."""
+    return [generator_for("sample", int(seed), int(c.class_id)) for c, seed in zip(classes, seeds, strict=True)]
 
 
 def to_pil(images: torch.Tensor) -> list[Image.Image]:

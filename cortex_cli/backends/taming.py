@@ -2,39 +2,42 @@
 
 Loads a class-conditional `Net2NetTransformer` (VQGAN first stage + GPT prior +
 `Labelator`) from a taming config yaml and a checkpoint with strict key checking,
-and exposes what CORTEX needs: the codebook, tokens -> embedding E, decoding,
-encoding, and seeded class-conditional sampling with the GPT's KV cache.
+and exposes it as a `VQGM`: the codebook, tokens -> embedding E, decoding, encoding,
+and seeded class-conditional sampling with the GPT's KV cache. It also builds the
+networks the mini model is trained from (`build_net`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
+import io
+import math
 import pickle
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from omegaconf import OmegaConf
 
 from .. import taming_shim
 from ..errors import CortexError
-from ..seeding import generator_for
-from .base import SamplerSettings
+from .base import Concept, ModelFiles, ModelShape, SamplerSettings, StepCallback, pick_tokens
 
+NAME = "taming"
 DUMMY_LOSS = {"target": "taming.modules.losses.DummyLoss"}
 NET2NET = "taming.models.cond_transformer.Net2NetTransformer"
 # checkpoint keys that only belong to the (replaced) training losses: LPIPS/discriminator weights
 IGNORABLE_PREFIXES = ("first_stage_model.loss.", "cond_stage_model.loss.")
+# taming's README samples the ImageNet cin_transformer with `-k 600 -t 1.0 -p 0.92`; models whose
+# config has no `cortex.sampler` section get that setting (top-k capped at the codebook size).
+IMAGENET_SAMPLER = SamplerSettings(top_k=600, top_p=0.92, temperature=1.0)
 
 
 def _load_yaml(config_path: Path) -> Any:
-    from omegaconf import OmegaConf
-
     if not config_path.is_file():
         raise CortexError(f"config file {str(config_path)!r} does not exist")
     try:
@@ -52,8 +55,6 @@ def _load_yaml(config_path: Path) -> Any:
 
 def sanitize_config(config: Any) -> Any:
     """Copy of a taming config that loads offline: DummyLoss instead of LPIPS, no stale ckpt_path."""
-    from omegaconf import OmegaConf
-
     config = copy.deepcopy(config)
     params = config.model.setdefault("params", {})
     params.pop("ckpt_path", None)
@@ -70,8 +71,6 @@ def sanitize_config(config: Any) -> Any:
 
 
 def config_hash(config: Any) -> str:
-    from omegaconf import OmegaConf
-
     return hashlib.sha256(OmegaConf.to_yaml(config, sort_keys=True).encode()).hexdigest()
 
 
@@ -109,20 +108,20 @@ def _describe(keys: list[str], limit: int = 6) -> str:
 
 
 class TamingVQGM:
-    """A loaded vector-quantised generative model (taming `Net2NetTransformer`)."""
+    """A loaded taming `Net2NetTransformer` (VQGAN first stage + class-conditional GPT prior) as a `VQGM`."""
+
+    backend = NAME
 
     def __init__(self, net: Any, config: Any, device: torch.device):
         self.net = net
         self.config = config
         self.device = device
-        vq = net.first_stage_model
-        self.n_embed: int = vq.quantize.n_e
-        self.embed_dim: int = vq.quantize.e_dim
-        dd = config.model.params.first_stage_config.params.ddconfig
-        self.image_size: int = int(dd.resolution)
-        self.grid: int = self.image_size // 2 ** (len(dd.ch_mult) - 1)
-        cond = config.model.params.get("cond_stage_config")
-        self.n_classes: int = int(cond.params.n_classes) if cond is not None and "n_classes" in cond.get("params", {}) else 0
+        shape = _shape(config)
+        self.n_embed: int = shape.n_embed
+        self.embed_dim: int = shape.embed_dim
+        self.image_size: int = shape.image_size
+        self.grid: int = shape.grid
+        self.n_classes: int = shape.n_classes
 
     # -- codebook and embeddings ---------------------------------------------------------
     @property
@@ -155,33 +154,51 @@ class TamingVQGM:
         return info[2].reshape(images.shape[0], self.grid, self.grid)
 
     # -- sampling --------------------------------------------------------------------------
+    def default_sampler(self) -> SamplerSettings:
+        """The config's optional top-level section `cortex: {sampler: {top_k, top_p, temperature, greedy}}`
+        (the bundled mini model has one); otherwise `IMAGENET_SAMPLER` with top-k capped at K.
+        """
+        section = OmegaConf.select(self.config, "cortex.sampler", default=None)
+        if section is None:
+            return SamplerSettings(top_k=min(IMAGENET_SAMPLER.top_k, self.n_embed), top_p=IMAGENET_SAMPLER.top_p,
+                                   temperature=IMAGENET_SAMPLER.temperature)
+        try:
+            top_k = section.get("top_k")
+            return SamplerSettings(
+                top_k=int(top_k) if top_k not in (None, 0) else None,
+                top_p=float(section.get("top_p", 1.0)),
+                temperature=float(section.get("temperature", 1.0)),
+                greedy=bool(section.get("greedy", False)),
+            )
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise CortexError(f"the model config's cortex.sampler section is malformed: {exc}") from exc
+
     @torch.no_grad()
     def sample(
         self,
-        class_ids: list[int],
-        seeds: list[int],
-        settings: SamplerSettings = SamplerSettings(),
-        on_step: Callable[[int, int], None] | None = None,
+        classes: Sequence[Concept],
+        generators: Sequence[torch.Generator],
+        settings: SamplerSettings,
+        on_step: StepCallback | None = None,
     ) -> torch.Tensor:
         """Class-conditional token grids with a preallocated KV cache (`forward_cached`).
 
-        Every image draws its randomness from its own generator seeded by (seed, class id),
-        via the Gumbel-max trick on the filtered logits, so the same seed gives the same
-        tokens whatever the batch size (up to float ties between batched matmuls, which did
-        not occur in our tests).
+        Every image draws its randomness from its own generator (`base.pick_tokens`), so an
+        image's tokens do not depend on its batch (up to float ties between batched matmuls,
+        which did not occur in our tests).
 
         Returns:
             LongTensor (B x m x m) of token ids in raster order.
         """
-        if len(class_ids) != len(seeds):
-            raise ValueError("class_ids and seeds must have the same length")
+        if len(classes) != len(generators):
+            raise ValueError("classes and generators must have the same length")
+        class_ids = [int(c.class_id) for c in classes]
         for cid in class_ids:
             if self.n_classes and not 0 <= cid < self.n_classes:
                 raise CortexError(f"class id {cid} is outside this model's {self.n_classes} classes")
         gpt = self.net.transformer
         steps = self.grid * self.grid
         batch = len(class_ids)
-        gens = [generator_for("sample", seed, cid) for seed, cid in zip(seeds, class_ids)]
         cond = torch.tensor(class_ids, device=self.device, dtype=torch.long)[:, None]
         _, cond = self.net.encode_to_c(cond)
         cond_len = cond.shape[1]
@@ -192,14 +209,7 @@ class TamingVQGM:
         for n in range(steps):
             logits = forward_cached(gpt, x, cache)
             logits = logits[:, -1, : self.n_embed].float()  # the GPT vocabulary may also hold class ids
-            if settings.greedy:
-                x = logits.argmax(dim=-1, keepdim=True)
-            else:
-                logits = logits / settings.temperature
-                logits = taming_shim.top_k_top_p_filtering(logits, top_k=settings.top_k or 0, top_p=settings.top_p)
-                noise = torch.stack([torch.rand(logits.shape[-1], generator=g) for g in gens]).to(self.device)
-                gumbel = -torch.log((-torch.log(noise.clamp_min(1e-20))).clamp_min(1e-20))
-                x = (logits + gumbel).argmax(dim=-1, keepdim=True)
+            x = pick_tokens(logits, generators, settings)
             out[:, n] = x[:, 0]
             if on_step is not None:
                 on_step(n + 1, steps)
@@ -219,6 +229,29 @@ class TamingVQGM:
         return self.net.permuter(out, reverse=True).reshape(len(class_ids), self.grid, self.grid)
 
 
+def _shape(config: Any) -> ModelShape:
+    """Sizes of a (sanitized) taming config: K and d of the first stage, grid = resolution / 2^(levels - 1)."""
+    try:
+        fs = config.model.params.first_stage_config.params
+        dd = fs.ddconfig
+        resolution = int(dd.resolution)
+        cond = config.model.params.get("cond_stage_config")
+        n_classes = int(cond.params.n_classes) if cond is not None and "n_classes" in cond.get("params", {}) else 0
+        return ModelShape(
+            n_embed=int(fs.n_embed), embed_dim=int(fs.embed_dim), grid=resolution // 2 ** (len(dd.ch_mult) - 1),
+            image_size=resolution, n_classes=n_classes, config_hash=config_hash(config),
+        )
+    except Exception as exc:  # a missing key of a hand-edited config
+        raise CortexError(f"taming config lacks the first stage's sizes (n_embed, embed_dim, ddconfig): {exc}") from exc
+
+
+def build_net(config: dict[str, Any]) -> Any:
+    """A freshly initialised taming network from a config dict (the mini model's training starts here)."""
+    main = taming_shim.install()
+    with contextlib.redirect_stdout(io.StringIO()):  # taming prints shapes while building
+        return main.instantiate_from_config(OmegaConf.create(config).model)
+
+
 def load_vqgm(config_path: str | Path, ckpt_path: str | Path, device: torch.device | str = "cpu") -> TamingVQGM:
     """Load a taming class-conditional model with strict checkpoint keys.
 
@@ -234,7 +267,8 @@ def load_vqgm(config_path: str | Path, ckpt_path: str | Path, device: torch.devi
     config = sanitize_config(_load_yaml(Path(config_path)))
     taming_main = taming_shim.install()
     try:
-        net = taming_main.instantiate_from_config(config.model)
+        with contextlib.redirect_stdout(io.StringIO()):  # taming prints shapes while building
+            net = taming_main.instantiate_from_config(config.model)
     except Exception as exc:
         raise CortexError(f"config {str(config_path)!r} does not build a taming model: {str(exc).splitlines()[0]}") from exc
     state = read_state_dict(Path(ckpt_path))
@@ -263,6 +297,7 @@ def load_vqgm(config_path: str | Path, ckpt_path: str | Path, device: torch.devi
     for p in net.parameters():
         p.requires_grad_(False)
     return TamingVQGM(net, config, torch.device(device))
+
 
 class KVCache:
     """Preallocated keys and values of every GPT layer: (layers, B, heads, length, head size) each."""
@@ -307,3 +342,25 @@ def forward_cached(gpt: Any, idx: torch.Tensor, cache: KVCache) -> torch.Tensor:
         x = x + block.mlp(block.ln2(x))
     cache.length += t
     return gpt.head(gpt.ln_f(x))
+
+
+class TamingBackend:
+    """Taming class-conditional models: a config yaml (`--config`) and a checkpoint (`--ckpt`)."""
+
+    name = NAME
+
+    def locate(self, path: Path | None, config: Path | None, ckpt: Path | None) -> ModelFiles:
+        if path is not None:
+            raise CortexError(f"the taming backend takes --config and --ckpt, not a path ({str(path)!r})")
+        if config is None or ckpt is None:
+            raise CortexError("a taming model needs --config (its yaml) and --ckpt (its checkpoint)")
+        return ModelFiles(Path(config).expanduser().resolve(), Path(ckpt).expanduser().resolve())
+
+    def describe(self, files: ModelFiles) -> ModelShape:
+        return _shape(sanitize_config(_load_yaml(Path(files.config))))
+
+    def load(self, files: ModelFiles, device: torch.device | str) -> TamingVQGM:
+        return load_vqgm(files.config, files.ckpt, device)
+
+
+BACKEND = TamingBackend()

@@ -9,7 +9,8 @@ from typing import Callable
 
 import torch
 
-from ..backends.base import SamplerSettings, VQGM
+from ..backends.base import SamplerSettings, VQGM, image_generators
+from ..classnames import ClassName
 from ..judges import Judge
 from . import world
 from .judges import judge_input
@@ -65,7 +66,8 @@ def mini_report(
     n_concepts = len(world.CONCEPTS)
     generated: dict[str, dict[str, float]] = {j.name: {} for j in judges}
     for c in range(n_concepts):
-        tokens = vqgm.sample([c] * generated_per_concept, [seed + i for i in range(generated_per_concept)], sampler)
+        classes = [ClassName(c, world.CONCEPTS[c].name)] * generated_per_concept
+        tokens = vqgm.sample(classes, image_generators(classes, [seed + i for i in range(generated_per_concept)]), sampler)
         imgs = vqgm.decode_tokens(tokens)
         for j in judges:
             generated[j.name][world.CONCEPTS[c].name] = (j.probabilities(imgs).argmax(-1).cpu() == c).float().mean().item()

@@ -7,8 +7,6 @@ VQGAN is trained with L1 + MSE + codebook losses (no LPIPS, no discriminator).
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -19,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..backends.taming import build_net
 from ..model_configs import net2net_config, write_config
 from ..seeding import set_all_random_seeds
 from . import world
@@ -71,16 +70,6 @@ class MiniRecipe:
 
 def _images_tensor(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
-
-
-def _instantiate(cfg: dict):
-    from omegaconf import OmegaConf
-
-    from .. import taming_shim
-
-    main = taming_shim.install()
-    with contextlib.redirect_stdout(io.StringIO()):
-        return main.instantiate_from_config(OmegaConf.create(cfg).model)
 
 
 def train_vqgan(net, recipe: MiniRecipe, progress: Progress) -> dict:
@@ -259,7 +248,7 @@ def build_mini(out_dir: Path, recipe: MiniRecipe = MiniRecipe(), work_dir: Path 
     report = BuildReport(out_dir)
     stage_progress = progress or (lambda name: (lambda *a: None))
     cfg = recipe.config()
-    net = _instantiate(cfg)
+    net = build_net(cfg)  # a taming Net2NetTransformer, built by the taming backend
     vq_path, gpt_path = work / "vqgan.safetensors", work / "gpt.safetensors"
     t0 = time.time()
     if vq_path.is_file():

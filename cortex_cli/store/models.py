@@ -28,6 +28,7 @@ class ModelInfo:
     image_size: int
     labels: str
     n_classes: int
+    backend: str = "taming"  # the `cortex.backends` entry point that loads it
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,7 @@ class NewModel:
     grid: int
     image_size: int
     labels: str
+    backend: str = "taming"
 
 
 @dataclass(frozen=True)
@@ -65,7 +67,7 @@ class NewClass:
 
 
 def _info(row: ModelRow, n_classes: int) -> ModelInfo:
-    return ModelInfo(row.id, row.name, row.config_path, row.ckpt_path, row.n_embed, row.embed_dim, row.grid, row.image_size, row.labels, n_classes)
+    return ModelInfo(row.id, row.name, row.config_path, row.ckpt_path, row.n_embed, row.embed_dim, row.grid, row.image_size, row.labels, n_classes, row.backend)
 
 
 def _class_rows(model_id: int, classes: Sequence[NewClass]) -> list[dict]:

@@ -40,7 +40,7 @@ class Base(DeclarativeBase):
 
 
 class ModelRow(Base):
-    """A registered VQGM (VQGAN + class-conditional GPT prior)."""
+    """A registered VQGM (a VQ tokenizer and the prior that samples its tokens), loaded by its backend."""
 
     __tablename__ = "models"
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -54,6 +54,8 @@ class ModelRow(Base):
     image_size: Mapped[int] = mapped_column(Integer)
     labels: Mapped[str] = mapped_column(Text)  # 'imagenet', 'mini' or a file path
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # the `cortex.backends` entry point that loads it (migration 0009; older rows are taming models)
+    backend: Mapped[str] = mapped_column(String(100), server_default="taming")
 
 
 class ClassRow(Base):
