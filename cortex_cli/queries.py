@@ -181,12 +181,14 @@ def run_images(store: Store, run: RunInfo, cls: ClassInfo, split: str, images: i
 
 def token_counts_of(store: Store, model: ModelInfo, image_ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
     """(K,) occurrences of every token over exactly these images, and (K,) how many of them hold it."""
-    counts = np.zeros(model.n_embed, dtype=np.int64)
-    holders = np.zeros(model.n_embed, dtype=np.int64)
-    for grid in _token_grids(store, model, image_ids):
-        per_image = np.bincount(grid, minlength=model.n_embed)
-        counts += per_image
-        holders += per_image > 0
+    grids = list(_token_grids(store, model, image_ids))
+    if not grids:
+        return np.zeros(model.n_embed, dtype=np.int64), np.zeros(model.n_embed, dtype=np.int64)
+    ordered = np.sort(np.stack(grids), axis=1)  # (images, m*m): a token's first place in its sorted row marks one holder
+    first = np.ones(ordered.shape, dtype=bool)
+    first[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
+    counts = np.bincount(ordered.ravel(), minlength=model.n_embed)
+    holders = np.bincount(ordered[first], minlength=model.n_embed)
     return counts, holders
 
 
@@ -200,8 +202,9 @@ def _token_grids(store: Store, model: ModelInfo, image_ids: Sequence[int]):
 def frequency_baseline(store: Store, model: ModelInfo, image_set: ImageSet, k: int) -> list[BaselineRow]:
     """The paper's baseline: the k tokens occurring most often over all positions of exactly these images."""
     counts, holders = token_counts_of(store, model, image_set.ids)
-    order = sorted((t for t in range(model.n_embed) if counts[t] > 0), key=lambda t: (-counts[t], t))[:k]
-    return [BaselineRow(i + 1, t, int(counts[t]), int(holders[t])) for i, t in enumerate(order)]
+    present = np.flatnonzero(counts)
+    order = present[np.lexsort((present, -counts[present]))][:k]  # by count, then the smaller token id
+    return [BaselineRow(i + 1, int(t), int(counts[t]), int(holders[t])) for i, t in enumerate(order)]
 
 
 @dataclass
