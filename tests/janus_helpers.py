@@ -2,7 +2,7 @@
 
 It has the layout of a real snapshot (`config.json`, `model.safetensors`, `generation_config.json`,
 tokenizer, processor and chat template), so cortex loads it exactly as it loads `Janus-Pro-1B`:
-32 px images, an 8x8 token grid (VQ: 3 levels, 4x down), K=64 codes of width 8 (Janus's width),
+16 px images, a 4x4 token grid (VQ: 3 levels, 4x down), K=64 codes of width 8 (Janus's width),
 a 1-layer 32-wide Llama, a byte-level tokenizer with Janus's special tokens.
 """
 
@@ -54,8 +54,8 @@ def build_tiny_janus(directory: Path, seed: int = 0, codebook_scale: float = 1.0
     config = JanusConfig(
         text_config=dict(model_type="llama", vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                          num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=256),
-        vision_config=dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=32, patch_size=4,
-                           projection_dim=32, num_image_tokens=64, mlp_ratio=2.0),
+        vision_config=dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=16, patch_size=4,
+                           projection_dim=32, num_image_tokens=16, mlp_ratio=2.0),
         vq_config=dict(embed_dim=8, num_embeddings=64, latent_channels=32, base_channels=32, channel_multiplier=[1, 1, 2],
                        num_res_blocks=1, projection_dim=32, image_token_embed_dim=32, num_hidden_layers=1),
         image_token_id=IMAGE,
@@ -67,8 +67,8 @@ def build_tiny_janus(directory: Path, seed: int = 0, codebook_scale: float = 1.0
             model.model.vqmodel.quantize.embedding.weight.mul_(codebook_scale)
     model.generation_config = GenerationConfig(bos_token_id=BOS, eos_token_id=EOS, pad_token_id=PAD,
                                                generation_kwargs={"boi_token_id": BOI})
-    processor = JanusProcessor(image_processor=JanusImageProcessor(size={"height": 32, "width": 32}), tokenizer=tokenizer,
-                               chat_template=CHAT_TEMPLATE, num_image_tokens=64)
+    processor = JanusProcessor(image_processor=JanusImageProcessor(size={"height": 16, "width": 16}), tokenizer=tokenizer,
+                               chat_template=CHAT_TEMPLATE, num_image_tokens=16)
     directory.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(directory)
     processor.save_pretrained(directory)

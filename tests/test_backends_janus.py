@@ -52,12 +52,12 @@ def concepts(*names):
 
 def test_tiny_janus_is_a_vqgm(vqgm, snapshot):
     assert isinstance(vqgm, VQGM) and vqgm.backend == "janus"
-    assert (vqgm.n_embed, vqgm.embed_dim, vqgm.grid, vqgm.image_size, vqgm.n_classes) == (64, 8, 8, 32, 0)
+    assert (vqgm.n_embed, vqgm.embed_dim, vqgm.grid, vqgm.image_size, vqgm.n_classes) == (64, 8, 4, 16, 0)
     assert vqgm.codebook.shape == (64, 8) and torch.allclose(vqgm.codebook.norm(dim=1), torch.ones(64))
-    tokens = torch.arange(64).reshape(1, 8, 8)
-    assert torch.equal(vqgm.embed(tokens)[0, :, 2, 3], vqgm.codebook[19])  # E is C's rows on the grid
+    tokens = torch.arange(16).reshape(1, 4, 4)
+    assert torch.equal(vqgm.embed(tokens)[0, :, 2, 3], vqgm.codebook[11])  # E is C's rows on the grid
     shape = get_backend("janus").describe(get_backend("janus").locate(snapshot, None, None))
-    assert (shape.n_embed, shape.embed_dim, shape.grid, shape.image_size) == (64, 8, 8, 32)
+    assert (shape.n_embed, shape.embed_dim, shape.grid, shape.image_size) == (64, 8, 4, 16)
     assert not vqgm.net.training and not any(p.requires_grad for p in vqgm.net.parameters())
 
 
@@ -82,17 +82,17 @@ def test_seeded_sampling_is_reproducible_and_batch_independent(vqgm):
     classes = concepts("goldfinch", "water ouzel") + [ClassName(0, "goldfinch")]  # prompts of two lengths
     steps = []
     together = vqgm.sample(classes, image_generators(classes, [5, 5, 6]), settings, on_step=lambda d, t: steps.append((d, t)))
-    assert together.shape == (3, 8, 8) and together.dtype == torch.long and int(together.max()) < 64
-    assert steps[0] == (1, 128) and steps[-1] == (128, 128)  # two prompt lengths: two batches of 64 steps
+    assert together.shape == (3, 4, 4) and together.dtype == torch.long and int(together.max()) < 64
+    assert steps[0] == (1, 32) and steps[-1] == (32, 32)  # two prompt lengths: two batches of 16 steps
     alone = torch.cat([vqgm.sample([c], image_generators([c], [s]), settings) for c, s in zip(classes, [5, 5, 6])])
     assert torch.equal(together, alone)
     assert not torch.equal(together[0], together[2])  # another seed, another image
 
 
 def test_decoding_is_transformers_and_encoding_picks_the_nearest_normalised_code(vqgm):
-    tokens = torch.randint(0, 64, (2, 8, 8), generator=torch.Generator().manual_seed(0))
+    tokens = torch.randint(0, 64, (2, 4, 4), generator=torch.Generator().manual_seed(0))
     images = vqgm.decode_tokens(tokens)
-    assert images.shape == (2, 3, 32, 32) and images.min() >= -1 and images.max() <= 1
+    assert images.shape == (2, 3, 16, 16) and images.min() >= -1 and images.max() <= 1
     with torch.no_grad():
         theirs = vqgm.net.decode_image_tokens(tokens.reshape(2, -1)).permute(0, 3, 1, 2).clamp(-1, 1)
     assert torch.allclose(images, theirs, atol=1e-5)
@@ -102,8 +102,8 @@ def test_decoding_is_transformers_and_encoding_picks_the_nearest_normalised_code
         z = vq.quant_conv(vq.encoder(images)).permute(0, 2, 3, 1).reshape(-1, 8)
     distances = torch.cdist(torch.nn.functional.normalize(z, dim=-1), vqgm.codebook)
     assert torch.equal(codes.reshape(-1), distances.argmin(dim=-1))
-    with pytest.raises(CortexError, match="this model takes 32x32"):
-        vqgm.encode_images(torch.zeros(1, 3, 64, 64))
+    with pytest.raises(CortexError, match="this model takes 16x16"):
+        vqgm.encode_images(torch.zeros(1, 3, 32, 32))
 
 
 def test_loading_is_strict(snapshot, tmp_path):
@@ -127,7 +127,7 @@ def test_models_add_backend_janus(db_url, snapshot, tmp_path):
     assert added.exit_code == 0, added.output
     info = json.loads(added.stdout)
     assert (info["backend"], info["n_embed"], info["embed_dim"], info["grid"], info["image_size"], info["n_classes"]) == (
-        "janus", 64, 8, 8, 32, 2)
+        "janus", 64, 8, 4, 16, 2)
     assert info["config_path"] == info["ckpt_path"] == str(snapshot.resolve())
     no_labels = runner.invoke(app, ["--db", db_url, "models", "add", "tj2", str(snapshot), "--backend", "janus"])
     assert no_labels.exit_code == 1 and no_labels.stderr.strip().startswith("error: a janus model is text-conditional")
@@ -160,9 +160,9 @@ def test_generation_extractor_index_and_edit_run_on_janus(store, janus_model, tm
     indexed = index_class(store, janus_model, trained.info, gold, n_images=2, settings=SaliencySettings(samples=2, top_n=5))
     assert (indexed.added, indexed.images) == (2, 2)
 
-    edited = edit_image(store, janus_model, made.png_paths[0], ouzel, parse_region("2:4,2:4", janus_model.grid),
+    edited = edit_image(store, janus_model, made.png_paths[0], ouzel, parse_region("1:3,1:3", janus_model.grid),
                         OptimizeSettings(steps=3, init="random"), extractor_name="ce", out_dir=tmp_path / "edits")
-    outside = torch.ones(8, 8, dtype=torch.bool)
-    outside[2:4, 2:4] = False
-    result = torch.tensor(edited.result_tokens).reshape(8, 8)
+    outside = torch.ones(4, 4, dtype=torch.bool)
+    outside[1:3, 1:3] = False
+    result = torch.tensor(edited.result_tokens).reshape(4, 4)
     assert torch.equal(result[outside], png.tokens[outside]) and read_png(edited.output_path).model_name == "tiny-janus"
