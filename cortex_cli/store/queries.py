@@ -48,7 +48,7 @@ def top_salient_tokens(store: Store, run_id: int, class_pk: int, image_ids: Sequ
     query = (
         select(SalientTokenRow.token, count, func.count(func.distinct(SalientTokenRow.image_id)), func.avg(SalientTokenRow.tsv))
         .where(SalientTokenRow.run_id == run_id, SalientTokenRow.class_pk == class_pk,
-               SalientTokenRow.image_id.in_(bindparam("ids", expanding=True)))
+               SalientTokenRow.image_id.in_(bindparam("ids", expanding=True, type_=SalientTokenRow.image_id.type)))
         .group_by(SalientTokenRow.token).order_by(count.desc(), SalientTokenRow.token.asc()).limit(k)
     )
     with store.session() as s:
