@@ -215,6 +215,15 @@ def test_rebuilds_rewrite_only_pages_whose_data_changed(built, tmp_path):
     def files():
         return {p.relative_to(site).as_posix(): p.stat().st_mtime_ns for p in site.rglob("*") if p.is_file()}
 
+    def same_as_from_scratch(when: str) -> None:
+        """Every page an incremental build left is the page a full rebuild writes."""
+        fresh = tmp_path / "fresh"
+        shutil.rmtree(fresh, ignore_errors=True)
+        shutil.copytree(site, fresh)
+        assert build_atlas(store, tiny_model, fresh, settings=SMALL, force=True).grids_decoded == 0
+        pages = {p.relative_to(fresh): p.read_bytes() for p in fresh.rglob("*.html")}
+        assert pages == {p.relative_to(site): p.read_bytes() for p in site.rglob("*.html")}, when
+
     before = files()
     second = build_atlas(store, tiny_model, site, settings=SMALL)
     assert (second.written, second.removed, second.pictures_written, second.grids_decoded) == ([], [], 0, 0)
@@ -233,6 +242,7 @@ def test_rebuilds_rewrite_only_pages_whose_data_changed(built, tmp_path):
     after = files()
     for other in ("concepts/1-water-ouzel.html", "concepts/2-black-grouse.html", "atlas.css"):
         assert after[other] == before[other]
+    same_as_from_scratch("after indexing more images of one class")
 
     # an edit from class 1 to class 2 and a concept search of class 1: those two concept pages, nothing else
     with store.session() as s:
@@ -255,6 +265,7 @@ def test_rebuilds_rewrite_only_pages_whose_data_changed(built, tmp_path):
     page = (site / "concepts/1-water-ouzel.html").read_text()
     assert "edit 1: water ouzel → <b>black grouse</b>" in page and "judge:resnet P(target) 0.05 → 0.70" in page
     assert "Optimised grids" in page and 'href="../tokens/3.html">3</a>×40' in page
+    same_as_from_scratch("after an edit and a search")
 
     # a stored evaluation: every concept page is recomputed, but only those it says something about are rewritten
     plot = tmp_path / "localization.png"
@@ -264,6 +275,8 @@ def test_rebuilds_rewrite_only_pages_whose_data_changed(built, tmp_path):
     fifth = build_atlas(store, tiny_model, site, settings=SMALL)
     assert sorted(p for p in fifth.written if p.endswith(".html")) == ["concepts/0-goldfinch.html", "concepts/1-water-ouzel.html", "index.html"]
     assert "precision@5" in (site / "concepts/0-goldfinch.html").read_text() and "ce 0.50" in (site / "concepts/0-goldfinch.html").read_text()
+
+    same_as_from_scratch("after a new evaluation")
 
     # a narrower atlas in the same directory drops the other concepts' pages and their unused pictures
     sixth = build_atlas(store, tiny_model, site, classes=[classes[2]], settings=SMALL)

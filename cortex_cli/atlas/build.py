@@ -40,7 +40,9 @@ from .pages import (
 )
 from .thumbnails import THUMB_DIR, Thumbnails, decoder_identity
 
-ATLAS_FORMAT = 1  # bump whenever pages change shape: every page is then recomputed
+ATLAS_FORMAT = 1  # the manifest's layout
+# what draws the pages: a new version of this package recomputes every page (and redraws changed pictures)
+CODE_KEY = hashlib.sha256(b"".join(p.read_bytes() for p in sorted(Path(__file__).parent.glob("*.py")))).hexdigest()
 MANIFEST = "atlas.json"
 INDEX = "index.html"
 TOKEN_CHUNK = 256  # token pages gathered (and their neighbours computed) per step
@@ -196,7 +198,7 @@ def build_atlas(
     thumbs = Thumbnails(root, model, lambda: registry.load_model(model, device), identity, context=settings.context,
                         batch_size=batch_size, device=device)
     site = Site(store, model, chosen, settings, thumbs, every, {c.class_id: concept_path(c) for c in selected}, evaluations)
-    global_key = _hash(ATLAS_FORMAT, __version__, identity, asdict(chosen), asdict(settings),
+    global_key = _hash(ATLAS_FORMAT, CODE_KEY, __version__, identity, asdict(chosen), asdict(settings),
                        [(c.class_id, c.name, list(c.synonyms)) for c in selected], sorted((k, e.id) for k, e in evaluations.items()))
     activity = atlas_store.class_activity(store, model.id)
     crumbs = f"{model.name} · run {chosen.id} ({chosen.extractor}) · {split} images"

@@ -94,6 +94,10 @@ def _e(value: Any) -> str:
     return escape(str(value), quote=True)
 
 
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "es" if noun.endswith("s") else "s")
+
+
 def _num(value: float | None, digits: int = 4) -> str:
     return "" if value is None else f"{value:.{digits}g}"
 
@@ -229,12 +233,12 @@ def render_token(page: TokenPage, model_grid: int, crumbs: str, footer: str) -> 
         f"<h1>token {page.token}</h1>",
         f"<div class=\"hero\"><figure><img class=\"big\" src=\"{root}{_e(page.swatch)}\" alt=\"token {page.token} decoded alone\">"
         f"<figcaption class=\"muted\">token {page.token} at all {model_grid}×{model_grid} positions, decoded</figcaption></figure>"
-        f"<dl class=\"stats\"><dt>salient in</dt><dd>{page.salient_classes} classes ({page.salient_count} times in {page.salient_images} images)</dd>"
-        f"<dt>occurs in</dt><dd>{page.occurrence_classes} classes</dd><dt>images counted</dt><dd>{page.images_counted}</dd>"
+        f"<dl class=\"stats\"><dt>salient in</dt><dd>{_n(page.salient_classes, 'class')} ({_n(page.salient_count, 'time')} in "
+        f"{_n(page.salient_images, 'image')})</dd><dt>occurs in</dt><dd>{_n(page.occurrence_classes, 'class')}</dd>"
         + (f"<dt>in T*<sub>concept</sub> of</dt><dd>{listed}</dd>" if listed else "") + "</dl></div>",
         "<div class=\"columns even\"><div><h2>Classes where it is salient</h2><p class=\"muted\">count: times among an image's most "
         f"salient positions.</p>{_uses(page.salient, root, True)}</div><div><h2>Classes where it merely occurs</h2><p class=\"muted\">"
-        f"count: occurrences over all positions of the same images.</p>{_uses(page.occurrence, root, False)}</div></div>",
+        f"count: occurrences over all positions of the same images (every image the run indexed).</p>{_uses(page.occurrence, root, False)}</div></div>",
     ]
     if page.context:
         rows = "".join(f"<div>{_class_link(r.name, r.path, root)}</div><div>{_crops(r.crops, root)}</div>" for r in page.context)
@@ -260,8 +264,8 @@ def render_index(
         f"<td class=\"num\">{'' if c.overlap is None else f'{c.overlap}/{len(c.top)}'}</td></tr>" for c in concepts)
     tokens = "".join(
         f"<div class=\"card\"><a href=\"{token_path(t['token'])}\"><img src=\"{_e(swatches[t['token']])}\" alt=\"token {t['token']}\"></a>"
-        f"<div><a href=\"{token_path(t['token'])}\"><b>token {t['token']}</b></a><br><span class=\"muted\">salient in {t['salient_classes']} "
-        f"classes ({t['salient']}×), occurs in {t['occurrence_classes']}</span></div></div>" for t in cross)
+        f"<div><a href=\"{token_path(t['token'])}\"><b>token {t['token']}</b></a><br><span class=\"muted\">salient in "
+        f"{_n(t['salient_classes'], 'class')} ({t['salient']}×), occurs in {t['occurrence_classes']}</span></div></div>" for t in cross)
     evals = "".join(
         f"<div class=\"card\"><b>{_e(ev['kind'])}</b> <span class=\"muted\">#{ev['id']}, {_e(ev['created_at'])}</span>"
         + (f"<p><a href=\"{_e(ev['plot'])}\"><img src=\"{_e(ev['plot'])}\" alt=\"{_e(ev['kind'])} plot\" style=\"width:260px;height:auto;image-rendering:auto\"></a></p>"
@@ -273,7 +277,7 @@ def render_index(
         "<input id=\"filter\" type=\"search\" placeholder=\"Filter: a concept, a class id, or a token number (e.g. 4)\" "
         "aria-label=\"filter concepts and tokens\" autocomplete=\"off\"><ul id=\"hits\"></ul>"
         f"<h2>Concepts ({len(concepts)})</h2><table class=\"concepts\"><thead><tr><th>concept</th><th class=\"num\">class</th>"
-        "<th class=\"num\">images</th><th>top salient tokens</th><th class=\"num\" title=\"top-k tokens shared with the frequency baseline\">"
+        "<th class=\"num\">images</th><th>top salient tokens</th><th class=\"num\" title=\"T*_concept tokens also in the (first) baseline's top-k\">"
         f"overlap</th></tr></thead><tbody>{rows}</tbody></table>"
         f"<h2>Most cross-class tokens</h2><p class=\"muted\">Tokens salient in the most classes of this atlas.</p>"
         f"<div class=\"grid-tokens\">{tokens}</div>"

@@ -220,10 +220,11 @@ class Neighbour:
 
 @dataclass
 class TokenPage:
+    """A token's page. Only per-token figures: a page that no changed class touches stays valid as it is."""
+
     path: str
     token: int
     swatch: str
-    images_counted: int
     salient_classes: int  # among the atlas's classes
     occurrence_classes: int
     salient_count: int
@@ -260,18 +261,18 @@ def _crop(site: Site, occurrence: atlas_store.Occurrence, blob: bytes, class_id:
 def concept_page(site: Site, cls: ClassInfo) -> ConceptPage:
     """Everything the concept's page shows (the counts are `cortex top-tokens`'s)."""
     s, store, model, run = site.settings, site.store, site.model, site.run
-    kinds = list(s.baselines) or [None]
-    results = []
-    for kind in kinds:
+    results: dict[str, Any] = {}
+    for kind in s.baselines:
         try:
-            results.append(top_tokens(store, model, cls, k=s.top_k, baseline=kind, run=run.id, split=s.split))
+            results[kind] = top_tokens(store, model, cls, k=s.top_k, baseline=kind, run=run.id, split=s.split)
         except CortexError as exc:
             if kind != "specific":
                 raise
-            results.append(exc)
-    first = next(r for r in results if not isinstance(r, CortexError))
-    baseline_sets = {kind: {b.token for b in (r.baseline or [])} for kind, r in zip(kinds, results)
-                     if kind is not None and not isinstance(r, CortexError)}
+            results[kind] = exc  # it needs the same seeds of every class: say so on the page
+    first = next((r for r in results.values() if not isinstance(r, CortexError)), None)
+    if first is None:
+        first = top_tokens(store, model, cls, k=s.top_k, run=run.id, split=s.split)
+    baseline_sets = {kind: {b.token for b in (r.baseline or [])} for kind, r in results.items() if not isinstance(r, CortexError)}
     occurrences = {row.token: atlas_store.strongest_occurrences(store, run.id, s.split, row.token, s.crops, class_pk=cls.pk)
                    for row in first.rows}
     image_set = run_images(store, run, cls, s.split)
@@ -286,9 +287,7 @@ def concept_page(site: Site, cls: ClassInfo) -> ConceptPage:
     ]
     ours = {row.token for row in first.rows}
     baselines = []
-    for kind, result in zip(kinds, results):
-        if kind is None:
-            continue
+    for kind, result in results.items():
         if isinstance(result, CortexError):
             baselines.append(Baseline(kind, unavailable=str(result)))
             continue
@@ -431,7 +430,7 @@ def token_page(
                                   [_crop(site, o, blobs[o.image_id], cls.class_id, cls.name) for o in found]))
     near = [Neighbour(t, round(d, 5), site.tile(t), token_path(t) if t in pages else None) for t, d in neighbours]
     return TokenPage(
-        token_path(token), token, site.tile(token), usage.images_counted,
+        token_path(token), token, site.tile(token),
         spread.salient_classes if spread else 0, spread.occurrence_classes if spread else 0,
         spread.salient if spread else 0, spread.salient_images if spread else 0,
         uses(usage.salient, True), uses(usage.occurrence, False), context, near, listed_in,
