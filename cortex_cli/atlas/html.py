@@ -34,11 +34,12 @@ th { font-size: 12px; color: var(--muted); font-weight: 600; } td.num, th.num { 
 tr.both td { background: var(--both); }
 a.tok { display: inline-flex; align-items: center; gap: 5px; white-space: nowrap; font-variant-numeric: tabular-nums; }
 a.tok img, span.tok img { width: 24px; height: 24px; border: 1px solid var(--line); }
-.strip { display: flex; gap: 4px; flex-wrap: nowrap; }
+.strip { display: flex; gap: 4px; flex-wrap: wrap; }
 .strip figure { margin: 0; text-align: center; font-size: 10px; color: var(--muted); }
 .strip img { width: 56px; height: 56px; display: block; border: 1px solid var(--line); }
 .columns { display: grid; grid-template-columns: minmax(0, 3fr) minmax(0, 1.2fr); gap: 24px; align-items: start; }
 .columns.even { grid-template-columns: 1fr 1fr; }
+.columns > * { min-width: 0; overflow-x: auto; }
 .figures { display: flex; gap: 12px; flex-wrap: wrap; }
 .figures figure { margin: 0; font-size: 12px; color: var(--muted); }
 .figures img { width: 192px; height: 192px; display: block; border: 1px solid var(--line); }
@@ -46,7 +47,8 @@ a.tok img, span.tok img { width: 24px; height: 24px; border: 1px solid var(--lin
 .card { background: var(--card); border: 1px solid var(--line); border-radius: 6px; padding: 8px; font-size: 12px; max-width: 300px; }
 .card img { width: 128px; height: 128px; border: 1px solid var(--line); }
 .card .pair { display: flex; gap: 4px; align-items: center; }
-.hero { display: flex; gap: 20px; align-items: flex-start; flex-wrap: wrap; }
+.hero { display: flex; gap: 24px; align-items: flex-start; }
+.hero dl { flex: 1 1 320px; }
 .hero img.big { width: 192px; height: 192px; border: 1px solid var(--line); }
 dl.stats { display: grid; grid-template-columns: max-content auto; gap: 2px 12px; margin: 0; }
 dl.stats dt { color: var(--muted); } dl.stats dd { margin: 0; }
@@ -64,7 +66,7 @@ dl.stats dt { color: var(--muted); } dl.stats dd { margin: 0; }
 dl.prov { display: grid; grid-template-columns: max-content auto; gap: 3px 14px; font-size: 13px; }
 dl.prov dt { color: var(--muted); } dl.prov dd { margin: 0; word-break: break-all; }
 footer { margin-top: 36px; color: var(--muted); font-size: 12px; }
-@media (max-width: 900px) { .columns, .columns.even { grid-template-columns: 1fr; } }
+@media (max-width: 900px) { .columns, .columns.even { grid-template-columns: 1fr; } .hero { flex-wrap: wrap; } }
 """
 
 # The filter box: concepts by name, synonym or class id; tokens by number (and the concepts whose
