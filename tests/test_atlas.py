@@ -294,6 +294,8 @@ def test_force_rewrites_every_page(built, tmp_path):
     again = build_atlas(built.store, built.model, site, settings=SMALL, force=True)
     assert len(again.written) == len(result.written) and again.unchanged == 0
     assert again.grids_decoded == 0  # pictures are named by content: nothing to redraw
+    narrower = build_atlas(built.store, built.model, site, classes=built.classes[2:3], settings=SMALL, force=True)
+    assert "concepts/0-goldfinch.html" in narrower.removed and not (site / "concepts/0-goldfinch.html").exists()
 
 
 @pytest.mark.both_backends

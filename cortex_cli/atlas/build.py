@@ -186,7 +186,8 @@ def build_atlas(
     indexed = atlas_store.indexed_classes(store, chosen.id, split)
     selected = _selected(store, model, chosen, split, classes, indexed)
     root = _out_dir(out)
-    old = {} if force else _read_manifest(root)
+    previous = _read_manifest(root)
+    old = {} if force else previous  # --force still prunes what the previous build left
     old_pages: dict[str, dict[str, Any]] = old.get("pages", {})
 
     from ..evaluation.common import latest_evaluations
@@ -259,8 +260,10 @@ def build_atlas(
     if old.get("global_key") == global_key and old.get("token_set") == token_set:
         changed = [pk for cid, pk in ((c.class_id, c.pk) for c in every.values() if c.pk in indexed)
                    if old.get("states", {}).get(str(cid)) != indexed[pk]]
-        gone = [c.pk for c in every.values() if str(c.class_id) in old.get("states", {}) and c.pk not in indexed]
-        affected = atlas_store.tokens_of_classes(store, chosen.id, split, changed + gone) if changed or gone else set()
+        gone = [c for c in old.get("states", {}) if int(c) not in every or every[int(c)].pk not in indexed]
+        affected = atlas_store.tokens_of_classes(store, chosen.id, split, changed) if changed else set()
+        if gone:  # a class's rows were deleted: which tokens it used is no longer in the database
+            affected = set(wanted)
     else:
         affected = set(wanted)
     todo = [t for t in wanted if t in affected or token_path(t) not in old_pages or str(t) not in old_tokens
@@ -273,7 +276,7 @@ def build_atlas(
             token_info[str(t)] = old_tokens[str(t)]
             unchanged += 1
     have_pages = set(wanted)
-    codebook = registry.load_model(model, device).codebook if todo else None
+    codebook = registry.load_model(model, device).codebook if todo and settings.neighbours else None
     for begin in range(0, len(todo), TOKEN_CHUNK):
         chunk = todo[begin:begin + TOKEN_CHUNK]
         near = nearest_neighbours(codebook, chunk, settings.neighbours)
@@ -310,7 +313,7 @@ def build_atlas(
 
     # -- prune what earlier builds left, then record this one -------------------------------------
     removed = []
-    for path in sorted(set(old_pages) - set(pages)):
+    for path in sorted(set(previous.get("pages", {})) - set(pages)):
         if path.startswith(("concepts/", "tokens/")) and path.endswith(".html"):
             (root / path).unlink(missing_ok=True)
             removed.append(path)
