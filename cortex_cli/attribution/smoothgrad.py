@@ -1,0 +1,54 @@
+"""SmoothGrad (paper §3.3, eq. 4-6), cortex's default: the noise tunnel around the plain gradient.
+
+    mean_grad = 1/N sum_l d f_Y(E + eps_l) / dE,   eps_l ~ N(0, sigma^2 I),  sigma = alpha (max E - min E)
+    TSV(t_i)  = max_j |mean_grad(j, p_i)|
+
+`f_Y` is the extractor's *logit* for the class Y being explained. sigma is per image and the noise of
+image i is drawn from its own generator seeded by (seed, key_i) (`noise_tunnel`), which Captum's
+NoiseTunnel cannot do in one batch.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from .gradient import gradient
+from .noise_tunnel import noise_tunnel, scaled_noise
+
+NAME = "smoothgrad"
+PARAMETERS = ("samples", "alpha", "seed")
+
+
+def smoothgrad(
+    extractor: nn.Module,
+    embeddings: torch.Tensor,
+    targets: Sequence[int],
+    noise: torch.Tensor,
+    *,
+    chunk: int | None = None,
+    precision: str = "fp32",
+) -> torch.Tensor:
+    """Mean gradient of the target logit over given noisy copies (eq. 4).
+
+    Args:
+        extractor: f_Y, maps (B, d, m, m) to logits (B, classes); used as is (put it in eval mode).
+        embeddings: E, (B, d, m, m).
+        targets: the class index whose logit is differentiated, one per image.
+        noise: the already-scaled noise eps, (B, N, d, m, m).
+        chunk: noisy copies per forward/backward (copies of several images share a chunk); None: by device.
+        precision: 'fp32' or 'bf16' (autocast of the forward pass).
+
+    Returns:
+        The mean gradient (B, d, m, m), float32.
+    """
+    return noise_tunnel(gradient, extractor, embeddings, targets, noise, chunk=chunk, precision=precision)
+
+
+def attribute(extractor: nn.Module, embeddings: torch.Tensor, targets: Sequence[int], keys: Sequence[int], settings,
+              *, codebook: torch.Tensor | None = None) -> torch.Tensor:
+    """The method's common signature (see `attribution.methods.attribute`)."""
+    noise = scaled_noise(embeddings, keys, settings.seed, settings.samples, settings.alpha)
+    return smoothgrad(extractor, embeddings, targets, noise, chunk=settings.chunk, precision=settings.precision)
