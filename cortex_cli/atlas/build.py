@@ -45,7 +45,7 @@ ATLAS_FORMAT = 1  # the manifest's layout
 CODE_KEY = hashlib.sha256(b"".join(p.read_bytes() for p in sorted(Path(__file__).parent.glob("*.py")))).hexdigest()
 MANIFEST = "atlas.json"
 INDEX = "index.html"
-TOKEN_CHUNK = 256  # token pages gathered (and their neighbours computed) per step
+TOKEN_CHUNK = 64  # token pages whose neighbours are computed together (a 64 x K distance matrix)
 Progress = Callable[..., None]
 _PICTURE_NAME = re.compile(r"^[0-9a-f]{24}\.[a-z]+$")
 

@@ -47,6 +47,7 @@ a.tok img, span.tok img { width: 24px; height: 24px; border: 1px solid var(--lin
 .card { background: var(--card); border: 1px solid var(--line); border-radius: 6px; padding: 8px; font-size: 12px; max-width: 300px; }
 .card img { width: 128px; height: 128px; border: 1px solid var(--line); }
 .card .pair { display: flex; gap: 4px; align-items: center; }
+.card img.plot { width: 280px; height: auto; image-rendering: auto; }
 .hero { display: flex; gap: 24px; align-items: flex-start; }
 .hero dl { flex: 1 1 320px; }
 .hero img.big { width: 192px; height: 192px; border: 1px solid var(--line); }
@@ -193,7 +194,8 @@ def render_concept(page: ConceptPage, crumbs: str, footer: str) -> str:
             chips = "".join(
                 f"<p>{_e(method)}: <span class=\"chips\">" + " ".join(f"<a href=\"{root}{token_path(t)}\">{t}</a>" for t in toks) + "</span></p>"
                 for method, toks in note.tokens.items())
-            plot = f"<p><a href=\"{root}{_e(note.plot)}\">figure</a></p>" if note.plot else ""
+            plot = (f"<p><a href=\"{root}{_e(note.plot)}\"><img class=\"plot\" src=\"{root}{_e(note.plot)}\" "
+                    f"alt=\"{_e(note.kind)} plot\"></a></p>" if note.plot else "")
             items.append(f"<div class=\"card\"><b>{_e(note.kind)}</b> <span class=\"muted\">evaluation #{note.evaluation_id}, "
                          f"{_e(note.created_at)}</span>{''.join(f'<p>{_e(line)}</p>' for line in note.lines)}{chips}{plot}</div>")
         parts.append(f"<h2>Evaluations</h2><div class=\"cards\">{''.join(items)}</div>")
@@ -270,7 +272,7 @@ def render_index(
         f"{_n(t['salient_classes'], 'class')} ({t['salient']}×), occurs in {t['occurrence_classes']}</span></div></div>" for t in cross)
     evals = "".join(
         f"<div class=\"card\"><b>{_e(ev['kind'])}</b> <span class=\"muted\">#{ev['id']}, {_e(ev['created_at'])}</span>"
-        + (f"<p><a href=\"{_e(ev['plot'])}\"><img src=\"{_e(ev['plot'])}\" alt=\"{_e(ev['kind'])} plot\" style=\"width:260px;height:auto;image-rendering:auto\"></a></p>"
+        + (f"<p><a href=\"{_e(ev['plot'])}\"><img class=\"plot\" src=\"{_e(ev['plot'])}\" alt=\"{_e(ev['kind'])} plot\"></a></p>"
            if ev.get("plot") else "") + "</div>" for ev in evaluations)
     prov = "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in provenance)
     data = json.dumps(search, separators=(",", ":"), sort_keys=True).replace("</", "<\\/")

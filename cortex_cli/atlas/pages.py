@@ -352,8 +352,8 @@ def _evaluation_lines(kind: str, result: dict[str, Any], cls: ClassInfo) -> tupl
     if not items:
         return [], {}
     sources = sum(1 for it in items if it.get("source") == cls.class_id)
-    return [f"edit evaluation: {sources} of its {len(result['items'])} source images are this concept, "
-            f"{len(items) - sources} are edited toward it ({result.get('steps', '?')} steps)"], {}
+    return [f"edit evaluation ({result.get('steps', '?')} steps): of its {len(result['items'])} source images, {sources} show this "
+            f"concept and {len(items) - sources} are edited toward it"], {}
 
 
 def _region_box(text: str, grid: int) -> tuple[int, int, int, int] | None:
