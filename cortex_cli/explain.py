@@ -85,7 +85,7 @@ def _top(tsv: torch.Tensor, tokens: torch.Tensor, n: int) -> list[SalientToken]:
 
 
 def _settings_dict(settings: SaliencySettings) -> dict[str, Any]:
-    return {k: getattr(settings, k) for k in ("samples", "alpha", "reduce", "precision", "seed")}
+    return {k: v for k, v in settings.as_dict().items() if k != "top_n"}  # the figure's top-n is its own option
 
 
 def _write(image, out: Path | None, top: list[SalientToken], model: ModelInfo, tokens: torch.Tensor, meta: dict) -> str | None:
@@ -140,7 +140,7 @@ def explain_png(
         model_name: the model [default: the PNG's model, else mini].
         extractor_name: which extractor [default: 'ce'].
         top_n: tokens to list and box.
-        settings: saliency parameters (samples, alpha, reduce, precision, seed).
+        settings: saliency parameters: method and its parameters, reduce, precision.
         device: where to compute.
         out: write the Figure-2 style PNG here.
         extractor: an already loaded f_Y (tests).
@@ -171,7 +171,7 @@ def explain_png(
         with torch.no_grad():
             predicted = int(ext(emb.float()).argmax(dim=1)[0])
         cls, target = _class_by_id(store, model, predicted), "predicted by the extractor"
-    tsv = token_saliency(ext, emb, [cls.class_id], [_picture_key(png, model, tokens)], settings)[0].cpu()
+    tsv = token_saliency(ext, emb, [cls.class_id], [_picture_key(png, model, tokens)], settings, codebook=vqgm.codebook)[0].cpu()
     top = _top(tsv, tokens, top_n)
     written = _write(picture, out, top, model, tokens, {"source": str(path), "class_id": cls.class_id})
     return ExplainResult(model.name, info.name, str(path), cls.class_id, cls.name, target, tokens_from, "computed", top, written, _settings_dict(settings))
@@ -231,10 +231,11 @@ def show_image(
         settings.validate()
         info, ext = _extractor(store, model, extractor_name, device, extractor)
         ext_name = info.name
+        vqgm = registry.load_model(model, device)
         with torch.no_grad():
-            emb = registry.load_model(model, device).embed(tokens)
+            emb = vqgm.embed(tokens)
         key = image_keys(store, model, [image_id])[0]
-        tsv, tsv_from = token_saliency(ext, emb, [cls.class_id], [key], settings)[0].cpu(), "computed"
+        tsv, tsv_from = token_saliency(ext, emb, [cls.class_id], [key], settings, codebook=vqgm.codebook)[0].cpu(), "computed"
         used = _settings_dict(settings)
     top = _top(tsv, tokens[0], top_n)
     written = None

@@ -1,6 +1,7 @@
 """The token index: saliency over a class's generated images, written to the store batch by batch.
 
-One `saliency_runs` row per parameter set (extractor, N, alpha, n, reduction, precision, seed).
+One `saliency_runs` row per parameter set (extractor and `SaliencySettings.run_key()`: method, its parameters,
+n, reduction, precision).
 Each batch of images is one transaction holding their full TSV maps (`saliency_maps`, float32
 m*m blobs) and top-n rows (`salient_tokens`), so a kill loses at most the batch in flight; a rerun
 skips images already indexed under the run and inserts with ON CONFLICT DO NOTHING, so no row is
@@ -61,11 +62,7 @@ def unpack_tsv(blob: bytes, grid: int) -> torch.Tensor:
 
 def ensure_run(store: Store, model: ModelInfo, extractor_id: int, settings: SaliencySettings) -> int:
     """The id of the saliency run with these parameters (created on first use)."""
-    key = index_store.RunKey(
-        extractor_id=extractor_id, samples=settings.samples, alpha=float(settings.alpha), top_n=settings.top_n,
-        reduce=settings.reduce, precision=settings.precision, seed=settings.seed,
-    )
-    return index_store.ensure_run(store, model.id, key)
+    return index_store.ensure_run(store, model.id, index_store.RunKey(extractor_id=extractor_id, **settings.run_key()))
 
 
 def indexed_image_ids(store: Store, run_id: int, image_ids: Sequence[int]) -> set[int]:
@@ -167,12 +164,13 @@ def index_class(
             extractor = load_extractor(extractor_info, device)
         extractor = prepare_extractor(extractor)
         vqgm = registry.load_model(model, device)
+        codebook = vqgm.codebook  # integrated-gradients reads it for its codebook-mean baseline
         for b in range(0, len(todo), batch_size):
             ids = todo[b:b + batch_size]
             tokens = _load_tokens(store, model, ids)
             with torch.no_grad():
                 emb = vqgm.embed(tokens)
-            tsv = token_saliency(extractor, emb, [cls.class_id] * len(ids), image_keys(store, model, ids), settings)
+            tsv = token_saliency(extractor, emb, [cls.class_id] * len(ids), image_keys(store, model, ids), settings, codebook=codebook)
             write_batch(store, run_id, cls.pk, ids, tokens, tsv, settings.top_n)
             finished += len(ids)
             if progress is not None:
@@ -182,7 +180,7 @@ def index_class(
         model=model.name, extractor=extractor_info.name, run_id=run_id, class_id=cls.class_id, class_name=cls.name,
         split=split, images=total, added=len(todo), skipped=total - len(todo), seconds=round(seconds, 3),
         images_per_s=round(len(todo) / seconds, 2) if todo and seconds > 0 else 0.0,
-        settings={k: getattr(settings, k) for k in ("samples", "alpha", "top_n", "reduce", "precision", "seed")},
+        settings=settings.as_dict(),
     )
 
 

@@ -22,6 +22,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .attribution import method_named
 from .errors import CortexError
 from .registry import ClassInfo, ModelInfo, classes
 from .store import images as image_store
@@ -124,13 +125,18 @@ def _index_hint(cls: ClassInfo | None, extractor: str | None) -> str:
     return f"run `cortex index --class {target}{ext}` first"
 
 
-def pick_run(store: Store, model: ModelInfo, cls: ClassInfo | None = None, *, extractor: str | None = None, run: int | None = None) -> RunInfo:
-    """The run to read: `run` if given, else the newest run (of `extractor`) that covers `cls`.
+def pick_run(store: Store, model: ModelInfo, cls: ClassInfo | None = None, *, extractor: str | None = None, run: int | None = None,
+             method: str | None = None) -> RunInfo:
+    """The run to read: `run` if given, else the newest run (of `extractor`, of attribution `method`) that covers `cls`.
 
     Raises:
         CortexError: the extractor does not exist, or nothing (of this class) is indexed yet.
     """
     candidates = runs(store, model, extractor)
+    if method is not None:
+        method_named(method)  # an unknown name lists the known ones
+        candidates = [r for r in candidates if r.method == method]
+        extractor = f"{extractor or 'ce'} --method {method}"  # for the hint
     if run is not None:
         chosen = [r for r in candidates if r.id == run]
         if not chosen:
@@ -270,6 +276,7 @@ def top_tokens(
     run: int | None = None,
     split: str = "train",
     images: int | None = None,
+    method: str | None = None,
 ) -> TopTokensResult:
     """T*_concept of a class: the k tokens most frequent in its images' top-n sets.
 
@@ -283,6 +290,7 @@ def top_tokens(
         run: read this saliency run id instead.
         split: which images of the class to count.
         images: count exactly seeds 0..images-1; None: every image of the class the run indexed.
+        method: read the newest run of this attribution method ('smoothgrad', 'gradient', ...); None: any.
 
     Returns:
         TopTokensResult (rows ordered by count, then token id) with the number of images counted.
@@ -294,7 +302,7 @@ def top_tokens(
         raise CortexError(f"-k must be a positive number of tokens, got {k}")
     if baseline is not None and baseline not in BASELINES:
         raise CortexError(f"--baseline must be one of {', '.join(BASELINES)}, got {baseline!r}")
-    chosen = pick_run(store, model, cls, extractor=extractor, run=run)
+    chosen = pick_run(store, model, cls, extractor=extractor, run=run, method=method)
     image_set = run_images(store, chosen, cls, split, images)
     found = query_store.top_salient_tokens(store, chosen.id, cls.pk, image_set.ids, k)
     rows = [TokenRow(i + 1, t, n, ni, m) for i, (t, n, ni, m) in enumerate(found)]

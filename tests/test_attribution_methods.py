@@ -41,3 +41,9 @@ def test_run_key_is_every_key_field_and_the_default_is_todays_smoothgrad():
 
 def test_every_field_has_cli_help():
     assert all(f.metadata.get("help") for f in fields(SaliencySettings))
+
+
+def test_the_store_run_key_has_the_settings_key_fields():
+    from cortex_cli.store.index import KEY_COLUMNS
+
+    assert KEY_COLUMNS == ("extractor_id", *key_fields())

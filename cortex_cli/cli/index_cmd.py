@@ -14,12 +14,15 @@ from .. import registry
 from ..class_subsets import resolve_classes, select_classes
 from ..distributed import DistContext, init_from_env
 from ..errors import CortexError
-from ..saliency import SaliencySettings
+from ..attribution import SaliencySettings, field_help
 from .app import command, state
 from .render import console, print_json, progress, table
 
-def _settings(samples: int, alpha: float, top_n: int, reduce: str, precision: str, seed: int) -> SaliencySettings:
-    return SaliencySettings(samples=samples, alpha=alpha, top_n=top_n, reduce=reduce, precision=precision, seed=seed).validate()
+SALIENCY = SaliencySettings()  # the options' defaults; their help is the fields' (attribution/settings.py)
+
+
+def _settings(**values) -> SaliencySettings:
+    return SaliencySettings(**values).validate()
 
 
 def _rate(update):
@@ -46,11 +49,14 @@ def index(
     extractor: str = typer.Option("ce", "--extractor", "-e", help="Which extractor f_Y: ce or re (or a name you trained)."),
     split: str = typer.Option("train", "--split", help="Which generated images to index: train, val or test."),
     images: int = typer.Option(100, "--images", "-n", help="Images per class (seeds 0..N-1); missing ones are generated first."),
-    samples: int = typer.Option(20, "--samples", help="N, noisy copies per image (SmoothGrad)."),
-    alpha: float = typer.Option(0.2, "--alpha", help="Noise scale: sigma = alpha * (max(E) - min(E)) per image."),
-    top_n: int = typer.Option(20, "--top-n", help="Tokens stored per image (its T*_image)."),
-    reduce: str = typer.Option("max-abs", "--reduce", help="Channel reduction: max-abs (paper eq. 5), signed-max (authors' code), mean (mean |grad|)."),
-    precision: str = typer.Option("fp32", "--precision", help="fp32, or bf16 autocast (faster on bf16 hardware; changes rankings slightly)."),
+    method: str = typer.Option(SALIENCY.method, "--method", help=field_help("method")),
+    samples: int = typer.Option(SALIENCY.samples, "--samples", help=field_help("samples")),
+    alpha: float = typer.Option(SALIENCY.alpha, "--alpha", help=field_help("alpha")),
+    steps: int = typer.Option(SALIENCY.steps, "--steps", help=field_help("steps")),
+    baseline: str = typer.Option(SALIENCY.baseline, "--baseline", help=field_help("baseline")),
+    top_n: int = typer.Option(SALIENCY.top_n, "--top-n", help=field_help("top_n")),
+    reduce: str = typer.Option(SALIENCY.reduce, "--reduce", help=field_help("reduce")),
+    precision: str = typer.Option(SALIENCY.precision, "--precision", help=field_help("precision")),
     batch_size: int = typer.Option(16, "--batch-size", "-b", help="Images per saliency batch and per transaction."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON (no progress bar)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
@@ -58,33 +64,36 @@ def index(
     """Run CORTEX saliency over a class's generated images and store each image's top-n tokens and TSV map.
 
     Target = the class's logit of the extractor f_Y; TSV(t) = max over channels of the absolute mean
-    gradient over N noisy copies (paper §3.3). Resumable: rerunning the same command skips images
-    already indexed with the same parameters, and a killed run loses at most one batch. Defaults are
-    the authors' (N=20, alpha=0.2, n=20).
+    gradient over N noisy copies (paper §3.3, --method smoothgrad, the default). --method gradient,
+    gradient-x-input or integrated-gradients (Captum; --steps, --baseline zeros|codebook-mean) index the
+    same images as another run, side by side; parameters a method does not use are ignored.
+    Resumable: rerunning the same command skips images already indexed with the same method and
+    parameters, and a killed run loses at most one batch. Defaults are the authors' (N=20, alpha=0.2, n=20).
 
     Under torchrun the seeds are dealt out in blocks of --batch-size (block i to rank (i + class id) % WORLD_SIZE), each
     rank on cuda:LOCAL_RANK or the CPU; the rows are those of one process, and rank 0 prints the totals.
 
     Example: cortex index --class goldfinch --images 100
     Example: cortex index --classes 'goldfinch,black grouse' --images 100
+    Example: cortex index --class goldfinch --images 100 --method integrated-gradients --baseline codebook-mean
     Example: torchrun --nproc-per-node 8 -m cortex_cli --db postgresql+psycopg://host/cortex index --class all --images 1000
     """
     app_state = state(ctx)
     dist = init_from_env(app_state.device)
     try:
-        _index(app_state, dist, class_spec, classes, model, extractor, split, images, samples, alpha, top_n, reduce, precision,
-               batch_size, as_json, quiet)
+        settings = _settings(method=method, samples=samples, alpha=alpha, steps=steps, baseline=baseline, top_n=top_n, reduce=reduce,
+                             precision=precision, seed=app_state.seed)
+        _index(app_state, dist, class_spec, classes, model, extractor, split, images, settings, batch_size, as_json, quiet)
         dist.barrier()  # no rank tears the process group down while another still uses it
     finally:
         dist.destroy()
 
 
-def _index(app_state, dist: DistContext, class_spec, classes, model, extractor, split, images, samples, alpha, top_n, reduce,
-           precision, batch_size, as_json, quiet) -> None:
+def _index(app_state, dist: DistContext, class_spec, classes, model, extractor, split, images, settings: SaliencySettings,
+           batch_size, as_json, quiet) -> None:
     store = dist.main_first(app_state.store)  # rank 0 migrates the database before the others open it
     device = dist.device
     info = registry.get_model(store, model)
-    settings = _settings(samples, alpha, top_n, reduce, precision, app_state.seed)
     if images < 1:
         raise CortexError(f"--images must be >= 1, got {images}")
     targets = select_classes(store, info, class_spec, classes)
@@ -119,7 +128,7 @@ def _index(app_state, dist: DistContext, class_spec, classes, model, extractor, 
     for r in results:
         console.print(
             f"{r.model} / {r.class_name} (class {r.class_id}) / {r.split}: indexed {r.added}, already indexed {r.skipped} "
-            f"(run {r.run_id}, extractor {r.extractor}" + (f", {r.images_per_s:.1f} img/s)" if r.added else ")")
+            f"(run {r.run_id}, {r.settings['method']}, extractor {r.extractor}" + (f", {r.images_per_s:.1f} img/s)" if r.added else ")")
             + (f" on {dist.world_size} ranks" if dist.distributed else ""),
             highlight=False, soft_wrap=True,
         )
@@ -156,6 +165,8 @@ def top_tokens_cmd(
     ),
     images: int = typer.Option(None, "--images", help="Count exactly seeds 0..N-1 of the split (default: every image the run indexed)."),
     extractor: str = typer.Option(None, "--extractor", "-e", help="Read the newest run of this extractor (default: the newest run of any)."),
+    method: str = typer.Option(None, "--method", help="Read the newest run of this attribution method (default: of any; see `cortex index --method`)."),
+    run: int = typer.Option(None, "--run", help="Read this saliency run (its run_id in `cortex index --json`) instead of the newest."),
     model: str = typer.Option(None, "--model", "-m", help="Registered model (default: mini)."),
     split: str = typer.Option("train", "--split", help="Which indexed images to count."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
@@ -177,7 +188,8 @@ def top_tokens_cmd(
     if (class_spec is None) == (classes is None):
         raise CortexError("give one concept (cortex top-tokens goldfinch) or --classes 'goldfinch,black grouse' / --classes @file.txt")
     targets = resolve_classes(store, info, classes) if classes is not None else [registry.resolve_class(store, info, class_spec)]
-    results = [top_tokens(store, info, cls, extractor=extractor, k=k, baseline=baseline, split=split, images=images) for cls in targets]
+    results = [top_tokens(store, info, cls, extractor=extractor, k=k, baseline=baseline, split=split, images=images, run=run, method=method)
+               for cls in targets]
     if as_json:
         print_json(results if classes is not None else results[0])
     elif as_csv:
@@ -335,22 +347,27 @@ def explain(
     out: Path = typer.Option(None, "--out", "-o", help="Also write the picture with its top-n tokens boxed (PNG)."),
     extractor: str = typer.Option("ce", "--extractor", "-e", help="Which extractor f_Y."),
     model: str = typer.Option(None, "--model", "-m", help="Registered model (default: the PNG's, else mini)."),
-    samples: int = typer.Option(20, "--samples", help="N, noisy copies."),
-    alpha: float = typer.Option(0.2, "--alpha", help="Noise scale relative to the embedding's range."),
-    reduce: str = typer.Option("max-abs", "--reduce", help="max-abs, signed-max or mean."),
-    precision: str = typer.Option("fp32", "--precision", help="fp32 or bf16."),
+    method: str = typer.Option(SALIENCY.method, "--method", help=field_help("method")),
+    samples: int = typer.Option(SALIENCY.samples, "--samples", help=field_help("samples")),
+    alpha: float = typer.Option(SALIENCY.alpha, "--alpha", help=field_help("alpha")),
+    steps: int = typer.Option(SALIENCY.steps, "--steps", help=field_help("steps")),
+    baseline: str = typer.Option(SALIENCY.baseline, "--baseline", help=field_help("baseline")),
+    reduce: str = typer.Option(SALIENCY.reduce, "--reduce", help=field_help("reduce")),
+    precision: str = typer.Option(SALIENCY.precision, "--precision", help=field_help("precision")),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Saliency of one picture, printed (and drawn with --out); the index is not touched.
 
     Target = the logit of the class in the PNG's metadata, else of the class the extractor predicts.
     Example: cortex explain samples/goldfinch_train_0.png --top-n 5 --out explained.png
+    Example: cortex explain samples/goldfinch_train_0.png --method gradient-x-input
     """
     from ..explain import explain_png
 
     app_state = state(ctx)
     store = app_state.store()
-    settings = _settings(samples, alpha, 20, reduce, precision, app_state.seed)
+    settings = _settings(method=method, samples=samples, alpha=alpha, steps=steps, baseline=baseline, reduce=reduce, precision=precision,
+                         seed=app_state.seed)
     result = explain_png(store, image, model_name=model, extractor_name=extractor, top_n=top_n, settings=settings,
                          device=app_state.torch_device(), out=out)
     if as_json:

@@ -16,8 +16,24 @@ from .schema import ExtractorRow, SaliencyMapRow, SaliencyRunRow, SalientTokenRo
 
 
 @dataclass(frozen=True)
+class RunKey:
+    """The parameters that identify a saliency run: the columns of `uq_saliency_run` (`SaliencySettings.run_key()` + extractor)."""
+
+    extractor_id: int
+    samples: int
+    alpha: float
+    top_n: int
+    reduce: str
+    precision: str
+    seed: int
+    method: str = "smoothgrad"  # attribution method; the columns below are its parameters (neutral when unused)
+    steps: int = 0
+    baseline: str = "none"
+
+
+@dataclass(frozen=True)
 class RunInfo:
-    """A saliency run: its extractor and parameters."""
+    """A saliency run: its id, extractor and parameters (those of `RunKey`)."""
 
     id: int
     extractor_id: int
@@ -28,24 +44,22 @@ class RunInfo:
     reduce: str
     precision: str
     seed: int
+    method: str = "smoothgrad"
+    steps: int = 0
+    baseline: str = "none"
+
+    def key(self) -> dict:
+        """The run's parameters (without the extractor), as `SaliencySettings.run_key()` gives them."""
+        return {f: getattr(self, f) for f in RUN_PARAMETERS}
 
 
-@dataclass(frozen=True)
-class RunKey:
-    """The parameters that identify a saliency run."""
-
-    extractor_id: int
-    samples: int
-    alpha: float
-    top_n: int
-    reduce: str
-    precision: str
-    seed: int
+KEY_COLUMNS = tuple(RunKey.__dataclass_fields__)
+RUN_PARAMETERS = KEY_COLUMNS[1:]
 
 
 def ensure_run(store: Store, model_id: int, key: RunKey) -> int:
     """The id of the saliency run with these parameters (created on first use, race-safe)."""
-    values = dict(vars(key), alpha=float(key.alpha))
+    values = {k: getattr(key, k) for k in KEY_COLUMNS} | {"alpha": float(key.alpha)}
     where = [getattr(SaliencyRunRow, k) == v for k, v in values.items()]
     with store.session() as s, s.begin():
         run_id = s.scalar(select(SaliencyRunRow.id).where(*where))
@@ -65,7 +79,7 @@ def runs(store: Store, model_id: int, extractor_id: int | None = None) -> list[R
         query = query.where(SaliencyRunRow.extractor_id == extractor_id)
     with store.session() as s:
         return [
-            RunInfo(r.id, r.extractor_id, name, r.samples, r.alpha, r.top_n, r.reduce, r.precision, r.seed)
+            RunInfo(id=r.id, extractor=name, **{k: getattr(r, k) for k in KEY_COLUMNS})
             for r, name in s.execute(query).all()
         ]
 
@@ -168,5 +182,5 @@ def newest_map(store: Store, image_id: int, extractor_id: int | None = None) -> 
 
 
 __all__ = [
-    "RunInfo", "RunKey", "SalientRow", "ensure_run", "insert_batch", "indexed_image_ids", "newest_map", "run_extractor_name", "run_image_count", "runs", "saliency_maps",
+    "KEY_COLUMNS", "RUN_PARAMETERS", "RunInfo", "RunKey", "SalientRow", "ensure_run", "insert_batch", "indexed_image_ids", "newest_map", "run_extractor_name", "run_image_count", "runs", "saliency_maps",
 ]

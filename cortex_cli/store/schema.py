@@ -122,7 +122,8 @@ class SaliencyRunRow(Base):
 
     __tablename__ = "saliency_runs"
     __table_args__ = (
-        UniqueConstraint("extractor_id", "samples", "alpha", "top_n", "reduce", "precision", "seed", name="uq_saliency_run"),
+        UniqueConstraint("extractor_id", "samples", "alpha", "top_n", "reduce", "precision", "seed", "method", "steps", "baseline",
+                         name="uq_saliency_run"),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
     model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
@@ -133,6 +134,10 @@ class SaliencyRunRow(Base):
     reduce: Mapped[str] = mapped_column(String(16))
     precision: Mapped[str] = mapped_column(String(8))
     seed: Mapped[int] = mapped_column(Integer)
+    # the attribution method (attribution/METHODS) and integrated-gradients' parameters; unused ones hold neutral values
+    method: Mapped[str] = mapped_column(String(40), server_default="smoothgrad")
+    steps: Mapped[int] = mapped_column(Integer, server_default="0")
+    baseline: Mapped[str] = mapped_column(String(40), server_default="none")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
