@@ -163,7 +163,10 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=None, help="images per measurement [mini 32, paper 4]")
     parser.add_argument("--samples", type=int, default=20)
     parser.add_argument("--authors-images", type=int, default=4, help="images timed for the (slow) authors' loop")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.set_grad_enabled(True)
     for size in (["mini", "paper"] if args.size == "both" else [args.size]):
         bench(size, args.images, args.samples, args.authors_images)

@@ -405,8 +405,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--budget-s", type=float, default=420, help="skip optional baselines once this is spent [420]")
     parser.add_argument("--no-baselines", action="store_true", help="skip Captum and the authors' loop")
     parser.add_argument("--repeats", type=int, default=None, help="timed calls per figure, median [paper 1, else 3]")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default; 1 is steadier on a shared CPU)")
     parser.add_argument("--json-out", type=Path, default=Path("paper_scale.json"))
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
     size = args.size or ("paper" if device.type == "cuda" else "mini")
     results = run(size, device, args.budget_s, baselines=not args.no_baselines, repeats=args.repeats)
