@@ -39,6 +39,15 @@ def _ints(text: str, option: str) -> tuple[int, ...]:
     return values
 
 
+def _methods(spec: str) -> tuple[str, ...]:
+    """'smoothgrad,gradient' or 'all' -> attribution method names (checked by the settings' validate)."""
+    from ..attribution import METHODS
+
+    if spec.strip() == "all":
+        return tuple(METHODS)
+    return tuple(dict.fromkeys(m.strip() for m in spec.split(",") if m.strip()))
+
+
 def _precheck(store, info, extractor: str) -> None:
     """Fail on unknown extractors before any progress bar is drawn."""
     from ..evaluation.common import resolve_extractors
@@ -70,6 +79,8 @@ def image_level(
     random_draws: int = typer.Option(3, "--random-draws", help="Seeded random-position draws per image (the floor)."),
     ns: str = typer.Option("5,10,15,20,25,30,35,40,45,50", "--ns", help="Numbers of masked tokens."),
     samples: int = typer.Option(20, "--samples", help="SmoothGrad samples N."),
+    method: str = typer.Option("smoothgrad", "--method", help="Attribution method(s) to compare on the same images, comma-separated or 'all': "
+                               "smoothgrad, gradient, gradient-x-input, integrated-gradients (zeros baseline, 50 steps); one curve per extractor and method."),
     classes: str = typer.Option(None, "--classes", help=CLASSES_HELP),
     judge_weights: Path = typer.Option(None, "--judge-weights", help=WEIGHTS_HELP),
     out: Path = typer.Option(None, "--out", "-o", help=OUT_HELP),
@@ -84,6 +95,7 @@ def image_level(
     Defaults take a few minutes on 2 CPU cores for the mini model.
 
     Example: cortex eval image-level --model mini --images-per-class 4 --fill black
+    Example: cortex eval image-level --model mini --method smoothgrad,gradient,gradient-x-input
     """
     from ..evaluation.image_level import ImageLevelSettings, run_image_level
 
@@ -91,7 +103,7 @@ def image_level(
     store = st.store()
     info = registry.get_model(store, model)
     settings = ImageLevelSettings(images_per_class=images_per_class, ns=_ints(ns, "--ns"), fill=fill, random_draws=random_draws,
-                                  seed=st.seed, classes=_classes(classes), samples=samples)
+                                  seed=st.seed, classes=_classes(classes), samples=samples, methods=_methods(method))
     settings.validate(info.grid)
     _precheck(store, info, extractor)
     with progress("image-level", quiet=quiet or as_json) as update:

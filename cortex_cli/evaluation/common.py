@@ -145,7 +145,8 @@ def saliency_of(
         chunk = tokens[start:start + batch_size]
         with torch.no_grad():
             emb = vqgm.embed(chunk)
-        out.append(token_saliency(extractor, emb, list(targets[start:start + batch_size]), list(keys[start:start + batch_size]), settings).cpu())
+        out.append(token_saliency(extractor, emb, list(targets[start:start + batch_size]), list(keys[start:start + batch_size]), settings,
+                                  codebook=vqgm.codebook).cpu())
         tick(progress, min(start + batch_size, total), total)
     return torch.cat(out) if out else torch.empty(0, vqgm.grid, vqgm.grid)
 

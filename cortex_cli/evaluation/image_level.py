@@ -1,7 +1,7 @@
 """Image-level evaluation (paper Figure 3): mask the top-n TSV patches vs n random patches.
 
 On generated test images, each extractor's TSV map (target: the true class) ranks the m^2
-positions; for n = 5, 10, ..., 50 the pixel patches of the top-n positions are masked and every
+positions (one ranking per attribution method when several are compared on the same images); for n = 5, 10, ..., 50 the pixel patches of the top-n positions are masked and every
 judge scores the image. The floor masks n random positions (several seeded draws, the same
 draws for every extractor). A faithful explanation drops the judges' probability of the true
 class faster than random.
@@ -20,7 +20,7 @@ from .. import registry
 from ..errors import CortexError
 from ..judges import Judge
 from ..registry import ModelInfo
-from ..saliency import SaliencySettings
+from ..attribution import METHODS, SaliencySettings, method_named
 from ..seeding import generator_for
 from ..store.database import Store
 from . import common, plots
@@ -40,6 +40,7 @@ class ImageLevelSettings:
     classes: tuple[str, ...] = ()  # class ids or names; empty: every class of the model
     samples: int = 20  # SmoothGrad samples N
     batch_size: int = 16
+    methods: tuple[str, ...] = ("smoothgrad",)  # attribution methods compared on the same images (attribution.METHODS)
 
     def validate(self, grid: int) -> "ImageLevelSettings":
         if self.fill not in FILLS:
@@ -51,7 +52,16 @@ class ImageLevelSettings:
         bad = [n for n in self.ns if not 0 < n <= grid * grid]
         if bad or not self.ns:
             raise CortexError(f"numbers of masked tokens must lie in 1..{grid * grid}; got {bad or 'none'}")
+        if not self.methods:
+            raise CortexError(f"--method needs at least one of {', '.join(METHODS)}")
+        for method in self.methods:
+            method_named(method)
         return self
+
+
+def curve_name(extractor: str, method: str, methods: Sequence[str]) -> str:
+    """A selection's key in the result: the extractor's name, with '/method' when several methods are compared."""
+    return extractor if len(methods) == 1 else f"{extractor}/{method}"
 
 
 @dataclass
@@ -65,15 +75,16 @@ class ImageLevelResult:
     ns: list[int]  # starts with 0 (unmasked)
     fill: str
     random_draws: int
-    probability: dict[str, dict[str, list[float]]]  # judge -> method ('ce', 're', ..., 'random') -> P per n
+    probability: dict[str, dict[str, list[float]]]  # judge -> selection ('ce', 're', 'ce/gradient', ..., 'random') -> P per n
     accuracy: dict[str, dict[str, list[float]]]  # judge -> method -> top-1 accuracy per n
     random_spread: dict[str, list[float]]  # judge -> std of P over the random draws, per n
-    cortex_beats_random: dict[str, dict[str, float]]  # judge -> extractor -> share of n>0 where P < random's
+    cortex_beats_random: dict[str, dict[str, float]]  # judge -> selection -> share of n>0 where P < random's
     seconds: float
     settings: dict = field(default_factory=dict)
     json_path: str = ""
     plot_path: str = ""
     evaluation_id: int = 0
+    methods: list[str] = field(default_factory=lambda: ["smoothgrad"])  # attribution methods; several: selections are 'extractor/method'
 
 
 def random_rankings(image_keys: Sequence[int], positions: int, seed: int, draw: int) -> torch.Tensor:
@@ -163,18 +174,22 @@ def run_image_level(
     positions = model.grid * model.grid
     probability: dict[str, dict[str, list[float]]] = {j.name: {} for j in judges}
     accuracy: dict[str, dict[str, list[float]]] = {j.name: {} for j in judges}
-    sal = SaliencySettings(samples=settings.samples, seed=settings.seed)
+    selections = []
     for info in infos:
         net = load_extractor(info, device)
-        tsv = common.saliency_of(
-            net, vqgm, tokens, labels.tolist(), keys, sal, batch_size=settings.batch_size,
-            progress=lambda d, t, info="", name=info.name: common.tick(progress, d, t, f"saliency {name}"),
-        )
-        rankings = torch.stack([ranked_positions(m) for m in tsv])
-        p, a = masked_probabilities(judges, images, labels, rankings, ns, model.grid, settings.fill)
-        for j in judges:
-            probability[j.name][info.name] = p[j.name]
-            accuracy[j.name][info.name] = a[j.name]
+        for method in settings.methods:
+            sal = SaliencySettings(samples=settings.samples, seed=settings.seed, method=method)
+            name = curve_name(info.name, method, settings.methods)
+            tsv = common.saliency_of(
+                net, vqgm, tokens, labels.tolist(), keys, sal, batch_size=settings.batch_size,
+                progress=lambda d, t, info="", name=name: common.tick(progress, d, t, f"saliency {name}"),
+            )
+            rankings = torch.stack([ranked_positions(m) for m in tsv])
+            p, a = masked_probabilities(judges, images, labels, rankings, ns, model.grid, settings.fill)
+            for j in judges:
+                probability[j.name][name] = p[j.name]
+                accuracy[j.name][name] = a[j.name]
+            selections.append(name)
     draws_p: dict[str, list[list[float]]] = {j.name: [] for j in judges}
     draws_a: dict[str, list[list[float]]] = {j.name: [] for j in judges}
     for draw in range(settings.random_draws):
@@ -191,13 +206,11 @@ def run_image_level(
         accuracy[j.name]["random"] = torch.tensor(draws_a[j.name]).mean(0).tolist()
         spread[j.name] = stacked.std(0, unbiased=False).tolist()
         rnd = probability[j.name]["random"]
-        beats[j.name] = {
-            info.name: sum(c < r for c, r in zip(probability[j.name][info.name][1:], rnd[1:])) / (len(ns) - 1) for info in infos
-        }
+        beats[j.name] = {name: sum(c < r for c, r in zip(probability[j.name][name][1:], rnd[1:])) / (len(ns) - 1) for name in selections}
     result = ImageLevelResult(
         model=model.name, extractors=[i.name for i in infos], judges=[j.name for j in judges], n_images=len(ids),
         ns=ns, fill=settings.fill, random_draws=settings.random_draws, probability=probability, accuracy=accuracy,
-        random_spread=spread, cortex_beats_random=beats, seconds=0.0, settings=asdict(settings),
+        random_spread=spread, cortex_beats_random=beats, seconds=0.0, settings=asdict(settings), methods=list(settings.methods),
     )
     plot = plots.line_panels(
         ns, {j: {("random" if k == "random" else f"CORTEX {k.upper()}"): v for k, v in lines.items()} for j, lines in probability.items()},
