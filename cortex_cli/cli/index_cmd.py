@@ -65,17 +65,17 @@ def index(
 
     Target = the class's logit of the extractor f_Y; TSV(t) = max over channels of the absolute mean
     gradient over N noisy copies (paper §3.3, --method smoothgrad, the default). --method gradient,
-    gradient-x-input or integrated-gradients (Captum; --steps, --baseline zeros|codebook-mean) index the
-    same images as another run, side by side; parameters a method does not use are ignored.
+    gradient-x-input or integrated-gradients (Captum; --steps, --baseline) index the same images
+    as another run, side by side; parameters a method does not use are ignored.
     Resumable: rerunning the same command skips images already indexed with the same method and
-    parameters, and a killed run loses at most one batch. Defaults are the authors' (N=20, alpha=0.2, n=20).
+    parameters, and a killed run loses at most one batch. Defaults: the authors' (N=20, alpha=0.2, n=20).
 
     Under torchrun the seeds are dealt out in blocks of --batch-size (block i to rank (i + class id) % WORLD_SIZE), each
     rank on cuda:LOCAL_RANK or the CPU; the rows are those of one process, and rank 0 prints the totals.
 
     Example: cortex index --class goldfinch --images 100
     Example: cortex index --classes 'goldfinch,black grouse' --images 100
-    Example: cortex index --class goldfinch --images 100 --method integrated-gradients --baseline codebook-mean
+    Example: cortex index --class goldfinch --method integrated-gradients --baseline codebook-mean
     Example: torchrun --nproc-per-node 8 -m cortex_cli --db postgresql+psycopg://host/cortex index --class all --images 1000
     """
     app_state = state(ctx)
