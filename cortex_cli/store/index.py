@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 from sqlalchemy import func, select
@@ -48,13 +48,8 @@ class RunInfo:
     steps: int = 0
     baseline: str = "none"
 
-    def key(self) -> dict:
-        """The run's parameters (without the extractor), as `SaliencySettings.run_key()` gives them."""
-        return {f: getattr(self, f) for f in RUN_PARAMETERS}
 
-
-KEY_COLUMNS = tuple(RunKey.__dataclass_fields__)
-RUN_PARAMETERS = KEY_COLUMNS[1:]
+KEY_COLUMNS = tuple(f.name for f in fields(RunKey))  # the columns of uq_saliency_run
 
 
 def ensure_run(store: Store, model_id: int, key: RunKey) -> int:
@@ -182,5 +177,5 @@ def newest_map(store: Store, image_id: int, extractor_id: int | None = None) -> 
 
 
 __all__ = [
-    "KEY_COLUMNS", "RUN_PARAMETERS", "RunInfo", "RunKey", "SalientRow", "ensure_run", "insert_batch", "indexed_image_ids", "newest_map", "run_extractor_name", "run_image_count", "runs", "saliency_maps",
+    "KEY_COLUMNS", "RunInfo", "RunKey", "SalientRow", "ensure_run", "insert_batch", "indexed_image_ids", "newest_map", "run_extractor_name", "run_image_count", "runs", "saliency_maps",
 ]
