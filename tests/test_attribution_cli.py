@@ -47,10 +47,13 @@ def test_two_methods_make_two_runs_on_the_same_images_and_both_are_queryable(set
 
 def test_integrated_gradients_states_its_baseline_in_the_run(setup):
     pytest.importorskip("captum")
+    smooth = json.loads(index(setup).stdout)
     res = index(setup, "goldfinch", "--method", "integrated-gradients", "--steps", "4", "--baseline", "codebook-mean")
     assert res.exit_code == 0, res.output
-    settings = json.loads(res.stdout)["settings"]
+    ig = json.loads(res.stdout)
+    settings = ig["settings"]
     assert (settings["method"], settings["steps"], settings["baseline"]) == ("integrated-gradients", 4, "codebook-mean")
+    assert ig["run_id"] != smooth["run_id"] and ig["added"] == smooth["added"] == 4  # one index, two runs over the same images
 
 
 @pytest.mark.parametrize("args, message", [
