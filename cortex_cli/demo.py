@@ -37,7 +37,7 @@ DEMO_K = 10
 DEMO_EDIT_STEPS = 400  # enough on the mini model; the paper's 3000 suit ImageNet-size codebooks
 DEMO_EDIT_SIDE = 4  # the edited region: a 4x4 token box, as in the paper
 DEMO_SWEEP_STEPS = 150  # the sweep over every part-pair direction: `cortex eval edit`'s step count
-DEMO_ATLAS = PageSettings(top_k=DEMO_K, neighbours=3, cross_class=0)  # one concept: seconds of decoding on a CPU
+DEMO_ATLAS = PageSettings(top_k=DEMO_K, neighbours=0, cross_class=0)  # one concept, no neighbour tiles: seconds on a CPU
 
 
 def region_around(position: int, grid: int, side: int = DEMO_EDIT_SIDE) -> Region:
