@@ -379,6 +379,7 @@ def test_cli_writes_json_and_errors_are_one_line(built, tmp_path, db_url, tiny_m
         (url, ["--neighbours", "-1"], "--neighbours must be >= 0"),
         (url, ["--baseline", "freq"], "--baseline must be among"),
         (url, ["--extractor", "nope"], "nope"),
+        (url, ["--run", "99"], "saliency run 99 does not exist"),
         (url, ["--out", str(tmp_path / "busy")], "holds no cortex atlas"),
         (db_url, [], "nothing is indexed yet for model 'tiny'"),  # a fresh database with the tiny model
     ]

@@ -150,6 +150,7 @@ def build_atlas(
     *,
     classes: Sequence[ClassInfo] | None = None,
     extractor: str | None = None,
+    method: str | None = None,
     run: int | None = None,
     settings: PageSettings = PageSettings(),
     device: torch.device | str = "cpu",
@@ -165,6 +166,7 @@ def build_atlas(
         out: the site directory (created; must be new, empty, or an earlier atlas).
         classes: the concepts to give pages (default: every class the run has indexed images of).
         extractor: read the newest run of this extractor (default: the newest run of any).
+        method: read the newest run of this attribution method (default: of any).
         run: read this saliency run id instead.
         settings: how much each page shows (top-k, crops, baselines, split, ...).
         device: where pictures are decoded and codebook distances computed.
@@ -181,7 +183,7 @@ def build_atlas(
     """
     start = time.perf_counter()
     _check(settings, batch_size)
-    chosen = pick_run(store, model, None, extractor=extractor, run=run)
+    chosen = pick_run(store, model, None, extractor=extractor, run=run, method=method)
     split = settings.split
     indexed = atlas_store.indexed_classes(store, chosen.id, split)
     selected = _selected(store, model, chosen, split, classes, indexed)
@@ -202,7 +204,7 @@ def build_atlas(
     global_key = _hash(ATLAS_FORMAT, CODE_KEY, __version__, identity, asdict(chosen), asdict(settings),
                        [(c.class_id, c.name, list(c.synonyms)) for c in selected], sorted((k, e.id) for k, e in evaluations.items()))
     activity = atlas_store.class_activity(store, model.id)
-    crumbs = f"{model.name} · run {chosen.id} ({chosen.extractor}) · {split} images"
+    crumbs = f"{model.name} · run {chosen.id} ({chosen.extractor}, {getattr(chosen, 'method', 'smoothgrad')}) · {split} images"
     footer = f"cortex {__version__} · model {model.name} · saliency run {chosen.id} ({chosen.extractor}) · {split} split"
     pages: dict[str, dict[str, Any]] = {}
     written: list[str] = []
@@ -346,6 +348,15 @@ def _size(path: str) -> str:
         return ""
 
 
+def _method(run) -> str:
+    """The run's attribution method and the parameters it uses."""
+    method = getattr(run, "method", "smoothgrad")
+    if method == "smoothgrad":
+        return f"SmoothGrad N={run.samples}, alpha={run.alpha:g}"
+    steps, baseline = getattr(run, "steps", 0), getattr(run, "baseline", "none")
+    return method + (f" ({steps} steps)" if steps else "") + (f", baseline {baseline}" if baseline and baseline != "none" else "")
+
+
 def _provenance(store: Store, model: ModelInfo, run, settings: PageSettings, summaries: list[ConceptSummary], images: int) -> list[tuple[str, str]]:
     ext = next((e for e in extractor_store.model_extractors(store, model.id) if e.id == run.extractor_id), None)
     window = min(2 * settings.context + 1, model.grid)
@@ -354,12 +365,11 @@ def _provenance(store: Store, model: ModelInfo, run, settings: PageSettings, sum
                   f"{model.image_size}×{model.image_size} px"),
         ("model files", f"{Path(model.config_path).name} · {Path(model.ckpt_path).name}{_size(model.ckpt_path)}"),
         ("extractor", f"{run.extractor}" + (f" ({ext.arch}), checkpoint sha256 {ext.ckpt_sha256[:16]}" if ext else "")),
-        ("saliency run", f"#{run.id}: SmoothGrad N={run.samples}, alpha={run.alpha:g}, top-n={run.top_n}, reduce {run.reduce}, "
-                         f"{run.precision}, seed {run.seed}"),
+        ("saliency run", f"#{run.id}: {_method(run)}, top-n={run.top_n}, reduce {run.reduce}, {run.precision}, seed {run.seed}"),
         ("images", f"{images} indexed {settings.split} images of {len(summaries)} classes"),
         ("atlas", f"top-k {settings.top_k}, {settings.crops} crops per token, baselines: {', '.join(settings.baselines) or 'none'}, "
                   f"crops of {window}×{window} tokens"),
-        ("built by", f"cortex {__version__}: cortex atlas --model {model.name} --extractor {run.extractor} --top-k {settings.top_k} --out DIR"),
+        ("built by", f"cortex {__version__}: cortex atlas --model {model.name} --run {run.id} --top-k {settings.top_k} --out DIR"),
     ]
 
 

@@ -20,6 +20,8 @@ def atlas_cmd(
     classes: str = typer.Option(None, "--classes", help="Concepts to give pages: 'goldfinch,black grouse,11', @file.txt or 'all' (default: every indexed class)."),
     model: str = typer.Option(None, "--model", "-m", help="Registered model (default: mini)."),
     extractor: str = typer.Option(None, "--extractor", "-e", help="Read the newest run of this extractor (default: the newest run of any)."),
+    method: str = typer.Option(None, "--method", help="Read the newest run of this attribution method (default: of any; see `cortex index --method`)."),
+    run: int = typer.Option(None, "--run", help="Read this saliency run (its run_id in `cortex index --json`) instead of the newest."),
     top_k: int = typer.Option(20, "--top-k", "-k", help="Salient tokens per concept page (T*_concept), and baseline tokens beside them."),
     crops: int = typer.Option(8, "--crops", help="Patch crops per salient token: the images where it is most salient."),
     neighbours: int = typer.Option(8, "--neighbours", help="Nearest codebook entries shown on each token page (0: none)."),
@@ -53,7 +55,8 @@ def atlas_cmd(
         raise CortexError("--baseline is empty; give 'frequency', 'specific', both comma-separated, or 'none'")
     settings = PageSettings(top_k=top_k, crops=crops, baselines=kinds, split=split, neighbours=neighbours)
     with deferred_progress("atlas", quiet=quiet or as_json) as update:  # a bad option is one line, with no bar before it
-        result = build_atlas(store, info, out, classes=chosen, extractor=extractor, settings=settings, device=app_state.torch_device(),
+        result = build_atlas(store, info, out, classes=chosen, extractor=extractor, method=method, run=run, settings=settings,
+                             device=app_state.torch_device(),
                              batch_size=batch_size, force=force, progress=update)
     if as_json:
         print_json(result)
