@@ -47,6 +47,7 @@ from cortex_cli.backends.taming import TamingVQGM, build_net  # noqa: E402
 from cortex_cli.classnames import ClassName  # noqa: E402
 from cortex_cli.extractors.architectures import ExtractorConfig, build_extractor, forward_flops  # noqa: E402
 from cortex_cli.model_configs import net2net_config  # noqa: E402
+from cortex_cli.attribution.common import autocast  # noqa: E402
 from cortex_cli.saliency import SaliencySettings, prepare_extractor, token_saliency  # noqa: E402
 
 # The paper's full experiment (sections 3-4, appendix A): the work each stage does.
@@ -141,12 +142,6 @@ class Clock:
 
     def left(self) -> float:
         return self.budget_s - (time.perf_counter() - self.start)
-
-
-def autocast(device: torch.device, precision: str):
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def matmul_peak(device: torch.device, dtype: torch.dtype) -> float:
@@ -303,15 +298,13 @@ def bench_judge(size: Size, device: torch.device, clock: Clock, precisions: tupl
     out = {}
     for precision in precisions:
         with torch.no_grad():
-            seconds, _ = clock.time(lambda: _autocast_call(net, x, device, precision))
+            def judge():
+                with autocast(device, precision):
+                    return net(x)
+            seconds, _ = clock.time(judge)
         out[f"{precision}_images_per_s"] = size.judge_batch / seconds
     print(f"  judge {size.judge}: " + ", ".join(f"{p} {out[f'{p}_images_per_s']:.1f}" for p in precisions) + " images/s", flush=True)
     return out
-
-
-def _autocast_call(net, x, device, precision):
-    with autocast(device, precision):
-        return net(x)
 
 
 def project(results: dict[str, Any]) -> list[dict[str, Any]]:
