@@ -1,4 +1,4 @@
-"""Tiny networks with closed-form attributions, shared by the tests/test_attribution_*.py modules."""
+"""Tiny networks with closed-form attributions, shared by the tests/attribution/ modules."""
 
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ from cortex_cli.store.database import open_store
 from cortex_cli.store.schema import ClassRow, ConceptSearchRow, ImageRow, ModelRow
 from cortex_cli.tokens import unpack_tokens
 
-from test_editing import register_tiny_ce
+from tests.test_editing import register_tiny_ce
 
 TARGET_TOKEN, POSITION = 17, (3, 7)
 REGION = "2:4,5:9"  # rows 2-3, columns 5-8: holds (3, 7); its transpose (rows 5-8, columns 2-3) does not

@@ -23,7 +23,7 @@ from cortex_cli.backends.base import SamplerSettings, image_generators
 from cortex_cli.cli import app
 from cortex_cli.saliency import SaliencySettings, token_saliency, top_positions
 from extractor_helpers import learnable_tiny_model
-from test_editing import register_tiny_ce, tiny_png
+from tests.test_editing import register_tiny_ce, tiny_png
 
 DEVICE = os.environ.get("CORTEX_TEST_DEVICE", "cuda")
 pytestmark = [

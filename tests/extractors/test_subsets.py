@@ -21,7 +21,7 @@ from cortex_cli.saliency import SaliencySettings, token_saliency
 from cortex_cli.store.schema import ImageRow, SaliencyMapRow, SalientTokenRow
 
 from extractor_helpers import learnable_tiny_model
-from test_editing import tiny_png
+from tests.test_editing import tiny_png
 
 runner = CliRunner()
 SMALL = ["--model", "tiny", "--width", "8", "--fc-width", "16", "--epochs", "2", "--batch-size", "8",

@@ -31,7 +31,7 @@ WRITERS = 3  # own classes 0..2; class 3 is the shared one
 def _forkserver(monkeypatch):
     """A forkserver that has imported torch, taming and cortex once: writers start in well under a second."""
     # Python < 3.12 starts the forkserver without our sys.path, so it finds tests/ through PYTHONPATH
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")])))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")])))
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(["store_writers"])
     return ctx

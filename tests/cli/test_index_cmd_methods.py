@@ -8,7 +8,7 @@ import pytest
 
 from cortex_cli import registry
 from cortex_cli.store import index as index_store
-from test_index_cli import cli, index, setup  # noqa: F401  (setup is a fixture: the tiny model, an extractor, 8 images)
+from tests.cli.test_index_cmd import cli, index, setup  # noqa: F401  (setup is a fixture: the tiny model, an extractor, 8 images)
 
 pytestmark = pytest.mark.both_backends
 

@@ -8,7 +8,7 @@ from cortex_cli.errors import CortexError
 from cortex_cli.evaluation.image_level import ImageLevelSettings, curve_name, run_image_level
 
 from eval_helpers import toy_judge
-from test_eval_runs import setup  # noqa: F401  (a fixture: the tiny model, a ce extractor, test images)
+from tests.evaluation.test_runs import setup  # noqa: F401  (a fixture: the tiny model, a ce extractor, test images)
 
 
 def test_image_level_compares_two_methods_on_the_same_images(store, setup, tmp_path):

@@ -9,7 +9,7 @@ from sqlalchemy import insert, inspect
 from cortex_cli.store import models as model_store
 from cortex_cli.store.database import _alembic_config, _make_engine, head_revision, open_store
 from cortex_cli.store.schema import Base
-from test_store_migrations import columns_of, contents, empty_url, fill  # noqa: F401  (empty_url is a fixture)
+from tests.store.test_migrations import columns_of, contents, empty_url, fill  # noqa: F401  (empty_url is a fixture)
 
 pytestmark = pytest.mark.both_backends
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from test_store_layering import PACKAGE, _imports, _sources
+from tests.store.test_layering import PACKAGE, _imports, _sources
 
 # library -> the modules (relative to the package) allowed to import it
 OWNERS = {

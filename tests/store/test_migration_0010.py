@@ -12,8 +12,8 @@ from sqlalchemy import inspect
 
 from cortex_cli.store import index
 from cortex_cli.store.database import _alembic_config, head_revision, open_store
-from test_store_migration_0009 import database_at
-from test_store_migrations import columns_of, contents, empty_url, fill  # noqa: F401  (empty_url is a fixture)
+from tests.store.test_migration_0009 import database_at
+from tests.store.test_migrations import columns_of, contents, empty_url, fill  # noqa: F401  (empty_url is a fixture)
 
 pytestmark = pytest.mark.both_backends
 

@@ -48,7 +48,7 @@ def test_image_level_curves_start_at_the_unmasked_probability(store, setup, tmp_
     assert Path(result.plot_path).stat().st_size > 1000 and json.loads(Path(result.json_path).read_text())["ns"] == [0, 5, 40]
     stored = latest_evaluations(store, model)["image-level"]
     assert stored.result["probability"]["toy"]["ce"] == curves["ce"] and stored.plot_path == result.plot_path
-    # the seed drives the random floor (history independence is tests/test_eval_reproducible.py)
+    # the seed drives the random floor (history independence is tests/evaluation/test_reproducible.py)
     from dataclasses import replace
 
     other = run_image_level(store, model, settings=replace(settings, seed=1), out_dir=tmp_path / "out2", judges=[judge])

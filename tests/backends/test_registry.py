@@ -31,10 +31,10 @@ TOY = ToyBackend()
 
 @pytest.fixture
 def with_toy(monkeypatch):
-    """The entry points as if a package declared `toy = "test_backends:TOY"` (and two broken ones)."""
+    """The entry points as if a package declared `toy = "tests.backends.test_registry:TOY"` (and two broken ones)."""
     installed = list(backends.entry_points(group=backends.GROUP))
-    extra = [EntryPoint("toy", "test_backends:TOY", backends.GROUP),
-             EntryPoint("misnamed", "test_backends:TOY", backends.GROUP),
+    extra = [EntryPoint("toy", "tests.backends.test_registry:TOY", backends.GROUP),
+             EntryPoint("misnamed", "tests.backends.test_registry:TOY", backends.GROUP),
              EntryPoint("broken", "no_such_package.backend:BACKEND", backends.GROUP)]
     monkeypatch.setattr(backends, "entry_points", lambda group: [*installed, *extra] if group == backends.GROUP else [])
     monkeypatch.setattr(backends, "_LOADED", {})
