@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
+import io
 import json
+import re
 from dataclasses import asdict
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 from typer.testing import CliRunner
 
-from cortex_cli.cli import app
+from cortex_cli.cli import app, render
 from cortex_cli.evaluation.common import latest_evaluations, record_evaluation
 from cortex_cli.evaluation.concept_level import ConceptLevelResult
 from cortex_cli.evaluation.edit_eval import EditComparison, EditEvalResult, EditRow
 from cortex_cli.evaluation.image_level import ImageLevelResult
 from cortex_cli.evaluation.localization import LocalizationResult, MethodScores
 from cortex_cli.evaluation.metrics import BootstrapCI, EditEffect, MaskingEffect
-from cortex_cli.evaluation.report import tables_for, write_report
+from cortex_cli.evaluation.report import TableSpec, tables_for, write_report
 from cortex_cli.evaluation.stability import ExtractorStability, StabilityResult
 
 from eval_helpers import register_small_extractor
@@ -125,3 +128,61 @@ def test_eval_errors_are_one_line(db_url, store, tiny_model, tmp_path):
     res = _cli(db_url, "eval", "image-level", "--model", "nosuch")
     assert res.exit_code == 1 and "no model named 'nosuch'" in res.output
     assert "Traceback" not in res.output
+
+
+EVAL_DOCS = Path(__file__).resolve().parents[2] / "docs" / "eval"  # real outputs of `cortex eval all` on the mini model
+
+
+def _stored(kind: str) -> dict:
+    return json.loads((EVAL_DOCS / f"{kind.replace('-', '_')}.json").read_text())
+
+
+def _all_methods(r: dict) -> dict:
+    """The image-level result of `--method all`: selections 'ce/integrated-gradients', ... (the curves reused)."""
+    methods = ("smoothgrad", "gradient", "gradient-x-input", "integrated-gradients")
+    r = json.loads(json.dumps(r))
+    for key in ("probability", "accuracy", "cortex_beats_random"):
+        for judge, curves in r[key].items():
+            r[key][judge] = {**{f"{x}/{m}": curves[x] for x in ("ce", "re") for m in methods},
+                             **({"random": curves["random"]} if "random" in curves else {})}
+    return r
+
+
+def _edit_v1() -> dict:
+    """An edit result stored before region kinds and intervals: one column per method x extractor."""
+    cell = {"acc_orig": 1.0, "p_orig": 0.98, "p_targ": 0.012, "delta_p_orig": -0.412, "delta_p_targ": 0.377}
+    return {"n_edits": 16, "steps": 500,
+            "table": {j: {f"{m}/{x}": cell for x in ("ce", "re") for m in ("embedding", "token")} for j in ("resnet", "vit")}}
+
+
+CASES = {
+    **{kind: (kind, _stored(kind)) for kind in ("image-level", "concept-level", "edit", "localization", "stability")},
+    "image-level --method all": ("image-level", _all_methods(_stored("image-level"))),
+    "edit (v1)": ("edit", _edit_v1()),
+}
+
+
+def _numbers(specs: list[TableSpec]) -> list[str]:
+    return [part for s in specs for row in s.rows for c in row for part in re.findall(r"[+-]?\d[\d.]*%?", c)]
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_every_kind_of_table_fits_80_columns_whole(case):
+    kind, result = CASES[case]
+    specs = tables_for(kind, result)
+    out = Console(file=io.StringIO(), width=80, record=True)
+    for spec in specs:
+        render.table(spec.title, spec.columns, spec.rows, out=out)
+    text = out.export_text()
+    assert max(len(line) for line in text.splitlines()) <= 80
+    assert "…" not in text
+    printed = re.findall(r"[+-]?\d[\d.]*%?", text)
+    for number in set(_numbers(specs)):  # every figure is there, as many times, uncut
+        assert printed.count(number) >= _numbers(specs).count(number), (number, text)
+
+
+def test_the_stored_localization_table_needed_folding():
+    """The widest real table: at natural widths it is wider than 80, so the test above checks the fold."""
+    spec = tables_for("localization", _stored("localization"))[0]
+    natural = [max(len(c) for c in [col] + [row[i] for row in spec.rows]) for i, col in enumerate(spec.columns)]
+    assert sum(natural) + 3 * len(natural) + 1 > 80
