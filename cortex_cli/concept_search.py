@@ -27,13 +27,14 @@ import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from .errors import CortexError
 from .optimize import OptimizeSettings, optimize_tokens
+from .progress import Progress, report
 from .regions import Region
 from .registry import ClassInfo, ModelInfo, load_model
 from .seeding import derive_seed, generator_for
@@ -229,7 +230,7 @@ def search_concept(
     k: int = DEFAULT_K,
     out_dir: Path | None = None,
     extractor: torch.nn.Module | None = None,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Progress | None = None,
 ) -> ConceptSearchResult:
     """Find the token combination that best expresses `cls` under the extractor (paper §3.4).
 
@@ -249,7 +250,7 @@ def search_concept(
         k: how many of the class's salient tokens to compare with.
         out_dir: where to write the PNG and strip (default: $CORTEX_HOME/concept-searches/<model>).
         extractor: the extractor's network, if already loaded (default: loaded from `extractor_info`).
-        progress: called as progress(done, total) over the optimisation steps of all restarts.
+        progress: called as progress(done, total, info) over the optimisation steps of all restarts.
 
     Returns:
         ConceptSearchResult: every restart's scores and T*, the chosen restart's grid and T*_concept,
@@ -298,8 +299,11 @@ def search_concept(
         total = len(todo) * settings.steps
         for i, r in enumerate(todo):
             seed = restart_seed(model, cls, region, start.identity, settings.seed, r)
-            report = (lambda done, _t, i=i: progress(i * settings.steps + done, total)) if progress else None
-            res = optimize_tokens(net, codebook, base_grid(r), mask, cls.class_id, replace(settings, seed=seed), report)
+
+            def restart_progress(done: int, _steps: int, info: str = "", before: int = i * settings.steps, r: int = r) -> None:
+                report(progress, before + done, total, f"restart {r + 1}/{restarts} {info}".rstrip())
+
+            res = optimize_tokens(net, codebook, base_grid(r), mask, cls.class_id, replace(settings, seed=seed), restart_progress)
             fresh[r] = (seed, res.tokens, [res.snapshots[s] for s in snapshot_steps])
         grids = torch.stack([fresh[r][1] for r in todo])
         with torch.no_grad():

@@ -11,7 +11,6 @@ import json
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +18,7 @@ import torch.nn.functional as F
 from .errors import CortexError
 from .figures import edit_strip
 from .optimize import OptimizeSettings, optimize_tokens
+from .progress import Progress
 from .regions import Region
 from .registry import ClassInfo, ModelInfo, classes, load_model
 from .store.database import Store
@@ -128,7 +128,7 @@ def edit_image(
     out_dir: Path | None = None,
     save_every: int | None = None,
     device: torch.device | str = "cpu",
-    progress: Callable[[int, int], None] | None = None,
+    progress: Progress | None = None,
 ) -> EditResult:
     """Edit an image's tokens inside `region` toward `target` and write the edited PNGs.
 
@@ -146,7 +146,7 @@ def edit_image(
         out_dir: where to write; default: the source image's directory.
         save_every: also write a snapshot PNG every this many steps (None: none).
         device: torch device for the model, extractor and judges.
-        progress: called as progress(done, total) while optimising.
+        progress: called as progress(steps done, steps, info) while optimising.
 
     Returns:
         EditResult with the written paths, tokens, changed positions, probabilities and edit id.

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
 from .errors import CortexError
 from .extractors.subsets import require_classes
+from .progress import Progress, report
 
 INITS = ("source", "random")
 OBJECTIVES = ("logit", "log-prob")
@@ -183,7 +183,7 @@ def optimize_tokens(
     region_mask: torch.Tensor,
     target: int,
     settings: OptimizeSettings = OptimizeSettings(),
-    progress: Callable[[int, int], None] | None = None,
+    progress: Progress | None = None,
 ) -> OptimizeResult:
     """Search the codebook for the tokens of a region that make the extractor predict `target`.
 
@@ -194,7 +194,7 @@ def optimize_tokens(
         region_mask: BoolTensor (m x m), True where tokens may change.
         target: the class index whose logit / log-probability is maximised.
         settings: steps, lr, temperature schedule, alpha, init, objective, method, seed, snapshots.
-        progress: called as progress(done, total) while optimising.
+        progress: called as progress(steps done, steps, info) while optimising.
 
     Returns:
         OptimizeResult: tokens (m x m, identical to the source outside the region), the loss of every
@@ -254,8 +254,8 @@ def optimize_tokens(
             trace.append(float(loss.detach()))
             if step + 1 in wanted:
                 snapshots[step + 1] = search.tokens().cpu()
-            if progress is not None and ((step + 1) % report_every == 0 or step + 1 == settings.steps):
-                progress(step + 1, settings.steps)
+            if (step + 1) % report_every == 0 or step + 1 == settings.steps:
+                report(progress, step + 1, settings.steps, f"loss {trace[-1]:.3f}")
     tokens = search.tokens().cpu()
     old, new = source_tokens.reshape(-1).cpu(), tokens.reshape(-1)
     changed = [(int(p), int(old[p]), int(new[p])) for p in (old != new).nonzero().flatten()]

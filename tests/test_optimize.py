@@ -146,7 +146,7 @@ def test_tau_schedule_and_progress(setup):
     assert OptimizeSettings(steps=11, tau=2.0).tau_at(7) == 2.0
     codebook, extractor, source, mask = setup
     seen = []
-    optimize_tokens(extractor, codebook, source, mask, 1, OptimizeSettings(steps=11, tau=2.0, tau_final=0.5), progress=lambda d, t: seen.append((d, t)))
+    optimize_tokens(extractor, codebook, source, mask, 1, OptimizeSettings(steps=11, tau=2.0, tau_final=0.5), progress=lambda d, t, info: seen.append((d, t)))
     assert seen[-1] == (11, 11)
 
 

@@ -22,12 +22,13 @@ import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import torch
 
 from .. import __version__, registry
 from ..errors import CortexError
+from ..progress import Progress, report
 from ..queries import BASELINES, pick_run
 from ..registry import ClassInfo, ModelInfo
 from ..settings import writable_dir
@@ -46,7 +47,6 @@ CODE_KEY = hashlib.sha256(b"".join(p.read_bytes() for p in sorted(Path(__file__)
 MANIFEST = "atlas.json"
 INDEX = "index.html"
 TOKEN_CHUNK = 64  # token pages whose neighbours are computed together (a 64 x K distance matrix)
-Progress = Callable[..., None]
 _PICTURE_NAME = re.compile(r"^[0-9a-f]{24}\.[a-z]+$")
 
 
@@ -172,7 +172,7 @@ def build_atlas(
         device: where pictures are decoded and codebook distances computed.
         batch_size: token grids decoded per batch.
         force: recompute and rewrite every page, ignoring the previous build.
-        progress: called as progress(done, total, info=...).
+        progress: called as progress(done, total, info) per page.
 
     Returns:
         AtlasResult: which pages were written, which were already up to date, what was removed.
@@ -210,10 +210,6 @@ def build_atlas(
     written: list[str] = []
     unchanged = 0
 
-    def tick(done: int, total: int, info: str) -> None:
-        if progress is not None:
-            progress(done, total, info=info)
-
     def emit(path: str, html: str, key: str, pictures: set[str]) -> None:
         nonlocal unchanged
         digest = hashlib.sha256(html.encode()).hexdigest()
@@ -232,7 +228,7 @@ def build_atlas(
     summaries: list[ConceptSummary] = []
     everyone = sorted(states.items()) if "specific" in settings.baselines else []
     for i, cls in enumerate(selected):
-        tick(i, len(selected), f"concept {cls.name}")
+        report(progress, i, len(selected), f"concept {cls.name}")
         path = concept_path(cls)
         key = _hash(global_key, cls.class_id, indexed[cls.pk], activity.get(cls.class_id), everyone)
         before = old_pages.get(path, {})
@@ -283,7 +279,7 @@ def build_atlas(
         chunk = todo[begin:begin + TOKEN_CHUNK]
         near = nearest_neighbours(codebook, chunk, settings.neighbours)
         for j, token in enumerate(chunk):
-            tick(begin + j, len(todo), f"token {token}")
+            report(progress, begin + j, len(todo), f"token {token}")
             thumbs.seen = set()
             page = token_page(site, token, by_token.get(token), near[token], have_pages, listed_in.get(token, []))
             token_info[str(token)] = {"classes": [u.name for u in page.salient[:5]], "salient_classes": page.salient_classes}
@@ -334,7 +330,7 @@ def build_atlas(
     text = json.dumps(manifest, indent=1, sort_keys=True) + "\n"
     if force or not (root / MANIFEST).is_file() or (root / MANIFEST).read_text() != text:
         _write(root / MANIFEST, text)
-    tick(1, 1, "done")
+    report(progress, 1, 1, "done")
     return AtlasResult(
         model.name, chosen.extractor, chosen.id, split, str(root), str(root / INDEX), len(summaries), len(wanted), written, unchanged,
         removed, thumbs.written, pictures_removed, thumbs.decoded, round(time.perf_counter() - start, 3),

@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import torch
 
 from .. import registry
 from ..errors import CortexError
+from ..progress import Progress, report
 from ..registry import ClassInfo, ModelInfo
 from ..store.database import Store
 from .architectures import count_parameters
 from .registry import ExtractorInfo, list_extractors, load_extractor
 
 TABLE1_KS = (1, 3, 5, 10)
-
-Progress = Callable[..., None]  # progress(done, total, info="...")
 
 
 @dataclass
@@ -43,7 +42,7 @@ def load_split(
         per_class: images per class (image seeds seed .. seed+per_class-1).
         seed: first image seed.
         device: where missing images are sampled.
-        progress: called as progress(images ready, total, info=...).
+        progress: called as progress(images ready, total, info).
         classes: only these classes (a subset extractor's); None: every class of the model.
 
     Returns:
@@ -62,11 +61,10 @@ def load_split(
     for i, cls in enumerate(classes):
         done_before = i * per_class
 
-        def report(done: int, _n: int, *_a: Any, _base: int = done_before, _name: str = cls.name) -> None:
-            if progress:
-                progress(_base + done, total, info=f"{split} images: {_name}")
+        def class_progress(done: int, _n: int, _info: str = "", _base: int = done_before, _name: str = cls.name) -> None:
+            report(progress, _base + done, total, f"{split} images: {_name}")
 
-        got = ensure_images(store, model, cls, split, per_class, seed=seed, device=device, progress=report)
+        got = ensure_images(store, model, cls, split, per_class, seed=seed, device=device, progress=class_progress)
         ids += got
         labels += [cls.class_id] * len(got)
     tokens = image_tokens(store, model, ids).to(torch.int32)
@@ -164,7 +162,7 @@ def test_extractors(
         per_class: test images per class; None uses each extractor's training setting (default 50).
         seed: first test-image seed; None uses each extractor's data seed (default 0).
         device: where to run.
-        progress: called as progress(done, total, info=...) while test images are generated.
+        progress: called as progress(done, total, info) while test images are generated.
 
     Returns:
         One ExtractorScore per extractor, by name.

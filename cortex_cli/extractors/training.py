@@ -30,12 +30,13 @@ import torch.nn.functional as F
 from .. import registry
 from ..distributed import DistContext
 from ..errors import CortexError
+from ..progress import Progress, report
 from ..registry import ModelInfo
 from ..seeding import derive_seed, generator_for, set_all_random_seeds
 from ..settings import artifacts_dir
 from ..store.database import Store
 from .architectures import ExtractorConfig, build_extractor, count_parameters
-from .evaluation import Progress, SplitData, embed_batch, extractor_logits, load_split, topk_accuracy
+from .evaluation import SplitData, embed_batch, extractor_logits, load_split, topk_accuracy
 from .registry import ExtractorInfo, _check_name, register_extractor
 
 STATE_VERSION = 1
@@ -243,7 +244,7 @@ def train_extractor(
         out_dir: run directory (default `$CORTEX_HOME/extractors/<model>/<name>`), holding `last.pt`
             (the resumable state) and `best.safetensors` (the best-on-validation weights).
         device: where to train.
-        progress: called as progress(done, total, info=...) for image generation and batches.
+        progress: called as progress(done, total, info) for image generation and batches.
         restart: discard a previous run in `out_dir` and start over (by default a run with the same
             settings is resumed and one with other settings is refused).
         dist: the torchrun context (see the module docstring); None or one rank: a single process.
@@ -341,9 +342,8 @@ def train_extractor(
             loss_sum += float(loss.detach()) * len(idx)
             correct += int((logits.argmax(1) == y).sum())
             seen += len(idx)
-            if progress:
-                progress((epoch - 1) * len(batches) + b + 1, total_steps,
-                         info=f"epoch {epoch}/{tc.epochs} loss {loss_sum / seen:.3f} acc {correct / seen:.3f}")
+            report(progress, (epoch - 1) * len(batches) + b + 1, total_steps,
+                   f"epoch {epoch}/{tc.epochs} loss {loss_sum / seen:.3f} acc {correct / seen:.3f}")
         scheduler.step()
         if ddp:
             loss_sum, correct, seen = dist.all_reduce_counts([float(loss_sum), float(correct), float(seen)])
@@ -360,9 +360,8 @@ def train_extractor(
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "history": history,
             "best_epoch": best_epoch, "best_val_acc": best_val_acc, "rng": _rng_state(),
         }, last_path)
-        if progress:
-            progress(epoch * len(batches), total_steps,
-                     info=f"epoch {epoch}/{tc.epochs} loss {loss_sum / seen:.3f} acc {correct / seen:.3f} val {val_acc:.3f}")
+        report(progress, epoch * len(batches), total_steps,
+               f"epoch {epoch}/{tc.epochs} loss {loss_sum / seen:.3f} acc {correct / seen:.3f} val {val_acc:.3f}")
 
     if ddp:
         dist.barrier()

@@ -5,13 +5,13 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 
 from ..backends.base import SamplerSettings, VQGM, image_generators
 from ..classnames import ClassName
 from ..judges import Judge
+from ..progress import Progress, report
 from . import world
 from .judges import judge_input
 
@@ -43,7 +43,7 @@ def mini_report(
     generated_per_concept: int = 16,
     sampler: SamplerSettings,
     seed: int = 0,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Progress | None = None,
 ) -> MiniReport:
     """Measure the mini model on held-out mini-world images and on its own samples."""
     start = time.time()
@@ -71,17 +71,16 @@ def mini_report(
         imgs = vqgm.decode_tokens(tokens)
         for j in judges:
             generated[j.name][world.CONCEPTS[c].name] = (j.probabilities(imgs).argmax(-1).cpu() == c).float().mean().item()
-        if progress:
-            progress(c + 1, n_concepts)
+        report(progress, c + 1, n_concepts, world.CONCEPTS[c].name)
     means = {name: sum(v.values()) / len(v) for name, v in generated.items()}
-    report = MiniReport(
+    result = MiniReport(
         psnr_db=psnr, codebook_used=int((counts > 0).sum()), codebook_size=vqgm.n_embed, perplexity=perplexity,
         judge_heldout_accuracy=heldout, judge_generated_accuracy=generated, judge_generated_mean=means,
         heldout_images=len(x), generated_per_concept=generated_per_concept, sampler=sampler.label(),
         seconds=time.time() - start,
     )
-    report.bars = {
+    result.bars = {
         **{f"judge {k} held-out >= 0.95": v >= 0.95 for k, v in heldout.items()},
         **{f"judge {k} generated mean >= 0.85": v >= 0.85 for k, v in means.items()},
     }
-    return report
+    return result

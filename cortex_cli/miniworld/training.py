@@ -19,11 +19,11 @@ import torch.nn.functional as F
 
 from ..backends.taming import build_net
 from ..model_configs import net2net_config, write_config
+from ..progress import Progress, report
 from ..seeding import set_all_random_seeds
 from . import world
 from .judges import build_judge, judge_input
 
-Progress = Callable[[int, int, str], None]
 
 
 @dataclass
@@ -72,7 +72,7 @@ def _images_tensor(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
 
 
-def train_vqgan(net, recipe: MiniRecipe, progress: Progress) -> dict:
+def train_vqgan(net, recipe: MiniRecipe, progress: Progress | None = None) -> dict:
     """Train the first stage in place; returns metrics."""
     set_all_random_seeds(recipe.seed)
     vq = net.first_stage_model
@@ -112,7 +112,7 @@ def train_vqgan(net, recipe: MiniRecipe, progress: Progress) -> dict:
                 with torch.no_grad():
                     vq.quantize.embedding.weight[dead] = flat[pick] + 0.01 * torch.randn(len(dead), flat.shape[1], generator=gen)
             usage.zero_()
-        progress(step + 1, recipe.vq_steps, f"vqgan loss {loss.item():.4f}")
+        report(progress, step + 1, recipe.vq_steps, f"vqgan loss {loss.item():.4f}")
     vq.eval()
     for p in vq.parameters():
         p.requires_grad_(False)
@@ -129,7 +129,7 @@ def encode_dataset(net, images: np.ndarray, batch: int = 128) -> torch.Tensor:
     return torch.cat(out)
 
 
-def train_gpt(net, recipe: MiniRecipe, progress: Progress, phase: int = 1) -> dict:
+def train_gpt(net, recipe: MiniRecipe, progress: Progress | None = None, phase: int = 1) -> dict:
     """Train the class-conditional GPT prior on the VQGAN's tokens of mini-world images.
 
     Phase 1 trains from scratch; phase 2 continues with a second cosine cycle on other images.
@@ -163,7 +163,7 @@ def train_gpt(net, recipe: MiniRecipe, progress: Progress, phase: int = 1) -> di
         torch.nn.utils.clip_grad_norm_(gpt.parameters(), 1.0)
         opt.step()
         sched.step()
-        progress(step + 1, steps, f"gpt loss {loss.item():.3f}")
+        report(progress, step + 1, steps, f"gpt loss {loss.item():.3f}")
     gpt.eval()
     for p in gpt.parameters():
         p.requires_grad_(False)
@@ -183,7 +183,7 @@ def _augment(x: torch.Tensor, recipe: MiniRecipe, gen: torch.Generator) -> torch
     return x
 
 
-def train_judge(kind: str, recipe: MiniRecipe, progress: Progress) -> tuple[torch.nn.Module, dict]:
+def train_judge(kind: str, recipe: MiniRecipe, progress: Progress | None = None) -> tuple[torch.nn.Module, dict]:
     """Train one pixel classifier (`resnet` or `vit`) on mini-world images."""
     set_all_random_seeds(recipe.seed + (2 if kind == "resnet" else 3))
     model = build_judge(kind, len(world.CONCEPTS))
@@ -206,7 +206,7 @@ def train_judge(kind: str, recipe: MiniRecipe, progress: Progress) -> tuple[torc
             opt.step()
             sched.step()
             step += 1
-            progress(step, steps, f"{kind} loss {loss.item():.3f}")
+            report(progress, step, steps, f"{kind} loss {loss.item():.3f}")
     model.eval()
     return model, {f"judge_{kind}_final_loss": float(loss.item())}
 
@@ -236,17 +236,18 @@ class BuildReport:
 
 
 def build_mini(out_dir: Path, recipe: MiniRecipe = MiniRecipe(), work_dir: Path | None = None,
-               progress: Callable[[str], Progress] | None = None) -> BuildReport:
+               progress: Callable[[str], Progress | None] | None = None) -> BuildReport:
     """Train every part of the mini model and write config.yaml, model.safetensors, judges and a recipe.
 
     Stages already finished in `work_dir` (default: out_dir/.work) are loaded, not retrained.
+    `progress(stage name)` gives each stage's progress callback ('vqgan', 'prior', 'judge resnet', ...).
     """
     if recipe.threads:
         torch.set_num_threads(recipe.threads)
     work = work_dir or out_dir / ".work"
     work.mkdir(parents=True, exist_ok=True)
     report = BuildReport(out_dir)
-    stage_progress = progress or (lambda name: (lambda *a: None))
+    stage_progress = progress or (lambda name: None)
     cfg = recipe.config()
     net = build_net(cfg)  # a taming Net2NetTransformer, built by the taming backend
     vq_path, gpt_path = work / "vqgan.safetensors", work / "gpt.safetensors"

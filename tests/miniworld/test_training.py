@@ -21,7 +21,7 @@ def test_build_mini_writes_loadable_weights_and_resumes(tmp_path):
     assert record["recipe"]["seed"] == 0 and "torch" in record["versions"]
     before = (out / "model.safetensors").read_bytes()
     calls = []
-    build_mini(out, recipe, progress=lambda stage: (lambda *a: calls.append(stage)))
+    build_mini(out, recipe, progress=lambda stage: (lambda done, total, info: calls.append(stage)))
     assert calls == [], "finished stages must be loaded, not retrained"
     assert (out / "model.safetensors").read_bytes() == before
     assert set(report.seconds) == {"vqgan", "prior", "judge_resnet", "judge_vit"}

@@ -1,0 +1,17 @@
+"""The one shape of a progress callback that library functions take: `progress(done, total, info)`."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class Progress(Protocol):
+    """Called with the units done so far, the units of the whole task, and a short note (may be empty)."""
+
+    def __call__(self, done: int, total: int, info: str = "") -> None: ...
+
+
+def report(progress: Progress | None, done: int, total: int, info: str = "") -> None:
+    """Call `progress` unless it is None (`info` goes by keyword, the name the protocol gives it)."""
+    if progress is not None:
+        progress(done, total, info=info)
