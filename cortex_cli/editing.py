@@ -82,9 +82,8 @@ def _slug(text: str) -> str:
 def load_extractor_for(store: Store, model: ModelInfo, name: str | None, device: torch.device | str) -> tuple[torch.nn.Module, int | None, str]:
     """(network, extractor row id, name) of a registered extractor of `model`."""
     from .extractors.registry import ensure_bundled_extractors, get_extractor, load_extractor
-    from .registry import MINI_NAME
 
-    if model.name == MINI_NAME:
+    if model.is_mini:
         ensure_bundled_extractors(store)
     info = get_extractor(store, model, name)
     return load_extractor(info, device), info.id, info.name

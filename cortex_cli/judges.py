@@ -128,7 +128,7 @@ def imagenet_judges(
 
 def judges_for(model: ModelInfo, device: torch.device | str = "cpu", weights_dir: str | Path | None = None) -> list[Judge]:
     """The judges that score images of `model`: the bundled mini judges or the four ImageNet ones."""
-    if model.labels == "mini":
+    if model.is_mini:
         return mini_judges(device)
     if model.labels == "imagenet":
         return imagenet_judges(device, weights_dir)

@@ -14,10 +14,9 @@ from .classnames import ClassName
 from .errors import CortexError
 from .store import models as model_store
 from .store.database import Store
-from .store.models import ClassInfo, ModelInfo
+from .store.models import MINI_NAME, ClassInfo, ModelInfo
 
 BUNDLED_DIR = Path(__file__).resolve().parent / "bundled"
-MINI_NAME = "mini"
 MINI_CONFIG = BUNDLED_DIR / "mini" / "config.yaml"
 MINI_WEIGHTS = BUNDLED_DIR / "mini" / "model.safetensors"
 MINI_BACKEND = "taming"

@@ -86,17 +86,13 @@ class TrainConfig:
         return cls(**base)
 
 
-def is_mini(model: ModelInfo) -> bool:
-    return model.labels == "mini" or model.name == registry.MINI_NAME
-
-
 def default_configs(model: ModelInfo, arch: str, **overrides: Any) -> tuple[ExtractorConfig, TrainConfig]:
     """The extractor sizes and recipe for `model`: the paper's, or the mini preset for the mini model.
 
     Mini preset: width 64, FC 512 (CE) / 256 (RE), about 1.1M + 0.5M parameters (3 MB in fp16).
     Keyword overrides set fields of either config (None values are ignored).
     """
-    mini = is_mini(model)
+    mini = model.is_mini
     arch = str(arch).lower()
     cfg_fields = {"in_channels": model.embed_dim, "grid": model.grid, "n_classes": model.n_classes,
                   "width": MINI_WIDTH if mini else 512, "fc_width": MINI_FC_WIDTH.get(arch) if mini else None}
@@ -376,7 +372,7 @@ def train_extractor(
         "n_train": n_train, "n_val": len(val), "n_test": len(test),
         "test": topk_accuracy(test_logits, test.labels),
     }
-    hparams = {**asdict(tc), "preset": "mini" if is_mini(model) else "paper", "optimizer": "adam", "scheduler": "steplr",
+    hparams = {**asdict(tc), "preset": "mini" if model.is_mini else "paper", "optimizer": "adam", "scheduler": "steplr",
                "loss": "cross_entropy"}
     info = register_extractor(store, model, name, cfg, hparams, best_path, metrics)
     result = TrainResult(info, best_epoch, best_val_acc, history, resumed, str(run_dir))

@@ -13,6 +13,8 @@ from .database import Store
 from .dialect import insert_ignore
 from .schema import ClassRow, ModelRow
 
+MINI_NAME = "mini"  # the bundled mini model's registered name
+
 
 @dataclass(frozen=True)
 class ModelInfo:
@@ -29,6 +31,11 @@ class ModelInfo:
     labels: str
     n_classes: int
     backend: str = "taming"  # the `cortex.backends` entry point that loads it
+
+    @property
+    def is_mini(self) -> bool:
+        """The bundled mini model (by name), or a model of the mini world's classes (labels 'mini')."""
+        return self.name == MINI_NAME or self.labels == "mini"
 
 
 @dataclass(frozen=True)
