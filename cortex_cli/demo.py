@@ -12,7 +12,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -23,12 +22,18 @@ from .atlas import AtlasResult, PageSettings, build_atlas
 from .figures import draw_token_boxes, image_grid
 from .generation import generate, image_tokens
 from .editing import EditResult, edit_image
-from .indexing import IndexResult, index_class
+from .evaluation.edit_eval import EditEvalSettings, run_edit_eval
+from .extractors.registry import get_extractor, load_extractor
+from .indexing import IndexResult, index_class, unpack_tsv
+from .miniworld.world import CONCEPTS
+from .pngmeta import save_png
+from .progress import Progress, report
 from .optimize import OptimizeSettings
 from .regions import Region
 from .queries import TopTokensResult, top_tokens
-from .saliency import SaliencySettings
+from .saliency import SaliencySettings, top_positions
 from .store.database import Store
+from .store.index import saliency_maps
 
 DEMO_CONCEPT = "red-capped bird"  # its pair differs only in the head's colour: an edit you can see
 DEMO_IMAGES = 12
@@ -71,11 +76,11 @@ def run_demo(
     store: Store,
     out_dir: Path,
     device: torch.device | str = "cpu",
-    progress: Callable[..., None] | None = None,
+    progress: Progress | None = None,
     *,
     concept: str = DEMO_CONCEPT,
     n_images: int = DEMO_IMAGES,
-    settings: SaliencySettings = SaliencySettings(),
+    seed: int = 0,
 ) -> DemoResult:
     """Generate, index, query and draw one concept of the bundled mini model.
 
@@ -85,8 +90,8 @@ def run_demo(
         device: where the models run.
         progress: called as progress(step, steps, info=...).
         concept: which mini concept.
-        n_images: how many images to generate and index.
-        settings: saliency parameters (defaults: the authors').
+        n_images: how many images to generate and index (seeds 0..n_images-1).
+        seed: the tour's randomness: saliency noise (the authors' parameters otherwise), the edit's and the sweep's optimiser.
 
     Returns:
         DemoResult.
@@ -94,14 +99,11 @@ def run_demo(
     Raises:
         CortexError: the mini model or its 'ce' extractor is not installed.
     """
-    from .extractors.registry import get_extractor, load_extractor
-
     start = time.perf_counter()
     steps = 7
 
     def step(i: int, info: str) -> None:
-        if progress is not None:
-            progress(i, steps, info=info)
+        report(progress, i, steps, info)
 
     model = registry.get_model(store, registry.MINI_NAME)
     cls = registry.resolve_class(store, model, concept)
@@ -113,7 +115,7 @@ def run_demo(
     step(0, f"generating {n_images} images of '{cls.name}'")
     gen = generate(store, model, cls, n_images, split="train", out_dir=images_dir, device=device)
     step(1, "saliency: indexing")
-    indexed = index_class(store, model, ext_info, cls, split="train", n_images=n_images, settings=settings,
+    indexed = index_class(store, model, ext_info, cls, split="train", n_images=n_images, settings=SaliencySettings(seed=seed),
                           device=device, extractor=extractor)
     step(2, "top tokens")
     top = top_tokens(store, model, cls, extractor=ext_info.name, k=DEMO_K, baseline="frequency", run=indexed.run_id)
@@ -124,11 +126,12 @@ def run_demo(
     if pair is not None:
         step(4, f"editing one image toward '{pair}'")
         chosen = _most_typical(extractor, registry.load_model(model, device), store, model, gen.image_ids, cls.class_id)
-        edit = _edit_step(store, model, indexed.run_id, gen.image_ids[chosen], Path(gen.png_paths[chosen]), pair, out_dir / "edit", device)
+        edit = _edit_step(store, model, indexed.run_id, gen.image_ids[chosen], Path(gen.png_paths[chosen]), pair, out_dir / "edit", seed,
+                          device)
     sweep, sweep_edits = {}, 0
     if pair is not None:
         step(5, "the same edit over every part-pair direction")
-        sweep, sweep_edits = _sweep(store, model, out_dir / "sweep", device)
+        sweep, sweep_edits = _sweep(store, model, out_dir / "sweep", seed, device)
     step(6, "token atlas")
     atlas = build_atlas(store, model, out_dir / "atlas", classes=[cls], run=indexed.run_id, settings=DEMO_ATLAS, device=device)
     step(7, "done")
@@ -145,15 +148,13 @@ def run_demo(
                       sweep_edits, lines, atlas)
 
 
-def _sweep(store: Store, model, out_dir: Path, device) -> tuple[dict[str, float], int]:
+def _sweep(store: Store, model, out_dir: Path, seed: int, device) -> tuple[dict[str, float], int]:
     """One edit per part-pair direction (first world image, saliency box, CE, token selection): judge success rates.
 
     One image edited by the demo is a chosen case; this says how often the same recipe works.
     """
-    from .evaluation.edit_eval import EditEvalSettings, run_edit_eval
-
     settings = EditEvalSettings(images_per_direction=1, opt_seeds=1, steps=DEMO_SWEEP_STEPS, regions=("saliency",),
-                                methods=("token",))
+                                methods=("token",), seed=seed)
     result = run_edit_eval(store, model, extractors="ce", settings=settings, device=device, out_dir=out_dir)
     return {row.judge: row.effect.acc_targ_after for row in result.rows}, result.n_sources
 
@@ -166,34 +167,24 @@ def _most_typical(extractor, vqgm, store: Store, model, image_ids: list[int], cl
 
 
 def _paired_concept(name: str) -> str | None:
-    from .miniworld.world import CONCEPTS
-
     return next((c.pair for c in CONCEPTS if c.name == name), None)
 
 
-def _edit_step(store: Store, model, run_id: int, image_id: int, png: Path, target_name: str, out_dir: Path, device) -> EditResult:
+def _edit_step(store: Store, model, run_id: int, image_id: int, png: Path, target_name: str, out_dir: Path, seed: int,
+               device) -> EditResult:
     """Edit the 4x4 box around the image's most salient token toward the paired concept."""
-    from .indexing import unpack_tsv
-    from .saliency import top_positions
-    from .store.index import saliency_maps
-
     blob = saliency_maps(store, run_id, [image_id]).get(image_id)
     if blob is None:
         raise CortexError("the demo's image is missing from the index; rerun `cortex demo`")
     (position, _), = top_positions(unpack_tsv(blob, model.grid), 1)
     region = region_around(position, model.grid)
     target = registry.resolve_class(store, model, target_name)
-    settings = OptimizeSettings(steps=DEMO_EDIT_STEPS)
+    settings = OptimizeSettings(steps=DEMO_EDIT_STEPS, seed=seed)
     return edit_image(store, model, png, target, region, settings, out_dir=out_dir, save_every=100, device=device)
 
 
 def _figure(store: Store, model, run_id: int, image_ids: list[int], path: Path, device) -> str:
     """A row of images with their top-DEMO_TOP_N tokens boxed, from the index's TSV maps."""
-    from .pngmeta import save_png
-    from .saliency import top_positions
-    from .indexing import unpack_tsv
-    from .store.index import saliency_maps
-
     maps = saliency_maps(store, run_id, image_ids)
     if len(maps) != len(image_ids):
         raise CortexError("the demo's images are missing from the index; rerun `cortex demo`")

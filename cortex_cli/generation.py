@@ -13,7 +13,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -21,6 +20,7 @@ from . import registry
 from .backends.base import VQGM, SamplerSettings, image_generators, to_pil
 from .distributed import Shard
 from .errors import CortexError
+from .progress import Progress, report
 from .settings import writable_dir
 from .pngmeta import read_png, save_png
 from .registry import ClassInfo, ModelInfo
@@ -31,7 +31,6 @@ from .tokens import pack_tokens, unpack_tokens
 
 SPLITS = ("train", "val", "test")
 
-Progress = Callable[[int, int], None]
 
 
 @dataclass
@@ -230,8 +229,7 @@ def generate(
     skipped = len(existing)
     missing = [s for s in seeds if s not in existing]
     done = skipped
-    if progress:
-        progress(done, n)
+    report(progress, done, n)
     added = 0
     paths: dict[int, str] = {}
     for start in range(0, len(missing), batch_size):
@@ -250,8 +248,7 @@ def generate(
         if out_dir is not None:
             paths.update(_write_pngs(vqgm, model, cls, split, label, out_dir, [(s, ids[s], tokens_by_seed[s]) for s in batch]))
         done += len(batch)
-        if progress:
-            progress(done, n)
+        report(progress, done, n)
     png_paths: list[str] = []
     if out_dir is not None:
         # rows that were already stored get their PNG from the stored tokens

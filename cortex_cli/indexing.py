@@ -19,14 +19,17 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import registry
 from .distributed import Shard
 from .errors import CortexError
+from .progress import Progress, report
+from .extractors.registry import load_extractor
+from .generation import ensure_images, image_keys, image_tokens
 from .registry import ClassInfo, ModelInfo
 from .saliency import SaliencySettings, prepare_extractor, token_saliency
 from .store import index as index_store
 from .store.database import Store
 
-Progress = Callable[[int, int], None]
 
 
 @dataclass
@@ -71,8 +74,6 @@ def indexed_image_ids(store: Store, run_id: int, image_ids: Sequence[int]) -> se
 
 
 def _load_tokens(store: Store, model: ModelInfo, image_ids: Sequence[int]) -> torch.Tensor:
-    from .generation import image_tokens
-
     return image_tokens(store, model, list(image_ids))
 
 
@@ -144,9 +145,6 @@ def index_class(
         raise CortexError(f"--images must be >= 1, got {n_images}")
     if batch_size < 1:
         raise CortexError(f"--batch-size must be >= 1, got {batch_size}")
-    from . import registry
-    from .generation import ensure_images, image_keys
-
     device = torch.device(device)
     image_ids = ensure_images(store, model, cls, split, n_images, seed=image_seed, device=device, progress=generation_progress,
                               shard=shard)
@@ -154,8 +152,7 @@ def index_class(
     done = indexed_image_ids(store, run_id, image_ids)
     todo = [i for i in image_ids if i not in done]
     total, finished = len(image_ids), len(image_ids) - len(todo)
-    if progress is not None:
-        progress(finished, total)
+    report(progress, finished, total)
     start = time.perf_counter()
     if todo:
         if extractor is None:
@@ -173,8 +170,7 @@ def index_class(
             tsv = token_saliency(extractor, emb, [cls.class_id] * len(ids), image_keys(store, model, ids), settings, codebook=codebook)
             write_batch(store, run_id, cls.pk, ids, tokens, tsv, settings.top_n)
             finished += len(ids)
-            if progress is not None:
-                progress(finished, total)
+            report(progress, finished, total)
     seconds = time.perf_counter() - start
     return IndexResult(
         model=model.name, extractor=extractor_info.name, run_id=run_id, class_id=cls.class_id, class_name=cls.name,
@@ -195,8 +191,6 @@ def index_classes(
 ) -> list[IndexResult]:
     """`index_class` over several classes (`--class all`), loading the extractor once."""
     if "extractor" not in kwargs or kwargs["extractor"] is None:
-        from .extractors.registry import load_extractor
-
         kwargs["extractor"] = load_extractor(extractor_info, torch.device(kwargs.get("device", "cpu")))
     return [
         index_class(store, model, extractor_info, cls, progress=progress_for(cls) if progress_for else None, **kwargs)

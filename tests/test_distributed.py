@@ -92,7 +92,7 @@ def test_two_ranks_generate_report_the_whole_job(tmp_path, tiny_model_files, ckp
     url = f"sqlite:///{tmp_path / 'gen.db'}"  # SQLite only: the index test covers generation on both backends
     prepare(url, tiny_model_files, ckpt)
     out = tmp_path / "pngs"
-    args = ["generate", "--model", "tiny", "--class", "goldfinch", "-n", "5", "--seed", "3", "--split", "val", "-b", "2", "--out", str(out), "--json"]
+    args = ["generate", "--model", "tiny", "--class", "goldfinch", "-n", "5", "--first-seed", "3", "--split", "val", "-b", "2", "--out", str(out), "--json"]
     result = json.loads(torchrun(url, *args).stdout)
     assert (result["requested"], result["added"], result["skipped"]) == (5, 5, 0)
     assert len(set(result["image_ids"])) == 5

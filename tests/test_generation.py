@@ -79,7 +79,7 @@ def test_rows_follow_seed_split_and_class_not_batching(store, tiny_model):
 def test_ensure_images_generates_only_missing(store, tiny_model):
     cls = registry.resolve_class(store, tiny_model, 1)
     done = []
-    ids = generation.ensure_images(store, tiny_model, cls, "val", 2, seed=5, progress=lambda d, t: done.append((d, t)))
+    ids = generation.ensure_images(store, tiny_model, cls, "val", 2, seed=5, progress=lambda d, t, info="": done.append((d, t)))
     assert done[-1] == (2, 2) and len(ids) == 2
     assert generation.ensure_images(store, tiny_model, cls, "val", 3, seed=5)[:2] == ids
     assert len(generation.list_images(store, tiny_model, cls, "val")) == 3
@@ -143,16 +143,16 @@ def test_default_sampler_of_the_mini_recipe():
     assert generation.default_sampler(Configured()) == SamplerSettings(top_k=MiniRecipe().sampler_top_k, top_p=1.0, temperature=1.0)
 
 
-def test_generate_cli_json_rerun_and_seed(db_url, tiny_model, tmp_path):
+def test_generate_cli_json_rerun_and_first_seed(db_url, tiny_model, tmp_path):
     runner = CliRunner()
-    args = ["--db", db_url, "--seed", "7", "generate", "--model", "tiny", "--class", "Dipper", "-n", "2", "--json", "--top-k", "8"]
+    args = ["--db", db_url, "generate", "--model", "tiny", "--class", "Dipper", "-n", "2", "--first-seed", "7", "--json", "--top-k", "8"]
     first = runner.invoke(app, args)
     assert first.exit_code == 0, first.output
     payload = json.loads(first.stdout)
     assert (payload["class_name"], payload["added"], payload["sampler"]) == ("water ouzel", 2, "top_k=8,top_p=0.92,temperature=1")
     second = json.loads(runner.invoke(app, args).stdout)
     assert (second["added"], second["skipped"], second["image_ids"]) == (0, 2, payload["image_ids"])
-    shifted = runner.invoke(app, [*args, "--seed", "8"])  # the command's --seed wins over the global one
+    shifted = runner.invoke(app, [*args, "--first-seed", "8"])  # seeds 8, 9: only 9 is new
     assert json.loads(shifted.stdout)["added"] == 1
     out = tmp_path / "pngs"
     human = runner.invoke(app, ["--db", db_url, "generate", "-m", "tiny", "-c", "0", "-n", "1", "--out", str(out), "--quiet"])

@@ -64,7 +64,7 @@ def test_killed_index_resumes_without_duplicates(store, tiny_model):
     cls = registry.resolve_class(store, tiny_model, "goldfinch")
     calls = []
 
-    def die_after_two_batches(done, total):
+    def die_after_two_batches(done, total, info=""):
         calls.append(done)
         if len(calls) == 3:  # initial report, then two committed batches
             raise Boom("killed")

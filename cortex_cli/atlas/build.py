@@ -28,6 +28,7 @@ import torch
 
 from .. import __version__, registry
 from ..errors import CortexError
+from ..evaluation.common import latest_evaluations
 from ..progress import Progress, report
 from ..queries import BASELINES, pick_run
 from ..registry import ClassInfo, ModelInfo
@@ -77,7 +78,7 @@ def _hash(*parts: Any) -> str:
 
 def _check(settings: PageSettings, batch_size: int) -> None:
     if settings.top_k < 1:
-        raise CortexError(f"--top-k must be >= 1, got {settings.top_k}")
+        raise CortexError(f"-k must be >= 1, got {settings.top_k}")
     if settings.crops < 0:
         raise CortexError(f"--crops must be >= 0, got {settings.crops}")
     if settings.neighbours < 0:
@@ -191,8 +192,6 @@ def build_atlas(
     previous = _read_manifest(root)
     old = {} if force else previous  # --force still prunes what the previous build left
     old_pages: dict[str, dict[str, Any]] = old.get("pages", {})
-
-    from ..evaluation.common import latest_evaluations
 
     evaluations = latest_evaluations(store, model)
     every = {c.class_id: c for c in registry.classes(store, model)}
@@ -365,7 +364,7 @@ def _provenance(store: Store, model: ModelInfo, run, settings: PageSettings, sum
         ("images", f"{images} indexed {settings.split} images of {len(summaries)} classes"),
         ("atlas", f"top-k {settings.top_k}, {settings.crops} crops per token, baselines: {', '.join(settings.baselines) or 'none'}, "
                   f"crops of {window}×{window} tokens"),
-        ("built by", f"cortex {__version__}: cortex atlas --model {model.name} --run {run.id} --top-k {settings.top_k} --out DIR"),
+        ("built by", f"cortex {__version__}: cortex atlas --model {model.name} --run {run.id} -k {settings.top_k} --out DIR"),
     ]
 
 

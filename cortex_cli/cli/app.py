@@ -6,10 +6,14 @@ import functools
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import torch
 import typer
 
 from ..errors import CortexError
-from ..store.database import lost_database
+from ..extractors.registry import ensure_bundled_extractors
+from ..registry import ensure_bundled
+from ..settings import default_db_url, resolve_device
+from ..store.database import lost_database, open_store
 from .render import err_console
 
 app = typer.Typer(
@@ -28,26 +32,17 @@ class AppState:
 
     db_url: str | None = None
     device: str = "auto"
-    seed: int = 0
     _store: Any = field(default=None, repr=False)
 
     def store(self):
         """The opened (and migrated) database; the bundled mini model is registered on first use."""
         if self._store is None:
-            from ..registry import ensure_bundled
-            from ..settings import default_db_url
-            from ..store.database import open_store
-
             self._store = open_store(self.db_url or default_db_url())
             ensure_bundled(self._store)
-            from ..extractors.registry import ensure_bundled_extractors
-
             ensure_bundled_extractors(self._store)
         return self._store
 
-    def torch_device(self):
-        from ..settings import resolve_device
-
+    def torch_device(self) -> torch.device:
         return resolve_device(self.device)
 
 
@@ -94,6 +89,6 @@ def main_options(
     ctx: typer.Context,
     db: str = typer.Option(None, "--db", help="SQLAlchemy database URL (default: sqlite file cortex.db in $CORTEX_HOME)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N"),
-    seed: int = typer.Option(0, "--seed", help="Seed for every random step (same seed, same rows)."),
 ) -> None:
-    ctx.obj = AppState(db_url=db, device=device, seed=seed)
+    """Global options; each command that draws random numbers has its own --seed."""
+    ctx.obj = AppState(db_url=db, device=device)

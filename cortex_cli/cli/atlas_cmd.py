@@ -9,8 +9,12 @@ import typer
 from .. import registry
 from ..class_subsets import resolve_classes
 from ..errors import CortexError
+from ..atlas import PageSettings, build_atlas
 from .app import command, state
+from .options import AsJson, ExtractorOfRuns, Model, Quiet, Split
 from .render import console, deferred_progress, print_json
+
+PAGES = PageSettings()  # the options' defaults
 
 
 @command("atlas")
@@ -18,19 +22,19 @@ def atlas_cmd(
     ctx: typer.Context,
     out: Path = typer.Option(..., "--out", "-o", help="Site directory (created; a new or empty one, or an earlier atlas to update)."),
     classes: str = typer.Option(None, "--classes", help="Concepts to give pages: 'goldfinch,black grouse,11', @file.txt or 'all' (default: every indexed class)."),
-    model: str = typer.Option(None, "--model", "-m", help="Registered model (default: mini)."),
-    extractor: str = typer.Option(None, "--extractor", "-e", help="Read the newest run of this extractor (default: the newest run of any)."),
+    model: Model = None,
+    extractor: ExtractorOfRuns = None,
     method: str = typer.Option(None, "--method", help="Read the newest run of this attribution method (default: of any; see `cortex index --method`)."),
     run: int = typer.Option(None, "--run", help="Read this saliency run (its run_id in `cortex index --json`) instead of the newest."),
-    top_k: int = typer.Option(20, "--top-k", "-k", help="Salient tokens per concept page (T*_concept), and baseline tokens beside them."),
-    crops: int = typer.Option(8, "--crops", help="Patch crops per salient token: the images where it is most salient."),
-    neighbours: int = typer.Option(8, "--neighbours", help="Nearest codebook entries shown on each token page (0: none)."),
-    baseline: str = typer.Option("frequency", "--baseline", help="Baselines beside T*_concept: 'frequency', 'specific' (needs the same seeds of every class) or both, comma-separated; 'none' for neither."),
-    split: str = typer.Option("train", "--split", help="Which indexed images to show."),
+    top_k: int = typer.Option(PAGES.top_k, "-k", help="Salient tokens per concept page (T*_concept), and baseline tokens beside them."),
+    crops: int = typer.Option(PAGES.crops, "--crops", help="Patch crops per salient token: the images where it is most salient."),
+    neighbours: int = typer.Option(PAGES.neighbours, "--neighbours", help="Nearest codebook entries shown on each token page (0: none)."),
+    baseline: str = typer.Option(",".join(PAGES.baselines), "--baseline", help="Baselines beside T*_concept: 'frequency', 'specific' (needs the same seeds of every class) or both, comma-separated; 'none' for neither."),
+    split: Split = PAGES.split,
     batch_size: int = typer.Option(32, "--batch-size", "-b", help="Token grids decoded per batch on the device."),
     force: bool = typer.Option(False, "--force", help="Recompute and rewrite every page (default: only pages whose data changed)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON (no progress bar)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    as_json: AsJson = False,
+    quiet: Quiet = False,
 ) -> None:
     """Write the token atlas: a static website of the saliency index (HTML, CSS, PNG; no server, no network).
 
@@ -42,10 +46,8 @@ def atlas_cmd(
     in batches on --device. Open OUT/index.html in a browser.
 
     Example: cortex atlas --out site/
-    Example: cortex atlas --classes 'red-capped bird,blue-capped bird' --top-k 10 --out site/
+    Example: cortex atlas --classes 'red-capped bird,blue-capped bird' -k 10 --out site/
     """
-    from ..atlas import PageSettings, build_atlas
-
     app_state = state(ctx)
     store = app_state.store()
     info = registry.get_model(store, model)

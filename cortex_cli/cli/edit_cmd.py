@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated, Optional
 
 import typer
 
@@ -10,6 +11,7 @@ from .. import optimize, registry
 from ..editing import edit_image
 from ..regions import parse_region
 from .app import command, state
+from .options import AsJson, Model, Quiet, Region, Seed
 from .render import console, deferred_progress, print_json, table
 
 SHOW_CHANGES = 32  # changed tokens listed in the terminal
@@ -19,10 +21,10 @@ SHOW_CHANGES = 32  # changed tokens listed in the terminal
 def edit(
     ctx: typer.Context,
     image: Path = typer.Argument(..., help="A PNG written by cortex (its tokens are read from the metadata) or any picture (VQGAN-encoded)."),
-    target: str = typer.Option(..., "--target", "-t", help="Class id or name to move the region toward (e.g. 'blue-capped bird')."),
-    region_text: str = typer.Option(..., "--region", "-r", help="Token rectangle R0:R1,C0:C1, half-open rows then columns (4:8,4:8 = 16 tokens); also R,C or all."),
-    model: str = typer.Option(None, "--model", "-m", help="Registered model (default: mini)."),
-    extractor: str = typer.Option(None, "--extractor", "-e", help="Registered extractor to optimise against (default: ce)."),
+    target: str = typer.Option(..., "--target", help="Class id or name to move the region toward (e.g. 'blue-capped bird')."),
+    region_text: Region = ...,
+    model: Model = None,
+    extractor: Annotated[Optional[str], typer.Option("--extractor", "-e", help="Registered extractor to optimise against (default: ce).")] = None,
     method: str = typer.Option("token", "--method", help="token (Gumbel-Softmax token selection, the paper's) or embedding (baseline: optimise E, snap to nearest tokens)."),
     steps: int = typer.Option(3000, "--steps", help="Optimisation steps."),
     lr: float = typer.Option(None, "--lr", help=f"Adam learning rate (default: {optimize.TOKEN_LR} on the logits of P; {optimize.EMBEDDING_LR} x std(codebook) for --method embedding)."),
@@ -31,11 +33,11 @@ def edit(
     alpha: float = typer.Option(optimize.OptimizeSettings.alpha, "--alpha", help="Weight of the ||E||^2 regulariser over the region (paper eq. 8)."),
     init: str = typer.Option("source", "--init", help="How the region starts: source (the image's tokens) or random."),
     objective: str = typer.Option(optimize.OptimizeSettings.objective, "--objective", help="logit (-target logit, the paper's eq. 8; default, best by measurement) or log-prob (-log softmax of the target)."),
-    seed: int = typer.Option(None, "--seed", help="Seed of the Gumbel noise and random init (default: the global --seed, 0)."),
+    seed: Seed = optimize.OptimizeSettings.seed,
     out: Path = typer.Option(None, "--out", "-o", help="Directory for the edited PNG, snapshots and strip (default: the image's directory)."),
     save_every: int = typer.Option(None, "--save-every", help="Also write a snapshot PNG every N steps (and show them in the strip)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON (no progress bar)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    as_json: AsJson = False,
+    quiet: Quiet = False,
 ) -> None:
     """Edit the tokens of an image region so that it expresses a target concept (paper §3.4, Figure 4).
 
@@ -55,7 +57,7 @@ def edit(
     target_cls = registry.resolve_class(store, info, target)
     settings = optimize.OptimizeSettings(
         steps=steps, lr=lr, tau=tau, tau_final=tau_final, alpha=alpha, init=init, objective=objective,
-        method=method, seed=app_state.seed if seed is None else seed,
+        method=method, seed=seed,
     ).validate()
     with deferred_progress(f"editing toward {target_cls.name} ({method})", quiet=quiet or as_json) as update:
         result = edit_image(

@@ -4,13 +4,26 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
+from typing import Annotated, Any, Callable, Optional
 
 import typer
 
 from .. import registry
+from ..attribution import METHODS
 from ..errors import CortexError
+from ..evaluation.common import result_payload
+from ..evaluation.concept_level import ConceptLevelSettings, run_concept_level
+from ..evaluation.edit_eval import EditEvalSettings, run_edit_eval
+from ..evaluation.image_level import ImageLevelSettings, run_image_level
+from ..evaluation.localization import LocalizationSettings, run_localization
+from ..evaluation.report import tables_for, write_report
+from ..evaluation.run_all import run_all
+from ..evaluation.stability import StabilitySettings, run_stability
+from ..settings import writable_dir
 from .app import app, command, state, sub_command
-from .render import console, print_json, progress, table
+from .options import (AsJson, EvalClasses, EvalOut, Extractors, Fill, FirstSeed, ImagesPerClass, JudgeWeights, Model, Ns, Quiet,
+                      RandomDraws, Samples, Seed, TopN)
+from .render import console, deferred_progress, print_json, progress, table
 
 eval_app = typer.Typer(
     help="Evaluate explanations: masking (Figure 3, Table 2), editing (Table 3), ground truth, stability.\n\n"
@@ -19,13 +32,11 @@ eval_app = typer.Typer(
 )
 app.add_typer(eval_app, name="eval")
 
-OUT_HELP = "Directory for the JSON and PNG (default: $CORTEX_HOME/reports/<model>/)."
-EXTRACTOR_HELP = "Extractor name(s), comma-separated, or 'all' (the mini model: ce and re)."
-CLASSES_HELP = "Comma-separated class ids or names (default: every class of the model)."
-WEIGHTS_HELP = "Directory with torchvision's ImageNet judge weights (.pth) if not in the torch hub cache."
+IMAGE_LEVEL, CONCEPT_LEVEL, EDIT = ImageLevelSettings(), ConceptLevelSettings(), EditEvalSettings()
+LOCALIZATION, STABILITY = LocalizationSettings(), StabilitySettings()
 
 
-def _classes(text: str | None) -> tuple[str, ...]:
+def _names(text: str | None) -> tuple[str, ...]:
     return tuple(c.strip() for c in text.split(",") if c.strip()) if text else ()
 
 
@@ -39,26 +50,37 @@ def _ints(text: str, option: str) -> tuple[int, ...]:
     return values
 
 
+def _csv(values) -> str:
+    """A tuple default as the comma-separated text the option takes."""
+    return ",".join(str(v) for v in values)
+
+
 def _methods(spec: str) -> tuple[str, ...]:
     """'smoothgrad,gradient' or 'all' -> attribution method names (checked by the settings' validate)."""
-    from ..attribution import METHODS
-
     if spec.strip() == "all":
         return tuple(METHODS)
     return tuple(dict.fromkeys(m.strip() for m in spec.split(",") if m.strip()))
 
 
-def _precheck(store, info, extractor: str) -> None:
-    """Fail on unknown extractors before any progress bar is drawn."""
-    from ..evaluation.common import resolve_extractors
+def _pairs(text: str | None) -> tuple[tuple[str, str], ...]:
+    pairs = []
+    for item in _names(text):
+        a, sep, b = item.partition(":")
+        if not sep or not a.strip() or not b.strip():
+            raise CortexError(f"--pairs item {item!r} is not A:B (two class ids or names)")
+        pairs.append((a.strip(), b.strip()))
+    return tuple(pairs)
 
-    resolve_extractors(store, info, extractor)
 
-
-def _render(kind: str, result, as_json: bool) -> None:
-    from ..evaluation.common import result_payload
-    from ..evaluation.report import tables_for
-
+def _evaluate(ctx: typer.Context, kind: str, runner: Callable[..., Any], settings: Any, *, model: str | None, extractor: str,
+              out: Path | None, as_json: bool, quiet: bool, **options: Any) -> None:
+    """The body of every `cortex eval` command: run one evaluation under a progress bar and render its result."""
+    st = state(ctx)
+    store = st.store()
+    info = registry.get_model(store, model)
+    with deferred_progress(kind, quiet=quiet or as_json) as update:  # errors before the first update print alone
+        result = runner(store, info, extractors=extractor, settings=settings, device=st.torch_device(), out_dir=out,
+                        progress=update, **options)
     if as_json:  # the reproducible part only: the same command prints the same bytes in any home
         print_json(result_payload(result))
         return
@@ -72,20 +94,23 @@ def _render(kind: str, result, as_json: bool) -> None:
 @sub_command(eval_app, "image-level")
 def image_level(
     ctx: typer.Context,
-    model: str = typer.Option(None, "--model", "-m", help="Registered model (default: mini)."),
-    extractor: str = typer.Option("all", "--extractor", "-x", help=EXTRACTOR_HELP),
-    images_per_class: int = typer.Option(4, "--images-per-class", help="Generated test images per class."),
-    fill: str = typer.Option("black", "--fill", help="Patch fill: black (the paper's), mean or blur."),
-    random_draws: int = typer.Option(3, "--random-draws", help="Seeded random-position draws per image (the floor)."),
-    ns: str = typer.Option("5,10,15,20,25,30,35,40,45,50", "--ns", help="Numbers of masked tokens."),
-    samples: int = typer.Option(20, "--samples", help="SmoothGrad samples N."),
-    method: str = typer.Option("smoothgrad", "--method", help="Attribution method(s) to compare on the same images, comma-separated or 'all': "
-                               "smoothgrad, gradient, gradient-x-input, integrated-gradients (zeros baseline, 50 steps); one curve per extractor and method."),
-    classes: str = typer.Option(None, "--classes", help=CLASSES_HELP),
-    judge_weights: Path = typer.Option(None, "--judge-weights", help=WEIGHTS_HELP),
-    out: Path = typer.Option(None, "--out", "-o", help=OUT_HELP),
-    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON (no progress bar)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    model: Model = None,
+    extractor: Extractors = "all",
+    images_per_class: ImagesPerClass = IMAGE_LEVEL.images_per_class,
+    first_seed: FirstSeed = IMAGE_LEVEL.first_seed,
+    seed: Seed = IMAGE_LEVEL.seed,
+    fill: Fill = IMAGE_LEVEL.fill,
+    random_draws: RandomDraws = IMAGE_LEVEL.random_draws,
+    ns: Ns = _csv(IMAGE_LEVEL.ns),
+    samples: Samples = IMAGE_LEVEL.samples,
+    method: Annotated[str, typer.Option("--method", help="Attribution method(s) to compare on the same images, comma-separated or 'all': "
+                      "smoothgrad, gradient, gradient-x-input, integrated-gradients (zeros baseline, 50 steps); one curve per extractor and method.")]
+    = _csv(IMAGE_LEVEL.methods),
+    classes: EvalClasses = None,
+    judge_weights: JudgeWeights = None,
+    out: EvalOut = None,
+    as_json: AsJson = False,
+    quiet: Quiet = False,
 ) -> None:
     """Figure 3: judges' mean P(true class) as the top-n TSV tokens' patches are masked, vs n random ones.
 
@@ -97,37 +122,32 @@ def image_level(
     Example: cortex eval image-level --model mini --images-per-class 4 --fill black
     Example: cortex eval image-level --model mini --method smoothgrad,gradient,gradient-x-input
     """
-    from ..evaluation.image_level import ImageLevelSettings, run_image_level
-
-    st = state(ctx)
-    store = st.store()
-    info = registry.get_model(store, model)
     settings = ImageLevelSettings(images_per_class=images_per_class, ns=_ints(ns, "--ns"), fill=fill, random_draws=random_draws,
-                                  seed=st.seed, classes=_classes(classes), samples=samples, methods=_methods(method))
-    settings.validate(info.grid)
-    _precheck(store, info, extractor)
-    with progress("image-level", quiet=quiet or as_json) as update:
-        result = run_image_level(store, info, extractors=extractor, settings=settings, device=st.torch_device(), out_dir=out,
-                                 judge_weights=judge_weights, progress=update)
-    _render("image-level", result, as_json)
+                                  seed=seed, first_seed=first_seed, classes=_names(classes), samples=samples, methods=_methods(method))
+    _evaluate(ctx, "image-level", run_image_level, settings, model=model, extractor=extractor, out=out, as_json=as_json, quiet=quiet,
+              judge_weights=judge_weights)
 
 
 @sub_command(eval_app, "concept-level")
 def concept_level(
     ctx: typer.Context,
-    model: str = typer.Option(None, "--model", "-m", help="Registered model (default: mini)."),
-    extractor: str = typer.Option("all", "--extractor", "-x", help=EXTRACTOR_HELP),
-    k: int = typer.Option(None, "-k", help="Tokens per concept (default: 100 as the paper; K/16 for codebooks under 1600 tokens (8 for the mini model))."),
-    top_n: int = typer.Option(20, "--top-n", help="Per-image top-n TSV tokens of the index (the paper's 20)."),
-    train_images: int = typer.Option(20, "--train-images", help="Indexed training images per class (indexed now if missing)."),
-    images_per_class: int = typer.Option(4, "--images-per-class", help="Masked test images per class."),
-    fill: str = typer.Option("black", "--fill", help="Patch fill: black, mean or blur."),
-    samples: int = typer.Option(20, "--samples", help="SmoothGrad samples N of the index."),
-    classes: str = typer.Option(None, "--classes", help=CLASSES_HELP),
-    judge_weights: Path = typer.Option(None, "--judge-weights", help=WEIGHTS_HELP),
-    out: Path = typer.Option(None, "--out", "-o", help=OUT_HELP),
-    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON (no progress bar)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    model: Model = None,
+    extractor: Extractors = "all",
+    k: Annotated[Optional[int], typer.Option("-k", help="Tokens per concept (default: 100 as the paper; K/16 for codebooks under 1600 tokens (8 for the mini model)).")]
+    = CONCEPT_LEVEL.k,
+    top_n: TopN = CONCEPT_LEVEL.top_n,
+    train_images: Annotated[int, typer.Option("--train-images", help="Indexed training images per class, seeds 0..N-1 (indexed now if missing).")]
+    = CONCEPT_LEVEL.train_images,
+    images_per_class: ImagesPerClass = CONCEPT_LEVEL.images_per_class,
+    first_seed: FirstSeed = CONCEPT_LEVEL.first_seed,
+    seed: Seed = CONCEPT_LEVEL.seed,
+    fill: Fill = CONCEPT_LEVEL.fill,
+    samples: Samples = CONCEPT_LEVEL.samples,
+    classes: EvalClasses = None,
+    judge_weights: JudgeWeights = None,
+    out: EvalOut = None,
+    as_json: AsJson = False,
+    quiet: Quiet = False,
 ) -> None:
     """Table 2: mask every position whose token is in T*_concept; Acc, P, ΔA, ΔP and mean n per judge.
 
@@ -137,37 +157,35 @@ def concept_level(
 
     Example: cortex eval concept-level --model mini --train-images 20 --images-per-class 4
     """
-    from ..evaluation.concept_level import ConceptLevelSettings, run_concept_level
-
-    st = state(ctx)
-    store = st.store()
-    info = registry.get_model(store, model)
     settings = ConceptLevelSettings(k=k, top_n=top_n, train_images=train_images, images_per_class=images_per_class, fill=fill,
-                                    seed=st.seed, samples=samples, classes=_classes(classes))
-    _precheck(store, info, extractor)
-    with progress("concept-level", quiet=quiet or as_json) as update:
-        result = run_concept_level(store, info, extractors=extractor, settings=settings, device=st.torch_device(), out_dir=out,
-                                   judge_weights=judge_weights, progress=update)
-    _render("concept-level", result, as_json)
+                                    seed=seed, first_seed=first_seed, samples=samples, classes=_names(classes))
+    _evaluate(ctx, "concept-level", run_concept_level, settings, model=model, extractor=extractor, out=out, as_json=as_json,
+              quiet=quiet, judge_weights=judge_weights)
 
 
 @sub_command(eval_app, "edit")
 def edit(
     ctx: typer.Context,
-    model: str = typer.Option(None, "--model", "-m", help="Registered model (default: mini)."),
-    extractor: str = typer.Option("all", "--extractor", "-x", help=EXTRACTOR_HELP),
-    images_per_direction: int = typer.Option(10, "--images-per-direction", help="Source images per (source -> target) direction (image seeds 0..n-1)."),
-    opt_seeds: int = typer.Option(3, "--opt-seeds", help="Optimiser seeds per source, region and method (the embedding baseline draws no noise: run once)."),
-    steps: int = typer.Option(150, "--steps", help="Optimisation steps per edit (the final step is scored; `cortex edit` uses 3000)."),
-    regions: str = typer.Option("fixed", "--regions", help="Region kinds, comma-separated: fixed, saliency, oracle, or 'all' (oracle needs the mini world's masks)."),
-    pairs: str = typer.Option(None, "--pairs", help="Concept pairs A:B,C:D (ids or names) (default for mini: the world's 4 part pairs)."),
-    region: str = typer.Option(None, "--region", help="The fixed box R0:R1,C0:C1 (default: the centre (m/4)x(m/4) window, 6:10,6:10 on 16x16)."),
-    samples: int = typer.Option(20, "--samples", help="SmoothGrad samples N of the saliency box."),
-    bootstrap: int = typer.Option(2000, "--bootstrap", help="Bootstrap resamples of the token - embedding 95% intervals."),
-    judge_weights: Path = typer.Option(None, "--judge-weights", help=WEIGHTS_HELP),
-    out: Path = typer.Option(None, "--out", "-o", help=OUT_HELP),
-    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON (no progress bar)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    model: Model = None,
+    extractor: Extractors = "all",
+    images_per_direction: Annotated[int, typer.Option("--images-per-direction", help="Source images per (source -> target) direction: seeds --first-seed .. +N-1.")]
+    = EDIT.images_per_direction,
+    first_seed: FirstSeed = EDIT.first_seed,
+    seed: Seed = EDIT.seed,
+    opt_seeds: Annotated[int, typer.Option("--opt-seeds", help="Optimiser seeds per source, region and method, derived from --seed (the embedding baseline draws no noise: run once).")]
+    = EDIT.opt_seeds,
+    steps: Annotated[int, typer.Option("--steps", help="Optimisation steps per edit (the final step is scored; `cortex edit` uses 3000).")] = EDIT.steps,
+    regions: Annotated[str, typer.Option("--regions", help="Region kinds, comma-separated: fixed, saliency, oracle, or 'all' (oracle needs the mini world's masks).")]
+    = _csv(EDIT.regions),
+    pairs: Annotated[Optional[str], typer.Option("--pairs", help="Concept pairs A:B,C:D (ids or names) (default for mini: the world's 4 part pairs).")] = None,
+    region: Annotated[Optional[str], typer.Option("--region", "-r", help="The fixed box R0:R1,C0:C1 (default: the centre (m/4)x(m/4) window, 6:10,6:10 on 16x16).")]
+    = EDIT.region,
+    samples: Annotated[int, typer.Option("--samples", help="SmoothGrad samples N of the saliency box.")] = EDIT.samples,
+    bootstrap: Annotated[int, typer.Option("--bootstrap", help="Bootstrap resamples of the token - embedding 95% intervals.")] = EDIT.bootstrap,
+    judge_weights: JudgeWeights = None,
+    out: EvalOut = None,
+    as_json: AsJson = False,
+    quiet: Quiet = False,
 ) -> None:
     """Table 3: token selection vs embedding optimisation toward the paired concept, scored by judges.
 
@@ -178,48 +196,35 @@ def edit(
     ground-truth part, mini world only: an upper bound, not the paper's protocol). Reports Acc_orig,
     P_orig, P_targ before, ΔP_orig / ΔP_targ (eq. 10) and the judges' target accuracy at the final
     step, and the paired bootstrap 95% interval of token - embedding over sources: 'win' only where
-    it excludes 0. --seed sets the optimiser seeds, saliency noise and bootstrap; the sources are
-    image seeds 0..n-1. The defaults (80 sources x 3 seeds, fixed box, CE and RE) take about 5
-    minutes on 2 CPU cores; every further region kind adds about as much.
+    it excludes 0. --seed sets the optimiser seeds, saliency noise and bootstrap; --first-seed and
+    --images-per-direction the sources. The defaults (80 sources x 3 seeds, fixed box, CE and RE)
+    take about 5 minutes on 2 CPU cores; every further region kind adds about as much.
 
     Example: cortex eval edit --model mini --regions all --opt-seeds 3
     """
-    from ..evaluation.edit_eval import EditEvalSettings, run_edit_eval
-
-    st = state(ctx)
-    store = st.store()
-    info = registry.get_model(store, model)
-    pair_specs = []
-    for item in (pairs or "").split(","):
-        if not item.strip():
-            continue
-        a, sep, b = item.partition(":")
-        if not sep or not a.strip() or not b.strip():
-            raise CortexError(f"--pairs item {item!r} is not A:B (two class ids or names)")
-        pair_specs.append((a.strip(), b.strip()))
-    settings = EditEvalSettings(images_per_direction=images_per_direction, opt_seeds=opt_seeds, steps=steps, seed=st.seed,
-                                pairs=tuple(pair_specs), region=region, regions=_classes(regions) or ("fixed",), samples=samples,
-                                bootstrap=bootstrap)
-    _precheck(store, info, extractor)
-    with progress("edit", quiet=quiet or as_json) as update:
-        result = run_edit_eval(store, info, extractors=extractor, settings=settings, device=st.torch_device(), out_dir=out,
-                               judge_weights=judge_weights, progress=update)
-    _render("edit", result, as_json)
+    settings = EditEvalSettings(images_per_direction=images_per_direction, opt_seeds=opt_seeds, steps=steps, seed=seed,
+                                first_seed=first_seed, pairs=_pairs(pairs), region=region, regions=_names(regions) or EDIT.regions,
+                                samples=samples, bootstrap=bootstrap)
+    _evaluate(ctx, "edit", run_edit_eval, settings, model=model, extractor=extractor, out=out, as_json=as_json, quiet=quiet,
+              judge_weights=judge_weights)
 
 
 @sub_command(eval_app, "localization")
 def localization(
     ctx: typer.Context,
-    model: str = typer.Option(None, "--model", "-m", help="The mini model (the only one with ground-truth masks) (default: mini)."),
-    extractor: str = typer.Option("all", "--extractor", "-x", help=EXTRACTOR_HELP),
-    images_per_class: int = typer.Option(5, "--images-per-class", help="Mini-world images per concept."),
-    ns: str = typer.Option("1,5,10,20", "--ns", help="Top-n sizes."),
-    random_draws: int = typer.Option(10, "--random-draws", help="Seeded random orders per image (the floor)."),
-    samples: int = typer.Option(20, "--samples", help="SmoothGrad samples N."),
-    classes: str = typer.Option(None, "--classes", help=CLASSES_HELP),
-    out: Path = typer.Option(None, "--out", "-o", help=OUT_HELP),
-    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON (no progress bar)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="The mini model (the only one with ground-truth masks) (default: mini).")] = None,
+    extractor: Extractors = "all",
+    images_per_class: Annotated[int, typer.Option("--images-per-class", help="Mini-world images per concept: seeds --first-seed .. +N-1.")]
+    = LOCALIZATION.images_per_class,
+    first_seed: FirstSeed = LOCALIZATION.first_seed,
+    seed: Seed = LOCALIZATION.seed,
+    ns: Ns = _csv(LOCALIZATION.ns),
+    random_draws: RandomDraws = LOCALIZATION.random_draws,
+    samples: Samples = LOCALIZATION.samples,
+    classes: EvalClasses = None,
+    out: EvalOut = None,
+    as_json: AsJson = False,
+    quiet: Quiet = False,
 ) -> None:
     """Ground truth (mini world only): precision@n and pointing game of the top tokens on the object.
 
@@ -230,52 +235,38 @@ def localization(
 
     Example: cortex eval localization --images-per-class 5
     """
-    from ..evaluation.localization import LocalizationSettings, require_mini, run_localization
-
-    st = state(ctx)
-    store = st.store()
-    info = registry.get_model(store, model)
-    require_mini(info)
-    _precheck(store, info, extractor)
-    settings = LocalizationSettings(images_per_class=images_per_class, ns=_ints(ns, "--ns"), random_draws=random_draws, seed=st.seed,
-                                    samples=samples, classes=_classes(classes))
-    with progress("localization", quiet=quiet or as_json) as update:
-        result = run_localization(store, info, extractors=extractor, settings=settings, device=st.torch_device(), out_dir=out, progress=update)
-    _render("localization", result, as_json)
+    settings = LocalizationSettings(images_per_class=images_per_class, ns=_ints(ns, "--ns"), random_draws=random_draws, seed=seed,
+                                    first_seed=first_seed, samples=samples, classes=_names(classes))
+    _evaluate(ctx, "localization", run_localization, settings, model=model, extractor=extractor, out=out, as_json=as_json, quiet=quiet)
 
 
 @sub_command(eval_app, "stability")
 def stability(
     ctx: typer.Context,
-    model: str = typer.Option(None, "--model", "-m", help="Registered model (default: mini)."),
-    extractor: str = typer.Option("all", "--extractor", "-x", help=EXTRACTOR_HELP),
-    images_per_class: int = typer.Option(2, "--images-per-class", help="Generated test images per class."),
-    seeds: str = typer.Option("0,1,2", "--seeds", help="Noise seeds compared pairwise."),
-    sample_counts: str = typer.Option("5,10,20,50", "--sample-counts", help="SmoothGrad N values."),
-    ns: str = typer.Option("5,10,20", "--ns", help="Top-n sizes compared."),
-    classes: str = typer.Option(None, "--classes", help=CLASSES_HELP),
-    out: Path = typer.Option(None, "--out", "-o", help=OUT_HELP),
-    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON (no progress bar)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    model: Model = None,
+    extractor: Extractors = "all",
+    images_per_class: ImagesPerClass = STABILITY.images_per_class,
+    first_seed: FirstSeed = STABILITY.first_seed,
+    noise_seeds: Annotated[str, typer.Option("--noise-seeds", help="Saliency noise seeds compared pairwise (this command's randomness).")]
+    = _csv(STABILITY.seeds),
+    sample_counts: Annotated[str, typer.Option("--sample-counts", help="SmoothGrad N values.")] = _csv(STABILITY.sample_counts),
+    ns: Annotated[str, typer.Option("--ns", help="Top-n sizes compared.")] = _csv(STABILITY.ns),
+    classes: EvalClasses = None,
+    out: EvalOut = None,
+    as_json: AsJson = False,
+    quiet: Quiet = False,
 ) -> None:
     """Stability: top-n overlap of saliency maps across noise seeds, across N, and fp32 vs bf16.
 
-    Helps pick N with evidence: the overlap between seeds should approach 1 as N grows.
+    Helps pick N with evidence: the overlap between seeds should approach 1 as N grows. Its
+    randomness is the listed --noise-seeds, so it has no --seed.
 
-    Example: cortex eval stability --seeds 0,1,2 --sample-counts 5,10,20,50
+    Example: cortex eval stability --noise-seeds 0,1,2 --sample-counts 5,10,20,50
     """
-    from ..evaluation.stability import StabilitySettings, run_stability
-
-    st = state(ctx)
-    store = st.store()
-    info = registry.get_model(store, model)
-    settings = StabilitySettings(images_per_class=images_per_class, seeds=_ints(seeds, "--seeds"),
+    settings = StabilitySettings(images_per_class=images_per_class, seeds=_ints(noise_seeds, "--noise-seeds"),
                                  sample_counts=_ints(sample_counts, "--sample-counts"), ns=_ints(ns, "--ns"),
-                                 image_seed=st.seed, classes=_classes(classes))
-    _precheck(store, info, extractor)
-    with progress("stability", quiet=quiet or as_json) as update:
-        result = run_stability(store, info, extractors=extractor, settings=settings, device=st.torch_device(), out_dir=out, progress=update)
-    _render("stability", result, as_json)
+                                 first_seed=first_seed, classes=_names(classes))
+    _evaluate(ctx, "stability", run_stability, settings, model=model, extractor=extractor, out=out, as_json=as_json, quiet=quiet)
 
 
 @sub_command(eval_app, "all")
@@ -294,9 +285,6 @@ def eval_all(
 
     Example: cortex eval all --out docs/eval
     """
-    from ..evaluation.run_all import run_all
-    from ..settings import writable_dir
-
     st = state(ctx)
     writable_dir(out, "to")  # fail before any progress is drawn
     with progress("eval all", quiet=quiet or as_json) as update:
@@ -321,8 +309,6 @@ def report(
 
     Example: cortex report --model mini --out README-results.md
     """
-    from ..evaluation.report import write_report
-
     st = state(ctx)
     store = st.store()
     info = registry.get_model(store, model)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated, Optional
+
 import typer
 
 from .. import registry
@@ -10,20 +12,23 @@ from ..class_subsets import resolve_classes
 from ..errors import CortexError
 from ..extractors import default_configs, export_bundled, test_extractors, train_extractor
 from ..extractors.evaluation import require_extractors
-from ..extractors.training import check_run
+from ..extractors.training import TrainConfig, check_run
 from .app import command, state
+from .options import AsJson, Model, Quiet, Seed
 from .render import console, print_json, progress, table
+
+TRAIN = TrainConfig()  # the defaults every preset shares (seeds)
 
 
 @command("train-extractor")
 def train_extractor_cmd(
     ctx: typer.Context,
     arch: str = typer.Option(..., "--arch", "-a", help="ce (CNN-based, appendix A.1.1), re (ResNet-based with SE blocks, our reading of A.1.2) or re-authors (the RE of the authors' released code)."),
-    model: str = typer.Option(None, "--model", "-m", help="Registered model (default: mini)."),
-    name: str = typer.Option(None, "--name", "-n", help="Name to register it under (default: the arch, 'ce' or 're'; required with --classes)."),
+    model: Model = None,
+    name: str = typer.Option(None, "--name", help="Name to register it under (default: the arch, 'ce' or 're'; required with --classes)."),
     classes: str = typer.Option(None, "--classes", help="Train on these classes only, 'goldfinch,black grouse,11' or @file.txt (one per line); the head gets one output per class (default: every class)."),
     epochs: int = typer.Option(None, "--epochs", help="Epochs (default: 80; mini: 30)."),
-    batch_size: int = typer.Option(None, "--batch-size", "-b", help="Batch size (default: 256; mini: 64)."),
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", "-b", help="Batch size (default: 256; mini: 64).")] = None,
     lr: float = typer.Option(None, "--lr", help="Adam learning rate (default: 1e-3)."),
     weight_decay: float = typer.Option(None, "--weight-decay", help="Adam weight decay (default: 1e-4)."),
     step_size: int = typer.Option(None, "--step-size", help="StepLR: decay the lr every N epochs (default: 20; mini: 10)."),
@@ -33,18 +38,18 @@ def train_extractor_cmd(
     test_per_class: int = typer.Option(None, "--test-per-class", help="Test images per class (default: 50)."),
     width: int = typer.Option(None, "--width", help="Conv channels (default: 512; mini: 64)."),
     fc_width: int = typer.Option(None, "--fc-width", help="Hidden FC width (default: 4096 (ce) / 2048 (re); mini: 512 / 256)."),
-    seed: int = typer.Option(None, "--seed", help="Seed of initialisation, shuffling and dropout (default: the global --seed, 0)."),
-    data_seed: int = typer.Option(0, "--data-seed", help="First image seed of every split (CE and RE share images by default)."),
+    seed: Seed = TRAIN.seed,
+    first_seed: Annotated[int, typer.Option("--first-seed", help="First image seed of every split (CE and RE share images by default).")] = TRAIN.data_seed,
     restart: bool = typer.Option(False, "--restart", help="Discard an interrupted or finished run of this name and start over."),
     bundle: bool = typer.Option(False, "--bundle", help="Also write extractor_<name>.safetensors (fp16) + .json into the package's bundled/mini/ (maintainers: ships it as the default)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON (no progress bar)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    as_json: AsJson = False,
+    quiet: Quiet = False,
 ) -> None:
     """Train an information extractor on the model's own generated images and register it.
 
     The input is the token-based embedding E (codebook vectors of each generated token grid,
     computed on the fly). Missing train/val/test images are generated first (`cortex generate`
-    rows, image seeds DATA_SEED..). Recipe (paper A.1.3): Adam, cross-entropy, StepLR; the
+    rows, image seeds --first-seed ..). Recipe (paper A.1.3): Adam, cross-entropy, StepLR; the
     epoch with the best validation accuracy is kept. The mini model gets a smaller preset.
 
     Resumable: the run state is saved after every epoch in $CORTEX_HOME/extractors/<model>/<name>/;
@@ -64,7 +69,7 @@ def train_extractor_cmd(
     dist = init_from_env(app_state.device)
     try:
         _train(app_state, dist, arch, model, name, classes, epochs, batch_size, lr, weight_decay, step_size, gamma, train_per_class,
-               val_per_class, test_per_class, width, fc_width, seed, data_seed, restart, bundle, as_json, quiet)
+               val_per_class, test_per_class, width, fc_width, seed, first_seed, restart, bundle, as_json, quiet)
         dist.barrier()  # no rank tears the process group down while another still uses it
     finally:
         dist.destroy()
@@ -75,7 +80,7 @@ def _train(app_state, dist: DistContext, arch, model, name, classes, epochs, bat
     store = dist.main_first(app_state.store)  # rank 0 migrates the database before the others open it
     device = dist.device
     info = registry.get_model(store, model)
-    if bundle and info.name != registry.MINI_NAME:
+    if bundle and not info.is_mini:
         raise CortexError(f"--bundle ships extractors of the bundled mini model only, not of {info.name!r}; drop --bundle")
     class_ids = None
     if classes is not None:
@@ -86,7 +91,7 @@ def _train(app_state, dist: DistContext, arch, model, name, classes, epochs, bat
         info, arch, class_ids=class_ids, width=width, fc_width=fc_width, epochs=epochs, batch_size=batch_size, lr=lr,
         weight_decay=weight_decay, step_size=step_size, gamma=gamma, train_per_class=train_per_class,
         val_per_class=val_per_class, test_per_class=test_per_class,
-        seed=app_state.seed if seed is None else seed, data_seed=data_seed,
+        seed=seed, data_seed=data_seed,
     )
     if dist.is_main:
         check_run(store, info, cfg, tc, name=name, restart=restart)  # fail before the progress bar
@@ -116,10 +121,10 @@ def _train(app_state, dist: DistContext, arch, model, name, classes, epochs, bat
 @command("test-extractor")
 def test_extractor_cmd(
     ctx: typer.Context,
-    model: str = typer.Option(None, "--model", "-m", help="Registered model (default: mini)."),
+    model: Model = None,
     per_class: int = typer.Option(None, "--per-class", help="Test images per class (default: each extractor's training setting, 50)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the table as JSON (no progress bar)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    as_json: AsJson = False,
+    quiet: Quiet = False,
 ) -> None:
     """The paper's Table 1: top-1/3/5/10 accuracy of every registered extractor on the test split.
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -11,25 +12,26 @@ from .. import generation, registry
 from ..class_subsets import select_classes
 from ..distributed import DistContext, init_from_env
 from .app import command, state
+from .options import AsJson, BatchSize, ClassName, Classes, FirstSeed, Model, Quiet, Split
 from .render import console, print_json, progress
 
 
 @command("generate")
 def generate(
     ctx: typer.Context,
-    class_spec: str = typer.Option(None, "--class", "-c", help="Class id or name (e.g. 11 or goldfinch), or 'all'; see `cortex models list --classes`."),
-    classes: str = typer.Option(None, "--classes", help="Instead of --class: several classes, 'goldfinch,black grouse,11' or @file.txt (one per line)."),
-    n: int = typer.Option(..., "-n", help="Number of images (seeds SEED .. SEED+N-1)."),
-    model: str = typer.Option(None, "--model", "-m", help="Registered model (default: mini)."),
-    split: str = typer.Option("train", "--split", help="train, val or test (part of each image's identity and random stream)."),
-    seed: int = typer.Option(None, "--seed", help="First image seed (default: the global --seed, 0)."),
-    batch_size: int = typer.Option(16, "--batch-size", "-b", help="Images per forward pass and per transaction (does not change the tokens)."),
+    class_spec: ClassName = None,
+    classes: Classes = None,
+    n: Annotated[int, typer.Option("--images", "-n", help="Images per class: seeds --first-seed .. +N-1 (each image's randomness is keyed by its seed).")] = ...,
+    model: Model = None,
+    split: Split = "train",
+    first_seed: FirstSeed = 0,
+    batch_size: BatchSize = 16,
     out: Path = typer.Option(None, "--out", "-o", help="Also write PNGs <class>_<split>_<seed>.png carrying their tokens here."),
     top_k: int = typer.Option(None, "--top-k", help="Keep the k most likely tokens per step; 0 disables (default: the model's)."),
     top_p: float = typer.Option(None, "--top-p", help="Nucleus sampling mass in (0, 1]; 1 disables (default: the model's)."),
     temperature: float = typer.Option(None, "--temperature", help="Softmax temperature > 0 (default: the model's)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON (no progress bar)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    as_json: AsJson = False,
+    quiet: Quiet = False,
 ) -> None:
     """Sample N images of a class from the model's prior into the database; optionally save PNGs.
 
@@ -48,14 +50,14 @@ def generate(
     app_state = state(ctx)
     dist = init_from_env(app_state.device)
     try:
-        _generate(app_state, dist, class_spec, classes, n, model, split, seed, batch_size, out, top_k, top_p, temperature,
+        _generate(app_state, dist, class_spec, classes, n, model, split, first_seed, batch_size, out, top_k, top_p, temperature,
                   as_json, quiet)
         dist.barrier()  # no rank tears the process group down while another still uses it
     finally:
         dist.destroy()
 
 
-def _generate(app_state, dist: DistContext, class_spec, classes, n, model, split, seed, batch_size, out, top_k, top_p,
+def _generate(app_state, dist: DistContext, class_spec, classes, n, model, split, first, batch_size, out, top_k, top_p,
               temperature, as_json, quiet) -> None:
     store = dist.main_first(app_state.store)  # rank 0 migrates the database before the others open it
     device = dist.device
@@ -65,7 +67,6 @@ def _generate(app_state, dist: DistContext, class_spec, classes, n, model, split
     sampler = None
     if top_k is not None or top_p is not None or temperature is not None:
         sampler = generation.resolve_sampler(info, top_k, top_p, temperature, device)
-    first = app_state.seed if seed is None else seed
     results = []
     for cls in targets:
         label = f"sampling {cls.name} ({split})" + (f", rank 0's shard of {dist.world_size}" if dist.distributed else "")

@@ -7,6 +7,7 @@ import dataclasses
 import sys
 import time
 from pathlib import Path
+from typing import Annotated, Optional
 
 import typer
 
@@ -14,11 +15,17 @@ from .. import registry
 from ..class_subsets import resolve_classes, select_classes
 from ..distributed import DistContext, init_from_env
 from ..errors import CortexError
-from ..attribution import SaliencySettings, field_help
+from ..attribution import SaliencySettings
+from ..demo import DEMO_SWEEP_STEPS, run_demo
+from ..explain import explain_png, show_image, show_token
+from ..extractors.registry import get_extractor, load_extractor
+from ..extractors.subsets import require_classes
+from ..indexing import ensure_run, index_class
+from ..queries import token_usage, top_tokens
 from .app import command, state
+from .options import (SALIENCY, Alpha, AsJson, BatchSize, Baseline, ClassName, Classes, CountedImages, Extractor, ExtractorOfRuns,
+                      FirstSeed, Images, Method, Model, Precision, Quiet, Reduce, Samples, Seed, Split, Steps, TopK, TopN)
 from .render import console, print_json, progress, table
-
-SALIENCY = SaliencySettings()  # the options' defaults; their help is the fields' (attribution/settings.py)
 
 
 def _settings(**values) -> SaliencySettings:
@@ -30,7 +37,7 @@ def _rate(update):
     start = time.perf_counter()
     first: list[int] = []
 
-    def report(done: int, total: int) -> None:
+    def report(done: int, total: int, info: str = "") -> None:
         if not first:
             first.append(done)
         elapsed = time.perf_counter() - start
@@ -43,26 +50,29 @@ def _rate(update):
 @command("index")
 def index(
     ctx: typer.Context,
-    class_spec: str = typer.Option(None, "--class", "-c", help="Class id or name, or 'all' for every class of the model."),
-    classes: str = typer.Option(None, "--classes", help="Instead of --class: several classes, 'goldfinch,black grouse,11' or @file.txt (one per line)."),
-    model: str = typer.Option(None, "--model", "-m", help="Registered model (default: mini)."),
-    extractor: str = typer.Option("ce", "--extractor", "-e", help="Which extractor f_Y: ce or re (or a name you trained)."),
-    split: str = typer.Option("train", "--split", help="Which generated images to index: train, val or test."),
-    images: int = typer.Option(100, "--images", "-n", help="Images per class (seeds 0..N-1); missing ones are generated first."),
-    method: str = typer.Option(SALIENCY.method, "--method", help=field_help("method")),
-    samples: int = typer.Option(SALIENCY.samples, "--samples", help=field_help("samples")),
-    alpha: float = typer.Option(SALIENCY.alpha, "--alpha", help=field_help("alpha")),
-    steps: int = typer.Option(SALIENCY.steps, "--steps", help=field_help("steps")),
-    baseline: str = typer.Option(SALIENCY.baseline, "--baseline", help=field_help("baseline")),
-    top_n: int = typer.Option(SALIENCY.top_n, "--top-n", help=field_help("top_n")),
-    reduce: str = typer.Option(SALIENCY.reduce, "--reduce", help=field_help("reduce")),
-    precision: str = typer.Option(SALIENCY.precision, "--precision", help=field_help("precision")),
-    batch_size: int = typer.Option(16, "--batch-size", "-b", help="Images per saliency batch and per transaction."),
-    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON (no progress bar)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    class_spec: ClassName = None,
+    classes: Classes = None,
+    model: Model = None,
+    extractor: Extractor = "ce",
+    split: Split = "train",
+    images: Images = 100,
+    first_seed: FirstSeed = 0,
+    seed: Seed = SALIENCY.seed,
+    method: Method = SALIENCY.method,
+    samples: Samples = SALIENCY.samples,
+    alpha: Alpha = SALIENCY.alpha,
+    steps: Steps = SALIENCY.steps,
+    baseline: Baseline = SALIENCY.baseline,
+    top_n: TopN = SALIENCY.top_n,
+    reduce: Reduce = SALIENCY.reduce,
+    precision: Precision = SALIENCY.precision,
+    batch_size: BatchSize = 16,
+    as_json: AsJson = False,
+    quiet: Quiet = False,
 ) -> None:
     """Run CORTEX saliency over a class's generated images and store each image's top-n tokens and TSV map.
 
+    Indexes image seeds --first-seed .. +N-1 (N = --images); --seed keys the saliency noise.
     Target = the class's logit of the extractor f_Y; TSV(t) = max over channels of the absolute mean
     gradient over N noisy copies (paper §3.3, --method smoothgrad, the default). --method gradient,
     gradient-x-input or integrated-gradients (Captum; --steps, --baseline) index the same images
@@ -82,14 +92,14 @@ def index(
     dist = init_from_env(app_state.device)
     try:
         settings = _settings(method=method, samples=samples, alpha=alpha, steps=steps, baseline=baseline, top_n=top_n, reduce=reduce,
-                             precision=precision, seed=app_state.seed)
-        _index(app_state, dist, class_spec, classes, model, extractor, split, images, settings, batch_size, as_json, quiet)
+                             precision=precision, seed=seed)
+        _index(app_state, dist, class_spec, classes, model, extractor, split, images, first_seed, settings, batch_size, as_json, quiet)
         dist.barrier()  # no rank tears the process group down while another still uses it
     finally:
         dist.destroy()
 
 
-def _index(app_state, dist: DistContext, class_spec, classes, model, extractor, split, images, settings: SaliencySettings,
+def _index(app_state, dist: DistContext, class_spec, classes, model, extractor, split, images, first_seed, settings: SaliencySettings,
            batch_size, as_json, quiet) -> None:
     store = dist.main_first(app_state.store)  # rank 0 migrates the database before the others open it
     device = dist.device
@@ -97,11 +107,6 @@ def _index(app_state, dist: DistContext, class_spec, classes, model, extractor, 
     if images < 1:
         raise CortexError(f"--images must be >= 1, got {images}")
     targets = select_classes(store, info, class_spec, classes)
-    from ..extractors.registry import get_extractor, load_extractor
-    from ..indexing import ensure_run, index_class
-
-    from ..extractors.subsets import require_classes
-
     ext_info = get_extractor(store, info, extractor)
     require_classes(ext_info, [c.class_id for c in targets])  # a subset extractor's classes only; before generating anything
     net = load_extractor(ext_info, device)
@@ -113,9 +118,9 @@ def _index(app_state, dist: DistContext, class_spec, classes, model, extractor, 
         label = f"indexing {cls.name}" + (f" (rank 0's shard of {dist.world_size})" if dist.distributed else "")
         with progress(label, quiet=quiet or as_json or not dist.is_main) as update:
             results.append(index_class(
-                store, info, ext_info, cls, split=split, n_images=images, settings=settings, device=device,
+                store, info, ext_info, cls, split=split, n_images=images, image_seed=first_seed, settings=settings, device=device,
                 batch_size=batch_size, progress=_rate(update), extractor=net,
-                generation_progress=lambda done, total: update(done, total, info="generating missing images"),
+                generation_progress=lambda done, total, info="": update(done, total, info="generating missing images"),
                 shard=shard,
             ))
     if dist.distributed:
@@ -157,19 +162,19 @@ def top_tokens_cmd(
     ctx: typer.Context,
     class_spec: str = typer.Argument(None, metavar="CLASS", help="Class id or name (or give --classes instead)."),
     classes: str = typer.Option(None, "--classes", help="Instead of CLASS: several concepts, 'goldfinch,black grouse,11' or @file.txt; one table each (a JSON list with --json)."),
-    k: int = typer.Option(100, "-k", help="How many tokens (the paper uses 100)."),
+    k: TopK = 100,
     baseline: str = typer.Option(
         None, "--baseline",
         help="Also rank tokens without an extractor over the same images, and show the overlap: 'frequency' "
         "(the paper's: most frequent over all positions) or 'specific' (most specific to the class: smoothed P(class | token)).",
     ),
-    images: int = typer.Option(None, "--images", help="Count exactly seeds 0..N-1 of the split (default: every image the run indexed)."),
-    extractor: str = typer.Option(None, "--extractor", "-e", help="Read the newest run of this extractor (default: the newest run of any)."),
+    images: CountedImages = None,
+    extractor: ExtractorOfRuns = None,
     method: str = typer.Option(None, "--method", help="Read the newest run of this attribution method (default: of any; see `cortex index --method`)."),
     run: int = typer.Option(None, "--run", help="Read this saliency run (its run_id in `cortex index --json`) instead of the newest."),
-    model: str = typer.Option(None, "--model", "-m", help="Registered model (default: mini)."),
-    split: str = typer.Option("train", "--split", help="Which indexed images to count."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    model: Model = None,
+    split: Split = "train",
+    as_json: AsJson = False,
     as_csv: bool = typer.Option(False, "--csv", help="Print CSV (one row per rank; baseline columns with --baseline)."),
 ) -> None:
     """The concept's top-k tokens: those most frequent in its images' top-n saliency sets (T*_concept).
@@ -180,8 +185,6 @@ def top_tokens_cmd(
     Example: cortex top-tokens goldfinch -k 20 --baseline specific
     Example: cortex top-tokens --classes 'goldfinch,black grouse' -k 10 --json
     """
-    from ..queries import top_tokens
-
     app_state = state(ctx)
     store = app_state.store()
     info = registry.get_model(store, model)
@@ -240,11 +243,11 @@ def token_cmd(
     ctx: typer.Context,
     token: int = typer.Argument(..., help="Codebook index (0..K-1)."),
     top: int = typer.Option(20, "--top", help="Classes to list."),
-    images: int = typer.Option(None, "--images", help="Count exactly seeds 0..N-1 of every class (default: every image the run indexed)."),
-    extractor: str = typer.Option(None, "--extractor", "-e", help="Read the newest run of this extractor (default: the newest run of any)."),
-    model: str = typer.Option(None, "--model", "-m", help="Registered model (default: mini)."),
-    split: str = typer.Option("train", "--split", help="Which images to count."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    images: CountedImages = None,
+    extractor: ExtractorOfRuns = None,
+    model: Model = None,
+    split: Split = "train",
+    as_json: AsJson = False,
 ) -> None:
     """Which classes use a token most: as a salient token (index) and as a plain occurrence (all positions).
 
@@ -252,8 +255,6 @@ def token_cmd(
     Ranks: 'class rank' orders the classes; 'token rank' is the token's rank inside that class's own list.
     Example: cortex token 42 --top 10
     """
-    from ..queries import token_usage
-
     app_state = state(ctx)
     store = app_state.store()
     info = registry.get_model(store, model)
@@ -293,9 +294,10 @@ def show(
     class_spec: str = typer.Option(None, "--class", "-c", help="With --token: draw images of this class."),
     token: int = typer.Option(None, "--token", "-t", help="With --class: box this token wherever it is salient (paper Figure 5)."),
     limit: int = typer.Option(12, "--limit", help="With --class/--token: at most this many images."),
-    extractor: str = typer.Option(None, "--extractor", "-e", help="Use runs of this extractor (default: newest of any; 'ce' when computing)."),
-    model: str = typer.Option(None, "--model", "-m", help="Registered model (default: mini, or the PNG's)."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    extractor: Annotated[Optional[str], typer.Option("--extractor", "-e", help="Use runs of this extractor (default: newest of any; 'ce' when computing).")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Registered model (default: mini, or the PNG's).")] = None,
+    seed: Seed = SALIENCY.seed,
+    as_json: AsJson = False,
 ) -> None:
     """Draw red boxes on an image's top-n TSV tokens (paper Figure 2), or a class's images with one token boxed (Figure 5).
 
@@ -303,8 +305,6 @@ def show(
     logit) or a cortex PNG (computed as `cortex explain` does).
     Examples: cortex show 17 --top-n 5 --out fig2.png ;  cortex show --class goldfinch --token 42 --out fig5.png
     """
-    from ..explain import explain_png, show_image, show_token
-
     app_state = state(ctx)
     store = app_state.store()
     device = app_state.torch_device()
@@ -329,10 +329,10 @@ def show(
     if image.isdigit():
         info = registry.get_model(store, model)
         result = show_image(store, info, int(image), extractor_name=extractor, top_n=top_n, out=out, device=device,
-                            settings=SaliencySettings(seed=app_state.seed))
+                            settings=SaliencySettings(seed=seed))
     else:
         result = explain_png(store, Path(image), model_name=model, extractor_name=extractor, top_n=top_n,
-                             settings=SaliencySettings(seed=app_state.seed), device=device, out=out)
+                             settings=SaliencySettings(seed=seed), device=device, out=out)
     if as_json:
         print_json(result)
         return
@@ -345,16 +345,17 @@ def explain(
     image: Path = typer.Argument(..., help="A PNG written by cortex (tokens in its metadata) or any picture (encoded by the VQGAN)."),
     top_n: int = typer.Option(10, "--top-n", help="Tokens to list and box."),
     out: Path = typer.Option(None, "--out", "-o", help="Also write the picture with its top-n tokens boxed (PNG)."),
-    extractor: str = typer.Option("ce", "--extractor", "-e", help="Which extractor f_Y."),
-    model: str = typer.Option(None, "--model", "-m", help="Registered model (default: the PNG's, else mini)."),
-    method: str = typer.Option(SALIENCY.method, "--method", help=field_help("method")),
-    samples: int = typer.Option(SALIENCY.samples, "--samples", help=field_help("samples")),
-    alpha: float = typer.Option(SALIENCY.alpha, "--alpha", help=field_help("alpha")),
-    steps: int = typer.Option(SALIENCY.steps, "--steps", help=field_help("steps")),
-    baseline: str = typer.Option(SALIENCY.baseline, "--baseline", help=field_help("baseline")),
-    reduce: str = typer.Option(SALIENCY.reduce, "--reduce", help=field_help("reduce")),
-    precision: str = typer.Option(SALIENCY.precision, "--precision", help=field_help("precision")),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    extractor: Extractor = "ce",
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Registered model (default: the PNG's, else mini).")] = None,
+    seed: Seed = SALIENCY.seed,
+    method: Method = SALIENCY.method,
+    samples: Samples = SALIENCY.samples,
+    alpha: Alpha = SALIENCY.alpha,
+    steps: Steps = SALIENCY.steps,
+    baseline: Baseline = SALIENCY.baseline,
+    reduce: Reduce = SALIENCY.reduce,
+    precision: Precision = SALIENCY.precision,
+    as_json: AsJson = False,
 ) -> None:
     """Saliency of one picture, printed (and drawn with --out); the index is not touched.
 
@@ -362,12 +363,10 @@ def explain(
     Example: cortex explain samples/goldfinch_train_0.png --top-n 5 --out explained.png
     Example: cortex explain samples/goldfinch_train_0.png --method gradient-x-input
     """
-    from ..explain import explain_png
-
     app_state = state(ctx)
     store = app_state.store()
     settings = _settings(method=method, samples=samples, alpha=alpha, steps=steps, baseline=baseline, reduce=reduce, precision=precision,
-                         seed=app_state.seed)
+                         seed=seed)
     result = explain_png(store, image, model_name=model, extractor_name=extractor, top_n=top_n, settings=settings,
                          device=app_state.torch_device(), out=out)
     if as_json:
@@ -381,8 +380,9 @@ def demo(
     ctx: typer.Context,
     out: Path = typer.Option(Path("cortex-demo"), "--out", "-o", help="Directory for the demo's PNGs."),
     concept: str = typer.Option("red-capped bird", "--concept", help="Which mini concept to tour (its paired concept is the edit's target)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
-    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    seed: Seed = 0,
+    quiet: Quiet = False,
+    as_json: AsJson = False,
 ) -> None:
     """The tour, on the bundled mini model (~1 minute on a laptop CPU): generate, index, top tokens, Figure 2, an edit.
 
@@ -392,12 +392,10 @@ def demo(
     the concept's token atlas (OUT/atlas/index.html, as `cortex atlas` does).
     Example: cortex demo --out cortex-demo/
     """
-    from ..demo import run_demo
-
     app_state = state(ctx)
     store = app_state.store()
     with progress("demo", quiet=quiet or as_json) as update:
-        result = run_demo(store, out, app_state.torch_device(), progress=update, concept=concept)
+        result = run_demo(store, out, app_state.torch_device(), progress=update, concept=concept, seed=seed)
     if as_json:
         print_json(result)
         return
@@ -422,8 +420,6 @@ def demo(
             console.print(f"the source's own class: {start}", highlight=False)
     if result.sweep:
         rates = ", ".join(f"{judge} {share:.0%}" for judge, share in result.sweep.items())
-        from ..demo import DEMO_SWEEP_STEPS
-
         console.print(f"over all {result.sweep_edits} part-pair directions (one image each, saliency box, {DEMO_SWEEP_STEPS} steps), "
                       f"the judges call the edit the target: {rates}", highlight=False, soft_wrap=True)
     for line in result.lines:

@@ -6,7 +6,13 @@ from pathlib import Path
 
 import typer
 
+from ..generation import default_sampler
+from ..judges import mini_judges
+from ..miniworld.report import mini_report
+from ..miniworld.training import MiniRecipe, build_mini
+from ..registry import BUNDLED_DIR, MINI_NAME, get_model, load_model
 from .app import app, command, state, sub_command
+from .options import AsJson, Quiet, Seed
 from .render import console, print_json, progress, table
 
 mini_app = typer.Typer(help="The bundled mini model: quality report.", no_args_is_help=True)
@@ -20,19 +26,17 @@ def train_mini(
     work_dir: Path = typer.Option(None, "--work-dir", help="Stage checkpoints, for resuming (default: OUT/.work)."),
     vq_steps: int = typer.Option(None, "--vq-steps", help="VQGAN steps (default: the recipe's)."),
     gpt_steps: int = typer.Option(None, "--gpt-steps", help="Prior steps (default: the recipe's)."),
-    quiet: bool = typer.Option(False, "--quiet"),
+    seed: Seed = MiniRecipe.seed,
+    quiet: Quiet = False,
 ) -> None:
     """Train the mini model from nothing: VQGAN, class-conditional GPT prior and two judges.
 
-    Seeded by the global --seed (the committed weights used --seed 0). Interrupted runs resume at
-    the first unfinished stage. Takes about 30-40 minutes on 2 CPU cores.
+    The committed weights used --seed 0. Interrupted runs resume at the first unfinished stage.
+    Takes about 30-40 minutes on 2 CPU cores.
 
-    Example: cortex --seed 0 train-mini --out /tmp/mini
+    Example: cortex train-mini --seed 0 --out /tmp/mini
     """
-    from ..miniworld.training import MiniRecipe, build_mini
-    from ..registry import BUNDLED_DIR
-
-    recipe = MiniRecipe(seed=state(ctx).seed)
+    recipe = MiniRecipe(seed=seed)
     if vq_steps:
         recipe.vq_steps = vq_steps
     if gpt_steps:
@@ -58,24 +62,20 @@ def mini_report_cmd(
     ctx: typer.Context,
     heldout: int = typer.Option(40, "--heldout-per-concept", help="Held-out mini-world images per concept."),
     generated: int = typer.Option(16, "--generated-per-concept", help="Prior samples per concept for the judges."),
-    as_json: bool = typer.Option(False, "--json"),
-    quiet: bool = typer.Option(False, "--quiet"),
+    seed: Seed = 0,
+    as_json: AsJson = False,
+    quiet: Quiet = False,
 ) -> None:
     """Quality of the bundled mini model: VQGAN PSNR, codebook use, judge accuracy (held-out and generated).
 
     Example: cortex mini report --json
     """
-    from ..generation import default_sampler
-    from ..judges import mini_judges
-    from ..miniworld.report import mini_report
-    from ..registry import get_model, load_model
-
     st = state(ctx)
     device = st.torch_device()
-    vqgm = load_model(get_model(st.store(), "mini"), device)
+    vqgm = load_model(get_model(st.store(), MINI_NAME), device)
     with progress("sampling concepts", quiet or as_json) as update:
         report = mini_report(vqgm, mini_judges(device), heldout_per_concept=heldout, generated_per_concept=generated,
-                             sampler=default_sampler(vqgm), seed=st.seed, progress=update)
+                             sampler=default_sampler(vqgm), seed=seed, progress=update)
     if as_json:
         print_json(report)
         return

@@ -7,8 +7,10 @@ from pathlib import Path
 import typer
 
 from .. import concept_search, optimize, registry
+from ..extractors.registry import get_extractor
 from ..regions import parse_region
 from .app import command, state
+from .options import AsJson, Model, Quiet, Seed
 from .render import console, deferred_progress, print_json, table
 
 SHOW_TOKENS = 12  # T* tokens listed in the terminal
@@ -22,7 +24,7 @@ def optimize_cmd(
     init: str = typer.Option(concept_search.RANDOM, "--init", help="Start: random (near-uniform logits of P), noise (a uniformly random token grid) or a PNG (its tokens)."),
     restarts: int = typer.Option(concept_search.DEFAULT_RESTARTS, "--restarts", "-R", help="Independent optimisations; the best final extractor objective wins, all are reported."),
     steps: int = typer.Option(concept_search.DEFAULT_STEPS, "--steps", help="Optimisation steps per restart."),
-    model: str = typer.Option(None, "--model", "-m", help="Registered model (default: mini)."),
+    model: Model = None,
     extractor: str = typer.Option("ce", "--extractor", "-e", help="Registered extractor f_Y to maximise (and whose saliency index is compared)."),
     k: int = typer.Option(concept_search.DEFAULT_K, "-k", help="Compare with the class's top-k salient tokens (`cortex top-tokens`)."),
     lr: float = typer.Option(None, "--lr", help=f"Adam learning rate on the logits of P (default {optimize.TOKEN_LR})."),
@@ -30,10 +32,10 @@ def optimize_cmd(
     tau_final: float = typer.Option(None, "--tau-final", help="Anneal tau exponentially to this value by the last step (default: fixed tau)."),
     alpha: float = typer.Option(optimize.OptimizeSettings.alpha, "--alpha", help="Weight of the ||E||^2 regulariser over the region (paper eq. 8)."),
     objective: str = typer.Option(optimize.OptimizeSettings.objective, "--objective", help="logit (-target logit, the paper's eq. 8) or log-prob."),
-    seed: int = typer.Option(None, "--seed", help="This search's seed; restart seeds derive from it and the search (default: the global --seed, 0)."),
+    seed: Seed = optimize.OptimizeSettings.seed,
     out: Path = typer.Option(None, "--out", "-o", help="Directory for the PNG and strip (default: $CORTEX_HOME/concept-searches/<model>)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON (no progress bar)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    as_json: AsJson = False,
+    quiet: Quiet = False,
 ) -> None:
     """Find the tokens that best express a concept, from no input at all (paper §3.4, eq. 7-9).
 
@@ -45,6 +47,8 @@ def optimize_cmd(
     compared with the class's salient tokens from `cortex index`. Writes the decoded grid (a PNG
     with its tokens) and a strip over the steps. Rerunning the same command reuses stored restarts.
 
+    --seed keys the restarts' noise (restart seeds derive from it and the search).
+
     Example: cortex optimize --class "red-capped bird" --restarts 3 --steps 300
     """
     app_state = state(ctx)
@@ -54,9 +58,8 @@ def optimize_cmd(
     region = parse_region(region_text, info.grid)
     settings = optimize.OptimizeSettings(
         steps=steps, lr=lr, tau=tau, tau_final=tau_final, alpha=alpha, objective=objective,
-        seed=app_state.seed if seed is None else seed,
+        seed=seed,
     ).validate()
-    from ..extractors.registry import get_extractor
 
     ext_info = get_extractor(store, info, extractor)
     with deferred_progress(f"searching {cls.name}", quiet=quiet or as_json) as update:

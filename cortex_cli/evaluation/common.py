@@ -3,23 +3,27 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence, TypeVar
 
 import torch
 
 from .. import registry
 from ..errors import CortexError
+from ..extractors import registry as extractor_registry
+from ..extractors.registry import ExtractorInfo
+from ..generation import ensure_images, image_tokens
 from ..jsonable import to_jsonable
-from ..judges import Judge
+from ..judges import Judge, judges_for
+from ..progress import Progress, report
 from ..registry import ClassInfo, ModelInfo
 from ..saliency import SaliencySettings, prepare_extractor, token_saliency
 from ..settings import artifacts_dir, writable_dir
 from ..store import evaluations as evaluation_store
 from ..store.database import Store
 
-Progress = Callable[..., None]
 KINDS = ("image-level", "concept-level", "edit", "localization", "stability")
 
 
@@ -34,16 +38,6 @@ class StoredEvaluation:
     result: dict[str, Any]
     plot_path: str
     created_at: str
-
-
-def tick(progress: Progress | None, done: int, total: int, info: str = "") -> None:
-    """Call a progress callback that may or may not take `info`."""
-    if progress is None:
-        return
-    try:
-        progress(done, total, info=info)
-    except TypeError:
-        progress(done, total)
 
 
 def default_out_dir(model: ModelInfo) -> Path:
@@ -65,15 +59,13 @@ def resolve_classes(store: Store, model: ModelInfo, specs: Sequence[str] | None)
     return [registry.resolve_class(store, model, s.strip()) for s in specs if s.strip()]
 
 
-def resolve_extractors(store: Store, model: ModelInfo, spec: str = "all") -> list:
+def resolve_extractors(store: Store, model: ModelInfo, spec: str = "all") -> list[ExtractorInfo]:
     """Registered extractors by name, or 'all' (every one of the model; CE and RE for the mini model)."""
-    from ..extractors import registry as xreg
-
-    if model.name == registry.MINI_NAME and hasattr(xreg, "ensure_bundled_extractors"):
-        xreg.ensure_bundled_extractors(store)
+    if model.is_mini:
+        extractor_registry.ensure_bundled_extractors(store)
     if spec != "all":
-        return [xreg.get_extractor(store, model, name.strip()) for name in spec.split(",") if name.strip()]
-    found = xreg.list_extractors(store, model)
+        return [extractor_registry.get_extractor(store, model, name.strip()) for name in spec.split(",") if name.strip()]
+    found = extractor_registry.list_extractors(store, model)
     if not found:
         raise CortexError(f"model {model.name!r} has no extractors; run `cortex train-extractor --model {model.name} --arch ce` first")
     return found
@@ -81,8 +73,6 @@ def resolve_extractors(store: Store, model: ModelInfo, spec: str = "all") -> lis
 
 def load_judges(model: ModelInfo, device: torch.device | str, weights_dir: str | Path | None = None) -> list[Judge]:
     """The model's judges (mini: the bundled ones; ImageNet: torchvision's four)."""
-    from ..judges import judges_for
-
     return judges_for(model, device, weights_dir)
 
 
@@ -101,8 +91,6 @@ def test_images(
 
     Missing images are sampled from the model's prior (seeds seed .. seed+per_class-1).
     """
-    from ..generation import ensure_images, image_tokens
-
     if per_class < 1:
         raise CortexError(f"--images-per-class must be >= 1, got {per_class}")
     ids: list[int] = []
@@ -111,7 +99,7 @@ def test_images(
         got = ensure_images(store, model, cls, split, per_class, seed=seed, device=device)
         ids += got
         labels += [cls.class_id] * len(got)
-        tick(progress, i + 1, len(classes), cls.name)
+        report(progress, i + 1, len(classes), cls.name)
     return ids, torch.tensor(labels, dtype=torch.long), image_tokens(store, model, ids)
 
 
@@ -147,8 +135,60 @@ def saliency_of(
             emb = vqgm.embed(chunk)
         out.append(token_saliency(extractor, emb, list(targets[start:start + batch_size]), list(keys[start:start + batch_size]), settings,
                                   codebook=vqgm.codebook).cpu())
-        tick(progress, min(start + batch_size, total), total)
+        report(progress, min(start + batch_size, total), total)
     return torch.cat(out) if out else torch.empty(0, vqgm.grid, vqgm.grid)
+
+
+@dataclass
+class Evaluation:
+    """What every evaluation starts from (`begin`) and hands to `finish`: the shared prologue's products."""
+
+    store: Store
+    model: ModelInfo
+    out: Path  # where the JSON and PNG go
+    extractors: list[ExtractorInfo]
+    classes: list[ClassInfo]
+    judges: list[Judge]
+    device: torch.device | str
+    progress: Progress | None
+    started: float = field(default_factory=time.perf_counter)
+
+    def report(self, done: int, total: int, info: str = "") -> None:
+        """Forward to the caller's progress callback, if any."""
+        report(self.progress, done, total, info)
+
+
+def begin(
+    store: Store,
+    model: ModelInfo,
+    *,
+    extractors: str,
+    classes: Sequence[str] | None,
+    device: torch.device | str,
+    out_dir: str | Path | None,
+    progress: Progress | None,
+    judges: Sequence[Judge] | None = None,
+    judge_weights: str | Path | None = None,
+    with_judges: bool = True,
+) -> Evaluation:
+    """The prologue of every evaluation: out dir, extractors, judges (when it uses them) and classes."""
+    out = prepare_out_dir(out_dir, model)
+    infos = resolve_extractors(store, model, extractors)
+    judge_list = list(judges) if judges is not None else load_judges(model, device, judge_weights) if with_judges else []
+    return Evaluation(store, model, out, infos, resolve_classes(store, model, classes), judge_list, device, progress)
+
+
+Result = TypeVar("Result")
+
+
+def finish(evaluation: Evaluation, kind: str, result: Result, plot: str | Path, params: dict[str, Any]) -> Result:
+    """The epilogue of every evaluation: plot path, JSON (`<kind>.json`), wall time, and the stored row."""
+    result.plot_path = str(plot)
+    result.json_path = str(evaluation.out / f"{kind.replace('-', '_')}.json")
+    result.seconds = round(time.perf_counter() - evaluation.started, 2)
+    write_json(Path(result.json_path), result)
+    result.evaluation_id = record_evaluation(evaluation.store, evaluation.model, kind, params, asdict(result), plot)
+    return result
 
 
 def record_evaluation(store: Store, model: ModelInfo, kind: str, params: dict[str, Any], result: dict[str, Any], plot_path: str | Path | None) -> int:

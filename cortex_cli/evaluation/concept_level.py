@@ -14,7 +14,6 @@ tokens rank highest in the baseline's frequency list (ties in raster order).
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -23,7 +22,11 @@ import torch
 
 from .. import registry
 from ..errors import CortexError
+from ..extractors.registry import load_extractor
+from ..generation import ensure_images, resolve_sampler
+from ..indexing import index_class
 from ..judges import Judge
+from ..queries import ImageSet, frequency_baseline, specific_baseline, top_tokens
 from ..registry import ModelInfo
 from ..saliency import SaliencySettings
 from ..store.database import Store
@@ -42,8 +45,6 @@ def default_k(n_embed: int) -> int:
 
 def _train_set(store: Store, model: ModelInfo, cls, n: int) -> tuple[tuple[int, ...], tuple[int, ...], tuple[str, ...]]:
     """(ids, seeds, samplers) of the class's training images of seeds 0..n-1 (default sampler)."""
-    from ..generation import ensure_images, resolve_sampler
-
     ids = ensure_images(store, model, cls, "train", n)
     return tuple(ids), tuple(range(n)), (resolve_sampler(model).label(),)
 
@@ -57,7 +58,8 @@ class ConceptLevelSettings:
     train_images: int = 20  # indexed training images per class
     images_per_class: int = 4  # masked test images per class
     fill: str = "black"
-    seed: int = 0
+    seed: int = 0  # saliency noise of the index
+    first_seed: int = 0  # test images: seeds first_seed .. first_seed+images_per_class-1 (the index: training seeds 0..train_images-1)
     samples: int = 20  # SmoothGrad N of the index
     classes: tuple[str, ...] = ()
     batch_size: int = 16
@@ -122,11 +124,6 @@ def run_concept_level(
     Returns:
         ConceptLevelResult (also stored in the `evaluations` table).
     """
-    from ..extractors.registry import load_extractor
-    from ..generation import ensure_images
-    from ..indexing import index_class
-    from ..queries import ImageSet, frequency_baseline, specific_baseline, top_tokens
-
     if settings.fill not in FILLS:
         raise CortexError(f"--fill must be one of {', '.join(FILLS)}, got {settings.fill!r}")
     k = settings.k if settings.k is not None else default_k(model.n_embed)
@@ -134,11 +131,9 @@ def run_concept_level(
         raise CortexError(f"-k must be >= 1, got {k}")
     if settings.train_images < 1 or settings.images_per_class < 1:
         raise CortexError("--train-images and --images-per-class must be >= 1")
-    start = time.perf_counter()
-    out = common.prepare_out_dir(out_dir, model)
-    infos = common.resolve_extractors(store, model, extractors)
-    judge_list = list(judges) if judges is not None else common.load_judges(model, device, judge_weights)
-    classes = common.resolve_classes(store, model, settings.classes)
+    run = common.begin(store, model, extractors=extractors, classes=settings.classes, device=device, out_dir=out_dir,
+                       progress=progress, judges=judges, judge_weights=judge_weights)
+    infos, judge_list, classes = run.extractors, run.judges, run.classes
     vqgm = registry.load_model(model, device)
     sal = SaliencySettings(samples=settings.samples, top_n=settings.top_n, seed=settings.seed)
 
@@ -150,10 +145,10 @@ def run_concept_level(
         net = load_extractor(info, device)
         concept_tokens[info.name] = {}
         for cls in classes:
-            common.tick(progress, done, total, f"index {info.name} / {cls.name}")
-            run = index_class(store, model, info, cls, split="train", n_images=settings.train_images, settings=sal,
-                              device=device, batch_size=settings.batch_size, extractor=net).run_id
-            top = top_tokens(store, model, cls, k=k, run=run, split="train", images=settings.train_images)
+            run.report(done, total, f"index {info.name} / {cls.name}")
+            run_id = index_class(store, model, info, cls, split="train", n_images=settings.train_images, settings=sal,
+                                 device=device, batch_size=settings.batch_size, extractor=net).run_id
+            top = top_tokens(store, model, cls, k=k, run=run_id, split="train", images=settings.train_images)
             concept_tokens[info.name][cls.name] = [r.token for r in top.rows]
             done += 1
     # the extractor-free rankings read the same training images (seeds 0..train_images-1); the
@@ -168,8 +163,8 @@ def run_concept_level(
         concept_tokens[name] = {cls.name: ranked[cls.class_id] for cls in classes}
     baseline = baselines["baseline"]
 
-    ids, labels, tokens = common.test_images(store, model, classes, settings.images_per_class, seed=settings.seed, device=device,
-                                             progress=lambda d, t, info="": common.tick(progress, d, t, f"test images {info}"))
+    ids, labels, tokens = common.test_images(store, model, classes, settings.images_per_class, seed=settings.first_seed, device=device,
+                                             progress=lambda d, t, info="": run.report(d, t, f"test images {info}"))
     names = {c.class_id: c.name for c in classes}
     images = common.decode(vqgm, tokens)
     before = common.judge_probabilities(judge_list, images)
@@ -196,13 +191,7 @@ def run_concept_level(
             "ΔA (accuracy change)": {m: [table[j][m].delta_acc for j in table] for m in selections},
             "ΔP (probability change)": {m: [table[j][m].delta_p for j in table] for m in selections},
         },
-        out / "concept_level.png", ylabel="after masking - before",
+        run.out / "concept_level.png", ylabel="after masking - before",
         title=f"{model.name}: concept-level masking (k={k}, {len(ids)} test images)",
     )
-    result.plot_path = str(plot)
-    result.json_path = str(out / "concept_level.json")
-    result.seconds = round(time.perf_counter() - start, 2)
-    common.write_json(Path(result.json_path), result)
-    params = asdict(settings) | {"k": k, "extractors": extractors}
-    result.evaluation_id = common.record_evaluation(store, model, "concept-level", params, asdict(result), plot)
-    return result
+    return common.finish(run, "concept-level", result, plot, asdict(settings) | {"k": k, "extractors": extractors})

@@ -54,7 +54,6 @@ each further region kind adds about as much, so `regions=('all',)` is ~15 minute
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -65,6 +64,9 @@ import torch.nn.functional as F
 
 from .. import registry
 from ..errors import CortexError
+from ..extractors.registry import load_extractor
+from ..generation import generate, image_tokens
+from ..miniworld import world
 from ..optimize import EMBEDDING_LR, SOURCE_INIT_PROB, TOKEN_LR, OptimizeSettings, nearest_tokens
 from ..registry import ModelInfo
 from ..regions import Region, parse_region
@@ -86,10 +88,11 @@ DETERMINISTIC = ("embedding",)  # methods that draw no random numbers from the s
 class EditEvalSettings:
     """What `cortex eval edit` measures."""
 
-    images_per_direction: int = 10  # source images per (source -> target) direction (seeds 0..n-1)
+    images_per_direction: int = 10  # source images per (source -> target) direction (seeds first_seed .. first_seed+n-1)
     opt_seeds: int = 3  # optimiser seeds per source, region and method
     steps: int = 150  # optimisation steps (cortex edit's default is 3000; the final step is scored)
     seed: int = 0  # this run's randomness: optimiser seeds, saliency noise, bootstrap
+    first_seed: int = 0  # the first source image seed
     pairs: tuple[tuple[str, str], ...] = ()  # (a, b) class specs; empty: the mini world's concept pairs
     region: str | None = None  # the fixed box (default: the centre (m/4) x (m/4) window)
     # region kinds; ('all',): fixed, saliency and (mini world) oracle. The default is the paper's
@@ -281,14 +284,13 @@ def optimize_batch(
         return flat_src.scatter(1, index, new).reshape(batch, grid, grid).cpu()
 
 
-def _world_sources(model: ModelInfo, vqgm, pairs: list[tuple[int, int]], per_direction: int) -> tuple[list[EditSource], torch.Tensor]:
-    from ..miniworld import world
-
+def _world_sources(model: ModelInfo, vqgm, pairs: list[tuple[int, int]], per_direction: int,
+                   first_seed: int) -> tuple[list[EditSource], torch.Tensor]:
     size = box_size(model.grid)
     items, images = [], []
     for a, b in pairs:
         for src, tgt in ((a, b), (b, a)):
-            for i in range(per_direction):
+            for i in range(first_seed, first_seed + per_direction):
                 s = world.sample(src, i, WORLD_SPLIT)
                 images.append(torch.from_numpy(s.image).permute(2, 0, 1).float() / 127.5 - 1)
                 oracle = window_around(s.part_mask if s.part_mask.any() else s.mask, model.grid, size)
@@ -297,16 +299,14 @@ def _world_sources(model: ModelInfo, vqgm, pairs: list[tuple[int, int]], per_dir
     return items, tokens
 
 
-def _generated_sources(store: Store, model: ModelInfo, pairs: list[tuple[int, int]], per_direction: int,
+def _generated_sources(store: Store, model: ModelInfo, pairs: list[tuple[int, int]], per_direction: int, first_seed: int,
                        device) -> tuple[list[EditSource], torch.Tensor]:
-    from ..generation import generate, image_tokens
-
     by_id = {c.class_id: c for c in registry.classes(store, model)}
     items, ids = [], []
     for a, b in pairs:
         for src, tgt in ((a, b), (b, a)):
-            gen = generate(store, model, by_id[src], per_direction, split=GENERATED_SPLIT, seed=0, device=device)
-            for i, image_id in enumerate(gen.image_ids):
+            gen = generate(store, model, by_id[src], per_direction, split=GENERATED_SPLIT, seed=first_seed, device=device)
+            for i, image_id in enumerate(gen.image_ids, start=first_seed):
                 key = image_key(model.name, src, GENERATED_SPLIT, i, gen.sampler)
                 items.append(EditSource(src, tgt, str(key), i, {}))
                 ids.append(image_id)
@@ -322,10 +322,8 @@ def _pairs(store: Store, model: ModelInfo, specs: Sequence[tuple[str, str]]) -> 
                 raise CortexError(f"pair {a}:{b} names the same class twice; give two different classes")
             out.append((ca.class_id, cb.class_id))
         return out
-    if model.labels != "mini":
+    if not model.is_mini:
         raise CortexError(f"model {model.name!r} has no built-in concept pairs; give --pairs A:B,C:D (class ids or names)")
-    from ..miniworld import world
-
     return world.concept_pairs()
 
 
@@ -389,22 +387,19 @@ def run_edit_eval(
     Raises:
         CortexError: bad settings, unknown classes or extractors, 'oracle' without ground truth.
     """
-    from ..extractors.registry import load_extractor
-
     _validate(settings)
-    start = time.perf_counter()
-    world_sources = model.labels == "mini" and not settings.pairs
+    world_sources = model.is_mini and not settings.pairs
     kinds = _region_kinds(settings, world_sources)
     fixed = parse_region(settings.region, model.grid) if settings.region else fixed_box(model.grid)
-    out = common.prepare_out_dir(out_dir, model)
     pairs = _pairs(store, model, settings.pairs)
-    infos = common.resolve_extractors(store, model, extractors)
-    judge_list = list(judges) if judges is not None else common.load_judges(model, device, judge_weights)
+    run = common.begin(store, model, extractors=extractors, classes=(), device=device, out_dir=out_dir, progress=progress,
+                       judges=judges, judge_weights=judge_weights)
+    infos, judge_list = run.extractors, run.judges
     vqgm = registry.load_model(model, device)
     if world_sources:
-        items, source = _world_sources(model, vqgm, pairs, settings.images_per_direction)
+        items, source = _world_sources(model, vqgm, pairs, settings.images_per_direction, settings.first_seed)
     else:
-        items, source = _generated_sources(store, model, pairs, settings.images_per_direction, device)
+        items, source = _generated_sources(store, model, pairs, settings.images_per_direction, settings.first_seed, device)
     for it in items:
         it.regions["fixed"] = str(fixed)
     n_src, n_seeds = len(items), settings.opt_seeds
@@ -440,7 +435,7 @@ def run_edit_eval(
                         [items[i].target for i, _ in chunk], seeds, opt,
                     ))
                     done += len(chunk) * settings.steps
-                    common.tick(progress, done, total, f"{info.name} / {kind} / {method}")
+                    run.report(done, total, f"{info.name} / {kind} / {method}")
                 probs = common.judge_probabilities(judge_list, common.decode(vqgm, torch.cat(edited)))
                 after[(info.name, kind, method)] = {
                     j: p.reshape(n_src, reps, -1).expand(n_src, n_seeds, -1) for j, p in probs.items()
@@ -451,14 +446,8 @@ def run_edit_eval(
         extractors=[i.name for i in infos], methods=list(settings.methods), regions=kinds, steps=settings.steps,
         rows=rows, comparisons=comparisons, token_beats_embedding=beats, items=items, seconds=0.0, settings=asdict(settings),
     )
-    plot = _plot(result, out / "edit.png")
-    result.plot_path = str(plot)
-    result.json_path = str(out / "edit.json")
-    result.seconds = round(time.perf_counter() - start, 2)
-    common.write_json(Path(result.json_path), result)
-    params = asdict(settings) | {"extractors": extractors, "regions": ",".join(kinds)}
-    result.evaluation_id = common.record_evaluation(store, model, "edit", params, asdict(result), plot)
-    return result
+    plot = _plot(result, run.out / "edit.png")
+    return common.finish(run, "edit", result, plot, asdict(settings) | {"extractors": extractors, "regions": ",".join(kinds)})
 
 
 def _summarise(

@@ -9,7 +9,6 @@ class faster than random.
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -18,6 +17,8 @@ import torch
 
 from .. import registry
 from ..errors import CortexError
+from ..extractors.registry import load_extractor
+from ..generation import image_keys
 from ..judges import Judge
 from ..registry import ModelInfo
 from ..attribution import METHODS, SaliencySettings, method_named
@@ -36,7 +37,8 @@ class ImageLevelSettings:
     ns: tuple[int, ...] = tuple(range(5, 55, 5))  # numbers of masked positions (paper: 5..50)
     fill: str = "black"  # patch fill: 'black' (the paper's), 'mean' or 'blur'
     random_draws: int = 3  # seeded random-position draws per image (the floor)
-    seed: int = 0  # image seeds, saliency noise and random positions
+    seed: int = 0  # saliency noise and random positions
+    first_seed: int = 0  # test images: seeds first_seed .. first_seed+images_per_class-1
     classes: tuple[str, ...] = ()  # class ids or names; empty: every class of the model
     samples: int = 20  # SmoothGrad samples N
     batch_size: int = 16
@@ -154,19 +156,14 @@ def run_image_level(
     Returns:
         ImageLevelResult (also stored in the `evaluations` table).
     """
-    from ..extractors.registry import load_extractor
-    from ..generation import image_keys
-
-    start = time.perf_counter()
     settings.validate(model.grid)
-    out = common.prepare_out_dir(out_dir, model)
-    infos = common.resolve_extractors(store, model, extractors)
-    judges = list(judges) if judges is not None else common.load_judges(model, device, judge_weights)
-    classes = common.resolve_classes(store, model, settings.classes)
+    run = common.begin(store, model, extractors=extractors, classes=settings.classes, device=device, out_dir=out_dir,
+                       progress=progress, judges=judges, judge_weights=judge_weights)
+    judges, infos = run.judges, run.extractors
     vqgm = registry.load_model(model, device)
     ids, labels, tokens = common.test_images(
-        store, model, classes, settings.images_per_class, seed=settings.seed, device=device,
-        progress=lambda d, t, info="": common.tick(progress, d, t, f"test images {info}"),
+        store, model, run.classes, settings.images_per_class, seed=settings.first_seed, device=device,
+        progress=lambda d, t, info="": run.report(d, t, f"test images {info}"),
     )
     keys = image_keys(store, model, ids)
     images = common.decode(vqgm, tokens)
@@ -182,7 +179,7 @@ def run_image_level(
             name = curve_name(info.name, method, settings.methods)
             tsv = common.saliency_of(
                 net, vqgm, tokens, labels.tolist(), keys, sal, batch_size=settings.batch_size,
-                progress=lambda d, t, info="", name=name: common.tick(progress, d, t, f"saliency {name}"),
+                progress=lambda d, t, info="", name=name: run.report(d, t, f"saliency {name}"),
             )
             rankings = torch.stack([ranked_positions(m) for m in tsv])
             p, a = masked_probabilities(judges, images, labels, rankings, ns, model.grid, settings.fill)
@@ -193,7 +190,7 @@ def run_image_level(
     draws_p: dict[str, list[list[float]]] = {j.name: [] for j in judges}
     draws_a: dict[str, list[list[float]]] = {j.name: [] for j in judges}
     for draw in range(settings.random_draws):
-        common.tick(progress, draw, settings.random_draws, "random positions")
+        run.report(draw, settings.random_draws, "random positions")
         p, a = masked_probabilities(judges, images, labels, random_rankings(keys, positions, settings.seed, draw), ns, model.grid, settings.fill)
         for j in judges:
             draws_p[j.name].append(p[j.name])
@@ -214,12 +211,7 @@ def run_image_level(
     )
     plot = plots.line_panels(
         ns, {j: {("random" if k == "random" else f"CORTEX {k.upper()}"): v for k, v in lines.items()} for j, lines in probability.items()},
-        out / "image_level.png", xlabel="masked tokens n", ylabel="mean P(true class)",
+        run.out / "image_level.png", xlabel="masked tokens n", ylabel="mean P(true class)",
         title=f"{model.name}: image-level masking ({settings.fill} fill, {len(ids)} images)",
     )
-    result.plot_path = str(plot)
-    result.json_path = str(out / "image_level.json")
-    result.seconds = round(time.perf_counter() - start, 2)
-    common.write_json(Path(result.json_path), result)
-    result.evaluation_id = common.record_evaluation(store, model, "image-level", asdict(settings) | {"extractors": extractors}, asdict(result), plot)
-    return result
+    return common.finish(run, "image-level", result, plot, asdict(settings) | {"extractors": extractors})

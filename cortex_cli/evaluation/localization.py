@@ -17,7 +17,6 @@ precision of the top-n (n = 1, 5, 10, 20) and the pointing game (top-1 on the ob
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -27,6 +26,10 @@ import torch
 
 from .. import registry
 from ..errors import CortexError
+from ..extractors.registry import load_extractor
+from ..generation import ensure_images, resolve_sampler
+from ..miniworld import world
+from ..queries import ImageSet, specificity, token_counts_of
 from ..registry import ClassInfo, ModelInfo
 from ..saliency import SaliencySettings
 from ..seeding import derive_seed, generator_for
@@ -44,7 +47,8 @@ class LocalizationSettings:
     images_per_class: int = 5  # mini-world images per concept
     ns: tuple[int, ...] = (1, 5, 10, 20)
     random_draws: int = 10
-    seed: int = 0  # first world-image seed; also saliency noise and random orders
+    seed: int = 0  # saliency noise, random orders and tie-breaking
+    first_seed: int = 0  # the first world-image seed of every concept
     samples: int = 20  # SmoothGrad samples N
     train_images: int = 20  # generated training images per class (seeds 0..N-1) for the frequency/specific counts
     classes: tuple[str, ...] = ()
@@ -77,8 +81,6 @@ class LocalizationResult:
 
 def world_images(classes: Sequence[ClassInfo], per_class: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(images [-1,1] (B,3,64,64), labels (B,), object masks (B,64,64)) from the mini world's 'loc' split."""
-    from ..miniworld import world
-
     imgs, labels, masks = [], [], []
     for cls in classes:
         for i in range(per_class):
@@ -92,9 +94,6 @@ def world_images(classes: Sequence[ClassInfo], per_class: int, seed: int) -> tup
 
 def _class_scores(store: Store, model: ModelInfo, cls: ClassInfo, n: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     """(K,) token counts and (K,) specificity of a class over its training seeds 0..n-1 (every class's must exist)."""
-    from ..generation import ensure_images, resolve_sampler
-    from ..queries import ImageSet, specificity, token_counts_of
-
     ids = ensure_images(store, model, cls, "train", n, seed=0, device=device)
     image_set = ImageSet(cls.pk, "train", tuple(ids), tuple(range(n)), (resolve_sampler(model).label(),))
     counts, _ = token_counts_of(store, model, ids)
@@ -122,7 +121,7 @@ def _scores(rankings: Sequence[torch.Tensor], insides: Sequence[torch.Tensor], l
 
 def require_mini(model: ModelInfo) -> None:
     """CortexError unless `model` is the mini world's (the only one with ground-truth masks)."""
-    if model.labels != "mini":
+    if not model.is_mini:
         raise CortexError(
             f"localization needs ground-truth object masks, which only the mini world has; model {model.name!r} is not the mini model (use --model mini)"
         )
@@ -155,26 +154,22 @@ def run_localization(
     Raises:
         CortexError: a model other than the mini world, bad settings, missing extractors.
     """
-    from ..extractors.registry import load_extractor
-    from ..generation import ensure_images
-
     require_mini(model)
     if settings.images_per_class < 1 or settings.random_draws < 1:
         raise CortexError("--images-per-class and --random-draws must be >= 1")
     if not settings.ns or any(not 0 < n <= model.grid ** 2 for n in settings.ns):
         raise CortexError(f"n values must lie in 1..{model.grid ** 2}, got {list(settings.ns)}")
-    start = time.perf_counter()
-    out = common.prepare_out_dir(out_dir, model)
-    infos = common.resolve_extractors(store, model, extractors)
-    classes = common.resolve_classes(store, model, settings.classes)
+    run = common.begin(store, model, extractors=extractors, classes=settings.classes, device=device, out_dir=out_dir,
+                       progress=progress, with_judges=False)
+    infos, classes = run.extractors, run.classes
     vqgm = registry.load_model(model, device)
-    images, labels, masks = world_images(classes, settings.images_per_class, settings.seed)
+    images, labels, masks = world_images(classes, settings.images_per_class, settings.first_seed)
     if images.shape[-1] != model.image_size:
         images = torch.nn.functional.interpolate(images, size=model.image_size, mode="bilinear", antialias=True)
         masks = torch.nn.functional.interpolate(masks[:, None].float(), size=model.image_size, mode="nearest")[:, 0] > 0.5
     tokens = torch.cat([vqgm.encode_images(chunk.to(vqgm.device)).cpu() for chunk in images.split(settings.batch_size)])
     insides = [patches_inside(m, model.grid) for m in masks]
-    keys = [derive_seed("localization", int(c), settings.seed + i % settings.images_per_class) for i, c in enumerate(labels.tolist())]
+    keys = [derive_seed("localization", int(c), settings.first_seed + i % settings.images_per_class) for i, c in enumerate(labels.tolist())]
     names = {c.class_id: c.name for c in classes}
     label_names = [names[int(c)] for c in labels]
     methods: dict[str, MethodScores] = {}
@@ -183,7 +178,7 @@ def run_localization(
         net = load_extractor(info, device)
         tsv = common.saliency_of(
             net, vqgm, tokens, labels.tolist(), keys, sal, batch_size=settings.batch_size,
-            progress=lambda d, t, info="", name=info.name: common.tick(progress, d, t, f"saliency {name}"),
+            progress=lambda d, t, info="", name=info.name: run.report(d, t, f"saliency {name}"),
         )
         methods[info.name] = _scores([ranked_positions(m) for m in tsv], insides, label_names, settings.ns)
     # extractor-free rankings, both counted over exactly the training seeds 0..train_images-1
@@ -191,7 +186,7 @@ def run_localization(
     for other in registry.classes(store, model):  # the specific score compares every class's images
         ensure_images(store, model, other, "train", settings.train_images, seed=0, device=device)
     for k, cls in enumerate(classes):
-        common.tick(progress, k, len(classes), f"token counts of {cls.name}")
+        run.report(k, len(classes), f"token counts of {cls.name}")
         counts, specific = _class_scores(store, model, cls, settings.train_images, device)
         for i in range(settings.images_per_class):
             j = k * settings.images_per_class + i
@@ -217,12 +212,7 @@ def run_localization(
     plot = plots.line_panels(
         list(settings.ns),
         {"precision@n": {label.get(k, f"CORTEX {k.upper()}"): [v.precision[str(n)] for n in settings.ns] for k, v in methods.items()}},
-        out / "localization.png", xlabel="top-n tokens", ylabel="share on the object",
+        run.out / "localization.png", xlabel="top-n tokens", ylabel="share on the object",
         title=f"{model.name}: localization on {len(labels)} mini-world images",
     )
-    result.plot_path = str(plot)
-    result.json_path = str(out / "localization.json")
-    result.seconds = round(time.perf_counter() - start, 2)
-    common.write_json(Path(result.json_path), result)
-    result.evaluation_id = common.record_evaluation(store, model, "localization", asdict(settings) | {"extractors": extractors}, asdict(result), plot)
-    return result
+    return common.finish(run, "localization", result, plot, asdict(settings) | {"extractors": extractors})

@@ -7,7 +7,8 @@ from typing import Mapping, Sequence
 
 
 def _pyplot():
-    import matplotlib
+    """pyplot on the Agg backend, imported on first use: matplotlib costs start-up time only a plot needs."""
+    import matplotlib  # deliberate lazy import (see the docstring)
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt

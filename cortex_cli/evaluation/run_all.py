@@ -14,14 +14,27 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
+from .. import registry
+from ..extractors.registry import ensure_bundled_extractors
+from ..progress import Progress, report
 from ..settings import writable_dir
-from . import common
+from ..store.database import open_store
+from .concept_level import ConceptLevelSettings, run_concept_level
+from .edit_eval import EditEvalSettings, run_edit_eval
+from .image_level import ImageLevelSettings, run_image_level
+from .localization import LocalizationSettings, run_localization
+from .report import write_report
+from .stability import StabilitySettings, run_stability
 
-Progress = Callable[..., None]
+# every evaluation, in the order `cortex eval all` runs them (each writes <kind>.json and a plot)
+RUNNERS = {
+    "localization": run_localization, "image-level": run_image_level, "concept-level": run_concept_level,
+    "edit": run_edit_eval, "stability": run_stability,
+}
 
 
 @dataclass
@@ -36,12 +49,6 @@ class RunAllResult:
 
 def _presets(quick: bool) -> dict[str, Any]:
     """Settings of each evaluation: the defaults, or a tiny 'quick' variant for the determinism test."""
-    from .concept_level import ConceptLevelSettings
-    from .edit_eval import EditEvalSettings
-    from .image_level import ImageLevelSettings
-    from .localization import LocalizationSettings
-    from .stability import StabilitySettings
-
     if not quick:
         return {
             "localization": LocalizationSettings(), "image-level": ImageLevelSettings(), "concept-level": ConceptLevelSettings(),
@@ -53,22 +60,10 @@ def _presets(quick: bool) -> dict[str, Any]:
         "localization": LocalizationSettings(images_per_class=1, ns=(1, 5), random_draws=2, samples=2, train_images=2, classes=two),
         "image-level": ImageLevelSettings(images_per_class=1, ns=(5, 20), random_draws=1, samples=2, classes=two),
         "concept-level": ConceptLevelSettings(k=4, train_images=2, images_per_class=1, samples=2, classes=two),
-        "edit": EditEvalSettings(**_quick_edit()),
+        # one part pair, one source per direction, a few steps
+        "edit": EditEvalSettings(images_per_direction=1, steps=4, regions=("all",), opt_seeds=1, bootstrap=50),
         "stability": StabilitySettings(images_per_class=1, seeds=(0, 1), sample_counts=(2, 4), ns=(5,), default_samples=2, classes=two),
     }
-
-
-def _quick_edit() -> dict[str, Any]:
-    """A small edit evaluation: one part pair, one source per direction, a few steps."""
-    from .edit_eval import EditEvalSettings
-
-    names = EditEvalSettings.__dataclass_fields__
-    quick: dict[str, Any] = {"images_per_direction": 1, "steps": 4, "regions": ("all",)}
-    if "opt_seeds" in names:
-        quick["opt_seeds"] = 1
-    if "bootstrap" in names:
-        quick["bootstrap"] = 50
-    return quick
 
 
 def run_all(out: str | Path, *, device: torch.device | str = "cpu", quick: bool = False, progress: Progress | None = None) -> RunAllResult:
@@ -78,7 +73,7 @@ def run_all(out: str | Path, *, device: torch.device | str = "cpu", quick: bool 
         out: the output directory (created).
         device: where models run.
         quick: tiny settings (seconds instead of minutes) for tests.
-        progress: progress(done, total, info=...) callback, ticked once per evaluation.
+        progress: progress(done, total, info) callback, called once per evaluation.
 
     Returns:
         RunAllResult (kinds run, report path, wall times).
@@ -86,21 +81,8 @@ def run_all(out: str | Path, *, device: torch.device | str = "cpu", quick: bool 
     Raises:
         CortexError: an unwritable output directory, or an evaluation's own error.
     """
-    from .. import registry
-    from ..extractors.registry import ensure_bundled_extractors
-    from ..store.database import open_store
-    from .concept_level import run_concept_level
-    from .edit_eval import run_edit_eval
-    from .image_level import run_image_level
-    from .localization import run_localization
-    from .report import write_report
-    from .stability import run_stability
-
     target = writable_dir(out, "to")
-    runners = {
-        "localization": run_localization, "image-level": run_image_level, "concept-level": run_concept_level,
-        "edit": run_edit_eval, "stability": run_stability,
-    }
+    runners = RUNNERS
     presets = _presets(quick)
     seconds: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="cortex-eval-all-") as scratch:
@@ -110,13 +92,13 @@ def run_all(out: str | Path, *, device: torch.device | str = "cpu", quick: bool 
             ensure_bundled_extractors(store)
             model = registry.get_model(store, registry.MINI_NAME)
             for i, (kind, runner) in enumerate(runners.items()):
-                common.tick(progress, i, len(runners), kind)
+                report(progress, i, len(runners), kind)
                 start = time.perf_counter()
                 runner(store, model, settings=presets[kind], device=device, out_dir=target)
                 seconds[kind] = round(time.perf_counter() - start, 1)
-            common.tick(progress, len(runners), len(runners), "report")
-            report = write_report(store, model, target / "report.md", reproducible=True)
+            report(progress, len(runners), len(runners), "report")
+            written = write_report(store, model, target / "report.md", reproducible=True)
         finally:
             store.close()
     (target / "timings.json").write_text(json.dumps({"seconds": seconds, "device": str(device), "quick": quick}, indent=2) + "\n")
-    return RunAllResult(str(target), list(runners), report.path, seconds)
+    return RunAllResult(str(target), list(runners), written.path, seconds)

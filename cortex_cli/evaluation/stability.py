@@ -17,7 +17,6 @@ benchmarks (bench_saliency.py) cannot tell.
 from __future__ import annotations
 
 import itertools
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -25,6 +24,8 @@ import torch
 
 from .. import registry
 from ..errors import CortexError
+from ..extractors.registry import load_extractor
+from ..generation import image_keys
 from ..registry import ModelInfo
 from ..saliency import SaliencySettings
 from ..seeding import derive_seed
@@ -53,11 +54,11 @@ class StabilitySettings:
     """What `cortex eval stability` measures."""
 
     images_per_class: int = 2
-    seeds: tuple[int, ...] = (0, 1, 2)
+    seeds: tuple[int, ...] = (0, 1, 2)  # noise seeds compared pairwise (the command's randomness)
     sample_counts: tuple[int, ...] = (5, 10, 20, 50)  # SmoothGrad N
     ns: tuple[int, ...] = (5, 10, 20)  # top-n sizes compared
     default_samples: int = 20  # N of the fp32-vs-bf16 comparison
-    image_seed: int = 0
+    first_seed: int = 0  # test images: seeds first_seed .. first_seed+images_per_class-1
     classes: tuple[str, ...] = ()
     batch_size: int = 16
 
@@ -111,21 +112,17 @@ def run_stability(
     Returns:
         StabilityResult (also stored in the `evaluations` table).
     """
-    from ..extractors.registry import load_extractor
-    from ..generation import image_keys
-
     if len(settings.seeds) < 2:
-        raise CortexError(f"--seeds needs at least two seeds to compare, got {list(settings.seeds)}")
+        raise CortexError(f"--noise-seeds needs at least two seeds to compare, got {list(settings.seeds)}")
     if not settings.sample_counts or min(settings.sample_counts) < 1:
         raise CortexError(f"--sample-counts must be positive numbers, got {list(settings.sample_counts)}")
     if not settings.ns or any(not 0 < n <= model.grid ** 2 for n in settings.ns):
         raise CortexError(f"n values must lie in 1..{model.grid ** 2}, got {list(settings.ns)}")
-    start = time.perf_counter()
-    out = common.prepare_out_dir(out_dir, model)
-    infos = common.resolve_extractors(store, model, extractors)
-    classes = common.resolve_classes(store, model, settings.classes)
+    run = common.begin(store, model, extractors=extractors, classes=settings.classes, device=device, out_dir=out_dir,
+                       progress=progress, with_judges=False)
+    infos = run.extractors
     vqgm = registry.load_model(model, device)
-    ids, labels, tokens = common.test_images(store, model, classes, settings.images_per_class, seed=settings.image_seed, device=device)
+    ids, labels, tokens = common.test_images(store, model, run.classes, settings.images_per_class, seed=settings.first_seed, device=device)
     keys = image_keys(store, model, ids)
     counts = sorted(set(settings.sample_counts))
     largest = counts[-1]
@@ -140,7 +137,7 @@ def run_stability(
             s = SaliencySettings(samples=samples, seed=noise_seed(samples, seed), precision=precision)
             maps = common.saliency_of(net, vqgm, tokens, labels.tolist(), keys, s, batch_size=settings.batch_size)
             done += 1
-            common.tick(progress, done, jobs, f"{info.name} N={samples} seed={seed} {precision}")
+            run.report(done, jobs, f"{info.name} N={samples} seed={seed} {precision}")
             return maps
 
         maps = {(n_s, seed): tsv(n_s, seed) for n_s in counts for seed in settings.seeds}
@@ -169,12 +166,7 @@ def run_stability(
         for name, st in per_extractor.items()
     }
     plot = plots.line_panels(
-        counts, panels, out / "stability.png", xlabel="SmoothGrad samples N", ylabel="top-n overlap between seeds",
+        counts, panels, run.out / "stability.png", xlabel="SmoothGrad samples N", ylabel="top-n overlap between seeds",
         title=f"{model.name}: saliency stability ({len(ids)} images, seeds {list(settings.seeds)})",
     )
-    result.plot_path = str(plot)
-    result.json_path = str(out / "stability.json")
-    result.seconds = round(time.perf_counter() - start, 2)
-    common.write_json(Path(result.json_path), result)
-    result.evaluation_id = common.record_evaluation(store, model, "stability", asdict(settings) | {"extractors": extractors}, asdict(result), plot)
-    return result
+    return common.finish(run, "stability", result, plot, asdict(settings) | {"extractors": extractors})

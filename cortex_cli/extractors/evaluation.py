@@ -9,6 +9,7 @@ import torch
 
 from .. import registry
 from ..errors import CortexError
+from ..generation import ensure_images, image_tokens
 from ..progress import Progress, report
 from ..registry import ClassInfo, ModelInfo
 from ..store.database import Store
@@ -48,8 +49,6 @@ def load_split(
     Returns:
         SplitData on the CPU.
     """
-    from ..generation import ensure_images, image_tokens
-
     if per_class < 1:
         raise CortexError(f"images per class must be positive, got {per_class} for the {split} split")
     classes = list(classes) if classes is not None else registry.classes(store, model)
@@ -61,7 +60,7 @@ def load_split(
     for i, cls in enumerate(classes):
         done_before = i * per_class
 
-        def class_progress(done: int, _n: int, _info: str = "", _base: int = done_before, _name: str = cls.name) -> None:
+        def class_progress(done: int, _n: int, info: str = "", _base: int = done_before, _name: str = cls.name) -> None:
             report(progress, _base + done, total, f"{split} images: {_name}")
 
         got = ensure_images(store, model, cls, split, per_class, seed=seed, device=device, progress=class_progress)

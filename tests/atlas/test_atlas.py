@@ -361,7 +361,7 @@ def cli(url, *args):
 def test_cli_writes_json_and_errors_are_one_line(built, tmp_path, db_url, tiny_model):
     url = built.url
     shutil.copytree(built.result.out, tmp_path / "one")  # an earlier atlas to update: most pictures exist already
-    args = ["atlas", "--model", "tiny", "--classes", "goldfinch", "--top-k", "2", "--crops", "1", "--neighbours", "0", "--out", str(tmp_path / "one")]
+    args = ["atlas", "--model", "tiny", "--classes", "goldfinch", "-k", "2", "--crops", "1", "--neighbours", "0", "--out", str(tmp_path / "one")]
     res = cli(url, *args, "--json")
     assert res.exit_code == 0, res.output
     payload = json.loads(res.stdout)
@@ -375,7 +375,7 @@ def test_cli_writes_json_and_errors_are_one_line(built, tmp_path, db_url, tiny_m
     cases = [
         (url, ["--classes", "goldfnch"], "did you mean 'goldfinch'"),
         (url, ["--classes", "analog clock"], "has no indexed train images"),
-        (url, ["--top-k", "0"], "--top-k must be >= 1"),
+        (url, ["-k", "0"], "-k must be >= 1"),
         (url, ["--neighbours", "-1"], "--neighbours must be >= 0"),
         (url, ["--baseline", "freq"], "--baseline must be among"),
         (url, ["--extractor", "nope"], "nope"),

@@ -28,7 +28,7 @@ def test_every_command_has_help():
     paths = _all_command_paths()
     assert ["generate"] in paths and ["models", "add"] in paths and ["models", "list"] in paths
     top = runner.invoke(app, ["--help"])
-    assert top.exit_code == 0 and "--db" in top.stdout and "--seed" in top.stdout
+    assert top.exit_code == 0 and "--db" in top.stdout and "--device" in top.stdout
     for path in paths:
         result = runner.invoke(app, [*path, "--help"])
         assert result.exit_code == 0, (path, result.output)

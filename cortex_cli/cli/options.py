@@ -1,0 +1,64 @@
+"""The CLI's option vocabulary: one `Annotated` alias per option, so a flag means one thing everywhere.
+
+Commands write `model: Model = None` or `samples: Samples = SALIENCY.samples`: the flags and help
+live here once, and defaults that a settings dataclass owns are read from it, never retyped.
+Short flags, each with one meaning: -m model, -c class, -e extractor, -n images, -o out, -q quiet,
+-k tokens per concept, -b batch size, -r region, -t token, -a architecture, -R restarts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ..attribution import SaliencySettings, field_help
+
+SALIENCY = SaliencySettings()  # the saliency options' defaults; their help is the fields' (attribution/settings.py)
+
+SEED_HELP = ("Seed of this command's own random draws (noise, initialisation, random floors); which images it uses is "
+             "set by --images/--first-seed. Same seed, same rows.")
+FIRST_SEED_HELP = "First image seed: the command uses image seeds S .. S+N-1 (N = --images)."
+
+# what and where
+Model = Annotated[Optional[str], typer.Option("--model", "-m", help="Registered model (default: mini).")]
+ClassName = Annotated[Optional[str], typer.Option("--class", "-c", help="Class id or name (e.g. 11 or goldfinch), or 'all'; see `cortex models list --classes`.")]
+Classes = Annotated[Optional[str], typer.Option("--classes", help="Instead of --class: several classes, 'goldfinch,black grouse,11' or @file.txt (one per line).")]
+EvalClasses = Annotated[Optional[str], typer.Option("--classes", help="Comma-separated class ids or names (default: every class of the model).")]
+Split = Annotated[str, typer.Option("--split", help="Which generated images: train, val or test (part of each image's identity and random stream).")]
+Out = Annotated[Optional[Path], typer.Option("--out", "-o", help="Output directory.")]
+EvalOut = Annotated[Optional[Path], typer.Option("--out", "-o", help="Directory for the JSON and PNG (default: $CORTEX_HOME/reports/<model>/).")]
+
+# which images and which randomness
+Images = Annotated[int, typer.Option("--images", "-n", help="Images per class: seeds --first-seed .. +N-1; missing ones are generated first.")]
+FirstSeed = Annotated[int, typer.Option("--first-seed", help=FIRST_SEED_HELP)]
+Seed = Annotated[int, typer.Option("--seed", help=SEED_HELP)]
+ImagesPerClass = Annotated[int, typer.Option("--images-per-class", help="Test images per class: seeds --first-seed .. +N-1 (generated if missing).")]
+CountedImages = Annotated[Optional[int], typer.Option("--images", "-n", help="Count exactly seeds 0..N-1 of the split (default: every image the run indexed).")]
+
+# extractors
+Extractor = Annotated[str, typer.Option("--extractor", "-e", help="Which extractor f_Y: ce or re (or a name you trained).")]
+ExtractorOfRuns = Annotated[Optional[str], typer.Option("--extractor", "-e", help="Read the newest run of this extractor (default: the newest run of any).")]
+Extractors = Annotated[str, typer.Option("--extractor", "-e", help="Extractor name(s), comma-separated, or 'all' (the mini model: ce and re).")]
+
+# saliency (attribution/settings.py owns the defaults and the help)
+Method = Annotated[str, typer.Option("--method", help=field_help("method"))]
+Samples = Annotated[int, typer.Option("--samples", help=field_help("samples"))]
+Alpha = Annotated[float, typer.Option("--alpha", help=field_help("alpha"))]
+Steps = Annotated[int, typer.Option("--steps", help=field_help("steps"))]
+Baseline = Annotated[str, typer.Option("--baseline", help=field_help("baseline"))]
+TopN = Annotated[int, typer.Option("--top-n", help=field_help("top_n"))]
+Reduce = Annotated[str, typer.Option("--reduce", help=field_help("reduce"))]
+Precision = Annotated[str, typer.Option("--precision", help=field_help("precision"))]
+
+# run control and output
+BatchSize = Annotated[int, typer.Option("--batch-size", "-b", help="Images per batch and per transaction (does not change the results).")]
+TopK = Annotated[int, typer.Option("-k", help="Tokens per concept (the paper uses 100).")]
+Region = Annotated[str, typer.Option("--region", "-r", help="Token rectangle R0:R1,C0:C1, half-open rows then columns (4:8,4:8 = 16 tokens); also R,C or all.")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print the result as JSON (no progress bar).")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
+JudgeWeights = Annotated[Optional[Path], typer.Option("--judge-weights", help="Directory with torchvision's ImageNet judge weights (.pth) if not in the torch hub cache.")]
+Fill = Annotated[str, typer.Option("--fill", help="Patch fill: black (the paper's), mean or blur.")]
+Ns = Annotated[str, typer.Option("--ns", help="Numbers of masked (or ranked) tokens n, comma-separated.")]
+RandomDraws = Annotated[int, typer.Option("--random-draws", help="Seeded random draws per image (the floor).")]
