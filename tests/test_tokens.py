@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+from cortex_cli.errors import CortexError
 from cortex_cli.pngmeta import KEY_TOKENS, save_png
 from cortex_cli.tokens import pack_tokens, unpack_tokens
 
@@ -74,7 +75,7 @@ def test_unpacked_grids_are_writable_copies():
     (b"", 16, "token blob holds 0 tokens, expected 256"),
 ])
 def test_a_blob_of_the_wrong_size_is_refused_with_both_counts(blob, grid, message):
-    with pytest.raises(ValueError, match=message) as info:
+    with pytest.raises(CortexError, match=message) as info:
         unpack_tokens(blob, 64, grid)
     assert "\n" not in str(info.value)
 
@@ -82,7 +83,7 @@ def test_a_blob_of_the_wrong_size_is_refused_with_both_counts(blob, grid, messag
 def test_a_blob_read_with_the_wrong_codebook_size_is_refused_not_misread():
     """An int32 blob read as uint16 holds twice the tokens, so the count check catches the mix-up."""
     blob = pack_tokens(torch.arange(4).reshape(2, 2), 70000)
-    with pytest.raises(ValueError, match="holds 8 tokens, expected 4"):
+    with pytest.raises(CortexError, match="holds 8 tokens, expected 4"):
         unpack_tokens(blob, 256, 2)
 
 
@@ -95,7 +96,9 @@ def test_png_metadata_carries_the_same_bytes(tmp_path):
     assert payload["dtype"] == "<u2" and base64.b64decode(payload["data"]) == pack_tokens(grid, 16384)
 
 
-@pytest.mark.xfail(strict=True, reason="pack_tokens does not check ids against K: 70000 and -1 wrap to 4464 and 65535 silently")
-def test_ids_outside_the_codebook_are_refused():
-    with pytest.raises(ValueError):
-        pack_tokens(torch.tensor([70000, -1]), 256)
+@pytest.mark.parametrize(("ids", "bad"), [([3, 256], 256), ([70000, 5], 70000), ([-1, 5], -1)])
+def test_ids_outside_the_codebook_are_refused_not_wrapped(ids, bad):
+    """uint16 would store 70000 as 4464 and -1 as 65535: a silently different grid."""
+    with pytest.raises(CortexError, match=rf"^token id {bad} is outside the codebook 0\.\.255$"):
+        pack_tokens(torch.tensor(ids), 256)
+    assert pack_tokens(torch.tensor([0, 255]), 256) == bytes([0, 0, 255, 0])
