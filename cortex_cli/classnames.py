@@ -8,6 +8,7 @@ from importlib import resources
 from pathlib import Path
 
 from .errors import CortexError
+from .miniworld.world import CONCEPTS
 
 
 @dataclass(frozen=True)
@@ -48,8 +49,6 @@ def imagenet_classes() -> list[ClassName]:
 
 
 def mini_classes() -> list[ClassName]:
-    from .miniworld.world import CONCEPTS
-
     return [ClassName(i, c.name, c.synonyms) for i, c in enumerate(CONCEPTS)]
 
 

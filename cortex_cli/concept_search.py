@@ -32,12 +32,20 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from .backends.base import from_pil, to_pil
+from .editing import source_tokens
 from .errors import CortexError
+from .extractors.registry import load_extractor
+from .figures import edit_strip
+from .judges import judges_for
 from .optimize import OptimizeSettings, optimize_tokens
+from .pngmeta import read_png, save_png
 from .progress import Progress, report
+from .queries import top_tokens
 from .regions import Region
 from .registry import ClassInfo, ModelInfo, load_model
 from .seeding import derive_seed, generator_for
+from .settings import artifacts_dir, writable_dir
 from .store import searches as search_store
 from .store.database import Store
 from .tokens import pack_tokens, unpack_tokens
@@ -155,12 +163,8 @@ def _resolve_start(init: str | Path, model: ModelInfo, vqgm, notices: list[str])
     path = Path(text).expanduser()
     if not path.is_file():
         raise CortexError(f"--init {text!r} is neither random, noise nor an existing image; give random, noise or a PNG written by `cortex generate`")
-    from .backends.base import from_pil
-    from .editing import _source_tokens
-    from .pngmeta import read_png
-
     png = read_png(path)
-    tokens = _source_tokens(png, model, path, notices)
+    tokens = source_tokens(png, model, path, notices)
     if tokens is None:
         tokens = vqgm.encode_images(from_pil([png.image], model.image_size))[0].cpu()
         notices.append(f"{path.name} carries no cortex tokens; encoded it with the VQGAN at {model.image_size}x{model.image_size} px (centre-cropped and resized)")
@@ -195,8 +199,6 @@ def _unpack_grids(blob: bytes, count: int, n_embed: int, grid: int) -> list[torc
 
 
 def _compare(store: Store, model: ModelInfo, cls: ClassInfo, extractor: str, k: int, t_star: list[TokenCount]) -> tuple[SaliencyComparison | None, str | None]:
-    from .queries import top_tokens
-
     try:
         salient = top_tokens(store, model, cls, extractor=extractor, k=k)
     except CortexError as exc:  # not indexed (by this extractor) yet: report, do not fail
@@ -261,8 +263,6 @@ def search_concept(
         CortexError: bad settings, region, init image, restarts or k; unwritable out_dir; a class
         outside the extractor's classes.
     """
-    from .settings import artifacts_dir, writable_dir
-
     notices: list[str] = []
     region = region if region is not None else Region((0, model.grid), (0, model.grid))
     region.check(model.grid)
@@ -349,10 +349,6 @@ def search_concept(
                 e.salient_rank = rank.get(e.token)
 
     # -- write: files first (same names on every rerun), then the rows ----------------------
-    from .backends.base import to_pil
-    from .figures import edit_strip
-    from .pngmeta import save_png
-
     stem = out / f"{_slug(cls.name)}-{key[:10]}-restart{best.restart}"
     output_path, strip_path = Path(f"{stem}.png"), Path(f"{stem}-strip.png")
     final = grids_by_restart[best.restart]
@@ -380,15 +376,11 @@ def search_concept(
 
 
 def _load(extractor_info: Any, device: torch.device | str) -> torch.nn.Module:
-    from .extractors.registry import load_extractor
-
     return load_extractor(extractor_info, device)
 
 
 def _judge_scores(model: ModelInfo, vqgm, grids: torch.Tensor, target: int, device, notices: list[str]) -> list[dict[str, float]]:
     """Judges' P(target) of every decoded grid; empty dicts (and a notice) when the model has none."""
-    from .judges import judges_for
-
     try:
         judges = judges_for(model, device)
     except CortexError as exc:

@@ -23,8 +23,10 @@ from datetime import timedelta
 from typing import Any, Callable, Sequence, TypeVar
 
 import torch
+import torch.distributed as dist
 
 from .errors import CortexError
+from .settings import resolve_device
 
 T = TypeVar("T")
 _ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
@@ -86,8 +88,6 @@ class DistContext:
 
     def barrier(self) -> None:
         if self.distributed:
-            import torch.distributed as dist
-
             dist.barrier()
 
     def main_first(self, fn: Callable[[], T]) -> T:
@@ -104,8 +104,6 @@ class DistContext:
         """Element-wise sum (or max) of `counts` over all ranks; the input unchanged on one rank."""
         if not self.distributed:
             return list(counts)
-        import torch.distributed as dist
-
         dtype = torch.float64 if any(isinstance(c, float) for c in counts) else torch.int64
         tensor = torch.tensor(list(counts), dtype=dtype, device=self.device)
         dist.all_reduce(tensor, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
@@ -115,8 +113,6 @@ class DistContext:
         """Every rank's `obj` (picklable), in rank order."""
         if not self.distributed:
             return [obj]
-        import torch.distributed as dist
-
         out: list[Any] = [None] * self.world_size
         dist.all_gather_object(out, obj)
         return out
@@ -125,16 +121,12 @@ class DistContext:
         """Rank 0's `obj` (picklable) on every rank."""
         if not self.distributed:
             return obj
-        import torch.distributed as dist
-
         box = [obj]
         dist.broadcast_object_list(box, src=0)
         return box[0]
 
     def destroy(self) -> None:
         if self.distributed:
-            import torch.distributed as dist
-
             if dist.is_initialized():
                 dist.destroy_process_group()
             self.backend = None
@@ -167,8 +159,6 @@ def init_from_env(device: str | torch.device = "auto", timeout_s: float = 1800.0
     Raises:
         CortexError: malformed torchrun variables, or a process group that cannot start.
     """
-    from .settings import resolve_device
-
     if not in_torchrun():
         return DistContext(device=resolve_device(str(device)))
     rank, world_size, local_rank = (_env_int(name, 0) for name in _ENV)
@@ -188,8 +178,6 @@ def init_from_env(device: str | torch.device = "auto", timeout_s: float = 1800.0
             backend = "nccl"
     ctx = DistContext(rank=rank, world_size=world_size, local_rank=local_rank, device=chosen)
     if world_size > 1:
-        import torch.distributed as dist
-
         try:
             dist.init_process_group(backend=backend, rank=rank, world_size=world_size, timeout=timedelta(seconds=timeout_s))
         except (RuntimeError, ValueError) as exc:

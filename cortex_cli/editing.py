@@ -15,9 +15,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from .backends.base import from_pil, to_pil
 from .errors import CortexError
+from .extractors.registry import ensure_bundled_extractors, get_extractor, load_extractor
 from .figures import edit_strip
+from .judges import judges_for
 from .optimize import OptimizeSettings, optimize_tokens
+from .pngmeta import read_png, save_png
 from .progress import Progress
 from .regions import Region
 from .registry import ClassInfo, ModelInfo, classes, load_model
@@ -81,8 +85,6 @@ def _slug(text: str) -> str:
 
 def load_extractor_for(store: Store, model: ModelInfo, name: str | None, device: torch.device | str) -> tuple[torch.nn.Module, int | None, str]:
     """(network, extractor row id, name) of a registered extractor of `model`."""
-    from .extractors.registry import ensure_bundled_extractors, get_extractor, load_extractor
-
     if model.is_mini:
         ensure_bundled_extractors(store)
     info = get_extractor(store, model, name)
@@ -90,8 +92,6 @@ def load_extractor_for(store: Store, model: ModelInfo, name: str | None, device:
 
 
 def _judges(model: ModelInfo, device: torch.device | str, notices: list[str]) -> list:
-    from .judges import judges_for
-
     try:
         return judges_for(model, device)
     except CortexError as exc:
@@ -99,7 +99,7 @@ def _judges(model: ModelInfo, device: torch.device | str, notices: list[str]) ->
         return []
 
 
-def _source_tokens(png, model: ModelInfo, png_path: Path, notices: list[str]) -> torch.Tensor | None:
+def source_tokens(png, model: ModelInfo, png_path: Path, notices: list[str]) -> torch.Tensor | None:
     """Tokens from the PNG's metadata (checked against `model`), or None when it has none."""
     if png.tokens is None:
         return None
@@ -166,11 +166,8 @@ def edit_image(
     if out_dir.exists() and not out_dir.is_dir():
         raise CortexError(f"--out {str(out_dir)!r} is a file; give a directory")
 
-    from .backends.base import from_pil, to_pil
-    from .pngmeta import read_png, save_png
-
     png = read_png(png_path)
-    tokens = _source_tokens(png, model, png_path, notices)
+    tokens = source_tokens(png, model, png_path, notices)
     extractor, extractor_id, extractor_label = load_extractor_for(store, model, extractor_name, device)
     vqgm = load_model(model, device)
     if tokens is None:

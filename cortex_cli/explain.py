@@ -15,11 +15,12 @@ import torch
 from . import registry
 from .backends.base import from_pil, to_pil
 from .errors import CortexError
+from .extractors.registry import get_extractor, load_extractor
 from .figures import draw_token_boxes, image_grid
 from .generation import image_keys, image_tokens
 from .indexing import unpack_tsv
 from .pngmeta import read_png, save_png
-from .queries import pick_run
+from .queries import extractor_id, pick_run
 from .registry import ClassInfo, ModelInfo
 from .saliency import SaliencySettings, token_saliency, top_positions
 from .seeding import derive_seed, image_key
@@ -111,8 +112,6 @@ def _class_by_id(store: Store, model: ModelInfo, class_id: int) -> ClassInfo:
 
 
 def _extractor(store: Store, model: ModelInfo, name: str | None, device, extractor=None):
-    from .extractors.registry import get_extractor, load_extractor
-
     info = get_extractor(store, model, name)
     return info, extractor if extractor is not None else load_extractor(info, device)
 
@@ -218,8 +217,6 @@ def show_image(
     ext_id = None
     ext_name = extractor_name or "ce"
     if extractor_name is not None:
-        from .queries import extractor_id
-
         ext_id = extractor_id(store, model, extractor_name)
     found = index_store.newest_map(store, image_id, ext_id)
     if found is not None:

@@ -13,6 +13,7 @@ from typing import Callable
 import torch
 
 from .errors import CortexError
+from .miniworld.world import CONCEPTS
 from .registry import BUNDLED_DIR, MINI_NAME, ModelInfo
 from .weights import load_weights
 
@@ -34,8 +35,7 @@ class Judge:
 
 def mini_judges(device: torch.device | str = "cpu") -> list[Judge]:
     """The bundled mini-world judges (ResNet-10 and a small ViT), on `device`."""
-    from .miniworld.judges import JUDGE_KINDS, build_judge, from_model_output
-    from .miniworld.world import CONCEPTS
+    from .miniworld.judges import JUDGE_KINDS, build_judge, from_model_output  # heavy: torchvision, ~2 s on every cortex start
 
     judges = []
     for kind in JUDGE_KINDS:
@@ -59,7 +59,7 @@ IMAGENET_JUDGES: dict[str, tuple[str, str]] = {
 
 
 def _weights_enum(spec: str):
-    import torchvision.models as tvm
+    import torchvision.models as tvm  # heavy: ~2 s on every cortex start
 
     enum_name, member = spec.split(".")
     return getattr(getattr(tvm, enum_name), member)
@@ -90,7 +90,7 @@ def imagenet_judges(
     Raises:
         CortexError: naming every missing file and where to put it.
     """
-    import torchvision.models as tvm
+    import torchvision.models as tvm  # heavy: ~2 s on every cortex start
 
     names = names or tuple(IMAGENET_JUDGES)
     unknown = [n for n in names if n not in IMAGENET_JUDGES]

@@ -24,6 +24,7 @@ import numpy as np
 
 from .attribution import method_named
 from .errors import CortexError
+from .extractors.registry import get_extractor
 from .registry import ClassInfo, ModelInfo, classes
 from .store import images as image_store
 from .store import index as index_store
@@ -109,8 +110,6 @@ class TokenUsage:
 
 def extractor_id(store: Store, model: ModelInfo, name: str) -> int:
     """The id of a model's extractor by name; CortexError (with what to run) if there is none."""
-    from .extractors.registry import get_extractor
-
     return get_extractor(store, model, name).id
 
 

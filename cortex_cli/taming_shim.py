@@ -30,7 +30,7 @@ def _patch_lightning() -> None:
         return
     except ImportError:
         pass
-    from pytorch_lightning.utilities.rank_zero import rank_zero_only
+    from pytorch_lightning.utilities.rank_zero import rank_zero_only  # heavy, and needed only when taming loads
 
     module = types.ModuleType(name)
     module.rank_zero_only = rank_zero_only

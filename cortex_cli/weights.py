@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 
 SCALE_SUFFIX = ".int8_scale"
 
@@ -25,8 +26,6 @@ def _quantize(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def save_weights(state: dict[str, torch.Tensor], path: Path, *, int8: bool = False) -> None:
     """Write a state dict: floats as fp16, or (int8=True) matrices and kernels as int8 with scales."""
-    from safetensors.torch import save_file
-
     out: dict[str, torch.Tensor] = {}
     for key, value in state.items():
         if int8 and value.is_floating_point() and value.dim() >= 2:
@@ -39,8 +38,6 @@ def save_weights(state: dict[str, torch.Tensor], path: Path, *, int8: bool = Fal
 
 def load_weights(path: Path) -> dict[str, torch.Tensor]:
     """A state dict written by `save_weights` (fp16 or int8 entries become float32)."""
-    from safetensors.torch import load_file
-
     raw = load_file(str(path))
     state: dict[str, torch.Tensor] = {}
     for key, value in raw.items():

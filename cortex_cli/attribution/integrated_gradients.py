@@ -60,7 +60,7 @@ def integrated_gradients(
         precision: 'fp32' or 'bf16' (autocast of the forward pass).
     """
     try:
-        from captum.attr import IntegratedGradients
+        from captum.attr import IntegratedGradients  # optional extra: captum
     except ImportError as exc:  # an optional extra: the other methods work without it
         raise CortexError(f"--method integrated-gradients needs Captum; {INSTALL}") from exc
     device = inputs.device

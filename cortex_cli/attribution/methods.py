@@ -87,7 +87,7 @@ def token_saliency(
         TSV maps (B, m, m), float32 on the embeddings' device.
     """
     if settings is None:
-        from .settings import SaliencySettings
+        from .settings import SaliencySettings  # cycle: attribution.settings imports this module
 
         settings = SaliencySettings()
     return reduce_channels(attribute(extractor, embeddings, targets, keys, settings, codebook=codebook), settings.reduce)

@@ -22,6 +22,7 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
+from safetensors.torch import load_file
 
 from .. import taming_shim
 from ..errors import CortexError
@@ -79,8 +80,6 @@ def read_state_dict(ckpt_path: Path) -> dict[str, torch.Tensor]:
     if not ckpt_path.is_file():
         raise CortexError(f"checkpoint {str(ckpt_path)!r} does not exist")
     if ckpt_path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
         try:
             return load_file(str(ckpt_path))
         except Exception as exc:

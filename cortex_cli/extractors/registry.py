@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file, save_file
 
 from ..errors import CortexError
 from ..registry import BUNDLED_DIR, MINI_NAME, ModelInfo
@@ -16,6 +17,7 @@ from ..store import extractors as extractor_store
 from ..store.database import Store
 from ..store.models import model_named
 from .architectures import ExtractorConfig, build_extractor
+from .subsets import ClassSpace
 
 MINI_BUNDLE_DIR = BUNDLED_DIR / MINI_NAME
 
@@ -108,8 +110,6 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Weights from safetensors or a torch file (a state dict, or {'model': state dict})."""
     path = Path(path)
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
         return load_file(str(path))
     obj = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
@@ -145,8 +145,6 @@ def load_extractor(info: ExtractorInfo, device: torch.device | str = "cpu") -> t
     for p in net.parameters():
         p.requires_grad_(False)
     if info.config.class_ids is not None:  # a subset extractor answers in the model's class ids, like a full one
-        from .subsets import ClassSpace
-
         return ClassSpace(net, info.config.class_ids, info.config.n_classes, info.name).eval().to(device)
     return net
 
@@ -161,8 +159,6 @@ def export_bundled(info: ExtractorInfo, dest_dir: str | Path = MINI_BUNDLE_DIR) 
     Returns:
         (weights path, metadata path).
     """
-    from safetensors.torch import save_file
-
     dest = Path(dest_dir)
     dest.mkdir(parents=True, exist_ok=True)
     net = load_extractor(info, "cpu")

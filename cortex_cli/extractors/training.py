@@ -26,6 +26,8 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors.torch import save_file
+from torch.nn.parallel import DistributedDataParallel
 
 from .. import registry
 from ..distributed import DistContext
@@ -37,7 +39,7 @@ from ..settings import artifacts_dir
 from ..store.database import Store
 from .architectures import ExtractorConfig, build_extractor, count_parameters
 from .evaluation import SplitData, embed_batch, extractor_logits, load_split, topk_accuracy
-from .registry import ExtractorInfo, _check_name, register_extractor
+from .registry import ExtractorInfo, _check_name, read_state_dict, register_extractor
 
 STATE_VERSION = 1
 MINI_WIDTH = 64
@@ -127,8 +129,6 @@ def _atomic_save(obj: Any, path: Path) -> None:
 
 
 def _atomic_safetensors(state: dict[str, torch.Tensor], path: Path) -> None:
-    from safetensors.torch import save_file
-
     tmp = path.with_name(path.name + ".tmp")
     save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp))
     os.replace(tmp, path)
@@ -314,8 +314,6 @@ def train_extractor(
     total_steps = tc.epochs * len(batches)
     step = net
     if ddp:
-        from torch.nn.parallel import DistributedDataParallel
-
         step = DistributedDataParallel(net, device_ids=[dist.device.index] if dist.device.type == "cuda" else None)
     for epoch in range(start_epoch + 1, tc.epochs + 1):
         net.train()
@@ -363,8 +361,6 @@ def train_extractor(
         dist.barrier()
         if not main:
             return dist.broadcast(None)  # rank 0's result
-    from .registry import read_state_dict
-
     net.load_state_dict(read_state_dict(best_path))
     _, _, test_logits = _evaluate(net, vqgm, test, tc.batch_size)
     metrics = {

@@ -16,11 +16,13 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torchvision.transforms.functional import gaussian_blur
 
 from ..backends.taming import build_net
 from ..model_configs import net2net_config, write_config
 from ..progress import Progress, report
 from ..seeding import set_all_random_seeds
+from ..weights import load_weights, save_weights
 from . import world
 from .judges import build_judge, judge_input
 
@@ -172,8 +174,6 @@ def train_gpt(net, recipe: MiniRecipe, progress: Progress | None = None, phase: 
 
 def _augment(x: torch.Tensor, recipe: MiniRecipe, gen: torch.Generator) -> torch.Tensor:
     """Blur half of a batch (one random sigma) and add pixel noise: robustness, not new content."""
-    from torchvision.transforms.functional import gaussian_blur
-
     sigma = float(torch.empty(1).uniform_(0.3, recipe.judge_blur_sigma, generator=gen)) if recipe.judge_blur_sigma else 0.0
     if sigma:
         pick = torch.rand(len(x), generator=gen) < 0.5
@@ -215,14 +215,10 @@ INT8_JUDGES = ("resnet",)  # the one bundled file over 8 MB in fp16 (4.9M parame
 
 
 def _save_half(state: dict[str, torch.Tensor], path: Path, int8: bool = False) -> None:
-    from ..weights import save_weights
-
     save_weights(state, path, int8=int8)
 
 
 def _load_into(module: torch.nn.Module, path: Path) -> None:
-    from ..weights import load_weights
-
     state = load_weights(path)
     ref = module.state_dict()
     module.load_state_dict({k: v.to(ref[k].dtype) for k, v in state.items()}, strict=True)
