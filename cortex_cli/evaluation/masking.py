@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
-import torchvision.transforms.functional as TF
 
 from ..errors import CortexError
 
@@ -60,7 +59,10 @@ def _blurred(images: torch.Tensor, patch: int) -> torch.Tensor:
     kernel = min(int(6 * sigma) | 1, (min(images.shape[-2:]) - 1) | 1)  # odd, and reflect padding needs < side
     if kernel >= min(images.shape[-2:]):
         kernel -= 2
-    return TF.gaussian_blur(images, [kernel, kernel], [sigma, sigma])
+    # deliberate lazy import: torchvision pulls in torch._dynamo, ~2 s on every cortex start; only this fill needs it
+    from torchvision.transforms.functional import gaussian_blur
+
+    return gaussian_blur(images, [kernel, kernel], [sigma, sigma])
 
 
 def mask_patches(

@@ -16,7 +16,6 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torchvision.transforms.functional import gaussian_blur
 
 from ..backends.taming import build_net
 from ..model_configs import net2net_config, write_config
@@ -177,6 +176,9 @@ def _augment(x: torch.Tensor, recipe: MiniRecipe, gen: torch.Generator) -> torch
     sigma = float(torch.empty(1).uniform_(0.3, recipe.judge_blur_sigma, generator=gen)) if recipe.judge_blur_sigma else 0.0
     if sigma:
         pick = torch.rand(len(x), generator=gen) < 0.5
+        # deliberate lazy import: torchvision pulls in torch._dynamo, ~2 s on every cortex start (train-mini's module is imported by the CLI)
+        from torchvision.transforms.functional import gaussian_blur
+
         x = torch.where(pick[:, None, None, None], gaussian_blur(x, kernel_size=5, sigma=sigma), x)
     if recipe.judge_noise:
         x = x + torch.randn(x.shape, generator=gen) * (recipe.judge_noise / 0.25)  # judge inputs are scaled by 1/0.25

@@ -14,6 +14,7 @@ from cortex_cli.evaluation.edit_eval import EditEvalSettings
 from cortex_cli.evaluation.image_level import ImageLevelSettings
 from cortex_cli.evaluation.localization import LocalizationSettings
 from cortex_cli.evaluation.stability import StabilitySettings
+from cortex_cli.miniworld.training import MiniRecipe
 
 runner = CliRunner()
 
@@ -53,6 +54,8 @@ def test_seed_is_described_the_same_way_by_every_command_that_has_one():
     for name in ("index", "generate", "eval image-level", "eval concept-level", "eval edit", "eval localization", "eval stability"):
         assert any("--first-seed" in getattr(p, "opts", ()) for p in COMMANDS[tuple(name.split())].params), name
     assert "--seed" not in [o for p in typer.main.get_command(app).params for o in getattr(p, "opts", ())]  # no global --seed
+    # train-mini cannot read MiniRecipe at start-up (torchvision); its default must still be the recipe's
+    assert with_seed["train-mini"].default == MiniRecipe().seed
 
 
 @pytest.mark.parametrize("kind, runner_name, defaults", [
