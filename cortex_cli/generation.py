@@ -205,7 +205,7 @@ def generate(
         out_dir: if given, also write '<class-slug>_<split>_<seed>.png' with token metadata for all
             n images (stored ones are decoded from their stored tokens).
         device: where the model runs.
-        progress: called as progress(images done, images of this call).
+        progress: called as progress(images done, images of this call, info).
         shard: only the seeds of this shard (a torchrun rank's blocks of seeds, `distributed.Shard`); None: all n.
             The result then covers those seeds only (`requested` = how many).
 

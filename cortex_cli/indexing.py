@@ -127,7 +127,7 @@ def index_class(
         settings: saliency parameters; they identify the run.
         device: where the extractor runs.
         batch_size: images per saliency batch and per transaction.
-        progress: called with (images done, total) after every committed batch.
+        progress: called with (images done, total, info) after every committed batch.
         extractor: an already loaded f_Y (tests, benchmarks); None loads `extractor_info`.
         image_seed: first generation seed.
         generation_progress: progress of generating missing images, if any.

@@ -41,7 +41,7 @@ def train_mini(
         recipe.vq_steps = vq_steps
     if gpt_steps:
         recipe.gpt_steps = gpt_steps
-    out_dir = out or BUNDLED_DIR / "mini"
+    out_dir = out or BUNDLED_DIR / MINI_NAME
     bars = {}
 
     def stage(name):

@@ -5,16 +5,17 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 from rich.cells import cell_len
 from rich.console import Console
 from rich.highlighter import ReprHighlighter
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
 
 from ..jsonable import to_jsonable
+from ..progress import Progress
 
 console = Console()
 err_console = Console(stderr=True)
@@ -123,10 +124,10 @@ def table(title: str | None, columns: list[str], rows: list[list[Any]], *, out: 
 
 
 @contextlib.contextmanager
-def progress(description: str, quiet: bool = False) -> Iterator[Callable[[int, int], None]]:
-    """A Rich progress bar; yields `update(done, total)`. Silent when `quiet`."""
+def progress(description: str, quiet: bool = False) -> Iterator[Progress]:
+    """A Rich progress bar; yields `update(done, total, info)` (the library's `Progress`). Silent when `quiet`."""
     if quiet:
-        yield lambda done, total, **_: None
+        yield lambda done, total, info="": None
         return
     columns = (
         TextColumn("[progress.description]{task.description}"),
@@ -136,7 +137,7 @@ def progress(description: str, quiet: bool = False) -> Iterator[Callable[[int, i
         TimeElapsedColumn(),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=err_console, transient=False) as bar:
+    with RichProgress(*columns, console=err_console, transient=False) as bar:
         task = bar.add_task(description, total=None, info="")
 
         def update(done: int, total: int, info: str = "") -> None:
@@ -146,14 +147,14 @@ def progress(description: str, quiet: bool = False) -> Iterator[Callable[[int, i
 
 
 @contextlib.contextmanager
-def deferred_progress(description: str, quiet: bool = False) -> Iterator[Callable[[int, int], None]]:
+def deferred_progress(description: str, quiet: bool = False) -> Iterator[Progress]:
     """Like `progress`, but the bar appears at the first update: errors raised before it print alone."""
     with contextlib.ExitStack() as stack:
-        bars: list[Callable[..., None]] = []
+        bars: list[Progress] = []
 
-        def update(done: int, total: int, **kwargs) -> None:
+        def update(done: int, total: int, info: str = "") -> None:
             if not bars:
                 bars.append(stack.enter_context(progress(description, quiet=quiet)))
-            bars[0](done, total, **kwargs)
+            bars[0](done, total, info)
 
         yield update

@@ -101,3 +101,13 @@ def test_read_commands_fit_80_columns(store, tiny_model, db_url, tmp_path, monke
         assert res.exit_code == 0, res.output
         table_lines = [line for line in res.stdout.splitlines() if line[:1] in "┏┃┡│└"]
         assert len(table_lines) >= 5 and max(map(len, table_lines)) <= 80 and "…" not in res.stdout, res.stdout
+
+
+@pytest.mark.parametrize("quiet", [True, False])
+@pytest.mark.parametrize("bar", [render.progress, render.deferred_progress])
+def test_progress_bars_take_the_library_progress_shape(bar, quiet):
+    """`Progress` is (done, total, info): positional or by keyword, quiet or drawn (a `--quiet` run once crashed here)."""
+    with bar("x", quiet=quiet) as update:
+        update(1, 3, "positional")
+        update(2, 3, info="keyword")
+        update(3, 3)
