@@ -90,3 +90,15 @@ def test_index_defaults_are_the_saliency_settings_and_seed_keys_only_the_noise(m
     assert seen["settings"] == SaliencySettings() and (seen["images"], seen["first_seed"]) == (100, 0)
     assert runner.invoke(app, ["--db", db_url, "index", "--class", "0", "-n", "8", "--first-seed", "3", "--seed", "9"]).exit_code == 0
     assert seen["settings"] == SaliencySettings(seed=9) and (seen["images"], seen["first_seed"]) == (8, 3)
+
+
+def test_demo_honours_seed(monkeypatch, db_url, tmp_path):
+    seen = {}
+
+    def capture(store, out, device, *, progress, concept, seed):
+        seen["seed"] = seed
+        raise SystemExit(0)
+
+    monkeypatch.setattr(index_cmd, "run_demo", capture)
+    runner.invoke(app, ["--db", db_url, "demo", "--out", str(tmp_path), "--seed", "4", "--quiet"])
+    assert seen == {"seed": 4}
