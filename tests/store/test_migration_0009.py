@@ -23,19 +23,27 @@ def database_at(url: str, revision: str):
     return engine
 
 
-def test_upgrade_of_a_filled_0008_database_keeps_every_row_and_defaults_to_taming(empty_url):
-    url = empty_url("at0008")
-    engine = database_at(url, "0008")
-    assert "backend" not in {c["name"] for c in inspect(engine).get_columns("models")}
+
+def upgraded_keeping_every_row(url: str, engine) -> tuple:
+    """Fill the old database, open it with this cortex (upgrade to head), check every row of every table is unchanged.
+
+    Returns (store, the old tables' columns, their rows) for the downgrade checks.
+    """
     fill(engine)
     legacy_columns = columns_of(engine)
     rows = contents(engine)
     assert all(rows.values()), rows
     engine.dispose()
-
     store = open_store(url)  # a newer cortex opens it: upgrade to head
     assert store.revision() == head_revision()
-    assert contents(store.engine, columns=legacy_columns) == rows  # every row of every table, unchanged
+    assert contents(store.engine, columns=legacy_columns) == rows
+    return store, legacy_columns, rows
+
+def test_upgrade_of_a_filled_0008_database_keeps_every_row_and_defaults_to_taming(empty_url):
+    url = empty_url("at0008")
+    engine = database_at(url, "0008")
+    assert "backend" not in {c["name"] for c in inspect(engine).get_columns("models")}
+    store, legacy_columns, rows = upgraded_keeping_every_row(url, engine)
     assert [m.backend for m in model_store.list_models(store)] == ["taming", "taming"]
 
     # a new model names its backend; one that does not is a taming model (the server default)

@@ -11,9 +11,9 @@ from alembic import command
 from sqlalchemy import inspect
 
 from cortex_cli.store import index
-from cortex_cli.store.database import _alembic_config, head_revision, open_store
-from tests.store.test_migration_0009 import database_at
-from tests.store.test_migrations import columns_of, contents, empty_url, fill  # noqa: F401  (empty_url is a fixture)
+from cortex_cli.store.database import _alembic_config
+from tests.store.test_migration_0009 import database_at, upgraded_keeping_every_row
+from tests.store.test_migrations import contents, empty_url  # noqa: F401  (empty_url is a fixture)
 
 pytestmark = pytest.mark.both_backends
 
@@ -28,15 +28,7 @@ def test_upgrade_of_a_filled_0009_database_keeps_every_row_and_defaults_to_smoot
     url = empty_url("at0009")
     engine = database_at(url, "0009")
     assert not NEW & {c["name"] for c in inspect(engine).get_columns("saliency_runs")}
-    fill(engine)
-    legacy_columns = columns_of(engine)
-    rows = contents(engine)
-    assert all(rows.values()), rows
-    engine.dispose()
-
-    store = open_store(url)  # a newer cortex opens it: upgrade to head
-    assert store.revision() == head_revision()
-    assert contents(store.engine, columns=legacy_columns) == rows  # every row of every table (maps, tokens, counts), unchanged
+    store, legacy_columns, rows = upgraded_keeping_every_row(url, engine)  # every row of every table (maps, tokens, counts), unchanged
     assert set(uq_saliency_run(store.engine)) == {"extractor_id", "samples", "alpha", "top_n", "reduce", "precision", "seed", *NEW}
     old = index.runs(store, 1)
     assert [(r.id, r.method, r.steps, r.baseline) for r in old] == [(1, "smoothgrad", 0, "none")]
