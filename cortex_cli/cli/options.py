@@ -27,7 +27,6 @@ ClassName = Annotated[Optional[str], typer.Option("--class", "-c", help="Class i
 Classes = Annotated[Optional[str], typer.Option("--classes", help="Instead of --class: several classes, 'goldfinch,black grouse,11' or @file.txt (one per line).")]
 EvalClasses = Annotated[Optional[str], typer.Option("--classes", help="Comma-separated class ids or names (default: every class of the model).")]
 Split = Annotated[str, typer.Option("--split", help="Which generated images: train, val or test (part of each image's identity and random stream).")]
-Out = Annotated[Optional[Path], typer.Option("--out", "-o", help="Output directory.")]
 EvalOut = Annotated[Optional[Path], typer.Option("--out", "-o", help="Directory for the JSON and PNG (default: $CORTEX_HOME/reports/<model>/).")]
 
 # which images and which randomness
