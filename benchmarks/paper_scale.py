@@ -12,9 +12,20 @@ With random weights of the real architectures (taming VQGAN f16, K=16384, d=256;
 then projects the wall time of every stage of the paper's job on this device and on one 8-GPU node
 (linear scaling: an assumption, not a measurement) and writes everything as JSON.
 
+The index stages (1M images each: top-20 salient rows and one map per image) are bounded by saliency
+compute or by the database's write rate, whichever is slower: the indexer's writer thread sits behind a
+bounded queue, so writes overlap compute and a stage takes max(compute, writes). `--write-rate` (images/s
+of one writer) or `--write-json` (`bench_store.py --json-out`; `--write-backend` picks its backend) gives
+the write rate; without either the write stage is "not given" and the index rows are compute only. One
+device is one writer; the 8-GPU node is 8 ranks writing into one database, for which the projection uses
+the best measured multi-writer figure (bench_store's 4 writers) as is, or the 1-writer rate where no
+multi-writer figure is given: no scaling beyond what was measured.
+
     python benchmarks/paper_scale.py                       # paper size on a GPU, mini size on a CPU
     python benchmarks/paper_scale.py --size tiny --json-out /tmp/ps.json   # seconds; what the test runs
     python benchmarks/paper_scale.py --size paper --device cuda --json-out paper_scale_h100.json
+    python benchmarks/paper_scale.py --from-json paper_scale_h100.json --write-json store.json --json-out ps.json
+                                                           # re-project stored measurements with a write rate
 
 On one H100 the paper size is meant to finish in under 8 minutes; `--budget-s` skips the remaining
 optional measurements (taming's baseline at larger batches) once the budget is spent. Captum is
@@ -59,6 +70,8 @@ PAPER_JOB = {
     "index RE": {"images": 1_000_000},
     "decode + judge": {"images": 200_000},  # our assumption: 1000 classes x 100 images x (original, masked)
 }
+INDEX_STAGES = ("index CE", "index RE")  # the stages that also write to the database
+BACKENDS = ("sqlite", "postgresql")  # the per-backend objects of bench_store.py's JSON
 
 
 @dataclass(frozen=True)
@@ -307,9 +320,70 @@ def bench_judge(size: Size, device: torch.device, clock: Clock, precisions: tupl
     return out
 
 
+def write_stage(rate: float | None = None, json_path: Path | None = None, backend: str = "postgresql") -> dict[str, Any]:
+    """The database write stage of the index: images/s on one device (one writer) and on the 8-GPU node.
+
+    `rate`: images/s of one writer (`--write-rate`); `json_path`: a `bench_store.py --json-out` file whose
+    `backend` object holds `write_images_per_s_1_writer` and, optionally, `write_images_per_s_4_writers`.
+    The 8-GPU node is 8 ranks each writing into one database: it gets the 4-writer figure as is (the best
+    measured multi-writer rate, not scaled to 8), or the 1-writer rate where that is all there is.
+    """
+    if rate is None and json_path is None:
+        return {"given": False, "note": "not given (--write-rate or --write-json): index hours are saliency compute only"}
+    if json_path is not None:
+        data = json.loads(Path(json_path).read_text())
+        if not isinstance(data.get(backend), dict):
+            raise SystemExit(f"{json_path}: no {backend!r} object (has: {', '.join(k for k, v in data.items() if isinstance(v, dict)) or 'none'}); "
+                             f"pick one with --write-backend")
+        figures = data[backend]
+        if "write_images_per_s_1_writer" not in figures:
+            raise SystemExit(f"{json_path}: {backend!r} has no write_images_per_s_1_writer (a bench_store.py --json-out file?)")
+        one, four = figures["write_images_per_s_1_writer"], figures.get("write_images_per_s_4_writers")
+        source = f"{json_path} ({backend})"
+    else:
+        one, four, source = rate, None, "--write-rate"
+    for value in (one, four):
+        if value is not None and not value > 0:
+            raise SystemExit(f"write rates must be > 0 images/s, not {value}")
+    out: dict[str, Any] = {"given": True, "source": source, "backend": backend if json_path is not None else None,
+                           "images_per_s_1_writer": one, "images_per_s_4_writers": four,
+                           "images_per_s_1_device": one}
+    if four is not None:
+        out["images_per_s_8_gpus"] = four
+        out["assumption_8_gpus"] = ("8 ranks, each a writer into one database: the 4-writer rate (all writers together) "
+                                    "is the best measured multi-writer figure and is used as is, not scaled to 8 writers")
+    else:
+        out["images_per_s_8_gpus"] = one
+        out["assumption_8_gpus"] = ("8 ranks, each a writer into one database: only a 1-writer rate was given, so it is used "
+                                    "as the whole database's rate (no multi-writer scaling assumed)")
+    out["assumption_overlap"] = "writes overlap compute (a writer thread behind a bounded queue): a stage takes max(compute, writes)"
+    return out
+
+
+def _bound(compute: float | None, write: float | None, writes: bool | None) -> tuple[float | None, str | None]:
+    """(hours, what bounds them) of a stage whose writes overlap its compute.
+
+    `writes`: True for a stage that writes at a given rate `write`, None for one that writes at a rate not
+    given (compute hours, bound unknown), False for one that does not write (compute-bound).
+    """
+    if compute is None:
+        return None, None
+    if writes is None:
+        return compute, None
+    if not writes or write <= compute:
+        return compute, "compute"
+    return write, "database"
+
+
 def project(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """Hours per stage of the paper's job at the measured rates, per precision (fp32 is the default)."""
+    """Hours per stage of the paper's job at the measured rates, per precision (fp32 is the default).
+
+    Index stages take max(compute, database writes) where `results["write_stage"]` gives a write rate;
+    `bound_by` (fp32, one device), `bound_by_8_gpus`, `bound_by_bf16`, `bound_by_bf16_8_gpus` say which:
+    "compute" or "database"; None for an index stage whose write rate is not given (its hours are compute only).
+    """
     precisions = results["precisions"]
+    write = results.get("write_stage") or {"given": False}
     gen, train, sal = results["generation"], results["training"], results["saliency"]
     rates: dict[str, tuple[dict[str, float], int]] = {
         "generate": ({p: max(r[f"ours_{p}_grids_per_s"] for r in gen["rows"]) for p in precisions}, PAPER_JOB["generate"]["grids"]),
@@ -327,10 +401,20 @@ def project(results: dict[str, Any]) -> list[dict[str, Any]]:
     for stage in PAPER_JOB:
         rate, work = rates[stage]
         row: dict[str, Any] = {"stage": stage, "work": work}
+        writes = (True if write.get("given") else None) if stage in INDEX_STAGES else False
+        row["hours_write"] = work / write["images_per_s_1_device"] / 3600 if writes else None
+        row["hours_write_8_gpus"] = work / write["images_per_s_8_gpus"] / 3600 if writes else None
+        if stage in INDEX_STAGES and not writes:
+            row["write_stage"] = "not given"
         for p in ("fp32", "bf16"):
             row[f"rate_{p}"] = rate.get(p)
-            row[f"hours_{p}"] = work / rate[p] / 3600 if p in rate else None
-            row[f"hours_{p}_8_gpus"] = row[f"hours_{p}"] / 8 if p in rate else None
+            compute = work / rate[p] / 3600 if p in rate else None
+            row[f"hours_{p}_compute"] = compute
+            row[f"hours_{p}_compute_8_gpus"] = compute / 8 if compute is not None else None
+            suffix = "" if p == "fp32" else f"_{p}"
+            row[f"hours_{p}"], row[f"bound_by{suffix}"] = _bound(compute, row["hours_write"], writes)
+            row[f"hours_{p}_8_gpus"], row[f"bound_by{suffix}_8_gpus"] = _bound(row[f"hours_{p}_compute_8_gpus"], row["hours_write_8_gpus"],
+                                                                              writes)
         rows.append(row)
     total: dict[str, Any] = {"stage": "total", "work": None, "rate_fp32": None, "rate_bf16": None}
     for key in ("hours_fp32", "hours_bf16", "hours_fp32_8_gpus", "hours_bf16_8_gpus"):
@@ -338,19 +422,39 @@ def project(results: dict[str, Any]) -> list[dict[str, Any]]:
     return rows + [total]
 
 
-def print_projection(rows: list[dict[str, Any]], size: str, device: str) -> None:
-    print(f"\nProjected wall time (hours) of the paper's job with models at {size} size on {device};")
-    print("8 GPUs: the 1-device time / 8 (linear scaling, assumed, not measured); '-': not measured")
-    print(f"{'stage':15s} {'work':>12s} {'rate fp32/s':>11s} {'h fp32':>8s} {'h bf16':>8s} {'h 8xfp32':>8s} {'h 8xbf16':>8s}")
+def print_projection(rows: list[dict[str, Any]], size: str, device: str, write: dict[str, Any] | None = None) -> None:
+    print(f"\nProjected wall time (hours) of the paper's job, {size}-size models, {device};")
+    print("8 GPUs: 1-device compute / 8 (linear scaling, assumed); '-': not measured")
+    print(f"{'stage':14s} {'work':>10s} {'rate/s':>8s} {'h fp32':>8s} {'h bf16':>8s} {'h 8xfp32':>8s} {'h 8xbf16':>8s} {'bound 1/8':>9s}")
 
     def cell(value: float | None) -> str:
         return f"{value:8.3g}" if value is not None else f"{'-':>8s}"
 
+    short = {"compute": "comp", "database": "db", None: "?"}
     for r in rows:
         work = f"{r['work']:,}" if r["work"] else ""
         rate = f"{r['rate_fp32']:.3g}" if r["rate_fp32"] else ""
-        print(f"{r['stage']:15s} {work:>12s} {rate:>11s} {cell(r['hours_fp32'])} {cell(r['hours_bf16'])} "
-              f"{cell(r['hours_fp32_8_gpus'])} {cell(r['hours_bf16_8_gpus'])}")
+        bound = f"{short[r.get('bound_by')]}/{short[r.get('bound_by_8_gpus')]}" if r["stage"] != "total" else ""
+        print(f"{r['stage']:14s} {work:>10s} {rate:>8s} {cell(r['hours_fp32'])} {cell(r['hours_bf16'])} "
+              f"{cell(r['hours_fp32_8_gpus'])} {cell(r['hours_bf16_8_gpus'])} {bound:>9s}".rstrip())
+    print("bound 1/8: fp32 on 1 device / 8 GPUs is bound by comp(ute) or d(ata)b(ase)")
+    if not write or not write.get("given"):
+        print("write stage: not given (--write-rate or --write-json), so the index rows are")
+        print("  saliency compute only and their bound is unknown ('?')")
+        return
+    print(f"write stage: {write['source']}")
+    print("  index stages take max(compute, writes): a writer thread overlaps compute")
+    print(f"  1 device = 1 writer: {write['images_per_s_1_device']:.3g} images/s")
+    four = write.get("images_per_s_4_writers") is not None
+    print(f"  8 GPUs = 8 writers into one database: {write['images_per_s_8_gpus']:.3g} images/s: "
+          + ("the 4-writer rate," if four else "the 1-writer rate,"))
+    print("  the best measured multi-writer figure, not scaled to 8 writers" if four
+          else "  not scaled (no multi-writer figure given)")
+    for r in rows:
+        if r["stage"] in INDEX_STAGES:
+            print(f"  {r['stage']}, 1 device: compute {r['hours_fp32_compute']:.3g} h, writes {r['hours_write']:.3g} h: {r['bound_by']}-bound")
+            print(f"  {r['stage']}, 8 GPUs:   compute {r['hours_fp32_compute_8_gpus']:.3g} h, writes {r['hours_write_8_gpus']:.3g} h: "
+                  f"{r['bound_by_8_gpus']}-bound")
 
 
 def precisions_for(peaks: dict[str, float]) -> tuple[str, ...]:
@@ -358,10 +462,12 @@ def precisions_for(peaks: dict[str, float]) -> tuple[str, ...]:
     return ("fp32", "bf16") if peaks["bf16_tflops"] >= 0.5 * peaks["fp32_tflops"] else ("fp32",)
 
 
-def run(size_name: str, device: torch.device, budget_s: float, baselines: bool = True, repeats: int | None = None) -> dict[str, Any]:
+def run(size_name: str, device: torch.device, budget_s: float, baselines: bool = True, repeats: int | None = None,
+        write: dict[str, Any] | None = None) -> dict[str, Any]:
     """Every measurement at one size on one device; the result dictionary that is written as JSON.
 
     `repeats`: timed calls per measurement (median); default 1 at paper size, 3 otherwise (a shared CPU is noisy).
+    `write`: the index's database write stage (`write_stage`); not given by default.
     """
     size = SIZES[size_name]
     clock = Clock(device, budget_s, repeats=repeats or (1 if size_name == "paper" else 3))
@@ -386,6 +492,7 @@ def run(size_name: str, device: torch.device, budget_s: float, baselines: bool =
     results["saliency"] = {"ce": bench_saliency(size.ce, size, device, clock, peaks, precisions, baselines),
                            "re": bench_saliency(size.re, size, device, clock, peaks, precisions, baselines=False)}
     results["judge"] = bench_judge(size, device, clock, precisions)
+    results["write_stage"] = write or write_stage()
     results["projection"] = project(results)
     results["seconds"] = time.perf_counter() - clock.start
     return results
@@ -400,13 +507,31 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=None, help="timed calls per figure, median [paper 1, else 3]")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default; 1 is steadier on a shared CPU)")
     parser.add_argument("--json-out", type=Path, default=Path("paper_scale.json"))
+    given = parser.add_mutually_exclusive_group()
+    given.add_argument("--write-rate", type=float, default=None, metavar="IMAGES_PER_S",
+                       help="images/s the index's database write path sustains, per writer [not given]")
+    given.add_argument("--write-json", type=Path, default=None, metavar="PATH",
+                       help="write rates from a `bench_store.py --json-out` file (1 and 4 writers) [not given]")
+    parser.add_argument("--write-backend", choices=BACKENDS, default="postgresql", help="which backend of --write-json [postgresql]")
+    parser.add_argument("--from-json", type=Path, default=None, metavar="PATH",
+                        help="measure nothing: re-project the measurements of an earlier --json-out (with new write rates)")
     args = parser.parse_args(argv)
+    write = write_stage(args.write_rate, args.write_json, args.write_backend)
+    if args.from_json:
+        results = json.loads(args.from_json.read_text())
+        results["write_stage"] = write
+        results["projection"] = project(results)
+        results["reprojected_from"] = str(args.from_json)
+        print_projection(results["projection"], results["size"], results["device_name"] or results["device"], write)
+        print(f"\nJSON: {args.json_out}")
+        args.json_out.write_text(json.dumps(results, indent=2) + "\n")
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
     size = args.size or ("paper" if device.type == "cuda" else "mini")
-    results = run(size, device, args.budget_s, baselines=not args.no_baselines, repeats=args.repeats)
-    print_projection(results["projection"], size, results["device_name"] or str(device))
+    results = run(size, device, args.budget_s, baselines=not args.no_baselines, repeats=args.repeats, write=write)
+    print_projection(results["projection"], size, results["device_name"] or str(device), write)
     print(f"\n{results['seconds']:.0f} s in all; JSON: {args.json_out}")
     args.json_out.write_text(json.dumps(results, indent=2) + "\n")
 
