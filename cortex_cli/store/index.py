@@ -8,7 +8,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 from sqlalchemy import func, select
 
-from . import run_counts
+from . import bulk, run_counts
 from .database import Store
 from .dialect import insert_ignore
 from .images import SQL_CHUNK
@@ -101,39 +101,105 @@ class SalientRow:
     tsv: float
 
 
+@dataclass(frozen=True)
+class IndexRows:
+    """Finished index work for some images of one class under a run, as columns: what a write adds.
+
+    Attributes:
+        class_pk: the images' class row.
+        image_ids: (n,) the images.
+        maps: their packed TSV maps (`indexing.pack_tsv`), in the order of `image_ids`.
+        grids: (n, m*m) their token grids (for the run's occurrence counts).
+        top: (n, top_n) the tokens at their top-n positions (for the run's salient counts).
+        salient_image_ids, ranks, positions, tokens, tsv: the top-n rows, one entry per row.
+    """
+
+    class_pk: int
+    image_ids: np.ndarray
+    maps: Sequence[bytes]
+    grids: np.ndarray
+    top: np.ndarray
+    salient_image_ids: np.ndarray
+    ranks: np.ndarray
+    positions: np.ndarray
+    tokens: np.ndarray
+    tsv: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+
+def _bulk_rows(parts: Sequence[IndexRows]) -> tuple[list[tuple], list[tuple]]:
+    """(image id, map) rows and (image id, rank, class, position, token, tsv) rows, in key order (the lock order)."""
+    maps = sorted((int(i), blob) for p in parts for i, blob in zip(p.image_ids.tolist(), p.maps))
+    columns = [np.concatenate([getattr(p, name) for p in parts]) for name in ("salient_image_ids", "ranks", "positions", "tokens", "tsv")]
+    class_of = np.concatenate([np.full(len(p.salient_image_ids), p.class_pk) for p in parts])
+    order = np.lexsort((columns[1], columns[0]))
+    image, rank, position, token = (c[order].tolist() for c in columns[:4])
+    tsv = columns[4][order].astype(np.float64).tolist()  # float32 values widened exactly
+    return maps, list(zip(image, rank, class_of[order].tolist(), position, token, tsv))
+
+
+def write_ceiling(store: Store, run_id: int, parts: Sequence[IndexRows]) -> None:
+    """The same map and top-n rows through the backend's raw bulk path in one transaction (`bulk.ceiling`): no conflict
+    handling, no counts. A benchmark's yardstick for `write_index`; never for real runs."""
+    maps, tokens = _bulk_rows(parts)
+    with store.session() as s, s.begin():
+        bulk.ceiling(s, run_id, maps, tokens)
+
+
+def write_index(store: Store, run_id: int, parts: Sequence[IndexRows]) -> set[int]:
+    """Write finished index work in one transaction, through the backend's bulk path (`bulk`).
+
+    Rows already stored are skipped, and only images whose map this transaction inserted are added
+    to the run's counts, so no image is ever counted twice, whoever else writes at the same time.
+
+    Returns:
+        The ids of the images whose maps were inserted here.
+    """
+    parts = [p for p in parts if len(p)]
+    if not parts:
+        return set()
+    maps, tokens = _bulk_rows(parts)
+    ids = np.concatenate([p.image_ids for p in parts]).astype(np.int64)
+    grids = np.concatenate([p.grids for p in parts])
+    top = np.concatenate([p.top for p in parts])
+    classes = np.concatenate([np.full(len(p), p.class_pk) for p in parts])
+
+    def counts_for(session, inserted: list[int]) -> bulk.CountRows:
+        _, first = np.unique(ids, return_index=True)  # an image handed over twice is counted once
+        rows = first[np.isin(ids[first], inserted)]
+        splits = run_counts.splits_of(session, inserted)
+        return run_counts.count_rows(classes[rows].tolist(), [splits[int(i)] for i in ids[rows]], grids[rows], top[rows])
+
+    with store.session() as s, s.begin():
+        return bulk.WRITERS[s.get_bind().dialect.name](s, run_id, maps, tokens, counts_for)
+
+
 def insert_batch(
     store: Store, run_id: int, class_pk: int, maps: Sequence[tuple[int, bytes]], salient: Sequence[SalientRow], grids: np.ndarray,
     top: np.ndarray,
 ) -> set[int]:
-    """Write one batch of a class's images under a run in one transaction: maps, top-n rows and the run's token counts.
-
-    Rows already stored are skipped (ON CONFLICT DO NOTHING), and only images whose map this
-    transaction inserted are added to the run's counts, so no image is ever counted twice.
+    """Write one batch of a class's images under a run in one transaction (row objects; see `write_index`).
 
     Args:
         store: the open database.
         run_id, class_pk: the run and the images' class row.
         maps: (image id, packed TSV map) of every image of the batch.
         salient: the images' top-n rows.
-        grids: (images, m*m) the images' token grids, in the order of `maps`.
+        grids: (images, m*m) the images' token grids.
         top: (images, n) the tokens at their top-n positions, in the order of `maps`.
 
     Returns:
         The ids of the images whose maps were inserted here.
     """
-    ids = [int(i) for i, _ in maps]
-    map_rows = [{"run_id": run_id, "image_id": i, "tsv": blob} for i, (_, blob) in zip(ids, maps)]
-    token_rows = [
-        {"run_id": run_id, "image_id": r.image_id, "rank": r.rank, "class_pk": class_pk, "position": r.position, "token": r.token, "tsv": r.tsv}
-        for r in salient
-    ]
-    with store.session() as s, s.begin():
-        inserted = {int(r[0]) for r in insert_ignore(s, SaliencyMapRow, map_rows, returning=("image_id",))}
-        insert_ignore(s, SalientTokenRow, token_rows)
-        if inserted:  # maps another writer (or an earlier run) already wrote are counted already
-            rows = [r for r, image_id in enumerate(ids) if image_id in inserted]
-            run_counts.add_images(s, run_id, class_pk, [ids[r] for r in rows], grids[rows], top[rows])
-    return inserted
+    column = lambda name, kind: np.array([getattr(r, name) for r in salient], dtype=kind)  # noqa: E731
+    rows = IndexRows(
+        class_pk=class_pk, image_ids=np.array([int(i) for i, _ in maps], dtype=np.int64), maps=[blob for _, blob in maps],
+        grids=np.asarray(grids), top=np.asarray(top), salient_image_ids=column("image_id", np.int64), ranks=column("rank", np.int64),
+        positions=column("position", np.int64), tokens=column("token", np.int64), tsv=column("tsv", np.float64),
+    )
+    return write_index(store, run_id, [rows])
 
 
 def run_image_count(store: Store, run_id: int, class_pk: int) -> int:
@@ -177,5 +243,5 @@ def newest_map(store: Store, image_id: int, extractor_id: int | None = None) -> 
 
 
 __all__ = [
-    "KEY_COLUMNS", "RunInfo", "RunKey", "SalientRow", "ensure_run", "insert_batch", "indexed_image_ids", "newest_map", "run_extractor_name", "run_image_count", "runs", "saliency_maps",
+    "KEY_COLUMNS", "IndexRows", "RunInfo", "RunKey", "SalientRow", "ensure_run", "insert_batch", "indexed_image_ids", "write_ceiling", "write_index", "newest_map", "run_extractor_name", "run_image_count", "runs", "saliency_maps",
 ]

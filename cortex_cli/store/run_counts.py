@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from ..errors import CortexError
 from .database import Store
-from .dialect import upsert_add
+from .images import SQL_CHUNK
 from .schema import ClassRow, ImageRow, RunClassCountRow, RunTokenCountRow
 
 VIEWS = ("salient", "occurrence")
@@ -46,33 +46,39 @@ def _per_token(arrays: np.ndarray) -> dict[int, tuple[int, int]]:
     return dict(zip(tokens.tolist(), zip(counts.tolist(), holders.tolist())))
 
 
-def add_images(session: Session, run_id: int, class_pk: int, image_ids: Sequence[int], grids: np.ndarray, salient: np.ndarray) -> None:
-    """Add newly indexed images to the run's counts, inside the caller's transaction.
+def count_rows(class_pk_of: Sequence[int], split_of: Sequence[str], grids: np.ndarray, salient: np.ndarray) -> tuple[list[tuple], list[tuple]]:
+    """The count rows that newly indexed images add, one per (split, class, token) and per (split, class).
 
     Args:
-        session: the transaction that inserted these images' maps (pass exactly the images whose
-            maps it inserted, so that none is ever counted twice).
-        run_id, class_pk: the run and the images' class.
-        image_ids: the images.
+        class_pk_of, split_of: each image's class row and split.
         grids: (images, m*m) their token grids.
         salient: (images, n) the tokens of their top-n positions.
+
+    Returns:
+        (split, class_pk, token, salient, salient_images, occurrences, occurrence_images) rows and
+        (split, class_pk, images) rows, in key order.
     """
-    row_of = {int(i): r for r, i in enumerate(image_ids)}
-    by_split: dict[str, list[int]] = {}
-    for image_id, split in session.execute(select(ImageRow.id, ImageRow.split).where(ImageRow.id.in_(sorted(row_of)))):
-        by_split.setdefault(str(split), []).append(row_of[int(image_id)])
+    groups: dict[tuple[str, int], list[int]] = {}
+    for row, key in enumerate(zip(split_of, class_pk_of)):
+        groups.setdefault((str(key[0]), int(key[1])), []).append(row)
     token_rows, class_rows = [], []
-    for split, rows in sorted(by_split.items()):
+    for (split, class_pk), rows in sorted(groups.items()):
         present = _per_token(grids[rows])
         top = _per_token(salient[rows])
-        for token, (n, held) in present.items():
-            n_sal, i_sal = top.get(token, (0, 0))
-            token_rows.append(dict(run_id=run_id, split=split, class_pk=class_pk, token=token, salient=n_sal, salient_images=i_sal,
-                                   occurrences=n, occurrence_images=held))
-        class_rows.append(dict(run_id=run_id, split=split, class_pk=class_pk, images=len(rows)))
-    key = ("run_id", "split", "class_pk", "token")
-    upsert_add(session, RunTokenCountRow, token_rows, key, ("salient", "salient_images", "occurrences", "occurrence_images"))
-    upsert_add(session, RunClassCountRow, class_rows, ("run_id", "split", "class_pk"), ("images",))
+        for token, (n, held) in sorted(present.items()):
+            token_rows.append((split, class_pk, token, *top.get(token, (0, 0)), n, held))
+        class_rows.append((split, class_pk, len(rows)))
+    return token_rows, class_rows
+
+
+def splits_of(session: Session, image_ids: Sequence[int]) -> dict[int, str]:
+    """image id -> split, read inside the caller's transaction."""
+    found: dict[int, str] = {}
+    ids = sorted({int(i) for i in image_ids})
+    for start in range(0, len(ids), SQL_CHUNK):
+        found.update((int(i), str(s)) for i, s in session.execute(
+            select(ImageRow.id, ImageRow.split).where(ImageRow.id.in_(ids[start:start + SQL_CHUNK]))))
+    return found
 
 
 def images_indexed(store: Store, run_id: int, split: str) -> int:
@@ -109,4 +115,4 @@ def classes_using(store: Store, run_id: int, split: str, token: int, top: int, v
     return result
 
 
-__all__ = ["ClassCount", "VIEWS", "add_images", "classes_using", "images_indexed"]
+__all__ = ["ClassCount", "VIEWS", "count_rows", "splits_of", "classes_using", "images_indexed"]
