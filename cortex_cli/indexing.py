@@ -2,8 +2,10 @@
 
 One `saliency_runs` row per parameter set (extractor and `SaliencySettings.run_key()`: method, its parameters,
 n, reduction, precision).
-Each batch of images is one transaction holding their full TSV maps (`saliency_maps`, float32
-m*m blobs) and top-n rows (`salient_tokens`), so a kill loses at most the batch in flight; a rerun
+Finished batches go to a writer thread (`index_writer`) while the next batch is computed; each
+transaction holds a few hundred images or about a second of work, whichever comes first: their full
+TSV maps (`saliency_maps`, float32 m*m blobs), top-n rows (`salient_tokens`) and the run's counts,
+so a kill loses at most about a second of work; a rerun
 skips images already indexed under the run and inserts with ON CONFLICT DO NOTHING, so no row is
 ever written twice. An image's saliency noise is keyed by its identity (model, class, split, seed,
 sampler), never by its row id, so the index does not depend on what the database held before.
@@ -25,6 +27,7 @@ from .errors import CortexError
 from .progress import Progress, report
 from .extractors.registry import load_extractor
 from .generation import ensure_images, image_keys, image_tokens
+from .index_writer import CommitPolicy, IndexWriter
 from .registry import ClassInfo, ModelInfo
 from .saliency import SaliencySettings, prepare_extractor, token_saliency
 from .store import index as index_store
@@ -77,25 +80,29 @@ def _load_tokens(store: Store, model: ModelInfo, image_ids: Sequence[int]) -> to
     return image_tokens(store, model, list(image_ids))
 
 
+def index_rows(class_pk: int, image_ids: Sequence[int], tokens: torch.Tensor, tsv: torch.Tensor, top_n: int) -> index_store.IndexRows:
+    """A batch's finished saliency as the rows the index stores: full maps, top-n rows (ties: lower position first)."""
+    grid = tsv.shape[-1]
+    flat_tsv = tsv.detach().float().cpu().reshape(tsv.shape[0], -1)
+    grids = tokens.detach().cpu().reshape(tokens.shape[0], -1).numpy()
+    n = min(top_n, grid * grid)
+    values, order = torch.sort(flat_tsv, dim=1, descending=True, stable=True)
+    positions = order[:, :n].numpy()
+    top = np.take_along_axis(grids, positions, axis=1)
+    ids = np.asarray([int(i) for i in image_ids], dtype=np.int64)
+    maps = np.ascontiguousarray(flat_tsv.numpy(), dtype="<f4")
+    return index_store.IndexRows(
+        class_pk=class_pk, image_ids=ids, maps=[row.tobytes() for row in maps], grids=grids, top=top,
+        salient_image_ids=np.repeat(ids, n), ranks=np.tile(np.arange(n), len(ids)), positions=positions.reshape(-1),
+        tokens=top.reshape(-1), tsv=values[:, :n].numpy().reshape(-1),
+    )
+
+
 def write_batch(
     store: Store, run_id: int, class_pk: int, image_ids: Sequence[int], tokens: torch.Tensor, tsv: torch.Tensor, top_n: int
 ) -> None:
-    """Write one batch (maps, top-n rows and the run's token counts) in one transaction."""
-    grid = tsv.shape[-1]
-    maps: list[tuple[int, bytes]] = []
-    salient: list[index_store.SalientRow] = []
-    flat_tsv = tsv.detach().float().cpu().reshape(tsv.shape[0], -1)
-    flat_tok = tokens.detach().cpu().reshape(tokens.shape[0], -1)
-    n = min(top_n, grid * grid)
-    values, order = torch.sort(flat_tsv, dim=1, descending=True, stable=True)
-    grids = flat_tok.numpy()
-    positions = order[:, :n].numpy()
-    top = np.take_along_axis(grids, positions, axis=1)
-    for i, image_id in enumerate(image_ids):
-        maps.append((int(image_id), pack_tsv(flat_tsv[i])))
-        for rank in range(n):
-            salient.append(index_store.SalientRow(int(image_id), rank, int(positions[i, rank]), int(top[i, rank]), float(values[i, rank])))
-    index_store.insert_batch(store, run_id, class_pk, maps, salient, grids, top)
+    """Write one batch (maps, top-n rows and the run's token counts) in one transaction, now."""
+    index_store.write_index(store, run_id, [index_rows(class_pk, image_ids, tokens, tsv, top_n)])
 
 
 def index_class(
@@ -114,6 +121,7 @@ def index_class(
     image_seed: int = 0,
     generation_progress: Progress | None = None,
     shard: Shard | None = None,
+    commit: CommitPolicy = CommitPolicy(),
 ) -> IndexResult:
     """Index the first `n_images` generated images of a class (generating missing ones first).
 
@@ -126,13 +134,15 @@ def index_class(
         n_images: how many images (seeds image_seed .. image_seed+n-1) to cover.
         settings: saliency parameters; they identify the run.
         device: where the extractor runs.
-        batch_size: images per saliency batch and per transaction.
-        progress: called with (images done, total, info) after every committed batch.
+        batch_size: images per saliency batch (the transactions are sized by `commit`).
+        progress: called with (images done, total, info) at the start and after every committed transaction
+            (from the writer thread).
         extractor: an already loaded f_Y (tests, benchmarks); None loads `extractor_info`.
         image_seed: first generation seed.
         generation_progress: progress of generating missing images, if any.
         shard: only the images whose seed is in this shard (a torchrun rank's blocks, `distributed.Shard`);
             None: all. Counts in the result are then this shard's.
+        commit: when the writer thread commits (images or seconds of work, whichever first).
 
     Returns:
         IndexResult with counts and speed.
@@ -162,15 +172,20 @@ def index_class(
         extractor = prepare_extractor(extractor)
         vqgm = registry.load_model(model, device)
         codebook = vqgm.codebook  # integrated-gradients reads it for its codebook-mean baseline
-        for b in range(0, len(todo), batch_size):
-            ids = todo[b:b + batch_size]
-            tokens = _load_tokens(store, model, ids)
-            with torch.no_grad():
-                emb = vqgm.embed(tokens)
-            tsv = token_saliency(extractor, emb, [cls.class_id] * len(ids), image_keys(store, model, ids), settings, codebook=codebook)
-            write_batch(store, run_id, cls.pk, ids, tokens, tsv, settings.top_n)
-            finished += len(ids)
-            report(progress, finished, total)
+        committed = [finished]
+
+        def on_commit(images: int) -> None:
+            committed[0] += images
+            report(progress, committed[0], total)
+
+        with IndexWriter(store, run_id, commit, on_commit=on_commit) as writer:
+            for b in range(0, len(todo), batch_size):
+                ids = todo[b:b + batch_size]
+                tokens = _load_tokens(store, model, ids)
+                with torch.no_grad():
+                    emb = vqgm.embed(tokens)
+                tsv = token_saliency(extractor, emb, [cls.class_id] * len(ids), image_keys(store, model, ids), settings, codebook=codebook)
+                writer.put(index_rows(cls.pk, ids, tokens, tsv, settings.top_n))
     seconds = time.perf_counter() - start
     return IndexResult(
         model=model.name, extractor=extractor_info.name, run_id=run_id, class_id=cls.class_id, class_name=cls.name,
@@ -204,6 +219,6 @@ def run_image_count(store: Store, run_id: int, class_pk: int) -> int:
 
 
 __all__ = [
-    "IndexResult", "ensure_run", "index_class", "index_classes", "indexed_image_ids", "pack_tsv", "unpack_tsv",
+    "CommitPolicy", "IndexResult", "ensure_run", "index_class", "index_classes", "index_rows", "indexed_image_ids", "pack_tsv", "unpack_tsv",
     "write_batch", "run_image_count",
 ]

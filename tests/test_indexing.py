@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from cortex_cli import registry
 from cortex_cli.errors import CortexError
 from cortex_cli.generation import image_keys, image_tokens
-from cortex_cli.indexing import ensure_run, index_class, index_classes, unpack_tsv
+from cortex_cli.indexing import CommitPolicy, ensure_run, index_class, index_classes, unpack_tsv
 from cortex_cli.saliency import SaliencySettings, token_saliency, top_positions
 from cortex_cli.store.schema import SaliencyMapRow, SaliencyRunRow, SalientTokenRow
 
@@ -69,8 +69,9 @@ def test_killed_index_resumes_without_duplicates(store, tiny_model):
         if len(calls) == 3:  # initial report, then two committed batches
             raise Boom("killed")
 
-    with pytest.raises(Boom):
-        index_class(store, tiny_model, info, cls, n_images=10, settings=SETTINGS, batch_size=3, extractor=ToyExtractor(), progress=die_after_two_batches)
+    with pytest.raises(Boom):  # one transaction per batch of 3 (the default groups ~1 s of work: test_index_writer)
+        index_class(store, tiny_model, info, cls, n_images=10, settings=SETTINGS, batch_size=3, extractor=ToyExtractor(), progress=die_after_two_batches,
+                    commit=CommitPolicy(images=3))
     assert counts(store) == (1, 6, 30)  # exactly the two committed batches
     again = index_class(store, tiny_model, info, cls, n_images=10, settings=SETTINGS, batch_size=3, extractor=ToyExtractor())
     assert (again.added, again.skipped) == (4, 6)
