@@ -1,10 +1,14 @@
-"""The index store: insert rows/s (the indexer's own write path) and query latency on a synthetic index.
+"""The index store: the indexer's write path against the backend's raw bulk path, and query latency, on a synthetic index.
 
 Builds a migrated database with CLASSES x IMAGES x top-20 salient rows (default
-1,000 x 100 x 20 = 2M rows; `--full` for the issue's 1,000 x 1,000 x 20 = 20M), then times
-the indexer's write path with 1 and 4 writer processes and `queries.top_tokens` (with the frequency
-baseline) and `queries.token_usage` on random classes/tokens: p50 and p95. SQLite and PostgreSQL side
-by side (a throwaway PostgreSQL server from this machine's binaries, durability off as in the tests).
+1,000 x 100 x 20 = 2M rows; `--full` for the issue's 1,000 x 1,000 x 20 = 20M), then times:
+- the indexer's write path (`IndexWriter`: bounded queue, writer thread, bulk transactions sized by
+  work, the run's token counts included; K = 16384) with 1 and 4 writer processes, in images/s;
+- the same rows through the backend's raw bulk path in the same run (`ceiling_rows_per_s`: a bare
+  `COPY` on PostgreSQL, a bare `executemany` on SQLite; one writer), and each write figure as a share of it;
+- `queries.top_tokens` (with the frequency baseline) and `queries.token_usage` on random classes/tokens: p50, p95.
+SQLite and PostgreSQL side by side (a throwaway PostgreSQL server from this machine's binaries, durability
+off as in the tests; `--durable` turns fsync and synchronous commit on).
 
     python benchmarks/bench_store.py [--classes 1000] [--images 100] [--full] [--backend both|sqlite|postgresql]
 """
@@ -12,6 +16,7 @@ by side (a throwaway PostgreSQL server from this machine's binaries, durability 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import multiprocessing as mp
 import statistics
@@ -24,14 +29,17 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from cortex_cli.indexing import write_batch
+from cortex_cli.index_writer import CommitPolicy, IndexWriter
+from cortex_cli.indexing import index_rows
 from cortex_cli.queries import token_usage, top_tokens
 from cortex_cli.registry import ClassInfo, ModelInfo
-from cortex_cli.store import run_counts
+from cortex_cli.store import index as index_store
+from cortex_cli.store.index import IndexRows, write_ceiling
 from cortex_cli.store.database import open_store
 from cortex_cli.store.schema import Base
 
 K, GRID, TOP_N, POOL, WRITE_BATCH = 16384, 16, 20, 2000, 16  # paper codebook; each class draws from its own 2,000-token pool
+ROWS_PER_IMAGE = 1 + TOP_N  # a TSV map and the top-n rows (the run's counts are written too, and not counted as rows)
 
 
 def _bulk(raw, dialect: str, table: str, columns: str, rows: list[tuple]) -> None:
@@ -117,6 +125,9 @@ def build(url: str, n_classes: int, n_images: int, seed: int = 0) -> tuple[Model
     with store.engine.begin() as conn:
         for ix in deferred:
             ix.create(conn)
+        if dialect == "postgresql":  # rows were loaded with explicit ids: move the id sequences past them
+            for table in ("models", "classes", "extractors", "saliency_runs", "images"):
+                conn.exec_driver_sql(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT max(id) FROM {table}))")
     stats["seconds_bulk"] = time.perf_counter() - start
     with store.engine.connect() as conn:
         if dialect == "postgresql":
@@ -132,51 +143,66 @@ def build(url: str, n_classes: int, n_images: int, seed: int = 0) -> tuple[Model
     return model, classes, image_id, stats
 
 
-def _writer(url: str, class_pks: list[int], ids_of: dict[int, list[int]], barrier, out) -> None:
-    """One writer process: index its classes' images into run 2 through `write_batch`."""
-    store = open_store(url)
-    rng = np.random.default_rng(class_pks[0])
+def _batches(class_pks: list[int], ids_of: dict[int, list[int]], seed: int) -> list[IndexRows]:
+    """The rows a writer hands over: compute batches of WRITE_BATCH images, tokens as skewed as the built classes'."""
+    rng = np.random.default_rng(seed)
     batches = []
     for pk in class_pks:
         ids = ids_of[pk]
-        pool = rng.choice(K, POOL, replace=False)  # tokens as skewed as the built classes' (Zipf over a 2,000-token pool)
+        pool = rng.choice(K, POOL, replace=False)  # Zipf over a 2,000-token pool, as `build` draws
         for b in range(0, len(ids), WRITE_BATCH):
             chunk = ids[b:b + WRITE_BATCH]
             grids = pool[rng.choice(POOL, size=(len(chunk), GRID * GRID), p=_zipf())]
-            batches.append((pk, chunk, torch.from_numpy(grids).reshape(len(chunk), GRID, GRID),
-                            torch.from_numpy(rng.random((len(chunk), GRID, GRID), dtype=np.float32))))
+            batches.append(index_rows(pk, chunk, torch.from_numpy(grids).reshape(len(chunk), GRID, GRID),
+                                      torch.from_numpy(rng.random((len(chunk), GRID, GRID), dtype=np.float32)), TOP_N))
+    return batches
+
+
+def _writer(url: str, class_pks: list[int], ids_of: dict[int, list[int]], passes: list[tuple[str, int]], barrier, out) -> None:
+    """One writer process: its batches through each pass ('path': the indexer's `IndexWriter`; 'ceiling': the raw bulk path)."""
+    store = open_store(url)
+    batches = _batches(class_pks, ids_of, class_pks[0])
     timings = []
-    for run_id in (2, 3):
-        if run_id == 3:  # the same batches without the per-run token counts: what the counts cost
-            run_counts.add_images = lambda *args: None
+    for kind, run_id in passes:
         barrier.wait()
         start = time.time()
-        for pk, chunk, tokens, tsv in batches:
-            write_batch(store, run_id, pk, chunk, tokens, tsv, TOP_N)
+        if kind == "path":
+            with IndexWriter(store, run_id) as writer:
+                for rows in batches:
+                    writer.put(rows)
+        else:
+            for b in range(0, len(batches), CommitPolicy.images // WRITE_BATCH):  # transactions of the path's size
+                write_ceiling(store, run_id, batches[b:b + CommitPolicy.images // WRITE_BATCH])
         timings.append((start, time.time()))
-    out.put((timings, sum(len(c) for _, c, _, _ in batches) * (TOP_N + 1)))
+    out.put((timings, sum(len(rows) for rows in batches)))
     store.close()
 
 
-def insert_rate(url: str, classes: list[ClassInfo], n_images: int, writers: int, images_per_writer: int = 512) -> tuple[float, float]:
-    """Rows/s (maps + salient rows) through `indexing.write_batch`, `writers` processes at once, into a fresh run.
-
-    Returns:
-        (rows/s, rows/s of the same batches without the per-run token counts).
-    """
+def _fresh_runs(url: str, n: int) -> list[int]:
+    """n new saliency runs of the synthetic extractor (every pass writes into an empty run)."""
     store = open_store(url)
-    with store.engine.begin() as conn:
-        for run_id in (2, 3):
-            conn.exec_driver_sql(f"DELETE FROM saliency_runs WHERE id = {run_id}")
-            conn.exec_driver_sql("INSERT INTO saliency_runs (id,model_id,extractor_id,samples,alpha,top_n,reduce,precision,seed,created_at) "
-                                 f"VALUES ({run_id},1,1,20,0.2,20,'run {run_id}','fp32',0,'2026-01-01')")
+    known = {r.id for r in index_store.runs(store, 1)}
+    runs = [index_store.ensure_run(store, 1, index_store.RunKey(1, 20, 0.2, TOP_N, "max-abs", "fp32", seed=len(known) + i + 1))
+            for i in range(n)]
     store.close()
+    return runs
+
+
+def write_rates(url: str, classes: list[ClassInfo], n_images: int, writers: int, images_per_writer: int, repeats: int,
+                ceiling: bool) -> dict[str, float]:
+    """Images/s through the indexer's write path (`IndexWriter`: queue, writer thread, bulk transactions, counts), `writers`
+    processes at once, each into fresh runs; median over `repeats`. With `ceiling`, also rows/s of the same rows through the
+    backend's raw bulk path (`store.index.write_ceiling`), interleaved with the path's passes.
+    """
     per_class = max(1, min(n_images, images_per_writer))
     need = -(-images_per_writer // per_class)
-    ids_of = {c.pk: list(range((c.pk - 1) * n_images + 1, (c.pk - 1) * n_images + per_class + 1)) for c in classes[:writers * need]}
+    chosen = classes[:writers * need]
+    ids_of = {c.pk: list(range((c.pk - 1) * n_images + 1, (c.pk - 1) * n_images + per_class + 1)) for c in chosen}
+    kinds = [kind for _ in range(repeats) for kind in (("path", "ceiling") if ceiling else ("path",))]
+    passes = list(zip(kinds, _fresh_runs(url, len(kinds))))
     ctx = mp.get_context("spawn")
     barrier, out = ctx.Barrier(writers), ctx.Queue()
-    procs = [ctx.Process(target=_writer, args=(url, [c.pk for c in classes[w:writers * need:writers]], ids_of, barrier, out))
+    procs = [ctx.Process(target=_writer, args=(url, [c.pk for c in chosen[w::writers]], ids_of, passes, barrier, out))
              for w in range(writers)]
     for p in procs:
         p.start()
@@ -185,8 +211,14 @@ def insert_rate(url: str, classes: list[ClassInfo], n_images: int, writers: int,
         p.join()
         if p.exitcode != 0:
             raise SystemExit(f"a writer process failed (exit {p.exitcode})")
-    rows = sum(r[1] for r in results)
-    return tuple(rows / (max(r[0][i][1] for r in results) - min(r[0][i][0] for r in results)) for i in (0, 1))
+    images = sum(r[1] for r in results)
+    rate = {kind: [] for kind in set(kinds)}
+    for i, kind in enumerate(kinds):
+        rate[kind].append(images / (max(r[0][i][1] for r in results) - min(r[0][i][0] for r in results)))
+    found = {"images": images, "images_per_s": statistics.median(rate["path"])}
+    if ceiling:
+        found["ceiling_rows_per_s"] = statistics.median(rate["ceiling"]) * ROWS_PER_IMAGE
+    return found
 
 
 def latencies(url: str, model: ModelInfo, classes: list[ClassInfo], n: int, seed: int = 1) -> dict[str, list[float]]:
@@ -211,7 +243,7 @@ def latencies(url: str, model: ModelInfo, classes: list[ClassInfo], n: int, seed
     return out
 
 
-def _postgres_server():
+def _postgres_server(durable: bool = False):
     """A throwaway PostgreSQL server from this machine's binaries (the test suite's helper)."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     from pg_server import PgServer, find_bindir
@@ -219,18 +251,21 @@ def _postgres_server():
     bindir = find_bindir()
     if bindir is None:
         raise SystemExit("no PostgreSQL server binaries (initdb, pg_ctl) on this machine; run with --backend sqlite")
-    return PgServer(bindir).start()
+    return PgServer(bindir, durable=durable).start()
 
 
-def bench(url: str, n_classes: int, images: int, queries: int, writers: Sequence[int]) -> dict:
+def bench(url: str, n_classes: int, images: int, queries: int, writers: Sequence[int], images_per_writer: int = 2048, repeats: int = 3) -> dict:
     """Build the synthetic index at `url`, then time the write path and the queries."""
     model, classes, _, stats = build(url, n_classes, images)
     result = {"salient_rows": stats["salient_rows"], "database_mib": round(stats["mib"]),
               "bulk_rows_per_s": round(stats["salient_rows"] / stats["seconds_bulk"])}
     for w in writers:
-        rate, without_counts = insert_rate(url, classes, images, w)
-        result[f"write_batch_rows_per_s_{w}_writers"] = round(rate)
-        result[f"write_batch_rows_per_s_{w}_writers_without_counts"] = round(without_counts)
+        found = write_rates(url, classes, images, w, images_per_writer, repeats, ceiling=(w == writers[0]))
+        result[f"write_images_per_s_{w}_writer{'s' if w > 1 else ''}"] = round(found["images_per_s"])
+        result["ceiling_rows_per_s"] = round(found.get("ceiling_rows_per_s", result.get("ceiling_rows_per_s", 0)))
+        result[f"write_share_of_ceiling_{w}_writer{'s' if w > 1 else ''}"] = round(
+            found["images_per_s"] * ROWS_PER_IMAGE / result["ceiling_rows_per_s"], 3)
+        result[f"write_images_timed_{w}_writer{'s' if w > 1 else ''}"] = found["images"]
     for name, values in latencies(url, model, classes, queries).items():
         ms = sorted(v * 1000 for v in values)
         result[name] = {"p50_ms": round(statistics.median(ms), 1), "p95_ms": round(ms[round(0.95 * (len(ms) - 1))], 1)}
@@ -245,6 +280,9 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=40)
     parser.add_argument("--backend", choices=("both", "sqlite", "postgresql"), default="both")
     parser.add_argument("--writers", default="1,4", help="concurrent writer processes to time, comma-separated [1,4]")
+    parser.add_argument("--durable", action="store_true", help="PostgreSQL with fsync and synchronous commit on (default: off, as the tests)")
+    parser.add_argument("--images-per-writer", type=int, default=2048, help="images each writer process writes per pass [2048]")
+    parser.add_argument("--repeats", type=int, default=3, help="passes per write figure, each into a fresh run; median [3]")
     parser.add_argument("--json-out", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args()
     images = 1000 if args.full else args.images
@@ -253,22 +291,29 @@ def main() -> None:
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         if args.backend in ("both", "sqlite"):
-            results["sqlite"] = bench(f"sqlite:///{Path(tmp) / 'bench.db'}", args.classes, images, args.queries, writers)
+            results["sqlite"] = bench(f"sqlite:///{Path(tmp) / 'bench.db'}", args.classes, images, args.queries, writers,
+                                      args.images_per_writer, args.repeats)
         if args.backend in ("both", "postgresql"):
-            server = _postgres_server()
+            server = _postgres_server(args.durable)
             try:
-                results["postgresql"] = bench(server.database(empty=True), args.classes, images, args.queries, writers)
+                results["postgresql"] = bench(server.database(empty=True), args.classes, images, args.queries, writers,
+                                          args.images_per_writer, args.repeats)
             finally:
                 server.stop()
     for backend, r in results.items():
         print(f"{backend}: {r['salient_rows']:,} salient rows, {r['database_mib']:,} MiB; bulk load {r['bulk_rows_per_s']:,} rows/s")
+        print(f"  ceiling (raw {'COPY' if backend == 'postgresql' else 'executemany'}, 1 writer): {r['ceiling_rows_per_s']:,} rows/s")
         for w in writers:
-            rate, bare = r[f"write_batch_rows_per_s_{w}_writers"], r[f"write_batch_rows_per_s_{w}_writers_without_counts"]
-            print(f"  write_batch, {w} writer(s): {rate:,} rows/s ({rate / bare:.2f}x the rate without the run's token counts)")
+            name = f"{w}_writer{'s' if w > 1 else ''}"
+            rate = r[f"write_images_per_s_{name}"]
+            print(f"  write path, {w} writer(s): {rate:,} images/s = {rate * ROWS_PER_IMAGE:,} rows/s "
+                  f"({r[f'write_share_of_ceiling_{name}']:.0%} of the ceiling; counts included)")
         for name, v in r.items():
             if isinstance(v, dict):
                 print(f"  {name:38s} p50 {v['p50_ms']:7.1f} ms  p95 {v['p95_ms']:7.1f} ms  ({'ok' if v['p50_ms'] < 100 else 'over'} < 100 ms)")
     if args.json_out:
+        results["protocol"] = {"classes": args.classes, "images": images, "writers": writers, "images_per_writer": args.images_per_writer,
+                               "repeats": args.repeats, "durable_postgresql": args.durable, "commit_policy": dataclasses.asdict(CommitPolicy())}
         args.json_out.write_text(json.dumps(results, indent=2) + "\n")
 
 

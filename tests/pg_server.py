@@ -53,8 +53,9 @@ def _free_port() -> int:
 class PgServer:
     """One PostgreSQL cluster in a temp dir: start(), database(), drop(), stop()."""
 
-    def __init__(self, bindir: Path):
+    def __init__(self, bindir: Path, *, durable: bool = False):
         self.bindir = bindir
+        self.durable = durable  # False: fsync, synchronous commit and full-page writes off (tests; what is lost on a crash is only test data)
         self.as_root = os.geteuid() == 0
         self.root = Path(tempfile.mkdtemp(prefix="cortex-pg-"))
         self.data = self.root / "data"
@@ -101,8 +102,8 @@ class PgServer:
 
     def resume(self) -> None:
         """(Re)start the server on its port."""
-        options = (f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.root} "
-                   "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
+        options = (f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.root} -c max_connections=200"
+                   + ("" if self.durable else " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"))
         self._run("pg_ctl", "start", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60", "-o", options)
 
     def url(self, dbname: str) -> str:
