@@ -151,17 +151,22 @@ class SaliencyMapRow(Base):
 
 
 class SalientTokenRow(Base):
-    """One of an image's top-n tokens by TSV (class denormalised for fast concept queries)."""
+    """One of an image's top-n tokens by TSV (class denormalised for fast concept queries).
+
+    Derived from the image's `saliency_maps` row and deleted with it (migration 0011's trigger); no foreign keys.
+    """
 
     __tablename__ = "salient_tokens"
     __table_args__ = (
         Index("ix_salient_class_token", "run_id", "class_pk", "token", "image_id", "tsv"),
         Index("ix_salient_token_class", "run_id", "token", "class_pk"),
     )
-    run_id: Mapped[int] = mapped_column(ForeignKey("saliency_runs.id", ondelete="CASCADE"), primary_key=True)
-    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
+    # No foreign keys (migration 0011): derived rows, written only by `index.write_index` in the transaction that
+    # inserts their FK-checked parent (the saliency_maps row), and deleted with it by 0011's trigger.
+    run_id: Mapped[int] = mapped_column(Integer, primary_key=True)  # saliency_runs.id
+    image_id: Mapped[int] = mapped_column(Integer, primary_key=True)  # images.id
     rank: Mapped[int] = mapped_column(Integer, primary_key=True)  # 0 = most salient
-    class_pk: Mapped[int] = mapped_column(ForeignKey("classes.id", ondelete="CASCADE"))
+    class_pk: Mapped[int] = mapped_column(Integer)  # classes.id
     position: Mapped[int] = mapped_column(Integer)  # row * m + col
     token: Mapped[int] = mapped_column(Integer)
     tsv: Mapped[float] = mapped_column(Float)
@@ -172,14 +177,18 @@ class RunTokenCountRow(Base):
 
     Added once per image, in the transaction that writes the image's map, so it always equals a
     count over exactly the run's indexed images (what `cortex token` reads at any index size).
+    Deleted with its (run, split, class) `run_class_counts` row (migration 0011's trigger); no foreign keys.
     """
 
     __tablename__ = "run_token_counts"
     # one secondary index: a token's classes; a class's rows are a primary-key range
     __table_args__ = (Index("ix_run_token_counts_token", "run_id", "split", "token"),)
-    run_id: Mapped[int] = mapped_column(ForeignKey("saliency_runs.id", ondelete="CASCADE"), primary_key=True)
+    # No foreign keys (migration 0011): derived rows, written only by `index.write_index` in the transaction that
+    # inserts the FK-checked saliency_maps rows they count and adds to their (FK-checked) run_class_counts row,
+    # and deleted with that row by 0011's trigger.
+    run_id: Mapped[int] = mapped_column(Integer, primary_key=True)  # saliency_runs.id
     split: Mapped[str] = mapped_column(String(16), primary_key=True)
-    class_pk: Mapped[int] = mapped_column(ForeignKey("classes.id", ondelete="CASCADE"), primary_key=True)
+    class_pk: Mapped[int] = mapped_column(Integer, primary_key=True)  # classes.id
     token: Mapped[int] = mapped_column(Integer, primary_key=True)
     salient: Mapped[int] = mapped_column(Integer, default=0)  # occurrences in the per-image top-n sets
     salient_images: Mapped[int] = mapped_column(Integer, default=0)  # images whose top-n holds it

@@ -18,6 +18,10 @@ pytestmark = pytest.mark.both_backends
 
 # (table, column) that revisions after 0008 add: 0009 models.backend, 0010 the saliency run's method and its parameters
 ADDED_AFTER_0008 = {("models", "backend"), ("saliency_runs", "method"), ("saliency_runs", "steps"), ("saliency_runs", "baseline")}
+# (table, column, referred table) of the foreign keys 0011 drops (derived index rows: delete triggers cascade instead)
+DROPPED_AFTER_0008 = {("salient_tokens", "run_id", "saliency_runs"), ("salient_tokens", "image_id", "images"),
+                      ("salient_tokens", "class_pk", "classes"), ("run_token_counts", "run_id", "saliency_runs"),
+                      ("run_token_counts", "class_pk", "classes")}
 TABLES = ("models", "classes", "images", "token_counts", "extractors", "saliency_runs", "saliency_maps",
           "salient_tokens", "run_token_counts", "run_class_counts", "edits", "evaluations", "concept_searches")
 
@@ -192,13 +196,18 @@ def test_upgrade_names_the_constraints_of_a_filled_legacy_database_and_keeps_eve
     after = names(store.engine)
     assert only_names(after) == metadata_names()
     assert after == created_by_metadata(empty_url("reference"))
-    # same columns, references and actions as before (less the columns later revisions add to a key): only the names changed
+    # same columns, references and actions as before (less the columns later revisions add to a key, and the foreign keys
+    # 0011 drops): only the names changed
     def strip(reflected):
         def old(t, cols):
             return tuple(c for c in cols if (t, c) not in ADDED_AFTER_0008)
-        return {t: {"pk": r["pk"][1], "fk": sorted(f[1:] for f in r["fk"]), "uq": sorted(old(t, u[1]) for u in r["uq"]), "ix": r["ix"]}
+        def kept_fk(t, fk):
+            return (t, fk[1][0], fk[2]) not in DROPPED_AFTER_0008
+        return {t: {"pk": r["pk"][1], "fk": sorted(f[1:] for f in r["fk"] if kept_fk(t, f)), "uq": sorted(old(t, u[1]) for u in r["uq"]),
+                    "ix": r["ix"]}
                 for t, r in reflected.items()}
     assert strip(before) == strip(after)
+    assert {(t, f[1][0], f[2]) for t, r in before.items() for f in r["fk"]} >= DROPPED_AFTER_0008  # the legacy database had them
     assert kept(store.engine) == rows
     with store.engine.connect() as conn:
         if backend == "sqlite":
