@@ -11,8 +11,11 @@ and the run's token counts.
 - SQLite: `BEGIN IMMEDIATE` (the write lock first, so what this transaction reads is what it writes
   over), then prepared `executemany` statements.
 
-Either way every insert skips rows already there, and only maps this transaction inserted reach the
-counts, so concurrent writers and reruns never duplicate or double-count. Rows are sent in key order
+Either way every insert skips rows already there, and only the images whose map this transaction
+inserted get top-n rows and counts (an image's map, top-n rows and counts are written together, so a
+stored map means the rest is stored), so concurrent writers and reruns never duplicate or double-count,
+and no derived row is written without its parent in the same transaction (they carry no foreign keys:
+migration 0011). Rows are sent in key order
 (images, then rank; counts by key) so two PostgreSQL writers lock shared keys in the same order.
 """
 
@@ -63,11 +66,11 @@ def _postgresql(session: Session, run_id: int, maps: list[tuple], tokens: list[t
         cur.execute("INSERT INTO saliency_maps (run_id, image_id, tsv) SELECT %s, image_id, tsv FROM cortex_stage_maps "
                     "ORDER BY image_id ON CONFLICT DO NOTHING RETURNING image_id", (run_id,))
         inserted = {int(r[0]) for r in cur.fetchall()}
-        cur.execute(f"INSERT INTO salient_tokens (run_id, {_columns('cortex_stage_tokens')}) "
-                    f"SELECT %s, {_columns('cortex_stage_tokens')} FROM cortex_stage_tokens ORDER BY image_id, rank ON CONFLICT DO NOTHING",
-                    (run_id,))
-        if not inserted:
+        if not inserted:  # every map was there: so were its top-n rows and counts, written with it
             return inserted
+        cur.execute(f"INSERT INTO salient_tokens (run_id, {_columns('cortex_stage_tokens')}) "
+                    f"SELECT %s, {_columns('cortex_stage_tokens')} FROM cortex_stage_tokens WHERE image_id = ANY(%s::int4[]) "
+                    "ORDER BY image_id, rank ON CONFLICT DO NOTHING", (run_id, sorted(inserted)))
         token_rows, class_rows = counts_for(session, sorted(inserted))
         cur.executemany("INSERT INTO run_class_counts (run_id, split, class_pk, images) VALUES (%s, %s, %s, %s) "
                         "ON CONFLICT (run_id, split, class_pk) DO UPDATE SET images = run_class_counts.images + EXCLUDED.images",
@@ -83,7 +86,7 @@ def _postgresql(session: Session, run_id: int, maps: list[tuple], tokens: list[t
 def _sqlite(session: Session, run_id: int, maps: list[tuple], tokens: list[tuple], counts_for: Callable[[Session, list[int]], CountRows]) -> set[int]:
     driver = session.connection().connection.driver_connection
     if not driver.in_transaction:
-        driver.execute("BEGIN IMMEDIATE")  # hold the write lock before reading which maps exist
+        driver.execute("BEGIN IMMEDIATE")  # hold the write lock before reading which maps exist: no one writes in between
     ids = [m[0] for m in maps]
     existing: set[int] = set()
     for start in range(0, len(ids), 900):
@@ -91,13 +94,13 @@ def _sqlite(session: Session, run_id: int, maps: list[tuple], tokens: list[tuple
         marks = ",".join("?" * len(chunk))
         existing.update(r[0] for r in driver.execute(
             f"SELECT image_id FROM saliency_maps WHERE run_id = ? AND image_id IN ({marks})", (run_id, *chunk)))
-    driver.executemany("INSERT INTO saliency_maps (run_id, image_id, tsv) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
-                       [(run_id, *m) for m in maps])
-    driver.executemany(f"INSERT INTO salient_tokens (run_id, {_columns('cortex_stage_tokens')}) VALUES (?, ?, ?, ?, ?, ?, ?) "
-                       "ON CONFLICT DO NOTHING", [(run_id, *t) for t in tokens])
     inserted = set(ids) - existing
-    if not inserted:
+    if not inserted:  # every map was there: so were its top-n rows and counts, written with it
         return inserted
+    driver.executemany("INSERT INTO saliency_maps (run_id, image_id, tsv) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                       [(run_id, *m) for m in maps if m[0] in inserted])
+    driver.executemany(f"INSERT INTO salient_tokens (run_id, {_columns('cortex_stage_tokens')}) VALUES (?, ?, ?, ?, ?, ?, ?) "
+                       "ON CONFLICT DO NOTHING", [(run_id, *t) for t in tokens if t[0] in inserted])
     token_rows, class_rows = counts_for(session, sorted(inserted))
     driver.executemany("INSERT INTO run_class_counts (run_id, split, class_pk, images) VALUES (?, ?, ?, ?) "
                        "ON CONFLICT (run_id, split, class_pk) DO UPDATE SET images = images + excluded.images",
