@@ -158,23 +158,26 @@ def _batches(class_pks: list[int], ids_of: dict[int, list[int]], seed: int) -> l
     return batches
 
 
-def _writer(url: str, class_pks: list[int], ids_of: dict[int, list[int]], passes: list[tuple[str, int]], barrier, out) -> None:
-    """One writer process: its batches through each pass ('path': the indexer's `IndexWriter`; 'ceiling': the raw bulk path)."""
+def _writer(url: str, class_pks: list[int], ids_of: dict[int, list[int]], passes: list[tuple[str, list[int]]], barrier, out) -> None:
+    """One writer process: its batches through each pass ('path': the indexer's `IndexWriter`; 'ceiling': the raw bulk path),
+    once into each of the pass's fresh runs (a run per round, as `cortex index` keeps one writer per class)."""
     store = open_store(url)
     batches = _batches(class_pks, ids_of, class_pks[0])
+    per_transaction = CommitPolicy.images // WRITE_BATCH
     timings = []
-    for kind, run_id in passes:
+    for kind, run_ids in passes:
         barrier.wait()
         start = time.time()
-        if kind == "path":
-            with IndexWriter(store, run_id) as writer:
-                for rows in batches:
-                    writer.put(rows)
-        else:
-            for b in range(0, len(batches), CommitPolicy.images // WRITE_BATCH):  # transactions of the path's size
-                write_ceiling(store, run_id, batches[b:b + CommitPolicy.images // WRITE_BATCH])
+        for run_id in run_ids:
+            if kind == "path":
+                with IndexWriter(store, run_id) as writer:
+                    for rows in batches:
+                        writer.put(rows)
+            else:
+                for b in range(0, len(batches), per_transaction):  # transactions of the path's size
+                    write_ceiling(store, run_id, batches[b:b + per_transaction])
         timings.append((start, time.time()))
-    out.put((timings, sum(len(rows) for rows in batches)))
+    out.put((timings, sum(len(rows) for rows in batches) * len(passes[0][1])))
     store.close()
 
 
@@ -191,19 +194,23 @@ def _fresh_runs(url: str, n: int) -> list[int]:
 def write_rates(url: str, classes: list[ClassInfo], n_images: int, writers: int, images_per_writer: int, repeats: int,
                 ceiling: bool) -> dict[str, float]:
     """Images/s through the indexer's write path (`IndexWriter`: queue, writer thread, bulk transactions, counts), `writers`
-    processes at once, each into fresh runs; median over `repeats`. With `ceiling`, also rows/s of the same rows through the
+    processes at once, each at least `images_per_writer` images a pass (its share of the database, written into as many
+    fresh runs as that takes); median over `repeats`. With `ceiling`, also rows/s of the same rows through the
     backend's raw bulk path (`store.index.write_ceiling`), interleaved with the path's passes.
     """
     per_class = max(1, min(n_images, images_per_writer))
     need = -(-images_per_writer // per_class)
     chosen = classes[:writers * need]
     ids_of = {c.pk: list(range((c.pk - 1) * n_images + 1, (c.pk - 1) * n_images + per_class + 1)) for c in chosen}
+    shares = [[c.pk for c in chosen[w::writers]] for w in range(writers)]
+    fewest = min(sum(len(ids_of[pk]) for pk in share) for share in shares)
+    rounds = max(1, -(-images_per_writer // fewest))  # a small database is written several times, each into a fresh run
     kinds = [kind for _ in range(repeats) for kind in (("path", "ceiling") if ceiling else ("path",))]
-    passes = list(zip(kinds, _fresh_runs(url, len(kinds))))
+    runs = _fresh_runs(url, len(kinds) * rounds)
+    passes = [(kind, runs[i * rounds:(i + 1) * rounds]) for i, kind in enumerate(kinds)]
     ctx = mp.get_context("spawn")
     barrier, out = ctx.Barrier(writers), ctx.Queue()
-    procs = [ctx.Process(target=_writer, args=(url, [c.pk for c in chosen[w::writers]], ids_of, passes, barrier, out))
-             for w in range(writers)]
+    procs = [ctx.Process(target=_writer, args=(url, share, ids_of, passes, barrier, out)) for share in shares]
     for p in procs:
         p.start()
     results = [out.get() for _ in procs]

@@ -30,6 +30,19 @@ def test_bench_store_reports_the_write_path_against_the_ceiling(tmp_path):
     store.close()
 
 
+def test_a_small_database_is_written_into_as_many_fresh_runs_as_the_volume_needs(tmp_path):
+    url = f"sqlite:///{tmp_path / 'bench.db'}"
+    model, classes, _, _ = bench_store.build(url, 2, 16)
+    found = bench_store.write_rates(url, classes, 16, writers=1, images_per_writer=40, repeats=1, ceiling=False)
+    assert found["images"] == 64  # 32 stored images, twice: ceil(40 / 32) rounds
+    from cortex_cli.store import index, run_counts
+    from cortex_cli.store.database import open_store
+
+    store = open_store(url)
+    assert sorted(run_counts.images_indexed(store, r.id, "train") for r in index.runs(store, 1) if r.id != 1) == [32, 32]
+    store.close()
+
+
 def test_bench_index_pipeline_keeps_a_share_of_its_paced_producer(tmp_path):
     out = tmp_path / "pipeline.json"
     bench_index_pipeline.main(["--backend", "sqlite", "--images", "128", "--batch", "32", "--rate", "400", "--repeats", "1",

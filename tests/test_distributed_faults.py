@@ -94,6 +94,27 @@ def test_a_killed_rank_stops_the_job_and_the_rerun_completes_it(new_db_url, tmp_
     assert rows(url) == expected  # every table, by identity: nothing doubled (counts included), nothing missing
 
 
+def test_a_killed_single_process_index_resumes_to_the_rows_of_an_uninterrupted_run(new_db_url, tmp_path, tiny_model_files, reference):
+    """SIGKILL while the writer thread holds finished batches: what was committed stays, the rerun adds the rest."""
+    expected, ckpt = reference
+    url = new_db_url("killed")
+    prepare(url, tiny_model_files, ckpt)
+    proc, _ = _start(url, tmp_path, ranks=0)
+    try:
+        _wait_for_maps(url, proc, 2)
+        proc.kill()
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    partial = count_maps(url)
+    assert 0 < partial < TOTAL
+    rerun = subprocess.run(cortex_command(url, *ARGS, ranks=0), capture_output=True, text=True, env=environment(), timeout=240)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert sum(r["added"] for r in json.loads(rerun.stdout)) == TOTAL - partial
+    assert rows(url) == expected  # every table, counts included: nothing doubled, nothing missing
+
+
 def test_a_database_that_stops_gives_one_line_and_the_rerun_resumes(tmp_path, tiny_model_files, reference):
     from pg_server import PgServer, find_bindir
 
