@@ -294,7 +294,7 @@ def search_concept(
     todo = [r for r in range(restarts) if r not in stored]
     fresh: dict[int, tuple[int, torch.Tensor, list[torch.Tensor]]] = {}
     if todo:
-        net = extractor if extractor is not None else _load(extractor_info, device)
+        net = extractor if extractor is not None else load_extractor(extractor_info, device)
         codebook = vqgm.codebook.detach()
         total = len(todo) * settings.steps
         for i, r in enumerate(todo):
@@ -373,10 +373,6 @@ def search_concept(
         tokens=final.tolist(), restarts=results, comparison=comparison, hint=hint, output_path=output_path,
         strip_path=strip_path, computed=len(fresh), reused=restarts - len(fresh), params=params, notices=notices,
     )
-
-
-def _load(extractor_info: Any, device: torch.device | str) -> torch.nn.Module:
-    return load_extractor(extractor_info, device)
 
 
 def _judge_scores(model: ModelInfo, vqgm, grids: torch.Tensor, target: int, device, notices: list[str]) -> list[dict[str, float]]:

@@ -213,12 +213,7 @@ def index_classes(
     ]
 
 
-def run_image_count(store: Store, run_id: int, class_pk: int) -> int:
-    """How many images of a class the run has indexed."""
-    return index_store.run_image_count(store, run_id, class_pk)
-
-
 __all__ = [
     "CommitPolicy", "IndexResult", "ensure_run", "index_class", "index_classes", "index_rows", "indexed_image_ids", "pack_tsv", "unpack_tsv",
-    "write_batch", "run_image_count",
+    "write_batch",
 ]

@@ -78,11 +78,3 @@ def write_config(config: dict[str, Any], path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
-
-
-def tiny_config(n_classes: int = 4) -> dict[str, Any]:
-    """The tiny random-init model of the tests: 64 px, 16x16 tokens, K=64, a 2-layer GPT."""
-    return net2net_config(
-        n_classes=n_classes, n_embed=64, embed_dim=16, ch=32, ch_mult=(1, 1, 1), z_channels=16,
-        n_layer=2, n_head=2, n_embd=32,
-    )

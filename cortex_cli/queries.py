@@ -33,8 +33,6 @@ from .store import run_counts
 from .store.database import Store
 from .store.index import RunInfo  # re-exported: runs are read in store/index.py
 
-registry_classes = classes
-
 
 @dataclass
 class TokenRow:
@@ -230,7 +228,7 @@ def specificity(store: Store, model: ModelInfo, cls: ClassInfo, image_set: Image
     Raises:
         CortexError: some class lacks images of these seeds (with the command that makes them).
     """
-    every = registry_classes(store, model)
+    every = classes(store, model)
     wanted = set(image_set.seeds)
     by_class: dict[int, list[int]] = {c.pk: [] for c in every}
     for pk, image_id in image_store.images_of_seeds(store, model.id, image_set.split, image_set.samplers, sorted(wanted)):

@@ -15,11 +15,19 @@ import pytest
 import torch
 
 from cortex_cli import registry
-from cortex_cli.model_configs import tiny_config, write_config
+from cortex_cli.model_configs import net2net_config, write_config
 from cortex_cli.store.database import open_store
 
 BACKENDS = ("sqlite", "postgresql")
 TINY_LABELS = "0\tgoldfinch, Carduelis carduelis\n1\twater ouzel, dipper\n2\tblack grouse\n3\tanalog clock\n"
+
+
+def tiny_config(n_classes: int = 4) -> dict:
+    """The tiny random-init model of the tests: 64 px, 16x16 tokens, K=64, a 2-layer GPT."""
+    return net2net_config(
+        n_classes=n_classes, n_embed=64, embed_dim=16, ch=32, ch_mult=(1, 1, 1), z_channels=16,
+        n_layer=2, n_head=2, n_embd=32,
+    )
 
 
 @pytest.fixture(autouse=True)

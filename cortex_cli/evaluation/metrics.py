@@ -150,8 +150,6 @@ def mean(values: Sequence[float]) -> float:
     return sum(vals) / len(vals) if vals else float("nan")
 
 
-VERDICTS = ("win", "loss", "n.s.")
-
 
 @dataclass(frozen=True)
 class BootstrapCI:
