@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cortex_cli.cli import app
-from cortex_cli.distributed import DistContext, Shard, init_from_env
+from cortex_cli.distributed import Shard, init_from_env
 from cortex_cli.errors import CortexError
 from cortex_cli.store.database import open_store
 
@@ -49,12 +49,16 @@ def test_without_torchrun_it_is_one_rank(monkeypatch):
     ctx.destroy()
 
 
-def test_torchrun_variables_are_checked(monkeypatch):
-    monkeypatch.setenv("RANK", "2")
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    with pytest.raises(CortexError, match="RANK=2"):
+@pytest.mark.parametrize(("rank", "world"), [("2", "2"), ("-1", "2"), ("0", "0")])
+def test_torchrun_variables_are_checked(monkeypatch, rank, world):
+    import torch.distributed as dist
+
+    monkeypatch.setenv("RANK", rank)
+    monkeypatch.setenv("WORLD_SIZE", world)
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    with pytest.raises(CortexError, match=f"RANK={rank} is not in 0..WORLD_SIZE-1"):
         init_from_env("cpu")
-    assert isinstance(DistContext(), DistContext)
+    assert not dist.is_initialized()  # refused before any process group was started
 
 
 @pytest.fixture

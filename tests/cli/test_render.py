@@ -105,9 +105,15 @@ def test_read_commands_fit_80_columns(store, tiny_model, db_url, tmp_path, monke
 
 @pytest.mark.parametrize("quiet", [True, False])
 @pytest.mark.parametrize("bar", [render.progress, render.deferred_progress])
-def test_progress_bars_take_the_library_progress_shape(bar, quiet):
+def test_progress_bars_take_the_library_progress_shape(bar, quiet, monkeypatch):
     """`Progress` is (done, total, info): positional or by keyword, quiet or drawn (a `--quiet` run once crashed here)."""
+    drawn = io.StringIO()
+    monkeypatch.setattr(render, "err_console", Console(file=drawn, width=100, force_terminal=False))
     with bar("x", quiet=quiet) as update:
         update(1, 3, "positional")
         update(2, 3, info="keyword")
         update(3, 3)
+    if quiet:
+        assert drawn.getvalue() == ""
+    else:  # drawn once at the end off a terminal: the bar reached 3 of 3
+        assert "3/3" in drawn.getvalue() and "x" in drawn.getvalue()

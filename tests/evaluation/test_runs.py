@@ -12,7 +12,7 @@ from cortex_cli import registry
 from cortex_cli.evaluation.common import latest_evaluations
 from cortex_cli.evaluation.concept_level import ConceptLevelSettings, cut_positions, positions_of, run_concept_level
 from cortex_cli.evaluation.image_level import ImageLevelSettings, run_image_level
-from cortex_cli.evaluation.stability import StabilitySettings, run_stability
+from cortex_cli.evaluation.stability import StabilitySettings, noise_seed, run_stability
 from cortex_cli.generation import image_tokens, list_images
 
 from eval_helpers import register_small_extractor, toy_judge
@@ -79,13 +79,29 @@ def test_positions_and_cut_positions():
     assert cut_positions(grid, [9], 3) == []
 
 
-def test_stability_same_seed_same_map(store, setup, tmp_path):
+def test_stability_same_seed_same_map(store, setup, tmp_path, monkeypatch):
+    from cortex_cli.evaluation import common
+
     model, names = setup
     settings = StabilitySettings(images_per_class=1, seeds=(0, 1), sample_counts=(2, 4), ns=(5,), default_samples=2, classes=names)
-    result = run_stability(store, model, settings=settings, out_dir=tmp_path)
+    maps: list[dict] = []
+    real = common.saliency_of
+
+    def recorded(net, vqgm, tokens, labels, keys, s, **kwargs):
+        out = real(net, vqgm, tokens, labels, keys, s, **kwargs)
+        maps[-1][(s.samples, s.seed, s.precision)] = out.clone()
+        return out
+
+    monkeypatch.setattr(common, "saliency_of", recorded)
+    for _ in range(2):  # the same evaluation twice: every (N, seed) map again, bit for bit
+        maps.append({})
+        result = run_stability(store, model, settings=settings, out_dir=tmp_path)
+    first, second = maps
+    assert first.keys() == second.keys() and len(first) >= 4
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    assert not torch.equal(first[(2, noise_seed(2, 0), "fp32")], first[(2, noise_seed(2, 1), "fp32")])  # another seed, another map
     st = result.extractors["ce"]
     # every (N, seed) map has its own noise: N=2's copies are not the first two of N=4's
-    from cortex_cli.evaluation.stability import noise_seed
     from cortex_cli.saliency import seeded_noise
 
     small, large = seeded_noise((2, 3, 3), [7], noise_seed(2, 0), 2), seeded_noise((2, 3, 3), [7], noise_seed(4, 0), 4)
