@@ -69,6 +69,16 @@ def _pids_with(marker: str, rank: int | None = None) -> list[int]:
     return found
 
 
+def _rerun_adds_the_rest(url: str, expected: dict) -> None:
+    """An interrupted job left some of the maps; the same command, single-process, adds exactly the rest."""
+    partial = count_maps(url)
+    assert 0 < partial < TOTAL
+    rerun = subprocess.run(cortex_command(url, *ARGS, ranks=0), capture_output=True, text=True, env=environment(), timeout=240)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert sum(r["added"] for r in json.loads(rerun.stdout)) == TOTAL - partial
+    assert rows(url) == expected  # every table, counts included: nothing doubled, nothing missing
+
+
 def test_a_killed_rank_stops_the_job_and_the_rerun_completes_it(new_db_url, tmp_path, tiny_model_files, reference):
     expected, ckpt = reference
     url = new_db_url("dist")  # SQLite: the PostgreSQL fault is the next test's (2-rank rows on PostgreSQL: test_distributed)
@@ -107,12 +117,7 @@ def test_a_killed_single_process_index_resumes_to_the_rows_of_an_uninterrupted_r
     finally:
         if proc.poll() is None:
             proc.kill()
-    partial = count_maps(url)
-    assert 0 < partial < TOTAL
-    rerun = subprocess.run(cortex_command(url, *ARGS, ranks=0), capture_output=True, text=True, env=environment(), timeout=240)
-    assert rerun.returncode == 0, rerun.stderr[-3000:]
-    assert sum(r["added"] for r in json.loads(rerun.stdout)) == TOTAL - partial
-    assert rows(url) == expected  # every table, counts included: nothing doubled, nothing missing
+    _rerun_adds_the_rest(url, expected)
 
 
 def test_a_database_that_stops_gives_one_line_and_the_rerun_resumes(tmp_path, tiny_model_files, reference):
@@ -140,11 +145,6 @@ def test_a_database_that_stops_gives_one_line_and_the_rerun_resumes(tmp_path, ti
         assert "rerun the same command" in lines[0]
 
         server.resume()
-        partial = count_maps(url)
-        assert 0 < partial < TOTAL
-        rerun = subprocess.run(cortex_command(url, *ARGS, ranks=0), capture_output=True, text=True, env=environment(), timeout=240)
-        assert rerun.returncode == 0, rerun.stderr[-3000:]
-        assert sum(r["added"] for r in json.loads(rerun.stdout)) == TOTAL - partial
-        assert rows(url) == expected
+        _rerun_adds_the_rest(url, expected)
     finally:
         server.stop()
