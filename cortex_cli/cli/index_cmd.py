@@ -78,7 +78,8 @@ def index(
     gradient-x-input or integrated-gradients (Captum; --steps, --baseline) index the same images
     as another run, side by side; parameters a method does not use are ignored.
     Resumable: rerunning the same command skips images already indexed with the same method and
-    parameters, and a killed run loses at most one batch. Defaults: the authors' (N=20, alpha=0.2, n=20).
+    parameters; results are committed every 512 images or 1 s of work while the next batch computes, so
+    a killed run loses at most what was not yet committed. Defaults: the authors' (N=20, alpha=0.2, n=20).
 
     Under torchrun the seeds are dealt out in blocks of --batch-size (block i to rank (i + class id) % WORLD_SIZE), each
     rank on cuda:LOCAL_RANK or the CPU; the rows are those of one process, and rank 0 prints the totals.
