@@ -43,7 +43,6 @@ class IndexWriter:
     def __init__(self, store: Store, run_id: int, policy: CommitPolicy = CommitPolicy(),
                  on_commit: Callable[[int], None] | None = None) -> None:
         self.store, self.run_id, self.policy, self.on_commit = store, run_id, policy, on_commit
-        self.transactions = 0
         self._queue: deque[IndexRows] = deque()
         self._queued_images = 0
         self._closing = False
@@ -108,20 +107,19 @@ class IndexWriter:
 
     def _run(self) -> None:
         pending: list[IndexRows] = []
-        deadline: float | None = None
+        images, deadline = 0, None
         try:
             while True:
                 rows = self._next(deadline)
                 if rows is not None:
                     pending.append(rows)
+                    images += len(rows)
                     deadline = deadline or time.monotonic() + self.policy.seconds
-                full = sum(len(p) for p in pending) >= self.policy.images
-                if pending and (rows is None or full or time.monotonic() >= deadline):
+                if pending and (rows is None or images >= self.policy.images or time.monotonic() >= deadline):
                     write_index(self.store, self.run_id, pending)
-                    self.transactions += 1
                     if self.on_commit is not None:
-                        self.on_commit(sum(len(p) for p in pending))
-                    pending, deadline = [], None
+                        self.on_commit(images)
+                    pending, images, deadline = [], 0, None
                 elif rows is None and self._closing:
                     return
         except BaseException as exc:  # noqa: BLE001  (handed to the producer, which raises it)

@@ -90,9 +90,8 @@ def index_rows(class_pk: int, image_ids: Sequence[int], tokens: torch.Tensor, ts
     positions = order[:, :n].numpy()
     top = np.take_along_axis(grids, positions, axis=1)
     ids = np.asarray([int(i) for i in image_ids], dtype=np.int64)
-    maps = np.ascontiguousarray(flat_tsv.numpy(), dtype="<f4")
     return index_store.IndexRows(
-        class_pk=class_pk, image_ids=ids, maps=[row.tobytes() for row in maps], grids=grids, top=top,
+        class_pk=class_pk, image_ids=ids, maps=[pack_tsv(row) for row in flat_tsv], grids=grids, top=top,
         salient_image_ids=np.repeat(ids, n), ranks=np.tile(np.arange(n), len(ids)), positions=positions.reshape(-1),
         tokens=top.reshape(-1), tsv=values[:, :n].numpy().reshape(-1),
     )

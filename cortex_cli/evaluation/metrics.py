@@ -150,7 +150,6 @@ def mean(values: Sequence[float]) -> float:
     return sum(vals) / len(vals) if vals else float("nan")
 
 
-
 @dataclass(frozen=True)
 class BootstrapCI:
     """Mean paired difference (a - b) over units and its percentile bootstrap interval."""

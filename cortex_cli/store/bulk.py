@@ -24,7 +24,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Callable
 
-import numpy as np
 from sqlalchemy.orm import Session
 
 # (name, PostgreSQL type) of each staged column
