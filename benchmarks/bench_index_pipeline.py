@@ -30,9 +30,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from cortex_cli import index_writer, indexing, registry
+from cortex_cli import index_writer, indexing, model_registry
 from cortex_cli.generation import _store_batch, default_sampler
-from cortex_cli.saliency import SaliencySettings
+from cortex_cli.attribution import SaliencySettings
 from cortex_cli.store.database import open_store
 from cortex_cli.store.extractors import upsert_extractor
 from cortex_cli.store.index import write_index
@@ -89,7 +89,7 @@ def _mode(mode: str):
 
 def store_images(store, model, cls, n: int, batch: int = 512) -> None:
     """n random grids of the class (seeds 0..n-1, the default sampler's label) stored as generation would."""
-    label = default_sampler(registry.load_model(model)).label()
+    label = default_sampler(model_registry.load_model(model)).label()
     gen = torch.Generator().manual_seed(cls.class_id)
     for start in range(0, n, batch):
         seeds = list(range(start, min(n, start + batch)))
@@ -98,11 +98,11 @@ def store_images(store, model, cls, n: int, batch: int = 512) -> None:
 
 def bench(url: str, images: int, rate: float, batch: int, repeats: int) -> dict:
     store = open_store(url)
-    registry.ensure_bundled(store)
-    model = registry.get_model(store, "mini")
-    cls = registry.classes(store, model)[0]
+    model_registry.ensure_bundled(store)
+    model = model_registry.get_model(store, "mini")
+    cls = model_registry.classes(store, model)[0]
     store_images(store, model, cls, images)
-    d = registry.load_model(model).codebook.shape[1]
+    d = model_registry.load_model(model).codebook.shape[1]
     torch.set_num_threads(1)  # one core computes; the other is the database's (the server or SQLite's writer)
     rates: dict[str, list[float]] = {"producer": [], "pipeline": [], "serial": []}
     settings = SaliencySettings(method="gradient", top_n=20)

@@ -22,13 +22,13 @@ import time
 import torch
 
 from cortex_cli.extractors.architectures import ExtractorConfig, build_extractor, forward_flops
-from cortex_cli.saliency import (
+from cortex_cli.attribution.smoothgrad import smoothgrad
+from cortex_cli.attribution import (
     SaliencySettings,
     default_chunk,
     noise_scale,
     prepare_extractor,
     reduce_channels,
-    smoothgrad,
     token_saliency,
     top_positions,
 )

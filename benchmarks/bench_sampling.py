@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
     t_cached, got = timed(lambda: vqgm.sample(concepts, image_generators(concepts, seeds), greedy), args.repeats, args.device)
     t_sampled, _ = timed(lambda: vqgm.sample(concepts, image_generators(concepts, seeds), SamplerSettings(top_k=16)),
                          args.repeats, args.device)
-    from cortex_cli import taming_shim
+    from cortex_cli.backends import taming_shim
 
     taming_shim.install()  # taming's mingpt imports a helper current transformers lacks
     from taming.modules.transformer.mingpt import sample_with_past

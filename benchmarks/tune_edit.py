@@ -21,12 +21,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from cortex_cli import registry
+from cortex_cli import model_registry
 from cortex_cli.backends.base import from_pil
 from cortex_cli.extractors.registry import ensure_bundled_extractors, get_extractor, load_extractor
 from cortex_cli.judges import judges_for
 from cortex_cli.miniworld import world
-from cortex_cli.optimize import OptimizeSettings, optimize_tokens
+from cortex_cli.token_selection import OptimizeSettings, optimize_tokens
 from cortex_cli.store.database import open_store
 
 DEFAULT_CONFIGS = [
@@ -66,10 +66,10 @@ def main() -> None:
     parser.add_argument("--config", action="append", help="JSON OptimizeSettings overrides (repeatable)")
     args = parser.parse_args()
     store = open_store(f"sqlite:///{tempfile.mkdtemp()}/tune.db")
-    registry.ensure_bundled(store)
+    model_registry.ensure_bundled(store)
     ensure_bundled_extractors(store)
-    model = registry.get_model(store, "mini")
-    vqgm = registry.load_model(model)
+    model = model_registry.get_model(store, "mini")
+    vqgm = model_registry.load_model(model)
     extractor = load_extractor(get_extractor(store, model, args.extractor))
     judges = judges_for(model)
     cases = part_cases(vqgm, model, args.images, model.grid)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import registry
+from . import model_registry
 from .errors import CortexError
-from .registry import ClassInfo, ModelInfo
+from .model_registry import ClassInfo, ModelInfo
 from .store.database import Store
 
 
@@ -41,10 +41,10 @@ def resolve_classes(store: Store, model: ModelInfo, spec: str) -> list[ClassInfo
         CortexError: an unknown class (with "did you mean ...?"), an unreadable file, an empty list.
     """
     if spec.strip().lower() == "all":
-        return registry.classes(store, model)
+        return model_registry.classes(store, model)
     found: dict[int, ClassInfo] = {}
     for name in parse_class_list(spec):
-        cls = registry.resolve_class(store, model, name)
+        cls = model_registry.resolve_class(store, model, name)
         found.setdefault(cls.class_id, cls)
     return list(found.values())
 
@@ -60,8 +60,8 @@ def select_classes(store: Store, model: ModelInfo, class_spec: str | None, class
     if classes_spec is not None:
         return resolve_classes(store, model, classes_spec)
     if class_spec.strip().lower() == "all":
-        return registry.classes(store, model)
-    return [registry.resolve_class(store, model, class_spec)]
+        return model_registry.classes(store, model)
+    return [model_registry.resolve_class(store, model, class_spec)]
 
 
 __all__ = ["parse_class_list", "resolve_classes", "select_classes"]

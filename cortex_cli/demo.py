@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from . import registry
+from . import model_registry
 from .backends.base import to_pil
 from .errors import CortexError
 from .atlas import AtlasResult, PageSettings, build_atlas
@@ -28,10 +28,10 @@ from .indexing import IndexResult, index_class, unpack_tsv
 from .miniworld.world import CONCEPTS
 from .pngmeta import save_png
 from .progress import Progress, report
-from .optimize import OptimizeSettings
+from .token_selection import OptimizeSettings
 from .regions import Region
-from .queries import TopTokensResult, top_tokens
-from .saliency import SaliencySettings, top_positions
+from .rankings import TopTokensResult, top_tokens
+from .attribution import SaliencySettings, top_positions
 from .store.database import Store
 from .store.index import saliency_maps
 
@@ -105,8 +105,8 @@ def run_demo(
     def step(i: int, info: str) -> None:
         report(progress, i, steps, info)
 
-    model = registry.get_model(store, registry.MINI_NAME)
-    cls = registry.resolve_class(store, model, concept)
+    model = model_registry.get_model(store, model_registry.MINI_NAME)
+    cls = model_registry.resolve_class(store, model, concept)
     ext_info = get_extractor(store, model, "ce")
     extractor = load_extractor(ext_info, device)
     out_dir = Path(out_dir).expanduser()
@@ -125,7 +125,7 @@ def run_demo(
     pair = _paired_concept(cls.name)
     if pair is not None:
         step(4, f"editing one image toward '{pair}'")
-        chosen = _most_typical(extractor, registry.load_model(model, device), store, model, gen.image_ids, cls.class_id)
+        chosen = _most_typical(extractor, model_registry.load_model(model, device), store, model, gen.image_ids, cls.class_id)
         edit = _edit_step(store, model, indexed.run_id, gen.image_ids[chosen], Path(gen.png_paths[chosen]), pair, out_dir / "edit", seed,
                           device)
     sweep, sweep_edits = {}, 0
@@ -178,7 +178,7 @@ def _edit_step(store: Store, model, run_id: int, image_id: int, png: Path, targe
         raise CortexError("the demo's image is missing from the index; rerun `cortex demo`")
     (position, _), = top_positions(unpack_tsv(blob, model.grid), 1)
     region = region_around(position, model.grid)
-    target = registry.resolve_class(store, model, target_name)
+    target = model_registry.resolve_class(store, model, target_name)
     settings = OptimizeSettings(steps=DEMO_EDIT_STEPS, seed=seed)
     return edit_image(store, model, png, target, region, settings, out_dir=out_dir, save_every=100, device=device)
 
@@ -188,7 +188,7 @@ def _figure(store: Store, model, run_id: int, image_ids: list[int], path: Path, 
     maps = saliency_maps(store, run_id, image_ids)
     if len(maps) != len(image_ids):
         raise CortexError("the demo's images are missing from the index; rerun `cortex demo`")
-    vqgm = registry.load_model(model, device)
+    vqgm = model_registry.load_model(model, device)
     pictures = to_pil(vqgm.decode_tokens(image_tokens(store, model, image_ids)))
     scale = max(1, 192 // model.image_size)
     tiles = [

@@ -25,8 +25,8 @@ from typing import Any, Callable, Sequence, TypeVar
 import torch
 import torch.distributed as dist
 
-from .errors import CortexError
-from .settings import resolve_device
+from .errors import CortexError, first_line
+from .environment import resolve_device
 
 T = TypeVar("T")
 _ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
@@ -181,7 +181,7 @@ def init_from_env(device: str | torch.device = "auto", timeout_s: float = 1800.0
         try:
             dist.init_process_group(backend=backend, rank=rank, world_size=world_size, timeout=timedelta(seconds=timeout_s))
         except (RuntimeError, ValueError) as exc:
-            raise CortexError(f"cannot join the torchrun job (rank {rank} of {world_size}, {backend}): {str(exc).splitlines()[0]}") from exc
+            raise CortexError(f"cannot join the torchrun job (rank {rank} of {world_size}, {backend}): {first_line(exc)}") from exc
         ctx.backend = backend
     return ctx
 

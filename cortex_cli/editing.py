@@ -20,11 +20,11 @@ from .errors import CortexError
 from .extractors.registry import ensure_bundled_extractors, get_extractor, load_extractor
 from .figures import edit_strip
 from .judges import judges_for
-from .optimize import OptimizeSettings, optimize_tokens
+from .token_selection import OptimizeSettings, optimize_tokens
 from .pngmeta import read_png, save_png
 from .progress import Progress
 from .regions import Region
-from .registry import ClassInfo, ModelInfo, classes, load_model
+from .model_registry import ClassInfo, ModelInfo, classes, load_model
 from .store.database import Store
 from .store.edits import NewEdit, pending_edit
 from .tokens import pack_tokens

@@ -1,4 +1,4 @@
-"""The one exception that cortex shows to its users."""
+"""The one exception that cortex shows to its users, and how a wrapped exception becomes part of its line."""
 
 
 class CortexError(Exception):
@@ -7,3 +7,11 @@ class CortexError(Exception):
     Library code raises it with what went wrong (with the offending value) and
     what to do next; it never exits the process itself.
     """
+
+
+def first_line(exc: BaseException) -> str:
+    """The first non-empty line of an exception's message, else its type name: how a cause joins a CortexError's line."""
+    for line in str(exc).splitlines():
+        if line.strip():
+            return line.strip()
+    return type(exc).__name__

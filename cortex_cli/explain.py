@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from . import registry
+from . import model_registry
 from .backends.base import from_pil, to_pil
 from .errors import CortexError
 from .extractors.registry import get_extractor, load_extractor
@@ -20,9 +20,9 @@ from .figures import draw_token_boxes, image_grid
 from .generation import image_keys, image_tokens
 from .indexing import unpack_tsv
 from .pngmeta import read_png, save_png
-from .queries import extractor_id, pick_run
-from .registry import ClassInfo, ModelInfo
-from .saliency import SaliencySettings, token_saliency, top_positions
+from .rankings import extractor_id, pick_run
+from .model_registry import ClassInfo, ModelInfo
+from .attribution import SaliencySettings, token_saliency, top_positions
 from .seeding import derive_seed, image_key
 from .store import index as index_store
 from .store import queries as query_store
@@ -105,7 +105,7 @@ def _picture_key(png, model: ModelInfo, tokens: torch.Tensor) -> int:
 
 
 def _class_by_id(store: Store, model: ModelInfo, class_id: int) -> ClassInfo:
-    for c in registry.classes(store, model):
+    for c in model_registry.classes(store, model):
         if c.class_id == class_id:
             return c
     raise CortexError(f"class id {class_id} is not a class of model {model.name!r}")
@@ -151,8 +151,8 @@ def explain_png(
     if top_n < 1:
         raise CortexError(f"--top-n must be >= 1, got {top_n}")
     png = read_png(Path(path))
-    model = registry.get_model(store, model_name or png.model_name)
-    vqgm = registry.load_model(model, device)
+    model = model_registry.get_model(store, model_name or png.model_name)
+    vqgm = model_registry.load_model(model, device)
     picture = to_pil(from_pil([png.image], model.image_size))[0]
     if png.tokens is not None:
         if tuple(png.tokens.shape) != (model.grid, model.grid) or int(png.tokens.max()) >= model.n_embed:
@@ -228,7 +228,7 @@ def show_image(
         settings.validate()
         info, ext = _extractor(store, model, extractor_name, device, extractor)
         ext_name = info.name
-        vqgm = registry.load_model(model, device)
+        vqgm = model_registry.load_model(model, device)
         with torch.no_grad():
             emb = vqgm.embed(tokens)
         key = image_keys(store, model, [image_id])[0]
@@ -237,7 +237,7 @@ def show_image(
     top = _top(tsv, tokens[0], top_n)
     written = None
     if out is not None:
-        picture = to_pil(registry.load_model(model, device).decode_tokens(tokens))[0]
+        picture = to_pil(model_registry.load_model(model, device).decode_tokens(tokens))[0]
         written = _write(picture, out, top, model, tokens[0], {"image_id": image_id, "class_id": cls.class_id})
     return ExplainResult(model.name, ext_name, str(image_id), cls.class_id, cls.name, "stored class", "store", tsv_from, top, written, used)
 
@@ -285,7 +285,7 @@ def show_token(
     for image_id, position in rows:
         positions.setdefault(int(image_id), []).append(int(position))
     ids = list(positions)
-    vqgm = registry.load_model(model, device)
+    vqgm = model_registry.load_model(model, device)
     pictures = to_pil(vqgm.decode_tokens(image_tokens(store, model, ids)))
     scale = _scale(model.image_size) if model.image_size < 128 else 1
     tiles = [draw_token_boxes(p, positions[i], model.grid, scale=scale) for p, i in zip(pictures, ids)]

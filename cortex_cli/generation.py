@@ -16,14 +16,14 @@ from pathlib import Path
 
 import torch
 
-from . import registry
+from . import model_registry
 from .backends.base import VQGM, SamplerSettings, image_generators, to_pil
 from .distributed import Shard
 from .errors import CortexError
 from .progress import Progress, report
-from .settings import writable_dir
+from .environment import writable_dir
 from .pngmeta import read_png, save_png
-from .registry import ClassInfo, ModelInfo
+from .model_registry import ClassInfo, ModelInfo
 from .seeding import derive_seed, image_key
 from .store import images as image_store
 from .store.database import Store
@@ -80,7 +80,7 @@ def resolve_sampler(
     device: torch.device | str = "cpu",
 ) -> SamplerSettings:
     """The model's default sampler with any given value overridden (top_k 0: no top-k)."""
-    base = default_sampler(registry.load_model(model, device))
+    base = default_sampler(model_registry.load_model(model, device))
     settings = SamplerSettings(
         top_k=base.top_k if top_k is None else (top_k or None),
         top_p=base.top_p if top_p is None else top_p,
@@ -216,7 +216,7 @@ def generate(
         CortexError: n <= 0, bad split/batch size/sampler, unwritable out_dir.
     """
     out_dir = check_request(n, split=split, batch_size=batch_size, out_dir=out_dir)
-    vqgm = registry.load_model(model, device)
+    vqgm = model_registry.load_model(model, device)
     sampler = validate_sampler(sampler if sampler is not None else default_sampler(vqgm))
     label = sampler.label()
     seeds = list(range(seed, seed + n))

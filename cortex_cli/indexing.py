@@ -21,15 +21,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import registry
+from . import model_registry
 from .distributed import Shard
 from .errors import CortexError
 from .progress import Progress, report
 from .extractors.registry import load_extractor
 from .generation import ensure_images, image_keys, image_tokens
 from .index_writer import CommitPolicy, IndexWriter
-from .registry import ClassInfo, ModelInfo
-from .saliency import SaliencySettings, prepare_extractor, token_saliency
+from .model_registry import ClassInfo, ModelInfo
+from .attribution import SaliencySettings, prepare_extractor, token_saliency
 from .store import index as index_store
 from .store.database import Store
 
@@ -169,7 +169,7 @@ def index_class(
 
             extractor = load_extractor(extractor_info, device)
         extractor = prepare_extractor(extractor)
-        vqgm = registry.load_model(model, device)
+        vqgm = model_registry.load_model(model, device)
         codebook = vqgm.codebook  # integrated-gradients reads it for its codebook-mean baseline
         committed = [finished]
 

@@ -12,9 +12,9 @@ from typing import Callable
 
 import torch
 
-from .errors import CortexError
+from .errors import CortexError, first_line
 from .miniworld.world import CONCEPTS
-from .registry import BUNDLED_DIR, MINI_NAME, ModelInfo
+from .model_registry import BUNDLED_DIR, MINI_NAME, ModelInfo
 from .weights import load_weights
 
 
@@ -120,7 +120,7 @@ def imagenet_judges(
             state = torch.load(found[name], map_location="cpu", weights_only=True)
             model.load_state_dict(state, strict=True)
         except Exception as exc:  # corrupt or wrong file under the right name
-            raise CortexError(f"judge weights {str(found[name])!r} do not load into {name}: {str(exc).splitlines()[0]}") from exc
+            raise CortexError(f"judge weights {str(found[name])!r} do not load into {name}: {first_line(exc)}") from exc
         transform = weights.transforms()
         judges.append(Judge(name, model.to(device).eval(), lambda x, t=transform: t((x.clamp(-1, 1) + 1) / 2)))
     return judges

@@ -1,262 +1,392 @@
-"""Optimisation-based token explanation (paper §3.4, eq. 7-9, appendix A.2) and its embedding baseline.
+"""Input-independent token search for a concept (paper §3.4, eq. 7-9): `cortex optimize`.
 
-Token selection: a matrix P (m^2 x K) of logits; every step draws hard Gumbel-Softmax samples of the
-region's rows (straight-through gradients), builds E = onehot · C (eq. 7) with the rows outside the
-region pinned to the source tokens, and takes an Adam step on P with the gradient masked to the
-region (eq. 8). The result is the argmax of P in the region (eq. 9).
+Flow: a start grid -> R restarts of `optimize.optimize_tokens` over the region, each seeded by the
+search's identity -> score every restart's final grid (the eq. 9 readout) with the extractor (and
+the judges, for the report only) -> keep the restart with the best final extractor objective ->
+T*_concept = its region's distinct tokens by how many positions hold them -> compare with the
+saliency T*_concept of the class (§3.3, `queries.top_tokens`) -> PNG + strip, one row per restart.
 
-Embedding baseline: optimise the region's d-dimensional embedding directly with the same loss and
-steps, then snap every vector to its nearest codebook entry (Euclidean vector quantisation).
+Starts (`init`):
+- 'random': the region's rows of P start from near-uniform seeded logits (the paper's "random
+  noise" input); positions outside the region hold the restart's noise grid.
+- 'noise': the start is a noise grid, every position's token drawn uniformly from the codebook,
+  and the region's rows of P start at those tokens (as `cortex edit` starts at its source). The
+  grid depends on (model, seed, restart) only, so every class and region starts from the same noise.
+- a PNG: the image's tokens (cortex metadata; a plain picture is VQGAN-encoded); the region starts
+  at them and everything outside keeps them.
+
+Reruns are free: rows are keyed by (search identity, restart) and inserted or skipped; restarts
+already stored are read back, only missing ones are optimised, and the same files are rewritten.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
+import hashlib
+import json
+import re
+from collections import Counter
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from .backends.base import from_pil, to_pil
+from .editing import source_tokens
 from .errors import CortexError
-from .extractors.subsets import require_classes
+from .extractors.registry import load_extractor
+from .figures import edit_strip
+from .judges import judges_for
+from .token_selection import OptimizeSettings, optimize_tokens
+from .pngmeta import read_png, save_png
 from .progress import Progress, report
+from .rankings import top_tokens
+from .regions import Region
+from .model_registry import ClassInfo, ModelInfo, load_model
+from .seeding import derive_seed, generator_for
+from .environment import artifacts_dir, writable_dir
+from .store import searches as search_store
+from .store.database import Store
+from .tokens import pack_tokens, unpack_tokens
 
-INITS = ("source", "random")
-OBJECTIVES = ("logit", "log-prob")
-METHODS = ("token", "embedding")
-# 'source' init: the source token's logit is set so that it holds this much of each region row's
-# softmax at step 0 (a gap of log(0.9/0.1 * (K-1)) over the other tokens, 7.0 for K=128, 11.9 for
-# K=16384): hard samples mostly reproduce the source, yet 10% of draws explore other tokens and the
-# soft probabilities are far enough from one-hot for the straight-through gradient to move P.
-SOURCE_INIT_PROB = 0.9
-RANDOM_INIT_STD = 0.01  # 'random' init: near-uniform logits, seeded
-TOKEN_LR = 0.1  # Adam step on the logits of P
-EMBEDDING_LR = 0.05  # Adam step on E, in units of the codebook's standard deviation
-
-
-@dataclass
-class OptimizeSettings:
-    """How `optimize_tokens` searches; defaults are the ones `cortex edit` uses."""
-
-    steps: int = 3000
-    lr: float | None = None  # None: TOKEN_LR for 'token', EMBEDDING_LR * std(C) for 'embedding'
-    tau: float = 1.0  # Gumbel-Softmax temperature (of the soft sample the gradient flows through)
-    tau_final: float | None = None  # set: anneal exponentially from tau to tau_final over the steps
-    alpha: float = 1e-4  # weight of the ||E||^2 regulariser (eq. 8), summed over the region
-    init: str = "source"  # region rows start at the source tokens, or 'random'
-    # 'logit' (the paper's eq. 8: -f_Y(E)[target]) or 'log-prob' (-log softmax(f_Y(E))[target]).
-    # 'logit' is the default by measurement (benchmarks/tune_edit.py, 16 mini part-pair cases, 300 steps, CE):
-    # judges' P(target) 0.003 -> 0.83 (ResNet) / 0.07 -> 0.56 (ViT) vs 0.50 / 0.27 with 'log-prob', whose
-    # gradient fades once the extractor is confident, long before the judges are.
-    objective: str = "logit"
-    method: str = "token"  # 'token' (Gumbel token selection) or 'embedding' (baseline)
-    seed: int = 0
-    snapshot_steps: tuple[int, ...] = ()  # after how many steps to record the region's tokens
-
-    def validate(self) -> "OptimizeSettings":
-        """These settings, or CortexError naming the bad value."""
-        if int(self.steps) <= 0:
-            raise CortexError(f"--steps must be a positive number of optimisation steps, got {self.steps}")
-        if self.lr is not None and not self.lr > 0:
-            raise CortexError(f"--lr must be > 0, got {self.lr}")
-        if not self.tau > 0:
-            raise CortexError(f"--tau must be > 0, got {self.tau}")
-        if self.tau_final is not None and not self.tau_final > 0:
-            raise CortexError(f"--tau-final must be > 0, got {self.tau_final}")
-        if not self.alpha >= 0:
-            raise CortexError(f"--alpha must be >= 0, got {self.alpha}")
-        for name, value, allowed in (("init", self.init, INITS), ("objective", self.objective, OBJECTIVES), ("method", self.method, METHODS)):
-            if value not in allowed:
-                raise CortexError(f"--{name} {value!r} is not one of {', '.join(allowed)}")
-        bad = [s for s in self.snapshot_steps if not 1 <= s <= self.steps]
-        if bad:
-            raise CortexError(f"snapshot step {bad[0]} is outside 1..{self.steps}")
-        return self
-
-    def tau_at(self, step: int) -> float:
-        """Temperature at 0-based `step` (exponential schedule when tau_final is set)."""
-        if self.tau_final is None or self.steps <= 1:
-            return self.tau
-        return self.tau * (self.tau_final / self.tau) ** (step / (self.steps - 1))
+RANDOM, NOISE, IMAGE = "random", "noise", "image"
+DEFAULT_STEPS = 300  # the bundled CE saturates (P(target) > 0.999) in about 200 steps from random logits
+DEFAULT_RESTARTS = 3
+DEFAULT_K = 20  # salient tokens compared against
+SNAPSHOT_FRACTIONS = (0.25, 0.5, 0.75)  # strip tiles besides step 1 and the final grid
 
 
 @dataclass
-class OptimizeResult:
-    """The optimised token grid and how it got there."""
+class TokenCount:
+    """One token of T*_concept (eq. 9): how many of the region's positions hold it."""
 
-    tokens: torch.Tensor  # LongTensor (m x m): source outside the region, eq. 9 inside
-    loss_trace: list[float]  # loss of every step
-    snapshots: dict[int, torch.Tensor] = field(default_factory=dict)  # step -> tokens (m x m)
-    changed: list[tuple[int, int, int]] = field(default_factory=list)  # (position, old, new)
-
-
-def _logits(output: torch.Tensor | tuple) -> torch.Tensor:
-    return output[0] if isinstance(output, (tuple, list)) else output
+    token: int
+    positions: int
+    salient_rank: int | None = None  # its rank in the class's saliency top-k (None: not there / not indexed)
 
 
-def objective_loss(extractor: torch.nn.Module, embedding: torch.Tensor, target: int, objective: str) -> torch.Tensor:
-    """-f_Y(E)[target] ('logit') or -log softmax(f_Y(E))[target] ('log-prob'), for E (1 x d x m x m)."""
-    logits = _logits(extractor(embedding))[0].float()
-    if objective == "logit":
-        return -logits[target]
-    return -F.log_softmax(logits, dim=-1)[target]
+@dataclass
+class RestartResult:
+    """One independent optimisation, scored at its final step."""
+
+    restart: int
+    seed: int
+    objective: float  # extractor's target logit (or log-prob) of the final grid: the selection score
+    p_target: float  # extractor's softmax P(target) of the final grid
+    judges: dict[str, float]  # judge -> P(target) of the decoded final grid (reported, never used to choose)
+    n_distinct: int  # distinct tokens in the region
+    t_star: list[TokenCount]
+    computed: bool  # False: read back from the database
 
 
-class TokenSelection(torch.nn.Module):
-    """The token selection matrix P (m^2 x K) with the source tokens pinned outside the region."""
+@dataclass
+class SaliencyComparison:
+    """The optimised T*_concept beside the saliency T*_concept (§3.3) of the same class."""
 
-    def __init__(self, codebook: torch.Tensor, source_tokens: torch.Tensor, region_mask: torch.Tensor, init: str, generator: torch.Generator):
-        super().__init__()
-        n_embed = codebook.shape[0]
-        self.grid = source_tokens.shape[-1]
-        self.register_buffer("codebook", codebook.detach())
-        self.register_buffer("source", source_tokens.reshape(-1).long())
-        self.register_buffer("mask", region_mask.reshape(-1).bool())
-        self.register_buffer("index", self.mask.nonzero().squeeze(1))
-        if init == "random":
-            logits = torch.randn(self.source.numel(), n_embed, generator=generator) * RANDOM_INIT_STD
-        else:
-            logits = torch.zeros(self.source.numel(), n_embed)
-        gap = math.log(SOURCE_INIT_PROB / (1 - SOURCE_INIT_PROB) * max(n_embed - 1, 1))
-        pinned = ~self.mask.cpu() if init == "random" else torch.ones_like(self.mask.cpu())
-        rows = torch.arange(self.source.numel())[pinned]
-        logits[rows, self.source.cpu()[pinned]] = gap
-        self.P = torch.nn.Parameter(logits.to(codebook.device))
-
-    def embedding(self, tau: float) -> torch.Tensor:
-        """E (1 x d x m x m) from a hard Gumbel-Softmax sample of the region rows (eq. 7)."""
-        onehot = F.gumbel_softmax(self.P[self.index], tau=tau, hard=True)
-        flat = self.codebook[self.source].clone()  # pinned rows: exactly onehot(source) · C
-        flat = flat.index_copy(0, self.index, onehot @ self.codebook)
-        return flat.t().reshape(1, -1, self.grid, self.grid)
-
-    def tokens(self) -> torch.Tensor:
-        """Eq. 9: argmax of P inside the region, the source outside (m x m)."""
-        out = self.source.clone()
-        out[self.index] = self.P.detach()[self.index].argmax(dim=-1)
-        return out.reshape(self.grid, self.grid)
-
-    def mask_gradient(self) -> None:
-        """Eq. 8: zero the gradient of P outside the region (the Hadamard product with M_mask)."""
-        if self.P.grad is not None:
-            self.P.grad.mul_(self.mask[:, None].to(self.P.grad.dtype))
+    extractor: str
+    run_id: int
+    images_indexed: int
+    k: int
+    salient_tokens: list[int]  # the class's top-k salient tokens, by rank
+    overlap: int  # tokens in both top-k lists (optimised ranked by positions)
+    overlap_tokens: list[int]
+    chance_overlap: float  # expected overlap of a random top-k from the codebook
+    optimised_in_salient: int  # distinct optimised tokens among the salient top-k
+    n_optimised: int  # distinct optimised tokens
+    positions_in_salient: float  # fraction of the region's positions holding a salient top-k token
 
 
-def nearest_tokens(vectors: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
-    """Nearest codebook entry (Euclidean) of every row of `vectors` (n x d) -> LongTensor (n)."""
-    return torch.cdist(vectors.float(), codebook.float()).argmin(dim=-1)
+@dataclass
+class ConceptSearchResult:
+    """What `search_concept` found, stored and wrote."""
+
+    model: str
+    extractor: str
+    class_id: int
+    class_name: str
+    region: str
+    init: str  # 'random', 'noise' or 'image:<hex>'
+    init_path: Path | None
+    search_key: str
+    steps: int
+    objective_kind: str  # 'logit' or 'log-prob'
+    best_restart: int
+    objective: float
+    p_target: float
+    t_star: list[TokenCount]  # of the best restart
+    tokens: list[list[int]]  # the best restart's final grid
+    restarts: list[RestartResult]
+    comparison: SaliencyComparison | None
+    hint: str | None  # why `comparison` is None, and what to run
+    output_path: Path
+    strip_path: Path
+    computed: int  # restarts optimised by this call
+    reused: int  # restarts read back from the database
+    params: dict = field(default_factory=dict)
+    notices: list[str] = field(default_factory=list)
 
 
-class RegionEmbedding(torch.nn.Module):
-    """The baseline: the region's embedding vectors as free parameters; the rest is the source's E."""
-
-    def __init__(self, codebook: torch.Tensor, source_tokens: torch.Tensor, region_mask: torch.Tensor, init: str, generator: torch.Generator):
-        super().__init__()
-        self.grid = source_tokens.shape[-1]
-        self.register_buffer("codebook", codebook.detach())
-        self.register_buffer("source", source_tokens.reshape(-1).long())
-        self.register_buffer("index", region_mask.reshape(-1).bool().nonzero().squeeze(1))
-        if init == "random":
-            scale, centre = self.codebook.std(dim=0), self.codebook.mean(dim=0)
-            start = centre + scale * torch.randn(len(self.index), codebook.shape[1], generator=generator).to(codebook.device)
-        else:
-            start = self.codebook[self.source[self.index]].clone()
-        self.vectors = torch.nn.Parameter(start)
-
-    def embedding(self, tau: float = 1.0) -> torch.Tensor:
-        flat = self.codebook[self.source].index_copy(0, self.index, self.vectors)
-        return flat.t().reshape(1, -1, self.grid, self.grid)
-
-    def tokens(self) -> torch.Tensor:
-        out = self.source.clone()
-        out[self.index] = nearest_tokens(self.vectors.detach(), self.codebook)
-        return out.reshape(self.grid, self.grid)
-
-    def mask_gradient(self) -> None:  # only region vectors are parameters
-        pass
+@dataclass
+class _Start:
+    mode: str  # RANDOM, NOISE or IMAGE
+    identity: str
+    tokens: torch.Tensor | None = None  # the image's grid
+    path: Path | None = None
 
 
-def optimize_tokens(
-    extractor: torch.nn.Module,
-    codebook: torch.Tensor,
-    source_tokens: torch.Tensor,
-    region_mask: torch.Tensor,
-    target: int,
-    settings: OptimizeSettings = OptimizeSettings(),
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "class"
+
+
+def noise_grid(model: ModelInfo, seed: int, restart: int) -> torch.Tensor:
+    """The restart's uniformly random token grid (m x m), the same for every class and region."""
+    gen = generator_for("concept-search-noise", model.name, int(seed), int(restart))
+    return torch.randint(0, model.n_embed, (model.grid, model.grid), generator=gen)
+
+
+def restart_seed(model: ModelInfo, cls: ClassInfo, region: Region, init: str, seed: int, restart: int) -> int:
+    """The restart's seed, from the search's stable identity (never row ids or insertion order)."""
+    return derive_seed("concept-search", model.name, cls.class_id, str(region), init, int(seed), int(restart))
+
+
+def t_star_of(tokens: torch.Tensor, mask: torch.Tensor) -> list[TokenCount]:
+    """Eq. 9's set: the distinct tokens of the masked positions, by positions held, ties by token id."""
+    counts = Counter(tokens.reshape(-1)[mask.reshape(-1).bool()].tolist())
+    return [TokenCount(int(t), int(n)) for t, n in sorted(counts.items(), key=lambda tn: (-tn[1], tn[0]))]
+
+
+def _resolve_start(init: str | Path, model: ModelInfo, vqgm, notices: list[str]) -> _Start:
+    text = str(init).strip()
+    if text.lower() in (RANDOM, NOISE):
+        return _Start(text.lower(), text.lower())
+    path = Path(text).expanduser()
+    if not path.is_file():
+        raise CortexError(f"--init {text!r} is neither random, noise nor an existing image; give random, noise or a PNG written by `cortex generate`")
+    png = read_png(path)
+    tokens = source_tokens(png, model, path, notices)
+    if tokens is None:
+        tokens = vqgm.encode_images(from_pil([png.image], model.image_size))[0].cpu()
+        notices.append(f"{path.name} carries no cortex tokens; encoded it with the VQGAN at {model.image_size}x{model.image_size} px (centre-cropped and resized)")
+    tokens = tokens.long().cpu()
+    digest = hashlib.sha256(pack_tokens(tokens, model.n_embed)).hexdigest()[:16]
+    return _Start(IMAGE, f"image:{digest}", tokens, path.resolve())
+
+
+def _search_key(model: ModelInfo, extractor_info: Any, cls: ClassInfo, region: Region, start: _Start, settings: OptimizeSettings) -> str:
+    identity = {
+        "model": model.name, "extractor": extractor_info.name, "extractor_sha256": getattr(extractor_info, "ckpt_sha256", ""),
+        "class_id": cls.class_id, "region": str(region), "init": start.identity, "seed": int(settings.seed),
+        "settings": {k: getattr(settings, k) for k in ("steps", "lr", "tau", "tau_final", "alpha", "objective")},
+    }
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+
+
+def _snapshot_steps(steps: int) -> tuple[int, ...]:
+    wanted = {1, *(round(steps * f) for f in SNAPSHOT_FRACTIONS)}
+    return tuple(sorted(s for s in wanted if 1 <= s < steps))
+
+
+def _pack_grids(grids: list[torch.Tensor], n_embed: int) -> bytes:
+    return pack_tokens(torch.stack(grids), n_embed) if grids else b""
+
+
+def _unpack_grids(blob: bytes, count: int, n_embed: int, grid: int) -> list[torch.Tensor]:
+    if count == 0:
+        return []
+    size = len(blob) // count
+    return [unpack_tokens(blob[i * size:(i + 1) * size], n_embed, grid) for i in range(count)]
+
+
+def _compare(store: Store, model: ModelInfo, cls: ClassInfo, extractor: str, k: int, t_star: list[TokenCount]) -> tuple[SaliencyComparison | None, str | None]:
+    try:
+        salient = top_tokens(store, model, cls, extractor=extractor, k=k)
+    except CortexError as exc:  # not indexed (by this extractor) yet: report, do not fail
+        return None, str(exc)
+    ranked = [r.token for r in salient.rows]
+    rank = {t: i + 1 for i, t in enumerate(ranked)}
+    top_opt = [e.token for e in t_star[:k]]
+    both = [t for t in ranked if t in set(top_opt)]
+    in_salient = [e for e in t_star if e.token in rank]
+    positions = sum(e.positions for e in t_star)
+    return SaliencyComparison(
+        extractor=salient.extractor, run_id=salient.run_id, images_indexed=salient.images_indexed, k=k,
+        salient_tokens=ranked, overlap=len(both), overlap_tokens=both,
+        chance_overlap=len(top_opt) * len(ranked) / model.n_embed,
+        optimised_in_salient=len(in_salient), n_optimised=len(t_star),
+        positions_in_salient=sum(e.positions for e in in_salient) / positions if positions else 0.0,
+    ), None
+
+
+def search_concept(
+    store: Store,
+    model: ModelInfo,
+    cls: ClassInfo,
+    *,
+    settings: OptimizeSettings,
+    extractor_info: Any,
+    device: torch.device | str = "cpu",
+    region: Region | None = None,
+    init: str | Path = RANDOM,
+    restarts: int = DEFAULT_RESTARTS,
+    k: int = DEFAULT_K,
+    out_dir: Path | None = None,
+    extractor: torch.nn.Module | None = None,
     progress: Progress | None = None,
-) -> OptimizeResult:
-    """Search the codebook for the tokens of a region that make the extractor predict `target`.
+) -> ConceptSearchResult:
+    """Find the token combination that best expresses `cls` under the extractor (paper §3.4).
+
+    Everything is validated before optimising; on bad input nothing is written.
 
     Args:
-        extractor: the information extractor f_Y (E (B x d x m x m) -> class logits); frozen, eval mode.
-        codebook: C (K x d), on the extractor's device.
-        source_tokens: LongTensor (m x m), the image's tokens (kept outside the region).
-        region_mask: BoolTensor (m x m), True where tokens may change.
-        target: the class index whose logit / log-probability is maximised.
-        settings: steps, lr, temperature schedule, alpha, init, objective, method, seed, snapshots.
-        progress: called as progress(steps done, steps, info) while optimising.
+        store: the opened database (one `concept_searches` row per restart, insert-or-skip).
+        model: the registered model whose codebook is searched.
+        cls: the concept (class) whose extractor score is maximised.
+        settings: optimiser settings; `seed` is this search's seed (restart seeds derive from it and
+            the search's identity), `init`/`method`/`snapshot_steps` are set here.
+        extractor_info: the registered extractor (`extractors.registry.ExtractorInfo`).
+        device: torch device for the model, extractor and judges.
+        region: token rectangle that may change (default: the whole grid).
+        init: 'random', 'noise' or the path of a PNG (see the module docstring).
+        restarts: independent optimisations; the best final extractor objective wins.
+        k: how many of the class's salient tokens to compare with.
+        out_dir: where to write the PNG and strip (default: $CORTEX_HOME/concept-searches/<model>).
+        extractor: the extractor's network, if already loaded (default: loaded from `extractor_info`).
+        progress: called as progress(done, total, info) over the optimisation steps of all restarts.
 
     Returns:
-        OptimizeResult: tokens (m x m, identical to the source outside the region), the loss of every
-        step, the argmax (or snapped) tokens at `settings.snapshot_steps`, and the changed positions.
+        ConceptSearchResult: every restart's scores and T*, the chosen restart's grid and T*_concept,
+        the comparison with the saliency T*_concept (None, with a hint, when the class is not
+        indexed), and the written paths.
 
     Raises:
-        CortexError: bad settings, shapes that do not match, an empty region or a target out of range.
+        CortexError: bad settings, region, init image, restarts or k; unwritable out_dir; a class
+        outside the extractor's classes.
     """
-    settings.validate()
-    grid = source_tokens.shape[-1]
-    source_tokens = source_tokens.reshape(grid, grid).long()
-    region_mask = region_mask.reshape(grid, grid).bool()
-    if source_tokens.shape != region_mask.shape:
-        raise CortexError(f"region mask {tuple(region_mask.shape)} does not match the token grid {tuple(source_tokens.shape)}")
-    if not region_mask.any():
-        raise CortexError("the region is empty; give at least one token position")
-    n_embed = codebook.shape[0]
-    if int(source_tokens.min()) < 0 or int(source_tokens.max()) >= n_embed:
-        raise CortexError(f"source tokens must lie in 0..{n_embed - 1} (the codebook size is {n_embed})")
-    device = codebook.device
-    with torch.no_grad():
-        n_classes = _logits(extractor(F.embedding(source_tokens.to(device)[None], codebook).permute(0, 3, 1, 2))).shape[-1]
-    if not 0 <= target < n_classes:
-        raise CortexError(f"target class {target} is outside the extractor's {n_classes} classes")
-    require_classes(extractor, [target])
+    notices: list[str] = []
+    region = region if region is not None else Region((0, model.grid), (0, model.grid))
+    region.check(model.grid)
+    if restarts < 1:
+        raise CortexError(f"--restarts must be >= 1, got {restarts}")
+    if k < 1:
+        raise CortexError(f"-k must be a positive number of salient tokens, got {k}")
+    snapshot_steps = _snapshot_steps(int(settings.steps))
+    settings = replace(settings, method="token", snapshot_steps=snapshot_steps).validate()
+    if not 0 <= cls.class_id < max(model.n_classes, 1):
+        raise CortexError(f"class {cls.class_id} is outside model {model.name!r}'s classes")
+    vqgm = load_model(model, device)
+    start = _resolve_start(init, model, vqgm, notices)
+    out = writable_dir(out_dir if out_dir is not None else artifacts_dir("concept-searches", model.name), "the concept search to")
+    settings = replace(settings, init=RANDOM if start.mode == RANDOM else "source").validate()
+    key = _search_key(model, extractor_info, cls, region, start, settings)
+    mask = region.mask(model.grid)
+    params = {
+        **{k_: v for k_, v in asdict(settings).items() if k_ not in ("snapshot_steps", "method")},
+        "snapshot_steps": list(snapshot_steps), "extractor": extractor_info.name,
+        "extractor_sha256": getattr(extractor_info, "ckpt_sha256", ""), "init_path": str(start.path) if start.path else None,
+    }
 
-    generator = torch.Generator().manual_seed(settings.seed)
-    devices = [device.index or 0] if device.type == "cuda" else []
-    # gumbel_softmax draws from the global RNG; fork it so the caller's random state is untouched
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(settings.seed)
-        if settings.method == "token":
-            search: torch.nn.Module = TokenSelection(codebook, source_tokens.to(device), region_mask.to(device), settings.init, generator)
-            lr = settings.lr if settings.lr is not None else TOKEN_LR
-            params = [search.P]
-        else:
-            search = RegionEmbedding(codebook, source_tokens.to(device), region_mask.to(device), settings.init, generator)
-            lr = settings.lr if settings.lr is not None else EMBEDDING_LR * float(codebook.detach().std())
-            params = [search.vectors]
-        optimizer = torch.optim.Adam(params, lr=lr)
-        index = region_mask.reshape(-1).nonzero().squeeze(1).to(device)
-        trace: list[float] = []
-        snapshots: dict[int, torch.Tensor] = {}
-        wanted = set(settings.snapshot_steps)
-        report_every = max(1, settings.steps // 100)
-        for step in range(settings.steps):
-            optimizer.zero_grad(set_to_none=True)
-            embedding = search.embedding(settings.tau_at(step))
-            loss = objective_loss(extractor, embedding, target, settings.objective)
-            if settings.alpha:
-                # the region is all that can change: the rest of ||E||^2 is a constant
-                region = embedding.flatten(2)[0][:, index]
-                loss = loss + settings.alpha * region.pow(2).sum()
-            loss.backward()
-            search.mask_gradient()
-            optimizer.step()
-            trace.append(float(loss.detach()))
-            if step + 1 in wanted:
-                snapshots[step + 1] = search.tokens().cpu()
-            if (step + 1) % report_every == 0 or step + 1 == settings.steps:
-                report(progress, step + 1, settings.steps, f"loss {trace[-1]:.3f}")
-    tokens = search.tokens().cpu()
-    old, new = source_tokens.reshape(-1).cpu(), tokens.reshape(-1)
-    changed = [(int(p), int(old[p]), int(new[p])) for p in (old != new).nonzero().flatten()]
-    return OptimizeResult(tokens=tokens, loss_trace=trace, snapshots=snapshots, changed=changed)
+    def base_grid(restart: int) -> torch.Tensor:
+        return start.tokens.clone() if start.tokens is not None else noise_grid(model, settings.seed, restart)
+
+    # -- optimise the restarts the database does not hold yet -----------------------------
+    stored = search_store.stored_restarts(store, key)
+    todo = [r for r in range(restarts) if r not in stored]
+    fresh: dict[int, tuple[int, torch.Tensor, list[torch.Tensor]]] = {}
+    if todo:
+        net = extractor if extractor is not None else load_extractor(extractor_info, device)
+        codebook = vqgm.codebook.detach()
+        total = len(todo) * settings.steps
+        for i, r in enumerate(todo):
+            seed = restart_seed(model, cls, region, start.identity, settings.seed, r)
+
+            def restart_progress(done: int, _steps: int, info: str = "", before: int = i * settings.steps, r: int = r) -> None:
+                report(progress, before + done, total, f"restart {r + 1}/{restarts} {info}".rstrip())
+
+            res = optimize_tokens(net, codebook, base_grid(r), mask, cls.class_id, replace(settings, seed=seed), restart_progress)
+            fresh[r] = (seed, res.tokens, [res.snapshots[s] for s in snapshot_steps])
+        grids = torch.stack([fresh[r][1] for r in todo])
+        with torch.no_grad():
+            out_logits = net(vqgm.embed(grids.to(device)))
+            out_logits = (out_logits[0] if isinstance(out_logits, (tuple, list)) else out_logits).float().cpu()
+        logp = F.log_softmax(out_logits, dim=-1)[:, cls.class_id]
+        objective = out_logits[:, cls.class_id] if settings.objective == "logit" else logp
+        judge_scores = _judge_scores(model, vqgm, grids, cls.class_id, device, notices)
+        new_rows = []
+        for i, r in enumerate(todo):
+            seed, tokens, snaps = fresh[r]
+            new_rows.append(dict(
+                search_key=key, model_id=model.id, extractor_id=extractor_info.id, class_pk=cls.pk, region=str(region),
+                init=start.identity, params=json.dumps(params, sort_keys=True), restart=r, seed=seed,
+                tokens=pack_tokens(tokens, model.n_embed), snapshots=_pack_grids(snaps, model.n_embed),
+                t_star=json.dumps([[e.token, e.positions] for e in t_star_of(tokens, mask)]),
+                objective=float(objective[i]), p_target=float(logp[i].exp()), judges=json.dumps(judge_scores[i], sort_keys=True),
+            ))
+    else:
+        new_rows = []
+
+    # -- every requested restart, stored or fresh -------------------------------------------
+    results: list[RestartResult] = []
+    grids_by_restart: dict[int, torch.Tensor] = {}
+    snaps_by_restart: dict[int, list[torch.Tensor]] = {}
+    fresh_rows = {row["restart"]: row for row in new_rows}
+    for r in range(restarts):
+        row = fresh_rows.get(r) or stored[r]
+        tokens = unpack_tokens(row["tokens"], model.n_embed, model.grid)
+        grids_by_restart[r] = tokens
+        snaps_by_restart[r] = _unpack_grids(row["snapshots"], len(snapshot_steps), model.n_embed, model.grid)
+        t_star = [TokenCount(int(t), int(n)) for t, n in json.loads(row["t_star"])]
+        results.append(RestartResult(
+            restart=r, seed=int(row["seed"]), objective=float(row["objective"]), p_target=float(row["p_target"]),
+            judges=json.loads(row["judges"]), n_distinct=len(t_star), t_star=t_star, computed=r in fresh_rows,
+        ))
+    best = max(results, key=lambda x: (x.objective, -x.restart))
+    comparison, hint = _compare(store, model, cls, extractor_info.name, k, best.t_star)
+    if comparison is not None:
+        rank = {t: i + 1 for i, t in enumerate(comparison.salient_tokens)}
+        for res in results:
+            for e in res.t_star:
+                e.salient_rank = rank.get(e.token)
+
+    # -- write: files first (same names on every rerun), then the rows ----------------------
+    stem = out / f"{_slug(cls.name)}-{key[:10]}-restart{best.restart}"
+    output_path, strip_path = Path(f"{stem}.png"), Path(f"{stem}-strip.png")
+    final = grids_by_restart[best.restart]
+    tiles, labels = [], []
+    if start.mode != RANDOM:
+        tiles.append(base_grid(best.restart))
+        labels.append("start")
+    tiles += snaps_by_restart[best.restart] + [final]
+    labels += [f"step {s}" for s in snapshot_steps] + [f"final ({settings.steps})"]
+    images = to_pil(vqgm.decode_tokens(torch.stack(tiles)))
+    meta = {"class_id": cls.class_id, "class_name": cls.name, "concept_search": key, "restart": best.restart,
+            "region": str(region), "init": start.identity, "step": settings.steps}
+    save_png(images[-1], output_path, final, model.name, meta, n_embed=model.n_embed)
+    whole = region.size == model.grid * model.grid
+    save_png(edit_strip(images, labels, None if whole else (region.rows, region.cols), model.grid), strip_path, None, model.name, meta)
+    search_store.insert_restarts(store, new_rows)  # insert-or-skip on (search_key, restart)
+
+    return ConceptSearchResult(
+        model=model.name, extractor=extractor_info.name, class_id=cls.class_id, class_name=cls.name, region=str(region),
+        init=start.identity, init_path=start.path, search_key=key, steps=settings.steps, objective_kind=settings.objective,
+        best_restart=best.restart, objective=best.objective, p_target=best.p_target, t_star=best.t_star,
+        tokens=final.tolist(), restarts=results, comparison=comparison, hint=hint, output_path=output_path,
+        strip_path=strip_path, computed=len(fresh), reused=restarts - len(fresh), params=params, notices=notices,
+    )
+
+
+def _judge_scores(model: ModelInfo, vqgm, grids: torch.Tensor, target: int, device, notices: list[str]) -> list[dict[str, float]]:
+    """Judges' P(target) of every decoded grid; empty dicts (and a notice) when the model has none."""
+    try:
+        judges = judges_for(model, device)
+    except CortexError as exc:
+        notices.append(f"no judge scores: {exc}")
+        return [{} for _ in range(len(grids))]
+    images = vqgm.decode_tokens(grids)
+    scores: list[dict[str, float]] = [{} for _ in range(len(grids))]
+    for judge in judges:
+        p = judge.probabilities(images).cpu()
+        if target < p.shape[1]:
+            for i in range(len(grids)):
+                scores[i][judge.name] = float(p[i, target])
+    return scores

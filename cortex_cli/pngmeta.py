@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
-from .errors import CortexError
+from .errors import CortexError, first_line
 
 KEY_MODEL = "cortex:model"
 KEY_TOKENS = "cortex:tokens"
@@ -67,7 +67,7 @@ def _decode_tokens(text: str, path: Path) -> tuple[torch.Tensor, int | None]:
             raise ValueError(f"{arr.size} tokens for a {grid}x{grid} grid")
         n_embed = payload.get("n_embed")
     except (ValueError, KeyError, TypeError, binascii.Error) as exc:
-        raise CortexError(f"PNG {str(path)!r} has a corrupt {KEY_TOKENS} chunk ({exc}); re-export it with cortex") from exc
+        raise CortexError(f"PNG {str(path)!r} has a corrupt {KEY_TOKENS} chunk ({first_line(exc)}); re-export it with cortex") from exc
     return torch.from_numpy(arr.astype(np.int64)).reshape(grid, grid), (int(n_embed) if n_embed is not None else None)
 
 
@@ -105,7 +105,7 @@ def save_png(
     try:
         info.add_text(KEY_META, json.dumps(extra or {}, sort_keys=True))
     except (TypeError, ValueError) as exc:
-        raise CortexError(f"PNG metadata is not JSON-serialisable: {exc}") from exc
+        raise CortexError(f"PNG metadata is not JSON-serialisable: {first_line(exc)}") from exc
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         image.save(path, format="PNG", pnginfo=info)
@@ -138,14 +138,14 @@ def read_png(path: Path) -> PngTokens:
     except UnidentifiedImageError as exc:
         raise CortexError(f"{str(path)!r} is not an image PIL can read") from exc
     except (OSError, SyntaxError, ValueError) as exc:
-        raise CortexError(f"image {str(path)!r} is damaged or truncated ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from exc
+        raise CortexError(f"image {str(path)!r} is damaged or truncated ({first_line(exc)})") from exc
     tokens, n_embed = (None, None)
     if KEY_TOKENS in text:
         tokens, n_embed = _decode_tokens(text[KEY_TOKENS], path)
     try:
         meta = json.loads(text.get(KEY_META, "{}"))
     except ValueError as exc:
-        raise CortexError(f"PNG {str(path)!r} has a corrupt {KEY_META} chunk ({exc})") from exc
+        raise CortexError(f"PNG {str(path)!r} has a corrupt {KEY_META} chunk ({first_line(exc)})") from exc
     if not isinstance(meta, dict):
         meta = {"value": meta}
     return PngTokens(tokens=tokens, model_name=text.get(KEY_MODEL), meta=meta, image=image, n_embed=n_embed)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cortex_cli import registry
+from cortex_cli import model_registry
 from cortex_cli.model_configs import net2net_config, write_config
 from cortex_cli.store.database import open_store
 
@@ -124,7 +124,7 @@ def store(db_url):
 
 
 @pytest.fixture
-def tiny_model(store, tiny_model_files) -> registry.ModelInfo:
+def tiny_model(store, tiny_model_files) -> model_registry.ModelInfo:
     """The tiny model registered as 'tiny' (classes: goldfinch, water ouzel, black grouse, analog clock)."""
     config, ckpt, labels = tiny_model_files
-    return registry.add_model(store, "tiny", config, ckpt, str(labels))
+    return model_registry.add_model(store, "tiny", config, ckpt, str(labels))

@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import save_file
 from sqlalchemy import select
 
-from cortex_cli import registry
+from cortex_cli import model_registry
 from cortex_cli.extractors.architectures import ExtractorConfig, build_extractor
 from cortex_cli.extractors.registry import register_extractor
 from cortex_cli.store.database import open_store
@@ -35,7 +35,7 @@ def prepare(url: str, tiny_model_files, ckpt) -> None:
     store = open_store(url)
     try:
         config, weights, labels = tiny_model_files
-        model = registry.add_model(store, "tiny", config, weights, str(labels))
+        model = model_registry.add_model(store, "tiny", config, weights, str(labels))
         path, cfg = ckpt
         register_extractor(store, model, "ce", cfg, {}, path, {})
     finally:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from cortex_cli import registry
+from cortex_cli import model_registry
 
 
 def learnable_tiny_model(store, tiny_model_files, tmp_path, n_train: int = 24, n_eval: int = 4):
@@ -22,15 +22,15 @@ def learnable_tiny_model(store, tiny_model_files, tmp_path, n_train: int = 24, n
     state["state_dict"][key] = state["state_dict"][key] * 100
     scaled = tmp_path / "scaled.ckpt"
     torch.save(state, scaled)
-    tiny_model = registry.add_model(store, "tiny", config, scaled, str(labels))
+    tiny_model = model_registry.add_model(store, "tiny", config, scaled, str(labels))
     from cortex_cli.generation import default_sampler
     from cortex_cli.store.schema import ImageRow
     from cortex_cli.tokens import pack_tokens
 
-    label = default_sampler(registry.load_model(tiny_model)).label()
+    label = default_sampler(model_registry.load_model(tiny_model)).label()
     gen = torch.Generator().manual_seed(0)
     rows = []
-    for cls in registry.classes(store, tiny_model):
+    for cls in model_registry.classes(store, tiny_model):
         for split, n in (("train", n_train), ("val", n_eval), ("test", n_eval)):
             for seed in range(n):
                 own = torch.randint(16 * cls.class_id, 16 * cls.class_id + 16, (16, 16), generator=gen)

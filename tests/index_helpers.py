@@ -57,12 +57,12 @@ def store_random_images(store, model, cls, n: int, *, split: str = "train", seed
     """
     from collections import Counter
 
-    from cortex_cli import registry
+    from cortex_cli import model_registry
     from cortex_cli.generation import default_sampler
     from cortex_cli.store.schema import ImageRow, TokenCountRow
     from cortex_cli.tokens import pack_tokens
 
-    label = default_sampler(registry.load_model(model)).label()
+    label = default_sampler(model_registry.load_model(model)).label()
     gen = torch.Generator().manual_seed(1000 * cls.class_id + seed)
     grids = torch.randint(0, vocab, (n, model.grid, model.grid), generator=gen)
     with store.session() as s, s.begin():
@@ -83,11 +83,11 @@ def store_random_images(store, model, cls, n: int, *, split: str = "train", seed
 
 def index_three_classes(store, model, settings) -> tuple[ToyInfo, list]:
     """Classes 0..2 with random images (class 0: 7 stored, 5 indexed; the others 5 and 5), indexed by the toy extractor."""
-    from cortex_cli import registry
+    from cortex_cli import model_registry
     from cortex_cli.indexing import index_classes
 
     info = register_toy(store, model)
-    all_classes = registry.classes(store, model)
+    all_classes = model_registry.classes(store, model)
     for cls in all_classes[:3]:
         store_random_images(store, model, cls, 7 if cls.class_id == 0 else 5)
     index_classes(store, model, info, all_classes[:3], n_images=5, settings=settings, extractor=ToyExtractor())

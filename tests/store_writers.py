@@ -10,11 +10,12 @@ import traceback
 
 import torch
 
-from cortex_cli import registry, taming_shim
+from cortex_cli import model_registry
+from cortex_cli.backends import taming_shim
 from cortex_cli.extractors.registry import ensure_bundled_extractors
 from cortex_cli.generation import generate
 from cortex_cli.indexing import index_class
-from cortex_cli.saliency import SaliencySettings
+from cortex_cli.attribution import SaliencySettings
 from cortex_cli.store.database import open_store
 
 from index_helpers import ToyExtractor, ToyInfo
@@ -33,10 +34,10 @@ def write(url: str, own_class: int, shared_class: int, extractor_id: int, batch_
     try:
         store = open_store(url)
         barrier.wait(120)  # all writers start together, and race first on the shared class's seeds
-        registry.ensure_bundled(store)  # every CLI process does this on a fresh database
+        model_registry.ensure_bundled(store)  # every CLI process does this on a fresh database
         ensure_bundled_extractors(store)
-        model = registry.get_model(store, "tiny")
-        own, shared = registry.resolve_class(store, model, own_class), registry.resolve_class(store, model, shared_class)
+        model = model_registry.get_model(store, "tiny")
+        own, shared = model_registry.resolve_class(store, model, own_class), model_registry.resolve_class(store, model, shared_class)
         info, ext = ToyInfo(extractor_id, "ce"), ToyExtractor()
         gen_shared = generate(store, model, shared, SHARED_IMAGES, split="val", batch_size=batch_size)
         idx_shared = index_class(store, model, info, shared, split="val", n_images=SHARED_IMAGES, settings=SETTINGS,

@@ -18,10 +18,10 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from cortex_cli import registry
+from cortex_cli import model_registry
 from cortex_cli.backends.base import SamplerSettings, image_generators
 from cortex_cli.cli import app
-from cortex_cli.saliency import SaliencySettings, token_saliency, top_positions
+from cortex_cli.attribution import SaliencySettings, token_saliency, top_positions
 from extractor_helpers import learnable_tiny_model
 from tests.test_editing import register_tiny_ce, tiny_png
 
@@ -40,8 +40,8 @@ def _ok(result):
 
 
 def test_seeded_sampling_on_device_is_stable_run_to_run(store, tiny_model):
-    vqgm = registry.load_model(tiny_model, DEVICE)
-    classes = registry.classes(store, tiny_model)[:3]
+    vqgm = model_registry.load_model(tiny_model, DEVICE)
+    classes = model_registry.classes(store, tiny_model)[:3]
     settings = SamplerSettings(top_k=16)
     first = vqgm.sample(classes, image_generators(classes, [0, 1, 2]), settings)
     again = vqgm.sample(classes, image_generators(classes, [0, 1, 2]), settings)
@@ -59,7 +59,7 @@ def test_saliency_on_device_equals_cpu(store, tiny_model, tmp_path):
     tokens = torch.randint(0, tiny_model.n_embed, (4, 16, 16), generator=torch.Generator().manual_seed(0))
     maps = {}
     for device in ("cpu", DEVICE):
-        vqgm, net = registry.load_model(tiny_model, device), load_extractor(info, device)
+        vqgm, net = model_registry.load_model(tiny_model, device), load_extractor(info, device)
         maps[device] = token_saliency(net, vqgm.embed(tokens), [0, 1, 2, 3], [10, 11, 12, 13], SaliencySettings(samples=8)).cpu()
     cpu, dev = maps["cpu"], maps[DEVICE]
     torch.testing.assert_close(dev, cpu, rtol=1e-2, atol=1e-2 * float(cpu.abs().max()))  # fp32 saliency turns TF32 off (attribution.common.autocast); with it on, 17% off on an H200

@@ -1,4 +1,4 @@
-"""`edit_image` on the tiny taming model with a small CE registered through the extractor registry."""
+"""`edit_image` on the tiny taming model with a small CE registered through the extractor model_registry."""
 
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ from PIL import Image
 from safetensors.torch import save_file
 from sqlalchemy import select
 
-from cortex_cli import registry
+from cortex_cli import model_registry
 from cortex_cli.backends.base import to_pil
 from cortex_cli.editing import edit_image
 from cortex_cli.errors import CortexError
 from cortex_cli.extractors.architectures import ExtractorConfig, build_extractor
 from cortex_cli.extractors.registry import register_extractor
 from cortex_cli.figures import edit_strip
-from cortex_cli.optimize import OptimizeSettings
+from cortex_cli.token_selection import OptimizeSettings
 from cortex_cli.pngmeta import read_png, save_png
 from cortex_cli.regions import parse_region
 from cortex_cli.store.schema import EditRow
@@ -36,7 +36,7 @@ def register_tiny_ce(store, model, tmp_path, name="ce"):
 
 def tiny_png(model, path, seed=0, class_id=0, model_name=None):
     """A PNG of random tokens decoded by `model`, carrying its tokens (like `cortex generate --out`)."""
-    vqgm = registry.load_model(model)
+    vqgm = model_registry.load_model(model)
     tokens = torch.randint(0, model.n_embed, (model.grid, model.grid), generator=torch.Generator().manual_seed(seed))
     save_png(to_pil(vqgm.decode_tokens(tokens[None]))[0], path, tokens, model_name or model.name, {"class_id": class_id}, n_embed=model.n_embed)
     return tokens
@@ -63,7 +63,7 @@ def test_png_round_trip_preserves_tokens_exactly(tmp_path, tiny_model):
 
 def test_edit_writes_pngs_row_and_keeps_outside_tokens(edit_env):
     store, model, src, tokens, out = edit_env
-    target = registry.resolve_class(store, model, "water ouzel")
+    target = model_registry.resolve_class(store, model, "water ouzel")
     region = parse_region("4:8,4:8", model.grid)
     settings = OptimizeSettings(steps=12, seed=1, init="random")
     result = edit_image(store, model, src, target, region, settings, out_dir=out, save_every=5)
@@ -98,7 +98,7 @@ def test_edit_writes_pngs_row_and_keeps_outside_tokens(edit_env):
 
 def test_edits_chain_and_plain_pictures_are_encoded(edit_env):
     store, model, src, tokens, out = edit_env
-    target = registry.resolve_class(store, model, "black grouse")
+    target = model_registry.resolve_class(store, model, "black grouse")
     region = parse_region("0:2,0:3", model.grid)
     first = edit_image(store, model, src, target, region, OptimizeSettings(steps=3, init="random"), out_dir=out)
     second = edit_image(store, model, first.output_path, target, parse_region("10,10", model.grid), OptimizeSettings(steps=3), out_dir=out)
@@ -114,7 +114,7 @@ def test_edits_chain_and_plain_pictures_are_encoded(edit_env):
 
 def test_same_seed_same_edit(edit_env):
     store, model, src, tokens, out = edit_env
-    target = registry.resolve_class(store, model, 3)
+    target = model_registry.resolve_class(store, model, 3)
     region = parse_region("2:6,2:6", model.grid)
     a = edit_image(store, model, src, target, region, OptimizeSettings(steps=6, seed=5, init="random"), out_dir=out / "a")
     b = edit_image(store, model, src, target, region, OptimizeSettings(steps=6, seed=5, init="random"), out_dir=out / "b")
@@ -136,7 +136,7 @@ def test_bad_input_writes_nothing(edit_env, case, fragment):
     from cortex_cli.regions import Region
 
     store, model, src, tokens, out = edit_env
-    target = registry.resolve_class(store, model, 1)
+    target = model_registry.resolve_class(store, model, 1)
     region, settings, kwargs, path = parse_region("4:8,4:8", 16), OptimizeSettings(steps=3), {}, src
     if case == "wrong model":
         path = src.parent / "other.png"

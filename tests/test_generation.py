@@ -6,7 +6,7 @@ import torch
 import yaml
 from sqlalchemy import select
 
-from cortex_cli import generation, registry
+from cortex_cli import generation, model_registry
 from cortex_cli.backends.base import SamplerSettings, image_generators
 from cortex_cli.cli import app
 from cortex_cli.errors import CortexError
@@ -38,7 +38,7 @@ def _recount(store, model):
 
 
 def test_generate_is_idempotent_and_counts_tokens(store, tiny_model):
-    cls = registry.resolve_class(store, tiny_model, "goldfinch")
+    cls = model_registry.resolve_class(store, tiny_model, "goldfinch")
     first = generation.generate(store, tiny_model, cls, 3, seed=10, batch_size=2)
     assert (first.added, first.skipped, first.requested, first.split) == (3, 0, 3, "train")
     assert first.sampler == "top_k=64,top_p=0.92,temperature=1"  # ImageNet default, top-k capped at K
@@ -55,14 +55,14 @@ def test_generate_is_idempotent_and_counts_tokens(store, tiny_model):
 
 
 def test_rows_follow_seed_split_and_class_not_batching(store, tiny_model):
-    gold, clock = (registry.resolve_class(store, tiny_model, c) for c in ("goldfinch", "analog clock"))
+    gold, clock = (model_registry.resolve_class(store, tiny_model, c) for c in ("goldfinch", "analog clock"))
     one = generation.generate(store, tiny_model, gold, 3, split="train", seed=0, batch_size=1)
     test = generation.generate(store, tiny_model, gold, 3, split="test", seed=0, batch_size=3)
     other = generation.generate(store, tiny_model, clock, 1, split="train", seed=0)
     a, b = generation.image_tokens(store, tiny_model, one.image_ids), generation.image_tokens(store, tiny_model, test.image_ids)
     assert a.shape == (3, 16, 16) and not any(torch.equal(x, y) for x, y in zip(a, b))
     assert not torch.equal(a[0], generation.image_tokens(store, tiny_model, other.image_ids)[0])
-    vqgm = registry.load_model(tiny_model)
+    vqgm = model_registry.load_model(tiny_model)
     sampler = generation.default_sampler(vqgm)
     classes = [gold] * 3
     expected = vqgm.sample(classes, image_generators(classes, [generation.derive_seed(s, "test") for s in range(3)]), sampler)
@@ -77,7 +77,7 @@ def test_rows_follow_seed_split_and_class_not_batching(store, tiny_model):
 
 
 def test_ensure_images_generates_only_missing(store, tiny_model):
-    cls = registry.resolve_class(store, tiny_model, 1)
+    cls = model_registry.resolve_class(store, tiny_model, 1)
     done = []
     ids = generation.ensure_images(store, tiny_model, cls, "val", 2, seed=5, progress=lambda d, t, info="": done.append((d, t)))
     assert done[-1] == (2, 2) and len(ids) == 2
@@ -86,7 +86,7 @@ def test_ensure_images_generates_only_missing(store, tiny_model):
 
 
 def test_pngs_carry_tokens_and_are_written_for_existing_rows(store, tiny_model, tmp_path):
-    cls = registry.resolve_class(store, tiny_model, "water ouzel")
+    cls = model_registry.resolve_class(store, tiny_model, "water ouzel")
     result = generation.generate(store, tiny_model, cls, 2, split="test", seed=3, out_dir=tmp_path / "a")
     assert [p.rsplit("/", 1)[1] for p in result.png_paths] == ["water-ouzel_test_3.png", "water-ouzel_test_4.png"]
     stored = generation.image_tokens(store, tiny_model, result.image_ids)
@@ -99,7 +99,7 @@ def test_pngs_carry_tokens_and_are_written_for_existing_rows(store, tiny_model, 
 
 
 def test_bad_requests(store, tiny_model, tmp_path):
-    cls = registry.resolve_class(store, tiny_model, 0)
+    cls = model_registry.resolve_class(store, tiny_model, 0)
     blocker = tmp_path / "file"
     blocker.write_text("")
     for kwargs, message in [

@@ -8,9 +8,9 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
-from cortex_cli import index_writer, registry
+from cortex_cli import index_writer, model_registry
 from cortex_cli.indexing import CommitPolicy, index_class
-from cortex_cli.saliency import SaliencySettings
+from cortex_cli.attribution import SaliencySettings
 from cortex_cli.store.schema import RunClassCountRow, SaliencyMapRow, SalientTokenRow
 
 from index_helpers import ToyExtractor, register_toy
@@ -25,7 +25,7 @@ SLOW = 60.0  # seconds: a deadline no test reaches, so only the image bound deci
 def index(store, tiny_model):
     """index_class over 10 goldfinch images in batches of 3, with the toy extractor unless given another."""
     info = register_toy(store, tiny_model)
-    cls = registry.resolve_class(store, tiny_model, "goldfinch")
+    cls = model_registry.resolve_class(store, tiny_model, "goldfinch")
 
     def run(**kwargs):
         kwargs.setdefault("extractor", ToyExtractor())

@@ -6,11 +6,11 @@ import pytest
 import torch
 from sqlalchemy import func, select
 
-from cortex_cli import registry
+from cortex_cli import model_registry
 from cortex_cli.errors import CortexError
 from cortex_cli.generation import image_keys, image_tokens
 from cortex_cli.indexing import CommitPolicy, ensure_run, index_class, index_classes, unpack_tsv
-from cortex_cli.saliency import SaliencySettings, token_saliency, top_positions
+from cortex_cli.attribution import SaliencySettings, token_saliency, top_positions
 from cortex_cli.store.schema import SaliencyMapRow, SaliencyRunRow, SalientTokenRow
 
 from index_helpers import ToyExtractor, register_toy
@@ -36,7 +36,7 @@ def counts(store):
 def test_index_writes_maps_and_top_rows_equal_to_direct_saliency(store, tiny_model):
     info = register_toy(store, tiny_model)
     ext = ToyExtractor()
-    cls = registry.resolve_class(store, tiny_model, "black grouse")
+    cls = model_registry.resolve_class(store, tiny_model, "black grouse")
     result = index_class(store, tiny_model, info, cls, n_images=6, settings=SETTINGS, batch_size=4, extractor=ext)
     assert (result.images, result.added, result.skipped) == (6, 6, 0)
     assert counts(store) == (1, 6, 30)
@@ -45,7 +45,7 @@ def test_index_writes_maps_and_top_rows_equal_to_direct_saliency(store, tiny_mod
         rows = s.execute(select(SalientTokenRow).order_by(SalientTokenRow.image_id, SalientTokenRow.rank)).scalars().all()
     ids = sorted(maps)
     tokens = image_tokens(store, tiny_model, ids)
-    emb = registry.load_model(tiny_model).embed(tokens)
+    emb = model_registry.load_model(tiny_model).embed(tokens)
     direct = token_saliency(ext, emb, [cls.class_id] * len(ids), image_keys(store, tiny_model, ids), SETTINGS)
     for i, image_id in enumerate(ids):
         stored = unpack_tsv(maps[image_id], tiny_model.grid)
@@ -61,7 +61,7 @@ def test_index_writes_maps_and_top_rows_equal_to_direct_saliency(store, tiny_mod
 
 def test_killed_index_resumes_without_duplicates(store, tiny_model):
     info = register_toy(store, tiny_model)
-    cls = registry.resolve_class(store, tiny_model, "goldfinch")
+    cls = model_registry.resolve_class(store, tiny_model, "goldfinch")
     calls = []
 
     def die_after_two_batches(done, total, info=""):
@@ -90,7 +90,7 @@ def test_rows_written_twice_are_ignored(store, tiny_model):
     from cortex_cli.indexing import write_batch
 
     info = register_toy(store, tiny_model)
-    cls = registry.resolve_class(store, tiny_model, "goldfinch")
+    cls = model_registry.resolve_class(store, tiny_model, "goldfinch")
     index_class(store, tiny_model, info, cls, n_images=2, settings=SETTINGS, extractor=ToyExtractor())
     run_id = ensure_run(store, tiny_model, info.id, SETTINGS)
     ids = [1, 2]
@@ -100,7 +100,7 @@ def test_rows_written_twice_are_ignored(store, tiny_model):
 
 def test_new_parameters_make_a_new_run(store, tiny_model):
     info = register_toy(store, tiny_model)
-    cls = registry.resolve_class(store, tiny_model, "analog clock")
+    cls = model_registry.resolve_class(store, tiny_model, "analog clock")
     a = index_class(store, tiny_model, info, cls, n_images=2, settings=SETTINGS, extractor=ToyExtractor())
     b = index_class(store, tiny_model, info, cls, n_images=2, settings=SaliencySettings(samples=3, top_n=5, reduce="signed-max"), extractor=ToyExtractor())
     assert a.run_id != b.run_id
@@ -110,7 +110,7 @@ def test_new_parameters_make_a_new_run(store, tiny_model):
 
 def test_index_all_classes_and_bad_input(store, tiny_model):
     info = register_toy(store, tiny_model)
-    all_classes = registry.classes(store, tiny_model)
+    all_classes = model_registry.classes(store, tiny_model)
     results = index_classes(store, tiny_model, info, all_classes, n_images=2, settings=SETTINGS, extractor=ToyExtractor())
     assert [r.class_id for r in results] == [0, 1, 2, 3]
     assert counts(store) == (1, 8, 40)
@@ -143,9 +143,9 @@ def test_index_does_not_depend_on_database_history(new_db_url, tiny_model_files)
     for name, prefill in (("fresh", False), ("used", True)):
         store = open_store(new_db_url(name))
         config, ckpt, labels = tiny_model_files
-        model = registry.add_model(store, "tiny", config, ckpt, str(labels))
+        model = model_registry.add_model(store, "tiny", config, ckpt, str(labels))
         info = register_toy(store, model)
-        every = registry.classes(store, model)
+        every = model_registry.classes(store, model)
         if prefill:  # unrelated images and an extra index first: every later row id shifts
             store_random_images(store, model, every[3], 9, split="val", seed=50)
             index_class(store, model, info, every[1], n_images=3, settings=SETTINGS, extractor=ToyExtractor())

@@ -1,181 +1,183 @@
-"""Token-selection optimisation (eq. 7-9) and the embedding baseline, on toy extractors."""
+"""`search_concept` (paper §3.4, input-independent) and `cortex optimize` through CliRunner."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
-import torch.nn.functional as F
+from sqlalchemy import select
+from typer.testing import CliRunner
 
-from cortex_cli.errors import CortexError
-from cortex_cli.optimize import (
-    OptimizeSettings,
-    RegionEmbedding,
-    TokenSelection,
-    nearest_tokens,
-    objective_loss,
-    optimize_tokens,
-)
+from cortex_cli import model_registry
+from cortex_cli.cli import app
+from cortex_cli.optimize import noise_grid, search_concept, t_star_of
+from cortex_cli.token_selection import OptimizeSettings
+from cortex_cli.pngmeta import read_png
+from cortex_cli.regions import parse_region
+from cortex_cli.store.database import open_store
+from cortex_cli.store.schema import ClassRow, ConceptSearchRow, ImageRow, ModelRow
+from cortex_cli.tokens import unpack_tokens
 
-K, D, M, TARGET_TOKEN = 64, 8, 8, 17
+from tests.test_editing import register_tiny_ce
+
+TARGET_TOKEN, POSITION = 17, (3, 7)
+REGION = "2:4,5:9"  # rows 2-3, columns 5-8: holds (3, 7); its transpose (rows 5-8, columns 2-3) does not
 
 
-class DotExtractor(torch.nn.Module):
-    """Class c's logit = scale * sum over positions of <E_pos, W_c>: class 1 is maximised by TARGET_TOKEN."""
+class SpotExtractor(torch.nn.Module):
+    """Class 1's logit is 10 - ||E[:, 3, 7] - C_17||^2 / var(C): highest iff position (3, 7) holds token 17."""
 
-    def __init__(self, weights: torch.Tensor, scale: float = 1.0):
+    def __init__(self, codebook: torch.Tensor, n_classes: int = 4):
         super().__init__()
-        self.register_buffer("weights", weights)
-        self.scale = scale
+        self.register_buffer("goal", codebook[TARGET_TOKEN].detach().clone())
+        self.scale = float(codebook.detach().pow(2).sum(dim=1).mean())
+        self.n_classes = n_classes
 
     def forward(self, embedding: torch.Tensor) -> torch.Tensor:
-        return self.scale * torch.einsum("bdhw,cd->bc", embedding, self.weights)
+        r, c = POSITION
+        dist = (embedding[:, :, r, c] - self.goal).pow(2).sum(dim=1) / self.scale
+        logits = torch.zeros(embedding.shape[0], self.n_classes, device=embedding.device)
+        logits[:, 1] = 10.0 - dist
+        return logits
 
 
-@pytest.fixture
-def setup():
-    gen = torch.Generator().manual_seed(0)
-    codebook = F.normalize(torch.randn(K, D, generator=gen), dim=1)  # unit norm: <C_k, C_t> is largest at k = t
-    weights = torch.zeros(2, D)
-    weights[1] = codebook[TARGET_TOKEN]
-    source = torch.randint(0, K, (M, M), generator=gen)
-    source[source == TARGET_TOKEN] = 0
-    mask = torch.zeros(M, M, dtype=torch.bool)
-    mask[2:5, 3:7] = True
-    return codebook, DotExtractor(weights), source, mask
+def _rows(store):
+    with store.session() as s:
+        return s.scalars(select(ConceptSearchRow).order_by(ConceptSearchRow.restart)).all()
 
 
-def test_straight_through_gradient_reaches_P_only_inside_region(setup):
-    codebook, extractor, source, mask = setup
-    sel = TokenSelection(codebook, source, mask, "source", torch.Generator().manual_seed(0))
-    torch.manual_seed(0)
-    loss = objective_loss(extractor, sel.embedding(tau=1.0), 1, "logit")
-    loss.backward()
-    rows_with_grad = sel.P.grad.abs().sum(dim=1) > 0
-    assert torch.equal(rows_with_grad, mask.reshape(-1))  # every region row, nothing else
-    # eq. 8's mask also zeroes any gradient that reached pinned rows by another path
-    sel.P.grad = torch.ones_like(sel.P)
-    sel.mask_gradient()
-    assert torch.equal(sel.P.grad.abs().sum(dim=1) > 0, mask.reshape(-1))
+def test_t_star_orders_by_positions_then_token_id():
+    tokens = torch.tensor([[5, 5, 9], [2, 9, 2], [7, 7, 7]])
+    mask = torch.tensor([[True, True, True], [True, True, True], [False, False, False]])
+    assert [(e.token, e.positions) for e in t_star_of(tokens, mask)] == [(2, 2), (5, 2), (9, 2)]
+    mask[2, 0] = True
+    assert [(e.token, e.positions) for e in t_star_of(tokens, mask)][:1] == [(2, 2)] and len(t_star_of(tokens, mask)) == 4
 
 
-@pytest.mark.parametrize("tau", [1.0, 0.5])
-def test_straight_through_gradient_has_the_soft_sample_jacobian_value(setup, tau):
-    """d loss / d P of a region row = (1/tau) s * (u - <s, u>), s the soft sample, u = d loss / d onehot."""
-    codebook, extractor, source, mask = setup
-    sel = TokenSelection(codebook, source, mask, "source", torch.Generator().manual_seed(0))
-    torch.manual_seed(0)
-    objective_loss(extractor, sel.embedding(tau=tau), 1, "logit").backward()
-    torch.manual_seed(0)  # the same Gumbel draws: hard and soft sampling consume the RNG alike
-    soft = F.gumbel_softmax(sel.P.detach()[sel.index], tau=tau, hard=False)
-    u = -(codebook @ extractor.weights[1])  # loss = -sum_pos <onehot_pos @ C, W_1>
-    expected = soft * (u - (soft * u).sum(dim=1, keepdim=True)) / tau
-    torch.testing.assert_close(sel.P.grad[sel.index], expected, rtol=1e-4, atol=1e-6)
+def test_random_start_finds_the_rewarded_token_at_its_position_only_inside_the_region(store, tiny_model, tmp_path):
+    info = register_tiny_ce(store, tiny_model, tmp_path)
+    codebook = model_registry.load_model(tiny_model).codebook.detach()
+    cls = model_registry.resolve_class(store, tiny_model, 1)
+    region = parse_region(REGION, tiny_model.grid)
+    mask = region.mask(tiny_model.grid)
+    settings = OptimizeSettings(steps=150, alpha=0.0, seed=3)
+    result = search_concept(store, tiny_model, cls, settings=settings, extractor_info=info, region=region, init="random",
+                            restarts=2, out_dir=tmp_path / "out", extractor=SpotExtractor(codebook))
+    tokens = torch.tensor(result.tokens)
+    for r in result.restarts:  # the start holds another token at p, so only the search can put it there
+        assert int(noise_grid(tiny_model, 3, r.restart)[POSITION]) != TARGET_TOKEN
+    assert int(tokens[POSITION]) == TARGET_TOKEN
+    assert TARGET_TOKEN in [e.token for e in result.t_star]
+    # eq. 9 over the region only: T* counts exactly the region's positions; outside keeps the start
+    assert sum(e.positions for e in result.t_star) == region.size == 8
+    assert [(e.token, e.positions) for e in result.t_star] == [(e.token, e.positions) for e in t_star_of(tokens, mask)]
+    assert torch.equal(tokens[~mask], noise_grid(tiny_model, 3, result.best_restart)[~mask])
+    assert result.objective == max(r.objective for r in result.restarts) and result.objective > 9.99
+    assert result.comparison is None and "cortex index" in result.hint
+    rows = _rows(store)
+    assert [r.restart for r in rows] == [0, 1]
+    best = rows[result.best_restart]
+    assert torch.equal(unpack_tokens(best.tokens, tiny_model.n_embed, tiny_model.grid), tokens)
+    assert json.loads(best.t_star)[0] in [[e.token, e.positions] for e in result.t_star]
+    png = read_png(result.output_path)
+    assert torch.equal(png.tokens, tokens) and png.meta["class_id"] == 1 and result.strip_path.is_file()
 
 
-def test_hard_sample_embedding_is_exact_codebook_rows(setup):
-    codebook, _, source, mask = setup
-    sel = TokenSelection(codebook, source, mask, "random", torch.Generator().manual_seed(1))
-    torch.manual_seed(1)
-    emb = sel.embedding(tau=0.5)[0].flatten(1).t()  # (m^2, d)
-    dist = torch.cdist(emb, codebook).min(dim=1).values
-    assert dist.max() < 1e-3  # straight-through forward value is one-hot @ C (up to y_hard - y + y rounding)
-    outside = ~mask.reshape(-1)
-    assert torch.allclose(emb[outside], codebook[source.reshape(-1)[outside]])
+def _search(store, model, info, tmp_path, cls="goldfinch", **kw):
+    return search_concept(
+        store, model, model_registry.resolve_class(store, model, cls), settings=OptimizeSettings(steps=8, seed=5),
+        extractor_info=info, region=parse_region("4:8,4:10", model.grid), init=kw.pop("init", "noise"), restarts=2,
+        out_dir=tmp_path, **kw,
+    )
 
 
-@pytest.mark.parametrize("method", ["token", "embedding"])
-@pytest.mark.parametrize("init", ["source", "random"])
-def test_positions_outside_region_never_change(setup, method, init):
-    codebook, extractor, source, mask = setup
-    settings = OptimizeSettings(steps=40, method=method, init=init, objective="logit", snapshot_steps=(10, 25))
-    result = optimize_tokens(extractor, codebook, source, mask, 1, settings)
-    for grid in [result.tokens, *result.snapshots.values()]:
-        assert torch.equal(grid[~mask], source[~mask])
-    assert sorted(result.snapshots) == [10, 25]
-    assert len(result.loss_trace) == 40
-    assert all(mask.reshape(-1)[p] for p, _, _ in result.changed)
-    assert {p for p, _, _ in result.changed} == set((result.tokens != source).reshape(-1).nonzero().flatten().tolist())
+def test_reruns_insert_nothing_and_results_ignore_unrelated_rows(store, tiny_model, tiny_model_files, tmp_path):
+    for sub in ("a", "b"):
+        (tmp_path / sub).mkdir()
+    info = register_tiny_ce(store, tiny_model, tmp_path / "a")
+    first = _search(store, tiny_model, info, tmp_path / "a")
+    again = _search(store, tiny_model, info, tmp_path / "a")
+    assert len(_rows(store)) == 2 and (first.computed, again.computed, again.reused) == (2, 0, 2)
+    assert again.tokens == first.tokens and again.search_key == first.search_key
+    assert again.output_path == first.output_path
+
+    # another database whose ids differ and which held other rows first
+    other = open_store(f"sqlite:///{tmp_path / 'other.db'}")
+    with other.session() as s, s.begin():
+        decoy = ModelRow(name="decoy", config_path="c", ckpt_path="k", config_hash="0" * 64, n_embed=64, embed_dim=16,
+                         grid=16, image_size=64, labels="")
+        s.add(decoy)
+        s.flush()
+        s.add_all(ClassRow(model_id=decoy.id, class_id=i, name=f"decoy {i}", synonyms="") for i in range(5))
+    config, ckpt, labels = tiny_model_files
+    model_b = model_registry.add_model(other, "tiny", config, ckpt, str(labels))
+    info_b = register_tiny_ce(other, model_b, tmp_path / "b")  # the same weights, another file
+    grouse = model_registry.resolve_class(other, model_b, "black grouse")
+    with other.session() as s, s.begin():
+        s.add(ImageRow(model_id=model_b.id, class_pk=grouse.pk, split="train", seed=0, sampler="x", tokens=b"\0\0" * 256))
+    _search(other, model_b, info_b, tmp_path / "b", cls="black grouse", init="random")
+    pk = {m.id: model_registry.resolve_class(st, m, "goldfinch").pk for st, m in ((store, tiny_model), (other, model_b))}
+    assert model_b.id != tiny_model.id and pk[model_b.id] != pk[tiny_model.id]
+    second = _search(other, model_b, info_b, tmp_path / "b")
+    assert second.search_key == first.search_key
+    assert second.tokens == first.tokens
+    assert [r.seed for r in second.restarts] == [r.seed for r in first.restarts]
+    assert [r.objective for r in second.restarts] == pytest.approx([r.objective for r in first.restarts])
+    other.close()
 
 
-@pytest.mark.parametrize("init", ["source", "random"])
-@pytest.mark.parametrize("objective,scale", [("logit", 1.0), ("log-prob", 0.2)])
-def test_token_selection_finds_the_known_best_token(setup, init, objective, scale):
-    codebook, extractor, source, mask = setup
-    extractor.scale = scale  # log-prob: keep the toy away from saturation so the gradient persists
-    for seed in (0, 1):
-        settings = OptimizeSettings(steps=500, tau=2.0, lr=0.1, init=init, objective=objective, seed=seed)
-        result = optimize_tokens(extractor, codebook, source, mask, 1, settings)
-        assert (result.tokens[mask] == TARGET_TOKEN).all()
-        assert torch.equal(result.tokens[~mask], source[~mask])
-        assert result.loss_trace[-1] < result.loss_trace[0]
+def _index_randomly(db_url, class_name):
+    """Store a few random images of a mini class and a saliency run over them (fast stand-in for `cortex index`)."""
+    from cortex_cli.extractors.registry import ensure_bundled_extractors, get_extractor
+    from cortex_cli.indexing import ensure_run, write_batch
+    from cortex_cli.attribution import SaliencySettings
+
+    from index_helpers import store_random_images
+
+    store = open_store(db_url)
+    model_registry.ensure_bundled(store)
+    ensure_bundled_extractors(store)
+    model = model_registry.get_model(store)
+    cls = model_registry.resolve_class(store, model, class_name)
+    ids = store_random_images(store, model, cls, 3, vocab=model.n_embed)
+    run = ensure_run(store, model, get_extractor(store, model, "ce").id, SaliencySettings().validate())
+    tokens = torch.stack([unpack_tokens(b, model.n_embed, model.grid) for b in _image_blobs(store, ids)])
+    write_batch(store, run, cls.pk, ids, tokens, torch.rand(len(ids), model.grid, model.grid, generator=torch.Generator().manual_seed(0)), 20)
+    store.close()
 
 
-def test_embedding_baseline_snaps_to_nearest_codebook_entries(setup):
-    codebook, extractor, source, mask = setup
-    emb = RegionEmbedding(codebook, source, mask, "random", torch.Generator().manual_seed(2))
-    with torch.no_grad():
-        emb.vectors.copy_(torch.randn(emb.vectors.shape, generator=torch.Generator().manual_seed(5)) * 2)
-    tokens = emb.tokens()
-    brute = [min(range(K), key=lambda k: float(((v - codebook[k]) ** 2).sum())) for v in emb.vectors.detach()]
-    assert tokens[mask].tolist() == brute
-    assert torch.equal(tokens[~mask], source[~mask])
-    assert nearest_tokens(codebook[[3, 9, 40]] + 1e-3, codebook).tolist() == [3, 9, 40]
-    # end to end: -<e, C[t*]> + 0.5 ||e||^2 is minimised at e = C[t*], whose nearest entry is t*
-    settings = OptimizeSettings(steps=300, method="embedding", objective="logit", alpha=0.5, lr=0.05)
-    result = optimize_tokens(extractor, codebook, source, mask, 1, settings)
-    assert (result.tokens[mask] == TARGET_TOKEN).all()
+def _image_blobs(store, ids):
+    with store.session() as s:
+        return [s.get(ImageRow, i).tokens for i in ids]
 
 
-def test_same_seed_same_result_and_global_rng_untouched(setup):
-    codebook, extractor, source, mask = setup
-    settings = OptimizeSettings(steps=30, init="random", seed=11, lr=0.02)
-    torch.manual_seed(123)
-    expected_next = torch.rand(3)
-    torch.manual_seed(123)
-    a = optimize_tokens(extractor, codebook, source, mask, 1, settings)
-    assert torch.equal(torch.rand(3), expected_next)
-    b = optimize_tokens(extractor, codebook, source, mask, 1, settings)
-    c = optimize_tokens(extractor, codebook, source, mask, 1, OptimizeSettings(steps=30, init="random", seed=12, lr=0.02))
-    assert torch.equal(a.tokens, b.tokens) and a.loss_trace == b.loss_trace
-    assert a.loss_trace != c.loss_trace
+def test_cli_json_reports_overlap_and_writes_png(db_url, tmp_path):
+    _index_randomly(db_url, "red-capped bird")
+    out = tmp_path / "out"
+    res = CliRunner().invoke(app, ["--db", db_url, "optimize", "--class", "red-capped bird", "--steps", "20", "--restarts", "1",
+                                   "--out", str(out), "--json"])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    assert data["class_name"] == "red-capped bird" and data["region"] == "0:16,0:16" and data["init"] == "random"
+    assert read_png(data["output_path"]).tokens.tolist() == data["tokens"]
+    c = data["comparison"]
+    assert data["hint"] is None and c["k"] == 20 and len(c["salient_tokens"]) == 20
+    optimised_top = [e["token"] for e in data["t_star"][:20]]
+    assert c["overlap_tokens"] == [t for t in c["salient_tokens"] if t in optimised_top] and c["overlap"] == len(c["overlap_tokens"])
+    assert c["optimised_in_salient"] == sum(e["salient_rank"] is not None for e in data["t_star"])
+    assert sum(e["positions"] for e in data["t_star"]) == 256
 
 
-def test_tau_schedule_and_progress(setup):
-    s = OptimizeSettings(steps=11, tau=2.0, tau_final=0.5)
-    assert s.tau_at(0) == pytest.approx(2.0) and s.tau_at(10) == pytest.approx(0.5) and s.tau_at(5) == pytest.approx(1.0)
-    assert OptimizeSettings(steps=11, tau=2.0).tau_at(7) == 2.0
-    codebook, extractor, source, mask = setup
-    seen = []
-    optimize_tokens(extractor, codebook, source, mask, 1, OptimizeSettings(steps=11, tau=2.0, tau_final=0.5), progress=lambda d, t, info: seen.append((d, t)))
-    assert seen[-1] == (11, 11)
-
-
-@pytest.mark.parametrize(
-    "kwargs, fragment",
-    [
-        ({"steps": 0}, "--steps"),
-        ({"steps": -5}, "--steps"),
-        ({"tau": 0.0}, "--tau"),
-        ({"tau_final": -1.0}, "--tau-final"),
-        ({"lr": 0.0}, "--lr"),
-        ({"alpha": -1.0}, "--alpha"),
-        ({"init": "zeros"}, "--init"),
-        ({"objective": "prob"}, "--objective"),
-        ({"method": "pixels"}, "--method"),
-        ({"steps": 5, "snapshot_steps": (9,)}, "snapshot step 9"),
-    ],
-)
-def test_bad_settings_raise(setup, kwargs, fragment):
-    codebook, extractor, source, mask = setup
-    with pytest.raises(CortexError, match=fragment.replace("-", r"\-")):
-        optimize_tokens(extractor, codebook, source, mask, 1, OptimizeSettings(**kwargs))
-
-
-def test_bad_shapes_and_targets_raise(setup):
-    codebook, extractor, source, mask = setup
-    with pytest.raises(CortexError, match="empty"):
-        optimize_tokens(extractor, codebook, source, torch.zeros_like(mask), 1, OptimizeSettings(steps=2))
-    with pytest.raises(CortexError, match="outside the extractor's 2 classes"):
-        optimize_tokens(extractor, codebook, source, mask, 5, OptimizeSettings(steps=2))
-    with pytest.raises(CortexError, match="0..63"):
-        optimize_tokens(extractor, codebook, source + K, mask, 1, OptimizeSettings(steps=2))
+@pytest.mark.parametrize("args, fragment", [
+    (["--region", "4:20,0:4"], "outside the 16x16 token grid"),
+    (["--region", "four"], "malformed"),
+    (["--init", "nowhere.png"], "neither random, noise nor an existing image"),
+    (["--restarts", "0"], "--restarts must be >= 1"),
+])
+def test_cli_bad_input_is_one_line_and_writes_nothing(db_url, tmp_path, args, fragment):
+    out = tmp_path / "out"
+    res = CliRunner().invoke(app, ["--db", db_url, "optimize", "--class", "red-capped bird", "--steps", "5", "--out", str(out), *args])
+    assert res.exit_code == 1
+    assert fragment in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    assert not out.exists() or not any(out.iterdir())

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cortex_cli import registry
+from cortex_cli import model_registry
 from cortex_cli.extractors.evaluation import load_split
-from cortex_cli.optimize import OptimizeSettings, optimize_tokens
+from cortex_cli.token_selection import OptimizeSettings, optimize_tokens
 from cortex_cli.progress import report
 
 
@@ -51,7 +51,7 @@ def test_load_split_reports_generation_in_the_protocol_shape(store, tiny_model):
     cb = Strict()
     data = load_split(store, tiny_model, "val", 1, progress=cb)
     assert_well_formed(cb.calls)
-    n_classes = len(registry.classes(store, tiny_model))
+    n_classes = len(model_registry.classes(store, tiny_model))
     assert len(data) == n_classes and cb.calls[-1][:2] == (n_classes, n_classes)
     assert all(info.startswith("val images: ") for _, _, info in cb.calls)
 

@@ -7,14 +7,14 @@ import torch
 from torch import nn
 
 from cortex_cli.errors import CortexError
-from cortex_cli.saliency import (
+from cortex_cli.attribution.smoothgrad import smoothgrad
+from cortex_cli.attribution import (
     SaliencySettings,
     default_chunk,
     noise_scale,
     prepare_extractor,
     reduce_channels,
     seeded_noise,
-    smoothgrad,
     token_saliency,
     top_positions,
 )

@@ -52,7 +52,7 @@ def test_a_transposed_view_packs_in_its_own_raster_order():
 
 
 def test_a_batch_packs_as_its_grids_one_after_another():
-    """Searches store several grids in one blob and slice it (concept_search._pack_grids)."""
+    """Searches store several grids in one blob and slice it (optimize._pack_grids)."""
     grids = torch.randint(0, 300, (3, 4, 4), generator=torch.Generator().manual_seed(1))
     blob = pack_tokens(grids, 300)
     assert blob == b"".join(pack_tokens(g, 300) for g in grids)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from cortex_cli.registry import BUNDLED_DIR
+from cortex_cli.model_registry import BUNDLED_DIR
 from cortex_cli.weights import SCALE_SUFFIX, load_weights, save_weights
 
 

@@ -26,13 +26,13 @@ from typing import Any, Sequence
 
 import torch
 
-from .. import __version__, registry
+from .. import __version__, model_registry
 from ..errors import CortexError
 from ..evaluation.common import latest_evaluations
 from ..progress import Progress, report
-from ..queries import BASELINES, pick_run
-from ..registry import ClassInfo, ModelInfo
-from ..settings import writable_dir
+from ..rankings import BASELINES, pick_run
+from ..model_registry import ClassInfo, ModelInfo
+from ..environment import writable_dir
 from ..store import atlas as atlas_store
 from ..store import extractors as extractor_store
 from ..store.database import Store
@@ -117,7 +117,7 @@ def _selected(store: Store, model: ModelInfo, run, split: str, classes: Sequence
         raise CortexError(f"saliency run {run.id} ({run.extractor}) has no indexed {split} images; "
                           f"run `cortex index --class <class> --extractor {run.extractor} --split {split}` first")
     if classes is None:
-        return [c for c in registry.classes(store, model) if c.pk in indexed]
+        return [c for c in model_registry.classes(store, model) if c.pk in indexed]
     missing = [c for c in classes if c.pk not in indexed]
     if missing:
         c = missing[0]
@@ -194,10 +194,10 @@ def build_atlas(
     old_pages: dict[str, dict[str, Any]] = old.get("pages", {})
 
     evaluations = latest_evaluations(store, model)
-    every = {c.class_id: c for c in registry.classes(store, model)}
+    every = {c.class_id: c for c in model_registry.classes(store, model)}
     states = {str(every_pk.class_id): indexed[every_pk.pk] for every_pk in every.values() if every_pk.pk in indexed}
     identity = decoder_identity(model)
-    thumbs = Thumbnails(root, model, lambda: registry.load_model(model, device), identity, context=settings.context,
+    thumbs = Thumbnails(root, model, lambda: model_registry.load_model(model, device), identity, context=settings.context,
                         batch_size=batch_size, device=device)
     site = Site(store, model, chosen, settings, thumbs, every, {c.class_id: concept_path(c) for c in selected}, evaluations)
     global_key = _hash(ATLAS_FORMAT, CODE_KEY, __version__, identity, asdict(chosen), asdict(settings),
@@ -273,7 +273,7 @@ def build_atlas(
             token_info[str(t)] = old_tokens[str(t)]
             unchanged += 1
     have_pages = set(wanted)
-    codebook = registry.load_model(model, device).codebook if todo and settings.neighbours else None
+    codebook = model_registry.load_model(model, device).codebook if todo and settings.neighbours else None
     for begin in range(0, len(todo), TOKEN_CHUNK):
         chunk = todo[begin:begin + TOKEN_CHUNK]
         near = nearest_neighbours(codebook, chunk, settings.neighbours)

@@ -1,6 +1,6 @@
 """What each atlas page shows, gathered from the index one concept or one token at a time.
 
-The counts come from the same functions as `cortex top-tokens` and `cortex token` (`queries.py`);
+The counts come from the same functions as `cortex top-tokens` and `cortex token` (`rankings.py`);
 the rest (strongest occurrences, top positions, edits, searches) from `store/atlas.py`. Pictures are
 only named here (`Thumbnails.request`); they are drawn later, in batches.
 """
@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import CortexError
-from ..queries import RunInfo, run_images, token_usage, top_tokens
+from ..rankings import RunInfo, run_images, token_usage, top_tokens
 from ..regions import parse_region
-from ..registry import ClassInfo, ModelInfo
+from ..model_registry import ClassInfo, ModelInfo
 from ..store import atlas as atlas_store
 from ..store import images as image_store
 from ..store.database import Store

@@ -20,7 +20,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from ..figures import draw_token_boxes
-from ..registry import ModelInfo
+from ..model_registry import ModelInfo
 from ..tokens import pack_tokens, unpack_tokens
 
 THUMB_VERSION = 1  # bump when drawing changes, so every picture is redrawn under a new name

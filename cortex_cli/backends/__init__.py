@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from importlib.metadata import EntryPoint, entry_points
 
-from ..errors import CortexError
+from ..errors import CortexError, first_line
 from .base import Backend, ModelFiles, ModelShape, SamplerSettings, VQGM
 
 GROUP = "cortex.backends"
@@ -48,7 +48,7 @@ def get_backend(name: str) -> Backend:
     try:
         backend = found[name].load()
     except Exception as exc:  # a third-party package that is broken or half-installed
-        raise CortexError(f"backend {name!r} ({found[name].value}) does not load: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
+        raise CortexError(f"backend {name!r} ({found[name].value}) does not load: {first_line(exc)}") from exc
     if getattr(backend, "name", None) != name:
         raise CortexError(f"entry point {name!r} of {GROUP} gives {found[name].value}, which is not a cortex backend named {name!r}")
     _LOADED[name] = backend

@@ -26,7 +26,7 @@ from typing import Any, Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
-from ..errors import CortexError
+from ..errors import CortexError, first_line
 from .base import Concept, ModelFiles, ModelShape, SamplerSettings, StepCallback, pick_tokens
 
 NAME = "janus"
@@ -59,18 +59,13 @@ def _quiet() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def _read_config(directory: Path) -> Any:
     tf = _transformers()
     try:
         with _quiet():
             return tf.JanusConfig.from_pretrained(str(directory), local_files_only=True)
     except Exception as exc:
-        raise CortexError(f"{str(directory)!r} holds no readable Janus config.json: {_one_line(exc)}") from exc
+        raise CortexError(f"{str(directory)!r} holds no readable Janus config.json: {first_line(exc)}") from exc
 
 
 def _shape(directory: Path, config: Any) -> ModelShape:
@@ -265,7 +260,7 @@ class JanusBackend:
                     str(directory), local_files_only=True, output_loading_info=True, dtype=dtype)
                 processor = tf.JanusProcessor.from_pretrained(str(directory), local_files_only=True)
         except Exception as exc:
-            raise CortexError(f"janus snapshot {str(directory)!r} does not load: {_one_line(exc)}") from exc
+            raise CortexError(f"janus snapshot {str(directory)!r} does not load: {first_line(exc)}") from exc
         problems = [f"{kind.replace('_', ' ')}: {_describe(info.get(kind))}" for kind in ("missing_keys", "unexpected_keys", "mismatched_keys")
                     if info.get(kind)]
         if problems:

@@ -24,8 +24,8 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
-from .. import taming_shim
-from ..errors import CortexError
+from . import taming_shim
+from ..errors import CortexError, first_line
 from .base import Concept, ModelFiles, ModelShape, SamplerSettings, StepCallback, pick_tokens
 
 NAME = "taming"
@@ -44,7 +44,7 @@ def _load_yaml(config_path: Path) -> Any:
     try:
         config = OmegaConf.load(config_path)
     except Exception as exc:
-        raise CortexError(f"config {str(config_path)!r} is not valid YAML: {str(exc).splitlines()[0]}") from exc
+        raise CortexError(f"config {str(config_path)!r} is not valid YAML: {first_line(exc)}") from exc
     target = OmegaConf.select(config, "model.target") if OmegaConf.is_dict(config) else None
     if target != NET2NET:
         raise CortexError(
@@ -83,7 +83,7 @@ def read_state_dict(ckpt_path: Path) -> dict[str, torch.Tensor]:
         try:
             return load_file(str(ckpt_path))
         except Exception as exc:
-            raise CortexError(f"checkpoint {str(ckpt_path)!r} is not a readable safetensors file: {exc}") from exc
+            raise CortexError(f"checkpoint {str(ckpt_path)!r} is not a readable safetensors file: {first_line(exc)}") from exc
     try:
         obj = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, AttributeError, TypeError):
@@ -91,9 +91,9 @@ def read_state_dict(ckpt_path: Path) -> dict[str, torch.Tensor]:
         try:
             obj = torch.load(ckpt_path, map_location="cpu", weights_only=False)
         except Exception as exc:
-            raise CortexError(f"checkpoint {str(ckpt_path)!r} is not a torch checkpoint: {str(exc).splitlines()[0]}") from exc
+            raise CortexError(f"checkpoint {str(ckpt_path)!r} is not a torch checkpoint: {first_line(exc)}") from exc
     except (EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise CortexError(f"checkpoint {str(ckpt_path)!r} is not a torch checkpoint: {str(exc).splitlines()[0] or type(exc).__name__}") from exc
+        raise CortexError(f"checkpoint {str(ckpt_path)!r} is not a torch checkpoint: {first_line(exc)}") from exc
     if isinstance(obj, dict) and "state_dict" in obj:
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
@@ -170,7 +170,7 @@ class TamingVQGM:
                 greedy=bool(section.get("greedy", False)),
             )
         except (TypeError, ValueError, AttributeError) as exc:
-            raise CortexError(f"the model config's cortex.sampler section is malformed: {exc}") from exc
+            raise CortexError(f"the model config's cortex.sampler section is malformed: {first_line(exc)}") from exc
 
     @torch.no_grad()
     def sample(
@@ -241,7 +241,7 @@ def _shape(config: Any) -> ModelShape:
             image_size=resolution, n_classes=n_classes, config_hash=config_hash(config),
         )
     except Exception as exc:  # a missing key of a hand-edited config
-        raise CortexError(f"taming config lacks the first stage's sizes (n_embed, embed_dim, ddconfig): {exc}") from exc
+        raise CortexError(f"taming config lacks the first stage's sizes (n_embed, embed_dim, ddconfig): {first_line(exc)}") from exc
 
 
 def build_net(config: dict[str, Any]) -> Any:
@@ -269,7 +269,7 @@ def load_vqgm(config_path: str | Path, ckpt_path: str | Path, device: torch.devi
         with contextlib.redirect_stdout(io.StringIO()):  # taming prints shapes while building
             net = taming_main.instantiate_from_config(config.model)
     except Exception as exc:
-        raise CortexError(f"config {str(config_path)!r} does not build a taming model: {str(exc).splitlines()[0]}") from exc
+        raise CortexError(f"config {str(config_path)!r} does not build a taming model: {first_line(exc)}") from exc
     state = read_state_dict(Path(ckpt_path))
     state = {k: v for k, v in state.items() if not k.startswith(IGNORABLE_PREFIXES)}
     expected = net.state_dict()

@@ -11,8 +11,8 @@ import typer
 
 from ..errors import CortexError
 from ..extractors.registry import ensure_bundled_extractors
-from ..registry import ensure_bundled
-from ..settings import default_db_url, resolve_device
+from ..model_registry import ensure_bundled
+from ..environment import default_db_url, resolve_device
 from ..store.database import lost_database, open_store
 from .render import err_console
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from .. import registry
+from .. import model_registry
 from ..class_subsets import resolve_classes
 from ..errors import CortexError
 from ..atlas import PageSettings, build_atlas
@@ -50,7 +50,7 @@ def atlas_cmd(
     """
     app_state = state(ctx)
     store = app_state.store()
-    info = registry.get_model(store, model)
+    info = model_registry.get_model(store, model)
     chosen = resolve_classes(store, info, classes) if classes is not None and classes.strip().lower() != "all" else None
     kinds = tuple(k.strip() for k in baseline.split(",") if k.strip() and k.strip().lower() != "none")
     if not baseline.strip():

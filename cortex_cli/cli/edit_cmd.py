@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .. import optimize, registry
+from .. import model_registry, token_selection
 from ..editing import edit_image
 from ..regions import parse_region
 from .app import command, state
@@ -27,13 +27,13 @@ def edit(
     extractor: Annotated[Optional[str], typer.Option("--extractor", "-e", help="Registered extractor to optimise against (default: ce).")] = None,
     method: str = typer.Option("token", "--method", help="token (Gumbel-Softmax token selection, the paper's) or embedding (baseline: optimise E, snap to nearest tokens)."),
     steps: int = typer.Option(3000, "--steps", help="Optimisation steps."),
-    lr: float = typer.Option(None, "--lr", help=f"Adam learning rate (default: {optimize.TOKEN_LR} on the logits of P; {optimize.EMBEDDING_LR} x std(codebook) for --method embedding)."),
+    lr: float = typer.Option(None, "--lr", help=f"Adam learning rate (default: {token_selection.TOKEN_LR} on the logits of P; {token_selection.EMBEDDING_LR} x std(codebook) for --method embedding)."),
     tau: float = typer.Option(1.0, "--tau", help="Gumbel-Softmax temperature."),
     tau_final: float = typer.Option(None, "--tau-final", help="Anneal tau exponentially to this value by the last step (default: fixed tau)."),
-    alpha: float = typer.Option(optimize.OptimizeSettings.alpha, "--alpha", help="Weight of the ||E||^2 regulariser over the region (paper eq. 8)."),
+    alpha: float = typer.Option(token_selection.OptimizeSettings.alpha, "--alpha", help="Weight of the ||E||^2 regulariser over the region (paper eq. 8)."),
     init: str = typer.Option("source", "--init", help="How the region starts: source (the image's tokens) or random."),
-    objective: str = typer.Option(optimize.OptimizeSettings.objective, "--objective", help="logit (-target logit, the paper's eq. 8; default, best by measurement) or log-prob (-log softmax of the target)."),
-    seed: Seed = optimize.OptimizeSettings.seed,
+    objective: str = typer.Option(token_selection.OptimizeSettings.objective, "--objective", help="logit (-target logit, the paper's eq. 8; default, best by measurement) or log-prob (-log softmax of the target)."),
+    seed: Seed = token_selection.OptimizeSettings.seed,
     out: Path = typer.Option(None, "--out", "-o", help="Directory for the edited PNG, snapshots and strip (default: the image's directory)."),
     save_every: int = typer.Option(None, "--save-every", help="Also write a snapshot PNG every N steps (and show them in the strip)."),
     as_json: AsJson = False,
@@ -52,10 +52,10 @@ def edit(
     """
     app_state = state(ctx)
     store = app_state.store()
-    info = registry.get_model(store, model)
+    info = model_registry.get_model(store, model)
     region = parse_region(region_text, info.grid)
-    target_cls = registry.resolve_class(store, info, target)
-    settings = optimize.OptimizeSettings(
+    target_cls = model_registry.resolve_class(store, info, target)
+    settings = token_selection.OptimizeSettings(
         steps=steps, lr=lr, tau=tau, tau_final=tau_final, alpha=alpha, init=init, objective=objective,
         method=method, seed=seed,
     ).validate()

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Callable, Optional
 
 import typer
 
-from .. import registry
+from .. import model_registry
 from ..attribution import METHODS
 from ..errors import CortexError
 from ..evaluation.common import result_payload
@@ -19,7 +19,7 @@ from ..evaluation.localization import LocalizationSettings, run_localization
 from ..evaluation.report import tables_for, write_report
 from ..evaluation.run_all import run_all
 from ..evaluation.stability import StabilitySettings, run_stability
-from ..settings import writable_dir
+from ..environment import writable_dir
 from .app import app, command, state, sub_command
 from .options import (AsJson, EvalClasses, EvalOut, Extractors, Fill, FirstSeed, ImagesPerClass, JudgeWeights, Model, Ns, Quiet,
                       RandomDraws, Samples, Seed, TopN)
@@ -77,7 +77,7 @@ def _evaluate(ctx: typer.Context, kind: str, runner: Callable[..., Any], setting
     """The body of every `cortex eval` command: run one evaluation under a progress bar and render its result."""
     st = state(ctx)
     store = st.store()
-    info = registry.get_model(store, model)
+    info = model_registry.get_model(store, model)
     with deferred_progress(kind, quiet=quiet or as_json) as update:  # errors before the first update print alone
         result = runner(store, info, extractors=extractor, settings=settings, device=st.torch_device(), out_dir=out,
                         progress=update, **options)
@@ -311,7 +311,7 @@ def report(
     """
     st = state(ctx)
     store = st.store()
-    info = registry.get_model(store, model)
+    info = model_registry.get_model(store, model)
     result = write_report(store, info, out)
     if as_json:
         print_json(result)

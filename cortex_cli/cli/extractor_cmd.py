@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .. import registry
+from .. import model_registry
 from ..distributed import DistContext, init_from_env
 from ..class_subsets import resolve_classes
 from ..errors import CortexError
@@ -79,7 +79,7 @@ def _train(app_state, dist: DistContext, arch, model, name, classes, epochs, bat
            train_per_class, val_per_class, test_per_class, width, fc_width, seed, data_seed, restart, bundle, as_json, quiet) -> None:
     store = dist.main_first(app_state.store)  # rank 0 migrates the database before the others open it
     device = dist.device
-    info = registry.get_model(store, model)
+    info = model_registry.get_model(store, model)
     if bundle and not info.is_mini:
         raise CortexError(f"--bundle ships extractors of the bundled mini model only, not of {info.name!r}; drop --bundle")
     class_ids = None
@@ -135,7 +135,7 @@ def test_extractor_cmd(
     """
     app_state = state(ctx)
     store = app_state.store()
-    info = registry.get_model(store, model)
+    info = model_registry.get_model(store, model)
     require_extractors(store, info)  # fail before the progress bar
     with progress("test images", quiet=quiet or as_json) as update:
         scores = test_extractors(store, info, per_class=per_class, device=app_state.torch_device(), progress=update)

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from .. import generation, registry
+from .. import generation, model_registry
 from ..class_subsets import select_classes
 from ..distributed import DistContext, init_from_env
 from .app import command, state
@@ -61,7 +61,7 @@ def _generate(app_state, dist: DistContext, class_spec, classes, n, model, split
               temperature, as_json, quiet) -> None:
     store = dist.main_first(app_state.store)  # rank 0 migrates the database before the others open it
     device = dist.device
-    info = registry.get_model(store, model)
+    info = model_registry.get_model(store, model)
     targets = select_classes(store, info, class_spec, classes)
     generation.check_request(n, split=split, batch_size=batch_size, out_dir=out)  # fail before the progress bar
     sampler = None

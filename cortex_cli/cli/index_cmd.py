@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .. import registry
+from .. import model_registry
 from ..class_subsets import resolve_classes, select_classes
 from ..distributed import DistContext, init_from_env
 from ..errors import CortexError
@@ -21,7 +21,7 @@ from ..explain import explain_png, show_image, show_token
 from ..extractors.registry import get_extractor, load_extractor
 from ..extractors.subsets import require_classes
 from ..indexing import ensure_run, index_class
-from ..queries import token_usage, top_tokens
+from ..rankings import token_usage, top_tokens
 from .app import command, state
 from .options import (SALIENCY, Alpha, AsJson, BatchSize, Baseline, ClassName, Classes, CountedImages, Extractor, ExtractorOfRuns,
                       FirstSeed, Images, Method, Model, Precision, Quiet, Reduce, Samples, Seed, Split, Steps, TopK, TopN)
@@ -104,7 +104,7 @@ def _index(app_state, dist: DistContext, class_spec, classes, model, extractor, 
            batch_size, as_json, quiet) -> None:
     store = dist.main_first(app_state.store)  # rank 0 migrates the database before the others open it
     device = dist.device
-    info = registry.get_model(store, model)
+    info = model_registry.get_model(store, model)
     if images < 1:
         raise CortexError(f"--images must be >= 1, got {images}")
     targets = select_classes(store, info, class_spec, classes)
@@ -188,10 +188,10 @@ def top_tokens_cmd(
     """
     app_state = state(ctx)
     store = app_state.store()
-    info = registry.get_model(store, model)
+    info = model_registry.get_model(store, model)
     if (class_spec is None) == (classes is None):
         raise CortexError("give one concept (cortex top-tokens goldfinch) or --classes 'goldfinch,black grouse' / --classes @file.txt")
-    targets = resolve_classes(store, info, classes) if classes is not None else [registry.resolve_class(store, info, class_spec)]
+    targets = resolve_classes(store, info, classes) if classes is not None else [model_registry.resolve_class(store, info, class_spec)]
     results = [top_tokens(store, info, cls, extractor=extractor, k=k, baseline=baseline, split=split, images=images, run=run, method=method)
                for cls in targets]
     if as_json:
@@ -258,7 +258,7 @@ def token_cmd(
     """
     app_state = state(ctx)
     store = app_state.store()
-    info = registry.get_model(store, model)
+    info = model_registry.get_model(store, model)
     usage = token_usage(store, info, token, top=top, extractor=extractor, split=split, images=images)
     if as_json:
         print_json(usage)
@@ -314,8 +314,8 @@ def show(
     if class_spec is not None:
         if image is not None:
             raise CortexError("give either IMAGE or --class/--token, not both")
-        info = registry.get_model(store, model)
-        cls = registry.resolve_class(store, info, class_spec)
+        info = model_registry.get_model(store, model)
+        cls = model_registry.resolve_class(store, info, class_spec)
         result = show_token(store, info, cls, token, out, extractor_name=extractor, limit=limit, device=device)
         if as_json:
             print_json(result)
@@ -328,7 +328,7 @@ def show(
     if image is None:
         raise CortexError("give a stored image id or a cortex PNG, or --class C --token T")
     if image.isdigit():
-        info = registry.get_model(store, model)
+        info = model_registry.get_model(store, model)
         result = show_image(store, info, int(image), extractor_name=extractor, top_n=top_n, out=out, device=device,
                             settings=SaliencySettings(seed=seed))
     else:

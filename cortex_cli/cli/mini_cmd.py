@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from ..generation import default_sampler
-from ..registry import BUNDLED_DIR, MINI_NAME, get_model, load_model
+from ..model_registry import BUNDLED_DIR, MINI_NAME, get_model, load_model
 from .app import app, command, state, sub_command
 from .options import AsJson, Quiet, Seed
 from .render import console, print_json, progress, table

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from .. import registry
+from .. import model_registry
 from .app import app, state, sub_command
 from .render import console, print_json, table
 
@@ -34,7 +34,7 @@ def models_add(
     janus (DeepSeek Janus-Pro, text-conditional; each class name becomes the prompt "a photo of a NAME"; needs
     pip install "cortex-cli[janus]"): cortex models add janus-pro --backend janus ./Janus-Pro-1B --labels imagenet
     """
-    info = registry.add_model(state(ctx).store(), name, config, ckpt, labels, backend=backend, path=path)
+    info = model_registry.add_model(state(ctx).store(), name, config, ckpt, labels, backend=backend, path=path)
     if as_json:
         print_json(info)
     else:
@@ -50,9 +50,9 @@ def models_list(
 ) -> None:
     """List registered models and their concepts (classes)."""
     store = state(ctx).store()
-    models = registry.list_models(store)
+    models = model_registry.list_models(store)
     payload = [
-        {**dataclasses.asdict(m), "classes": [dataclasses.asdict(c) for c in registry.classes(store, m)]}
+        {**dataclasses.asdict(m), "classes": [dataclasses.asdict(c) for c in model_registry.classes(store, m)]}
         for m in models
     ]
     if as_json:

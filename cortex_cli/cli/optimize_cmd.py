@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from .. import concept_search, optimize, registry
+from .. import model_registry, optimize, token_selection
 from ..extractors.registry import get_extractor
 from ..regions import parse_region
 from .app import command, state
@@ -21,18 +21,18 @@ def optimize_cmd(
     ctx: typer.Context,
     class_spec: str = typer.Option(..., "--class", "-c", help="Class id or name whose extractor score is maximised (e.g. 'red-capped bird')."),
     region_text: str = typer.Option("all", "--region", "-r", help="Token rectangle that may change: all (default), R0:R1,C0:C1 (half-open rows then columns) or R,C."),
-    init: str = typer.Option(concept_search.RANDOM, "--init", help="Start: random (near-uniform logits of P), noise (a uniformly random token grid) or a PNG (its tokens)."),
-    restarts: int = typer.Option(concept_search.DEFAULT_RESTARTS, "--restarts", "-R", help="Independent optimisations; the best final extractor objective wins, all are reported."),
-    steps: int = typer.Option(concept_search.DEFAULT_STEPS, "--steps", help="Optimisation steps per restart."),
+    init: str = typer.Option(optimize.RANDOM, "--init", help="Start: random (near-uniform logits of P), noise (a uniformly random token grid) or a PNG (its tokens)."),
+    restarts: int = typer.Option(optimize.DEFAULT_RESTARTS, "--restarts", "-R", help="Independent optimisations; the best final extractor objective wins, all are reported."),
+    steps: int = typer.Option(optimize.DEFAULT_STEPS, "--steps", help="Optimisation steps per restart."),
     model: Model = None,
     extractor: str = typer.Option("ce", "--extractor", "-e", help="Registered extractor f_Y to maximise (and whose saliency index is compared)."),
-    k: int = typer.Option(concept_search.DEFAULT_K, "-k", help="Compare with the class's top-k salient tokens (`cortex top-tokens`)."),
-    lr: float = typer.Option(None, "--lr", help=f"Adam learning rate on the logits of P (default {optimize.TOKEN_LR})."),
+    k: int = typer.Option(optimize.DEFAULT_K, "-k", help="Compare with the class's top-k salient tokens (`cortex top-tokens`)."),
+    lr: float = typer.Option(None, "--lr", help=f"Adam learning rate on the logits of P (default {token_selection.TOKEN_LR})."),
     tau: float = typer.Option(1.0, "--tau", help="Gumbel-Softmax temperature."),
     tau_final: float = typer.Option(None, "--tau-final", help="Anneal tau exponentially to this value by the last step (default: fixed tau)."),
-    alpha: float = typer.Option(optimize.OptimizeSettings.alpha, "--alpha", help="Weight of the ||E||^2 regulariser over the region (paper eq. 8)."),
-    objective: str = typer.Option(optimize.OptimizeSettings.objective, "--objective", help="logit (-target logit, the paper's eq. 8) or log-prob."),
-    seed: Seed = optimize.OptimizeSettings.seed,
+    alpha: float = typer.Option(token_selection.OptimizeSettings.alpha, "--alpha", help="Weight of the ||E||^2 regulariser over the region (paper eq. 8)."),
+    objective: str = typer.Option(token_selection.OptimizeSettings.objective, "--objective", help="logit (-target logit, the paper's eq. 8) or log-prob."),
+    seed: Seed = token_selection.OptimizeSettings.seed,
     out: Path = typer.Option(None, "--out", "-o", help="Directory for the PNG and strip (default: $CORTEX_HOME/concept-searches/<model>)."),
     as_json: AsJson = False,
     quiet: Quiet = False,
@@ -53,17 +53,17 @@ def optimize_cmd(
     """
     app_state = state(ctx)
     store = app_state.store()
-    info = registry.get_model(store, model)
-    cls = registry.resolve_class(store, info, class_spec)
+    info = model_registry.get_model(store, model)
+    cls = model_registry.resolve_class(store, info, class_spec)
     region = parse_region(region_text, info.grid)
-    settings = optimize.OptimizeSettings(
+    settings = token_selection.OptimizeSettings(
         steps=steps, lr=lr, tau=tau, tau_final=tau_final, alpha=alpha, objective=objective,
         seed=seed,
     ).validate()
 
     ext_info = get_extractor(store, info, extractor)
     with deferred_progress(f"searching {cls.name}", quiet=quiet or as_json) as update:
-        result = concept_search.search_concept(
+        result = optimize.search_concept(
             store, info, cls, settings=settings, extractor_info=ext_info, device=app_state.torch_device(),
             region=region, init=init, restarts=restarts, k=k, out_dir=out, progress=update,
         )

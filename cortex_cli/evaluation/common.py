@@ -10,7 +10,7 @@ from typing import Any, Sequence, TypeVar
 
 import torch
 
-from .. import registry
+from .. import model_registry
 from ..errors import CortexError
 from ..extractors import registry as extractor_registry
 from ..extractors.registry import ExtractorInfo
@@ -18,9 +18,9 @@ from ..generation import ensure_images, image_tokens
 from ..jsonable import to_jsonable
 from ..judges import Judge, judges_for
 from ..progress import Progress, report
-from ..registry import ClassInfo, ModelInfo
-from ..saliency import SaliencySettings, prepare_extractor, token_saliency
-from ..settings import artifacts_dir, writable_dir
+from ..model_registry import ClassInfo, ModelInfo
+from ..attribution import SaliencySettings, prepare_extractor, token_saliency
+from ..environment import artifacts_dir, writable_dir
 from ..store import evaluations as evaluation_store
 from ..store.database import Store
 
@@ -55,8 +55,8 @@ def prepare_out_dir(out: str | Path | None, model: ModelInfo) -> Path:
 def resolve_classes(store: Store, model: ModelInfo, specs: Sequence[str] | None) -> list[ClassInfo]:
     """The classes named in `specs` (ids or names), or every class of the model."""
     if not specs:
-        return registry.classes(store, model)
-    return [registry.resolve_class(store, model, s.strip()) for s in specs if s.strip()]
+        return model_registry.classes(store, model)
+    return [model_registry.resolve_class(store, model, s.strip()) for s in specs if s.strip()]
 
 
 def resolve_extractors(store: Store, model: ModelInfo, spec: str = "all") -> list[ExtractorInfo]:

@@ -20,15 +20,15 @@ from typing import Sequence
 
 import torch
 
-from .. import registry
+from .. import model_registry
 from ..errors import CortexError
 from ..extractors.registry import load_extractor
 from ..generation import ensure_images, resolve_sampler
 from ..indexing import index_class
 from ..judges import Judge
-from ..queries import ImageSet, frequency_baseline, specific_baseline, top_tokens
-from ..registry import ModelInfo
-from ..saliency import SaliencySettings
+from ..rankings import ImageSet, frequency_baseline, specific_baseline, top_tokens
+from ..model_registry import ModelInfo
+from ..attribution import SaliencySettings
 from ..store.database import Store
 from . import common, plots
 from .masking import FILLS, mask_patches
@@ -134,7 +134,7 @@ def run_concept_level(
     run = common.begin(store, model, extractors=extractors, classes=settings.classes, device=device, out_dir=out_dir,
                        progress=progress, judges=judges, judge_weights=judge_weights)
     infos, judge_list, classes = run.extractors, run.judges, run.classes
-    vqgm = registry.load_model(model, device)
+    vqgm = model_registry.load_model(model, device)
     sal = SaliencySettings(samples=settings.samples, top_n=settings.top_n, seed=settings.seed)
 
     concept_tokens: dict[str, dict[str, list[int]]] = {}
@@ -153,7 +153,7 @@ def run_concept_level(
             done += 1
     # the extractor-free rankings read the same training images (seeds 0..train_images-1); the
     # specific one compares them with the same seeds of every class of the model
-    for other in registry.classes(store, model):
+    for other in model_registry.classes(store, model):
         ensure_images(store, model, other, "train", settings.train_images, device=device)
     for cls in classes:
         image_set = ImageSet(cls.pk, "train", *_train_set(store, model, cls, settings.train_images))

@@ -62,15 +62,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .. import registry
+from .. import model_registry
 from ..errors import CortexError
 from ..extractors.registry import load_extractor
 from ..generation import generate, image_tokens
 from ..miniworld import world
-from ..optimize import EMBEDDING_LR, SOURCE_INIT_PROB, TOKEN_LR, OptimizeSettings, nearest_tokens
-from ..registry import ModelInfo
+from ..token_selection import EMBEDDING_LR, SOURCE_INIT_PROB, TOKEN_LR, OptimizeSettings, nearest_tokens
+from ..model_registry import ModelInfo
 from ..regions import Region, parse_region
-from ..saliency import SaliencySettings
+from ..attribution import SaliencySettings
 from ..seeding import derive_seed, image_key
 from ..store.database import Store
 from . import common, plots
@@ -301,7 +301,7 @@ def _world_sources(model: ModelInfo, vqgm, pairs: list[tuple[int, int]], per_dir
 
 def _generated_sources(store: Store, model: ModelInfo, pairs: list[tuple[int, int]], per_direction: int, first_seed: int,
                        device) -> tuple[list[EditSource], torch.Tensor]:
-    by_id = {c.class_id: c for c in registry.classes(store, model)}
+    by_id = {c.class_id: c for c in model_registry.classes(store, model)}
     items, ids = [], []
     for a, b in pairs:
         for src, tgt in ((a, b), (b, a)):
@@ -317,7 +317,7 @@ def _pairs(store: Store, model: ModelInfo, specs: Sequence[tuple[str, str]]) -> 
     if specs:
         out = []
         for a, b in specs:
-            ca, cb = registry.resolve_class(store, model, a), registry.resolve_class(store, model, b)
+            ca, cb = model_registry.resolve_class(store, model, a), model_registry.resolve_class(store, model, b)
             if ca.class_id == cb.class_id:
                 raise CortexError(f"pair {a}:{b} names the same class twice; give two different classes")
             out.append((ca.class_id, cb.class_id))
@@ -395,7 +395,7 @@ def run_edit_eval(
     run = common.begin(store, model, extractors=extractors, classes=(), device=device, out_dir=out_dir, progress=progress,
                        judges=judges, judge_weights=judge_weights)
     infos, judge_list = run.extractors, run.judges
-    vqgm = registry.load_model(model, device)
+    vqgm = model_registry.load_model(model, device)
     if world_sources:
         items, source = _world_sources(model, vqgm, pairs, settings.images_per_direction, settings.first_seed)
     else:

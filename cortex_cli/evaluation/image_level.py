@@ -15,12 +15,12 @@ from typing import Sequence
 
 import torch
 
-from .. import registry
+from .. import model_registry
 from ..errors import CortexError
 from ..extractors.registry import load_extractor
 from ..generation import image_keys
 from ..judges import Judge
-from ..registry import ModelInfo
+from ..model_registry import ModelInfo
 from ..attribution import METHODS, SaliencySettings, method_named
 from ..seeding import generator_for
 from ..store.database import Store
@@ -160,7 +160,7 @@ def run_image_level(
     run = common.begin(store, model, extractors=extractors, classes=settings.classes, device=device, out_dir=out_dir,
                        progress=progress, judges=judges, judge_weights=judge_weights)
     judges, infos = run.judges, run.extractors
-    vqgm = registry.load_model(model, device)
+    vqgm = model_registry.load_model(model, device)
     ids, labels, tokens = common.test_images(
         store, model, run.classes, settings.images_per_class, seed=settings.first_seed, device=device,
         progress=lambda d, t, info="": run.report(d, t, f"test images {info}"),

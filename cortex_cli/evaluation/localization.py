@@ -24,14 +24,14 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .. import registry
+from .. import model_registry
 from ..errors import CortexError
 from ..extractors.registry import load_extractor
 from ..generation import ensure_images, resolve_sampler
 from ..miniworld import world
-from ..queries import ImageSet, specificity, token_counts_of
-from ..registry import ClassInfo, ModelInfo
-from ..saliency import SaliencySettings
+from ..rankings import ImageSet, specificity, token_counts_of
+from ..model_registry import ClassInfo, ModelInfo
+from ..attribution import SaliencySettings
 from ..seeding import derive_seed, generator_for
 from ..store.database import Store
 from . import common, plots
@@ -162,7 +162,7 @@ def run_localization(
     run = common.begin(store, model, extractors=extractors, classes=settings.classes, device=device, out_dir=out_dir,
                        progress=progress, with_judges=False)
     infos, classes = run.extractors, run.classes
-    vqgm = registry.load_model(model, device)
+    vqgm = model_registry.load_model(model, device)
     images, labels, masks = world_images(classes, settings.images_per_class, settings.first_seed)
     if images.shape[-1] != model.image_size:
         images = torch.nn.functional.interpolate(images, size=model.image_size, mode="bilinear", antialias=True)
@@ -183,7 +183,7 @@ def run_localization(
         methods[info.name] = _scores([ranked_positions(m) for m in tsv], insides, label_names, settings.ns)
     # extractor-free rankings, both counted over exactly the training seeds 0..train_images-1
     freq_rankings, specific_rankings = [], []
-    for other in registry.classes(store, model):  # the specific score compares every class's images
+    for other in model_registry.classes(store, model):  # the specific score compares every class's images
         ensure_images(store, model, other, "train", settings.train_images, seed=0, device=device)
     for k, cls in enumerate(classes):
         run.report(k, len(classes), f"token counts of {cls.name}")

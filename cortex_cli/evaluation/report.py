@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CortexError
-from ..registry import ModelInfo
+from ..model_registry import ModelInfo
 from ..store.database import Store
 from .common import KINDS, default_out_dir, latest_evaluations
 

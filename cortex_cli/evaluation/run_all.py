@@ -18,10 +18,10 @@ from typing import Any
 
 import torch
 
-from .. import registry
+from .. import model_registry
 from ..extractors.registry import ensure_bundled_extractors
 from ..progress import Progress, report
-from ..settings import writable_dir
+from ..environment import writable_dir
 from ..store.database import open_store
 from .concept_level import ConceptLevelSettings, run_concept_level
 from .edit_eval import EditEvalSettings, run_edit_eval
@@ -88,9 +88,9 @@ def run_all(out: str | Path, *, device: torch.device | str = "cpu", quick: bool 
     with tempfile.TemporaryDirectory(prefix="cortex-eval-all-") as scratch:
         store = open_store(f"sqlite:///{Path(scratch) / 'cortex.db'}")
         try:
-            registry.ensure_bundled(store)
+            model_registry.ensure_bundled(store)
             ensure_bundled_extractors(store)
-            model = registry.get_model(store, registry.MINI_NAME)
+            model = model_registry.get_model(store, model_registry.MINI_NAME)
             for i, (kind, runner) in enumerate(runners.items()):
                 report(progress, i, len(runners), kind)
                 start = time.perf_counter()

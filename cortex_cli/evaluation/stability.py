@@ -22,12 +22,12 @@ from pathlib import Path
 
 import torch
 
-from .. import registry
+from .. import model_registry
 from ..errors import CortexError
 from ..extractors.registry import load_extractor
 from ..generation import image_keys
-from ..registry import ModelInfo
-from ..saliency import SaliencySettings
+from ..model_registry import ModelInfo
+from ..attribution import SaliencySettings
 from ..seeding import derive_seed
 from ..store.database import Store
 from . import common, plots
@@ -121,7 +121,7 @@ def run_stability(
     run = common.begin(store, model, extractors=extractors, classes=settings.classes, device=device, out_dir=out_dir,
                        progress=progress, with_judges=False)
     infos = run.extractors
-    vqgm = registry.load_model(model, device)
+    vqgm = model_registry.load_model(model, device)
     ids, labels, tokens = common.test_images(store, model, run.classes, settings.images_per_class, seed=settings.first_seed, device=device)
     keys = image_keys(store, model, ids)
     counts = sorted(set(settings.sample_counts))

@@ -7,11 +7,11 @@ from typing import Any, Sequence
 
 import torch
 
-from .. import registry
+from .. import model_registry
 from ..errors import CortexError
 from ..generation import ensure_images, image_tokens
 from ..progress import Progress, report
-from ..registry import ClassInfo, ModelInfo
+from ..model_registry import ClassInfo, ModelInfo
 from ..store.database import Store
 from .architectures import count_parameters
 from .registry import ExtractorInfo, list_extractors, load_extractor
@@ -51,7 +51,7 @@ def load_split(
     """
     if per_class < 1:
         raise CortexError(f"images per class must be positive, got {per_class} for the {split} split")
-    classes = list(classes) if classes is not None else registry.classes(store, model)
+    classes = list(classes) if classes is not None else model_registry.classes(store, model)
     if not classes:
         raise CortexError(f"model {model.name!r} has no classes; register it with labels (`cortex models add --labels ...`)")
     total = per_class * len(classes)
@@ -127,8 +127,8 @@ def score_extractor(
 ) -> ExtractorScore:
     """Table-1 accuracies of one registered extractor on `data` (a subset extractor: among its own classes only)."""
     net = load_extractor(info, device)
-    logits = extractor_logits(net, registry.load_model(model, device), data.tokens, batch_size)
-    names = {c.class_id: c.name for c in registry.classes(store, model)}
+    logits = extractor_logits(net, model_registry.load_model(model, device), data.tokens, batch_size)
+    names = {c.class_id: c.name for c in model_registry.classes(store, model)}
     own = info.config.class_ids
     if own is not None:
         if not set(data.labels.tolist()) <= set(own):
@@ -177,7 +177,7 @@ def test_extractors(
         s = int(info.hparams.get("data_seed", 0)) if seed is None else seed
         ids = tuple(info.config.class_ids) if info.config.class_ids is not None else None  # a subset extractor: its classes' images
         if (n, s, ids) not in cache:
-            subset = [c for c in registry.classes(store, model) if c.class_id in ids] if ids is not None else None
+            subset = [c for c in model_registry.classes(store, model) if c.class_id in ids] if ids is not None else None
             cache[(n, s, ids)] = load_split(store, model, "test", n, seed=s, device=device, progress=progress, classes=subset)
         scores.append(score_extractor(store, model, info, cache[(n, s, ids)], device=device))
     return scores

@@ -11,8 +11,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..errors import CortexError
-from ..registry import BUNDLED_DIR, MINI_NAME, ModelInfo
+from ..errors import CortexError, first_line
+from ..model_registry import BUNDLED_DIR, MINI_NAME, ModelInfo
 from ..store import extractors as extractor_store
 from ..store.database import Store
 from ..store.models import model_named
@@ -139,8 +139,7 @@ def load_extractor(info: ExtractorInfo, device: torch.device | str = "cpu") -> t
     try:
         net.load_state_dict({k: v.to(ref[k].dtype) if k in ref else v for k, v in state.items()}, strict=True)
     except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise CortexError(f"checkpoint {str(path)!r} does not fit extractor {info.name!r} ({info.config.arch}): {first}") from exc
+        raise CortexError(f"checkpoint {str(path)!r} does not fit extractor {info.name!r} ({info.config.arch}): {first_line(exc)}") from exc
     net.eval().to(device)
     for p in net.parameters():
         p.requires_grad_(False)

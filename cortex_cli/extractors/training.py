@@ -29,13 +29,13 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch.nn.parallel import DistributedDataParallel
 
-from .. import registry
+from .. import model_registry
 from ..distributed import DistContext
-from ..errors import CortexError
+from ..errors import CortexError, first_line
 from ..progress import Progress, report
-from ..registry import ModelInfo
+from ..model_registry import ModelInfo
 from ..seeding import derive_seed, generator_for, set_all_random_seeds
-from ..settings import artifacts_dir
+from ..environment import artifacts_dir
 from ..store.database import Store
 from .architectures import ExtractorConfig, build_extractor, count_parameters
 from .evaluation import SplitData, embed_batch, extractor_logits, load_split, topk_accuracy
@@ -161,7 +161,7 @@ def _read_state(last_path: Path) -> dict[str, Any]:
     try:
         return torch.load(last_path, map_location="cpu", weights_only=False)
     except Exception as exc:  # a damaged state file cannot be resumed from
-        raise CortexError(f"cannot read the run state {str(last_path)!r} ({exc}); add --restart to start over") from exc
+        raise CortexError(f"cannot read the run state {str(last_path)!r} ({first_line(exc)}); add --restart to start over") from exc
 
 
 def _other_settings(last_path: Path, name: str) -> CortexError:
@@ -181,7 +181,7 @@ def check_run(
     _check_name(name)
     if cfg.in_channels != model.embed_dim or cfg.grid != model.grid:
         raise CortexError(f"extractor input {cfg.in_channels}x{cfg.grid}x{cfg.grid} does not fit model {model.name!r} (E is {model.embed_dim}x{model.grid}x{model.grid})")
-    classes = registry.classes(store, model)
+    classes = model_registry.classes(store, model)
     if classes and cfg.n_classes <= max(c.class_id for c in classes):
         raise CortexError(f"extractor has {cfg.n_classes} outputs but model {model.name!r} has class ids up to {max(c.class_id for c in classes)}")
     unknown = sorted(set(cfg.class_ids or ()) - {c.class_id for c in classes})
@@ -263,7 +263,7 @@ def train_extractor(
         run_dir = Path(dist.broadcast(str(run_dir)))
     last_path, best_path = run_dir / "last.pt", run_dir / "best.safetensors"
 
-    subset = [c for c in registry.classes(store, model) if c.class_id in cfg.class_ids] if cfg.class_ids is not None else None
+    subset = [c for c in model_registry.classes(store, model) if c.class_id in cfg.class_ids] if cfg.class_ids is not None else None
 
     def splits() -> list[SplitData]:
         return [_head_labels(load_split(store, model, split, per_class, seed=tc.data_seed, device=device, progress=progress,
@@ -273,7 +273,7 @@ def train_extractor(
     # rank 0 generates missing images; the others then only read them
     train, val, test = dist.main_first(splits) if ddp else splits()
     settings, fingerprint = _fingerprint(model, cfg, tc), _fingerprint(model, cfg, tc, [train, val, test])
-    vqgm = registry.load_model(model, device)
+    vqgm = model_registry.load_model(model, device)
 
     set_all_random_seeds(tc.seed)
     net = build_extractor(cfg).to(device)

@@ -15,7 +15,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from ..errors import CortexError
+from ..errors import CortexError, first_line
 from .dialect import SUPPORTED
 
 
@@ -103,9 +103,9 @@ def _make_engine(url: str) -> Engine:
         engine = create_engine(parsed, **kwargs)
     except ImportError as exc:
         hint = "; install it with: pip install 'cortex-cli[postgres]'" if backend == "postgresql" else ""
-        raise CortexError(f"cannot use database URL {shown!r}: its driver is not installed ({exc}){hint}") from exc
+        raise CortexError(f"cannot use database URL {shown!r}: its driver is not installed ({first_line(exc)}){hint}") from exc
     except (ArgumentError, SQLAlchemyError) as exc:
-        raise CortexError(f"cannot use database URL {shown!r}: {str(exc).splitlines()[0]}") from exc
+        raise CortexError(f"cannot use database URL {shown!r}: {first_line(exc)}") from exc
     if engine.dialect.name not in SUPPORTED:
         engine.dispose()
         raise CortexError(f"cannot use database URL {shown!r}: cortex stores its index in SQLite or PostgreSQL, not {engine.dialect.name!r}")
@@ -188,7 +188,7 @@ def _migrate(engine: Engine, url: str) -> None:
                 cfg.attributes["connection"] = conn
                 command.upgrade(cfg, "head")
     except DBAPIError as exc:  # OperationalError, or DatabaseError for a file that is not SQLite
-        raise CortexError(f"cannot migrate database {masked(url)!r}: {str(exc.orig).strip().splitlines()[0]}") from exc
+        raise CortexError(f"cannot migrate database {masked(url)!r}: {first_line(exc.orig)}") from exc
 
 
 def _refuse_newer(url: str, current: str | None, script: ScriptDirectory) -> None:

@@ -27,12 +27,12 @@ from PIL import Image
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from cortex_cli import registry
+from cortex_cli import model_registry
 from cortex_cli.atlas import PageSettings, build_atlas, nearest_neighbours
 from cortex_cli.cli import app
 from cortex_cli.indexing import index_classes
-from cortex_cli.queries import token_usage, top_tokens
-from cortex_cli.saliency import SaliencySettings
+from cortex_cli.rankings import token_usage, top_tokens
+from cortex_cli.attribution import SaliencySettings
 from cortex_cli.store import atlas as atlas_store
 from cortex_cli.store.database import open_store
 from cortex_cli.store.edits import NewEdit, pending_edit
@@ -56,7 +56,7 @@ def _chromium() -> str | None:
 @dataclass
 class Built:
     store: object
-    model: registry.ModelInfo
+    model: model_registry.ModelInfo
     extractor: object  # the toy extractor's registry entry
     classes: list
     result: object  # the first build's AtlasResult
@@ -73,7 +73,7 @@ def built(tmp_path_factory, tiny_model_files):
     root = tmp_path_factory.mktemp("atlas")
     store = open_store(f"sqlite:///{root / 'index.db'}")
     config, ckpt, labels = tiny_model_files
-    model = registry.add_model(store, "tiny", config, ckpt, str(labels))
+    model = model_registry.add_model(store, "tiny", config, ckpt, str(labels))
     extractor, classes = index_three_classes(store, model, SALIENCY)
     result = build_atlas(store, model, root / "site", settings=SMALL)
     yield Built(store, model, extractor, classes, result, root / "index.db")
@@ -150,7 +150,7 @@ def _local(url: str) -> Path:
 def test_atlas_opens_in_chromium_with_every_link_and_picture_resolving(built, tmp_path):
     store, model, result = built.store, built.model, built.result
     site = Path(result.out)
-    classes = registry.classes(store, model)[:3]
+    classes = model_registry.classes(store, model)[:3]
     concept_page = site / "concepts" / "0-goldfinch.html"
     top = top_tokens(store, model, classes[0], k=SMALL.top_k, baseline="frequency", run=result.run_id)
     token = top.rows[0].token

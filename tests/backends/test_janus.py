@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 pytest.importorskip("transformers")
 
-from cortex_cli import generation, registry  # noqa: E402
+from cortex_cli import generation, model_registry  # noqa: E402
 from cortex_cli.backends import get_backend  # noqa: E402
 from cortex_cli.backends.base import VQGM, SamplerSettings, image_generators  # noqa: E402
 from cortex_cli.backends.janus import JANUS_SAMPLER  # noqa: E402
@@ -43,7 +43,7 @@ def vqgm(snapshot):
 def janus_model(store, snapshot, tmp_path):
     labels = tmp_path / "labels.tsv"
     labels.write_text(TWO_LABELS)
-    return registry.add_model(store, "tiny-janus", labels=str(labels), backend="janus", path=snapshot)
+    return model_registry.add_model(store, "tiny-janus", labels=str(labels), backend="janus", path=snapshot)
 
 
 def concepts(*names):
@@ -140,12 +140,12 @@ def test_generation_extractor_index_and_edit_run_on_janus(store, janus_model, tm
     from cortex_cli.editing import edit_image
     from cortex_cli.extractors.training import default_configs, train_extractor
     from cortex_cli.indexing import index_class
-    from cortex_cli.optimize import OptimizeSettings
+    from cortex_cli.token_selection import OptimizeSettings
     from cortex_cli.pngmeta import read_png
     from cortex_cli.regions import parse_region
-    from cortex_cli.saliency import SaliencySettings
+    from cortex_cli.attribution import SaliencySettings
 
-    gold, ouzel = (registry.resolve_class(store, janus_model, c) for c in ("goldfinch", "water ouzel"))
+    gold, ouzel = (model_registry.resolve_class(store, janus_model, c) for c in ("goldfinch", "water ouzel"))
     made = generation.generate(store, janus_model, gold, 2, out_dir=tmp_path / "pngs")
     assert made.added == 2 and made.sampler == JANUS_SAMPLER.label()
     png = read_png(made.png_paths[0])

@@ -13,8 +13,8 @@ from tests.store.test_layering import PACKAGE, _imports, _sources
 
 # library -> the modules (relative to the package) allowed to import it
 OWNERS = {
-    "taming": {"backends/taming.py", "taming_shim.py"},
-    "cortex_cli.taming_shim": {"backends/taming.py"},
+    "taming": {"backends/taming.py", "backends/taming_shim.py"},
+    "cortex_cli.backends.taming_shim": {"backends/taming.py"},
     "transformers": {"backends/janus.py"},
 }
 

@@ -6,7 +6,7 @@ from importlib.metadata import EntryPoint
 
 import pytest
 
-from cortex_cli import backends, registry
+from cortex_cli import backends, model_registry
 from cortex_cli.backends.taming import BACKEND as TAMING
 from cortex_cli.errors import CortexError
 
@@ -52,10 +52,10 @@ def test_unknown_backend_is_one_line_listing_the_known_ones():
 
 def test_a_third_party_backend_registers_and_loads_models(with_toy, store, tiny_model_files):
     config, ckpt, labels = tiny_model_files
-    info = registry.add_model(store, "via-toy", config, ckpt, str(labels), backend="toy")
-    assert info.backend == "toy" and registry.get_model(store, "via-toy").backend == "toy"
-    registry._MODEL_CACHE.clear()
-    assert registry.load_model(info).grid == 16  # loaded again through the toy entry point
+    info = model_registry.add_model(store, "via-toy", config, ckpt, str(labels), backend="toy")
+    assert info.backend == "toy" and model_registry.get_model(store, "via-toy").backend == "toy"
+    model_registry._MODEL_CACHE.clear()
+    assert model_registry.load_model(info).grid == 16  # loaded again through the toy entry point
 
 
 def test_broken_entry_points_are_one_line_errors(with_toy):

@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
-from cortex_cli import registry
+from cortex_cli import model_registry
 from cortex_cli.cli import app
 from cortex_cli.extractors.architectures import ExtractorConfig, build_extractor
 from cortex_cli.extractors.registry import register_extractor
@@ -36,7 +36,7 @@ def setup(store, tiny_model, tmp_path, db_url):
     path = tmp_path / "ce.safetensors"
     save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path))
     register_extractor(store, tiny_model, "ce", cfg, {}, path, {})
-    for cls in registry.classes(store, tiny_model)[:2]:
+    for cls in model_registry.classes(store, tiny_model)[:2]:
         store_random_images(store, tiny_model, cls, 4)
     return db_url
 

@@ -80,7 +80,7 @@ def test_read_commands_fit_80_columns(store, tiny_model, db_url, tmp_path, monke
     import torch
     from safetensors.torch import save_file
 
-    from cortex_cli import registry
+    from cortex_cli import model_registry
     from cortex_cli.extractors.architectures import ExtractorConfig, build_extractor
     from cortex_cli.extractors.registry import register_extractor
 
@@ -89,7 +89,7 @@ def test_read_commands_fit_80_columns(store, tiny_model, db_url, tmp_path, monke
     path = tmp_path / "ce.safetensors"
     save_file({k: v.contiguous() for k, v in build_extractor(cfg).eval().state_dict().items()}, str(path))
     register_extractor(store, tiny_model, "ce", cfg, {}, path, {})
-    store_random_images(store, tiny_model, registry.classes(store, tiny_model)[0], 4)
+    store_random_images(store, tiny_model, model_registry.classes(store, tiny_model)[0], 4)
     res = runner.invoke(app, ["--db", db_url, "index", "--model", "tiny", "--class", "goldfinch", "--images", "4",
                               "--samples", "2", "--top-n", "6", "--json"])
     assert res.exit_code == 0, res.output

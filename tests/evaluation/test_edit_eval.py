@@ -12,7 +12,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from cortex_cli import registry
+from cortex_cli import model_registry
 from cortex_cli.errors import CortexError
 from cortex_cli.evaluation.common import latest_evaluations
 from cortex_cli.evaluation.edit_eval import (
@@ -22,7 +22,7 @@ from cortex_cli.evaluation.metrics import paired_bootstrap_ci, verdict
 from cortex_cli.evaluation.report import tables_for
 from cortex_cli.extractors.architectures import ExtractorConfig, build_extractor
 from cortex_cli.generation import default_sampler
-from cortex_cli.optimize import OptimizeSettings, optimize_tokens
+from cortex_cli.token_selection import OptimizeSettings, optimize_tokens
 from cortex_cli.regions import Region
 from cortex_cli.seeding import image_key
 from cortex_cli.store.database import open_store
@@ -140,8 +140,8 @@ def test_optimize_batch_is_optimize_tokens_per_edit(method):
 def _tiny_store(path: Path, files, *, unrelated: bool):
     config, ckpt, labels = files
     store = open_store(f"sqlite:///{path}")
-    model = registry.add_model(store, "tiny", config, ckpt, str(labels))
-    classes = registry.classes(store, model)
+    model = model_registry.add_model(store, "tiny", config, ckpt, str(labels))
+    classes = model_registry.classes(store, model)
     if unrelated:  # rows that shift every later id
         store_random_images(store, model, classes[2], 3, split="test", vocab=40)
         store_random_images(store, model, classes[3], 2, split="train", vocab=40)
@@ -177,7 +177,7 @@ def test_edit_eval_on_generated_sources_is_history_independent(tiny_model_files,
     assert fresh.regions == ["fixed", "saliency"] and fresh.n_sources == 4 and fresh.opt_seeds == 2
     assert {(r.region, r.method) for r in fresh.rows} == {(k, m) for k in ("fixed", "saliency") for m in ("embedding", "token")}
     assert not any(r.oracle for r in fresh.rows)
-    label = default_sampler(registry.load_model(model)).label()
+    label = default_sampler(model_registry.load_model(model)).label()
     assert [it.key for it in fresh.items[:2]] == [str(image_key("tiny", fresh.items[0].source, "test", i, label)) for i in range(2)]
     for row in fresh.rows:  # eq. 10 at the final step
         e = row.effect

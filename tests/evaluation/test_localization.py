@@ -6,7 +6,7 @@ import torch
 
 from cortex_cli.evaluation.localization import frequency_ranking, world_images
 from cortex_cli.evaluation.metrics import patches_inside, precision_at_n
-from cortex_cli.registry import ClassInfo
+from cortex_cli.model_registry import ClassInfo
 
 
 def test_frequency_ranking_orders_positions_by_class_frequency():

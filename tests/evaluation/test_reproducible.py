@@ -7,13 +7,13 @@ import pytest
 import torch
 from torch import nn
 
-from cortex_cli import registry
+from cortex_cli import model_registry
 from cortex_cli.evaluation import image_level
 from cortex_cli.evaluation.concept_level import ConceptLevelSettings, run_concept_level
 from cortex_cli.evaluation.image_level import ImageLevelSettings, run_image_level
 from cortex_cli.indexing import index_class
 from cortex_cli.judges import Judge
-from cortex_cli.saliency import SaliencySettings
+from cortex_cli.attribution import SaliencySettings
 from cortex_cli.store.database import open_store
 
 from eval_helpers import register_small_extractor, toy_judge
@@ -24,8 +24,8 @@ def _home(tmp_path, tiny_model_files, name: str, prefill: bool):
     """A store with the tiny model, one small extractor and random images of two classes; optionally used before."""
     store = open_store(f"sqlite:///{tmp_path / name}.db")
     config, ckpt, labels = tiny_model_files
-    model = registry.add_model(store, "tiny", config, ckpt, str(labels))
-    every = registry.classes(store, model)
+    model = model_registry.add_model(store, "tiny", config, ckpt, str(labels))
+    every = model_registry.classes(store, model)
     if prefill:  # unrelated rows first, so every later row id differs from the fresh store's
         store_random_images(store, model, every[3], 7, split="val", seed=40)
         store_random_images(store, model, every[2], 5, split="test", seed=3)
@@ -86,7 +86,7 @@ class LeftHalfJudge(nn.Module):
 def test_masking_salient_tokens_beats_random_and_a_reversed_ranking_fails(store, tiny_model, tmp_path, monkeypatch):
     """Figure 3 on a planted case: the salient tokens are where the judge looks; least-salient-first is not."""
     register_small_extractor(store, tiny_model, tmp_path, "ce", "ce")
-    every = registry.classes(store, tiny_model)
+    every = model_registry.classes(store, tiny_model)
     for cls in every[:2]:
         store_random_images(store, tiny_model, cls, 3, split="test", vocab=64)
     monkeypatch.setattr("cortex_cli.extractors.registry.load_extractor",

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cortex_cli import registry
+from cortex_cli import model_registry
 from cortex_cli.evaluation.common import latest_evaluations
 from cortex_cli.evaluation.concept_level import ConceptLevelSettings, cut_positions, positions_of, run_concept_level
 from cortex_cli.evaluation.image_level import ImageLevelSettings, run_image_level
@@ -22,10 +22,10 @@ from index_helpers import store_random_images
 @pytest.fixture
 def setup(store, tiny_model, tmp_path):
     register_small_extractor(store, tiny_model, tmp_path, "ce", "ce")
-    classes = registry.classes(store, tiny_model)[:2]
+    classes = model_registry.classes(store, tiny_model)[:2]
     for cls in classes:
         store_random_images(store, tiny_model, cls, 2, split="test", vocab=40)
-    for cls in registry.classes(store, tiny_model):  # the specific baseline compares every class
+    for cls in model_registry.classes(store, tiny_model):  # the specific baseline compares every class
         store_random_images(store, tiny_model, cls, 3, split="train", vocab=40)
     return tiny_model, tuple(c.name for c in classes)
 
@@ -40,7 +40,7 @@ def test_image_level_curves_start_at_the_unmasked_probability(store, setup, tmp_
     assert set(curves) == {"ce", "random"}
     # n = 0 masks nothing: every selection starts at the judge's probability of the clean images
     ids = [i for i, _, _ in list_images(store, model, None, "test")]
-    images = registry.load_model(model).decode_tokens(image_tokens(store, model, ids))
+    images = model_registry.load_model(model).decode_tokens(image_tokens(store, model, ids))
     labels = torch.tensor([c for _, c, _ in list_images(store, model, None, "test")])
     p0 = judge.probabilities(images).gather(1, labels[:, None]).mean().item()
     assert curves["ce"][0] == pytest.approx(p0, abs=1e-5) and curves["random"][0] == pytest.approx(p0, abs=1e-5)
@@ -63,7 +63,7 @@ def test_concept_level_masks_exactly_the_set_tokens(store, setup, tmp_path):
     cells = result.table["toy"]
     test = list_images(store, model, None, "test")
     tokens = image_tokens(store, model, [i for i, _, _ in test])
-    by_id = {c.class_id: c.name for c in registry.classes(store, model)}
+    by_id = {c.class_id: c.name for c in model_registry.classes(store, model)}
     expected_n = [len(positions_of(t, result.concept_tokens["ce"][by_id[c]])) for t, (_, c, _) in zip(tokens, test)]
     assert cells["ce"].mean_n == pytest.approx(sum(expected_n) / len(expected_n))
     assert cells["baseline@ce"].mean_n <= cells["ce"].mean_n + 1e-9
@@ -102,7 +102,7 @@ def test_stability_same_seed_same_map(store, setup, tmp_path, monkeypatch):
     assert not torch.equal(first[(2, noise_seed(2, 0), "fp32")], first[(2, noise_seed(2, 1), "fp32")])  # another seed, another map
     st = result.extractors["ce"]
     # every (N, seed) map has its own noise: N=2's copies are not the first two of N=4's
-    from cortex_cli.saliency import seeded_noise
+    from cortex_cli.attribution import seeded_noise
 
     small, large = seeded_noise((2, 3, 3), [7], noise_seed(2, 0), 2), seeded_noise((2, 3, 3), [7], noise_seed(4, 0), 4)
     assert not torch.allclose(small, large[:, :2])

@@ -10,14 +10,14 @@ import torch.nn.functional as F
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
-from cortex_cli import registry
+from cortex_cli import model_registry
 from cortex_cli.cli import app
 from cortex_cli.errors import CortexError
 from cortex_cli.extractors import get_extractor, load_extractor
 from cortex_cli.extractors.architectures import ExtractorConfig, build_extractor
 from cortex_cli.extractors.subsets import ClassSpace, require_classes
 from cortex_cli.generation import image_tokens
-from cortex_cli.saliency import SaliencySettings, token_saliency
+from cortex_cli.attribution import SaliencySettings, token_saliency
 from cortex_cli.store.schema import ImageRow, SaliencyMapRow, SalientTokenRow
 
 from extractor_helpers import learnable_tiny_model
@@ -85,7 +85,7 @@ def test_train_a_subset_extractor_store_its_label_map_and_refuse_another_subset(
     assert stored.config.class_ids == [0, 2]
     net = load_extractor(stored)
     assert isinstance(net, ClassSpace) and net.net.classifier[-1].out_features == 2
-    vqgm = registry.load_model(learnable)
+    vqgm = model_registry.load_model(learnable)
     with store.session() as s:
         ids = s.scalars(select(ImageRow.id).where(ImageRow.model_id == learnable.id).order_by(ImageRow.id).limit(6)).all()
     x = vqgm.embed(image_tokens(store, learnable, ids).long()).float()

@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from cortex_cli import registry
+from cortex_cli import model_registry
 from cortex_cli.errors import CortexError
 from cortex_cli.extractors import (
     TrainConfig,
@@ -42,7 +42,7 @@ def test_presets_follow_the_paper_except_for_the_mini_model(tiny_model):
     assert (cfg.in_channels, cfg.grid, cfg.n_classes, cfg.width, cfg.fc_width) == (16, 16, 4, 512, 2048)
     assert (tc.epochs, tc.batch_size, tc.lr, tc.weight_decay, tc.step_size, tc.gamma) == (80, 256, 1e-3, 1e-4, 20, 0.1)
     assert (tc.train_per_class, tc.val_per_class, tc.test_per_class) == (1000, 300, 50)
-    mini = registry.ModelInfo(99, "mini", "", "", 128, 32, 16, 64, "mini", 13)
+    mini = model_registry.ModelInfo(99, "mini", "", "", 128, 32, 16, 64, "mini", 13)
     cfg, tc = default_configs(mini, "ce")
     assert (cfg.in_channels, cfg.width, cfg.fc_width, cfg.n_classes) == (32, 64, 512, 13)
     assert (tc.epochs, tc.step_size, tc.train_per_class, tc.lr) == (30, 10, 300, 1e-3)
@@ -74,7 +74,7 @@ def test_checkpoint_round_trip_gives_identical_logits(store, learnable, tmp_path
     result = train_extractor(store, tiny_model, cfg, tc, out_dir=tmp_path / "run")
     net = load_extractor(result.info)
     assert not net.training and not any(p.requires_grad for p in net.parameters())
-    vqgm = registry.load_model(tiny_model)
+    vqgm = model_registry.load_model(tiny_model)
     test = load_split(store, tiny_model, "test", tc.test_per_class)
     logits = extractor_logits(net, vqgm, test.tokens)
     # the metrics recorded by training (in-memory network) are reproduced by the loaded one

@@ -55,7 +55,7 @@ def test_local_part_pairs():
 
 def test_bundled_model_loads_strictly_through_the_adapter():
     from cortex_cli.backends.taming import load_vqgm
-    from cortex_cli.registry import MINI_CONFIG, MINI_WEIGHTS
+    from cortex_cli.model_registry import MINI_CONFIG, MINI_WEIGHTS
 
     vqgm = load_vqgm(MINI_CONFIG, MINI_WEIGHTS)
     assert (vqgm.grid, vqgm.image_size, vqgm.n_classes) == (16, 64, len(world.CONCEPTS))
@@ -67,7 +67,7 @@ def test_generated_concepts_are_recognised_by_a_judge():
     from cortex_cli.backends.taming import load_vqgm
     from cortex_cli.classnames import ClassName
     from cortex_cli.judges import mini_judges
-    from cortex_cli.registry import MINI_CONFIG, MINI_WEIGHTS
+    from cortex_cli.model_registry import MINI_CONFIG, MINI_WEIGHTS
 
     vqgm = load_vqgm(MINI_CONFIG, MINI_WEIGHTS)
     sampler = SamplerSettings(**vqgm.config.cortex.sampler)

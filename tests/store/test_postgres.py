@@ -12,13 +12,13 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, select, text
 from typer.testing import CliRunner
 
-from cortex_cli import registry, settings
+from cortex_cli import environment, model_registry
 from cortex_cli.cli import app
 from cortex_cli.errors import CortexError
 from cortex_cli.generation import generate
 from cortex_cli.indexing import ensure_run, index_class
-from cortex_cli.queries import token_usage, top_tokens
-from cortex_cli.saliency import SaliencySettings
+from cortex_cli.rankings import token_usage, top_tokens
+from cortex_cli.attribution import SaliencySettings
 from cortex_cli.store.database import head_revision, open_store
 from cortex_cli.store.dialect import insert_ignore, upsert_add, upsert_replace
 from cortex_cli.store.schema import (
@@ -122,8 +122,8 @@ def test_plain_postgresql_scheme_uses_psycopg(pg_server):
 
 def test_cortex_db_selects_the_store(pg_server, monkeypatch):
     url = pg_server.database()
-    monkeypatch.setenv(settings.DB_ENV, url)
-    assert settings.default_db_url() == url
+    monkeypatch.setenv(environment.DB_ENV, url)
+    assert environment.default_db_url() == url
     res = CliRunner().invoke(app, ["models", "list", "--json"])
     assert res.exit_code == 0, res.output
     store = open_store(url)
@@ -209,9 +209,9 @@ def _tables(store, model) -> dict:
 def _build(url: str, tiny_model_files) -> tuple[dict, list]:
     store = open_store(url)
     config, ckpt, labels = tiny_model_files
-    model = registry.add_model(store, "tiny", config, ckpt, str(labels))
+    model = model_registry.add_model(store, "tiny", config, ckpt, str(labels))
     toy = register_toy(store, model)
-    every = registry.classes(store, model)
+    every = model_registry.classes(store, model)
     generate(store, model, every[0], 3, batch_size=2)
     for cls in every[1:]:  # the specific baseline compares every class
         store_random_images(store, model, cls, 5)

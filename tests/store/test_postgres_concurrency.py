@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from cortex_cli import registry
+from cortex_cli import model_registry
 from cortex_cli.generation import image_tokens
 from cortex_cli.store.schema import ExtractorRow, ImageRow, ModelRow, RunClassCountRow, RunTokenCountRow, SaliencyMapRow, SaliencyRunRow, SalientTokenRow, TokenCountRow
 
@@ -76,7 +76,7 @@ def test_writers_at_once_lose_and_duplicate_nothing(store, tiny_model, db_url, m
     toy = register_toy(store, tiny_model)
     results = _run_writers(db_url, toy.id, monkeypatch)
 
-    classes = registry.classes(store, tiny_model)
+    classes = model_registry.classes(store, tiny_model)
     with store.session() as s:
         def seeds(cls, split):
             return sorted(s.scalars(select(ImageRow.seed).where(ImageRow.class_pk == cls.pk, ImageRow.split == split)))

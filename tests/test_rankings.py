@@ -10,8 +10,8 @@ from sqlalchemy import select
 from cortex_cli.errors import CortexError
 from cortex_cli.generation import ensure_images, image_tokens
 from cortex_cli.indexing import index_classes
-from cortex_cli.queries import pick_run, token_usage, top_tokens
-from cortex_cli.saliency import SaliencySettings
+from cortex_cli.rankings import pick_run, token_usage, top_tokens
+from cortex_cli.attribution import SaliencySettings
 from cortex_cli.store.schema import SalientTokenRow
 
 from index_helpers import ToyExtractor, index_three_classes, store_random_images

@@ -16,7 +16,7 @@ import importlib
 import sys
 import types
 
-from .backends.base import top_k_top_p_filtering
+from .base import top_k_top_p_filtering
 
 __all__ = ["install", "top_k_top_p_filtering"]
 

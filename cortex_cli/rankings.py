@@ -25,7 +25,7 @@ import numpy as np
 from .attribution import method_named
 from .errors import CortexError
 from .extractors.registry import get_extractor
-from .registry import ClassInfo, ModelInfo, classes
+from .model_registry import ClassInfo, ModelInfo, classes
 from .store import images as image_store
 from .store import index as index_store
 from .store import queries as query_store

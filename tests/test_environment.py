@@ -1,41 +1,41 @@
 import pytest
 import torch
 
-from cortex_cli import settings
+from cortex_cli import environment
 from cortex_cli.errors import CortexError
 
 
 def test_home_follows_the_environment(cortex_home):
-    assert settings.cortex_home() == cortex_home and cortex_home.is_dir()
-    assert settings.default_db_url() == f"sqlite:///{cortex_home / 'cortex.db'}"
-    reports = settings.artifacts_dir("reports", "x")
+    assert environment.cortex_home() == cortex_home and cortex_home.is_dir()
+    assert environment.default_db_url() == f"sqlite:///{cortex_home / 'cortex.db'}"
+    reports = environment.artifacts_dir("reports", "x")
     assert reports == cortex_home / "reports" / "x" and reports.is_dir()
 
 
 def test_default_home_is_the_platform_user_dir(monkeypatch, tmp_path):
     import platformdirs
 
-    monkeypatch.delenv(settings.HOME_ENV)
+    monkeypatch.delenv(environment.HOME_ENV)
     monkeypatch.setattr(platformdirs, "user_data_dir", lambda app: str(tmp_path / "platform" / app))
-    assert settings.cortex_home() == tmp_path / "platform" / "cortex"
+    assert environment.cortex_home() == tmp_path / "platform" / "cortex"
 
 
 def test_unwritable_home_is_an_actionable_error(monkeypatch, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
-    monkeypatch.setenv(settings.HOME_ENV, str(blocker / "home"))
+    monkeypatch.setenv(environment.HOME_ENV, str(blocker / "home"))
     with pytest.raises(CortexError, match="set CORTEX_HOME to a writable directory"):
-        settings.cortex_home()
+        environment.cortex_home()
 
 
 def test_devices():
-    assert settings.resolve_device("cpu") == torch.device("cpu")
-    assert settings.resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert environment.resolve_device("cpu") == torch.device("cpu")
+    assert environment.resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
     with pytest.raises(CortexError, match="unknown device 'tpu'"):
-        settings.resolve_device("tpu")
+        environment.resolve_device("tpu")
     if not torch.cuda.is_available():
         with pytest.raises(CortexError, match="use --device cpu"):
-            settings.resolve_device("cuda:0")
+            environment.resolve_device("cuda:0")
     else:
         with pytest.raises(CortexError, match="does not exist"):
-            settings.resolve_device(f"cuda:{torch.cuda.device_count()}")
+            environment.resolve_device(f"cuda:{torch.cuda.device_count()}")

@@ -2,7 +2,7 @@ import sys
 
 import torch
 
-from cortex_cli import taming_shim
+from cortex_cli.backends import taming_shim
 
 
 def test_install_imports_taming_and_is_idempotent():

@@ -1,0 +1,181 @@
+"""Token-selection optimisation (eq. 7-9) and the embedding baseline, on toy extractors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from cortex_cli.errors import CortexError
+from cortex_cli.token_selection import (
+    OptimizeSettings,
+    RegionEmbedding,
+    TokenSelection,
+    nearest_tokens,
+    objective_loss,
+    optimize_tokens,
+)
+
+K, D, M, TARGET_TOKEN = 64, 8, 8, 17
+
+
+class DotExtractor(torch.nn.Module):
+    """Class c's logit = scale * sum over positions of <E_pos, W_c>: class 1 is maximised by TARGET_TOKEN."""
+
+    def __init__(self, weights: torch.Tensor, scale: float = 1.0):
+        super().__init__()
+        self.register_buffer("weights", weights)
+        self.scale = scale
+
+    def forward(self, embedding: torch.Tensor) -> torch.Tensor:
+        return self.scale * torch.einsum("bdhw,cd->bc", embedding, self.weights)
+
+
+@pytest.fixture
+def setup():
+    gen = torch.Generator().manual_seed(0)
+    codebook = F.normalize(torch.randn(K, D, generator=gen), dim=1)  # unit norm: <C_k, C_t> is largest at k = t
+    weights = torch.zeros(2, D)
+    weights[1] = codebook[TARGET_TOKEN]
+    source = torch.randint(0, K, (M, M), generator=gen)
+    source[source == TARGET_TOKEN] = 0
+    mask = torch.zeros(M, M, dtype=torch.bool)
+    mask[2:5, 3:7] = True
+    return codebook, DotExtractor(weights), source, mask
+
+
+def test_straight_through_gradient_reaches_P_only_inside_region(setup):
+    codebook, extractor, source, mask = setup
+    sel = TokenSelection(codebook, source, mask, "source", torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    loss = objective_loss(extractor, sel.embedding(tau=1.0), 1, "logit")
+    loss.backward()
+    rows_with_grad = sel.P.grad.abs().sum(dim=1) > 0
+    assert torch.equal(rows_with_grad, mask.reshape(-1))  # every region row, nothing else
+    # eq. 8's mask also zeroes any gradient that reached pinned rows by another path
+    sel.P.grad = torch.ones_like(sel.P)
+    sel.mask_gradient()
+    assert torch.equal(sel.P.grad.abs().sum(dim=1) > 0, mask.reshape(-1))
+
+
+@pytest.mark.parametrize("tau", [1.0, 0.5])
+def test_straight_through_gradient_has_the_soft_sample_jacobian_value(setup, tau):
+    """d loss / d P of a region row = (1/tau) s * (u - <s, u>), s the soft sample, u = d loss / d onehot."""
+    codebook, extractor, source, mask = setup
+    sel = TokenSelection(codebook, source, mask, "source", torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    objective_loss(extractor, sel.embedding(tau=tau), 1, "logit").backward()
+    torch.manual_seed(0)  # the same Gumbel draws: hard and soft sampling consume the RNG alike
+    soft = F.gumbel_softmax(sel.P.detach()[sel.index], tau=tau, hard=False)
+    u = -(codebook @ extractor.weights[1])  # loss = -sum_pos <onehot_pos @ C, W_1>
+    expected = soft * (u - (soft * u).sum(dim=1, keepdim=True)) / tau
+    torch.testing.assert_close(sel.P.grad[sel.index], expected, rtol=1e-4, atol=1e-6)
+
+
+def test_hard_sample_embedding_is_exact_codebook_rows(setup):
+    codebook, _, source, mask = setup
+    sel = TokenSelection(codebook, source, mask, "random", torch.Generator().manual_seed(1))
+    torch.manual_seed(1)
+    emb = sel.embedding(tau=0.5)[0].flatten(1).t()  # (m^2, d)
+    dist = torch.cdist(emb, codebook).min(dim=1).values
+    assert dist.max() < 1e-3  # straight-through forward value is one-hot @ C (up to y_hard - y + y rounding)
+    outside = ~mask.reshape(-1)
+    assert torch.allclose(emb[outside], codebook[source.reshape(-1)[outside]])
+
+
+@pytest.mark.parametrize("method", ["token", "embedding"])
+@pytest.mark.parametrize("init", ["source", "random"])
+def test_positions_outside_region_never_change(setup, method, init):
+    codebook, extractor, source, mask = setup
+    settings = OptimizeSettings(steps=40, method=method, init=init, objective="logit", snapshot_steps=(10, 25))
+    result = optimize_tokens(extractor, codebook, source, mask, 1, settings)
+    for grid in [result.tokens, *result.snapshots.values()]:
+        assert torch.equal(grid[~mask], source[~mask])
+    assert sorted(result.snapshots) == [10, 25]
+    assert len(result.loss_trace) == 40
+    assert all(mask.reshape(-1)[p] for p, _, _ in result.changed)
+    assert {p for p, _, _ in result.changed} == set((result.tokens != source).reshape(-1).nonzero().flatten().tolist())
+
+
+@pytest.mark.parametrize("init", ["source", "random"])
+@pytest.mark.parametrize("objective,scale", [("logit", 1.0), ("log-prob", 0.2)])
+def test_token_selection_finds_the_known_best_token(setup, init, objective, scale):
+    codebook, extractor, source, mask = setup
+    extractor.scale = scale  # log-prob: keep the toy away from saturation so the gradient persists
+    for seed in (0, 1):
+        settings = OptimizeSettings(steps=500, tau=2.0, lr=0.1, init=init, objective=objective, seed=seed)
+        result = optimize_tokens(extractor, codebook, source, mask, 1, settings)
+        assert (result.tokens[mask] == TARGET_TOKEN).all()
+        assert torch.equal(result.tokens[~mask], source[~mask])
+        assert result.loss_trace[-1] < result.loss_trace[0]
+
+
+def test_embedding_baseline_snaps_to_nearest_codebook_entries(setup):
+    codebook, extractor, source, mask = setup
+    emb = RegionEmbedding(codebook, source, mask, "random", torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        emb.vectors.copy_(torch.randn(emb.vectors.shape, generator=torch.Generator().manual_seed(5)) * 2)
+    tokens = emb.tokens()
+    brute = [min(range(K), key=lambda k: float(((v - codebook[k]) ** 2).sum())) for v in emb.vectors.detach()]
+    assert tokens[mask].tolist() == brute
+    assert torch.equal(tokens[~mask], source[~mask])
+    assert nearest_tokens(codebook[[3, 9, 40]] + 1e-3, codebook).tolist() == [3, 9, 40]
+    # end to end: -<e, C[t*]> + 0.5 ||e||^2 is minimised at e = C[t*], whose nearest entry is t*
+    settings = OptimizeSettings(steps=300, method="embedding", objective="logit", alpha=0.5, lr=0.05)
+    result = optimize_tokens(extractor, codebook, source, mask, 1, settings)
+    assert (result.tokens[mask] == TARGET_TOKEN).all()
+
+
+def test_same_seed_same_result_and_global_rng_untouched(setup):
+    codebook, extractor, source, mask = setup
+    settings = OptimizeSettings(steps=30, init="random", seed=11, lr=0.02)
+    torch.manual_seed(123)
+    expected_next = torch.rand(3)
+    torch.manual_seed(123)
+    a = optimize_tokens(extractor, codebook, source, mask, 1, settings)
+    assert torch.equal(torch.rand(3), expected_next)
+    b = optimize_tokens(extractor, codebook, source, mask, 1, settings)
+    c = optimize_tokens(extractor, codebook, source, mask, 1, OptimizeSettings(steps=30, init="random", seed=12, lr=0.02))
+    assert torch.equal(a.tokens, b.tokens) and a.loss_trace == b.loss_trace
+    assert a.loss_trace != c.loss_trace
+
+
+def test_tau_schedule_and_progress(setup):
+    s = OptimizeSettings(steps=11, tau=2.0, tau_final=0.5)
+    assert s.tau_at(0) == pytest.approx(2.0) and s.tau_at(10) == pytest.approx(0.5) and s.tau_at(5) == pytest.approx(1.0)
+    assert OptimizeSettings(steps=11, tau=2.0).tau_at(7) == 2.0
+    codebook, extractor, source, mask = setup
+    seen = []
+    optimize_tokens(extractor, codebook, source, mask, 1, OptimizeSettings(steps=11, tau=2.0, tau_final=0.5), progress=lambda d, t, info: seen.append((d, t)))
+    assert seen[-1] == (11, 11)
+
+
+@pytest.mark.parametrize(
+    "kwargs, fragment",
+    [
+        ({"steps": 0}, "--steps"),
+        ({"steps": -5}, "--steps"),
+        ({"tau": 0.0}, "--tau"),
+        ({"tau_final": -1.0}, "--tau-final"),
+        ({"lr": 0.0}, "--lr"),
+        ({"alpha": -1.0}, "--alpha"),
+        ({"init": "zeros"}, "--init"),
+        ({"objective": "prob"}, "--objective"),
+        ({"method": "pixels"}, "--method"),
+        ({"steps": 5, "snapshot_steps": (9,)}, "snapshot step 9"),
+    ],
+)
+def test_bad_settings_raise(setup, kwargs, fragment):
+    codebook, extractor, source, mask = setup
+    with pytest.raises(CortexError, match=fragment.replace("-", r"\-")):
+        optimize_tokens(extractor, codebook, source, mask, 1, OptimizeSettings(**kwargs))
+
+
+def test_bad_shapes_and_targets_raise(setup):
+    codebook, extractor, source, mask = setup
+    with pytest.raises(CortexError, match="empty"):
+        optimize_tokens(extractor, codebook, source, torch.zeros_like(mask), 1, OptimizeSettings(steps=2))
+    with pytest.raises(CortexError, match="outside the extractor's 2 classes"):
+        optimize_tokens(extractor, codebook, source, mask, 5, OptimizeSettings(steps=2))
+    with pytest.raises(CortexError, match="0..63"):
+        optimize_tokens(extractor, codebook, source + K, mask, 1, OptimizeSettings(steps=2))
