@@ -38,3 +38,41 @@ class Quadratic(nn.Module):
 
 def embeddings(b: int = 2, seed: int = 3) -> torch.Tensor:
     return torch.randn(b, D, M, M, generator=torch.Generator().manual_seed(seed))
+
+
+class OnePosition(nn.Module):
+    """Looks only at grid position (r, c), non-linearly."""
+
+    def __init__(self, d: int, r: int, c: int, classes: int = 3):
+        super().__init__()
+        self.r, self.c = r, c
+        self.head = nn.Sequential(nn.Linear(d, 8), nn.Tanh(), nn.Linear(8, classes))
+        torch.manual_seed(1)
+        for p in self.head.parameters():
+            nn.init.normal_(p)
+
+    def forward(self, e: torch.Tensor) -> torch.Tensor:
+        return self.head(e[:, :, self.r, self.c])
+
+
+class SmallCNN(nn.Module):
+    """A conv net with BatchNorm and pooling: no closed form, but a real extractor's shape."""
+
+    def __init__(self, d: int, classes: int = 4):
+        super().__init__()
+        torch.manual_seed(2)
+        self.net = nn.Sequential(
+            nn.Conv2d(d, 12, 3, padding=1), nn.BatchNorm2d(12), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(12, 12, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(48, classes),
+        )
+        self.eval()
+
+    def forward(self, e):
+        return self.net(e)
+
+
+def freeze(m: nn.Module) -> nn.Module:
+    m.eval()
+    for p in m.parameters():
+        p.requires_grad_(False)
+    return m

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from attribution_helpers import LinearExtractor, Quadratic, embeddings
-from cortex_cli.attribution import SaliencySettings, noise_tunnel, scaled_noise, token_saliency
+from attribution_helpers import LinearExtractor, Quadratic, SmallCNN, embeddings, freeze
+from cortex_cli.attribution import SaliencySettings, noise_scale, noise_tunnel, reduce_channels, scaled_noise, seeded_noise, token_saliency
 from cortex_cli.attribution.gradient import gradient
 from cortex_cli.attribution.gradient_x_input import gradient_x_input
 from cortex_cli.attribution.smoothgrad import smoothgrad
@@ -41,3 +41,21 @@ def test_smoothgrad_is_the_default_method_and_its_noise_is_keyed_by_image():
     alone = token_saliency(net, e[1:2], [1], [11], SaliencySettings())
     assert torch.equal(together[1:2], alone)
     assert not torch.equal(token_saliency(net, e[1:2], [1], [99]), alone)  # another key, other noise
+
+
+def test_smoothgrad_matches_per_sample_loop():
+    """The batched mean gradient equals a hand loop of autograd over every noisy copy."""
+    ext = freeze(SmallCNN(d=4))
+    e = torch.randn(3, 4, 6, 6)
+    settings = SaliencySettings(samples=4, alpha=0.2, chunk=5)
+    sigma = noise_scale(e, settings.alpha)
+    noise = seeded_noise(e.shape[1:], [7, 8, 9], settings.seed, settings.samples) * sigma.view(-1, 1, 1, 1, 1)
+    got = smoothgrad(ext, e, [0, 2, 3], noise, chunk=settings.chunk)
+    for i, t in enumerate([0, 2, 3]):
+        acc = torch.zeros_like(e[i])
+        for l in range(settings.samples):
+            x = (e[i] + noise[i, l]).unsqueeze(0).requires_grad_(True)
+            (g,) = torch.autograd.grad(ext(x)[0, t], x)
+            acc += g[0]
+        torch.testing.assert_close(got[i], acc / settings.samples, rtol=1e-4, atol=1e-6)
+    assert torch.allclose(reduce_channels(got), got.abs().amax(1))

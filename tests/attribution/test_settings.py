@@ -1,0 +1,45 @@
+"""attribution/settings.py: one SaliencySettings, validated, with a run key that ignores what the method does not use."""
+
+from __future__ import annotations
+
+import pytest
+
+from cortex_cli.attribution import SaliencySettings, field_help, key_fields
+from cortex_cli.errors import CortexError
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [({"samples": 0}, "--samples"), ({"reduce": "min"}, "--reduce"), ({"precision": "fp8"}, "--precision"), ({"top_n": 0}, "--top-n")],
+)
+def test_settings_validation(kwargs, message):
+    with pytest.raises(CortexError, match=message):
+        SaliencySettings(**kwargs).validate()
+
+
+def test_validation_checks_a_methods_own_parameters_only():
+    for bad, message in (({"alpha": -0.1}, "--alpha"), ({"alpha": float("nan")}, "--alpha"), ({"chunk": 0}, "chunk")):
+        with pytest.raises(CortexError, match=message):
+            SaliencySettings(**bad).validate()
+    # steps and baseline belong to integrated-gradients: smoothgrad ignores them, IG refuses them
+    assert SaliencySettings(steps=0, baseline="nope").validate().steps == 0
+    with pytest.raises(CortexError, match="--steps must be >= 1, got 0"):
+        SaliencySettings(method="integrated-gradients", steps=0).validate()
+    with pytest.raises(CortexError, match="--baseline must be one of"):
+        SaliencySettings(method="integrated-gradients", baseline="nope").validate()
+
+
+def test_canonical_neutralises_what_the_method_ignores_and_keeps_the_rest():
+    noisy = SaliencySettings(method="gradient", samples=7, alpha=0.5, seed=3, top_n=9, steps=11, chunk=4)
+    canon = noisy.canonical()
+    assert (canon.samples, canon.alpha, canon.seed, canon.steps, canon.baseline) == (1, 0.0, 0, 0, "none")
+    assert (canon.top_n, canon.chunk, canon.method) == (9, 4, "gradient")  # used by every method, or not a result parameter
+    ig = SaliencySettings(method="integrated-gradients", steps=11, samples=7).canonical()
+    assert (ig.steps, ig.baseline, ig.samples) == (11, "zeros", 1)
+    assert noisy.as_dict() == noisy.run_key() and "chunk" not in noisy.run_key()
+
+
+def test_field_help_is_each_fields_own_text():
+    assert field_help("samples").startswith("N, noisy copies")
+    assert field_help("chunk") != field_help("samples")
+    assert key_fields()[0] == "samples" and "chunk" not in key_fields()
