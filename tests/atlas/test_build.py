@@ -1,4 +1,4 @@
-"""The token atlas (`cortex atlas`): built from a tiny index, opened in headless Chromium, rebuilt incrementally.
+"""atlas/build.py, the token atlas (`cortex atlas`): built from a tiny index, opened in headless Chromium, rebuilt incrementally.
 
 The browser test crawls the site from its index page inside Chromium (a harness page loads every
 page in an iframe, with file access allowed): every page must be reachable, every picture must
@@ -15,7 +15,6 @@ import re
 import shutil
 import sqlite3
 import subprocess
-from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -33,11 +32,10 @@ from cortex_cli.cli import app
 from cortex_cli.indexing import index_classes
 from cortex_cli.rankings import token_usage, top_tokens
 from cortex_cli.attribution import SaliencySettings
-from cortex_cli.store import atlas as atlas_store
 from cortex_cli.store.database import open_store
 from cortex_cli.store.edits import NewEdit, pending_edit
 from cortex_cli.store.evaluations import insert_evaluation
-from cortex_cli.store.schema import ImageRow, RunTokenCountRow, SalientTokenRow
+from cortex_cli.store.schema import ImageRow, RunTokenCountRow
 from cortex_cli.store.searches import insert_restarts
 
 from index_helpers import ToyExtractor, index_three_classes
@@ -45,7 +43,6 @@ from index_helpers import ToyExtractor, index_three_classes
 SALIENCY = SaliencySettings(samples=2, top_n=8)
 # small pages: the tiny model decodes ~10 grids a second on a busy 2-core CPU
 SMALL = PageSettings(top_k=3, crops=2, overlays=2, context_classes=2, context_crops=2, neighbours=1, cross_class=3, token_classes=4)
-TINY = PageSettings(top_k=1, crops=1, overlays=1, context_classes=1, context_crops=1, neighbours=0, cross_class=1)
 runner = CliRunner()
 
 
@@ -296,49 +293,6 @@ def test_force_rewrites_every_page(built, tmp_path):
     assert again.grids_decoded == 0  # pictures are named by content: nothing to redraw
     narrower = build_atlas(built.store, built.model, site, classes=built.classes[2:3], settings=SMALL, force=True)
     assert "concepts/0-goldfinch.html" in narrower.removed and not (site / "concepts/0-goldfinch.html").exists()
-
-
-@pytest.mark.both_backends
-def test_atlas_reads_equal_a_python_recount(store, tiny_model, tmp_path, backend):
-    info, classes = index_three_classes(store, tiny_model, SALIENCY)
-    run_id = top_tokens(store, tiny_model, classes[0], k=1).run_id
-    with store.session() as s:
-        rows = s.execute(select(SalientTokenRow.image_id, SalientTokenRow.class_pk, SalientTokenRow.position, SalientTokenRow.tsv,
-                                SalientTokenRow.rank, SalientTokenRow.token)).all()
-        counts = s.execute(select(RunTokenCountRow.token, RunTokenCountRow.class_pk, RunTokenCountRow.salient,
-                                  RunTokenCountRow.occurrences, RunTokenCountRow.salient_images)).all()
-    token = max({r.token for r in rows}, key=lambda t: (sum(r.token == t for r in rows), -t))
-    best: dict[int, tuple] = {}
-    for r in rows:
-        if r.token == token and r.class_pk == classes[0].pk:
-            if r.image_id not in best or (r.tsv, -r.rank) > (best[r.image_id].tsv, -best[r.image_id].rank):
-                best[r.image_id] = r
-    expected = sorted(best.values(), key=lambda r: (-r.tsv, r.image_id))[:3]
-    found = atlas_store.strongest_occurrences(store, run_id, "train", token, 3, class_pk=classes[0].pk)
-    assert [(o.image_id, o.position, o.rank) for o in found] == [(r.image_id, r.position, r.rank) for r in expected]
-    assert [o.tsv for o in found] == pytest.approx([r.tsv for r in expected])
-    anywhere = atlas_store.strongest_occurrences(store, run_id, "train", token, 100)
-    assert len({o.image_id for o in anywhere}) == len(anywhere) == len({r.image_id for r in rows if r.token == token})
-
-    some = sorted({r.image_id for r in rows})[:3]
-    assert atlas_store.top_positions(store, run_id, some, 2) == {
-        i: [r.position for r in sorted((r for r in rows if r.image_id == i and r.rank < 2), key=lambda r: r.rank)] for i in some}
-
-    per_token = defaultdict(lambda: [0, 0, 0, 0])
-    for t, _, salient, occurrences, salient_images in counts:
-        per_token[t][0] += salient > 0
-        per_token[t][1] += occurrences > 0
-        per_token[t][2] += salient
-        per_token[t][3] += salient_images
-    spread = atlas_store.token_spread(store, run_id, "train")
-    assert {s.token: [s.salient_classes, s.occurrence_classes, s.salient, s.salient_images] for s in spread} == dict(per_token)
-    assert [s.token for s in spread] == sorted(per_token, key=lambda t: (-per_token[t][0], -per_token[t][1], t))
-    assert atlas_store.indexed_classes(store, run_id, "train") == {c.pk: 5 for c in classes[:3]}
-    assert atlas_store.tokens_of_classes(store, run_id, "train", [classes[1].pk]) == {t for t, pk, *_ in counts if pk == classes[1].pk}
-
-    if backend != "sqlite":  # the other tests build on SQLite; here the whole atlas builds on this backend too
-        result = build_atlas(store, tiny_model, tmp_path / "site", classes=[classes[1]], settings=TINY)
-        assert result.concepts == 1 and (tmp_path / "site" / "concepts" / "1-water-ouzel.html").is_file()
 
 
 def test_nearest_neighbours_match_brute_force():
