@@ -1,0 +1,107 @@
+"""backends/base.py: the sampler (top-k/top-p filtering, per-row Gumbel draws), image generators, PIL conversions."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from PIL import Image
+
+from cortex_cli.backends.base import (
+    SamplerSettings,
+    from_pil,
+    image_generators,
+    pick_tokens,
+    to_pil,
+    top_k_top_p_filtering,
+)
+from cortex_cli.classnames import ClassName
+from cortex_cli.seeding import generator_for
+
+
+def test_top_k_keeps_exactly_k_largest():
+    torch.manual_seed(0)
+    logits = torch.randn(3, 50)
+    out = top_k_top_p_filtering(logits, top_k=5)
+    kept = torch.isfinite(out)
+    assert kept.sum(dim=1).tolist() == [5, 5, 5]
+    assert torch.equal(kept, torch.zeros_like(kept).scatter(1, logits.topk(5, dim=1).indices, True))
+    assert torch.equal(out[kept], logits[kept])  # kept logits unchanged
+    assert torch.equal(top_k_top_p_filtering(logits, top_k=0), logits)  # 0: off
+    assert torch.isfinite(top_k_top_p_filtering(logits, top_k=500)).all()  # k > vocab: all
+
+
+def test_top_p_keeps_the_nucleus_in_any_order():
+    probs = torch.tensor([0.05, 0.5, 0.15, 0.3])  # sorted: 0.5, 0.3, 0.15, 0.05
+    logits = probs.log()[None]
+    keep = lambda p: torch.isfinite(top_k_top_p_filtering(logits, top_p=p))[0].tolist()  # noqa: E731
+    assert keep(0.45) == [False, True, False, False]  # 0.5 already covers 0.45
+    assert keep(0.7) == [False, True, False, True]  # 0.5 + 0.3 crosses 0.7
+    assert keep(0.9) == [False, True, True, True]
+    assert keep(1.0) == [True, True, True, True]
+    both = torch.isfinite(top_k_top_p_filtering(logits, top_k=1, top_p=0.9))[0].tolist()
+    assert both == [False, True, False, False]
+
+
+def _generators(*seeds: int) -> list[torch.Generator]:
+    return [torch.Generator().manual_seed(s) for s in seeds]
+
+
+def test_a_rows_draw_depends_only_on_its_own_generator():
+    torch.manual_seed(0)
+    logits = torch.randn(4, 30)
+    settings = SamplerSettings(top_k=None)
+    together = pick_tokens(logits, _generators(1, 2, 3, 4), settings)
+    assert together.shape == (4, 1)
+    alone = torch.cat([pick_tokens(logits[i:i + 1], _generators(s), settings) for i, s in enumerate((1, 2, 3, 4))])
+    assert torch.equal(together, alone)
+    draws = {int(pick_tokens(logits[:1], _generators(s), settings)) for s in range(40)}
+    assert len(draws) > 3  # sampling, not argmax
+
+
+def test_greedy_and_top_k_1_take_the_argmax_and_filters_bound_the_draw():
+    torch.manual_seed(1)
+    logits = torch.randn(3, 50)
+    best = logits.argmax(-1, keepdim=True)
+    assert torch.equal(pick_tokens(logits, _generators(0, 0, 0), SamplerSettings(greedy=True)), best)
+    assert torch.equal(pick_tokens(logits, _generators(5, 6, 7), SamplerSettings(top_k=1)), best)
+    top5 = logits.topk(5, dim=-1).indices
+    for s in range(20):
+        got = pick_tokens(logits, _generators(s, s + 100, s + 200), SamplerSettings(top_k=5, temperature=3.0))
+        assert (top5 == got).any(-1).all()
+
+
+def test_temperature_sharpens_sampling_towards_the_argmax():
+    logits = torch.tensor([[2.0, 1.0, 0.0, -1.0]])
+    cold = [int(pick_tokens(logits, _generators(s), SamplerSettings(top_k=None, temperature=0.05))) for s in range(30)]
+    hot = [int(pick_tokens(logits, _generators(s), SamplerSettings(top_k=None, temperature=5.0))) for s in range(30)]
+    assert set(cold) == {0} and len(set(hot)) > 1
+
+
+def test_sampler_label_names_every_setting_that_changes_a_sample():
+    assert SamplerSettings().label() == "top_k=100,top_p=1,temperature=1"
+    assert SamplerSettings(greedy=True, top_k=5).label() == "greedy"
+    assert SamplerSettings(top_k=None, top_p=0.9, temperature=0.5).label() == "top_k=None,top_p=0.9,temperature=0.5"
+    assert SamplerSettings(guidance=3.0).label() == "top_k=100,top_p=1,temperature=1,guidance=3"
+
+
+def test_image_generators_are_keyed_by_seed_and_class():
+    classes = [ClassName(3, "c"), ClassName(5, "e"), ClassName(3, "c")]
+    gens = image_generators(classes, [7, 7, 8])
+    draws = [torch.rand(4, generator=g) for g in gens]
+    assert torch.equal(draws[0], torch.rand(4, generator=generator_for("sample", 7, 3)))
+    assert not torch.equal(draws[0], draws[1]) and not torch.equal(draws[0], draws[2])
+    with pytest.raises(ValueError):
+        image_generators(classes, [1, 2])
+
+
+def test_pil_round_trip_and_centre_crop():
+    torch.manual_seed(2)
+    images = torch.rand(2, 3, 8, 8) * 2 - 1
+    pils = to_pil(images)
+    assert [p.size for p in pils] == [(8, 8)] * 2 and pils[0].mode == "RGB"
+    back = from_pil(pils, 8)
+    assert back.shape == (2, 3, 8, 8) and (back - images).abs().max() <= 1 / 127.5 + 1e-6  # 8-bit rounding only
+    assert to_pil(torch.full((1, 3, 2, 2), 5.0))[0].getpixel((0, 0)) == (255, 255, 255)  # clamped to [-1, 1]
+    wide = Image.new("RGB", (12, 4), (0, 0, 0))
+    wide.paste((255, 255, 255), (4, 0, 8, 4))  # the white centre square
+    assert torch.equal(from_pil([wide], 4), torch.ones(1, 3, 4, 4))
