@@ -1,6 +1,5 @@
 import sys
 
-
 from cortex_cli.backends import taming_shim
 
 
