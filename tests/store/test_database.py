@@ -4,11 +4,10 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
-from sqlalchemy.exc import IntegrityError
 
 from cortex_cli.errors import CortexError
 from cortex_cli.store.database import head_revision, open_store
-from cortex_cli.store.schema import Base, ClassRow, ImageRow, ModelRow
+from cortex_cli.store.schema import Base, ModelRow
 
 pytestmark = pytest.mark.both_backends  # store/db_url tests run on SQLite and PostgreSQL
 
@@ -76,25 +75,3 @@ def test_non_database_file_is_a_one_line_error(tmp_path):
     with pytest.raises(CortexError, match="cannot open database") as info:
         open_store(f"sqlite:///{path}")
     assert "\n" not in str(info.value)
-
-
-def test_uniqueness_makes_generation_idempotent_and_foreign_keys_hold(store):
-    with store.session() as s, s.begin():
-        model = _model()
-        s.add(model)
-        s.flush()
-        cls = ClassRow(model_id=model.id, class_id=0, name="goldfinch", synonyms="")
-        s.add(cls)
-        s.flush()
-        s.add(ImageRow(model_id=model.id, class_pk=cls.id, split="train", seed=0, sampler="greedy", tokens=b"\0\0"))
-        ids = (model.id, cls.id)
-    with pytest.raises(IntegrityError), store.session() as s, s.begin():
-        s.add(ImageRow(model_id=ids[0], class_pk=ids[1], split="train", seed=0, sampler="greedy", tokens=b"\1\0"))
-    with store.session() as s, s.begin():  # other split, seed or sampler: a new row
-        s.add(ImageRow(model_id=ids[0], class_pk=ids[1], split="test", seed=0, sampler="greedy", tokens=b"\1\0"))
-    with pytest.raises(IntegrityError), store.session() as s, s.begin():
-        s.add(ImageRow(model_id=ids[0], class_pk=12345, split="val", seed=0, sampler="greedy", tokens=b""))
-    with store.session() as s, s.begin():  # deleting a model cascades
-        s.execute(text("DELETE FROM models"))
-    with store.session() as s:
-        assert s.query(ImageRow).count() == 0 and s.query(ClassRow).count() == 0
