@@ -6,7 +6,7 @@ the fly with the run's settings; never writes to the index.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ import torch
 from . import model_registry
 from .backends.base import from_pil, to_pil
 from .errors import CortexError
+from .results import Result
 from .extractors.registry import get_extractor, load_extractor
 from .figures import draw_token_boxes, image_grid
 from .generation import image_keys, image_tokens
@@ -44,8 +45,8 @@ class SalientToken:
     tsv: float
 
 
-@dataclass
-class ExplainResult:
+@dataclass(frozen=True)
+class ExplainResult(Result):
     """The top-n tokens of one image and where its figure went."""
 
     model: str
@@ -61,8 +62,13 @@ class ExplainResult:
     settings: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass
-class TokenFigureResult:
+
+    def table_rows(self) -> list[dict[str, Any]]:
+        """One row per salient token: rank, position, token, TSV."""
+        return [asdict(t) for t in self.top]
+
+@dataclass(frozen=True)
+class TokenFigureResult(Result):
     """`cortex show --class C --token T`: images of C where T is salient, boxed."""
 
     model: str

@@ -10,6 +10,7 @@ interrupted run loses at most the batch in flight and a rerun adds only what is 
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +19,9 @@ import torch
 
 from . import model_registry
 from .backends.base import VQGM, SamplerSettings, image_generators, to_pil
-from .distributed import Shard
+from .distributed import DistContext, Shard
 from .errors import CortexError
+from .results import Result
 from .progress import Progress, report
 from .environment import writable_dir
 from .pngmeta import read_png, save_png
@@ -33,8 +35,8 @@ SPLITS = ("train", "val", "test")
 
 
 
-@dataclass
-class GenerationResult:
+@dataclass(frozen=True)
+class GenerationResult(Result):
     """What `generate` did: rows added, rows already there, and where everything is."""
 
     model: str
@@ -163,14 +165,16 @@ def _prepare_out_dir(out_dir: Path) -> Path:
     return writable_dir(out_dir, "PNGs to")
 
 
-def check_request(n: int, *, split: str = "train", batch_size: int = 16, out_dir: Path | None = None) -> Path | None:
+def check_request(n: int, *, split: str = "train", batch_size: int = 16, out_dir: Path | None = None, seed: int = 0) -> Path | None:
     """Validate generation arguments before any work; returns out_dir (created, writable) or None.
 
     Raises:
-        CortexError: n <= 0, batch_size <= 0, an unknown split, or an unwritable out_dir.
+        CortexError: n <= 0, a negative first seed, batch_size <= 0, an unknown split, or an unwritable out_dir.
     """
     if n <= 0:
         raise CortexError(f"-n must be a positive number of images, got {n}")
+    if seed < 0:
+        raise CortexError(f"--first-seed must be >= 0 (image seeds are 0, 1, 2, ...), got {seed}")
     if batch_size <= 0:
         raise CortexError(f"batch size must be positive, got {batch_size}")
     _check_split(split)
@@ -215,7 +219,7 @@ def generate(
     Raises:
         CortexError: n <= 0, bad split/batch size/sampler, unwritable out_dir.
     """
-    out_dir = check_request(n, split=split, batch_size=batch_size, out_dir=out_dir)
+    out_dir = check_request(n, split=split, batch_size=batch_size, out_dir=out_dir, seed=seed)
     vqgm = model_registry.load_model(model, device)
     sampler = validate_sampler(sampler if sampler is not None else default_sampler(vqgm))
     label = sampler.label()
@@ -319,3 +323,21 @@ def image_keys(store: Store, model: ModelInfo, image_ids: list[int]) -> list[int
     _check_found(model, image_ids, rows)
     found = {i: image_key(model.name, r.class_id, r.split, r.seed, r.sampler) for i, r in rows.items()}
     return [found[int(i)] for i in image_ids]
+
+
+def merge_ranks(dist: DistContext, result: GenerationResult, seeds: list[int], block: int) -> GenerationResult:
+    """The torchrun job's result from every rank's: counts summed, ids and PNG paths back in seed order.
+
+    Each rank generated `dist.shard(seeds, block, offset=class id)`, the dealing `generate` uses with `shard`.
+    """
+    if not dist.distributed:
+        return result
+    added, skipped = dist.all_reduce_counts([result.added, result.skipped])
+    mine = dist.shard(seeds, block, offset=result.class_id)
+    parts = dist.all_gather((dict(zip(mine, result.image_ids)), dict(zip(mine, result.png_paths))))
+    ids = {s: i for part, _ in parts for s, i in part.items()}
+    paths = {s: p for _, part in parts for s, p in part.items()}
+    return dataclasses.replace(
+        result, requested=len(seeds), added=int(added), skipped=int(skipped), image_ids=[ids[s] for s in seeds],
+        png_paths=[paths[s] for s in seeds] if paths else [],
+    )

@@ -13,6 +13,7 @@ sampler), never by its row id, so the index does not depend on what the database
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -22,8 +23,9 @@ import torch
 from torch import nn
 
 from . import model_registry
-from .distributed import Shard
+from .distributed import DistContext, Shard
 from .errors import CortexError
+from .results import Result
 from .progress import Progress, report
 from .extractors.registry import load_extractor
 from .generation import ensure_images, image_keys, image_tokens
@@ -35,8 +37,8 @@ from .store.database import Store
 
 
 
-@dataclass
-class IndexResult:
+@dataclass(frozen=True)
+class IndexResult(Result):
     """What `index_class` did for one class."""
 
     model: str
@@ -212,7 +214,23 @@ def index_classes(
     ]
 
 
+def merge_ranks(dist: DistContext, results: Sequence[IndexResult]) -> list[IndexResult]:
+    """The torchrun job's per-class results from every rank's: images, added and skipped summed, time the slowest rank's."""
+    if not dist.distributed:
+        return list(results)
+    counts = dist.all_reduce_counts([v for r in results for v in (r.images, r.added, r.skipped)])
+    seconds = dist.all_reduce_counts([float(r.seconds) for r in results], op="max")
+    merged = []
+    for i, r in enumerate(results):
+        images, added, skipped = (int(v) for v in counts[3 * i:3 * i + 3])
+        secs = float(seconds[i])
+        merged.append(dataclasses.replace(r, images=images, added=added, skipped=skipped, seconds=round(secs, 3),
+                                          images_per_s=round(added / secs, 2) if added and secs > 0 else 0.0))
+    return merged
+
+
 __all__ = [
-    "CommitPolicy", "IndexResult", "ensure_run", "index_class", "index_classes", "index_rows", "indexed_image_ids", "pack_tsv", "unpack_tsv",
+    "CommitPolicy", "IndexResult", "ensure_run", "index_class", "index_classes", "index_rows", "indexed_image_ids", "merge_ranks",
+    "pack_tsv", "unpack_tsv",
     "write_batch",
 ]

@@ -16,14 +16,16 @@ Ranks are 1-based; ties are broken by the smaller token (or class) id.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from .attribution import method_named
 from .errors import CortexError
+from .results import Result
 from .extractors.registry import get_extractor
 from .model_registry import ClassInfo, ModelInfo, classes
 from .store import images as image_store
@@ -56,8 +58,8 @@ class BaselineRow:
     score: float | None = None  # 'specific': smoothed P(class | token)
 
 
-@dataclass
-class TopTokensResult:
+@dataclass(frozen=True)
+class TopTokensResult(Result):
     """`cortex top-tokens`: the concept's salient tokens, optionally beside the baseline."""
 
     model: str
@@ -80,6 +82,22 @@ class TopTokensResult:
     jaccard: float | None = None
 
 
+
+    def table_rows(self) -> list[dict[str, Any]]:
+        """One row per rank: the salient token, and the baseline's token of that rank when there is a baseline."""
+        base = self.baseline or []
+        rows = []
+        for i in range(max(len(self.rows), len(base))):
+            r = self.rows[i] if i < len(self.rows) else None
+            row: dict[str, Any] = {"rank": i + 1, "token": r.token if r else None, "count": r.count if r else None,
+                                   "n_images": r.n_images if r else None, "mean_tsv": r.mean_tsv if r else None}
+            if self.baseline_kind:
+                b = base[i] if i < len(base) else None
+                row |= {"baseline_token": b.token if b else None, "baseline_count": b.count if b else None,
+                        "baseline_n_images": b.n_images if b else None}
+            rows.append(row)
+        return rows
+
 @dataclass
 class ClassUsage:
     """How much one class uses a token."""
@@ -92,8 +110,8 @@ class ClassUsage:
     token_rank: int  # rank of the token within this class's list (1 = its most used token)
 
 
-@dataclass
-class TokenUsage:
+@dataclass(frozen=True)
+class TokenUsage(Result):
     """`cortex token`: classes that use a token most."""
 
     model: str
@@ -105,6 +123,12 @@ class TokenUsage:
     occurrence: list[ClassUsage]  # plain occurrences over the same images
     images_counted: int = 0  # images of all classes both views count
 
+
+
+    def table_rows(self) -> list[dict[str, Any]]:
+        """One row per class and view ('salient' from the index, 'occurrence' over the same images)."""
+        return [{"view": view, **dataclasses.asdict(u)} for view, usages in (("salient", self.salient), ("occurrence", self.occurrence))
+                for u in usages]
 
 def extractor_id(store: Store, model: ModelInfo, name: str) -> int:
     """The id of a model's extractor by name; CortexError (with what to run) if there is none."""
@@ -312,14 +336,11 @@ def top_tokens(
             base, contrast = specific_baseline(store, model, cls, image_set, k)
         ours, theirs = {r.token for r in rows}, {r.token for r in base}
         both, union = len(ours & theirs), len(ours | theirs)
-        result.baseline_kind = baseline
-        result.baseline = base
-        result.baseline_images = len(image_set)
-        result.contrast_classes = contrast.classes if contrast else None
-        result.contrast_images = contrast.images if contrast else None
-        result.overlap = both
-        result.overlap_fraction = both / len(ours) if ours else 0.0
-        result.jaccard = both / union if union else 0.0
+        result = dataclasses.replace(
+            result, baseline_kind=baseline, baseline=base, baseline_images=len(image_set),
+            contrast_classes=contrast.classes if contrast else None, contrast_images=contrast.images if contrast else None,
+            overlap=both, overlap_fraction=both / len(ours) if ours else 0.0, jaccard=both / union if union else 0.0,
+        )
     return result
 
 

@@ -28,6 +28,7 @@ import torch
 
 from .. import __version__, model_registry
 from ..errors import CortexError
+from ..results import Result
 from ..evaluation.common import latest_evaluations
 from ..progress import Progress, report
 from ..rankings import BASELINES, pick_run
@@ -51,8 +52,8 @@ TOKEN_CHUNK = 64  # token pages whose neighbours are computed together (a 64 x K
 _PICTURE_NAME = re.compile(r"^[0-9a-f]{24}\.[a-z]+$")
 
 
-@dataclass
-class AtlasResult:
+@dataclass(frozen=True)
+class AtlasResult(Result):
     """What `build_atlas` wrote."""
 
     model: str

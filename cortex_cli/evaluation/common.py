@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Sequence, TypeVar
+from typing import Any, ClassVar, Sequence, TypeVar
 
 import torch
 
@@ -16,6 +16,7 @@ from ..extractors import registry as extractor_registry
 from ..extractors.registry import ExtractorInfo
 from ..generation import ensure_images, image_tokens
 from ..jsonable import to_jsonable
+from ..results import Result
 from ..judges import Judge, judges_for
 from ..progress import Progress, report
 from ..model_registry import ClassInfo, ModelInfo
@@ -178,16 +179,15 @@ def begin(
     return Evaluation(store, model, out, infos, resolve_classes(store, model, classes), judge_list, device, progress)
 
 
-Result = TypeVar("Result")
+ResultT = TypeVar("ResultT")
 
 
-def finish(evaluation: Evaluation, kind: str, result: Result, plot: str | Path, params: dict[str, Any]) -> Result:
+def finish(evaluation: Evaluation, kind: str, result: ResultT, plot: str | Path, params: dict[str, Any]) -> ResultT:
     """The epilogue of every evaluation: plot path, JSON (`<kind>.json`), wall time, and the stored row."""
-    result.plot_path = str(plot)
-    result.json_path = str(evaluation.out / f"{kind.replace('-', '_')}.json")
-    result.seconds = round(time.perf_counter() - evaluation.started, 2)
+    result = replace(result, plot_path=str(plot), json_path=str(evaluation.out / f"{kind.replace('-', '_')}.json"),
+                     seconds=round(time.perf_counter() - evaluation.started, 2))
     write_json(Path(result.json_path), result)
-    result.evaluation_id = record_evaluation(evaluation.store, evaluation.model, kind, params, asdict(result), plot)
+    result = replace(result, evaluation_id=record_evaluation(evaluation.store, evaluation.model, kind, params, asdict(result), plot))
     return result
 
 
@@ -213,6 +213,23 @@ def latest_evaluations(store: Store, model: ModelInfo) -> dict[str, StoredEvalua
 # where and how long a run went: recorded in the database and printed, but kept out of the result
 # files so that the same command gives byte-identical JSON in any home
 RUN_FIELDS = ("seconds", "json_path", "plot_path", "evaluation_id")
+
+
+class EvaluationResult(Result):
+    """Mixin of the evaluations' results: `to_dict()` is the reproducible part (what `--json` prints), rows are the report's."""
+
+    KIND: ClassVar[str] = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything but the run's own facts (`RUN_FIELDS`): the same command gives the same dict in any home."""
+        return result_payload(self)
+
+    def table_rows(self) -> list[dict[str, Any]]:
+        """The rows of the evaluation's first table in `cortex report`, keyed by its column names."""
+        from .report import tables_for  # the report module reads results; results do not need it to exist
+
+        spec = tables_for(self.KIND, asdict(self))[0]
+        return [dict(zip(spec.columns, row)) for row in spec.rows]
 
 
 def result_payload(result: Any) -> Any:

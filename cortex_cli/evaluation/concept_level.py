@@ -16,12 +16,13 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import ClassVar, Sequence
 
 import torch
 
 from .. import model_registry
 from ..errors import CortexError
+from .common import EvaluationResult
 from ..extractors.registry import load_extractor
 from ..generation import ensure_images, resolve_sampler
 from ..indexing import index_class
@@ -65,8 +66,10 @@ class ConceptLevelSettings:
     batch_size: int = 16
 
 
-@dataclass
-class ConceptLevelResult:
+@dataclass(frozen=True)
+class ConceptLevelResult(EvaluationResult):
+
+    KIND: ClassVar[str] = 'concept-level'
     model: str
     k: int
     n_classes: int

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import ClassVar, Sequence
 
 import torch
 
 from .. import model_registry
 from ..errors import CortexError
+from .common import EvaluationResult
 from ..extractors.registry import load_extractor
 from ..generation import image_keys
 from ..judges import Judge
@@ -66,9 +67,11 @@ def curve_name(extractor: str, method: str, methods: Sequence[str]) -> str:
     return extractor if len(methods) == 1 else f"{extractor}/{method}"
 
 
-@dataclass
-class ImageLevelResult:
+@dataclass(frozen=True)
+class ImageLevelResult(EvaluationResult):
     """Mean judge probability of the true class vs the number of masked positions."""
+
+    KIND: ClassVar[str] = 'image-level'
 
     model: str
     extractors: list[str]

@@ -19,13 +19,14 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import ClassVar, Sequence
 
 import numpy as np
 import torch
 
 from .. import model_registry
 from ..errors import CortexError
+from .common import EvaluationResult
 from ..extractors.registry import load_extractor
 from ..generation import ensure_images, resolve_sampler
 from ..miniworld import world
@@ -64,8 +65,10 @@ class MethodScores:
     per_class_precision: dict[str, float]  # class name -> precision at the 2nd n (5 by default)
 
 
-@dataclass
-class LocalizationResult:
+@dataclass(frozen=True)
+class LocalizationResult(EvaluationResult):
+
+    KIND: ClassVar[str] = 'localization'
     model: str
     n_images: int
     ns: list[int]

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CortexError
+from ..results import Result
 from ..model_registry import ModelInfo
 from ..store.database import Store
 from .common import KINDS, default_out_dir, latest_evaluations
@@ -42,8 +43,8 @@ class TableSpec:
     rows: list[list[str]]
 
 
-@dataclass
-class ReportResult:
+@dataclass(frozen=True)
+class ReportResult(Result):
     model: str
     path: str
     kinds: list[str]  # evaluations included

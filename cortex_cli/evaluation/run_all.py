@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from .. import model_registry
+from ..results import Result
 from ..extractors.registry import ensure_bundled_extractors
 from ..progress import Progress, report
 from ..environment import writable_dir
@@ -37,8 +38,8 @@ RUNNERS = {
 }
 
 
-@dataclass
-class RunAllResult:
+@dataclass(frozen=True)
+class RunAllResult(Result):
     """What `run_all` wrote."""
 
     out: str

@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import asdict, dataclass, field
+from typing import ClassVar
 from pathlib import Path
 
 import torch
 
 from .. import model_registry
 from ..errors import CortexError
+from .common import EvaluationResult
 from ..extractors.registry import load_extractor
 from ..generation import image_keys
 from ..model_registry import ModelInfo
@@ -71,8 +73,10 @@ class ExtractorStability:
     rank_gap: dict[str, float] = field(default_factory=dict)  # str(n) -> median (tsv[n-1] - tsv[n]) / tsv[n-1], fp32
 
 
-@dataclass
-class StabilityResult:
+@dataclass(frozen=True)
+class StabilityResult(EvaluationResult):
+
+    KIND: ClassVar[str] = 'stability'
     model: str
     n_images: int
     extractors: dict[str, ExtractorStability]

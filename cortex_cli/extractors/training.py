@@ -32,6 +32,7 @@ from torch.nn.parallel import DistributedDataParallel
 from .. import model_registry
 from ..distributed import DistContext
 from ..errors import CortexError, first_line
+from ..results import Result
 from ..progress import Progress, report
 from ..model_registry import ModelInfo
 from ..seeding import derive_seed, generator_for, set_all_random_seeds
@@ -110,8 +111,8 @@ def default_configs(model: ModelInfo, arch: str, **overrides: Any) -> tuple[Extr
     return cfg, tc.validate()
 
 
-@dataclass
-class TrainResult:
+@dataclass(frozen=True)
+class TrainResult(Result):
     """The registered extractor and how its training went."""
 
     info: ExtractorInfo
@@ -186,7 +187,7 @@ def check_run(
         raise CortexError(f"extractor has {cfg.n_classes} outputs but model {model.name!r} has class ids up to {max(c.class_id for c in classes)}")
     unknown = sorted(set(cfg.class_ids or ()) - {c.class_id for c in classes})
     if unknown:
-        raise CortexError(f"model {model.name!r} has no class {unknown[0]}; `cortex models list --classes` lists its classes")
+        raise CortexError(f"model {model.name!r} has no class {unknown[0]}; `cortex models list --all-classes` lists its classes")
     run_dir = Path(out_dir) if out_dir is not None else artifacts_dir("extractors", model.name, name)
     run_dir.mkdir(parents=True, exist_ok=True)
     last_path = run_dir / "last.pt"

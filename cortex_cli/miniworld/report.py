@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..backends.base import SamplerSettings, VQGM, image_generators
+from ..results import Result
 from ..classnames import ClassName
 from ..judges import Judge
 from ..progress import Progress, report
@@ -16,8 +17,8 @@ from . import world
 from .judges import judge_input
 
 
-@dataclass
-class MiniReport:
+@dataclass(frozen=True)
+class MiniReport(Result):
     """Reconstruction, codebook use and judge accuracies of the mini model."""
 
     psnr_db: float  # VQGAN reconstruction PSNR on held-out mini-world images
@@ -78,9 +79,9 @@ def mini_report(
         judge_heldout_accuracy=heldout, judge_generated_accuracy=generated, judge_generated_mean=means,
         heldout_images=len(x), generated_per_concept=generated_per_concept, sampler=sampler.label(),
         seconds=time.time() - start,
+        bars={
+            **{f"judge {k} held-out >= 0.95": v >= 0.95 for k, v in heldout.items()},
+            **{f"judge {k} generated mean >= 0.85": v >= 0.85 for k, v in means.items()},
+        },
     )
-    result.bars = {
-        **{f"judge {k} held-out >= 0.95": v >= 0.95 for k, v in heldout.items()},
-        **{f"judge {k} generated mean >= 0.85": v >= 0.85 for k, v in means.items()},
-    }
     return result
