@@ -18,9 +18,10 @@ Without torchrun's variables everything here is a no-op on one rank.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -186,4 +187,20 @@ def init_from_env(device: str | torch.device = "auto", timeout_s: float = 1800.0
     return ctx
 
 
-__all__ = ["DistContext", "Shard", "in_torchrun", "init_from_env"]
+@contextmanager
+def torchrun_job(device: str | torch.device = "auto", timeout_s: float = 1800.0) -> Iterator[DistContext]:
+    """This process's place in the torchrun job for the duration of a block (rank 0 of 1 without torchrun).
+
+    The process group starts on entry (`init_from_env`). On a clean exit every rank waits for the
+    others (no rank tears the group down while another still uses it), then the group is destroyed;
+    on an error it is destroyed at once.
+    """
+    ctx = init_from_env(device, timeout_s)
+    try:
+        yield ctx
+        ctx.barrier()
+    finally:
+        ctx.destroy()
+
+
+__all__ = ["DistContext", "Shard", "in_torchrun", "init_from_env", "torchrun_job"]

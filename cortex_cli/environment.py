@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 
 import platformdirs
@@ -12,12 +15,26 @@ from .errors import CortexError
 
 HOME_ENV = "CORTEX_HOME"
 DB_ENV = "CORTEX_DB"
+_HOME: ContextVar[Path | None] = ContextVar("cortex_home", default=None)
+
+
+@contextmanager
+def home_override(home: str | Path | None) -> Iterator[None]:
+    """Within the block, `cortex_home()` is `home` (a `Workspace`'s own home); None leaves it as it was."""
+    if home is None:
+        yield
+        return
+    token = _HOME.set(Path(home).expanduser())
+    try:
+        yield
+    finally:
+        _HOME.reset(token)
 
 
 def cortex_home() -> Path:
-    """The state directory: `$CORTEX_HOME`, else the platform's per-user data dir."""
+    """The state directory: a `Workspace`'s home, else `$CORTEX_HOME`, else the platform's per-user data dir."""
     raw = os.environ.get(HOME_ENV)
-    home = Path(raw).expanduser() if raw else Path(platformdirs.user_data_dir("cortex"))
+    home = _HOME.get() or (Path(raw).expanduser() if raw else Path(platformdirs.user_data_dir("cortex")))
     try:
         home.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -74,6 +74,19 @@ def masked(url: str) -> str:
         return url
 
 
+def check_url(url: str) -> None:
+    """CortexError unless `url` parses as a SQLite or PostgreSQL URL (nothing is opened or created)."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise CortexError(
+            f"malformed database URL {url!r}; expected e.g. sqlite:///path/to/cortex.db or postgresql+psycopg://user@host/cortex"
+        ) from None
+    if parsed.get_backend_name() not in SUPPORTED:
+        raise CortexError(f"cannot use database URL {masked(url)!r}: cortex stores its index in SQLite or PostgreSQL, "
+                          f"not {parsed.get_backend_name()!r}")
+
+
 def _make_engine(url: str) -> Engine:
     try:
         parsed = make_url(url)

@@ -1,0 +1,610 @@
+"""The Python API: a `Workspace` (home, database, device) with one method per thing the CLI does.
+
+    from cortex_cli import Workspace
+
+    ws = Workspace(home="cortex-home")                 # the bundled mini model is always there
+    ws.index("red-capped bird", images=20)             # generates the missing images first
+    top = ws.top_tokens("red-capped bird", k=10, baseline="frequency")
+    top.to_pandas()                                     # or top.to_dict(), or just `top` in a notebook
+
+Inputs are plain values: class names or ids, paths, PIL images or image tensors. Results are frozen
+dataclasses (`cortex_cli.results.Result`: `to_dict()` equals the CLI's `--json`, `to_pandas()`, an
+HTML table in a notebook); pictures come back as paths to PNGs written where you asked. Errors are
+`CortexError` with one line that says what to do. Long methods take `progress(done, total, info)`.
+Under torchrun, `generate`, `index` and `train_extractor` deal their work to the ranks and return the
+whole job's result on every rank; the process group lives as long as the workspace (`close()`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from . import generation, indexing, model_registry
+from .attribution import SaliencySettings
+from .class_subsets import resolve_classes
+from .distributed import DistContext, in_torchrun, torchrun_job
+from .environment import default_db_url, home_override, resolve_device
+from .errors import CortexError
+from .extractors.registry import ensure_bundled_extractors, get_extractor, load_extractor
+from .extractors.subsets import require_classes
+from .model_registry import ClassInfo, ModelInfo
+from .progress import Progress
+from .results import Result, attach_thumbnails
+from .store.database import Store, check_url, open_store
+
+SALIENCY = SaliencySettings()
+ClassSpec = str | int | Sequence[str | int]
+
+
+@dataclass(frozen=True)
+class RegisteredModel(Result):
+    """A registered model and its classes (`cortex models list --json`)."""
+
+    id: int
+    name: str
+    config_path: str
+    ckpt_path: str
+    n_embed: int
+    embed_dim: int
+    grid: int
+    image_size: int
+    labels: str
+    n_classes: int
+    backend: str
+    classes: list[ClassInfo]
+
+    def table_rows(self) -> list[dict[str, Any]]:
+        """One row per class."""
+        return [{"class_id": c.class_id, "name": c.name, "synonyms": ", ".join(c.synonyms)} for c in self.classes]
+
+
+@dataclass(frozen=True)
+class TrainedExtractor(Result):
+    """`train_extractor`: the training run and, with `bundle=True`, the files shipped in the package."""
+
+    model: str
+    result: Any  # extractors.TrainResult
+    bundled: list[str]
+
+
+@dataclass(frozen=True)
+class ExtractorTests(Result):
+    """`test_extractors`: the paper's Table 1, top-k accuracy of every registered extractor on the test split."""
+
+    model: str
+    split: str
+    extractors: list[Any]  # extractors.ExtractorScore
+
+    def table_rows(self) -> list[dict[str, Any]]:
+        """One row per extractor: its images and top-1/3/5/10 accuracy."""
+        return [{"extractor": s.name, "arch": s.arch, "classes": len(s.classes) or "all", "images": s.n_images, **s.accuracy}
+                for s in self.extractors]
+
+
+class Workspace:
+    """cortex's state (home directory, database) and the device it computes on.
+
+    Args:
+        home: the state directory (checkpoints, reports, the default SQLite file); default `$CORTEX_HOME`,
+            else the platform's per-user data directory.
+        db: a SQLAlchemy URL, `sqlite:///path.db` or `postgresql+psycopg://user@host/cortex`; default
+            `$CORTEX_DB`, else `cortex.db` in the home. Opened (and migrated) on first use.
+        device: 'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:N'; under torchrun 'auto'/'cuda' mean
+            cuda:LOCAL_RANK.
+
+    Raises:
+        CortexError: a malformed URL or an unknown or missing device (checked before anything is opened).
+    """
+
+    def __init__(self, home: str | Path | None = None, db: str | None = None, device: str = "auto") -> None:
+        self.home = Path(home).expanduser() if home is not None else None
+        self._db = db.strip() if db is not None else None
+        if self._db is not None:
+            if not self._db:
+                raise CortexError("the database URL is empty; give e.g. sqlite:///cortex.db, or leave it out for the default")
+            check_url(self._db)
+        self._device_spec = device
+        self._device = None if in_torchrun() else resolve_device(device)  # under torchrun: the rank's, when the job starts
+        self._stack = contextlib.ExitStack()
+        self._store: Store | None = None
+        self._dist: DistContext | None = None
+
+    # -- the workspace itself -------------------------------------------------------------------------------------
+
+    @property
+    def device(self) -> torch.device:
+        """Where models run (under torchrun: this rank's device)."""
+        return self._device if self._device is not None else self._job().device
+
+    @property
+    def is_main(self) -> bool:
+        """Whether this process is rank 0 of its torchrun job (always, without torchrun): the one that reports."""
+        return not in_torchrun() or self._job().is_main
+
+    @property
+    def world_size(self) -> int:
+        """Processes in this torchrun job (1 without torchrun)."""
+        return self._job().world_size if in_torchrun() else 1
+
+    @property
+    def store(self) -> Store:
+        """The opened database, migrated to the newest schema; the bundled mini model is registered on first use."""
+        if self._store is None:
+            with self._home():
+                opener = self._open
+                self._store = self._job().main_first(opener) if in_torchrun() else opener()
+        return self._store
+
+    def _open(self) -> Store:
+        store = open_store(self._db or default_db_url())
+        try:
+            model_registry.ensure_bundled(store)
+            ensure_bundled_extractors(store)
+        except BaseException:
+            store.close()
+            raise
+        return store
+
+    def close(self) -> None:
+        """Close the database and leave the torchrun job (waiting for the other ranks)."""
+        self._stack.close()
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    def __enter__(self) -> Workspace:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if exc[0] is not None:  # an error: leave the job at once (the other ranks may never reach a barrier)
+            self._stack.__exit__(*exc)
+        self.close()
+
+    def _job(self) -> DistContext:
+        if self._dist is None:
+            self._dist = self._stack.enter_context(torchrun_job(self._device_spec))
+        return self._dist
+
+    def _home(self) -> contextlib.AbstractContextManager:
+        return home_override(self.home)
+
+    def _model(self, name: str | None) -> ModelInfo:
+        return model_registry.get_model(self.store, name)
+
+    def _classes(self, info: ModelInfo, spec: ClassSpec) -> list[ClassInfo]:
+        """Classes by id or name, a list of them, 'all', 'a,b,c' or '@file.txt'."""
+        if isinstance(spec, (list, tuple)):
+            found = [model_registry.resolve_class(self.store, info, s) for s in spec]
+            return list({c.class_id: c for c in found}.values())
+        if isinstance(spec, int):
+            return [model_registry.resolve_class(self.store, info, spec)]
+        if not isinstance(spec, str):
+            raise CortexError(f"classes must be a class id, a name, a list of them, 'all' or '@file.txt'; got {type(spec).__name__}")
+        text = spec.strip()
+        if text.lower() == "all":
+            return model_registry.classes(self.store, info)
+        if text.startswith("@") or "," in text:
+            return resolve_classes(self.store, info, text)
+        return [model_registry.resolve_class(self.store, info, text)]
+
+    def _class(self, info: ModelInfo, spec: str | int) -> ClassInfo:
+        return model_registry.resolve_class(self.store, info, spec)
+
+    def _thumbnails(self, info: ModelInfo):
+        """token -> its codebook entry decoded alone (a PIL image), for a result's notebook table."""
+        from .backends.base import to_pil
+
+        def draw(token: int) -> Image.Image:
+            vqgm = model_registry.load_model(info, self.device)
+            grid = torch.full((1, info.grid, info.grid), int(token), dtype=torch.long, device=self.device)
+            with torch.no_grad():
+                return to_pil(vqgm.decode_tokens(grid))[0]
+
+        return draw
+
+    @contextlib.contextmanager
+    def _picture(self, image: str | Path | Image.Image | torch.Tensor) -> Iterator[Path]:
+        """A path for an image given as a path, a PIL image (its PNG text, tokens included, is kept) or a tensor."""
+        if isinstance(image, (str, Path)):
+            yield Path(image)
+            return
+        if isinstance(image, torch.Tensor):
+            from .backends.base import to_pil
+
+            batch = image.detach().float().cpu()
+            if batch.dim() == 3:
+                batch = batch.unsqueeze(0)
+            if batch.dim() != 4 or batch.shape[0] != 1 or batch.shape[1] != 3:
+                raise CortexError(f"an image tensor must be 3 x H x W (values in [-1, 1]); got shape {tuple(image.shape)}")
+            image = to_pil(batch)[0]
+        if not isinstance(image, Image.Image):
+            raise CortexError(f"an image must be a path, a PIL image or a 3 x H x W tensor; got {type(image).__name__}")
+        from PIL.PngImagePlugin import PngInfo
+
+        meta = PngInfo()
+        for key, value in (getattr(image, "text", None) or {}).items():
+            meta.add_text(key, value)
+        with tempfile.TemporaryDirectory(prefix="cortex-image-") as tmp:
+            path = Path(tmp) / "image.png"
+            image.convert("RGB").save(path, pnginfo=meta)
+            yield path
+
+    # -- models and data ------------------------------------------------------------------------------------------
+
+    def models(self) -> list[RegisteredModel]:
+        """Every registered model with its classes (the bundled `mini` first)."""
+        return [RegisteredModel(**{f.name: getattr(m, f.name) for f in fields(m)}, classes=model_registry.classes(self.store, m))
+                for m in model_registry.list_models(self.store)]
+
+    def add_model(self, name: str, path: str | Path | None = None, *, backend: str = "taming", config: str | Path | None = None,
+                  ckpt: str | Path | None = None, labels: str | None = None) -> ModelInfo:
+        """Register a model after loading it strictly (taming: `config` + `ckpt`; janus: `path`, a snapshot directory)."""
+        with self._home():
+            return model_registry.add_model(self.store, name, config, ckpt, labels, backend=backend, path=path)
+
+    def generate(self, classes: ClassSpec, images: int, *, model: str | None = None, split: str = "train", first_seed: int = 0,
+                 batch_size: int = 16, out: str | Path | None = None, top_k: int | None = None, top_p: float | None = None,
+                 temperature: float | None = None, progress: Progress | None = None) -> list[generation.GenerationResult]:
+        """Sample image seeds `first_seed .. +images-1` of each class into the store (and PNGs into `out`); idempotent."""
+        with self._home():
+            info = self._model(model)
+            targets = self._classes(info, classes)
+            out_dir = Path(out) if out is not None else None
+            generation.check_request(images, split=split, batch_size=batch_size, out_dir=out_dir, seed=first_seed)
+            dist = self._job() if in_torchrun() else DistContext(device=self.device)
+            sampler = None
+            if top_k is not None or top_p is not None or temperature is not None:
+                sampler = generation.resolve_sampler(info, top_k, top_p, temperature, self.device)
+            results = []
+            for cls in targets:
+                result = generation.generate(self.store, info, cls, images, split=split, seed=first_seed, batch_size=batch_size,
+                                             sampler=sampler, out_dir=out_dir, device=self.device, progress=_named(progress, cls.name),
+                                             shard=dist.work(batch_size))
+                results.append(generation.merge_ranks(dist, result, list(range(first_seed, first_seed + images)), batch_size))
+            return results
+
+    # -- the index and its questions --------------------------------------------------------------------------------
+
+    def index(self, classes: ClassSpec, images: int = 100, *, model: str | None = None, extractor: str = "ce", split: str = "train",
+              first_seed: int = 0, method: str = SALIENCY.method, samples: int = SALIENCY.samples, alpha: float = SALIENCY.alpha,
+              ig_steps: int = SALIENCY.steps, ig_baseline: str = SALIENCY.baseline, top_n: int = SALIENCY.top_n,
+              reduce: str = SALIENCY.reduce, precision: str = SALIENCY.precision, seed: int = SALIENCY.seed, batch_size: int = 16,
+              progress: Progress | None = None) -> list[indexing.IndexResult]:
+        """Index the saliency (TSV maps and top-n tokens) of image seeds `first_seed .. +images-1` of each class.
+
+        Missing images are generated first; images already indexed under the same run (method and its
+        parameters) are skipped, so an interrupted call resumes. `ig_steps`/`ig_baseline` are Integrated
+        Gradients' (ignored by the other methods); `seed` keys the saliency noise.
+        """
+        settings = SaliencySettings(method=method, samples=samples, alpha=alpha, steps=ig_steps, baseline=ig_baseline, top_n=top_n,
+                                    reduce=reduce, precision=precision, seed=seed).validate()
+        with self._home():
+            info = self._model(model)
+            if images < 1:
+                raise CortexError(f"--images must be >= 1, got {images}")
+            if first_seed < 0:
+                raise CortexError(f"--first-seed must be >= 0 (image seeds are 0, 1, 2, ...), got {first_seed}")
+            targets = self._classes(info, classes)
+            ext_info = get_extractor(self.store, info, extractor)
+            require_classes(ext_info, [c.class_id for c in targets])  # a subset extractor's classes only; before generating
+            net = load_extractor(ext_info, self.device)
+            dist = self._job() if in_torchrun() else DistContext(device=self.device)
+            dist.main_first(lambda: indexing.ensure_run(self.store, info, ext_info.id, settings))  # one rank creates the run row
+            results = [indexing.index_class(self.store, info, ext_info, cls, split=split, n_images=images, image_seed=first_seed,
+                                            settings=settings, device=self.device, batch_size=batch_size,
+                                            progress=_named(progress, cls.name), extractor=net,
+                                            generation_progress=_named(progress, f"{cls.name}: generating missing images"),
+                                            shard=dist.work(batch_size))
+                       for cls in targets]
+            return indexing.merge_ranks(dist, results)
+
+    def top_tokens(self, concept: str | int, k: int = 100, *, model: str | None = None, baseline: str | None = None,
+                   images: int | None = None, extractor: str | None = None, method: str | None = None, run: int | None = None,
+                   split: str = "train"):
+        """T*_concept: the concept's k tokens most frequent in its images' top-n saliency sets, beside a ranking baseline.
+
+        `baseline` 'frequency' (the paper's: most frequent tokens over all positions) or 'specific' ranks the same
+        images without an extractor; `images` counts exactly seeds 0..N-1; the newest run is read unless
+        `extractor`, `method` or `run` says which.
+        """
+        from .rankings import top_tokens
+
+        info = self._model(model)
+        result = top_tokens(self.store, info, self._class(info, concept), extractor=extractor, k=k, baseline=baseline, split=split,
+                            images=images, run=run, method=method)
+        return attach_thumbnails(result, self._thumbnails(info))
+
+    def top_tokens_of(self, concepts: ClassSpec, k: int = 100, **options: Any) -> list:
+        """`top_tokens` of several concepts ('a,b,c', '@file.txt', 'all' or a list), one result each, in order."""
+        info = self._model(options.get("model"))
+        return [self.top_tokens(cls.class_id, k, **options) for cls in self._classes(info, concepts)]
+
+    def token(self, token: int, *, top: int = 20, images: int | None = None, extractor: str | None = None, model: str | None = None,
+              split: str = "train"):
+        """Which classes use a codebook token most: as a salient token (the index) and as a plain occurrence."""
+        from .rankings import token_usage
+
+        info = self._model(model)
+        return token_usage(self.store, info, token, top=top, extractor=extractor, split=split, images=images)
+
+    def explain(self, image: str | Path | Image.Image | torch.Tensor, *, top_n: int = 10, out: str | Path | None = None,
+                extractor: str = "ce", model: str | None = None, method: str = SALIENCY.method, samples: int = SALIENCY.samples,
+                alpha: float = SALIENCY.alpha, ig_steps: int = SALIENCY.steps, ig_baseline: str = SALIENCY.baseline,
+                reduce: str = SALIENCY.reduce, precision: str = SALIENCY.precision, seed: int = SALIENCY.seed):
+        """The top-n tokens of one picture (a cortex PNG's tokens, else the VQGAN's encoding); drawn to `out` if given."""
+        from .explain import explain_png
+
+        settings = SaliencySettings(method=method, samples=samples, alpha=alpha, steps=ig_steps, baseline=ig_baseline, reduce=reduce,
+                                    precision=precision, seed=seed).validate()
+        with self._home(), self._picture(image) as path:
+            result = explain_png(self.store, path, model_name=model, extractor_name=extractor, top_n=top_n, settings=settings,
+                                 device=self.device, out=Path(out) if out is not None else None)
+        return attach_thumbnails(result, self._thumbnails(self._model(result.model)))
+
+    def show(self, image: int | str | Path | Image.Image | torch.Tensor, out: str | Path, *, top_n: int = 5,
+             extractor: str | None = None, model: str | None = None, seed: int = SALIENCY.seed):
+        """Paper Figure 2: red boxes on an image's top-n tokens, written to `out` (a stored image id uses its index map)."""
+        from .explain import explain_png, show_image
+
+        with self._home():
+            if isinstance(image, int) and not isinstance(image, bool):
+                info = self._model(model)
+                return show_image(self.store, info, image, extractor_name=extractor, top_n=top_n, out=Path(out), device=self.device,
+                                  settings=SaliencySettings(seed=seed))
+            with self._picture(image) as path:
+                return explain_png(self.store, path, model_name=model, extractor_name=extractor, top_n=top_n,
+                                   settings=SaliencySettings(seed=seed), device=self.device, out=Path(out))
+
+    def show_token(self, concept: str | int, token: int, out: str | Path, *, limit: int = 12, extractor: str | None = None,
+                   model: str | None = None):
+        """Paper Figure 5: a concept's indexed images with one token boxed wherever it is salient, written to `out`."""
+        from .explain import show_token
+
+        info = self._model(model)
+        with self._home():
+            return show_token(self.store, info, self._class(info, concept), token, Path(out), extractor_name=extractor, limit=limit,
+                              device=self.device)
+
+    # -- optimisation ---------------------------------------------------------------------------------------------
+
+    def edit(self, image: str | Path | Image.Image | torch.Tensor, target: str | int, region: str, *, model: str | None = None,
+             extractor: str | None = None, space: str = "token", steps: int = 3000, lr: float | None = None, tau: float = 1.0,
+             tau_final: float | None = None, alpha: float | None = None, init: str = "source", objective: str | None = None,
+             seed: int = 0, out: str | Path | None = None, save_every: int | None = None, progress: Progress | None = None):
+        """Edit an image region's tokens toward a target concept (paper §3.4, Figure 4); the edit is stored.
+
+        `region` is a token rectangle 'R0:R1,C0:C1' (half-open), 'R,C' or 'all'; `space` is what the optimiser
+        moves: 'token' (Gumbel-Softmax token selection, the paper's) or 'embedding' (optimise E, snap to the
+        nearest tokens: the baseline).
+        """
+        from .editing import edit_image
+        from .regions import parse_region
+        from .token_selection import OptimizeSettings
+
+        defaults = OptimizeSettings()
+        with self._home():
+            info = self._model(model)
+            settings = OptimizeSettings(steps=steps, lr=lr, tau=tau, tau_final=tau_final, alpha=defaults.alpha if alpha is None else alpha,
+                                        init=init, objective=defaults.objective if objective is None else objective, method=space,
+                                        seed=seed).validate()
+            parsed = parse_region(region, info.grid)
+            target_cls = self._class(info, target)
+            if isinstance(image, (str, Path)):
+                return edit_image(self.store, info, Path(image), target_cls, parsed, settings, extractor_name=extractor,
+                                  out_dir=Path(out) if out is not None else None, save_every=save_every, device=self.device,
+                                  progress=progress)
+            if out is None:
+                raise CortexError("an edit of an in-memory image needs out= (a directory for the edited PNG and its strip)")
+            with self._picture(image) as path:
+                return edit_image(self.store, info, path, target_cls, parsed, settings, extractor_name=extractor, out_dir=Path(out),
+                                  save_every=save_every, device=self.device, progress=progress)
+
+    def optimize(self, concept: str | int, *, region: str = "all", init: str | Path | None = None, restarts: int | None = None,
+                 steps: int | None = None, model: str | None = None, extractor: str = "ce", k: int | None = None,
+                 lr: float | None = None, tau: float = 1.0, tau_final: float | None = None, alpha: float | None = None,
+                 objective: str | None = None, seed: int = 0, out: str | Path | None = None, progress: Progress | None = None):
+        """The tokens that best express a concept from no input (paper §3.4, eq. 7-9), beside its salient tokens; stored."""
+        from . import optimize
+        from .regions import parse_region
+        from .token_selection import OptimizeSettings
+
+        defaults = OptimizeSettings()
+        with self._home():
+            info = self._model(model)
+            cls = self._class(info, concept)
+            parsed = parse_region(region, info.grid)
+            settings = OptimizeSettings(steps=optimize.DEFAULT_STEPS if steps is None else steps, lr=lr, tau=tau, tau_final=tau_final,
+                                        alpha=defaults.alpha if alpha is None else alpha,
+                                        objective=defaults.objective if objective is None else objective, seed=seed).validate()
+            ext_info = get_extractor(self.store, info, extractor)
+            result = optimize.search_concept(
+                self.store, info, cls, settings=settings, extractor_info=ext_info, device=self.device, region=parsed,
+                init=optimize.RANDOM if init is None else init, restarts=optimize.DEFAULT_RESTARTS if restarts is None else restarts,
+                k=optimize.DEFAULT_K if k is None else k, out_dir=Path(out) if out is not None else None, progress=progress,
+            )
+        return attach_thumbnails(result, self._thumbnails(info))
+
+    # -- extractors -----------------------------------------------------------------------------------------------
+
+    def train_extractor(self, arch: str, *, model: str | None = None, name: str | None = None, classes: ClassSpec | None = None,
+                        restart: bool = False, bundle: bool = False, progress: Progress | None = None,
+                        **recipe: Any) -> TrainedExtractor:
+        """Train an information extractor f_Y on the model's own generated images and register it (resumable).
+
+        `arch`: 'ce', 're' or 're-authors'. `classes`: a subset (then `name` is required). `recipe`: the
+        fields of `extractors.TrainConfig`/`ExtractorConfig` to override (epochs, batch_size, lr, weight_decay,
+        step_size, gamma, train_per_class, val_per_class, test_per_class, width, fc_width, seed, data_seed).
+        `bundle=True` (mini only) also writes the fp16 weights into the package, as the maintainers ship them.
+        """
+        from .extractors import default_configs, export_bundled, train_extractor
+        from .extractors.training import check_run
+
+        with self._home():
+            info = self._model(model)
+            if bundle and not info.is_mini:
+                raise CortexError(f"--bundle ships extractors of the bundled mini model only, not of {info.name!r}; drop --bundle")
+            class_ids = None
+            if classes is not None:
+                if not name:  # the default name ('ce') is the full extractor every command uses by default
+                    raise CortexError("a subset extractor needs its own name: add --name, e.g. --name birds-ce")
+                class_ids = [c.class_id for c in self._classes(info, classes)]
+            cfg, tc = default_configs(info, arch, class_ids=class_ids, **recipe)
+            dist = self._job() if in_torchrun() else None
+            if dist is None or dist.is_main:
+                check_run(self.store, info, cfg, tc, name=name, restart=restart)
+            result = train_extractor(self.store, info, cfg, tc, name=name, device=self.device, progress=progress, restart=restart,
+                                     dist=dist)
+            bundled = export_bundled(result.info) if bundle and (dist is None or dist.is_main) else None
+            return TrainedExtractor(info.name, result, [str(p) for p in bundled] if bundled else [])
+
+    def test_extractors(self, *, model: str | None = None, per_class: int | None = None,
+                        progress: Progress | None = None) -> ExtractorTests:
+        """The paper's Table 1: top-1/3/5/10 accuracy of every registered extractor on generated test images."""
+        from .extractors import test_extractors
+        from .extractors.evaluation import require_extractors
+
+        with self._home():
+            info = self._model(model)
+            require_extractors(self.store, info)
+            scores = test_extractors(self.store, info, per_class=per_class, device=self.device, progress=progress)
+            return ExtractorTests(info.name, "test", scores)
+
+    # -- evaluations ----------------------------------------------------------------------------------------------
+
+    def evaluate(self, kind: str, *, model: str | None = None, extractors: str = "all", out: str | Path | None = None,
+                 judge_weights: str | Path | None = None, progress: Progress | None = None, **settings: Any):
+        """Run one evaluation and store it: 'image-level' (Figure 3), 'concept-level' (Table 2), 'edit' (Table 3),
+        'localization' or 'stability'.
+
+        `settings` are the fields of the kind's settings dataclass (`evaluation.<kind>.<Kind>Settings`, e.g.
+        images_per_class=4, ns=(5, 10)); `extractors` 'all', 'ce' or 'ce,re'. Writes JSON and a plot to `out`
+        (default `$CORTEX_HOME/reports/<model>/`).
+        """
+        runner, settings_type, uses_judges = _evaluation(kind)
+        try:
+            chosen = settings_type(**settings)
+        except TypeError as exc:
+            known = ", ".join(f.name for f in fields(settings_type))
+            raise CortexError(f"{kind} evaluation: {exc}; its settings are {known}") from None
+        options = {"judge_weights": judge_weights} if uses_judges else {}
+        if judge_weights is not None and not uses_judges:
+            raise CortexError(f"the {kind} evaluation uses no judges; drop judge_weights")
+        with self._home():
+            info = self._model(model)
+            return runner(self.store, info, extractors=extractors, settings=chosen, device=self.device,
+                          out_dir=Path(out) if out is not None else None, progress=progress, **options)
+
+    def evaluate_all(self, out: str | Path, *, progress: Progress | None = None):
+        """Every evaluation with its defaults on the mini model, in a fresh temporary store, and report.md in `out`."""
+        from .environment import writable_dir
+        from .evaluation.run_all import run_all
+
+        with self._home():
+            writable_dir(out, "to")
+            return run_all(Path(out), device=self.device, progress=progress)
+
+    def report(self, *, model: str | None = None, out: str | Path | None = None):
+        """The latest stored result of each evaluation gathered into one Markdown file (nothing is recomputed)."""
+        from .evaluation.report import write_report
+
+        with self._home():
+            return write_report(self.store, self._model(model), Path(out) if out is not None else None)
+
+    # -- pictures of the index ------------------------------------------------------------------------------------
+
+    def atlas(self, out: str | Path, *, classes: ClassSpec | None = None, model: str | None = None, extractor: str | None = None,
+              method: str | None = None, run: int | None = None, k: int | None = None, crops: int | None = None,
+              neighbours: int | None = None, baselines: Sequence[str] | None = None, split: str = "train", batch_size: int = 32,
+              force: bool = False, progress: Progress | None = None):
+        """The token atlas: a static website of the index in `out` (only pages whose data changed are rewritten)."""
+        from .atlas import PageSettings, build_atlas
+
+        defaults = PageSettings()
+        settings = PageSettings(top_k=defaults.top_k if k is None else k, crops=defaults.crops if crops is None else crops,
+                                baselines=defaults.baselines if baselines is None else tuple(baselines), split=split,
+                                neighbours=defaults.neighbours if neighbours is None else neighbours)
+        with self._home():
+            info = self._model(model)
+            chosen = None if classes is None or (isinstance(classes, str) and classes.strip().lower() == "all") \
+                else self._classes(info, classes)
+            return build_atlas(self.store, info, Path(out), classes=chosen, extractor=extractor, method=method, run=run,
+                               settings=settings, device=self.device, batch_size=batch_size, force=force, progress=progress)
+
+    def demo(self, out: str | Path = "cortex-demo", *, concept: str = "red-capped bird", seed: int = 0,
+             progress: Progress | None = None):
+        """The tour on the mini model: generate, index, top tokens vs the baseline, Figure 2, an edit, a sweep, the atlas."""
+        from .demo import run_demo
+
+        with self._home():
+            return run_demo(self.store, Path(out), self.device, progress=progress, concept=concept, seed=seed)
+
+    # -- the bundled mini model -----------------------------------------------------------------------------------
+
+    def mini_report(self, *, heldout_per_concept: int = 40, generated_per_concept: int = 16, seed: int = 0,
+                    progress: Progress | None = None):
+        """Quality of the bundled mini model: VQGAN PSNR, codebook use, judges' accuracy (held-out and generated)."""
+        from .generation import default_sampler
+        from .judges import mini_judges
+        from .miniworld.report import mini_report
+
+        vqgm = model_registry.load_model(self._model(model_registry.MINI_NAME), self.device)
+        return mini_report(vqgm, mini_judges(self.device), heldout_per_concept=heldout_per_concept,
+                           generated_per_concept=generated_per_concept, sampler=default_sampler(vqgm), seed=seed, progress=progress)
+
+    def train_mini(self, out: str | Path | None = None, *, work_dir: str | Path | None = None, seed: int = 0,
+                   vq_steps: int | None = None, gpt_steps: int | None = None, progress: Progress | None = None):
+        """Train the mini model from nothing (VQGAN, class-conditional prior, two judges); resumes at the first unfinished stage."""
+        from .miniworld.training import MiniRecipe, build_mini
+
+        recipe = MiniRecipe(seed=seed)
+        if vq_steps:
+            recipe.vq_steps = vq_steps
+        if gpt_steps:
+            recipe.gpt_steps = gpt_steps
+        out_dir = Path(out) if out is not None else model_registry.BUNDLED_DIR / model_registry.MINI_NAME
+        return build_mini(out_dir, recipe, work_dir=Path(work_dir) if work_dir is not None else None,
+                          progress=(lambda stage: _named(progress, stage)) if progress is not None else None)
+
+
+def _named(progress: Progress | None, name: str) -> Progress | None:
+    """`progress` with `name` leading its note: one callback for a call that works through several classes or stages."""
+    if progress is None:
+        return None
+
+    def update(done: int, total: int, info: str = "") -> None:
+        progress(done, total, info=f"{name}: {info}" if info else name)
+
+    return update
+
+
+def _evaluation(kind: str):
+    """(runner, settings dataclass, whether it takes judge weights) of an evaluation kind."""
+    from .evaluation.common import KINDS
+
+    if kind == "image-level":
+        from .evaluation.image_level import ImageLevelSettings, run_image_level
+        return run_image_level, ImageLevelSettings, True
+    if kind == "concept-level":
+        from .evaluation.concept_level import ConceptLevelSettings, run_concept_level
+        return run_concept_level, ConceptLevelSettings, True
+    if kind == "edit":
+        from .evaluation.edit_eval import EditEvalSettings, run_edit_eval
+        return run_edit_eval, EditEvalSettings, True
+    if kind == "localization":
+        from .evaluation.localization import LocalizationSettings, run_localization
+        return run_localization, LocalizationSettings, False
+    if kind == "stability":
+        from .evaluation.stability import StabilitySettings, run_stability
+        return run_stability, StabilitySettings, False
+    raise CortexError(f"unknown evaluation {kind!r}; choose one of {', '.join(KINDS)}")
+
+
+__all__ = ["ExtractorTests", "RegisteredModel", "TrainedExtractor", "Workspace"]
