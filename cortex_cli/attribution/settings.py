@@ -32,8 +32,8 @@ class SaliencySettings:
     seed: int = _opt(0, "Noise seed (smoothgrad).", neutral=0)
     chunk: int | None = _opt(None, "Inputs per forward/backward pass; None: by device (`default_chunk`).", key=False)
     method: str = _opt("smoothgrad", "Attribution method: " + ", ".join(METHODS) + ".")
-    steps: int = _opt(50, "Integration points (integrated-gradients; Captum's Gauss-Legendre rule).", neutral=0)
-    baseline: str = _opt("zeros", "Baseline embedding (integrated-gradients): " + " or ".join(BASELINES) + ".", neutral="none")
+    steps: int = _opt(50, "Integrated Gradients' integration points (Captum's Gauss-Legendre rule); other methods ignore it.", neutral=0)
+    baseline: str = _opt("zeros", "Integrated Gradients' baseline embedding: " + " or ".join(BASELINES) + "; other methods ignore it.", neutral="none")
 
     def validate(self) -> "SaliencySettings":
         """Raise CortexError on an out-of-range value; return self."""
@@ -51,9 +51,9 @@ class SaliencySettings:
         if self.chunk is not None and self.chunk < 1:
             raise CortexError(f"chunk must be >= 1, got {self.chunk}")
         if "steps" in used and self.steps < 1:
-            raise CortexError(f"--steps must be >= 1, got {self.steps}")
+            raise CortexError(f"--ig-steps must be >= 1, got {self.steps}")
         if "baseline" in used and self.baseline not in BASELINES:
-            raise CortexError(f"--baseline must be one of {', '.join(BASELINES)}, got {self.baseline!r}")
+            raise CortexError(f"--ig-baseline must be one of {', '.join(BASELINES)}, got {self.baseline!r}")
         return self
 
     def canonical(self) -> "SaliencySettings":

@@ -1,25 +1,51 @@
-"""The Typer application, its global options, and the one place CortexError becomes exit 1."""
+"""The Typer application, its global options (checked before any command runs), and the one place errors are printed."""
 
 from __future__ import annotations
 
 import functools
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-import torch
 import typer
+from rich.text import Text
+from typer import _click
+from typer.core import TyperGroup
 
-from ..errors import CortexError
-from ..extractors.registry import ensure_bundled_extractors
-from ..model_registry import ensure_bundled
-from ..environment import default_db_url, resolve_device
-from ..store.database import lost_database, open_store
+from ..api import Workspace
+from ..errors import CortexError, first_line
+from ..store.database import lost_database
 from .render import err_console
+
+class OneLineErrors(TyperGroup):
+    """The root group: a usage error (unknown option, bad value, missing argument) is one line on stderr, exit 2."""
+
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None, standalone_mode: bool = True,
+             **extra: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except _click.exceptions.ClickException as exc:
+            ctx = getattr(exc, "ctx", None)
+            if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:  # `cortex eval`: the group's help, as click shows it
+                _click.echo(ctx.get_help())
+                sys.exit(2)
+            where = f" (see {ctx.command_path} --help)" if ctx is not None else ""
+            fail(" ".join(exc.format_message().split()) + where)
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            err_console.print("aborted")
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
 
 app = typer.Typer(
     name="cortex",
+    cls=OneLineErrors,
     help="CORTEX: which codebook tokens of a VQGAN carry a concept, and edits that change them.\n\n"
-    "Runs on the bundled mini model out of the box; register the ImageNet VQGAN with `cortex models add`.",
+    "Runs on the bundled mini model out of the box; register the ImageNet VQGAN with `cortex models add`.\n"
+    "The same in Python: `from cortex_cli import Workspace`.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -28,42 +54,41 @@ app = typer.Typer(
 
 @dataclass
 class AppState:
-    """Global options shared by every command."""
+    """The global options, as the workspace every command calls."""
 
-    db_url: str | None = None
-    device: str = "auto"
-    _store: Any = field(default=None, repr=False)
-
-    def store(self):
-        """The opened (and migrated) database; the bundled mini model is registered on first use."""
-        if self._store is None:
-            self._store = open_store(self.db_url or default_db_url())
-            ensure_bundled(self._store)
-            ensure_bundled_extractors(self._store)
-        return self._store
-
-    def torch_device(self) -> torch.device:
-        return resolve_device(self.device)
+    workspace: Workspace
+    exits: list[Callable[[], None]] = field(default_factory=list)
 
 
-def state(ctx: typer.Context) -> AppState:
+def workspace(ctx: typer.Context) -> Workspace:
+    """The workspace of this invocation (the global --db and --device, already checked)."""
     root = ctx.find_root()
-    if not isinstance(root.obj, AppState):
-        root.obj = AppState()
-    return root.obj
+    if not isinstance(root.obj, AppState):  # a command invoked without the callback (tests calling it directly)
+        root.obj = AppState(Workspace())
+    return root.obj.workspace
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    """Print `error: <the message's first line>` on stderr (as plain text: a '[' in it prints as written)."""
+    err_console.print(Text.assemble(("error: ", "bold red"), first_line(CortexError(message))), highlight=False, soft_wrap=True)
+    return typer.Exit(code)
 
 
 def sub_command(group: typer.Typer, name: str | None = None, **kwargs: Any) -> Callable:
-    """`group.command` that turns CortexError into one line on stderr and exit code 1."""
+    """`group.command` whose errors are one line on stderr: CortexError and a lost database exit 1, Ctrl-C 130.
+
+    The workspace is closed when the command ends (under torchrun: after every rank is done).
+    """
 
     def decorator(func: Callable) -> Callable:
         @functools.wraps(func)
         def wrapper(*args: Any, **kw: Any) -> Any:
+            ws = workspace(kw["ctx"])  # every command takes `ctx: typer.Context`
             try:
-                return func(*args, **kw)
+                with ws:
+                    return func(*args, **kw)
             except CortexError as exc:
-                err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-                raise typer.Exit(1) from None
+                raise fail(str(exc)) from None
             except KeyboardInterrupt:
                 err_console.print("interrupted; finished work is saved, rerun the same command to resume")
                 raise typer.Exit(130) from None
@@ -71,8 +96,7 @@ def sub_command(group: typer.Typer, name: str | None = None, **kwargs: Any) -> C
                 lost = lost_database(exc)
                 if lost is None:
                     raise
-                err_console.print(f"[bold red]error:[/] {lost}", highlight=False, soft_wrap=True)
-                raise typer.Exit(1) from None
+                raise fail(str(lost)) from None
 
         return group.command(name, **kwargs)(wrapper)
 
@@ -87,8 +111,11 @@ def command(name: str | None = None, **kwargs: Any) -> Callable:
 @app.callback()
 def main_options(
     ctx: typer.Context,
-    db: str = typer.Option(None, "--db", help="SQLAlchemy database URL (default: sqlite file cortex.db in $CORTEX_HOME)."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N"),
+    db: str = typer.Option(None, "--db", help="SQLAlchemy database URL (default: $CORTEX_DB, else sqlite file cortex.db in $CORTEX_HOME)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N (under torchrun: auto and cuda mean cuda:LOCAL_RANK)."),
 ) -> None:
-    """Global options; each command that draws random numbers has its own --seed."""
-    ctx.obj = AppState(db_url=db, device=device)
+    """Global options, checked before any command runs; each command that draws random numbers has its own --seed."""
+    try:
+        ctx.obj = AppState(Workspace(db=db, device=device))
+    except CortexError as exc:
+        raise fail(str(exc)) from None

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import typer
 
-from .. import model_registry
-from ..class_subsets import resolve_classes
+from typing import Annotated
+
+from ..atlas import PageSettings
 from ..errors import CortexError
-from ..atlas import PageSettings, build_atlas
-from .app import command, state
-from .options import AsJson, ExtractorOfRuns, Model, Quiet, Split
+from .app import command, workspace
+from .options import AsJson, ExtractorOfRuns, MethodOfRuns, Model, Quiet, Run, Split
 from .render import console, deferred_progress, print_json
 
 PAGES = PageSettings()  # the options' defaults
@@ -24,12 +24,12 @@ def atlas_cmd(
     classes: str = typer.Option(None, "--classes", help="Concepts to give pages: 'goldfinch,black grouse,11', @file.txt or 'all' (default: every indexed class)."),
     model: Model = None,
     extractor: ExtractorOfRuns = None,
-    method: str = typer.Option(None, "--method", help="Read the newest run of this attribution method (default: of any; see `cortex index --method`)."),
-    run: int = typer.Option(None, "--run", help="Read this saliency run (its run_id in `cortex index --json`) instead of the newest."),
+    method: MethodOfRuns = None,
+    run: Run = None,
     top_k: int = typer.Option(PAGES.top_k, "-k", help="Salient tokens per concept page (T*_concept), and baseline tokens beside them."),
     crops: int = typer.Option(PAGES.crops, "--crops", help="Patch crops per salient token: the images where it is most salient."),
     neighbours: int = typer.Option(PAGES.neighbours, "--neighbours", help="Nearest codebook entries shown on each token page (0: none)."),
-    baseline: str = typer.Option(",".join(PAGES.baselines), "--baseline", help="Baselines beside T*_concept: 'frequency', 'specific' (needs the same seeds of every class) or both, comma-separated; 'none' for neither."),
+    baseline: Annotated[str, typer.Option("--baseline", help="Ranking baseline(s) beside T*_concept, over the same images, without an extractor: 'frequency' (the paper's: most frequent over all positions), 'specific' (most specific to the class: smoothed P(class | token); needs the same seeds of every class), both comma-separated, or 'none'.")] = ",".join(PAGES.baselines),
     split: Split = PAGES.split,
     batch_size: int = typer.Option(32, "--batch-size", "-b", help="Token grids decoded per batch on the device."),
     force: bool = typer.Option(False, "--force", help="Recompute and rewrite every page (default: only pages whose data changed)."),
@@ -48,18 +48,13 @@ def atlas_cmd(
     Example: cortex atlas --out site/
     Example: cortex atlas --classes 'red-capped bird,blue-capped bird' -k 10 --out site/
     """
-    app_state = state(ctx)
-    store = app_state.store()
-    info = model_registry.get_model(store, model)
-    chosen = resolve_classes(store, info, classes) if classes is not None and classes.strip().lower() != "all" else None
-    kinds = tuple(k.strip() for k in baseline.split(",") if k.strip() and k.strip().lower() != "none")
     if not baseline.strip():
         raise CortexError("--baseline is empty; give 'frequency', 'specific', both comma-separated, or 'none'")
-    settings = PageSettings(top_k=top_k, crops=crops, baselines=kinds, split=split, neighbours=neighbours)
+    kinds = tuple(k.strip() for k in baseline.split(",") if k.strip() and k.strip().lower() != "none")
     with deferred_progress("atlas", quiet=quiet or as_json) as update:  # a bad option is one line, with no bar before it
-        result = build_atlas(store, info, out, classes=chosen, extractor=extractor, method=method, run=run, settings=settings,
-                             device=app_state.torch_device(),
-                             batch_size=batch_size, force=force, progress=update)
+        result = workspace(ctx).atlas(out, classes=classes, model=model, extractor=extractor, method=method, run=run, k=top_k, crops=crops,
+                                      neighbours=neighbours, baselines=kinds, split=split, batch_size=batch_size, force=force,
+                                      progress=update)
     if as_json:
         print_json(result)
         return

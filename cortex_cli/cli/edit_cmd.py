@@ -7,11 +7,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from .. import model_registry, token_selection
-from ..editing import edit_image
-from ..regions import parse_region
-from .app import command, state
-from .options import AsJson, Model, Quiet, Region, Seed
+from .. import token_selection
+from .app import command, workspace
+from .options import AsJson, L2Weight, Model, Quiet, Region, Seed, Steps
 from .render import console, deferred_progress, print_json, table
 
 SHOW_CHANGES = 32  # changed tokens listed in the terminal
@@ -25,12 +23,12 @@ def edit(
     region_text: Region = ...,
     model: Model = None,
     extractor: Annotated[Optional[str], typer.Option("--extractor", "-e", help="Registered extractor to optimise against (default: ce).")] = None,
-    method: str = typer.Option("token", "--method", help="token (Gumbel-Softmax token selection, the paper's) or embedding (baseline: optimise E, snap to nearest tokens)."),
-    steps: int = typer.Option(3000, "--steps", help="Optimisation steps."),
-    lr: float = typer.Option(None, "--lr", help=f"Adam learning rate (default: {token_selection.TOKEN_LR} on the logits of P; {token_selection.EMBEDDING_LR} x std(codebook) for --method embedding)."),
+    space: str = typer.Option("token", "--space", help="What the optimiser moves: token (Gumbel-Softmax token selection, the paper's) or embedding (baseline: optimise E, snap to nearest tokens)."),
+    steps: Steps = 3000,
+    lr: float = typer.Option(None, "--lr", help=f"Adam learning rate (default: {token_selection.TOKEN_LR} on the logits of P; {token_selection.EMBEDDING_LR} x std(codebook) for --space embedding)."),
     tau: float = typer.Option(1.0, "--tau", help="Gumbel-Softmax temperature."),
     tau_final: float = typer.Option(None, "--tau-final", help="Anneal tau exponentially to this value by the last step (default: fixed tau)."),
-    alpha: float = typer.Option(token_selection.OptimizeSettings.alpha, "--alpha", help="Weight of the ||E||^2 regulariser over the region (paper eq. 8)."),
+    alpha: L2Weight = token_selection.OptimizeSettings.alpha,
     init: str = typer.Option("source", "--init", help="How the region starts: source (the image's tokens) or random."),
     objective: str = typer.Option(token_selection.OptimizeSettings.objective, "--objective", help="logit (-target logit, the paper's eq. 8; default, best by measurement) or log-prob (-log softmax of the target)."),
     seed: Seed = token_selection.OptimizeSettings.seed,
@@ -50,20 +48,10 @@ def edit(
 
     Example: cortex edit bird.png --target "blue-capped bird" --region 2:8,6:12 --steps 500 --save-every 100
     """
-    app_state = state(ctx)
-    store = app_state.store()
-    info = model_registry.get_model(store, model)
-    region = parse_region(region_text, info.grid)
-    target_cls = model_registry.resolve_class(store, info, target)
-    settings = token_selection.OptimizeSettings(
-        steps=steps, lr=lr, tau=tau, tau_final=tau_final, alpha=alpha, init=init, objective=objective,
-        method=method, seed=seed,
-    ).validate()
-    with deferred_progress(f"editing toward {target_cls.name} ({method})", quiet=quiet or as_json) as update:
-        result = edit_image(
-            store, info, image, target_cls, region, settings, extractor_name=extractor, out_dir=out,
-            save_every=save_every, device=app_state.torch_device(), progress=update,
-        )
+    with deferred_progress(f"editing toward {target} ({space})", quiet=quiet or as_json) as update:
+        result = workspace(ctx).edit(image, target, region_text, model=model, extractor=extractor, space=space, steps=steps, lr=lr, tau=tau,
+                                     tau_final=tau_final, alpha=alpha, init=init, objective=objective, seed=seed, out=out,
+                                     save_every=save_every, progress=update)
     if as_json:
         print_json(result)
         return
@@ -82,7 +70,7 @@ def edit(
     if result.changed:
         shown = ", ".join(f"({c.row},{c.col}) {c.old}->{c.new}" for c in result.changed[:SHOW_CHANGES])
         more = f" (+{len(result.changed) - SHOW_CHANGES} more; --json lists all)" if len(result.changed) > SHOW_CHANGES else ""
-        console.print(f"changed {len(result.changed)} of the region's {region.size} tokens: {shown}{more}", highlight=False)
+        console.print(f"changed {len(result.changed)} tokens in region {result.region}: {shown}{more}", highlight=False)
     else:
         console.print("no token changed (the source tokens were already the optimum found)", highlight=False)
     console.print(f"loss {result.loss_start:.4g} -> {result.loss_end:.4g}", highlight=False)

@@ -4,26 +4,22 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, Any, Callable, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
-from .. import model_registry
 from ..attribution import METHODS
 from ..errors import CortexError
-from ..evaluation.common import result_payload
-from ..evaluation.concept_level import ConceptLevelSettings, run_concept_level
-from ..evaluation.edit_eval import EditEvalSettings, run_edit_eval
-from ..evaluation.image_level import ImageLevelSettings, run_image_level
-from ..evaluation.localization import LocalizationSettings, run_localization
-from ..evaluation.report import tables_for, write_report
-from ..evaluation.run_all import run_all
-from ..evaluation.stability import StabilitySettings, run_stability
-from ..environment import writable_dir
-from .app import app, command, state, sub_command
+from ..evaluation.concept_level import ConceptLevelSettings
+from ..evaluation.edit_eval import EditEvalSettings
+from ..evaluation.image_level import ImageLevelSettings
+from ..evaluation.localization import LocalizationSettings
+from ..evaluation.report import tables_for
+from ..evaluation.stability import StabilitySettings
+from .app import app, command, sub_command, workspace
 from .options import (AsJson, EvalClasses, EvalOut, Extractors, Fill, FirstSeed, ImagesPerClass, JudgeWeights, Model, Ns, Quiet,
-                      RandomDraws, Samples, Seed, TopN)
-from .render import console, deferred_progress, print_json, progress, table
+                      RandomDraws, Samples, Seed, Steps, TopN)
+from .render import console, deferred_progress, print_json, table
 
 eval_app = typer.Typer(
     help="Evaluate explanations: masking (Figure 3, Table 2), editing (Table 3), ground truth, stability.\n\n"
@@ -72,17 +68,14 @@ def _pairs(text: str | None) -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
-def _evaluate(ctx: typer.Context, kind: str, runner: Callable[..., Any], settings: Any, *, model: str | None, extractor: str,
-              out: Path | None, as_json: bool, quiet: bool, **options: Any) -> None:
+def _evaluate(ctx: typer.Context, kind: str, *, model: str | None, extractor: str, out: Path | None, as_json: bool, quiet: bool,
+              judge_weights: Path | None = None, **settings: Any) -> None:
     """The body of every `cortex eval` command: run one evaluation under a progress bar and render its result."""
-    st = state(ctx)
-    store = st.store()
-    info = model_registry.get_model(store, model)
     with deferred_progress(kind, quiet=quiet or as_json) as update:  # errors before the first update print alone
-        result = runner(store, info, extractors=extractor, settings=settings, device=st.torch_device(), out_dir=out,
-                        progress=update, **options)
+        result = workspace(ctx).evaluate(kind, model=model, extractors=extractor, out=out, judge_weights=judge_weights, progress=update,
+                                         **settings)
     if as_json:  # the reproducible part only: the same command prints the same bytes in any home
-        print_json(result_payload(result))
+        print_json(result.to_dict())
         return
     data = asdict(result)
     for spec in tables_for(kind, data):
@@ -122,10 +115,9 @@ def image_level(
     Example: cortex eval image-level --model mini --images-per-class 4 --fill black
     Example: cortex eval image-level --model mini --method smoothgrad,gradient,gradient-x-input
     """
-    settings = ImageLevelSettings(images_per_class=images_per_class, ns=_ints(ns, "--ns"), fill=fill, random_draws=random_draws,
-                                  seed=seed, first_seed=first_seed, classes=_names(classes), samples=samples, methods=_methods(method))
-    _evaluate(ctx, "image-level", run_image_level, settings, model=model, extractor=extractor, out=out, as_json=as_json, quiet=quiet,
-              judge_weights=judge_weights)
+    _evaluate(ctx, "image-level", model=model, extractor=extractor, out=out, as_json=as_json, quiet=quiet, judge_weights=judge_weights,
+              images_per_class=images_per_class, ns=_ints(ns, "--ns"), fill=fill, random_draws=random_draws, seed=seed,
+              first_seed=first_seed, classes=_names(classes), samples=samples, methods=_methods(method))
 
 
 @sub_command(eval_app, "concept-level")
@@ -157,10 +149,9 @@ def concept_level(
 
     Example: cortex eval concept-level --model mini --train-images 20 --images-per-class 4
     """
-    settings = ConceptLevelSettings(k=k, top_n=top_n, train_images=train_images, images_per_class=images_per_class, fill=fill,
-                                    seed=seed, first_seed=first_seed, samples=samples, classes=_names(classes))
-    _evaluate(ctx, "concept-level", run_concept_level, settings, model=model, extractor=extractor, out=out, as_json=as_json,
-              quiet=quiet, judge_weights=judge_weights)
+    _evaluate(ctx, "concept-level", model=model, extractor=extractor, out=out, as_json=as_json, quiet=quiet, judge_weights=judge_weights,
+              k=k, top_n=top_n, train_images=train_images, images_per_class=images_per_class, fill=fill, seed=seed,
+              first_seed=first_seed, samples=samples, classes=_names(classes))
 
 
 @sub_command(eval_app, "edit")
@@ -174,7 +165,7 @@ def edit(
     seed: Seed = EDIT.seed,
     opt_seeds: Annotated[int, typer.Option("--opt-seeds", help="Optimiser seeds per source, region and method, derived from --seed (the embedding baseline draws no noise: run once).")]
     = EDIT.opt_seeds,
-    steps: Annotated[int, typer.Option("--steps", help="Optimisation steps per edit (the final step is scored; `cortex edit` uses 3000).")] = EDIT.steps,
+    steps: Steps = EDIT.steps,
     regions: Annotated[str, typer.Option("--regions", help="Region kinds, comma-separated: fixed, saliency, oracle, or 'all' (oracle needs the mini world's masks).")]
     = _csv(EDIT.regions),
     pairs: Annotated[Optional[str], typer.Option("--pairs", help="Concept pairs A:B,C:D (ids or names) (default for mini: the world's 4 part pairs).")] = None,
@@ -202,11 +193,9 @@ def edit(
 
     Example: cortex eval edit --model mini --regions all --opt-seeds 3
     """
-    settings = EditEvalSettings(images_per_direction=images_per_direction, opt_seeds=opt_seeds, steps=steps, seed=seed,
-                                first_seed=first_seed, pairs=_pairs(pairs), region=region, regions=_names(regions) or EDIT.regions,
-                                samples=samples, bootstrap=bootstrap)
-    _evaluate(ctx, "edit", run_edit_eval, settings, model=model, extractor=extractor, out=out, as_json=as_json, quiet=quiet,
-              judge_weights=judge_weights)
+    _evaluate(ctx, "edit", model=model, extractor=extractor, out=out, as_json=as_json, quiet=quiet, judge_weights=judge_weights,
+              images_per_direction=images_per_direction, opt_seeds=opt_seeds, steps=steps, seed=seed, first_seed=first_seed,
+              pairs=_pairs(pairs), region=region, regions=_names(regions) or EDIT.regions, samples=samples, bootstrap=bootstrap)
 
 
 @sub_command(eval_app, "localization")
@@ -235,9 +224,9 @@ def localization(
 
     Example: cortex eval localization --images-per-class 5
     """
-    settings = LocalizationSettings(images_per_class=images_per_class, ns=_ints(ns, "--ns"), random_draws=random_draws, seed=seed,
-                                    first_seed=first_seed, samples=samples, classes=_names(classes))
-    _evaluate(ctx, "localization", run_localization, settings, model=model, extractor=extractor, out=out, as_json=as_json, quiet=quiet)
+    _evaluate(ctx, "localization", model=model, extractor=extractor, out=out, as_json=as_json, quiet=quiet,
+              images_per_class=images_per_class, ns=_ints(ns, "--ns"), random_draws=random_draws, seed=seed, first_seed=first_seed,
+              samples=samples, classes=_names(classes))
 
 
 @sub_command(eval_app, "stability")
@@ -263,18 +252,17 @@ def stability(
 
     Example: cortex eval stability --noise-seeds 0,1,2 --sample-counts 5,10,20,50
     """
-    settings = StabilitySettings(images_per_class=images_per_class, seeds=_ints(noise_seeds, "--noise-seeds"),
-                                 sample_counts=_ints(sample_counts, "--sample-counts"), ns=_ints(ns, "--ns"),
-                                 first_seed=first_seed, classes=_names(classes))
-    _evaluate(ctx, "stability", run_stability, settings, model=model, extractor=extractor, out=out, as_json=as_json, quiet=quiet)
+    _evaluate(ctx, "stability", model=model, extractor=extractor, out=out, as_json=as_json, quiet=quiet, images_per_class=images_per_class,
+              seeds=_ints(noise_seeds, "--noise-seeds"), sample_counts=_ints(sample_counts, "--sample-counts"), ns=_ints(ns, "--ns"),
+              first_seed=first_seed, classes=_names(classes))
 
 
 @sub_command(eval_app, "all")
 def eval_all(
     ctx: typer.Context,
     out: Path = typer.Option(Path("docs/eval"), "--out", "-o", help="Directory for every JSON, PNG, report.md and timings.json."),
-    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON (no progress bar)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    as_json: AsJson = False,
+    quiet: Quiet = False,
 ) -> None:
     """Regenerate every committed evaluation result from nothing, on the bundled mini model.
 
@@ -285,10 +273,8 @@ def eval_all(
 
     Example: cortex eval all --out docs/eval
     """
-    st = state(ctx)
-    writable_dir(out, "to")  # fail before any progress is drawn
-    with progress("eval all", quiet=quiet or as_json) as update:
-        result = run_all(out, device=st.torch_device(), progress=update)
+    with deferred_progress("eval all", quiet=quiet or as_json) as update:  # an unwritable --out is one line, with no bar
+        result = workspace(ctx).evaluate_all(out, progress=update)
     if as_json:
         print_json(result)
         return
@@ -299,9 +285,9 @@ def eval_all(
 @command("report")
 def report(
     ctx: typer.Context,
-    model: str = typer.Option(None, "--model", "-m", help="Registered model (default: mini)."),
+    model: Model = None,
     out: Path = typer.Option(None, "--out", "-o", help="Markdown file (default: $CORTEX_HOME/reports/<model>/report.md)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    as_json: AsJson = False,
 ) -> None:
     """Gather the latest stored result of each `cortex eval` command into one Markdown file with plots.
 
@@ -309,10 +295,7 @@ def report(
 
     Example: cortex report --model mini --out README-results.md
     """
-    st = state(ctx)
-    store = st.store()
-    info = model_registry.get_model(store, model)
-    result = write_report(store, info, out)
+    result = workspace(ctx).report(model=model, out=out)
     if as_json:
         print_json(result)
         return

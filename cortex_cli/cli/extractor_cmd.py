@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from .. import model_registry
-from ..distributed import DistContext, init_from_env
-from ..class_subsets import resolve_classes
-from ..errors import CortexError
-from ..extractors import default_configs, export_bundled, test_extractors, train_extractor
-from ..extractors.evaluation import require_extractors
-from ..extractors.training import TrainConfig, check_run
-from .app import command, state
+from ..extractors.training import TrainConfig
+from .app import command, workspace
 from .options import AsJson, Model, Quiet, Seed
-from .render import console, print_json, progress, table
+from .render import console, deferred_progress, print_json, table
 
 TRAIN = TrainConfig()  # the defaults every preset shares (seeds)
 
@@ -65,57 +60,34 @@ def train_extractor_cmd(
     Example: cortex train-extractor --model cin --arch ce --classes @birds.txt --name birds-ce
     Example: torchrun --nproc-per-node 8 -m cortex_cli --db postgresql+psycopg://host/cortex train-extractor --arch re
     """
-    app_state = state(ctx)
-    dist = init_from_env(app_state.device)
-    try:
-        _train(app_state, dist, arch, model, name, classes, epochs, batch_size, lr, weight_decay, step_size, gamma, train_per_class,
-               val_per_class, test_per_class, width, fc_width, seed, first_seed, restart, bundle, as_json, quiet)
-        dist.barrier()  # no rank tears the process group down while another still uses it
-    finally:
-        dist.destroy()
-
-
-def _train(app_state, dist: DistContext, arch, model, name, classes, epochs, batch_size, lr, weight_decay, step_size, gamma,
-           train_per_class, val_per_class, test_per_class, width, fc_width, seed, data_seed, restart, bundle, as_json, quiet) -> None:
-    store = dist.main_first(app_state.store)  # rank 0 migrates the database before the others open it
-    device = dist.device
-    info = model_registry.get_model(store, model)
-    if bundle and not info.is_mini:
-        raise CortexError(f"--bundle ships extractors of the bundled mini model only, not of {info.name!r}; drop --bundle")
-    class_ids = None
-    if classes is not None:
-        if not name:  # the default name ('ce') is the full extractor every command uses by default
-            raise CortexError("a subset extractor needs its own name: add --name, e.g. --name birds-ce")
-        class_ids = [c.class_id for c in resolve_classes(store, info, classes)]
-    cfg, tc = default_configs(
-        info, arch, class_ids=class_ids, width=width, fc_width=fc_width, epochs=epochs, batch_size=batch_size, lr=lr,
-        weight_decay=weight_decay, step_size=step_size, gamma=gamma, train_per_class=train_per_class,
-        val_per_class=val_per_class, test_per_class=test_per_class,
-        seed=seed, data_seed=data_seed,
-    )
-    if dist.is_main:
-        check_run(store, info, cfg, tc, name=name, restart=restart)  # fail before the progress bar
-    label = f"training {name or cfg.arch} on {info.name}" + (f" ({len(class_ids)} classes)" if class_ids else "") + (f" ({dist.world_size} ranks)" if dist.distributed else "")
-    with progress(label, quiet=quiet or as_json or not dist.is_main) as update:
-        result = train_extractor(store, info, cfg, tc, name=name, device=device, progress=update, restart=restart, dist=dist)
-    if not dist.is_main:
+    ws = workspace(ctx)
+    label = f"training {name or arch}" + (f" ({ws.world_size} ranks)" if ws.world_size > 1 else "")
+    with deferred_progress(label, quiet=quiet or as_json or not ws.is_main) as update:
+        trained = ws.train_extractor(
+            arch, model=model, name=name, classes=classes, restart=restart, bundle=bundle, progress=update, epochs=epochs,
+            batch_size=batch_size, lr=lr, weight_decay=weight_decay, step_size=step_size, gamma=gamma, train_per_class=train_per_class,
+            val_per_class=val_per_class, test_per_class=test_per_class, width=width, fc_width=fc_width, seed=seed, data_seed=first_seed,
+        )
+    if not ws.is_main:
         return
-    bundled = export_bundled(result.info) if bundle else None
     if as_json:
-        print_json({"result": result, "bundled": [str(p) for p in bundled] if bundled else []})
+        print_json(trained)
         return
-    test = result.info.metrics.get("test", {})
+    result = trained.result
+    info = result.info
+    test = info.metrics.get("test", {})
     if result.resumed_from_epoch is not None:
         console.print(f"resumed after epoch {result.resumed_from_epoch}", highlight=False)
-    covers = f", {len(class_ids)} classes" if class_ids else ""
+    covers = f", {len(info.config.class_ids)} classes" if info.config.class_ids else ""
     console.print(
-        f"{info.name} / {result.info.name} ({cfg.arch}{covers}): best epoch {result.best_epoch}, val top-1 {result.best_val_acc:.3f}, "
+        f"{trained.model} / {info.name} ({info.config.arch}{covers}): "
+        f"best epoch {result.best_epoch}, val top-1 {result.best_val_acc:.3f}, "
         f"test top-1 {test.get('top1', float('nan')):.3f}, top-5 {test.get('top5', float('nan')):.3f}",
         highlight=False, soft_wrap=True,
     )
-    console.print(f"checkpoint {result.info.ckpt_path}", highlight=False, soft_wrap=True)
-    if bundled:
-        console.print(f"bundled as {bundled[0]} and {bundled[1].name}", highlight=False, soft_wrap=True)
+    console.print(f"checkpoint {info.ckpt_path}", highlight=False, soft_wrap=True)
+    if trained.bundled:
+        console.print(f"bundled as {trained.bundled[0]} and {Path(trained.bundled[1]).name}", highlight=False, soft_wrap=True)
 
 
 @command("test-extractor")
@@ -133,18 +105,15 @@ def test_extractor_cmd(
 
     Example: cortex test-extractor --json
     """
-    app_state = state(ctx)
-    store = app_state.store()
-    info = model_registry.get_model(store, model)
-    require_extractors(store, info)  # fail before the progress bar
-    with progress("test images", quiet=quiet or as_json) as update:
-        scores = test_extractors(store, info, per_class=per_class, device=app_state.torch_device(), progress=update)
+    with deferred_progress("test images", quiet=quiet or as_json) as update:  # a missing extractor is one line, with no bar
+        tests = workspace(ctx).test_extractors(model=model, per_class=per_class, progress=update)
     if as_json:
-        print_json({"model": info.name, "split": "test", "extractors": scores})
+        print_json(tests)
         return
+    scores = tests.extractors
     rows = [[s.name, s.arch, len(s.classes) or "all", s.n_images] + [100 * s.accuracy[k] for k in ("top1", "top3", "top5", "top10")]
             for s in scores]
-    table(f"Table 1: extractor accuracy (%) on {info.name} test images", ["extractor", "arch", "classes", "images", "top-1", "top-3", "top-5", "top-10"], rows)
+    table(f"Table 1: extractor accuracy (%) on {tests.model} test images", ["extractor", "arch", "classes", "images", "top-1", "top-3", "top-5", "top-10"], rows)
     for s in scores:
         if s.classes:
             console.print(f"{s.name} covers {len(s.classes)} classes (its accuracy is among them): {', '.join(s.classes)}",

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from .. import generation, model_registry
-from ..class_subsets import select_classes
-from ..distributed import DistContext, init_from_env
-from .app import command, state
-from .options import AsJson, BatchSize, ClassName, Classes, FirstSeed, Model, Quiet, Split
-from .render import console, print_json, progress
+from .app import command, workspace
+from .options import AsJson, BatchSize, ClassName, Classes, FirstSeed, Model, Quiet, Split, class_choice
+from .render import console, print_json, deferred_progress
 
 
 @command("generate")
@@ -47,38 +43,12 @@ def generate(
     Example: cortex generate --classes @birds.txt -n 100
     Example: torchrun --nproc-per-node 8 -m cortex_cli --db postgresql+psycopg://host/cortex generate --class goldfinch -n 1000
     """
-    app_state = state(ctx)
-    dist = init_from_env(app_state.device)
-    try:
-        _generate(app_state, dist, class_spec, classes, n, model, split, first_seed, batch_size, out, top_k, top_p, temperature,
-                  as_json, quiet)
-        dist.barrier()  # no rank tears the process group down while another still uses it
-    finally:
-        dist.destroy()
-
-
-def _generate(app_state, dist: DistContext, class_spec, classes, n, model, split, first, batch_size, out, top_k, top_p,
-              temperature, as_json, quiet) -> None:
-    store = dist.main_first(app_state.store)  # rank 0 migrates the database before the others open it
-    device = dist.device
-    info = model_registry.get_model(store, model)
-    targets = select_classes(store, info, class_spec, classes)
-    generation.check_request(n, split=split, batch_size=batch_size, out_dir=out)  # fail before the progress bar
-    sampler = None
-    if top_k is not None or top_p is not None or temperature is not None:
-        sampler = generation.resolve_sampler(info, top_k, top_p, temperature, device)
-    results = []
-    for cls in targets:
-        label = f"sampling {cls.name} ({split})" + (f", rank 0's shard of {dist.world_size}" if dist.distributed else "")
-        with progress(label, quiet=quiet or as_json or not dist.is_main) as update:
-            result = generation.generate(
-                store, info, cls, n, split=split, seed=first, batch_size=batch_size, sampler=sampler, out_dir=out,
-                device=device, progress=update, shard=dist.work(batch_size),
-            )
-        if dist.distributed:
-            result = _merge(dist, result, list(range(first, first + n)), batch_size)
-        results.append(result)
-    if not dist.is_main:
+    ws = workspace(ctx)
+    chosen = class_choice(class_spec, classes)
+    with deferred_progress(f"sampling ({split})", quiet=quiet or as_json or not ws.is_main) as update:
+        results = ws.generate(chosen, n, model=model, split=split, first_seed=first_seed, batch_size=batch_size, out=out, top_k=top_k,
+                              top_p=top_p, temperature=temperature, progress=update)
+    if not ws.is_main:
         return
     if as_json:
         print_json(results if len(results) > 1 else results[0])
@@ -87,21 +57,8 @@ def _generate(app_state, dist: DistContext, class_spec, classes, n, model, split
         console.print(
             f"{result.model} / {result.class_name} (class {result.class_id}) / {result.split}: "
             f"added {result.added}, already stored {result.skipped} ({result.sampler})"
-            + (f" on {dist.world_size} ranks" if dist.distributed else ""),
+            + (f" on {ws.world_size} ranks" if ws.world_size > 1 else ""),
             highlight=False, soft_wrap=True,
         )
     if results[0].png_paths:
         console.print(f"PNGs with token metadata in {Path(results[0].png_paths[0]).parent}", highlight=False, soft_wrap=True)
-
-
-def _merge(dist: DistContext, result: generation.GenerationResult, seeds: list[int], block: int) -> generation.GenerationResult:
-    """The whole job's result from every rank's: counts summed, ids and PNG paths back in seed order."""
-    added, skipped = dist.all_reduce_counts([result.added, result.skipped])
-    mine = dist.shard(seeds, block, offset=result.class_id)
-    parts = dist.all_gather((dict(zip(mine, result.image_ids)), dict(zip(mine, result.png_paths))))
-    ids = {s: i for part, _ in parts for s, i in part.items()}
-    paths = {s: p for _, part in parts for s, p in part.items()}
-    return dataclasses.replace(
-        result, requested=len(seeds), added=int(added), skipped=int(skipped), image_ids=[ids[s] for s in seeds],
-        png_paths=[paths[s] for s in seeds] if paths else [],
-    )

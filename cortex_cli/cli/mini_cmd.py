@@ -5,12 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.text import Text
 
-from ..generation import default_sampler
-from ..model_registry import BUNDLED_DIR, MINI_NAME, get_model, load_model
-from .app import app, command, state, sub_command
+from .app import app, command, sub_command, workspace
 from .options import AsJson, Quiet, Seed
-from .render import console, print_json, progress, table
+from .render import console, print_json, deferred_progress, table
 
 mini_app = typer.Typer(help="The bundled mini model: quality report.", no_args_is_help=True)
 app.add_typer(mini_app, name="mini")
@@ -23,7 +22,7 @@ def train_mini(
     work_dir: Path = typer.Option(None, "--work-dir", help="Stage checkpoints, for resuming (default: OUT/.work)."),
     vq_steps: int = typer.Option(None, "--vq-steps", help="VQGAN steps (default: the recipe's)."),
     gpt_steps: int = typer.Option(None, "--gpt-steps", help="Prior steps (default: the recipe's)."),
-    seed: Seed = 0,  # MiniRecipe's default (tests/cli/test_options.py), without importing it at start-up
+    seed: Seed = 0,  # MiniRecipe's default (tests/cli/test_options.py)
     quiet: Quiet = False,
 ) -> None:
     """Train the mini model from nothing: VQGAN, class-conditional GPT prior and two judges.
@@ -33,28 +32,10 @@ def train_mini(
 
     Example: cortex train-mini --seed 0 --out /tmp/mini
     """
-    # deliberate lazy import: the recipe's module pulls in the judges and torchvision (~2 s of every cortex start)
-    from ..miniworld.training import MiniRecipe, build_mini
-
-    recipe = MiniRecipe(seed=seed)
-    if vq_steps:
-        recipe.vq_steps = vq_steps
-    if gpt_steps:
-        recipe.gpt_steps = gpt_steps
-    out_dir = out or BUNDLED_DIR / MINI_NAME
-    bars = {}
-
-    def stage(name):
-        bar = bars.setdefault(name, progress(f"train {name}", quiet))
-        update = bar.__enter__()
-        def step(done, total, info=""):
-            update(done, total, info)
-            if done == total:
-                bar.__exit__(None, None, None)
-        return step
-
-    report = build_mini(out_dir, recipe, work_dir=work_dir, progress=stage)
-    console.print(f"wrote the mini model to {report.out_dir} ({', '.join(f'{k} {v:.0f}s' for k, v in report.seconds.items())})")
+    with deferred_progress("train-mini", quiet) as update:
+        report = workspace(ctx).train_mini(out, work_dir=work_dir, seed=seed, vq_steps=vq_steps, gpt_steps=gpt_steps, progress=update)
+    console.print(f"wrote the mini model to {report.out_dir} ({', '.join(f'{k} {v:.0f}s' for k, v in report.seconds.items())})",
+                  highlight=False, soft_wrap=True)
 
 
 @sub_command(mini_app, "report")
@@ -70,16 +51,8 @@ def mini_report_cmd(
 
     Example: cortex mini report --json
     """
-    # deliberate lazy imports: the judges pull in torchvision (~2 s), which no other command's start-up should pay
-    from ..judges import mini_judges
-    from ..miniworld.report import mini_report
-
-    st = state(ctx)
-    device = st.torch_device()
-    vqgm = load_model(get_model(st.store(), MINI_NAME), device)
-    with progress("sampling concepts", quiet or as_json) as update:
-        report = mini_report(vqgm, mini_judges(device), heldout_per_concept=heldout, generated_per_concept=generated,
-                             sampler=default_sampler(vqgm), seed=seed, progress=update)
+    with deferred_progress("sampling concepts", quiet or as_json) as update:
+        report = workspace(ctx).mini_report(heldout_per_concept=heldout, generated_per_concept=generated, seed=seed, progress=update)
     if as_json:
         print_json(report)
         return
@@ -91,4 +64,4 @@ def mini_report_cmd(
     table("generated accuracy per concept", ["concept", *report.judge_generated_accuracy],
           [[c, *[f"{report.judge_generated_accuracy[j][c]:.2f}" for j in report.judge_generated_accuracy]] for c in concepts])
     for bar, ok in report.bars.items():
-        console.print(("[green]pass[/] " if ok else "[red]FAIL[/] ") + bar)
+        console.print(Text.assemble(("pass " if ok else "FAIL ", "green" if ok else "red"), bar))

@@ -6,11 +6,9 @@ from pathlib import Path
 
 import typer
 
-from .. import model_registry, optimize, token_selection
-from ..extractors.registry import get_extractor
-from ..regions import parse_region
-from .app import command, state
-from .options import AsJson, Model, Quiet, Seed
+from .. import optimize, token_selection
+from .app import command, workspace
+from .options import AsJson, L2Weight, Model, Quiet, Seed, Steps
 from .render import console, deferred_progress, print_json, table
 
 SHOW_TOKENS = 12  # T* tokens listed in the terminal
@@ -23,14 +21,14 @@ def optimize_cmd(
     region_text: str = typer.Option("all", "--region", "-r", help="Token rectangle that may change: all (default), R0:R1,C0:C1 (half-open rows then columns) or R,C."),
     init: str = typer.Option(optimize.RANDOM, "--init", help="Start: random (near-uniform logits of P), noise (a uniformly random token grid) or a PNG (its tokens)."),
     restarts: int = typer.Option(optimize.DEFAULT_RESTARTS, "--restarts", "-R", help="Independent optimisations; the best final extractor objective wins, all are reported."),
-    steps: int = typer.Option(optimize.DEFAULT_STEPS, "--steps", help="Optimisation steps per restart."),
+    steps: Steps = optimize.DEFAULT_STEPS,
     model: Model = None,
     extractor: str = typer.Option("ce", "--extractor", "-e", help="Registered extractor f_Y to maximise (and whose saliency index is compared)."),
     k: int = typer.Option(optimize.DEFAULT_K, "-k", help="Compare with the class's top-k salient tokens (`cortex top-tokens`)."),
     lr: float = typer.Option(None, "--lr", help=f"Adam learning rate on the logits of P (default {token_selection.TOKEN_LR})."),
     tau: float = typer.Option(1.0, "--tau", help="Gumbel-Softmax temperature."),
     tau_final: float = typer.Option(None, "--tau-final", help="Anneal tau exponentially to this value by the last step (default: fixed tau)."),
-    alpha: float = typer.Option(token_selection.OptimizeSettings.alpha, "--alpha", help="Weight of the ||E||^2 regulariser over the region (paper eq. 8)."),
+    alpha: L2Weight = token_selection.OptimizeSettings.alpha,
     objective: str = typer.Option(token_selection.OptimizeSettings.objective, "--objective", help="logit (-target logit, the paper's eq. 8) or log-prob."),
     seed: Seed = token_selection.OptimizeSettings.seed,
     out: Path = typer.Option(None, "--out", "-o", help="Directory for the PNG and strip (default: $CORTEX_HOME/concept-searches/<model>)."),
@@ -51,22 +49,10 @@ def optimize_cmd(
 
     Example: cortex optimize --class "red-capped bird" --restarts 3 --steps 300
     """
-    app_state = state(ctx)
-    store = app_state.store()
-    info = model_registry.get_model(store, model)
-    cls = model_registry.resolve_class(store, info, class_spec)
-    region = parse_region(region_text, info.grid)
-    settings = token_selection.OptimizeSettings(
-        steps=steps, lr=lr, tau=tau, tau_final=tau_final, alpha=alpha, objective=objective,
-        seed=seed,
-    ).validate()
-
-    ext_info = get_extractor(store, info, extractor)
-    with deferred_progress(f"searching {cls.name}", quiet=quiet or as_json) as update:
-        result = optimize.search_concept(
-            store, info, cls, settings=settings, extractor_info=ext_info, device=app_state.torch_device(),
-            region=region, init=init, restarts=restarts, k=k, out_dir=out, progress=update,
-        )
+    with deferred_progress(f"searching {class_spec}", quiet=quiet or as_json) as update:
+        result = workspace(ctx).optimize(class_spec, region=region_text, init=init, restarts=restarts, steps=steps, model=model,
+                                         extractor=extractor, k=k, lr=lr, tau=tau, tau_final=tau_final, alpha=alpha, objective=objective,
+                                         seed=seed, out=out, progress=update)
     if as_json:
         print_json(result)
         return
@@ -75,7 +61,7 @@ def optimize_cmd(
     judges = sorted({name for r in result.restarts for name in r.judges})
     score = "logit" if result.objective_kind == "logit" else "log P"
     table(
-        f"{result.class_name}: region {'all' if region.size == info.grid ** 2 else result.region}, init {result.init}, {result.steps} steps",
+        f"{result.class_name}: region {result.region}, init {result.init}, {result.steps} steps",
         ["restart", score, "P ext", *[f"P {j}" for j in judges], "tokens", "stored"],
         [[f"{r.restart}{' *' if r.restart == result.best_restart else ''}", f"{r.objective:.3g}", f"{r.p_target:.3f}",
           *[f"{r.judges[j]:.3f}" if j in r.judges else "-" for j in judges], r.n_distinct, "now" if r.computed else "before"]

@@ -2,6 +2,9 @@
 
 Commands write `model: Model = None` or `samples: Samples = SALIENCY.samples`: the flags and help
 live here once, and defaults that a settings dataclass owns are read from it, never retyped.
+A long flag means one thing in every command (`tests/cli/test_options.py` reads every command's):
+--steps is always optimisation steps, --baseline a ranking baseline, --method an attribution method
+(Integrated Gradients' own are --ig-steps and --ig-baseline; edit's token-vs-embedding is --space).
 Short flags, each with one meaning: -m model, -c class, -e extractor, -n images, -o out, -q quiet,
 -k tokens per concept, -b batch size, -r region, -t token, -a architecture, -R restarts.
 """
@@ -23,7 +26,7 @@ FIRST_SEED_HELP = "First image seed: the command uses image seeds S .. S+N-1 (N 
 
 # what and where
 Model = Annotated[Optional[str], typer.Option("--model", "-m", help="Registered model (default: mini).")]
-ClassName = Annotated[Optional[str], typer.Option("--class", "-c", help="Class id or name (e.g. 11 or goldfinch), or 'all'; see `cortex models list --classes`.")]
+ClassName = Annotated[Optional[str], typer.Option("--class", "-c", help="Class id or name (e.g. 11 or goldfinch), or 'all'; see `cortex models list --all-classes`.")]
 Classes = Annotated[Optional[str], typer.Option("--classes", help="Instead of --class: several classes, 'goldfinch,black grouse,11' or @file.txt (one per line).")]
 EvalClasses = Annotated[Optional[str], typer.Option("--classes", help="Comma-separated class ids or names (default: every class of the model).")]
 Split = Annotated[str, typer.Option("--split", help="Which generated images: train, val or test (part of each image's identity and random stream).")]
@@ -45,11 +48,20 @@ Extractors = Annotated[str, typer.Option("--extractor", "-e", help="Extractor na
 Method = Annotated[str, typer.Option("--method", help=field_help("method"))]
 Samples = Annotated[int, typer.Option("--samples", help=field_help("samples"))]
 Alpha = Annotated[float, typer.Option("--alpha", help=field_help("alpha"))]
-Steps = Annotated[int, typer.Option("--steps", help=field_help("steps"))]
-Baseline = Annotated[str, typer.Option("--baseline", help=field_help("baseline"))]
+IgSteps = Annotated[int, typer.Option("--ig-steps", help=field_help("steps"))]
+IgBaseline = Annotated[str, typer.Option("--ig-baseline", help=field_help("baseline"))]
 TopN = Annotated[int, typer.Option("--top-n", help=field_help("top_n"))]
 Reduce = Annotated[str, typer.Option("--reduce", help=field_help("reduce"))]
 Precision = Annotated[str, typer.Option("--precision", help=field_help("precision"))]
+
+# optimisation (edit, optimize, eval edit)
+L2Weight = Annotated[float, typer.Option("--l2-weight", help="Weight of the ||E||^2 regulariser over the region (the alpha of paper eq. 8; --alpha is SmoothGrad's noise).")]
+Steps = Annotated[int, typer.Option("--steps", help="Optimisation steps (Adam on the token selection or the embedding); the final step is the result.")]
+
+# reading the index
+RankingBaseline = Annotated[Optional[str], typer.Option("--baseline", help="Ranking baseline beside T*_concept, over the same images, without an extractor: 'frequency' (the paper's: most frequent over all positions) or 'specific' (most specific to the class: smoothed P(class | token)).")]
+MethodOfRuns = Annotated[Optional[str], typer.Option("--method", help="Read the newest run of this attribution method (default: of any; see `cortex index --method`).")]
+Run = Annotated[Optional[int], typer.Option("--run", help="Read this saliency run (its run_id in `cortex index --json`) instead of the newest.")]
 
 # run control and output
 BatchSize = Annotated[int, typer.Option("--batch-size", "-b", help="Images per batch and per transaction (does not change the results).")]
@@ -61,3 +73,49 @@ JudgeWeights = Annotated[Optional[Path], typer.Option("--judge-weights", help="D
 Fill = Annotated[str, typer.Option("--fill", help="Patch fill: black (the paper's), mean or blur.")]
 Ns = Annotated[str, typer.Option("--ns", help="Numbers of masked (or ranked) tokens n, comma-separated.")]
 RandomDraws = Annotated[int, typer.Option("--random-draws", help="Seeded random draws per image (the floor).")]
+
+
+def class_choice(class_spec: str | None, classes: str | None) -> str:
+    """The classes of a command with `--class C` or `--classes LIST`: exactly one of the two."""
+    from ..errors import CortexError
+
+    if (class_spec is None) == (classes is None):
+        raise CortexError("give one of --class C (an id, a name or 'all') and --classes 'a,b,c' / --classes @file.txt")
+    return class_spec if class_spec is not None else classes
+
+
+# What each long flag that several commands share means: a phrase every command's help for it contains
+# (case-insensitive). tests/cli/test_options.py checks every command against it, so a flag cannot quietly
+# take a second meaning; a new shared flag needs a line here.
+MEANINGS = {
+    "--alpha": "noise scale",
+    "--baseline": "ranking baseline",
+    "--batch-size": "batch",
+    "--class": "class",
+    "--classes": "'goldfinch,black grouse,11'|comma-separated class",
+    "--db": "database url",
+    "--device": "cuda",
+    "--extractor": "extractor",
+    "--first-seed": "first image seed",
+    "--images": "seeds",
+    "--images-per-class": "per class|per concept",
+    "--init": "start",
+    "--json": "json",
+    "--l2-weight": "regulariser",
+    "--lr": "adam learning rate",
+    "--method": "attribution method",
+    "--model": "model",
+    "--ns": "n|top-n",
+    "--objective": "target logit",
+    "--out": "write|directory|file",
+    "--quiet": "no progress bar",
+    "--region": "token rectangle|box",
+    "--run": "saliency run",
+    "--samples": "smoothgrad|noisy copies",
+    "--seed": "this command's own random draws",
+    "--split": "split|train, val or test",
+    "--steps": "optimisation steps",
+    "--tau": "gumbel-softmax temperature",
+    "--tau-final": "anneal tau",
+    "--top-n": "tokens",
+}

@@ -40,5 +40,5 @@ def test_token_saliency_states_the_baseline_and_steps_in_the_run_key():
     assert (key["samples"], key["alpha"], key["seed"]) == (1, 0.0, 0)  # no noise tunnel: its parameters are neutral
     with pytest.raises(CortexError, match="codebook"):
         token_saliency(net, e, [0, 0], [1, 2], SaliencySettings(method="integrated-gradients", baseline="codebook-mean"))
-    with pytest.raises(CortexError, match="--baseline must be one of zeros, codebook-mean"):
+    with pytest.raises(CortexError, match="--ig-baseline must be one of zeros, codebook-mean"):
         SaliencySettings(method="integrated-gradients", baseline="ones").validate()

@@ -23,9 +23,9 @@ def test_validation_checks_a_methods_own_parameters_only():
             SaliencySettings(**bad).validate()
     # steps and baseline belong to integrated-gradients: smoothgrad ignores them, IG refuses them
     assert SaliencySettings(steps=0, baseline="nope").validate().steps == 0
-    with pytest.raises(CortexError, match="--steps must be >= 1, got 0"):
+    with pytest.raises(CortexError, match="--ig-steps must be >= 1, got 0"):
         SaliencySettings(method="integrated-gradients", steps=0).validate()
-    with pytest.raises(CortexError, match="--baseline must be one of"):
+    with pytest.raises(CortexError, match="--ig-baseline must be one of"):
         SaliencySettings(method="integrated-gradients", baseline="nope").validate()
 
 

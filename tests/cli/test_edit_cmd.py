@@ -39,7 +39,7 @@ def test_edit_prints_table_and_changed_tokens(cli_env):
 
 def test_edit_json_and_seed_option(cli_env):
     db_url, src, tokens, out, store = cli_env
-    args = [src, "-m", "tiny", "--target", "3", "-r", "0:3,0:3", "--steps", "5", "--init", "random", "--method", "embedding", "--out", out, "--json"]
+    args = [src, "-m", "tiny", "--target", "3", "-r", "0:3,0:3", "--steps", "5", "--init", "random", "--space", "embedding", "--out", out, "--json"]
     a = json.loads(_run(db_url, *args, "--seed", "4").stdout)
     b = json.loads(_run(db_url, *args, "--seed", "4").stdout)
     assert a["method"] == "embedding" and a["target_name"] == "analog clock" and a["params"]["seed"] == 4

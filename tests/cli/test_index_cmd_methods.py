@@ -48,7 +48,7 @@ def test_two_methods_make_two_runs_on_the_same_images_and_both_are_queryable(set
 def test_integrated_gradients_states_its_baseline_in_the_run(setup):
     pytest.importorskip("captum")
     smooth = json.loads(index(setup).stdout)
-    res = index(setup, "goldfinch", "--method", "integrated-gradients", "--steps", "4", "--baseline", "codebook-mean")
+    res = index(setup, "goldfinch", "--method", "integrated-gradients", "--ig-steps", "4", "--ig-baseline", "codebook-mean")
     assert res.exit_code == 0, res.output
     ig = json.loads(res.stdout)
     settings = ig["settings"]
@@ -58,7 +58,7 @@ def test_integrated_gradients_states_its_baseline_in_the_run(setup):
 
 @pytest.mark.parametrize("args, message", [
     (["--method", "occlusion"], "unknown attribution method 'occlusion'; use one of smoothgrad, gradient, gradient-x-input, integrated-gradients"),
-    (["--method", "integrated-gradients", "--baseline", "ones"], "--baseline must be one of zeros, codebook-mean"),
+    (["--method", "integrated-gradients", "--ig-baseline", "ones"], "--ig-baseline must be one of zeros, codebook-mean"),
 ])
 def test_bad_methods_are_one_line_errors(setup, args, message):
     res = index(setup, "goldfinch", *args)
