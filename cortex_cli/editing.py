@@ -1,14 +1,13 @@
 """Token-level image editing: optimise a region's tokens toward a target concept and write the PNGs.
 
 Flow: read the PNG (its token grid from cortex metadata, else VQGAN-encoded) -> optimise the region
-(`optimize.optimize_tokens`) -> decode -> score before/after with the extractor and the judges ->
+(`token_selection.optimize_tokens`, a batch of one) -> decode -> score before/after with the extractor and the judges ->
 write the final PNG (with tokens, so edits chain), snapshots and a strip -> one `edits` row.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -17,9 +16,11 @@ import torch.nn.functional as F
 
 from .backends.base import from_pil, to_pil
 from .errors import CortexError
+from .extractors.architectures import logits_of
 from .extractors.registry import ensure_bundled_extractors, get_extractor, load_extractor
 from .figures import edit_strip
-from .judges import judges_for
+from .generation import class_slug
+from .judges import judge_probabilities, judges_or_notice
 from .token_selection import OptimizeSettings, optimize_tokens
 from .pngmeta import read_png, save_png
 from .progress import Progress
@@ -79,24 +80,12 @@ class EditResult:
     notices: list[str] = field(default_factory=list)
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "class"
-
-
 def load_extractor_for(store: Store, model: ModelInfo, name: str | None, device: torch.device | str) -> tuple[torch.nn.Module, int | None, str]:
     """(network, extractor row id, name) of a registered extractor of `model`."""
     if model.is_mini:
         ensure_bundled_extractors(store)
     info = get_extractor(store, model, name)
     return load_extractor(info, device), info.id, info.name
-
-
-def _judges(model: ModelInfo, device: torch.device | str, notices: list[str]) -> list:
-    try:
-        return judges_for(model, device)
-    except CortexError as exc:
-        notices.append(f"no judge scores: {exc}")
-        return []
 
 
 def source_tokens(png, model: ModelInfo, png_path: Path, notices: list[str]) -> torch.Tensor | None:
@@ -176,14 +165,13 @@ def edit_image(
             f"{png_path.name} carries no cortex tokens; encoded it with the VQGAN at {model.image_size}x{model.image_size} px "
             "(centre-cropped and resized)"
         )
-    judges = _judges(model, device, notices)
+    judges = judges_or_notice(model, device, notices)
     class_names = {c.class_id: c.name for c in classes(store, model)}
     codebook = vqgm.codebook.detach()
 
     def extractor_probs(grid: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            out = extractor(vqgm.embed(grid[None].to(device)))
-            out = out[0] if isinstance(out, (tuple, list)) else out
+            out = logits_of(extractor(vqgm.embed(grid[None].to(device))))
             return F.softmax(out.float(), dim=-1)[0].cpu()
 
     before = extractor_probs(tokens)
@@ -203,11 +191,10 @@ def edit_image(
     images = vqgm.decode_tokens(grids)
     scores = [Probabilities(f"extractor:{extractor_label}", float(before[source_class]), float(after[source_class]),
                             float(before[target.class_id]), float(after[target.class_id]))]
-    for judge in judges:
-        p = judge.probabilities(images).cpu()
+    for name, p in judge_probabilities(judges, images).items():
         has_source = source_class < p.shape[1]
         scores.append(Probabilities(
-            f"judge:{judge.name}",
+            f"judge:{name}",
             float(p[0, source_class]) if has_source else None, float(p[1, source_class]) if has_source else None,
             float(p[0, target.class_id]), float(p[1, target.class_id]),
         ))
@@ -222,7 +209,7 @@ def edit_image(
 
     # -- write: the row and the files succeed or fail together ----------------------------
     written: list[Path] = []
-    stem = _slug(png_path.stem)
+    stem = class_slug(png_path.stem)
     try:
         new = NewEdit(
             model_id=model.id, extractor_id=extractor_id, source_class=source_class, target_class=target.class_id,
@@ -232,7 +219,7 @@ def edit_image(
         )
         with pending_edit(store, new) as row:  # the row commits only if every file below is written
             edit_id = row.id
-            base = out_dir / f"{stem}.edit{edit_id}-{_slug(target.name)}"
+            base = out_dir / f"{stem}.edit{edit_id}-{class_slug(target.name)}"
             meta = {"edit_id": edit_id, "edit_of": str(png_path.resolve()), "target_class_id": target.class_id,
                     "target_name": target.name, "region": str(region), "method": settings.method}
             output_path = Path(f"{base}.png")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 
@@ -31,6 +31,11 @@ class Judge:
         """Softmax probabilities (B x classes) of images in [-1, 1] (B x 3 x H x W)."""
         out = [self.model(self.preprocess(chunk)).float().softmax(-1) for chunk in images.split(batch_size)]
         return torch.cat(out)
+
+
+def judge_probabilities(judges: Sequence[Judge], images: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Judge name -> softmax probabilities (B x classes, on the CPU) of images in [-1, 1]."""
+    return {j.name: j.probabilities(images).cpu() for j in judges}
 
 
 def mini_judges(device: torch.device | str = "cpu") -> list[Judge]:
@@ -133,3 +138,12 @@ def judges_for(model: ModelInfo, device: torch.device | str = "cpu", weights_dir
     if model.labels == "imagenet":
         return imagenet_judges(device, weights_dir)
     raise CortexError(f"no judges known for model {model.name!r}; judges exist for the mini model and ImageNet-labelled models")
+
+
+def judges_or_notice(model: ModelInfo, device: torch.device | str, notices: list[str]) -> list[Judge]:
+    """The model's judges, or none and a notice saying why (for results that report judges where there are any)."""
+    try:
+        return judges_for(model, device)
+    except CortexError as exc:
+        notices.append(f"no judge scores: {exc}")
+        return []

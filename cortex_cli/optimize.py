@@ -1,6 +1,6 @@
 """Input-independent token search for a concept (paper §3.4, eq. 7-9): `cortex optimize`.
 
-Flow: a start grid -> R restarts of `optimize.optimize_tokens` over the region, each seeded by the
+Flow: a start grid -> R restarts of `token_selection.optimize_tokens` over the region, each seeded by the
 search's identity -> score every restart's final grid (the eq. 9 readout) with the extractor (and
 the judges, for the report only) -> keep the restart with the best final extractor objective ->
 T*_concept = its region's distinct tokens by how many positions hold them -> compare with the
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -35,9 +34,11 @@ import torch.nn.functional as F
 from .backends.base import from_pil, to_pil
 from .editing import source_tokens
 from .errors import CortexError
+from .extractors.architectures import logits_of
 from .extractors.registry import load_extractor
 from .figures import edit_strip
-from .judges import judges_for
+from .generation import class_slug
+from .judges import judge_probabilities, judges_or_notice
 from .token_selection import OptimizeSettings, optimize_tokens
 from .pngmeta import read_png, save_png
 from .progress import Progress, report
@@ -133,10 +134,6 @@ class _Start:
     identity: str
     tokens: torch.Tensor | None = None  # the image's grid
     path: Path | None = None
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "class"
 
 
 def noise_grid(model: ModelInfo, seed: int, restart: int) -> torch.Tensor:
@@ -307,8 +304,7 @@ def search_concept(
             fresh[r] = (seed, res.tokens, [res.snapshots[s] for s in snapshot_steps])
         grids = torch.stack([fresh[r][1] for r in todo])
         with torch.no_grad():
-            out_logits = net(vqgm.embed(grids.to(device)))
-            out_logits = (out_logits[0] if isinstance(out_logits, (tuple, list)) else out_logits).float().cpu()
+            out_logits = logits_of(net(vqgm.embed(grids.to(device)))).float().cpu()
         logp = F.log_softmax(out_logits, dim=-1)[:, cls.class_id]
         objective = out_logits[:, cls.class_id] if settings.objective == "logit" else logp
         judge_scores = _judge_scores(model, vqgm, grids, cls.class_id, device, notices)
@@ -349,7 +345,7 @@ def search_concept(
                 e.salient_rank = rank.get(e.token)
 
     # -- write: files first (same names on every rerun), then the rows ----------------------
-    stem = out / f"{_slug(cls.name)}-{key[:10]}-restart{best.restart}"
+    stem = out / f"{class_slug(cls.name)}-{key[:10]}-restart{best.restart}"
     output_path, strip_path = Path(f"{stem}.png"), Path(f"{stem}-strip.png")
     final = grids_by_restart[best.restart]
     tiles, labels = [], []
@@ -375,18 +371,9 @@ def search_concept(
     )
 
 
+
 def _judge_scores(model: ModelInfo, vqgm, grids: torch.Tensor, target: int, device, notices: list[str]) -> list[dict[str, float]]:
     """Judges' P(target) of every decoded grid; empty dicts (and a notice) when the model has none."""
-    try:
-        judges = judges_for(model, device)
-    except CortexError as exc:
-        notices.append(f"no judge scores: {exc}")
-        return [{} for _ in range(len(grids))]
-    images = vqgm.decode_tokens(grids)
-    scores: list[dict[str, float]] = [{} for _ in range(len(grids))]
-    for judge in judges:
-        p = judge.probabilities(images).cpu()
-        if target < p.shape[1]:
-            for i in range(len(grids)):
-                scores[i][judge.name] = float(p[i, target])
-    return scores
+    judges = judges_or_notice(model, device, notices)
+    probs = judge_probabilities(judges, vqgm.decode_tokens(grids)) if judges else {}
+    return [{name: float(p[i, target]) for name, p in probs.items() if target < p.shape[1]} for i in range(len(grids))]

@@ -19,6 +19,11 @@ ARCHS = ("ce", "re", "re-authors")
 PAPER_FC_WIDTH = {"ce": 4096, "re": 2048, "re-authors": 2048}  # A.1.1: 4096 -> 4096; A.1.2: 512 -> 2048
 
 
+def logits_of(output: torch.Tensor | tuple | list) -> torch.Tensor:
+    """An extractor's class logits: its output, or the first element of a (logits, ...) tuple or list."""
+    return output[0] if isinstance(output, (tuple, list)) else output
+
+
 @dataclass
 class ExtractorConfig:
     """Sizes of an extractor; the defaults are the paper's (ImageNet VQGAN, 1000 classes)."""
