@@ -1,23 +1,35 @@
 """Optimisation-based token explanation (paper §3.4, eq. 7-9, appendix A.2) and its embedding baseline.
 
-Token selection: a matrix P (m^2 x K) of logits; every step draws hard Gumbel-Softmax samples of the
-region's rows (straight-through gradients), builds E = onehot · C (eq. 7) with the rows outside the
-region pinned to the source tokens, and takes an Adam step on P with the gradient masked to the
-region (eq. 8). The result is the argmax of P in the region (eq. 9).
+The one optimiser of cortex: `optimize_batch` runs a batch of edits (the edit evaluation), and
+`optimize_tokens` is a batch of one (`cortex edit`, every restart of `cortex optimize`).
+
+Token selection: the region's rows of a matrix P (m^2 x K) of logits; every step draws hard
+Gumbel-Softmax samples of them (`F.gumbel_softmax`, straight-through gradients), builds
+E = onehot · C (eq. 7) with the rows outside the region pinned to the source tokens, and takes an
+Adam step on P. Rows outside the region are no parameters at all, which is eq. 8's gradient mask.
+The result is the argmax of P in the region (eq. 9).
 
 Embedding baseline: optimise the region's d-dimensional embedding directly with the same loss and
 steps, then snap every vector to its nearest codebook entry (Euclidean vector quantisation).
+
+Randomness: each edit has its own seed. Its random init draws from a CPU generator seeded with it,
+and its Gumbel noise from its own stream of torch's default generator on the optimiser's device,
+seeded with it too (swapped in around its draw; the caller's random state is left as it was). An
+edit's result therefore depends on its seed alone, not on the batch it runs in, up to float rounding
+(on the CPU a batch of one is `optimize_tokens` bit for bit).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 
 from .errors import CortexError
+from .extractors.architectures import logits_of
 from .extractors.subsets import require_classes
 from .progress import Progress, report
 
@@ -36,7 +48,7 @@ EMBEDDING_LR = 0.05  # Adam step on E, in units of the codebook's standard devia
 
 @dataclass
 class OptimizeSettings:
-    """How `optimize_tokens` searches; defaults are the ones `cortex edit` uses."""
+    """How `optimize_batch` / `optimize_tokens` search; defaults are the ones `cortex edit` uses."""
 
     steps: int = 3000
     lr: float | None = None  # None: TOKEN_LR for 'token', EMBEDDING_LR * std(C) for 'embedding'
@@ -90,56 +102,107 @@ class OptimizeResult:
     changed: list[tuple[int, int, int]] = field(default_factory=list)  # (position, old, new)
 
 
-def _logits(output: torch.Tensor | tuple) -> torch.Tensor:
-    return output[0] if isinstance(output, (tuple, list)) else output
+@dataclass
+class BatchResult:
+    """The optimised token grids of a batch of edits."""
+
+    tokens: torch.Tensor  # LongTensor (B x m x m) on the CPU
+    loss_trace: torch.Tensor  # (steps x B): every edit's loss at every step, on the CPU
+    snapshots: dict[int, torch.Tensor] = field(default_factory=dict)  # step -> tokens (B x m x m)
 
 
-def objective_loss(extractor: torch.nn.Module, embedding: torch.Tensor, target: int, objective: str) -> torch.Tensor:
-    """-f_Y(E)[target] ('logit') or -log softmax(f_Y(E))[target] ('log-prob'), for E (1 x d x m x m)."""
-    logits = _logits(extractor(embedding))[0].float()
+def objective_loss(extractor: torch.nn.Module, embedding: torch.Tensor, targets: torch.Tensor, objective: str) -> torch.Tensor:
+    """Per-edit -f_Y(E)[target] ('logit') or -log softmax(f_Y(E))[target] ('log-prob'), for E (B x d x m x m) -> (B,)."""
+    logits = logits_of(extractor(embedding)).float()
+    targets = torch.as_tensor(targets, dtype=torch.long, device=logits.device).reshape(-1, 1)
     if objective == "logit":
-        return -logits[target]
-    return -F.log_softmax(logits, dim=-1)[target]
+        return -logits.gather(1, targets)[:, 0]
+    return -F.log_softmax(logits, dim=-1).gather(1, targets)[:, 0]
 
 
-class TokenSelection(torch.nn.Module):
-    """The token selection matrix P (m^2 x K) with the source tokens pinned outside the region."""
+def _default_generator(device: torch.device) -> torch.Generator:
+    if device.type == "cuda":
+        return torch.cuda.default_generators[device.index if device.index is not None else torch.cuda.current_device()]
+    if device.type == "cpu":
+        return torch.default_generator
+    raise CortexError(f"token selection runs on cpu or cuda, not {device.type}")
 
-    def __init__(self, codebook: torch.Tensor, source_tokens: torch.Tensor, region_mask: torch.Tensor, init: str, generator: torch.Generator):
+
+class GumbelStreams:
+    """One Gumbel noise stream per edit for `F.gumbel_softmax`, which draws from the device's default generator.
+
+    Edit i's stream starts as that generator seeded with seeds[i]; its state is swapped in around its
+    draw and the caller's state put back after, so the global random state is left as it was.
+    """
+
+    def __init__(self, seeds: Sequence[int], device: torch.device):
+        self.generator = _default_generator(device)
+        self.states = [torch.Generator(device=device).manual_seed(int(s)).get_state() for s in seeds]
+
+    def hard_sample(self, logits: torch.Tensor, tau: float) -> torch.Tensor:
+        """Straight-through hard Gumbel-Softmax samples (B x n x K) of logits (B x n x K), edit i from stream i."""
+        saved = self.generator.get_state()
+        samples = []
+        try:
+            for i, rows in enumerate(logits.unbind(0)):
+                self.generator.set_state(self.states[i])
+                samples.append(F.gumbel_softmax(rows, tau=tau, hard=True))
+                self.states[i] = self.generator.get_state()
+        finally:
+            self.generator.set_state(saved)
+        return torch.stack(samples)
+
+
+class _RegionSearch(torch.nn.Module):
+    """A batch of token grids (B x m x m) whose `index` positions (B x n) are searched; the rest is pinned."""
+
+    def __init__(self, codebook: torch.Tensor, sources: torch.Tensor, index: torch.Tensor):
         super().__init__()
-        n_embed = codebook.shape[0]
-        self.grid = source_tokens.shape[-1]
+        self.grid = sources.shape[-1]
         self.register_buffer("codebook", codebook.detach())
-        self.register_buffer("source", source_tokens.reshape(-1).long())
-        self.register_buffer("mask", region_mask.reshape(-1).bool())
-        self.register_buffer("index", self.mask.nonzero().squeeze(1))
-        if init == "random":
-            logits = torch.randn(self.source.numel(), n_embed, generator=generator) * RANDOM_INIT_STD
-        else:
-            logits = torch.zeros(self.source.numel(), n_embed)
+        self.register_buffer("source", sources.reshape(sources.shape[0], -1).long())
+        self.register_buffer("index", index.long())
+        self.register_buffer("base", self.codebook[self.source])  # (B, m^2, d): the pinned rows, exactly onehot(source) · C
+
+    def embed(self, vectors: torch.Tensor) -> torch.Tensor:
+        """E (B x d x m x m): the source's rows with the region's replaced by `vectors` (B x n x d)."""
+        spread = self.index[..., None].expand(-1, -1, self.codebook.shape[1])
+        flat = self.base.scatter(1, spread, vectors)
+        return flat.transpose(1, 2).reshape(flat.shape[0], -1, self.grid, self.grid)
+
+    def _grids(self, region_tokens: torch.Tensor) -> torch.Tensor:
+        return self.source.scatter(1, self.index, region_tokens).reshape(-1, self.grid, self.grid)
+
+
+class TokenSelection(_RegionSearch):
+    """The region rows of the token selection matrix P (B x n x K) of a batch of edits."""
+
+    def __init__(self, codebook: torch.Tensor, sources: torch.Tensor, index: torch.Tensor, init: str, seeds: Sequence[int]):
+        super().__init__(codebook, sources, index)
+        n_embed = codebook.shape[0]
+        start = self.source.gather(1, self.index)
         gap = math.log(SOURCE_INIT_PROB / (1 - SOURCE_INIT_PROB) * max(n_embed - 1, 1))
-        pinned = ~self.mask.cpu() if init == "random" else torch.ones_like(self.mask.cpu())
-        rows = torch.arange(self.source.numel())[pinned]
-        logits[rows, self.source.cpu()[pinned]] = gap
-        self.P = torch.nn.Parameter(logits.to(codebook.device))
+        if init == "random":  # seeded near-uniform logits; the rows of a full m^2 x K draw, so the region's place matters
+            logits = torch.stack([
+                (torch.randn(self.source.shape[1], n_embed, generator=torch.Generator().manual_seed(int(s))) * RANDOM_INIT_STD)[i.cpu()]
+                for s, i in zip(seeds, self.index)
+            ]).to(codebook.device)
+        else:
+            logits = torch.zeros(*start.shape, n_embed, device=codebook.device).scatter_(2, start[..., None], gap)
+        self.P = torch.nn.Parameter(logits)
+        self.streams = GumbelStreams(seeds, codebook.device)
+
+    def region_vectors(self, tau: float) -> torch.Tensor:
+        """The region's rows of E (B x n x d): hard Gumbel-Softmax samples of P times C (eq. 7)."""
+        return self.streams.hard_sample(self.P, tau) @ self.codebook
 
     def embedding(self, tau: float) -> torch.Tensor:
-        """E (1 x d x m x m) from a hard Gumbel-Softmax sample of the region rows (eq. 7)."""
-        onehot = F.gumbel_softmax(self.P[self.index], tau=tau, hard=True)
-        flat = self.codebook[self.source].clone()  # pinned rows: exactly onehot(source) · C
-        flat = flat.index_copy(0, self.index, onehot @ self.codebook)
-        return flat.t().reshape(1, -1, self.grid, self.grid)
+        """E (B x d x m x m) with the region's rows sampled (eq. 7)."""
+        return self.embed(self.region_vectors(tau))
 
     def tokens(self) -> torch.Tensor:
-        """Eq. 9: argmax of P inside the region, the source outside (m x m)."""
-        out = self.source.clone()
-        out[self.index] = self.P.detach()[self.index].argmax(dim=-1)
-        return out.reshape(self.grid, self.grid)
-
-    def mask_gradient(self) -> None:
-        """Eq. 8: zero the gradient of P outside the region (the Hadamard product with M_mask)."""
-        if self.P.grad is not None:
-            self.P.grad.mul_(self.mask[:, None].to(self.P.grad.dtype))
+        """Eq. 9: argmax of P inside the region, the source outside (B x m x m)."""
+        return self._grids(self.P.detach().argmax(dim=-1))
 
 
 def nearest_tokens(vectors: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
@@ -147,33 +210,125 @@ def nearest_tokens(vectors: torch.Tensor, codebook: torch.Tensor) -> torch.Tenso
     return torch.cdist(vectors.float(), codebook.float()).argmin(dim=-1)
 
 
-class RegionEmbedding(torch.nn.Module):
-    """The baseline: the region's embedding vectors as free parameters; the rest is the source's E."""
+class RegionEmbedding(_RegionSearch):
+    """The baseline: the region's embedding vectors (B x n x d) as free parameters; the rest is the source's E."""
 
-    def __init__(self, codebook: torch.Tensor, source_tokens: torch.Tensor, region_mask: torch.Tensor, init: str, generator: torch.Generator):
-        super().__init__()
-        self.grid = source_tokens.shape[-1]
-        self.register_buffer("codebook", codebook.detach())
-        self.register_buffer("source", source_tokens.reshape(-1).long())
-        self.register_buffer("index", region_mask.reshape(-1).bool().nonzero().squeeze(1))
+    def __init__(self, codebook: torch.Tensor, sources: torch.Tensor, index: torch.Tensor, init: str, seeds: Sequence[int]):
+        super().__init__(codebook, sources, index)
         if init == "random":
             scale, centre = self.codebook.std(dim=0), self.codebook.mean(dim=0)
-            start = centre + scale * torch.randn(len(self.index), codebook.shape[1], generator=generator).to(codebook.device)
+            noise = [torch.randn(self.index.shape[1], codebook.shape[1], generator=torch.Generator().manual_seed(int(s))) for s in seeds]
+            start = centre + scale * torch.stack(noise).to(codebook.device)
         else:
-            start = self.codebook[self.source[self.index]].clone()
+            start = self.codebook[self.source.gather(1, self.index)].clone()
         self.vectors = torch.nn.Parameter(start)
 
+    def region_vectors(self, tau: float = 1.0) -> torch.Tensor:
+        """The region's rows of E (B x n x d): the parameters themselves."""
+        return self.vectors
+
     def embedding(self, tau: float = 1.0) -> torch.Tensor:
-        flat = self.codebook[self.source].index_copy(0, self.index, self.vectors)
-        return flat.t().reshape(1, -1, self.grid, self.grid)
+        return self.embed(self.vectors)
 
     def tokens(self) -> torch.Tensor:
-        out = self.source.clone()
-        out[self.index] = nearest_tokens(self.vectors.detach(), self.codebook)
-        return out.reshape(self.grid, self.grid)
+        d = self.codebook.shape[1]
+        return self._grids(nearest_tokens(self.vectors.detach().reshape(-1, d), self.codebook).reshape(self.index.shape))
 
-    def mask_gradient(self) -> None:  # only region vectors are parameters
-        pass
+
+def _check_batch(extractor: torch.nn.Module, codebook: torch.Tensor, sources: torch.Tensor, masks: torch.Tensor,
+                 targets: Sequence[int], seeds: Sequence[int]) -> torch.Tensor:
+    """The region positions (B x n, raster order) of a valid batch, or CortexError."""
+    if sources.dim() != 3 or sources.shape[-1] != sources.shape[-2]:
+        raise CortexError(f"source tokens must be square grids (B x m x m), got {tuple(sources.shape)}")
+    if masks.shape != sources.shape:
+        raise CortexError(f"region mask {tuple(masks.shape[1:])} does not match the token grid {tuple(sources.shape[1:])}")
+    batch = sources.shape[0]
+    if batch == 0 or len(targets) != batch or len(seeds) != batch:
+        raise CortexError(f"a batch needs one source, region, target and seed per edit, got {batch}, {len(targets)} and {len(seeds)}")
+    counts = masks.reshape(batch, -1).sum(dim=1)
+    if not bool((counts > 0).all()):
+        raise CortexError("the region is empty; give at least one token position")
+    if not bool((counts == counts[0]).all()):
+        raise CortexError(f"the edits of a batch must change equally many positions, got {sorted(set(counts.tolist()))}")
+    n_embed = codebook.shape[0]
+    if int(sources.min()) < 0 or int(sources.max()) >= n_embed:
+        raise CortexError(f"source tokens must lie in 0..{n_embed - 1} (the codebook size is {n_embed})")
+    with torch.no_grad():
+        n_classes = logits_of(extractor(F.embedding(sources[:1].to(codebook.device), codebook).permute(0, 3, 1, 2))).shape[-1]
+    bad = [int(t) for t in targets if not 0 <= int(t) < n_classes]
+    if bad:
+        raise CortexError(f"target class {bad[0]} is outside the extractor's {n_classes} classes")
+    require_classes(extractor, [int(t) for t in targets])
+    return masks.reshape(batch, -1).nonzero()[:, 1].reshape(batch, -1)
+
+
+def optimize_batch(
+    extractor: torch.nn.Module,
+    codebook: torch.Tensor,
+    sources: torch.Tensor,
+    masks: torch.Tensor,
+    targets: Sequence[int],
+    seeds: Sequence[int],
+    settings: OptimizeSettings = OptimizeSettings(),
+    progress: Progress | None = None,
+) -> BatchResult:
+    """Search the codebook for the tokens of each edit's region that make the extractor predict its target.
+
+    Every edit keeps its own parameters, Adam state (Adam is elementwise) and random streams, and the
+    loss is the sum of per-edit losses through the extractor, so with an eval-mode extractor each edit
+    follows its own single-edit trajectory (`optimize_tokens`) up to float rounding.
+
+    Args:
+        extractor: the information extractor f_Y (E (B x d x m x m) -> class logits); frozen, eval mode.
+        codebook: C (K x d), on the extractor's device.
+        sources: LongTensor (B x m x m), the images' tokens (kept outside the regions).
+        masks: BoolTensor (B x m x m), True where tokens may change; equally many positions per edit.
+        targets: (B,) the class index whose logit / log-probability each edit maximises.
+        seeds: (B,) each edit's seed (`settings.seed` is not used).
+        settings: steps, lr, temperature schedule, alpha, init, objective, method, snapshots.
+        progress: called as progress(steps done, steps, info) while optimising.
+
+    Returns:
+        BatchResult: tokens (B x m x m, the sources outside the regions), every edit's loss at every
+        step, and the argmax (or snapped) tokens at `settings.snapshot_steps`.
+
+    Raises:
+        CortexError: bad settings, shapes that do not match, an empty region or a target out of range.
+    """
+    settings.validate()
+    device = codebook.device
+    codebook = codebook.detach()
+    sources, masks = sources.long(), masks.bool()
+    index = _check_batch(extractor, codebook, sources, masks, targets, seeds).to(device)
+    if settings.method == "token":
+        search: TokenSelection | RegionEmbedding = TokenSelection(codebook, sources.to(device), index, settings.init, seeds)
+        lr = settings.lr if settings.lr is not None else TOKEN_LR
+        params = [search.P]
+    else:
+        search = RegionEmbedding(codebook, sources.to(device), index, settings.init, seeds)
+        lr = settings.lr if settings.lr is not None else EMBEDDING_LR * float(codebook.std())
+        params = [search.vectors]
+    optimizer = torch.optim.Adam(params, lr=lr)
+    target = torch.as_tensor([int(t) for t in targets], dtype=torch.long, device=device)
+    trace: list[torch.Tensor] = []
+    snapshots: dict[int, torch.Tensor] = {}
+    wanted = set(settings.snapshot_steps)
+    report_every = max(1, settings.steps // 100)
+    for step in range(settings.steps):
+        optimizer.zero_grad(set_to_none=True)
+        vectors = search.region_vectors(settings.tau_at(step))
+        loss = objective_loss(extractor, search.embed(vectors), target, settings.objective)
+        if settings.alpha:
+            # the region is all that can change: the rest of ||E||^2 is a constant (summed in E's d x n order)
+            loss = loss + settings.alpha * vectors.transpose(1, 2).contiguous().pow(2).sum(dim=(1, 2))
+        loss.sum().backward()
+        optimizer.step()
+        trace.append(loss.detach())
+        if step + 1 in wanted:
+            snapshots[step + 1] = search.tokens().cpu()
+        if (step + 1) % report_every == 0 or step + 1 == settings.steps:
+            report(progress, step + 1, settings.steps, f"loss {float(trace[-1].mean()):.3f}")
+    return BatchResult(tokens=search.tokens().cpu(), loss_trace=torch.stack(trace).cpu(), snapshots=snapshots)
 
 
 def optimize_tokens(
@@ -185,7 +340,7 @@ def optimize_tokens(
     settings: OptimizeSettings = OptimizeSettings(),
     progress: Progress | None = None,
 ) -> OptimizeResult:
-    """Search the codebook for the tokens of a region that make the extractor predict `target`.
+    """One edit: `optimize_batch` of a batch of one, seeded by `settings.seed`.
 
     Args:
         extractor: the information extractor f_Y (E (B x d x m x m) -> class logits); frozen, eval mode.
@@ -203,60 +358,16 @@ def optimize_tokens(
     Raises:
         CortexError: bad settings, shapes that do not match, an empty region or a target out of range.
     """
-    settings.validate()
     grid = source_tokens.shape[-1]
-    source_tokens = source_tokens.reshape(grid, grid).long()
-    region_mask = region_mask.reshape(grid, grid).bool()
-    if source_tokens.shape != region_mask.shape:
-        raise CortexError(f"region mask {tuple(region_mask.shape)} does not match the token grid {tuple(source_tokens.shape)}")
-    if not region_mask.any():
-        raise CortexError("the region is empty; give at least one token position")
-    n_embed = codebook.shape[0]
-    if int(source_tokens.min()) < 0 or int(source_tokens.max()) >= n_embed:
-        raise CortexError(f"source tokens must lie in 0..{n_embed - 1} (the codebook size is {n_embed})")
-    device = codebook.device
-    with torch.no_grad():
-        n_classes = _logits(extractor(F.embedding(source_tokens.to(device)[None], codebook).permute(0, 3, 1, 2))).shape[-1]
-    if not 0 <= target < n_classes:
-        raise CortexError(f"target class {target} is outside the extractor's {n_classes} classes")
-    require_classes(extractor, [target])
-
-    generator = torch.Generator().manual_seed(settings.seed)
-    devices = [device.index or 0] if device.type == "cuda" else []
-    # gumbel_softmax draws from the global RNG; fork it so the caller's random state is untouched
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(settings.seed)
-        if settings.method == "token":
-            search: torch.nn.Module = TokenSelection(codebook, source_tokens.to(device), region_mask.to(device), settings.init, generator)
-            lr = settings.lr if settings.lr is not None else TOKEN_LR
-            params = [search.P]
-        else:
-            search = RegionEmbedding(codebook, source_tokens.to(device), region_mask.to(device), settings.init, generator)
-            lr = settings.lr if settings.lr is not None else EMBEDDING_LR * float(codebook.detach().std())
-            params = [search.vectors]
-        optimizer = torch.optim.Adam(params, lr=lr)
-        index = region_mask.reshape(-1).nonzero().squeeze(1).to(device)
-        trace: list[float] = []
-        snapshots: dict[int, torch.Tensor] = {}
-        wanted = set(settings.snapshot_steps)
-        report_every = max(1, settings.steps // 100)
-        for step in range(settings.steps):
-            optimizer.zero_grad(set_to_none=True)
-            embedding = search.embedding(settings.tau_at(step))
-            loss = objective_loss(extractor, embedding, target, settings.objective)
-            if settings.alpha:
-                # the region is all that can change: the rest of ||E||^2 is a constant
-                region = embedding.flatten(2)[0][:, index]
-                loss = loss + settings.alpha * region.pow(2).sum()
-            loss.backward()
-            search.mask_gradient()
-            optimizer.step()
-            trace.append(float(loss.detach()))
-            if step + 1 in wanted:
-                snapshots[step + 1] = search.tokens().cpu()
-            if (step + 1) % report_every == 0 or step + 1 == settings.steps:
-                report(progress, step + 1, settings.steps, f"loss {trace[-1]:.3f}")
-    tokens = search.tokens().cpu()
-    old, new = source_tokens.reshape(-1).cpu(), tokens.reshape(-1)
+    if source_tokens.numel() != grid * grid:
+        raise CortexError(f"source tokens must be one square grid (m x m), got {tuple(source_tokens.shape)}")
+    if region_mask.numel() != grid * grid:
+        raise CortexError(f"region mask {tuple(region_mask.shape)} does not match the token grid {(grid, grid)}")
+    source = source_tokens.reshape(1, grid, grid).long()
+    batch = optimize_batch(extractor, codebook, source, region_mask.reshape(1, grid, grid).bool(), [target], [settings.seed],
+                           settings, progress)
+    tokens = batch.tokens[0]
+    old, new = source.reshape(-1).cpu(), tokens.reshape(-1)
     changed = [(int(p), int(old[p]), int(new[p])) for p in (old != new).nonzero().flatten()]
-    return OptimizeResult(tokens=tokens, loss_trace=trace, snapshots=snapshots, changed=changed)
+    return OptimizeResult(tokens=tokens, loss_trace=batch.loss_trace[:, 0].tolist(),
+                          snapshots={s: t[0] for s, t in batch.snapshots.items()}, changed=changed)

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 from cortex_cli.errors import CortexError
+from cortex_cli.extractors.architectures import ExtractorConfig, build_extractor
+from cortex_cli.regions import Region
 from cortex_cli.token_selection import (
+    GumbelStreams,
     OptimizeSettings,
     RegionEmbedding,
     TokenSelection,
     nearest_tokens,
     objective_loss,
+    optimize_batch,
     optimize_tokens,
 )
 
@@ -44,43 +50,53 @@ def setup():
     return codebook, DotExtractor(weights), source, mask
 
 
-def test_straight_through_gradient_reaches_P_only_inside_region(setup):
+def _index(mask: torch.Tensor) -> torch.Tensor:
+    return mask.reshape(1, -1).nonzero()[:, 1][None]
+
+
+def test_straight_through_gradient_reaches_every_region_row_and_P_has_no_other_rows(setup):
     codebook, extractor, source, mask = setup
-    sel = TokenSelection(codebook, source, mask, "source", torch.Generator().manual_seed(0))
-    torch.manual_seed(0)
-    loss = objective_loss(extractor, sel.embedding(tau=1.0), 1, "logit")
-    loss.backward()
-    rows_with_grad = sel.P.grad.abs().sum(dim=1) > 0
-    assert torch.equal(rows_with_grad, mask.reshape(-1))  # every region row, nothing else
-    # eq. 8's mask also zeroes any gradient that reached pinned rows by another path
-    sel.P.grad = torch.ones_like(sel.P)
-    sel.mask_gradient()
-    assert torch.equal(sel.P.grad.abs().sum(dim=1) > 0, mask.reshape(-1))
+    sel = TokenSelection(codebook, source[None], _index(mask), "source", [0])
+    assert sel.P.shape == (1, int(mask.sum()), K)  # eq. 8's mask: rows outside the region are no parameters
+    objective_loss(extractor, sel.embedding(tau=1.0), [1], "logit").sum().backward()
+    assert bool((sel.P.grad[0].abs().sum(dim=1) > 0).all())
 
 
 @pytest.mark.parametrize("tau", [1.0, 0.5])
 def test_straight_through_gradient_has_the_soft_sample_jacobian_value(setup, tau):
     """d loss / d P of a region row = (1/tau) s * (u - <s, u>), s the soft sample, u = d loss / d onehot."""
     codebook, extractor, source, mask = setup
-    sel = TokenSelection(codebook, source, mask, "source", torch.Generator().manual_seed(0))
-    torch.manual_seed(0)
-    objective_loss(extractor, sel.embedding(tau=tau), 1, "logit").backward()
-    torch.manual_seed(0)  # the same Gumbel draws: hard and soft sampling consume the RNG alike
-    soft = F.gumbel_softmax(sel.P.detach()[sel.index], tau=tau, hard=False)
+    sel = TokenSelection(codebook, source[None], _index(mask), "source", [3])
+    objective_loss(extractor, sel.embedding(tau=tau), [1], "logit").sum().backward()
+    torch.manual_seed(3)  # the edit's stream is the default generator seeded with its seed: the same Gumbel draws
+    soft = F.gumbel_softmax(sel.P.detach()[0], tau=tau, hard=False)
     u = -(codebook @ extractor.weights[1])  # loss = -sum_pos <onehot_pos @ C, W_1>
     expected = soft * (u - (soft * u).sum(dim=1, keepdim=True)) / tau
-    torch.testing.assert_close(sel.P.grad[sel.index], expected, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(sel.P.grad[0], expected, rtol=1e-4, atol=1e-6)
 
 
 def test_hard_sample_embedding_is_exact_codebook_rows(setup):
     codebook, _, source, mask = setup
-    sel = TokenSelection(codebook, source, mask, "random", torch.Generator().manual_seed(1))
-    torch.manual_seed(1)
+    sel = TokenSelection(codebook, source[None], _index(mask), "random", [1])
     emb = sel.embedding(tau=0.5)[0].flatten(1).t()  # (m^2, d)
     dist = torch.cdist(emb, codebook).min(dim=1).values
     assert dist.max() < 1e-3  # straight-through forward value is one-hot @ C (up to y_hard - y + y rounding)
     outside = ~mask.reshape(-1)
-    assert torch.allclose(emb[outside], codebook[source.reshape(-1)[outside]])
+    assert torch.equal(emb[outside], codebook[source.reshape(-1)[outside]])
+
+
+def test_gumbel_streams_are_per_edit_and_leave_the_global_rng_alone():
+    logits = torch.zeros(3, 4, 50)
+    torch.manual_seed(99)
+    expected_next = torch.rand(2)
+    torch.manual_seed(99)
+    streams = GumbelStreams([7, 8, 7], torch.device("cpu"))
+    first, second = streams.hard_sample(logits, 1.0), streams.hard_sample(logits, 1.0)
+    assert torch.equal(torch.rand(2), expected_next)
+    assert torch.equal(first[0], first[2]) and not torch.equal(first[0], first[1])  # same seed, same draws
+    assert not torch.equal(first[0], second[0])  # a stream moves on
+    torch.manual_seed(7)
+    assert torch.equal(first[0], F.gumbel_softmax(logits[0], hard=True))  # F.gumbel_softmax's own draws
 
 
 @pytest.mark.parametrize("method", ["token", "embedding"])
@@ -112,11 +128,11 @@ def test_token_selection_finds_the_known_best_token(setup, init, objective, scal
 
 def test_embedding_baseline_snaps_to_nearest_codebook_entries(setup):
     codebook, extractor, source, mask = setup
-    emb = RegionEmbedding(codebook, source, mask, "random", torch.Generator().manual_seed(2))
+    emb = RegionEmbedding(codebook, source[None], _index(mask), "random", [2])
     with torch.no_grad():
         emb.vectors.copy_(torch.randn(emb.vectors.shape, generator=torch.Generator().manual_seed(5)) * 2)
-    tokens = emb.tokens()
-    brute = [min(range(K), key=lambda k: float(((v - codebook[k]) ** 2).sum())) for v in emb.vectors.detach()]
+    tokens = emb.tokens()[0]
+    brute = [min(range(K), key=lambda k: float(((v - codebook[k]) ** 2).sum())) for v in emb.vectors.detach()[0]]
     assert tokens[mask].tolist() == brute
     assert torch.equal(tokens[~mask], source[~mask])
     assert nearest_tokens(codebook[[3, 9, 40]] + 1e-3, codebook).tolist() == [3, 9, 40]
@@ -179,3 +195,60 @@ def test_bad_shapes_and_targets_raise(setup):
         optimize_tokens(extractor, codebook, source, mask, 5, OptimizeSettings(steps=2))
     with pytest.raises(CortexError, match="0..63"):
         optimize_tokens(extractor, codebook, source + K, mask, 1, OptimizeSettings(steps=2))
+
+
+# -- the batch: each edit is its own optimisation ----------------------------------------------
+
+def _small_ce() -> torch.nn.Module:
+    cfg = ExtractorConfig(arch="ce", in_channels=8, grid=8, width=4, n_classes=3, fc_width=8, dropout=0.0)
+    torch.manual_seed(0)
+    net = build_extractor(cfg).eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net
+
+
+@pytest.mark.parametrize("method,init", [("token", "source"), ("token", "random"), ("embedding", "source"), ("embedding", "random")])
+def test_optimize_batch_is_optimize_tokens_per_edit(method, init):
+    """Batch composition never matters: each edit gets what it gets alone (same seed, same tokens)."""
+    net, codebook = _small_ce(), torch.randn(16, 8, generator=torch.Generator().manual_seed(2))
+    sources = torch.randint(0, 16, (3, 8, 8), generator=torch.Generator().manual_seed(1))
+    regions = [Region((0, 2), (0, 2)), Region((3, 5), (4, 6)), Region((6, 8), (6, 8))]
+    targets, seeds = [1, 2, 0], [5, 2**62 + 3, 11]
+    st = OptimizeSettings(steps=25, method=method, init=init, lr=0.5 if method == "token" else None, snapshot_steps=(10,))
+    batched = optimize_batch(net, codebook, sources, torch.stack([r.mask(8) for r in regions]), targets, seeds, st)
+    assert batched.tokens.shape == (3, 8, 8) and batched.loss_trace.shape == (25, 3) and batched.snapshots[10].shape == (3, 8, 8)
+    for i, r in enumerate(regions):
+        single = optimize_tokens(net, codebook, sources[i], r.mask(8), targets[i], dataclasses.replace(st, seed=seeds[i]))
+        assert torch.equal(batched.tokens[i], single.tokens) and torch.equal(batched.snapshots[10][i], single.snapshots[10])
+        torch.testing.assert_close(batched.loss_trace[:, i], torch.tensor(single.loss_trace))
+    assert (batched.tokens != sources).any()  # the comparison is not vacuous
+
+
+def test_optimize_batch_refuses_ragged_batches(setup):
+    codebook, extractor, source, mask = setup
+    other = torch.zeros_like(mask)
+    other[0, :3] = True  # 3 positions where `mask` has 12
+    with pytest.raises(CortexError, match="equally many positions"):
+        optimize_batch(extractor, codebook, torch.stack([source, source]), torch.stack([mask, other]), [1, 1], [0, 1], OptimizeSettings(steps=2))
+    with pytest.raises(CortexError, match="one source, region, target and seed per edit"):
+        optimize_batch(extractor, codebook, torch.stack([source, source]), torch.stack([mask, mask]), [1], [0, 1], OptimizeSettings(steps=2))
+    with pytest.raises(CortexError, match="target class 7"):
+        optimize_batch(extractor, codebook, torch.stack([source, source]), torch.stack([mask, mask]), [1, 7], [0, 1], OptimizeSettings(steps=2))
+
+
+def test_an_extractor_returning_a_logits_tuple_is_optimised_the_same(setup):
+    codebook, extractor, source, mask = setup
+
+    class TupleOut(torch.nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, embedding):
+            return self.net(embedding), embedding.mean()  # (logits, an auxiliary output)
+
+    settings = OptimizeSettings(steps=30, init="random", seed=4)
+    plain = optimize_tokens(extractor, codebook, source, mask, 1, settings)
+    wrapped = optimize_tokens(TupleOut(extractor), codebook, source, mask, 1, settings)
+    assert torch.equal(plain.tokens, wrapped.tokens) and plain.loss_trace == wrapped.loss_trace

@@ -42,8 +42,9 @@ shrink the intervals (to nothing with one source per direction); plain resamplin
 ΔP_targ interval excludes zero on token's side, 'loss' where it excludes zero on the other side,
 else 'n.s.'; the same for ΔP_orig (lower is better) in `orig_verdict`.
 
-All edits of one extractor, method and region kind run as one batch (`optimize_batch`), the same
-computation as `optimize.optimize_tokens` per edit (tested token for token).
+All edits of one extractor, method and region kind run in batches of `batch_size` through
+`token_selection.optimize_batch`, the optimiser `cortex edit` and `cortex optimize` run as batches of
+one; each edit's result depends on its own seed only (tested token for token against `cortex edit`).
 
 Cost (2 shared CPU cores, mini model): an edit-step takes ~1.5-2 ms through CE and ~4.5 ms through
 RE (near the cores' peak; RE's 13 full-resolution convolutions dominate). The default, the fixed
@@ -53,7 +54,6 @@ each further region kind adds about as much, so `regions=('all',)` is ~15 minute
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -67,7 +67,8 @@ from ..errors import CortexError
 from ..extractors.registry import load_extractor
 from ..generation import generate, image_tokens
 from ..miniworld import world
-from ..token_selection import EMBEDDING_LR, SOURCE_INIT_PROB, TOKEN_LR, OptimizeSettings, nearest_tokens
+from ..judges import judge_probabilities
+from ..token_selection import OptimizeSettings, optimize_batch
 from ..model_registry import ModelInfo
 from ..regions import Region, parse_region
 from ..attribution import SaliencySettings
@@ -206,84 +207,6 @@ def window_around(mask: np.ndarray, grid: int, size: int) -> Region:
     return Region((r0, r0 + size), (c0, c0 + size))
 
 
-def optimize_batch(
-    extractor: torch.nn.Module,
-    codebook: torch.Tensor,
-    sources: torch.Tensor,
-    positions: torch.Tensor,
-    targets: Sequence[int],
-    seeds: Sequence[int],
-    settings: OptimizeSettings,
-) -> torch.Tensor:
-    """`optimize_tokens` of many edits at once (source init); returns the final tokens (B, m, m) on CPU.
-
-    Every edit keeps its own parameters, Adam state (Adam is elementwise) and Gumbel stream (a CPU
-    generator seeded with its seed draws what `optimize_tokens`'s `torch.manual_seed(seed)` does),
-    and the loss is the sum of per-edit losses through an eval-mode extractor, so each edit follows
-    its own single-image trajectory up to float rounding.
-
-    Args:
-        extractor: f_Y, eval mode, frozen.
-        codebook: C (K x d) on the extractor's device.
-        sources: (B, m, m) token grids.
-        positions: (B, n) raster positions each edit may change (n equal for all, raster order).
-        targets: (B,) target classes.
-        seeds: (B,) optimiser seeds.
-        settings: steps, lr, tau schedule, alpha, objective and method of `optimize_tokens`.
-    """
-    settings.validate()
-    if settings.init != "source":
-        raise CortexError("batched edits start from the source tokens (init 'source')")
-    device = codebook.device
-    codebook = codebook.detach()
-    n_embed, dim = codebook.shape
-    batch, grid = sources.shape[0], sources.shape[-1]
-    flat_src = sources.reshape(batch, -1).long().to(device)
-    index = positions.long().to(device)
-    n = index.shape[1]
-    base = codebook[flat_src]  # (B, m^2, d): the pinned rows, exactly onehot(source) · C
-    spread = index[..., None].expand(-1, -1, dim)
-    start = flat_src.gather(1, index)
-    generators: list[torch.Generator] = []
-    if settings.method == "token":
-        gap = math.log(SOURCE_INIT_PROB / (1 - SOURCE_INIT_PROB) * max(n_embed - 1, 1))
-        param = torch.nn.Parameter(torch.zeros(batch, n, n_embed, device=device).scatter_(2, start[..., None], gap))
-        lr = settings.lr if settings.lr is not None else TOKEN_LR
-        generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
-    else:
-        param = torch.nn.Parameter(codebook[start].clone())
-        lr = settings.lr if settings.lr is not None else EMBEDDING_LR * float(codebook.std())
-    optimizer = torch.optim.Adam([param], lr=lr)
-    target = torch.as_tensor(list(targets), dtype=torch.long, device=device)[:, None]
-    for step in range(settings.steps):
-        optimizer.zero_grad(set_to_none=True)
-        if settings.method == "token":
-            # F.gumbel_softmax(hard=True), with each edit's noise from its own generator
-            noise = torch.stack([torch.empty(n, n_embed).exponential_(generator=g) for g in generators]).to(device)
-            soft = ((param - noise.log()) / settings.tau_at(step)).softmax(-1)
-            hard = torch.zeros_like(soft).scatter_(-1, soft.argmax(-1, keepdim=True), 1.0)
-            vectors = (hard - soft.detach() + soft) @ codebook
-        else:
-            vectors = param
-        embedding = base.scatter(1, spread, vectors).transpose(1, 2).reshape(batch, dim, grid, grid)
-        out = extractor(embedding)
-        logits = (out[0] if isinstance(out, (tuple, list)) else out).float()
-        if settings.objective == "logit":
-            loss = -logits.gather(1, target)[:, 0]
-        else:
-            loss = -F.log_softmax(logits, dim=-1).gather(1, target)[:, 0]
-        if settings.alpha:
-            loss = loss + settings.alpha * vectors.pow(2).sum(dim=(1, 2))
-        loss.sum().backward()
-        optimizer.step()
-    with torch.no_grad():
-        if settings.method == "token":
-            new = param.argmax(-1)
-        else:
-            new = nearest_tokens(param.reshape(-1, dim), codebook).reshape(batch, n)
-        return flat_src.scatter(1, index, new).reshape(batch, grid, grid).cpu()
-
-
 def _world_sources(model: ModelInfo, vqgm, pairs: list[tuple[int, int]], per_direction: int,
                    first_seed: int) -> tuple[list[EditSource], torch.Tensor]:
     size = box_size(model.grid)
@@ -404,7 +327,7 @@ def run_edit_eval(
         it.regions["fixed"] = str(fixed)
     n_src, n_seeds = len(items), settings.opt_seeds
     orig = [it.source for it in items]
-    before = common.judge_probabilities(judge_list, common.decode(vqgm, source))
+    before = judge_probabilities(judge_list, common.decode(vqgm, source))
     # probabilities after each edit: (extractor, region, method) -> judge -> (sources, seeds, C)
     after: dict[tuple[str, str, str], dict[str, torch.Tensor]] = {}
     total = len(infos) * len(kinds) * sum(n_src * (1 if m in DETERMINISTIC else n_seeds) for m in settings.methods) * settings.steps
@@ -431,12 +354,12 @@ def run_edit_eval(
                     seeds = [edit_seed(model.name, items[i].key, items[i].target, kind, settings.seed, k) for i, k in chunk]
                     edited.append(optimize_batch(
                         net, vqgm.codebook, source[[i for i, _ in chunk]],
-                        torch.tensor([regions[i].positions(model.grid) for i, _ in chunk]),
+                        torch.stack([regions[i].mask(model.grid) for i, _ in chunk]),
                         [items[i].target for i, _ in chunk], seeds, opt,
-                    ))
+                    ).tokens)
                     done += len(chunk) * settings.steps
                     run.report(done, total, f"{info.name} / {kind} / {method}")
-                probs = common.judge_probabilities(judge_list, common.decode(vqgm, torch.cat(edited)))
+                probs = judge_probabilities(judge_list, common.decode(vqgm, torch.cat(edited)))
                 after[(info.name, kind, method)] = {
                     j: p.reshape(n_src, reps, -1).expand(n_src, n_seeds, -1) for j, p in probs.items()
                 }

@@ -16,14 +16,19 @@ from cortex_cli import model_registry
 from cortex_cli.errors import CortexError
 from cortex_cli.evaluation.common import latest_evaluations
 from cortex_cli.evaluation.edit_eval import (
-    EditEvalSettings, edit_seed, fixed_box, max_sum_window, optimize_batch, run_edit_eval, window_around,
+    EditEvalSettings, edit_seed, fixed_box, max_sum_window, run_edit_eval, window_around,
 )
 from cortex_cli.evaluation.metrics import paired_bootstrap_ci, verdict
 from cortex_cli.evaluation.report import tables_for
-from cortex_cli.extractors.architectures import ExtractorConfig, build_extractor
+from cortex_cli.backends.base import to_pil
+from cortex_cli.editing import edit_image
+from cortex_cli.evaluation import edit_eval
+from cortex_cli.extractors.registry import get_extractor
 from cortex_cli.generation import default_sampler
-from cortex_cli.token_selection import OptimizeSettings, optimize_tokens
-from cortex_cli.regions import Region
+from cortex_cli.optimize import search_concept
+from cortex_cli.pngmeta import save_png
+from cortex_cli.token_selection import OptimizeSettings, optimize_batch
+from cortex_cli.regions import Region, parse_region
 from cortex_cli.seeding import image_key
 from cortex_cli.store.database import open_store
 
@@ -116,25 +121,6 @@ def test_edit_seed_is_a_function_of_identities():
     assert s not in others and len(others) == 4
 
 
-@pytest.mark.parametrize("method", ["token", "embedding"])
-def test_optimize_batch_is_optimize_tokens_per_edit(method):
-    cfg = ExtractorConfig(arch="ce", in_channels=8, grid=8, width=4, n_classes=3, fc_width=8, dropout=0.0)
-    torch.manual_seed(0)
-    net = build_extractor(cfg).eval()
-    for p in net.parameters():
-        p.requires_grad_(False)
-    codebook = torch.randn(16, 8)
-    sources = torch.randint(0, 16, (3, 8, 8), generator=torch.Generator().manual_seed(1))
-    regions = [Region((0, 2), (0, 2)), Region((3, 5), (4, 6)), Region((6, 8), (6, 8))]
-    targets, seeds = [1, 2, 0], [5, 2**62 + 3, 11]
-    st = OptimizeSettings(steps=25, method=method, lr=0.5 if method == "token" else None)
-    batched = optimize_batch(net, codebook, sources, torch.tensor([r.positions(8) for r in regions]), targets, seeds, st)
-    for i, r in enumerate(regions):
-        single = optimize_tokens(net, codebook, sources[i], r.mask(8), targets[i], dataclasses.replace(st, seed=seeds[i])).tokens
-        assert torch.equal(batched[i], single)
-    assert (batched != sources).any()  # the comparison is not vacuous
-
-
 # -- runs on the tiny model ---------------------------------------------------------------------
 
 def _tiny_store(path: Path, files, *, unrelated: bool):
@@ -187,6 +173,43 @@ def test_edit_eval_on_generated_sources_is_history_independent(tiny_model_files,
     assert all(it.regions["fixed"] == "6:10,6:10" for it in fresh.items)
     assert Path(fresh.plot_path).stat().st_size > 1000
     assert "seconds" not in json.loads(Path(fresh.json_path).read_text())
+
+
+def test_cortex_edit_cortex_optimize_and_the_edit_eval_share_one_optimiser(tiny_model_files, tmp_path, monkeypatch):
+    """The same image, region, target and seed give the same tokens through all three callers."""
+    calls = []
+
+    def spy(*args, **kwargs):  # the real batched optimiser, its inputs and outputs recorded
+        out = optimize_batch(*args, **kwargs)
+        calls.append((args, out.tokens))
+        return out
+
+    monkeypatch.setattr(edit_eval, "optimize_batch", spy)
+    store, model, names = _tiny_store(tmp_path / "db.sqlite", tiny_model_files, unrelated=False)
+    settings = EditEvalSettings(pairs=((names[0], names[1]),), methods=("token",), **{**SMALL, "images_per_direction": 1, "steps": 150})
+    result = run_edit_eval(store, model, settings=settings, out_dir=tmp_path / "out", judges=[toy_judge()])
+    (net, codebook, sources, masks, targets, seeds, opt), tokens = calls[0]
+    changed = (tokens != sources).flatten(1).any(dim=1)
+    assert changed.any()  # the comparison is not vacuous
+    j = int(changed.nonzero()[0])
+    i, k = divmod(j, settings.opt_seeds)  # edits run source by source, seed by seed
+    item = result.items[i]
+    assert seeds[j] == edit_seed(model.name, item.key, item.target, "fixed", settings.seed, k)
+    region = parse_region(item.regions["fixed"], model.grid)
+    png = tmp_path / "source.png"
+    save_png(to_pil(model_registry.load_model(model).decode_tokens(sources[j][None]))[0], png, sources[j], model.name,
+             {"class_id": item.source}, n_embed=model.n_embed)
+    target = next(c for c in model_registry.classes(store, model) if c.class_id == item.target)
+    # cortex edit of that image with that seed: the evaluation's tokens
+    edited = edit_image(store, model, png, target, region, dataclasses.replace(opt, seed=seeds[j]), extractor_name="ce",
+                        out_dir=tmp_path / "edit")
+    assert torch.equal(torch.tensor(edited.result_tokens), tokens[j])
+    # cortex optimize from that image: its restart is what the batched optimiser gives its seed, beside another edit
+    search = search_concept(store, model, target, settings=OptimizeSettings(steps=150), extractor_info=get_extractor(store, model, "ce"),
+                            region=region, init=png, restarts=1, out_dir=tmp_path / "search")
+    batch = optimize_batch(net, codebook, sources[[j, 0]], masks[[j, 0]], [item.target, targets[0]], [search.restarts[0].seed, seeds[0]], opt)
+    assert torch.equal(torch.tensor(search.tokens), batch.tokens[0]) and torch.equal(batch.tokens[1], tokens[0])
+    store.close()
 
 
 def test_edit_eval_on_world_sources_reports_the_oracle_apart(store, tiny_model, tmp_path, monkeypatch):

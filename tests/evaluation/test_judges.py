@@ -7,7 +7,7 @@ import torch
 import torchvision
 
 from cortex_cli.errors import CortexError
-from cortex_cli.judges import imagenet_judges, imagenet_weight_files
+from cortex_cli.judges import Judge, imagenet_judges, imagenet_weight_files, judge_probabilities, judges_or_notice
 
 
 @pytest.fixture
@@ -47,3 +47,19 @@ def test_wrong_file_under_the_right_name_is_reported(empty_hub):
     torch.save({"nonsense": torch.zeros(1)}, wdir / "resnet18-f37072fd.pth")
     with pytest.raises(CortexError, match="do not load into resnet18"):
         imagenet_judges("cpu", weights_dir=wdir, names=("resnet18",))
+
+
+def test_judges_or_notice_says_why_there_are_none_and_probabilities_are_per_judge(empty_hub, tiny_model):
+    notices: list[str] = []
+    assert judges_or_notice(tiny_model, "cpu", notices) == []  # the tiny model's labels are neither mini nor ImageNet
+    assert len(notices) == 1 and notices[0].startswith("no judge scores: no judges known for model 'tiny'")
+    gen = torch.Generator().manual_seed(0)
+    judges = [Judge(f"j{i}", torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3)).eval(), lambda x: x) for i in range(2)]
+    for j in judges:
+        torch.nn.init.normal_(j.model[1].weight, generator=gen)
+    images = torch.rand(5, 3, 2, 2, generator=gen) * 2 - 1
+    probs = judge_probabilities(judges, images)
+    assert list(probs) == ["j0", "j1"] and all(p.shape == (5, 3) and p.device.type == "cpu" for p in probs.values())
+    with torch.no_grad():
+        torch.testing.assert_close(probs["j1"], judges[1].model(images).softmax(-1))
+    assert not torch.equal(probs["j0"], probs["j1"])
