@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# One run on a lent GPU machine: the paper-scale benchmark at paper size and the CUDA-marked tests.
+# One run on a lent GPU machine: the paper-scale benchmark at paper size, the Python API on the device beside
+# the CPU (benchmarks/api_device_check.py), a one-rank torchrun `cortex index`, and the CUDA-marked tests.
 #
 # Run from the repository root with OUT set (a folder whose files come back) and the wheels of the
 # packages the machine lacks in .whl/ (carried beside the checkout):
@@ -30,6 +31,7 @@
 #   GPU_CHECK_BUDGET_S   300            paper_scale.py --budget-s (skips optional baselines once spent)
 #   GPU_CHECK_PS_LIMIT_S 360            wall-clock limit of paper_scale.py
 #   GPU_CHECK_TEST_LIMIT_S 120          wall-clock limit of the CUDA tests
+#   GPU_CHECK_PAPER_SCALE 1             0 skips paper_scale.py (already measured)
 #   GPU_CHECK_SITE       /tmp/site      where the wheels are installed
 #   GPU_CHECK_WHEELS     .whl           the carried wheels
 
@@ -109,11 +111,25 @@ if device.startswith("cuda") and not torch.cuda.is_available():
 EOF
 [ "${PIPESTATUS[0]}" -eq 0 ] || FAILED="$FAILED environment"
 
-step "paper_scale.py --size $SIZE --device $DEVICE --budget-s $BUDGET (limit ${PS_LIMIT} s)"
-timeout -k 15 "$PS_LIMIT" "$PY" benchmarks/paper_scale.py --size "$SIZE" --device "$DEVICE" --budget-s "$BUDGET" \
-    --json-out "$OUT/paper_scale_h200.json" 2>&1 | tee "$OUT/paper_scale.txt"
+if [ "${GPU_CHECK_PAPER_SCALE:-1}" != 0 ]; then
+    step "paper_scale.py --size $SIZE --device $DEVICE --budget-s $BUDGET (limit ${PS_LIMIT} s)"
+    timeout -k 15 "$PS_LIMIT" "$PY" benchmarks/paper_scale.py --size "$SIZE" --device "$DEVICE" --budget-s "$BUDGET" \
+        --json-out "$OUT/paper_scale_h200.json" 2>&1 | tee "$OUT/paper_scale.txt"
+    rc=${PIPESTATUS[0]}
+    [ "$rc" -eq 0 ] || { FAILED="$FAILED paper_scale"; echo "paper_scale.py: exit $rc (124: over its ${PS_LIMIT} s limit)"; }
+fi
+
+step "api_device_check.py --device $DEVICE (limit 240 s)"
+timeout -k 15 240 "$PY" benchmarks/api_device_check.py --device "$DEVICE" --images 50 --json-out "$OUT/api_device.json" 2>&1 \
+    | tee "$OUT/api_device.txt"
 rc=${PIPESTATUS[0]}
-[ "$rc" -eq 0 ] || { FAILED="$FAILED paper_scale"; echo "paper_scale.py: exit $rc (124: over its ${PS_LIMIT} s limit)"; }
+[ "$rc" -eq 0 ] || { FAILED="$FAILED api_device"; echo "api_device_check.py: exit $rc"; }
+
+step "torchrun --nproc-per-node 1 -m cortex_cli --device $DEVICE index (limit 120 s)"
+CORTEX_HOME=$(mktemp -d) timeout -k 15 120 "$PY" -m torch.distributed.run --nproc-per-node 1 -m cortex_cli --device "$DEVICE" \
+    index --class "red-capped bird" -n 32 --json 2>&1 | tee "$OUT/torchrun_index.txt"
+rc=${PIPESTATUS[0]}
+[ "$rc" -eq 0 ] || { FAILED="$FAILED torchrun_index"; echo "torchrun index: exit $rc"; }
 
 step "pytest -m cuda tests/test_cuda.py, CORTEX_TEST_DEVICE=$DEVICE (limit ${TEST_LIMIT} s)"
 CORTEX_TEST_DEVICE="$DEVICE" timeout -k 15 "$TEST_LIMIT" "$PY" -m pytest -q -m cuda tests/test_cuda.py -p no:cacheprovider \
