@@ -18,6 +18,7 @@ import torch
 from . import model_registry
 from .backends.base import to_pil
 from .errors import CortexError
+from .results import Result
 from .atlas import AtlasResult, PageSettings, build_atlas
 from .figures import draw_token_boxes, image_grid
 from .generation import generate, image_tokens
@@ -53,8 +54,8 @@ def region_around(position: int, grid: int, side: int = DEMO_EDIT_SIDE) -> Regio
     return Region((r0, r0 + side), (c0, c0 + side))
 
 
-@dataclass
-class DemoResult:
+@dataclass(frozen=True)
+class DemoResult(Result):
     """What the demo did and where its files are."""
 
     model: str

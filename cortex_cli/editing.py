@@ -10,12 +10,14 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from .backends.base import from_pil, to_pil
 from .errors import CortexError
+from .results import Result
 from .extractors.architectures import logits_of
 from .extractors.registry import ensure_bundled_extractors, get_extractor, load_extractor
 from .figures import edit_strip
@@ -53,8 +55,8 @@ class Probabilities:
     target_after: float
 
 
-@dataclass
-class EditResult:
+@dataclass(frozen=True)
+class EditResult(Result):
     """What `edit_image` did and wrote."""
 
     edit_id: int
@@ -79,6 +81,11 @@ class EditResult:
     params: dict = field(default_factory=dict)
     notices: list[str] = field(default_factory=list)
 
+
+
+    def table_rows(self) -> list[dict[str, Any]]:
+        """One row per scorer (the extractor, each judge): P(source) and P(target) before and after."""
+        return [asdict(p) for p in self.probabilities]
 
 def load_extractor_for(store: Store, model: ModelInfo, name: str | None, device: torch.device | str) -> tuple[torch.nn.Module, int | None, str]:
     """(network, extractor row id, name) of a registered extractor of `model`."""

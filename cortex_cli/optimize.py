@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from .backends.base import from_pil, to_pil
 from .editing import source_tokens
 from .errors import CortexError
+from .results import Result
 from .extractors.architectures import logits_of
 from .extractors.registry import load_extractor
 from .figures import edit_strip
@@ -98,8 +99,8 @@ class SaliencyComparison:
     positions_in_salient: float  # fraction of the region's positions holding a salient top-k token
 
 
-@dataclass
-class ConceptSearchResult:
+@dataclass(frozen=True)
+class ConceptSearchResult(Result):
     """What `search_concept` found, stored and wrote."""
 
     model: str
@@ -127,6 +128,11 @@ class ConceptSearchResult:
     params: dict = field(default_factory=dict)
     notices: list[str] = field(default_factory=list)
 
+
+
+    def table_rows(self) -> list[dict[str, Any]]:
+        """T*_concept of the best restart: one row per token, with the positions that hold it."""
+        return [asdict(t) for t in self.t_star]
 
 @dataclass
 class _Start:

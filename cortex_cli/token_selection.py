@@ -76,10 +76,10 @@ class OptimizeSettings:
         if self.tau_final is not None and not self.tau_final > 0:
             raise CortexError(f"--tau-final must be > 0, got {self.tau_final}")
         if not self.alpha >= 0:
-            raise CortexError(f"--alpha must be >= 0, got {self.alpha}")
-        for name, value, allowed in (("init", self.init, INITS), ("objective", self.objective, OBJECTIVES), ("method", self.method, METHODS)):
+            raise CortexError(f"--l2-weight must be >= 0, got {self.alpha}")
+        for flag, value, allowed in (("--init", self.init, INITS), ("--objective", self.objective, OBJECTIVES), ("--space", self.method, METHODS)):
             if value not in allowed:
-                raise CortexError(f"--{name} {value!r} is not one of {', '.join(allowed)}")
+                raise CortexError(f"{flag} {value!r} is not one of {', '.join(allowed)}")
         bad = [s for s in self.snapshot_steps if not 1 <= s <= self.steps]
         if bad:
             raise CortexError(f"snapshot step {bad[0]} is outside 1..{self.steps}")

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import sqlite3
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -70,7 +71,7 @@ def test_pictures_in_memory_are_explained_like_their_file(indexed):
     from_pil = ws.explain(Image.open(png), top_n=4, samples=4)  # its PNG text (the token grid) travels with it
     assert from_pil.tokens_from == from_file.tokens_from == "PNG metadata"
     assert [t.token for t in from_pil.top] == [t.token for t in from_file.top]
-    pixels = torch.from_numpy(__import__("numpy").asarray(Image.open(png).convert("RGB"))).permute(2, 0, 1).float() / 127.5 - 1
+    pixels = torch.from_numpy(np.array(Image.open(png).convert("RGB"))).permute(2, 0, 1).float() / 127.5 - 1
     from_tensor = ws.explain(pixels, top_n=4, samples=4)  # no metadata: the VQGAN encodes it
     assert from_tensor.tokens_from == "VQGAN encoding" and len(from_tensor.top) == 4
     with pytest.raises(CortexError, match="3 x H x W"):

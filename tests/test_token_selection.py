@@ -174,10 +174,10 @@ def test_tau_schedule_and_progress(setup):
         ({"tau": 0.0}, "--tau"),
         ({"tau_final": -1.0}, "--tau-final"),
         ({"lr": 0.0}, "--lr"),
-        ({"alpha": -1.0}, "--alpha"),
+        ({"alpha": -1.0}, "--l2-weight"),
         ({"init": "zeros"}, "--init"),
         ({"objective": "prob"}, "--objective"),
-        ({"method": "pixels"}, "--method"),
+        ({"method": "pixels"}, "--space"),
         ({"steps": 5, "snapshot_steps": (9,)}, "snapshot step 9"),
     ],
 )

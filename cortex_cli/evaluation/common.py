@@ -110,11 +110,6 @@ def decode(vqgm, tokens: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
     return vqgm.decode_tokens(tokens.to(vqgm.device), batch_size=batch_size)
 
 
-def judge_probabilities(judges: Sequence[Judge], images: torch.Tensor) -> dict[str, torch.Tensor]:
-    """name -> (B, C) probabilities (on CPU) of every judge."""
-    return {j.name: j.probabilities(images).cpu() for j in judges}
-
-
 def saliency_of(
     extractor: torch.nn.Module,
     vqgm,

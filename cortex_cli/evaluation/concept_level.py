@@ -22,6 +22,7 @@ import torch
 
 from .. import model_registry
 from ..errors import CortexError
+from ..judges import judge_probabilities
 from .common import EvaluationResult
 from ..extractors.registry import load_extractor
 from ..generation import ensure_images, resolve_sampler
@@ -170,7 +171,7 @@ def run_concept_level(
                                              progress=lambda d, t, info="": run.report(d, t, f"test images {info}"))
     names = {c.class_id: c.name for c in classes}
     images = common.decode(vqgm, tokens)
-    before = common.judge_probabilities(judge_list, images)
+    before = judge_probabilities(judge_list, images)
     selections: dict[str, list[list[int]]] = {}
     for method in [i.name for i in infos] + ["baseline", "specific"]:
         selections[method] = [positions_of(t, concept_tokens[method][names[int(c)]]) for t, c in zip(tokens, labels)]
@@ -180,7 +181,7 @@ def run_concept_level(
         ]
     table: dict[str, dict[str, MaskingEffect]] = {j.name: {} for j in judge_list}
     for method, positions in selections.items():
-        after = common.judge_probabilities(judge_list, mask_patches(images, positions, model.grid, settings.fill))
+        after = judge_probabilities(judge_list, mask_patches(images, positions, model.grid, settings.fill))
         for j in judge_list:
             table[j.name][method] = masking_effect(before[j.name], after[j.name], labels, [len(p) for p in positions])
     result = ConceptLevelResult(

@@ -56,7 +56,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import ClassVar, Sequence
 
 import numpy as np
 import torch
@@ -64,6 +64,7 @@ import torch.nn.functional as F
 
 from .. import model_registry
 from ..errors import CortexError
+from .common import EvaluationResult
 from ..extractors.registry import load_extractor
 from ..generation import generate, image_tokens
 from ..miniworld import world
@@ -142,8 +143,10 @@ class EditComparison:
     orig_verdict: str  # on ΔP_orig: win (interval below 0) / loss / n.s.
 
 
-@dataclass
-class EditEvalResult:
+@dataclass(frozen=True)
+class EditEvalResult(EvaluationResult):
+
+    KIND: ClassVar[str] = 'edit'
     model: str
     n_sources: int  # source images (each edited per extractor x region x method x seed)
     opt_seeds: int

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ..backends.taming import build_net
+from ..results import Result
 from ..model_configs import net2net_config, write_config
 from ..progress import Progress, report
 from ..seeding import set_all_random_seeds
@@ -226,8 +227,8 @@ def _load_into(module: torch.nn.Module, path: Path) -> None:
     module.load_state_dict({k: v.to(ref[k].dtype) for k, v in state.items()}, strict=True)
 
 
-@dataclass
-class BuildReport:
+@dataclass(frozen=True)
+class BuildReport(Result):
     out_dir: Path
     seconds: dict[str, float] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
