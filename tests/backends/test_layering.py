@@ -1,6 +1,6 @@
-"""Only a backend module imports its generator library (read from the sources with `ast`).
+"""Only a backend module imports its generator library, and backends/ imports nothing above it (read with `ast`).
 
-taming-transformers: `backends/taming.py` (and `taming_shim.py`, the import fix it alone calls);
+taming-transformers: `backends/taming.py` (and `backends/taming_shim.py`, the import fix it alone calls);
 transformers: `backends/janus.py`. Dynamic `importlib.import_module("...")` calls count as imports.
 """
 
@@ -49,3 +49,21 @@ def test_only_a_backend_imports_its_generator_library():
 def test_the_checker_sees_dynamic_imports():
     source = "import importlib\nm = importlib.import_module('transformers.models')\nfrom importlib import import_module\nimport_module('taming.main')\n"
     assert {name for _, name in _dynamic_imports(PACKAGE / "demo.py", source)} == {"transformers.models", "taming.main"}
+
+
+def _above(sources) -> list[str]:
+    """Imports of cortex_cli modules other than backends/ itself and the leaves errors.py and seeding.py."""
+    allowed = ("cortex_cli.backends", "cortex_cli.errors", "cortex_cli.seeding")
+    return [f"{path.relative_to(PACKAGE.parent)}:{line}: {name}" for path, source in sources for line, name in _imports(path, source)
+            if (name == "cortex_cli" or name.startswith("cortex_cli.")) and not any(name == a or name.startswith(a + ".") for a in allowed)]
+
+
+def test_backends_import_nothing_above_them_but_the_leaves():
+    offenders = _above([(path, None) for path in _sources(PACKAGE / "backends")])
+    assert offenders == [], "cortex_cli/backends/ must not import the modules that use it:\n" + "\n".join(offenders)
+
+
+def test_the_backend_checker_sees_an_import_from_above():
+    taming = PACKAGE / "backends" / "taming.py"
+    assert _above([(taming, "from ..model_registry import ModelInfo\nfrom . import taming_shim\nfrom ..errors import CortexError\n")]) \
+        == ["cortex_cli/backends/taming.py:1: cortex_cli.model_registry", "cortex_cli/backends/taming.py:1: cortex_cli.model_registry.ModelInfo"]
