@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -25,5 +26,10 @@ def test_the_demo_tours_the_mini_model_from_a_fresh_home_with_the_readmes_figure
     # the ResNet judge calls 25% of the edits the target and the ViT judge 62%
     assert len(demo["edit"]["changed"]) == 15
     assert demo["sweep_edits"] == 8 and demo["sweep"] == {"resnet": 0.25, "vit": 0.625}
+    readme = " ".join((Path(__file__).resolve().parents[1] / "README.md").read_text().split())
+    quoted = re.search(r"judges call (\d+)% \(ResNet\) and (\d+)% \(ViT\) of the (\d+) edits", readme)
+    assert quoted, "the README no longer quotes the demo's sweep"
+    assert (int(quoted[1]), int(quoted[2]), int(quoted[3])) == (round(100 * demo["sweep"]["resnet"]), int(100 * demo["sweep"]["vit"]),
+                                                                demo["sweep_edits"])
     assert Path(demo["atlas"]["index"]).is_file() and demo["atlas"]["concepts"] == 1
     assert (tmp_path / "home").is_dir()  # everything went to the fresh home, not the user's
