@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import tempfile
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -45,21 +45,10 @@ ClassSpec = str | int | Sequence[str | int]
 
 
 @dataclass(frozen=True)
-class RegisteredModel(Result):
+class RegisteredModel(ModelInfo, Result):
     """A registered model and its classes (`cortex models list --json`)."""
 
-    id: int
-    name: str
-    config_path: str
-    ckpt_path: str
-    n_embed: int
-    embed_dim: int
-    grid: int
-    image_size: int
-    labels: str
-    n_classes: int
-    backend: str
-    classes: list[ClassInfo]
+    classes: list[ClassInfo] = field(default_factory=list)
 
     def table_rows(self) -> list[dict[str, Any]]:
         """One row per class."""
@@ -173,6 +162,10 @@ class Workspace:
             self._dist = self._stack.enter_context(torchrun_job(self._device_spec))
         return self._dist
 
+    def _ranks(self) -> DistContext:
+        """The torchrun job under torchrun, else this one process (rank 0 of 1) on the workspace's device."""
+        return self._job() if in_torchrun() else DistContext(device=self.device)
+
     def _home(self) -> contextlib.AbstractContextManager:
         return home_override(self.home)
 
@@ -241,7 +234,7 @@ class Workspace:
 
     def models(self) -> list[RegisteredModel]:
         """Every registered model with its classes (the bundled `mini` first)."""
-        return [RegisteredModel(**{f.name: getattr(m, f.name) for f in fields(m)}, classes=model_registry.classes(self.store, m))
+        return [RegisteredModel(**asdict(m), classes=model_registry.classes(self.store, m))
                 for m in model_registry.list_models(self.store)]
 
     def add_model(self, name: str, path: str | Path | None = None, *, backend: str = "taming", config: str | Path | None = None,
@@ -259,7 +252,7 @@ class Workspace:
             targets = self._classes(info, classes)
             out_dir = Path(out) if out is not None else None
             generation.check_request(images, split=split, batch_size=batch_size, out_dir=out_dir, seed=first_seed)
-            dist = self._job() if in_torchrun() else DistContext(device=self.device)
+            dist = self._ranks()
             sampler = None
             if top_k is not None or top_p is not None or temperature is not None:
                 sampler = generation.resolve_sampler(info, top_k, top_p, temperature, self.device)
@@ -296,7 +289,7 @@ class Workspace:
             ext_info = get_extractor(self.store, info, extractor)
             require_classes(ext_info, [c.class_id for c in targets])  # a subset extractor's classes only; before generating
             net = load_extractor(ext_info, self.device)
-            dist = self._job() if in_torchrun() else DistContext(device=self.device)
+            dist = self._ranks()
             dist.main_first(lambda: indexing.ensure_run(self.store, info, ext_info.id, settings))  # one rank creates the run row
             results = [indexing.index_class(self.store, info, ext_info, cls, split=split, n_images=images, image_seed=first_seed,
                                             settings=settings, device=self.device, batch_size=batch_size,

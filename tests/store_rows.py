@@ -28,3 +28,12 @@ def add_images(store, model, class_pk: int, seeds, *, split: str = "train", samp
 
 def add_extractor(store, model, name: str = "ce") -> int:
     return upsert_extractor(store, model.id, name, arch="ce", hparams="{}", ckpt_path="", ckpt_sha256="0" * 64, metrics="{}").id
+
+
+def sqlite_row_counts(db) -> dict[str, int]:
+    """table -> row count of a SQLite file, read with the standard library (what "the store is unchanged" compares)."""
+    import sqlite3
+
+    with sqlite3.connect(db) as conn:
+        tables = [t for (t,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        return {t: conn.execute(f'SELECT COUNT(*) FROM "{t}"').fetchone()[0] for t in tables}

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sqlite3
-
 import numpy as np
 import pytest
 import torch
@@ -14,6 +12,7 @@ from typer.testing import CliRunner
 
 from cortex_cli import CortexError, Workspace
 from cortex_cli.cli import app
+from tests.store_rows import sqlite_row_counts
 
 runner = CliRunner()
 CONCEPT = "red-capped bird"
@@ -109,7 +108,7 @@ def test_bad_input_is_a_cortex_error_and_the_store_is_unchanged(indexed):
         Workspace(home=home, db="mysql://h/db")
     with pytest.raises(CortexError, match="malformed database URL"):
         Workspace(home=home, db="not a url")
-    before = _rows(home / "cortex.db")
+    before = sqlite_row_counts(home / "cortex.db")
     ws = Workspace(home=home, device="cpu")
     for call, message in [
         (lambda: ws.index("no such bird", images=2), "unknown class"),
@@ -125,17 +124,11 @@ def test_bad_input_is_a_cortex_error_and_the_store_is_unchanged(indexed):
         with pytest.raises(CortexError, match=message):
             call()
     ws.close()
-    assert _rows(home / "cortex.db") == before
+    assert sqlite_row_counts(home / "cortex.db") == before
 
 
 def test_two_workspaces_keep_their_homes_apart(tmp_path):
     a, b = Workspace(home=tmp_path / "a", device="cpu"), Workspace(home=tmp_path / "b", device="cpu")
     a.generate(CONCEPT, 2)
     b.generate(CONCEPT, 1)
-    assert (_rows(tmp_path / "a" / "cortex.db")["images"], _rows(tmp_path / "b" / "cortex.db")["images"]) == (2, 1)
-
-
-def _rows(db) -> dict[str, int]:
-    with sqlite3.connect(db) as conn:
-        tables = [t for (t,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
-        return {t: conn.execute(f'SELECT COUNT(*) FROM "{t}"').fetchone()[0] for t in tables}
+    assert (sqlite_row_counts(tmp_path / "a" / "cortex.db")["images"], sqlite_row_counts(tmp_path / "b" / "cortex.db")["images"]) == (2, 1)

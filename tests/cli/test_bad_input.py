@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import sqlite3
-
 import pytest
 from typer.testing import CliRunner
 
 from cortex_cli.cli import app
+from tests.store_rows import sqlite_row_counts
 
 runner = CliRunner()
 CONCEPT = "red-capped bird"
@@ -24,12 +23,6 @@ def home(tmp_path_factory):
     (path / "notes.txt").write_text("not a picture\n")
     (path / "a-file").write_text("")
     return path
-
-
-def _rows(db) -> dict[str, int]:
-    with sqlite3.connect(db) as conn:
-        tables = [t for (t,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
-        return {t: conn.execute(f'SELECT COUNT(*) FROM "{t}"').fetchone()[0] for t in tables}
 
 
 PNG = "{home}/pngs/red-capped-bird_train_0.png"
@@ -112,10 +105,10 @@ BAD = [
 
 @pytest.mark.parametrize("args, message", BAD, ids=[" ".join(a)[:60] for a, _ in BAD])
 def test_bad_input_is_one_line_and_changes_nothing(home, args, message):
-    before = _rows(home / "cortex.db")
+    before = sqlite_row_counts(home / "cortex.db")
     result = runner.invoke(app, [a.format(home=home) for a in args], env={"CORTEX_HOME": str(home)})
     lines = result.stderr.strip().splitlines()
     assert result.exit_code != 0 and (result.exception is None or isinstance(result.exception, SystemExit)), result.output
     assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in result.output, result.output
     assert message.format(home=home) in lines[0]
-    assert _rows(home / "cortex.db") == before
+    assert sqlite_row_counts(home / "cortex.db") == before
