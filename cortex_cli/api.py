@@ -29,7 +29,10 @@ from PIL import Image
 
 from . import generation, indexing, model_registry
 from .attribution import SaliencySettings
-from .class_subsets import resolve_classes
+from . import concepts
+from .class_subsets import parse_class_list, resolve_classes
+from .classnames import normalize_name
+from .concepts import ConceptInfo
 from .distributed import DistContext, in_torchrun, torchrun_job
 from .environment import default_db_url, home_override, resolve_device
 from .errors import CortexError
@@ -39,6 +42,7 @@ from .model_registry import ClassInfo, ModelInfo
 from .progress import Progress
 from .results import Result, attach_thumbnails
 from .store.database import Store, check_url, open_store
+from .targets import BINARY, DEFAULT_RULE, Target
 
 SALIENCY = SaliencySettings()
 ClassSpec = str | int | Sequence[str | int]
@@ -191,6 +195,28 @@ class Workspace:
     def _class(self, info: ModelInfo, spec: str | int) -> ClassInfo:
         return model_registry.resolve_class(self.store, info, spec)
 
+    def _target(self, info: ModelInfo, spec: str | int) -> ClassInfo | ConceptInfo:
+        """A class (id, name or synonym) or else a named concept (`concepts.resolve`)."""
+        return concepts.resolve(self.store, info, spec)
+
+    def _targets(self, info: ModelInfo, spec: ClassSpec) -> list[ClassInfo | ConceptInfo]:
+        """Like `_classes`, but a concept's name stays the concept (commands that explain it as a whole)."""
+        if isinstance(spec, (list, tuple)):
+            names: list[str | int] = list(spec)
+        elif isinstance(spec, int):
+            names = [spec]
+        elif isinstance(spec, str) and spec.strip().lower() != "all" and (spec.strip().startswith("@") or "," in spec):
+            names = list(parse_class_list(spec))
+        elif isinstance(spec, str) and spec.strip().lower() != "all":
+            names = [spec]
+        else:
+            return list(self._classes(info, spec))
+        found: dict[tuple[str, int], ClassInfo | ConceptInfo] = {}
+        for name in names:
+            hit = self._target(info, name)
+            found.setdefault(("concept" if isinstance(hit, ConceptInfo) else "class", hit.pk), hit)
+        return list(found.values())
+
     def _thumbnails(self, info: ModelInfo):
         """token -> its codebook entry decoded alone (a PIL image), for a result's notebook table."""
         from .backends.base import to_pil
@@ -243,6 +269,34 @@ class Workspace:
         with self._home():
             return model_registry.add_model(self.store, name, config, ckpt, labels, backend=backend, path=path)
 
+    def concepts(self, *, model: str | None = None) -> list[ConceptInfo]:
+        """The model's named concepts (unions of classes, prompts), by name."""
+        return concepts.list_concepts(self.store, self._model(model))
+
+    def add_concept(self, name: str, *, classes: ClassSpec | None = None, prompt: str | None = None,
+                    model: str | None = None) -> ConceptInfo:
+        """Name a concept: the union of `classes` ('a,b,c', a list, '@file.txt'), or a `prompt` (text-conditional models:
+        a class sampled from the prompt verbatim). Afterwards the name works wherever a class name does."""
+        info = self._model(model)
+        members = None
+        if classes is not None:
+            if isinstance(classes, str) and not classes.strip():
+                raise CortexError(f"concept {name!r} needs at least one member class; give --classes 'a,b,c'")
+            if isinstance(classes, str) and classes.strip().lower() == "all":
+                raise CortexError("a concept of every class explains nothing; name its member classes")
+            members = []
+            for item in (parse_class_list(classes) if isinstance(classes, str) else [classes] if isinstance(classes, int) else classes):
+                hit = self._target(info, item)
+                if isinstance(hit, ConceptInfo):
+                    raise CortexError(f"{hit.name!r} is a concept; a concept's members are classes (name its classes instead)")
+                members.append(hit)
+        text = prompt is not None and model_registry.text_conditional(info)
+        return concepts.add_concept(self.store, info, name, classes=members, prompt=prompt, text_conditional=text)
+
+    def remove_concept(self, name: str, *, model: str | None = None) -> ConceptInfo:
+        """Forget a concept (a prompt concept's own class goes with it, with its images and index rows)."""
+        return concepts.remove_concept(self.store, self._model(model), name)
+
     def generate(self, classes: ClassSpec, images: int, *, model: str | None = None, split: str = "train", first_seed: int = 0,
                  batch_size: int = 16, out: str | Path | None = None, top_k: int | None = None, top_p: float | None = None,
                  temperature: float | None = None, progress: Progress | None = None) -> list[generation.GenerationResult]:
@@ -270,12 +324,15 @@ class Workspace:
               first_seed: int = 0, method: str = SALIENCY.method, samples: int = SALIENCY.samples, alpha: float = SALIENCY.alpha,
               ig_steps: int = SALIENCY.steps, ig_baseline: str = SALIENCY.baseline, top_n: int = SALIENCY.top_n,
               reduce: str = SALIENCY.reduce, precision: str = SALIENCY.precision, seed: int = SALIENCY.seed, batch_size: int = 16,
-              progress: Progress | None = None) -> list[indexing.IndexResult]:
+              score: str = DEFAULT_RULE, progress: Progress | None = None) -> list[indexing.IndexResult]:
         """Index the saliency (TSV maps and top-n tokens) of image seeds `first_seed .. +images-1` of each class.
 
         Missing images are generated first; images already indexed under the same run (method and its
         parameters) are skipped, so an interrupted call resumes. `ig_steps`/`ig_baseline` are Integrated
-        Gradients' (ignored by the other methods); `seed` keys the saliency noise.
+        Gradients' (ignored by the other methods); `seed` keys the saliency noise. A named concept indexes
+        the same seeds of each member class, explaining the concept's score `score` ('logsumexp' or
+        'log-prob' of its members' logits; an extractor trained for the concept: its own score) in a run
+        of that target; one result per member.
         """
         settings = SaliencySettings(method=method, samples=samples, alpha=alpha, steps=ig_steps, baseline=ig_baseline, top_n=top_n,
                                     reduce=reduce, precision=precision, seed=seed).validate()
@@ -285,18 +342,23 @@ class Workspace:
                 raise CortexError(f"--images must be >= 1, got {images}")
             if first_seed < 0:
                 raise CortexError(f"--first-seed must be >= 0 (image seeds are 0, 1, 2, ...), got {first_seed}")
-            targets = self._classes(info, classes)
             ext_info = get_extractor(self.store, info, extractor)
-            require_classes(ext_info, [c.class_id for c in targets])  # a subset extractor's classes only; before generating
+            jobs = [(item, member, _index_target(ext_info, item, score)) for item in self._targets(info, classes)
+                    for member in (item.members if isinstance(item, ConceptInfo) else [item])]
+            # a subset extractor's classes only; before generating (an extractor trained for the concept reads no class logit)
+            require_classes(ext_info, [member.class_id for _, member, target in jobs if target.rule != BINARY])
             net = load_extractor(ext_info, self.device)
             dist = self._ranks()
-            dist.main_first(lambda: indexing.ensure_run(self.store, info, ext_info.id, settings))  # one rank creates the run row
-            results = [indexing.index_class(self.store, info, ext_info, cls, split=split, n_images=images, image_seed=first_seed,
-                                            settings=settings, device=self.device, batch_size=batch_size,
-                                            progress=_named(progress, cls.name), extractor=net,
-                                            generation_progress=_named(progress, f"{cls.name}: generating missing images"),
-                                            shard=dist.work(batch_size))
-                       for cls in targets]
+            for target in {target.key: target for _, _, target in jobs}.values():  # one rank creates each run row
+                dist.main_first(lambda target=target: indexing.ensure_run(self.store, info, ext_info.id, settings, target))
+            results = []
+            for item, cls, target in jobs:
+                name = f"{item.name} ({cls.name})" if isinstance(item, ConceptInfo) else cls.name
+                results.append(indexing.index_class(
+                    self.store, info, ext_info, cls, split=split, n_images=images, image_seed=first_seed, settings=settings,
+                    device=self.device, batch_size=batch_size, progress=_named(progress, name), extractor=net,
+                    generation_progress=_named(progress, f"{name}: generating missing images"), shard=dist.work(batch_size),
+                    target=target, concept=item.name if isinstance(item, ConceptInfo) else None))
             return indexing.merge_ranks(dist, results)
 
     def top_tokens(self, concept: str | int, k: int = 100, *, model: str | None = None, baseline: str | None = None,
@@ -311,14 +373,14 @@ class Workspace:
         from .rankings import top_tokens
 
         info = self._model(model)
-        result = top_tokens(self.store, info, self._class(info, concept), extractor=extractor, k=k, baseline=baseline, split=split,
+        result = top_tokens(self.store, info, self._target(info, concept), extractor=extractor, k=k, baseline=baseline, split=split,
                             images=images, run=run, method=method)
         return attach_thumbnails(result, self._thumbnails(info))
 
     def top_tokens_of(self, concepts: ClassSpec, k: int = 100, **options: Any) -> list:
-        """`top_tokens` of several concepts ('a,b,c', '@file.txt', 'all' or a list), one result each, in order."""
+        """`top_tokens` of several classes or concepts ('a,b,c', '@file.txt', 'all' or a list), one result each, in order."""
         info = self._model(options.get("model"))
-        return [self.top_tokens(cls.class_id, k, **options) for cls in self._classes(info, concepts)]
+        return [self.top_tokens(t.class_id if isinstance(t, ClassInfo) else t.name, k, **options) for t in self._targets(info, concepts)]
 
     def token(self, token: int, *, top: int = 20, images: int | None = None, extractor: str | None = None, model: str | None = None,
               split: str = "train"):
@@ -576,6 +638,19 @@ def _named(progress: Progress | None, name: str) -> Progress | None:
         progress(done, total, info=f"{name}: {info}" if info else name)
 
     return update
+
+
+def _index_target(extractor: Any, item: ClassInfo | ConceptInfo, score: str) -> Target:
+    """What `index` explains for a class (its logit) or a concept: an extractor trained for that concept explains its own
+    score; a class extractor the concept's union score `score`."""
+    if not isinstance(item, ConceptInfo):
+        return Target()
+    own = getattr(getattr(extractor, "config", None), "concept", None)
+    if own is not None:
+        if normalize_name(own) != normalize_name(item.name):
+            raise CortexError(f"extractor {extractor.name!r} was trained for concept {own!r}, not {item.name!r}")
+        return Target(BINARY)
+    return item.target(score)
 
 
 def _evaluation(kind: str):

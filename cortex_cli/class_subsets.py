@@ -1,10 +1,11 @@
-"""Class subsets: `--classes "goldfinch,black grouse,11"` or `--classes @birds.txt` (one class per line)."""
+"""Class subsets: `--classes "goldfinch,black grouse,11"` or `--classes @birds.txt` (one class per line); a concept's name stands for its classes."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from . import model_registry
+from .concepts import expand
 from .errors import CortexError
 from .model_registry import ClassInfo, ModelInfo
 from .store.database import Store
@@ -37,16 +38,14 @@ def parse_class_list(spec: str) -> list[str]:
 def resolve_classes(store: Store, model: ModelInfo, spec: str) -> list[ClassInfo]:
     """The classes of `model` named by a `--classes` value ('all': every class), each once, in the order given.
 
+    A concept's name stands for its member classes (`concepts.expand`).
+
     Raises:
-        CortexError: an unknown class (with "did you mean ...?"), an unreadable file, an empty list.
+        CortexError: an unknown class or concept (with "did you mean ...?"), an unreadable file, an empty list.
     """
     if spec.strip().lower() == "all":
         return model_registry.classes(store, model)
-    found: dict[int, ClassInfo] = {}
-    for name in parse_class_list(spec):
-        cls = model_registry.resolve_class(store, model, name)
-        found.setdefault(cls.class_id, cls)
-    return list(found.values())
+    return expand(store, model, parse_class_list(spec))
 
 
 def select_classes(store: Store, model: ModelInfo, class_spec: str | None, classes_spec: str | None) -> list[ClassInfo]:

@@ -70,7 +70,8 @@ def load_labels(spec: str | None, n_classes: int) -> list[ClassName]:
     return labels
 
 
-def _norm(text: str) -> str:
+def normalize_name(text: str) -> str:
+    """A name as names are compared: lower case, '-' and '_' as spaces, single spaces."""
     return " ".join(text.lower().replace("_", " ").replace("-", " ").split())
 
 
@@ -83,11 +84,11 @@ def resolve(spec: str | int, labels: list[ClassName]) -> ClassName:
         if cid in by_id:
             return by_id[cid]
         raise CortexError(f"class id {cid} does not exist; ids run from {min(by_id)} to {max(by_id)}")
-    wanted = _norm(text)
+    wanted = normalize_name(text)
     for c in labels:
-        if wanted in (_norm(n) for n in c.all_names()):
+        if wanted in (normalize_name(n) for n in c.all_names()):
             return c
-    names = {_norm(n): c.name for c in labels for n in c.all_names()}
+    names = {normalize_name(n): c.name for c in labels for n in c.all_names()}
     close = difflib.get_close_matches(wanted, list(names), n=3, cutoff=0.6)
     if close:
         hint = " or ".join(repr(names[n]) for n in dict.fromkeys(close))

@@ -34,6 +34,7 @@ from .model_registry import ClassInfo, ModelInfo
 from .attribution import SaliencySettings, prepare_extractor, token_saliency
 from .store import index as index_store
 from .store.database import Store
+from .targets import Target
 
 
 
@@ -53,6 +54,8 @@ class IndexResult(Result):
     seconds: float
     images_per_s: float
     settings: dict[str, Any] = field(default_factory=dict)
+    target: str = "class"  # what the run explains (`targets.Target.key`)
+    concept: str | None = None  # the concept these images were indexed for (the class is one of its members)
 
 
 def pack_tsv(tsv: torch.Tensor) -> bytes:
@@ -68,9 +71,9 @@ def unpack_tsv(blob: bytes, grid: int) -> torch.Tensor:
     return torch.from_numpy(arr.copy()).reshape(grid, grid)
 
 
-def ensure_run(store: Store, model: ModelInfo, extractor_id: int, settings: SaliencySettings) -> int:
-    """The id of the saliency run with these parameters (created on first use)."""
-    return index_store.ensure_run(store, model.id, index_store.RunKey(extractor_id=extractor_id, **settings.run_key()))
+def ensure_run(store: Store, model: ModelInfo, extractor_id: int, settings: SaliencySettings, target: Target = Target()) -> int:
+    """The id of the saliency run with these parameters and this target (created on first use)."""
+    return index_store.ensure_run(store, model.id, index_store.RunKey(extractor_id=extractor_id, **settings.run_key(), target=target.key))
 
 
 def indexed_image_ids(store: Store, run_id: int, image_ids: Sequence[int]) -> set[int]:
@@ -123,6 +126,8 @@ def index_class(
     generation_progress: Progress | None = None,
     shard: Shard | None = None,
     commit: CommitPolicy = CommitPolicy(),
+    target: Target = Target(),
+    concept: str | None = None,
 ) -> IndexResult:
     """Index the first `n_images` generated images of a class (generating missing ones first).
 
@@ -130,7 +135,7 @@ def index_class(
         store: the open database.
         model: the registered model whose images are explained.
         extractor_info: the extractor's registry entry (`.id`, `.name`); loaded unless `extractor` is given.
-        cls: the class; its logit (`cls.class_id`) is the saliency target.
+        cls: the class whose images are indexed; its logit (`cls.class_id`) is the saliency target unless `target` says otherwise.
         split: which generated split to index.
         n_images: how many images (seeds image_seed .. image_seed+n-1) to cover.
         settings: saliency parameters; they identify the run.
@@ -144,6 +149,8 @@ def index_class(
         shard: only the images whose seed is in this shard (a torchrun rank's blocks, `distributed.Shard`);
             None: all. Counts in the result are then this shard's.
         commit: when the writer thread commits (images or seconds of work, whichever first).
+        target: what is explained (`targets.Target`): each image's class logit, or a concept's score; part of the run key.
+        concept: the concept name reported with the result (the class is one of its members).
 
     Returns:
         IndexResult with counts and speed.
@@ -159,7 +166,7 @@ def index_class(
     device = torch.device(device)
     image_ids = ensure_images(store, model, cls, split, n_images, seed=image_seed, device=device, progress=generation_progress,
                               shard=shard)
-    run_id = ensure_run(store, model, extractor_info.id, settings)
+    run_id = ensure_run(store, model, extractor_info.id, settings, target)
     done = indexed_image_ids(store, run_id, image_ids)
     todo = [i for i in image_ids if i not in done]
     total, finished = len(image_ids), len(image_ids) - len(todo)
@@ -170,7 +177,7 @@ def index_class(
             from .extractors.registry import load_extractor
 
             extractor = load_extractor(extractor_info, device)
-        extractor = prepare_extractor(extractor)
+        extractor = prepare_extractor(target.explained(extractor))
         vqgm = model_registry.load_model(model, device)
         codebook = vqgm.codebook  # integrated-gradients reads it for its codebook-mean baseline
         committed = [finished]
@@ -185,14 +192,14 @@ def index_class(
                 tokens = _load_tokens(store, model, ids)
                 with torch.no_grad():
                     emb = vqgm.embed(tokens)
-                tsv = token_saliency(extractor, emb, [cls.class_id] * len(ids), image_keys(store, model, ids), settings, codebook=codebook)
+                tsv = token_saliency(extractor, emb, target.per_image([cls.class_id] * len(ids)), image_keys(store, model, ids), settings, codebook=codebook)
                 writer.put(index_rows(cls.pk, ids, tokens, tsv, settings.top_n))
     seconds = time.perf_counter() - start
     return IndexResult(
         model=model.name, extractor=extractor_info.name, run_id=run_id, class_id=cls.class_id, class_name=cls.name,
         split=split, images=total, added=len(todo), skipped=total - len(todo), seconds=round(seconds, 3),
         images_per_s=round(len(todo) / seconds, 2) if todo and seconds > 0 else 0.0,
-        settings=settings.as_dict(),
+        settings=settings.as_dict(), target=target.key, concept=concept,
     )
 
 

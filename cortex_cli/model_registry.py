@@ -120,6 +120,12 @@ def resolve_class(store: Store, model: ModelInfo, spec: str | int) -> ClassInfo:
     return next(c for c in infos if c.class_id == found.class_id)
 
 
+def text_conditional(model: ModelInfo) -> bool:
+    """Whether the model's prior takes any text (janus) rather than a fixed set of class ids (taming); reads its files' shape."""
+    files = ModelFiles(Path(model.config_path), Path(model.ckpt_path))
+    return get_backend(model.backend).describe(files).n_classes == 0
+
+
 _MODEL_CACHE: dict[tuple[str, str, str, str], VQGM] = {}
 
 

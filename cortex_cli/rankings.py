@@ -27,6 +27,7 @@ from .attribution import method_named
 from .errors import CortexError
 from .results import Result
 from .extractors.registry import get_extractor
+from .concepts import ConceptInfo
 from .model_registry import ClassInfo, ModelInfo, classes
 from .store import images as image_store
 from .store import index as index_store
@@ -34,6 +35,7 @@ from .store import queries as query_store
 from .store import run_counts
 from .store.database import Store
 from .store.index import RunInfo  # re-exported: runs are read in store/index.py
+from .targets import BINARY, CLASS, UNION_RULES
 
 
 @dataclass
@@ -63,8 +65,8 @@ class TopTokensResult(Result):
     """`cortex top-tokens`: the concept's salient tokens, optionally beside the baseline."""
 
     model: str
-    class_id: int
-    class_name: str
+    class_id: int | None  # None for a named concept
+    class_name: str  # the class's name, or the concept's
     extractor: str
     run_id: int
     split: str
@@ -80,6 +82,9 @@ class TopTokensResult(Result):
     overlap: int | None = None  # tokens in both lists
     overlap_fraction: float | None = None  # overlap / len(rows)
     jaccard: float | None = None
+    target: str = "class"  # what the run explains (`targets`)
+    concept: str | None = None  # a named concept: its name, and its member classes (their images are counted together)
+    members: list[str] | None = None
 
 
 
@@ -140,18 +145,21 @@ def runs(store: Store, model: ModelInfo, extractor: str | None = None) -> list[R
     return index_store.runs(store, model.id, extractor_id(store, model, extractor) if extractor is not None else None)
 
 
-def _index_hint(cls: ClassInfo | None, extractor: str | None) -> str:
+def _index_hint(cls: ClassInfo | ConceptInfo | None, extractor: str | None) -> str:
     target = f"'{cls.name}'" if cls is not None else "<class>"
     ext = f" --extractor {extractor}" if extractor else ""
     return f"run `cortex index --class {target}{ext}` first"
 
 
-def pick_run(store: Store, model: ModelInfo, cls: ClassInfo | None = None, *, extractor: str | None = None, run: int | None = None,
-             method: str | None = None) -> RunInfo:
+def pick_run(store: Store, model: ModelInfo, cls: ClassInfo | ConceptInfo | None = None, *, extractor: str | None = None,
+             run: int | None = None, method: str | None = None) -> RunInfo:
     """The run to read: `run` if given, else the newest run (of `extractor`, of attribution `method`) that covers `cls`.
 
+    A class is read from runs that explain each image's class ('class' target), a concept from runs of
+    its own target (`concept_targets`); a given `run` is read whatever it explains.
+
     Raises:
-        CortexError: the extractor does not exist, or nothing (of this class) is indexed yet.
+        CortexError: the extractor does not exist, or nothing (of this class or concept) is indexed yet.
     """
     candidates = runs(store, model, extractor)
     if method is not None:
@@ -163,21 +171,32 @@ def pick_run(store: Store, model: ModelInfo, cls: ClassInfo | None = None, *, ex
         if not chosen:
             raise CortexError(f"saliency run {run} does not exist for model {model.name!r}")
         return chosen[0]
+    wanted = concept_targets(cls, binary=extractor is not None) if isinstance(cls, ConceptInfo) else {CLASS}
+    candidates = [r for r in candidates if r.target in wanted]
     if cls is None:
         if not candidates:
             raise CortexError(f"nothing is indexed yet for model {model.name!r}; {_index_hint(None, extractor)}")
         return candidates[0]
-    covering = query_store.first_run_with_class(store, [r.id for r in candidates], cls.pk)
+    pks = cls.class_pks if isinstance(cls, ConceptInfo) else [cls.pk]
+    covering = query_store.first_run_with_class(store, [r.id for r in candidates], pks)
     if covering is not None:
         return next(r for r in candidates if r.id == covering)
-    raise CortexError(f"class {cls.name!r} is not indexed yet; {_index_hint(cls, extractor)}")
+    kind = "concept" if isinstance(cls, ConceptInfo) else "class"
+    raise CortexError(f"{kind} {cls.name!r} is not indexed yet; {_index_hint(cls, extractor)}")
+
+
+def concept_targets(concept: ConceptInfo, *, binary: bool = False) -> set[str]:
+    """The run targets that explain a concept: its union scores read off a class extractor, and ('binary') an extractor's
+    own concept score when that extractor is named."""
+    keys = {concept.target(rule).key for rule in UNION_RULES}
+    return keys | {BINARY} if binary else keys
 
 
 @dataclass(frozen=True)
 class ImageSet:
-    """Exactly which images of one class a count uses (seed order)."""
+    """Exactly which images of a class (or of a concept's classes) a count uses (class, then seed order)."""
 
-    class_pk: int
+    class_pks: tuple[int, ...]
     split: str
     ids: tuple[int, ...]
     seeds: tuple[int, ...]
@@ -187,22 +206,28 @@ class ImageSet:
         return len(self.ids)
 
 
-def run_images(store: Store, run: RunInfo, cls: ClassInfo, split: str, images: int | None = None) -> ImageSet:
-    """The class's `split` images indexed under `run`; with `images`, exactly seeds 0..images-1.
+def run_images(store: Store, run: RunInfo, cls: ClassInfo | ConceptInfo, split: str, images: int | None = None) -> ImageSet:
+    """The `split` images of a class (a concept: of each member) indexed under `run`; with `images`, exactly seeds 0..images-1.
 
     Raises:
-        CortexError: nothing indexed, or fewer than `images` of the requested seeds are indexed.
+        CortexError: nothing indexed, or fewer than `images` of the requested seeds are indexed (of some member).
     """
     if images is not None and images < 1:
         raise CortexError(f"--images must be >= 1, got {images}")
-    found = query_store.run_class_images(store, run.id, cls.pk, split, below_seed=images)
+    members = cls.members if isinstance(cls, ConceptInfo) else [cls]
     hint = f"run `cortex index --class '{cls.name}' --extractor {run.extractor} --split {split}"
-    if not found:
-        raise CortexError(f"class {cls.name!r} has no indexed {split} images in run {run.id}; {hint}` first")
-    if images is not None and len({seed for _, seed, _ in found}) < images:
-        have = len({seed for _, seed, _ in found})
-        raise CortexError(f"only {have} of the {split} seeds 0..{images - 1} of {cls.name!r} are indexed in run {run.id}; {hint} --images {images}` first")
-    return ImageSet(cls.pk, split, tuple(int(i) for i, _, _ in found), tuple(int(sd) for _, sd, _ in found),
+    found: list[tuple[int, int, str]] = []
+    for member in members:
+        mine = query_store.run_class_images(store, run.id, member.pk, split, below_seed=images)
+        of = f" (member {member.name!r})" if member is not cls else ""
+        if not mine:
+            raise CortexError(f"{cls.name!r}{of} has no indexed {split} images in run {run.id}; {hint}` first")
+        have = len({seed for _, seed, _ in mine})
+        if images is not None and have < images:
+            raise CortexError(f"only {have} of the {split} seeds 0..{images - 1} of {cls.name!r}{of} are indexed in run {run.id}; "
+                              f"{hint} --images {images}` first")
+        found += mine
+    return ImageSet(tuple(m.pk for m in members), split, tuple(int(i) for i, _, _ in found), tuple(int(sd) for _, sd, _ in found),
                     tuple(sorted({str(sm) for _, _, sm in found})))
 
 
@@ -242,12 +267,14 @@ class Contrast:
     images: int
 
 
-def specificity(store: Store, model: ModelInfo, cls: ClassInfo, image_set: ImageSet) -> tuple[np.ndarray, np.ndarray, np.ndarray, Contrast]:
+def specificity(store: Store, model: ModelInfo, cls: ClassInfo | ConceptInfo, image_set: ImageSet
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, Contrast]:
     """(K,) smoothed P(class | token), the class's (K,) counts and (K,) holders, and the contrast.
 
     Counts come from the same seeds (and sampler) of every class of the model, so the score is
     P̂(c | t) = (n_c(t) + 1) / (sum_c' n_c'(t) + C): a token used by this class alone scores near 1,
-    one spread evenly over all classes near 1/C.
+    one spread evenly over all classes near 1/C. A concept counts as one class made of its members
+    (C = the other classes + 1).
 
     Raises:
         CortexError: some class lacks images of these seeds (with the command that makes them).
@@ -265,16 +292,19 @@ def specificity(store: Store, model: ModelInfo, cls: ClassInfo, image_set: Image
             f"({names}); run `cortex index --class all --images {max(wanted) + 1} --split {image_set.split}` first"
         )
     own, own_holders = token_counts_of(store, model, image_set.ids)
+    mine = set(image_set.class_pks)
     total = own.copy()
     for c in every:
-        if c.pk != cls.pk:
+        if c.pk not in mine:
             total += token_counts_of(store, model, by_class[c.pk])[0]
-    score = (own + 1) / (total + len(every))
+    groups = len(every) - len(mine) + 1
+    score = (own + 1) / (total + groups)
     return score, own, own_holders, Contrast(len(every), sum(len(v) for v in by_class.values()))
 
 
-def specific_baseline(store: Store, model: ModelInfo, cls: ClassInfo, image_set: ImageSet, k: int) -> tuple[list[BaselineRow], Contrast]:
-    """The k tokens most specific to the class (`specificity`), among those it uses; no extractor.
+def specific_baseline(store: Store, model: ModelInfo, cls: ClassInfo | ConceptInfo, image_set: ImageSet, k: int
+                      ) -> tuple[list[BaselineRow], Contrast]:
+    """The k tokens most specific to the class or concept (`specificity`), among those it uses; no extractor.
 
     Ties go to the larger count, then the smaller token id.
     """
@@ -289,7 +319,7 @@ BASELINES = ("frequency", "specific")
 def top_tokens(
     store: Store,
     model: ModelInfo,
-    cls: ClassInfo,
+    cls: ClassInfo | ConceptInfo,
     *,
     extractor: str | None = None,
     k: int = 100,
@@ -299,11 +329,14 @@ def top_tokens(
     images: int | None = None,
     method: str | None = None,
 ) -> TopTokensResult:
-    """T*_concept of a class: the k tokens most frequent in its images' top-n sets.
+    """T*_concept of a class or a named concept: the k tokens most frequent in its images' top-n sets.
+
+    A concept's images are its members' images indexed under a run of its own target (`pick_run`); all of them
+    are counted together, with `images`=N meaning seeds 0..N-1 of every member.
 
     Args:
         store: the open database.
-        model, cls: the model and the class (concept).
+        model, cls: the model and the class or concept.
         extractor: read the newest run of this extractor ('ce', 're', ...); None: any extractor's newest.
         k: how many tokens (the paper uses 100).
         baseline: also rank tokens without an extractor over the same images: 'frequency' (the
@@ -325,10 +358,12 @@ def top_tokens(
         raise CortexError(f"--baseline must be one of {', '.join(BASELINES)}, got {baseline!r}")
     chosen = pick_run(store, model, cls, extractor=extractor, run=run, method=method)
     image_set = run_images(store, chosen, cls, split, images)
-    found = query_store.top_salient_tokens(store, chosen.id, cls.pk, image_set.ids, k)
+    found = query_store.top_salient_tokens(store, chosen.id, image_set.class_pks, image_set.ids, k)
     rows = [TokenRow(i + 1, t, n, ni, m) for i, (t, n, ni, m) in enumerate(found)]
-    result = TopTokensResult(model.name, cls.class_id, cls.name, chosen.extractor, chosen.id, split, k, len(image_set), rows,
-                             image_seeds=_seed_ranges(image_set.seeds))
+    concept = isinstance(cls, ConceptInfo)
+    result = TopTokensResult(model.name, None if concept else cls.class_id, cls.name, chosen.extractor, chosen.id, split, k,
+                             len(image_set), rows, image_seeds=_seed_ranges(image_set.seeds), target=chosen.target,
+                             concept=cls.name if concept else None, members=[m.name for m in cls.members] if concept else None)
     if baseline is not None:
         if baseline == "frequency":
             base, contrast = frequency_baseline(store, model, image_set, k), None

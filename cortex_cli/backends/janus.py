@@ -4,7 +4,8 @@ DeepSeek's Janus-Pro through transformers' `JanusForConditionalGeneration`: a VQ
 VQ: 16,384 codes of width 8, l2-normalised, 16x downsampling, 384 px -> 24x24 tokens) and a Llama
 language model that writes image tokens through its generation head, with classifier-free guidance.
 The prior is text-conditional, so a cortex class is a prompt: class "goldfinch" is sampled from
-"a photo of a goldfinch" in the snapshot's chat template, as transformers' Janus examples prompt.
+"a photo of a goldfinch" in the snapshot's chat template, as transformers' Janus examples prompt;
+a prompt concept's class (`cortex concepts add NAME --prompt TEXT`) is sampled from TEXT verbatim.
 
 A model is a local snapshot directory in transformers' format (`config.json`, `*.safetensors`,
 tokenizer and processor files), e.g. `deepseek-community/Janus-Pro-1B` downloaded by the user;
@@ -149,17 +150,17 @@ class JanusVQGM:
         """DeepSeek's Janus-Pro setting: classifier-free guidance 5, temperature 1, no top-k or top-p."""
         return JANUS_SAMPLER
 
-    def prompt(self, name: str) -> str:
-        """The chat-formatted prompt of a class name (before the begin-of-image token)."""
-        text = PROMPT.format(name=name)
+    def prompt(self, name: str, verbatim: str = "") -> str:
+        """The chat-formatted prompt of a class name, or of a prompt concept's `verbatim` text (before the begin-of-image token)."""
+        text = verbatim or PROMPT.format(name=name)
         if getattr(self.processor, "chat_template", None):
             messages = [{"role": "user", "content": [{"type": "text", "text": text}]}]
             return self.processor.apply_chat_template(messages, add_generation_prompt=True)
         return FALLBACK_TEMPLATE.format(prompt=text)
 
-    def prompt_ids(self, name: str) -> torch.Tensor:
+    def prompt_ids(self, name: str, verbatim: str = "") -> torch.Tensor:
         """Token ids (1-D) of a class's prompt, ending in the begin-of-image token."""
-        return self.processor(text=[self.prompt(name)], generation_mode="image", return_tensors="pt").input_ids[0]
+        return self.processor(text=[self.prompt(name, verbatim)], generation_mode="image", return_tensors="pt").input_ids[0]
 
     @torch.no_grad()
     def sample(
@@ -181,7 +182,7 @@ class JanusVQGM:
         """
         if len(classes) != len(generators):
             raise ValueError("classes and generators must have the same length")
-        prompts = [self.prompt_ids(c.name) for c in classes]
+        prompts = [self.prompt_ids(c.name, getattr(c, "prompt", "")) for c in classes]
         groups: dict[int, list[int]] = {}
         for i, ids in enumerate(prompts):
             groups.setdefault(len(ids), []).append(i)

@@ -9,6 +9,7 @@ import typer
 from .app import command, workspace
 from .options import (SALIENCY, Alpha, AsJson, BatchSize, ClassName, Classes, Extractor, FirstSeed, IgBaseline, IgSteps, Images, Method,
                       Model, Precision, Quiet, Reduce, Samples, Seed, Split, TopN, class_choice)
+from ..targets import DEFAULT_RULE, UNION_RULES
 from .render import console, print_json, deferred_progress
 
 
@@ -47,6 +48,8 @@ def index(
     reduce: Reduce = SALIENCY.reduce,
     precision: Precision = SALIENCY.precision,
     batch_size: BatchSize = 16,
+    score: str = typer.Option(DEFAULT_RULE, "--score", help="A named concept's f_Y read off the class extractor: "
+                              + " or ".join(UNION_RULES) + " of its members' logits (docs: concepts)."),
     as_json: AsJson = False,
     quiet: Quiet = False,
 ) -> None:
@@ -64,7 +67,11 @@ def index(
     Under torchrun the seeds are dealt out in blocks of --batch-size (block i to rank (i + class id) % WORLD_SIZE), each
     rank on cuda:LOCAL_RANK or the CPU; the rows are those of one process, and rank 0 prints the totals.
 
+    A named concept (`cortex concepts add`) indexes seeds --first-seed .. +N-1 of each member class and
+    explains the concept's score (--score), in a run of its own.
+
     Example: cortex index --class goldfinch --images 100
+    Example: cortex index --class red --images 12
     Example: cortex index --classes 'goldfinch,black grouse' --images 100
     Example: cortex index --class goldfinch --method integrated-gradients --ig-baseline codebook-mean
     Example: torchrun --nproc-per-node 8 -m cortex_cli --db postgresql+psycopg://host/cortex index --class all --images 1000
@@ -74,7 +81,7 @@ def index(
     with deferred_progress("indexing", quiet=quiet or as_json or not ws.is_main) as update:
         results = ws.index(chosen, images, model=model, extractor=extractor, split=split, first_seed=first_seed, method=method,
                            samples=samples, alpha=alpha, ig_steps=ig_steps, ig_baseline=ig_baseline, top_n=top_n, reduce=reduce,
-                           precision=precision, seed=seed, batch_size=batch_size, progress=_rate(update))
+                           precision=precision, seed=seed, batch_size=batch_size, score=score, progress=_rate(update))
     if not ws.is_main:
         return
     if as_json:
@@ -82,10 +89,12 @@ def index(
         return
     ranks = f" on {ws.world_size} ranks" if ws.world_size > 1 else ""
     for r in results:
+        concept = f"{r.concept} <- " if r.concept else ""
         console.print(
-            f"{r.model} / {r.class_name} (class {r.class_id}) / {r.split}: indexed {r.added}, already indexed {r.skipped} "
+            f"{r.model} / {concept}{r.class_name} (class {r.class_id}) / {r.split}: indexed {r.added}, already indexed {r.skipped} "
             f"(run {r.run_id}, {r.settings['method']}, extractor {r.extractor}" + (f", {r.images_per_s:.1f} img/s)" if r.added else ")")
             + ranks, highlight=False, soft_wrap=True,
         )
     if not quiet:
-        console.print(f"next: cortex top-tokens '{results[0].class_name}' --baseline frequency", highlight=False, soft_wrap=True)
+        console.print(f"next: cortex top-tokens '{results[0].concept or results[0].class_name}' --baseline frequency",
+                      highlight=False, soft_wrap=True)

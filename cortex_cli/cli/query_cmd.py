@@ -16,7 +16,7 @@ from .render import console, print_json, table
 @command("top-tokens")
 def top_tokens_cmd(
     ctx: typer.Context,
-    class_spec: str = typer.Argument(None, metavar="CLASS", help="Class id or name (or give --classes instead)."),
+    class_spec: str = typer.Argument(None, metavar="CLASS", help="Class id or name, or a named concept (or give --classes instead)."),
     classes: str = typer.Option(None, "--classes", help="Instead of CLASS: several concepts, 'goldfinch,black grouse,11' or @file.txt; one table each (a JSON list with --json)."),
     k: TopK = 100,
     baseline: RankingBaseline = None,
@@ -68,7 +68,8 @@ def _top_tokens_csv(results, baseline: str | None, with_class: bool) -> None:
 
 def _top_tokens_table(result, baseline: str | None) -> None:
     base = result.baseline or []
-    title = (f"{result.class_name}: top {len(result.rows)} salient tokens ({result.images_indexed} {result.split} images, "
+    of = f" of {len(result.members)} classes" if result.members else ""
+    title = (f"{result.class_name}: top {len(result.rows)} salient tokens ({result.images_indexed} {result.split} images{of}, "
              f"seeds {result.image_seeds}; run {result.run_id}, {result.extractor})")
     if baseline:
         rows = []

@@ -160,7 +160,7 @@ def run_concept_level(
     for other in model_registry.classes(store, model):
         ensure_images(store, model, other, "train", settings.train_images, device=device)
     for cls in classes:
-        image_set = ImageSet(cls.pk, "train", *_train_set(store, model, cls, settings.train_images))
+        image_set = ImageSet((cls.pk,), "train", *_train_set(store, model, cls, settings.train_images))
         baselines["baseline"][cls.class_id] = [r.token for r in frequency_baseline(store, model, image_set, k)]
         baselines["specific"][cls.class_id] = [r.token for r in specific_baseline(store, model, cls, image_set, k)[0]]
     for name, ranked in baselines.items():

@@ -98,7 +98,7 @@ def world_images(classes: Sequence[ClassInfo], per_class: int, seed: int) -> tup
 def _class_scores(store: Store, model: ModelInfo, cls: ClassInfo, n: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     """(K,) token counts and (K,) specificity of a class over its training seeds 0..n-1 (every class's must exist)."""
     ids = ensure_images(store, model, cls, "train", n, seed=0, device=device)
-    image_set = ImageSet(cls.pk, "train", tuple(ids), tuple(range(n)), (resolve_sampler(model).label(),))
+    image_set = ImageSet((cls.pk,), "train", tuple(ids), tuple(range(n)), (resolve_sampler(model).label(),))
     counts, _ = token_counts_of(store, model, ids)
     score = specificity(store, model, cls, image_set)[0]
     return torch.from_numpy(counts).double(), torch.from_numpy(score).double()

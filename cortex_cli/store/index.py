@@ -29,6 +29,7 @@ class RunKey:
     method: str = "smoothgrad"  # attribution method; the columns below are its parameters (neutral when unused)
     steps: int = 0
     baseline: str = "none"
+    target: str = "class"  # what the run explains: each image's class logit, or a concept target (`cortex_cli.targets`)
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ class RunInfo:
     method: str = "smoothgrad"
     steps: int = 0
     baseline: str = "none"
+    target: str = "class"
 
 
 KEY_COLUMNS = tuple(f.name for f in fields(RunKey))  # the columns of uq_saliency_run

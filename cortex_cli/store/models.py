@@ -46,6 +46,7 @@ class ClassInfo:
     class_id: int
     name: str
     synonyms: tuple[str, ...]
+    prompt: str = ""  # a prompt concept's class: sampled from this verbatim prompt (text-conditional backends)
 
 
 @dataclass(frozen=True)
@@ -137,7 +138,7 @@ def model_classes(store: Store, model_id: int) -> list[ClassInfo]:
     """The classes of a model, by class id."""
     with store.session() as s:
         rows = s.scalars(select(ClassRow).where(ClassRow.model_id == model_id).order_by(ClassRow.class_id)).all()
-        return [ClassInfo(r.id, r.class_id, r.name, tuple(x for x in r.synonyms.split("|") if x)) for r in rows]
+        return [ClassInfo(r.id, r.class_id, r.name, tuple(x for x in r.synonyms.split("|") if x), r.prompt) for r in rows]
 
 
 __all__ = [

@@ -10,12 +10,13 @@ from .database import Store
 from .schema import ImageRow, SaliencyMapRow, SalientTokenRow
 
 
-def first_run_with_class(store: Store, run_ids: Sequence[int], class_pk: int) -> int | None:
-    """The first of `run_ids` (in the given order) holding salient tokens of the class, or None."""
+def first_run_with_class(store: Store, run_ids: Sequence[int], class_pks: Sequence[int]) -> int | None:
+    """The first of `run_ids` (in the given order) holding salient tokens of one of the classes, or None."""
     with store.session() as s:
         for run_id in run_ids:
             hit = s.execute(
-                select(SalientTokenRow.run_id).where(SalientTokenRow.run_id == run_id, SalientTokenRow.class_pk == class_pk).limit(1)
+                select(SalientTokenRow.run_id).where(SalientTokenRow.run_id == run_id, SalientTokenRow.class_pk.in_([int(p) for p in class_pks]))
+                .limit(1)
             ).first()
             if hit is not None:
                 return run_id
@@ -39,15 +40,16 @@ def run_class_images(store: Store, run_id: int, class_pk: int, split: str, below
         return [(int(i), int(seed), str(sampler)) for i, seed, sampler in s.execute(query).all()]
 
 
-def top_salient_tokens(store: Store, run_id: int, class_pk: int, image_ids: Sequence[int], k: int) -> list[tuple[int, int, int, float]]:
-    """(token, count, images holding it, mean TSV) of the k tokens most frequent in these images' top-n rows.
+def top_salient_tokens(store: Store, run_id: int, class_pks: Sequence[int], image_ids: Sequence[int], k: int
+                       ) -> list[tuple[int, int, int, float]]:
+    """(token, count, images holding it, mean TSV) of the k tokens most frequent in these images' top-n rows (of these classes).
 
     Ordered by count, then the smaller token id.
     """
     count = func.count().label("n")
     query = (
         select(SalientTokenRow.token, count, func.count(func.distinct(SalientTokenRow.image_id)), func.avg(SalientTokenRow.tsv))
-        .where(SalientTokenRow.run_id == run_id, SalientTokenRow.class_pk == class_pk,
+        .where(SalientTokenRow.run_id == run_id, SalientTokenRow.class_pk.in_([int(p) for p in class_pks]),
                SalientTokenRow.image_id.in_(bindparam("ids", expanding=True, type_=SalientTokenRow.image_id.type)))
         .group_by(SalientTokenRow.token).order_by(count.desc(), SalientTokenRow.token.asc()).limit(k)
     )

@@ -68,6 +68,31 @@ class ClassRow(Base):
     class_id: Mapped[int] = mapped_column(Integer)  # the label the prior is conditioned on
     name: Mapped[str] = mapped_column(Text)
     synonyms: Mapped[str] = mapped_column(Text, default="")  # '|'-separated
+    # the verbatim prompt of a prompt concept's class (text-conditional backends; migration 0012); '' samples the name
+    prompt: Mapped[str] = mapped_column(Text, server_default="")
+
+
+class ConceptRow(Base):
+    """A named concept of a model (migration 0012): a union of its classes, or a prompt (a class of its own)."""
+
+    __tablename__ = "concepts"
+    __table_args__ = (UniqueConstraint("model_id", "name"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(Text)
+    kind: Mapped[str] = mapped_column(String(16))  # 'classes' | 'prompt'
+    prompt: Mapped[str] = mapped_column(Text, server_default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ConceptMemberRow(Base):
+    """One class of a concept, in the order the user named them."""
+
+    __tablename__ = "concept_members"
+    __table_args__ = (Index("ix_concept_members_class_pk", "class_pk"),)
+    concept_id: Mapped[int] = mapped_column(ForeignKey("concepts.id", ondelete="CASCADE"), primary_key=True)
+    class_pk: Mapped[int] = mapped_column(ForeignKey("classes.id", ondelete="CASCADE"), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer)
 
 
 class ImageRow(Base):
@@ -123,7 +148,7 @@ class SaliencyRunRow(Base):
     __tablename__ = "saliency_runs"
     __table_args__ = (
         UniqueConstraint("extractor_id", "samples", "alpha", "top_n", "reduce", "precision", "seed", "method", "steps", "baseline",
-                         name="uq_saliency_run"),
+                         "target", name="uq_saliency_run"),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
     model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
@@ -138,6 +163,8 @@ class SaliencyRunRow(Base):
     method: Mapped[str] = mapped_column(String(40), server_default="smoothgrad")
     steps: Mapped[int] = mapped_column(Integer, server_default="0")
     baseline: Mapped[str] = mapped_column(String(40), server_default="none")
+    # what the run explains (migration 0012): 'class' (each image's own class logit) or a concept target (`cortex_cli.targets`)
+    target: Mapped[str] = mapped_column(String(400), server_default="class")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

@@ -32,8 +32,8 @@ def test_run_images_and_first_run_with_a_class(store):
     _index(store, older, c0, {ids[2]: [(1, 1.0)], ids[0]: [(1, 1.0)], val[0]: [(1, 1.0)]})
     assert queries.run_class_images(store, older, c0, "train") == [(ids[0], 0, "s"), (ids[2], 2, "s")]
     assert queries.run_class_images(store, older, c0, "train", below_seed=2) == [(ids[0], 0, "s")]
-    assert queries.first_run_with_class(store, [999, older], c0) == older
-    assert queries.first_run_with_class(store, [older], c1) is None
+    assert queries.first_run_with_class(store, [999, older], [c0]) == older
+    assert queries.first_run_with_class(store, [older], [c1]) is None
 
 
 def test_top_salient_tokens_counts_only_the_given_images(store):
@@ -42,9 +42,9 @@ def test_top_salient_tokens_counts_only_the_given_images(store):
     ids = add_images(store, model, c0, [0, 1, 2])
     run_id = _run(store, model)
     _index(store, run_id, c0, {ids[0]: [(5, 3.0), (4, 1.0)], ids[1]: [(4, 2.0), (5, 1.0)], ids[2]: [(7, 9.0), (7, 9.0)]})
-    assert queries.top_salient_tokens(store, run_id, c0, [ids[0], ids[1]], k=5) == [(4, 2, 2, 1.5), (5, 2, 2, 2.0)]
+    assert queries.top_salient_tokens(store, run_id, [c0], [ids[0], ids[1]], k=5) == [(4, 2, 2, 1.5), (5, 2, 2, 2.0)]
     # ties on count go to the smaller token
-    assert queries.top_salient_tokens(store, run_id, c0, list(ids.values()), k=3) == [(4, 2, 2, 1.5), (5, 2, 2, 2.0), (7, 2, 1, 9.0)]
+    assert queries.top_salient_tokens(store, run_id, [c0], list(ids.values()), k=3) == [(4, 2, 2, 1.5), (5, 2, 2, 2.0), (7, 2, 1, 9.0)]
 
 
 def test_token_positions_takes_the_first_images_that_hold_the_token(store):
