@@ -31,7 +31,6 @@ from . import generation, indexing, model_registry
 from .attribution import SaliencySettings
 from . import concepts
 from .class_subsets import parse_class_list, resolve_classes
-from .classnames import normalize_name
 from .concepts import ConceptInfo
 from .distributed import DistContext, in_torchrun, torchrun_job
 from .environment import default_db_url, home_override, resolve_device
@@ -42,7 +41,7 @@ from .model_registry import ClassInfo, ModelInfo
 from .progress import Progress
 from .results import Result, attach_thumbnails
 from .store.database import Store, check_url, open_store
-from .targets import BINARY, DEFAULT_RULE, Target
+from .targets import BINARY, DEFAULT_RULE
 
 SALIENCY = SaliencySettings()
 ClassSpec = str | int | Sequence[str | int]
@@ -343,7 +342,7 @@ class Workspace:
             if first_seed < 0:
                 raise CortexError(f"--first-seed must be >= 0 (image seeds are 0, 1, 2, ...), got {first_seed}")
             ext_info = get_extractor(self.store, info, extractor)
-            jobs = [(item, member, _index_target(ext_info, item, score)) for item in self._targets(info, classes)
+            jobs = [(item, member, concepts.index_target(ext_info, item, score)) for item in self._targets(info, classes)
                     for member in (item.members if isinstance(item, ConceptInfo) else [item])]
             # a subset extractor's classes only; before generating (an extractor trained for the concept reads no class logit)
             require_classes(ext_info, [member.class_id for _, member, target in jobs if target.rule != BINARY])
@@ -638,19 +637,6 @@ def _named(progress: Progress | None, name: str) -> Progress | None:
         progress(done, total, info=f"{name}: {info}" if info else name)
 
     return update
-
-
-def _index_target(extractor: Any, item: ClassInfo | ConceptInfo, score: str) -> Target:
-    """What `index` explains for a class (its logit) or a concept: an extractor trained for that concept explains its own
-    score; a class extractor the concept's union score `score`."""
-    if not isinstance(item, ConceptInfo):
-        return Target()
-    own = getattr(getattr(extractor, "config", None), "concept", None)
-    if own is not None:
-        if normalize_name(own) != normalize_name(item.name):
-            raise CortexError(f"extractor {extractor.name!r} was trained for concept {own!r}, not {item.name!r}")
-        return Target(BINARY)
-    return item.target(score)
 
 
 def _evaluation(kind: str):

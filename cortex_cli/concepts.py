@@ -22,7 +22,7 @@ from .model_registry import ClassInfo, ModelInfo
 from .results import Result
 from .store import concepts as concept_store
 from .store.database import Store
-from .targets import DEFAULT_RULE, Target, union_target
+from .targets import BINARY, DEFAULT_RULE, Target, union_target
 
 KINDS = ("classes", "prompt")
 
@@ -162,6 +162,23 @@ def resolve(store: Store, model: ModelInfo, spec: str | int) -> ClassInfo | Conc
     return model_registry.resolve_class(store, model, text)  # raises, with suggestions
 
 
+def index_target(extractor: Any, item: ClassInfo | ConceptInfo, score: str = DEFAULT_RULE) -> Target:
+    """What an extractor explains for a class (its logit) or a concept: an extractor trained for that concept (its config
+    names it) its own score ('binary'); a class extractor the concept's union score `score`.
+
+    Raises:
+        CortexError: an extractor trained for another concept, or an unknown score.
+    """
+    if not isinstance(item, ConceptInfo):
+        return Target()
+    own = getattr(getattr(extractor, "config", None), "concept", None)
+    if own is not None:
+        if normalize_name(own) != normalize_name(item.name):
+            raise CortexError(f"extractor {extractor.name!r} was trained for concept {own!r}, not {item.name!r}")
+        return Target(BINARY)
+    return item.target(score)
+
+
 def expand(store: Store, model: ModelInfo, names: Sequence[str | int]) -> list[ClassInfo]:
     """Classes named in a list, a concept standing for its member classes; each class once, in order."""
     found: dict[int, ClassInfo] = {}
@@ -172,5 +189,5 @@ def expand(store: Store, model: ModelInfo, names: Sequence[str | int]) -> list[C
     return list(found.values())
 
 
-__all__ = ["ConceptInfo", "KINDS", "add_concept", "expand", "find_concept", "get_concept", "list_concepts", "remove_concept",
-           "resolve"]
+__all__ = ["ConceptInfo", "KINDS", "add_concept", "expand", "find_concept", "get_concept", "index_target", "list_concepts",
+           "remove_concept", "resolve"]

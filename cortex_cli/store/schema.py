@@ -250,6 +250,8 @@ class EditRow(Base):
     probabilities: Mapped[str] = mapped_column(Text)  # JSON
     source_path: Mapped[str] = mapped_column(Text, default="")
     output_path: Mapped[str] = mapped_column(Text, default="")
+    # what the edit optimised (migration 0012): 'class' (target_class's logit) or a concept target (`cortex_cli.targets`)
+    target: Mapped[str] = mapped_column(String(400), server_default="class")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -295,4 +297,7 @@ class ConceptSearchRow(Base):
     objective: Mapped[float] = mapped_column(Float)  # extractor's target logit (or log-prob) of `tokens`
     p_target: Mapped[float] = mapped_column(Float)  # extractor's softmax P(target) of `tokens`
     judges: Mapped[str] = mapped_column(Text)  # JSON {judge: P(target) of the decoded grid}
+    # what the search optimised (migration 0012): 'class' (class_pk's logit) or a concept target (`cortex_cli.targets`;
+    # class_pk is then the concept's first member)
+    target: Mapped[str] = mapped_column(String(400), server_default="class")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -10,6 +10,8 @@ samples, and the concept's one member).
   ON DELETE CASCADE;
 - `classes.prompt`: the verbatim prompt of a prompt concept's class ('' for every other class: it is
   sampled from its name, as before);
+- `edits.target`, `concept_searches.target`: what an edit or a search optimised ('class', as every
+  older row did, or a concept target; a search's class_pk is then the concept's first member);
 - `saliency_runs.target`: what a run explains, part of its key (`uq_saliency_run`): 'class' (each
   image's own class logit, every run before this revision; the server default) or a concept target
   such as 'logsumexp:0,4,7,10' (`cortex_cli.targets`).
@@ -85,6 +87,8 @@ def _rebuildable(conn):
 
 def upgrade() -> None:
     op.add_column("classes", sa.Column("prompt", sa.Text(), nullable=False, server_default=""))
+    for table in ("edits", "concept_searches"):
+        op.add_column(table, sa.Column("target", sa.String(400), nullable=False, server_default="class"))
     op.create_table(
         "concepts",
         sa.Column("id", sa.Integer(), primary_key=True),
@@ -120,6 +124,10 @@ def downgrade() -> None:
     others = conn.execute(sa.text("SELECT COUNT(*) FROM saliency_runs WHERE target <> 'class'")).scalar()
     if others:
         raise RuntimeError(f"{others} saliency run(s) explain a concept target; delete them before downgrading below 0012")
+    for table in ("edits", "concept_searches"):
+        found = conn.execute(sa.text(f"SELECT COUNT(*) FROM {table} WHERE target <> 'class'")).scalar()
+        if found:
+            raise RuntimeError(f"{found} {table} row(s) optimised a concept target; delete them before downgrading below 0012")
     prompts = conn.execute(sa.text("SELECT COUNT(*) FROM classes WHERE prompt <> ''")).scalar()
     if prompts:
         raise RuntimeError(f"{prompts} class(es) are prompt concepts' classes; delete them before downgrading below 0012")
@@ -132,5 +140,6 @@ def downgrade() -> None:
     op.drop_table("concept_members")
     op.drop_table("concepts")
     with _rebuildable(conn):
-        with op.batch_alter_table("classes", naming_convention=NAMING_CONVENTION) as batch:
-            batch.drop_column("prompt")
+        for table, column in (("classes", "prompt"), ("edits", "target"), ("concept_searches", "target")):
+            with op.batch_alter_table(table, naming_convention=NAMING_CONVENTION) as batch:
+                batch.drop_column(column)

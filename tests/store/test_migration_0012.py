@@ -39,6 +39,8 @@ def test_upgrade_of_a_filled_0011_database_keeps_every_row_and_adds_concepts(emp
     assert [(r.id, r.target) for r in old] == [(1, "class")]
     with store.engine.connect() as conn:
         assert set(conn.scalars(text("SELECT prompt FROM classes"))) == {""}
+        for table in ("edits", "concept_searches"):  # what older edits and searches optimised: a class
+            assert set(conn.scalars(text(f"SELECT target FROM {table}"))) == {"class"}, table
         class_pks = list(conn.scalars(text("SELECT id FROM classes WHERE model_id = 1 ORDER BY id")))
     if store.engine.dialect.name == "postgresql":  # fill() gave explicit ids, which leave the id sequences behind
         with store.engine.begin() as conn:
