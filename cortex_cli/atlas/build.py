@@ -2,7 +2,8 @@
 
 Flow: pick the run and its classes -> one page per concept (T*_concept beside the baselines, crops,
 Figure-2 overlays, evaluations, edits, searches) -> one page per token those pages list, plus the
-most cross-class tokens (classes where it is salient vs merely frequent, crops, neighbours) -> the
+most cross-class tokens (classes where it is salient vs merely frequent, crops, neighbours) -> one
+page per named concept (`named.py`: members, T* of its own run, localisation, audits) -> the
 index page (filter box over a JSON manifest, parameters and provenance) -> pictures decoded in
 batches on the device -> `atlas.json`.
 
@@ -37,7 +38,9 @@ from ..environment import writable_dir
 from ..store import atlas as atlas_store
 from ..store import extractors as extractor_store
 from ..store.database import Store
-from .html import CSS, STYLESHEET, render_concept, render_index, render_token
+from ..concepts import ConceptInfo, list_concepts
+from .html import CSS, STYLESHEET, render_concept, render_index, render_named_concept, render_token
+from .named import named_concept_page
 from .pages import (
     ConceptSummary, PageSettings, Site, concept_page, concept_path, summary_of, token_page, token_path,
 )
@@ -71,6 +74,7 @@ class AtlasResult(Result):
     pictures_removed: int = 0
     grids_decoded: int = 0
     seconds: float = 0.0
+    named_concepts: int = 0  # pages of named concepts (`cortex concepts add`)
 
 
 def _hash(*parts: Any) -> str:
@@ -159,6 +163,7 @@ def build_atlas(
     batch_size: int = 32,
     force: bool = False,
     progress: Progress | None = None,
+    named: Sequence[ConceptInfo] | None = None,
 ) -> AtlasResult:
     """Write (or bring up to date) the static token atlas of one saliency run.
 
@@ -175,6 +180,7 @@ def build_atlas(
         batch_size: token grids decoded per batch.
         force: recompute and rewrite every page, ignoring the previous build.
         progress: called as progress(done, total, info) per page.
+        named: the named concepts to give pages (`atlas/named.py`; default: every concept of the model).
 
     Returns:
         AtlasResult: which pages were written, which were already up to date, what was removed.
@@ -286,6 +292,15 @@ def build_atlas(
             emit(page.path, render_token(page, model.grid, f"{crumbs} · token {token}", footer), "", thumbs.seen)
             thumbs.seen = None
 
+    # -- named concepts (always recomputed: a few queries each; written only when their HTML changed) --
+    named_pages = []
+    for concept in list_concepts(store, model) if named is None else named:
+        thumbs.seen = set()
+        page = named_concept_page(site, concept)
+        named_pages.append(page)
+        emit(page.path, render_named_concept(page, have_pages, f"{crumbs} · {concept.name}", footer), "", thumbs.seen)
+        thumbs.seen = None
+
     # -- index, stylesheet -----------------------------------------------------------------------
     thumbs.seen = set()
     swatches = {t: site.tile(t) for t in sorted({t for s in summaries for t in s.top[:6]} | {s.token for s in cross})}
@@ -302,7 +317,7 @@ def build_atlas(
         f"cortex atlas: {model.name}",
         f"{len(summaries)} concepts, {len(wanted)} token pages, {images} indexed {split} images; saliency run {chosen.id} ({chosen.extractor})",
         summaries, [asdict(s) for s in cross], swatches, eval_cards, _provenance(store, model, chosen, settings, summaries, images),
-        search, footer,
+        search, footer, named_pages,
     )
     emit(INDEX, index_html, "", thumbs.seen)
     thumbs.seen = None
@@ -312,7 +327,7 @@ def build_atlas(
     # -- prune what earlier builds left, then record this one -------------------------------------
     removed = []
     for path in sorted(set(previous.get("pages", {})) - set(pages)):
-        if path.startswith(("concepts/", "tokens/")) and path.endswith(".html"):
+        if path.startswith(("concepts/", "tokens/", "named/")) and path.endswith(".html"):
             (root / path).unlink(missing_ok=True)
             removed.append(path)
     referenced = {Path(p).name for entry in pages.values() for p in entry.get("pictures", [])}
@@ -333,7 +348,7 @@ def build_atlas(
     report(progress, 1, 1, "done")
     return AtlasResult(
         model.name, chosen.extractor, chosen.id, split, str(root), str(root / INDEX), len(summaries), len(wanted), written, unchanged,
-        removed, thumbs.written, pictures_removed, thumbs.decoded, round(time.perf_counter() - start, 3),
+        removed, thumbs.written, pictures_removed, thumbs.decoded, round(time.perf_counter() - start, 3), len(named_pages),
     )
 
 

@@ -12,6 +12,7 @@ import json
 from html import escape
 from typing import Any, Iterable
 
+from .named import NamedConceptPage
 from .pages import ConceptPage, ConceptSummary, Crop, TokenPage, token_path
 
 STYLESHEET = "atlas.css"
@@ -216,6 +217,50 @@ def render_concept(page: ConceptPage, crumbs: str, footer: str) -> str:
     return _page(f"{page.name} · cortex atlas", root, crumbs, "\n".join(parts), footer)
 
 
+def _swatch(token: int, swatch: str, root: str, pages: set[int]) -> str:
+    """A token's tile and number, linked to its token page when this atlas has one."""
+    if token in pages:
+        return _token_link(token, swatch, root)
+    return f"<span class=\"tok\"><img src=\"{root}{_e(swatch)}\" alt=\"token {token}\">{token}</span>"
+
+
+def render_named_concept(page: NamedConceptPage, token_pages: set[int], crumbs: str, footer: str) -> str:
+    """A named concept's page: its members, T*_concept beside the frequency baseline, localisation and audits."""
+    root = "../"
+    members = ", ".join(f"{_class_link(name, path, root)} ({cid})" for name, cid, path in page.members)
+    what = (f"prompt concept: <q>{_e(page.prompt)}</q>, sampled as class {page.members[0][1]}" if page.kind == "prompt" and page.members
+            else f"union of {_n(len(page.members), 'class')}: {members}")
+    parts = [f"<h1>{_e(page.name)} <small>named concept</small></h1><p class=\"meta\">{what}</p>"]
+    if page.not_indexed:
+        parts.append(f"<p class=\"muted\">{_e(page.not_indexed)}</p>")
+    else:
+        def table(rows: list, kind: str) -> str:
+            body = "".join(f"<tr{BOTH if r.in_baseline else ''}><td class=\"num\">{r.rank}</td><td>{_swatch(r.token, r.swatch, root, token_pages)}"
+                           f"</td><td class=\"num\">{r.count}</td><td class=\"num\">{r.n_images}</td></tr>" for r in rows)
+            return (f"<table class=\"{kind}\"><thead><tr><th class=\"num\">#</th><th>token</th><th class=\"num\">count</th>"
+                    f"<th class=\"num\">images</th></tr></thead><tbody>{body}</tbody></table>")
+        parts.append(
+            f"<p class=\"muted\">{page.images} indexed images of the members (seeds {_e(page.seeds)}), saliency run {page.run_id}, "
+            f"target <code>{_e(page.target)}</code>. Overlap with the frequency baseline: <b>{page.overlap} of {len(page.salient)}</b>, "
+            "highlighted.</p>"
+            f"<div class=\"columns\"><div><h2>Salient tokens T*<sub>concept</sub></h2>{table(page.salient, 'salient')}</div>"
+            f"<aside><h2>Frequency baseline</h2>{table(page.baseline, 'baseline')}</aside></div>")
+    if page.localization:
+        parts.append("<h2>Localisation</h2>" + "".join(f"<p>{_e(line)}</p>" for line in page.localization))
+    if page.audits:
+        cards = []
+        for a in page.audits:
+            groups = "; ".join(f"{_e(g.get('name'))}: share {_num(g.get('share'), 3)} (95% CI {_e(g.get('share_ci'))}), "
+                               f"{_n(len(g.get('tokens') or []), 'token')}" for g in a.groups)
+            plot = (f"<p><a href=\"{root}{_e(a.plot)}\"><img class=\"plot\" src=\"{root}{_e(a.plot)}\" alt=\"audit plot\"></a></p>"
+                    if a.plot else "")
+            cards.append(f"<div class=\"card\"><b>audit #{a.evaluation_id}</b> <span class=\"muted\">{_e(a.created_at)}</span>"
+                         f"<p>neutral {_e(a.neutral)}, {a.images} images; {groups}</p><p>Cliff's delta {_num(a.cliff_delta, 3)} "
+                         f"(95% CI {_e(a.cliff_delta_ci)})</p>{plot}</div>")
+        parts.append(f"<h2>Audits (<code>cortex audit</code>)</h2><div class=\"cards\">{''.join(cards)}</div>")
+    return _page(f"{page.name} · cortex atlas", root, crumbs, "\n".join(parts), footer)
+
+
 def _uses(rows, root: str, salient_view: bool) -> str:
     if not rows:
         return "<p class=\"muted\">none</p>"
@@ -259,9 +304,14 @@ def render_token(page: TokenPage, model_grid: int, crumbs: str, footer: str) -> 
 def render_index(
     title: str, summary: str, concepts: list[ConceptSummary], cross: list[dict[str, Any]], swatches: dict[int, str],
     evaluations: list[dict[str, Any]], provenance: list[tuple[str, str]], search: dict[str, Any], footer: str,
+    named: list[NamedConceptPage] | None = None,
 ) -> str:
-    """The index page: filter box, every concept, the most cross-class tokens, evaluations, parameters and provenance."""
+    """The index page: filter box, every concept, named concepts, the most cross-class tokens, evaluations, provenance."""
     root = ""
+    named_rows = "".join(
+        f"<tr><td><a href=\"{_e(n.path)}\">{_e(n.name)}</a></td><td>{_e(', '.join(m[0] for m in n.members))}</td>"
+        f"<td class=\"num\">{n.images or ''}</td><td>{_e(' '.join(str(t.token) for t in n.salient[:6])) or 'not indexed'}</td></tr>"
+        for n in named or [])
     rows = "".join(
         f"<tr><td><a href=\"{_e(c.path)}\">{_e(c.name)}</a></td><td class=\"num\">{c.class_id}</td><td class=\"num\">{c.images}</td>"
         f"<td><span class=\"chips\">{''.join(_token_link(t, swatches[t], root) for t in c.top[:6])}</span></td>"
@@ -283,7 +333,9 @@ def render_index(
         f"<h2>Concepts ({len(concepts)})</h2><table class=\"concepts\"><thead><tr><th>concept</th><th class=\"num\">class</th>"
         "<th class=\"num\">images</th><th>top salient tokens</th><th class=\"num\" title=\"T*_concept tokens also in the (first) baseline's top-k\">"
         f"overlap</th></tr></thead><tbody>{rows}</tbody></table>"
-        f"<h2>Most cross-class tokens</h2><p class=\"muted\">Tokens salient in the most classes of this atlas.</p>"
+        + (f"<h2>Named concepts ({len(named)})</h2><table class=\"named\"><thead><tr><th>concept</th><th>members</th>"
+           f"<th class=\"num\">images</th><th>top salient tokens</th></tr></thead><tbody>{named_rows}</tbody></table>" if named else "")
+        + f"<h2>Most cross-class tokens</h2><p class=\"muted\">Tokens salient in the most classes of this atlas.</p>"
         f"<div class=\"grid-tokens\">{tokens}</div>"
         + (f"<h2>Evaluations</h2><div class=\"cards\">{evals}</div>" if evals else "")
         + f"<h2>Run parameters and provenance</h2><dl class=\"prov\">{prov}</dl>"
@@ -292,4 +344,4 @@ def render_index(
     return _page(title, root, "", body, footer, script)
 
 
-__all__ = ["CSS", "STYLESHEET", "render_concept", "render_index", "render_token"]
+__all__ = ["CSS", "STYLESHEET", "render_concept", "render_index", "render_named_concept", "render_token"]

@@ -59,7 +59,8 @@ def atlas_cmd(
         print_json(result)
         return
     console.print(
-        f"{result.model} / run {result.run_id} ({result.extractor}): {result.concepts} concept pages, {result.tokens} token pages; "
+        f"{result.model} / run {result.run_id} ({result.extractor}): {result.concepts} concept pages, "
+        + (f"{result.named_concepts} named concept pages, " if result.named_concepts else "") + f"{result.tokens} token pages; "
         f"wrote {len(result.written)} files, {result.unchanged} pages unchanged"
         + (f", removed {len(result.removed)}" if result.removed else "")
         + f"; {result.pictures_written} pictures from {result.grids_decoded} decoded grids ({result.seconds:.1f} s)",

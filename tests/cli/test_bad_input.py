@@ -14,11 +14,12 @@ CONCEPT = "red-capped bird"
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory):
-    """A mini home with 2 indexed images of CONCEPT, one cortex PNG and a file that is not an image."""
+    """A mini home with 2 indexed images of CONCEPT, one cortex PNG, a file that is not an image, and a concept 'warm'."""
     path = tmp_path_factory.mktemp("bad-input")
     env = {"CORTEX_HOME": str(path)}
     for args in (["generate", "--class", CONCEPT, "-n", "2", "--out", str(path / "pngs"), "-q"],
-                 ["index", "--class", CONCEPT, "-n", "2", "--samples", "2", "-q"]):
+                 ["index", "--class", CONCEPT, "-n", "2", "--samples", "2", "-q"],
+                 ["concepts", "add", "warm", "--classes", f"{CONCEPT},sun"]):
         assert runner.invoke(app, args, env=env).exit_code == 0
     (path / "notes.txt").write_text("not a picture\n")
     (path / "a-file").write_text("")
@@ -84,6 +85,16 @@ BAD = [
     (["optimize", "--class", CONCEPT, "--restarts", "0"], "restarts"),
     (["optimize", "--class", CONCEPT, "--init", "{home}/missing.png"], "missing.png"),
     (["optimize", "--class", CONCEPT, "--region", "0:0,0:0"], "region"),
+    # named concepts
+    (["concepts", "add", "house", "--classes", "sun"], "'house' is already a class of model 'mini'"),
+    (["concepts", "add", "warm", "--classes", "sun"], "a concept named 'warm' already exists"),
+    (["concepts", "add", "x", "--classes", ""], "needs at least one member class"),
+    (["concepts", "add", "x", "--classes", "sun,no such bird"], "unknown class 'no such bird'"),
+    (["concepts", "add", "x", "--prompt", "a sun"], "class-conditional"),
+    (["concepts", "add", "x"], "give the concept's classes"),
+    (["concepts", "remove", "cold"], "has no concept 'cold'"),
+    (["index", "--class", "warm", "-n", "2", "--score", "max"], "--score must be one of"),
+    (["top-tokens", "warm"], "concept 'warm' is not indexed yet"),
     # atlas, evaluations, models, extractors, report
     (["atlas", "--out", "{home}/site", "--baseline", "freq"], "--baseline must be among"),
     (["atlas", "--out", "{home}/a-file"], "a-file"),

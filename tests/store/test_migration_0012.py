@@ -78,25 +78,3 @@ def test_upgrade_of_a_filled_0011_database_keeps_every_row_and_adds_concepts(emp
     assert contents(store.engine, columns=legacy_columns) == rows
     store.close()
 
-
-def test_a_concept_goes_with_its_model_and_a_member_with_its_class(store):
-    from cortex_cli.store.schema import ClassRow, ModelRow
-    from sqlalchemy import delete
-
-    with store.session() as s, s.begin():
-        model = ModelRow(name="m", config_path="c", ckpt_path="k", config_hash="0" * 64, n_embed=4, embed_dim=2, grid=2,
-                         image_size=8, labels="")
-        s.add(model)
-        s.flush()
-        classes = [ClassRow(model_id=model.id, class_id=i, name=f"c{i}", synonyms="") for i in range(3)]
-        s.add_all(classes)
-        s.flush()
-        model_id, pks = model.id, [c.id for c in classes]
-    both = concept_store.insert_concept(store, model_id, "both", "classes", pks[:2])
-    with store.session() as s, s.begin():
-        s.execute(delete(ClassRow).where(ClassRow.id == pks[0]))
-    assert concept_store.model_concepts(store, model_id)[0].member_pks == (pks[1],)
-    with store.session() as s, s.begin():
-        s.execute(delete(ModelRow).where(ModelRow.id == model_id))
-    assert concept_store.model_concepts(store, model_id) == []
-    assert both.pk > 0
