@@ -10,6 +10,10 @@ masked positions, aggregated over all classes.
 A fairer column the paper lacks: the baseline cut to CORTEX's n. For each test image, the baseline
 masks only as many positions as CORTEX (of that extractor) masked on it, taking the positions whose
 tokens rank highest in the baseline's frequency list (ties in raster order).
+
+`fill` masks the patches in pixels ('black', the paper's; 'mean'; 'blur') or in token space ('tokens':
+each masked position refilled from its unmasked neighbours' tokens, `masking.fill_tokens`, and the
+grid decoded by the model's VQGAN), so the judged image is one the decoder can produce.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from ..model_registry import ModelInfo
 from ..attribution import SaliencySettings
 from ..store.database import Store
 from . import common, plots
-from .masking import FILLS, mask_patches
+from .masking import FILLS, background_token, mask_images
 from .metrics import MaskingEffect, masking_effect
 
 PAPER_K = 100  # the paper's k for ImageNet's 16384-token codebook
@@ -59,7 +63,7 @@ class ConceptLevelSettings:
     top_n: int = 20  # per-image top-n of the index (the paper's n)
     train_images: int = 20  # indexed training images per class
     images_per_class: int = 4  # masked test images per class
-    fill: str = "black"
+    fill: str = "black"  # 'black' (the paper's), 'mean' or 'blur' patches, or 'tokens' (refilled grid, decoded)
     seed: int = 0  # saliency noise of the index
     first_seed: int = 0  # test images: seeds first_seed .. first_seed+images_per_class-1 (the index: training seeds 0..train_images-1)
     samples: int = 20  # SmoothGrad N of the index
@@ -180,8 +184,12 @@ def run_concept_level(
             cut_positions(t, baseline[int(c)], len(n)) for t, c, n in zip(tokens, labels, selections[info.name])
         ]
     table: dict[str, dict[str, MaskingEffect]] = {j.name: {} for j in judge_list}
+    fallback = background_token(tokens) if settings.fill == "tokens" else None
     for method, positions in selections.items():
-        after = judge_probabilities(judge_list, mask_patches(images, positions, model.grid, settings.fill))
+        run.report(0, 1, f"masking {method}")
+        masked = mask_images(images, positions, model.grid, settings.fill, tokens=tokens, decode=lambda t: common.decode(vqgm, t),
+                             fallback=fallback)
+        after = judge_probabilities(judge_list, masked)
         for j in judge_list:
             table[j.name][method] = masking_effect(before[j.name], after[j.name], labels, [len(p) for p in positions])
     result = ConceptLevelResult(
@@ -196,6 +204,6 @@ def run_concept_level(
             "ΔP (probability change)": {m: [table[j][m].delta_p for j in table] for m in selections},
         },
         run.out / "concept_level.png", ylabel="after masking - before",
-        title=f"{model.name}: concept-level masking (k={k}, {len(ids)} test images)",
+        title=f"{model.name}: concept-level masking (k={k}, {settings.fill} fill, {len(ids)} test images)",
     )
     return common.finish(run, "concept-level", result, plot, asdict(settings) | {"k": k, "extractors": extractors})

@@ -1,19 +1,40 @@
-"""Masking the pixel patches under token positions (the paper's image- and concept-level tests).
+"""Masking token positions (the paper's image- and concept-level tests): in pixels, or in token space.
 
 A token at grid position (r, c) of an m x m grid covers the (H/m) x (W/m) pixel patch whose top-left
 corner is (r*H/m, c*W/m): the VQGAN's receptive field is wider, but this is the patch the authors
 blacked out. Positions are flat raster indices `r * m + c`.
+
+Fills: 'black' (the paper's), 'mean' and 'blur' replace the patches' pixels, so the judges see
+images the generator never makes. 'tokens' masks in token space instead and decodes the whole grid
+with the model's VQGAN, so the judged image is one the decoder can produce. Its rule
+(`fill_tokens`), deterministic and order-free:
+
+- a position is *known* when it is unmasked or was filled in an earlier round;
+- each round, every masked position with at least one known 8-neighbour takes the most frequent
+  token among its known 8-neighbours (ties: the smaller token id); positions filled in the same
+  round do not see each other (a synchronous update), so the grid fills from the masks' borders
+  inward, and a position with no known neighbour waits a round;
+- a grid with every position masked has nothing to spread: it takes one `fallback` token everywhere
+  (the evaluations pass `background_token` of their test grids: the most frequent token pooled over
+  all evaluated images and classes, ties the smaller id, the same for every selection).
+
+Unmasked positions keep their token; an image with no masked position is returned untouched (not
+re-decoded).
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
 from ..errors import CortexError
 
-FILLS = ("black", "mean", "blur")
+PIXEL_FILLS = ("black", "mean", "blur")
+TOKEN_FILL = "tokens"
+FILLS = (*PIXEL_FILLS, TOKEN_FILL)
+# the 8-neighbourhood of a position as (row, column) offsets
+NEIGHBOURS = tuple((dr, dc) for dr in (-1, 0, 1) for dc in (-1, 0, 1) if (dr, dc) != (0, 0))
 
 
 def _check_grid(grid: int, height: int, width: int) -> tuple[int, int]:
@@ -83,8 +104,9 @@ def mask_patches(
     Returns:
         (B, 3, H, W): untouched outside the patches.
     """
-    if fill not in FILLS:
-        raise CortexError(f"unknown fill {fill!r}; choose from {', '.join(FILLS)}")
+    if fill not in PIXEL_FILLS:
+        hint = " (the token fill needs the grids: use mask_images)" if fill == TOKEN_FILL else ""
+        raise CortexError(f"unknown pixel fill {fill!r}; choose from {', '.join(PIXEL_FILLS)}{hint}")
     if images.ndim != 4:
         raise CortexError(f"images must be (B, 3, H, W); got shape {tuple(images.shape)}")
     if len(positions) != images.shape[0]:
@@ -99,3 +121,101 @@ def mask_patches(
     else:
         replacement = _blurred(images, ph)
     return torch.where(masks, replacement, images)
+
+
+def background_token(tokens: torch.Tensor) -> int:
+    """The most frequent token over all given grids (ties: the smaller id): `fill_tokens`' fallback."""
+    flat = torch.as_tensor(tokens).reshape(-1).long().cpu()
+    if flat.numel() == 0:
+        raise CortexError("no token grids to take a background token from")
+    return int(torch.bincount(flat).argmax())  # argmax returns the first (smallest) id among ties
+
+
+def _shifted(values: torch.Tensor, dr: int, dc: int, pad) -> torch.Tensor:
+    """values[:, r + dr, c + dc] at (r, c), `pad` where that lies outside the grid."""
+    m = values.shape[-1]
+    out = torch.full_like(values, pad)
+    rs, rd = slice(max(dr, 0), m + min(dr, 0)), slice(max(-dr, 0), m + min(-dr, 0))
+    cs, cd = slice(max(dc, 0), m + min(dc, 0)), slice(max(-dc, 0), m + min(-dc, 0))
+    out[:, rd, cd] = values[:, rs, cs]
+    return out
+
+
+def fill_tokens(tokens: torch.Tensor, positions: Sequence[Sequence[int] | torch.Tensor], fallback: int | None = None) -> torch.Tensor:
+    """Token grids with each image's masked positions refilled by the module's neighbour rule.
+
+    Args:
+        tokens: (B, m, m) token ids.
+        positions: one sequence of flat masked positions per grid (may be empty).
+        fallback: the token of a grid whose every position is masked (required only then).
+
+    Returns:
+        (B, m, m) long, on the grids' device: equal to `tokens` at unmasked positions.
+    """
+    tokens = torch.as_tensor(tokens)
+    if tokens.ndim != 3 or tokens.shape[1] != tokens.shape[2]:
+        raise CortexError(f"token grids must be (B, m, m); got shape {tuple(tokens.shape)}")
+    if len(positions) != tokens.shape[0]:
+        raise CortexError(f"{len(positions)} position lists for {tokens.shape[0]} token grids")
+    grid = tokens.shape[-1]
+    values = tokens.long().cpu().clone()
+    masked = torch.stack([token_mask(p, grid) for p in positions]) if len(positions) else torch.zeros(0, grid, grid, dtype=torch.bool)
+    full = masked.flatten(1).all(1)
+    if full.any():
+        if fallback is None:
+            raise CortexError("every position of a token grid is masked and no fallback token was given")
+        values[full] = int(fallback)
+        masked[full] = False
+    known = ~masked
+    while masked.any():
+        neighbour = torch.stack([_shifted(values, dr, dc, -1) for dr, dc in NEIGHBOURS])  # (8, B, m, m)
+        valid = torch.stack([_shifted(known, dr, dc, False) for dr, dc in NEIGHBOURS])
+        # votes[j] = how many known neighbours hold neighbour j's token (j itself known)
+        votes = ((neighbour[:, None] == neighbour[None]) & valid[:, None] & valid[None]).sum(0)
+        # most votes first, then the smaller token id; unknown neighbours never win
+        score = torch.where(valid, votes * (values.max() + 2) - neighbour, torch.full_like(votes, -1))
+        best = neighbour.gather(0, score.argmax(0, keepdim=True))[0]
+        ready = masked & valid.any(0)
+        values = torch.where(ready, best, values)
+        masked &= ~ready
+        known |= ready
+    return values.to(tokens.device)
+
+
+def mask_images(
+    images: torch.Tensor,
+    positions: Sequence[Sequence[int] | torch.Tensor],
+    grid: int,
+    fill: str = "black",
+    *,
+    tokens: torch.Tensor | None = None,
+    decode: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    fallback: int | None = None,
+) -> torch.Tensor:
+    """Copies of `images` with each image's token positions masked by `fill`: in pixels, or in token space.
+
+    Args:
+        images: (B, 3, H, W) in [-1, 1], the decoded `tokens` when `fill` is 'tokens'.
+        positions: one sequence of flat token positions per image (may be empty).
+        grid: m, the token grid side.
+        fill: one of `FILLS`; 'tokens' refills the grids (`fill_tokens`) and decodes them.
+        tokens: (B, m, m) the images' token grids (the token fill only).
+        decode: token grids -> images in [-1, 1], the model's VQGAN (the token fill only).
+        fallback: the token of a grid whose every position is masked (the token fill only).
+
+    Returns:
+        (B, 3, H, W); an image with no masked position is returned untouched.
+    """
+    if fill != TOKEN_FILL:
+        return mask_patches(images, positions, grid, fill)
+    if tokens is None or decode is None:
+        raise CortexError("the token fill needs the images' token grids and the model's decoder")
+    if len(positions) != images.shape[0] or tokens.shape[0] != images.shape[0]:
+        raise CortexError(f"{len(positions)} position lists and {tokens.shape[0]} token grids for {images.shape[0]} images")
+    changed = torch.tensor([len(_as_positions(p, grid)) > 0 for p in positions])
+    out = images.clone()
+    if changed.any():
+        idx = changed.nonzero().flatten()
+        filled = fill_tokens(tokens[idx], [positions[int(i)] for i in idx], fallback)
+        out[idx.to(images.device)] = decode(filled).to(images.device, images.dtype)
+    return out

@@ -97,6 +97,26 @@ def edit_effect(
     return EditEffect(acc_orig, p_orig, p_targ, p_orig2, p_targ2, p_orig2 - p_orig, p_targ2 - p_targ, acc_targ2)
 
 
+def curve_auc(fractions: Sequence[float], values: Sequence | torch.Tensor) -> torch.Tensor:
+    """Area under curves by the trapezoid rule over x = `fractions`, divided by the x range: the curves' mean height.
+
+    With x running over the whole range 0..1 (every position) this is RISE's AUC (Petsiuk et al. 2018);
+    over a part of it (the paper's n = 0..50 of 256) it stays in the units of the curve (a probability).
+
+    Args:
+        fractions: (n,) increasing x values, e.g. masked positions / m^2, at least two.
+        values: (..., n) curve heights at those x.
+
+    Returns:
+        float64 tensor of shape `values.shape[:-1]` (a 0-d tensor for one curve).
+    """
+    x = torch.as_tensor(fractions, dtype=torch.float64).reshape(-1)
+    y = torch.as_tensor(values, dtype=torch.float64)
+    if x.numel() < 2 or y.shape[-1] != x.numel() or not bool((x[1:] > x[:-1]).all()):
+        raise ValueError(f"need >= 2 increasing x values and one y per x; got x {x.tolist()} and y of shape {tuple(y.shape)}")
+    return torch.trapezoid(y, x, dim=-1) / (x[-1] - x[0])
+
+
 def ranked_positions(scores: torch.Tensor) -> torch.Tensor:
     """Flat positions of an (m, m) score map, highest first (ties: lower position first)."""
     flat = scores.reshape(-1).float()

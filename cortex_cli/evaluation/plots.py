@@ -46,23 +46,7 @@ def line_panels(
     Returns:
         The written path.
     """
-    plt = _pyplot()
-    n = max(1, len(panels))
-    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.6), squeeze=False, sharey=True)
-    for ax, (name, lines) in zip(axes[0], panels.items()):
-        for label, ys in lines.items():
-            ax.plot(list(x), list(ys), marker="o", markersize=3, label=label, **_style(label))
-        ax.set_title(name)
-        ax.set_xlabel(xlabel)
-        ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel(ylabel)
-    axes[0][-1].legend(fontsize=8)
-    fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return line_grid(x, {"": panels}, path, xlabel=xlabel, ylabel=ylabel, title=title)
 
 
 def bar_panels(
@@ -98,6 +82,47 @@ def bar_panels(
         ax.set_title(name)
         ax.grid(alpha=0.3, axis="y")
     axes[0][0].set_ylabel(ylabel)
+    axes[0][-1].legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def line_grid(
+    x: Sequence[float],
+    rows: Mapping[str, Mapping[str, Mapping[str, Sequence[float]]]],
+    path: str | Path,
+    *,
+    xlabel: str,
+    ylabel: str,
+    title: str,
+) -> Path:
+    """A grid of line plots: one row per row title (e.g. deletion, insertion), one column per panel (e.g. judge).
+
+    Args:
+        x: shared x values.
+        rows: row title -> panel title -> line label -> y values (same length as x).
+        path: the PNG file to write.
+        xlabel, ylabel, title: axis labels and the figure title.
+
+    Returns:
+        The written path.
+    """
+    plt = _pyplot()
+    n_rows = max(1, len(rows))
+    n_cols = max([1] + [len(panels) for panels in rows.values()])
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(4.2 * n_cols, 3.3 * n_rows), squeeze=False, sharey=True)
+    for r, (row, panels) in enumerate(rows.items()):
+        for ax, (name, lines) in zip(axes[r], panels.items()):
+            for label, ys in lines.items():
+                ax.plot(list(x), list(ys), marker="o", markersize=3, label=label, **_style(label))
+            ax.set_title(f"{name}: {row}" if row else name, fontsize=9 if row else None)
+            ax.set_xlabel(xlabel)
+            ax.grid(alpha=0.3)
+        axes[r][0].set_ylabel(ylabel)
     axes[0][-1].legend(fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()

@@ -35,7 +35,7 @@ from .stability import StabilitySettings, run_stability
 RUNNERS = {
     "localization": run_localization, "image-level": run_image_level, "concept-level": run_concept_level,
     "edit": run_edit_eval, "stability": run_stability,
-}
+}  # `cortex eval sanity` is not among them yet: its label-permuted training is minutes of CPU, and it is not yet byte-reproducible
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ def _presets(quick: bool) -> dict[str, Any]:
     two = ("red-capped bird", "blue-capped bird")
     return {
         "localization": LocalizationSettings(images_per_class=1, ns=(1, 5), random_draws=2, samples=2, train_images=2, classes=two),
-        "image-level": ImageLevelSettings(images_per_class=1, ns=(5, 20), random_draws=1, samples=2, classes=two),
+        "image-level": ImageLevelSettings(images_per_class=1, ns=(5, 20), random_draws=1, samples=2, classes=two, train_images=2),
         "concept-level": ConceptLevelSettings(k=4, train_images=2, images_per_class=1, samples=2, classes=two),
         # one part pair, one source per direction, a few steps
         "edit": EditEvalSettings(images_per_direction=1, steps=4, regions=("all",), opt_seeds=1, bootstrap=50),

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from cortex_cli.errors import CortexError
-from cortex_cli.evaluation.masking import mask_patches, patch_mask
+from cortex_cli.evaluation.masking import background_token, fill_tokens, mask_images, mask_patches, patch_mask
 from cortex_cli.evaluation.metrics import masking_effect
 from cortex_cli.judges import Judge
 
@@ -48,6 +48,8 @@ def test_mask_patches_rejects_bad_input():
         mask_patches(images, [[16]], 4)
     with pytest.raises(CortexError, match="grid"):
         mask_patches(images, [[0]], 5)
+    with pytest.raises(CortexError, match="mask_images"):  # the token fill needs grids and a decoder
+        mask_patches(images, [[0]], 4, fill="tokens")
 
 
 class _LeftHalfClassifier(torch.nn.Module):
@@ -72,3 +74,71 @@ def test_judge_that_ignores_the_masked_region_shows_no_drop():
     assert effect.delta_p == 0.0 and effect.delta_acc == 0.0
     assert effect.mean_n == 8
     assert masking_effect(before, hit, labels, [8] * 4).delta_p < -0.05
+
+
+def test_token_fill_takes_the_most_frequent_known_neighbour_ties_to_the_smaller_id():
+    grid = torch.tensor([[[5, 5, 5, 5],
+                          [5, 0, 0, 7],
+                          [6, 0, 0, 7],
+                          [6, 6, 7, 7]]])
+    # every masked position has a known neighbour: one synchronous round, each from its unmasked 8-neighbours only
+    # (1,1): 5,5,5,5,6 -> 5; (1,2): 5,5,5,7,7 -> 5; (2,1): 5,6,6,6,7 -> 6; (2,2): 7,7,6,7,7 -> 7
+    out = fill_tokens(grid, [[5, 6, 9, 10]])
+    assert out.tolist() == [[[5, 5, 5, 5], [5, 5, 5, 7], [6, 6, 7, 7], [6, 6, 7, 7]]]
+    # a tie (two 2s, two 9s around the centre's known neighbours) goes to the smaller id
+    tie = torch.tensor([[[9, 2, 9], [2, 0, 4], [4, 4, 4]]])
+    assert fill_tokens(tie, [[4, 6, 7, 8]])[0, 1, 1].item() == 2  # known: 9, 2, 9, 2, 4 -> tie 2 vs 9
+    assert fill_tokens(tie, [[4]])[0, 1, 1].item() == 4  # known: 9,2,9,2,4,4,4,4 -> 4
+
+
+def test_token_fill_goes_from_the_border_inward_and_is_deterministic():
+    gen = torch.Generator().manual_seed(3)
+    grids = torch.randint(0, 6, (3, 5, 5), generator=gen)
+    block = [r * 5 + c for r in range(1, 4) for c in range(1, 4)]  # the centre has no unmasked neighbour: it waits a round
+    positions = [block, [], [0, 1, 5, 24]]
+    out = fill_tokens(grids, positions)
+    for g, pos in zip(range(3), positions):
+        kept = ~torch.isin(torch.arange(25), torch.tensor(pos, dtype=torch.long)).reshape(5, 5)
+        assert torch.equal(out[g][kept], grids[g][kept])  # unmasked positions untouched
+    assert torch.equal(out[1], grids[1])
+    # round 1 fills the ring from the border; the centre then takes the ring's most frequent token (ties: smaller)
+    ring = [out[0, r, c].item() for r in range(1, 4) for c in range(1, 4) if (r, c) != (2, 2)]
+    counts = torch.bincount(torch.tensor(ring), minlength=6)
+    assert out[0, 2, 2].item() == int(counts.argmax())
+    for r, c in [(1, 1), (1, 3), (3, 1), (3, 3), (1, 2)]:  # each ring position from its unmasked neighbours only
+        known = [grids[0, r + dr, c + dc].item() for dr in (-1, 0, 1) for dc in (-1, 0, 1)
+                 if (dr, dc) != (0, 0) and not (1 <= r + dr <= 3 and 1 <= c + dc <= 3)]
+        votes = torch.bincount(torch.tensor(known), minlength=6)
+        assert out[0, r, c].item() == int(votes.argmax())
+    # deterministic, whatever the order of the positions
+    again = fill_tokens(grids, [list(reversed(block)), [], [24, 5, 1, 0]])
+    assert torch.equal(out, again) and torch.equal(out, fill_tokens(grids, positions))
+
+
+def test_token_fill_of_a_fully_masked_grid_takes_the_fallback():
+    grids = torch.tensor([[[1, 2], [2, 3]], [[3, 3], [1, 2]]])
+    assert background_token(grids) == 2  # 2 and 3 occur three times each: the smaller id
+    out = fill_tokens(grids, [[0, 1, 2, 3], [0]], fallback=7)
+    assert out[0].tolist() == [[7, 7], [7, 7]] and out[1].tolist() == [[1, 3], [1, 2]]  # 3, 1, 2 once each: the smallest
+    with pytest.raises(CortexError, match="fallback"):
+        fill_tokens(grids, [[0, 1, 2, 3], []])
+    with pytest.raises(CortexError, match="2 token grids"):
+        fill_tokens(grids, [[0]])
+
+
+def test_mask_images_with_tokens_decodes_the_filled_grids_and_leaves_unmasked_images_alone():
+    def decode(tokens):  # a stand-in decoder: a token grid of side 4 -> a 4x4 image of its ids
+        decode.calls.append(tokens.shape[0])
+        return (tokens.float() / 10)[:, None].expand(-1, 3, -1, -1)
+
+    decode.calls = []
+    tokens = torch.tensor([[[1, 1, 2, 2]] * 4, [[3, 3, 3, 3]] * 4])
+    images = torch.rand(2, 3, 4, 4)  # not the decoded grids: shows which images were re-decoded
+    out = mask_images(images, [[5], []], 4, "tokens", tokens=tokens, decode=decode, fallback=0)
+    assert decode.calls == [1]  # only the image with a masked position is decoded
+    assert torch.equal(out[1], images[1])
+    assert torch.allclose(out[0], decode(fill_tokens(tokens[:1], [[5]]))[0])
+    # pixel fills are mask_patches
+    assert torch.equal(mask_images(images, [[5], []], 4, "mean"), mask_patches(images, [[5], []], 4, "mean"))
+    with pytest.raises(CortexError, match="decoder"):
+        mask_images(images, [[5], []], 4, "tokens")

@@ -9,8 +9,10 @@ import torch
 
 from cortex_cli.evaluation.metrics import (
     accuracy_and_probability,
+    curve_auc,
     edit_effect,
     masking_effect,
+    paired_bootstrap_ci,
     patches_inside,
     pointing_game,
     precision_at_n,
@@ -76,3 +78,26 @@ def test_top_n_overlap():
     assert top_n_overlap(a, a, 3) == 1.0
     assert top_n_overlap(a, b, 3) == pytest.approx(2 / 3)
     assert top_n_overlap(a, -a, 3) == 0.0
+
+
+def test_curve_auc_is_the_mean_height_over_the_covered_range():
+    assert curve_auc([0, 0.5, 1], [0.2, 0.2, 0.2]).item() == pytest.approx(0.2)
+    assert curve_auc([0, 1], [0.0, 1.0]).item() == pytest.approx(0.5)  # RISE's full range: the plain area
+    # a part of the range: trapezoid area (0.05 + 0) over x in [0, 0.2], divided by 0.2
+    assert curve_auc([0, 0.1, 0.2], [1.0, 0.0, 0.0]).item() == pytest.approx(0.25)
+    rows = curve_auc([0, 0.1, 0.3], torch.tensor([[1.0, 1.0, 1.0], [0.0, 0.0, 0.6]]))
+    assert rows.shape == (2,) and rows.tolist() == pytest.approx([1.0, 0.6 * 0.2 / 2 / 0.3])
+    with pytest.raises(ValueError):
+        curve_auc([0, 0.2, 0.1], [1, 1, 1])
+    with pytest.raises(ValueError):
+        curve_auc([0], [1])
+
+
+def test_paired_bootstrap_on_known_inputs():
+    a = torch.tensor([0.5, 0.7, 0.6, 0.9])
+    shifted = paired_bootstrap_ci(a + 0.3, a, seed=11, resamples=500)
+    assert shifted.mean == pytest.approx(0.3) and shifted.low == pytest.approx(0.3) and shifted.high == pytest.approx(0.3)
+    noisy = paired_bootstrap_ci(a, torch.tensor([0.4, 0.8, 0.3, 0.5]), seed=11, resamples=500)
+    assert noisy.mean == pytest.approx(0.175) and noisy.low <= noisy.mean <= noisy.high
+    assert noisy == paired_bootstrap_ci(a, torch.tensor([0.4, 0.8, 0.3, 0.5]), seed=11, resamples=500)  # a seed, the same interval
+    assert -0.1 - 1e-9 <= noisy.low and noisy.high <= 0.4 + 1e-9  # inside the range of the per-unit differences

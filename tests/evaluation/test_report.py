@@ -64,7 +64,7 @@ def test_report_gathers_the_latest_of_each_kind(store, tiny_model, tmp_path):
     assert latest_evaluations(store, tiny_model)["image-level"].result["fill"] == "black"
     out = tmp_path / "reports" / "report.md"
     report = write_report(store, tiny_model, out)
-    assert report.kinds == ["image-level", "concept-level", "edit", "localization", "stability"] and report.missing == []
+    assert report.kinds == ["image-level", "concept-level", "edit", "localization", "stability"] and report.missing == ["sanity"]
     text = out.read_text()
     assert "![image-level](image_level.png)" in text  # relative to the report
     assert "black fill" in text and "mean fill" not in text  # the latest row wins

@@ -47,7 +47,7 @@ def test_results_do_not_depend_on_database_history(tmp_path, tiny_model_files):
     for name, prefill in (("fresh", False), ("used", True)):
         store, model, names = _home(tmp_path, tiny_model_files, name, prefill)
         out = tmp_path / f"out-{name}"
-        il = run_image_level(store, model, settings=ImageLevelSettings(images_per_class=2, ns=(5, 40), random_draws=2, classes=names, samples=2),
+        il = run_image_level(store, model, settings=ImageLevelSettings(images_per_class=2, ns=(5, 40), random_draws=2, classes=names, samples=2, train_images=3),
                              out_dir=out, judges=[toy_judge()])
         # the used store indexed 3 training images per class; the evaluation asks for 2 and must count 2
         cl = run_concept_level(store, model, settings=ConceptLevelSettings(k=5, top_n=4, train_images=2, images_per_class=2, classes=names, samples=2),
@@ -92,7 +92,7 @@ def test_masking_salient_tokens_beats_random_and_a_reversed_ranking_fails(store,
     monkeypatch.setattr("cortex_cli.extractors.registry.load_extractor",
                         lambda info, device="cpu": LeftHalfExtractor(tiny_model.embed_dim, tiny_model.n_classes).eval())
     judge = Judge("left", LeftHalfJudge().eval(), lambda x: x)
-    settings = ImageLevelSettings(images_per_class=3, ns=(20,), random_draws=4, classes=tuple(c.name for c in every[:2]), samples=2)
+    settings = ImageLevelSettings(images_per_class=3, ns=(20,), random_draws=4, classes=tuple(c.name for c in every[:2]), samples=2, train_images=3)
 
     def effects(out: str) -> tuple[float, float]:
         curves = run_image_level(store, tiny_model, settings=settings, out_dir=tmp_path / out, judges=[judge]).probability["left"]
