@@ -23,6 +23,7 @@ from PIL import Image
 from cortex_cli import Workspace
 
 CONCEPT, TARGET, REGION = "red-capped bird", "blue-capped bird", "4:8,4:8"
+RED = ("red", "red-capped bird,red mushroom,red sailboat,house")  # a named concept: a union of classes
 
 
 def run(device: str, home: Path, images: int, steps: int) -> dict:
@@ -42,12 +43,18 @@ def run(device: str, home: Path, images: int, steps: int) -> dict:
         png = Path(generated.png_paths[0])
         explained = timed("explain_pil", lambda: ws.explain(Image.open(png), top_n=5))
         edit = timed("edit", lambda: ws.edit(png, TARGET, REGION, steps=steps, out=home / "edits"))
+        ws.add_concept(RED[0], classes=RED[1])
+        timed("index_concept", lambda: ws.index(RED[0], images=max(images // 4, 1)))
+        red = timed("top_tokens_concept", lambda: ws.top_tokens(RED[0], k=10))
+        red_edit = timed("edit_concept", lambda: ws.edit(png, RED[0], REGION, steps=steps, out=home / "edits-red"))
     return {
         "device": str(device), "seconds": seconds, "t_star": [r.token for r in top.rows],
         "baseline": [r.token for r in top.baseline], "thumbnails": html.count("<img"),
         "explain": [t.token for t in explained.top], "explain_tokens_from": explained.tokens_from,
         "edit_changed": [[c.row, c.col, c.new] for c in edit.changed],
         "edit_probabilities": {p.scorer: [p.target_before, p.target_after] for p in edit.probabilities},
+        "concept_target": red.target, "concept_t_star": [r.token for r in red.rows],
+        "concept_edit_probabilities": {p.scorer: [p.target_before, p.target_after] for p in red_edit.probabilities},
     }
 
 
@@ -66,6 +73,7 @@ def main() -> None:
         "t_star_overlap_with_cpu": len(set(device["t_star"]) & set(cpu["t_star"])),
         "explain_same_as_cpu": device["explain"] == cpu["explain"],
         "edit_same_as_cpu": device["edit_changed"] == cpu["edit_changed"],
+        "concept_t_star_overlap_with_cpu": len(set(device["concept_t_star"]) & set(cpu["concept_t_star"])),
     }
     text = json.dumps(report, indent=2)
     print(text)

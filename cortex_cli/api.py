@@ -29,6 +29,7 @@ from PIL import Image
 
 from . import generation, indexing, model_registry
 from .attribution import SaliencySettings
+from .audit import DEFAULT_K as DEFAULT_AUDIT_K, DEFAULT_RESAMPLES as DEFAULT_AUDIT_RESAMPLES
 from . import concepts
 from .class_subsets import parse_class_list, resolve_classes
 from .concepts import ConceptInfo
@@ -69,16 +70,17 @@ class TrainedExtractor(Result):
 
 @dataclass(frozen=True)
 class ExtractorTests(Result):
-    """`test_extractors`: the paper's Table 1, top-k accuracy of every registered extractor on the test split."""
+    """`test_extractors`: the paper's Table 1, top-k accuracy of every registered extractor on the test split (a concept
+    extractor's binary accuracy on its balanced test split)."""
 
     model: str
     split: str
     extractors: list[Any]  # extractors.ExtractorScore
 
     def table_rows(self) -> list[dict[str, Any]]:
-        """One row per extractor: its images and top-1/3/5/10 accuracy."""
-        return [{"extractor": s.name, "arch": s.arch, "classes": len(s.classes) or "all", "images": s.n_images, **s.accuracy}
-                for s in self.extractors]
+        """One row per extractor: its images and top-1/3/5/10 accuracy (a concept extractor: its binary accuracy)."""
+        return [{"extractor": s.name, "arch": s.arch, "classes": f"concept {s.concept}" if s.concept else len(s.classes) or "all",
+                 "images": s.n_images, **s.accuracy} for s in self.extractors]
 
 
 class Workspace:
@@ -376,6 +378,28 @@ class Workspace:
                             images=images, run=run, method=method)
         return attach_thumbnails(result, self._thumbnails(info))
 
+    def audit(self, neutral: str | int, groups: str | Sequence[str | int], *, split: str = "test", k: int = DEFAULT_AUDIT_K,
+              model: str | None = None, extractor: str | None = None, run: int | None = None, images: int | None = None,
+              seed: int = 0, bootstrap: int = DEFAULT_AUDIT_RESAMPLES, contrast: bool = True, out: str | Path | None = None,
+              progress: Progress | None = None):
+        """Which of two groups the stored `split` images of `neutral` lean toward (the authors' bias detection); stored.
+
+        `groups` is 'A,B' or a list of two classes or concepts; their T* (k tokens each, read from the index as
+        `top_tokens` reads it: `extractor`/`run`/`images`) less the tokens both share (and, with `contrast`, those the other
+        group's images hold as often) are counted in each image. Returns
+        Cliff's delta of the two count distributions and each group's share of leaning images, with bootstrap 95%
+        intervals over images (`bootstrap` resamples keyed by neutral, groups, split and `seed`); JSON and a plot go
+        to `out` (default `$CORTEX_HOME/reports/<model>/`).
+        """
+        from .audit import run_audit
+
+        names = groups.split(",") if isinstance(groups, str) else list(groups)
+        with self._home():
+            info = self._model(model)
+            return run_audit(self.store, info, neutral, names, split=split, k=k, extractor=extractor, run=run, images=images,
+                             seed=seed, resamples=bootstrap, contrast=contrast, device=self.device, out_dir=Path(out) if out is not None else None,
+                             progress=progress)
+
     def top_tokens_of(self, concepts: ClassSpec, k: int = 100, **options: Any) -> list:
         """`top_tokens` of several classes or concepts ('a,b,c', '@file.txt', 'all' or a list), one result each, in order."""
         info = self._model(options.get("model"))
@@ -392,30 +416,39 @@ class Workspace:
     def explain(self, image: str | Path | Image.Image | torch.Tensor, *, top_n: int = 10, out: str | Path | None = None,
                 extractor: str = "ce", model: str | None = None, method: str = SALIENCY.method, samples: int = SALIENCY.samples,
                 alpha: float = SALIENCY.alpha, ig_steps: int = SALIENCY.steps, ig_baseline: str = SALIENCY.baseline,
-                reduce: str = SALIENCY.reduce, precision: str = SALIENCY.precision, seed: int = SALIENCY.seed):
-        """The top-n tokens of one picture (a cortex PNG's tokens, else the VQGAN's encoding); drawn to `out` if given."""
+                reduce: str = SALIENCY.reduce, precision: str = SALIENCY.precision, seed: int = SALIENCY.seed,
+                target: str | int | None = None, score: str = DEFAULT_RULE):
+        """The top-n tokens of one picture (a cortex PNG's tokens, else the VQGAN's encoding); drawn to `out` if given.
+
+        `target`: explain this class or named concept (its score `score`) instead of the PNG's (or predicted) class.
+        """
         from .explain import explain_png
 
         settings = SaliencySettings(method=method, samples=samples, alpha=alpha, steps=ig_steps, baseline=ig_baseline, reduce=reduce,
                                     precision=precision, seed=seed).validate()
         with self._home(), self._picture(image) as path:
             result = explain_png(self.store, path, model_name=model, extractor_name=extractor, top_n=top_n, settings=settings,
-                                 device=self.device, out=Path(out) if out is not None else None)
+                                 device=self.device, out=Path(out) if out is not None else None, target=target, score=score)
         return attach_thumbnails(result, self._thumbnails(self._model(result.model)))
 
     def show(self, image: int | str | Path | Image.Image | torch.Tensor, out: str | Path, *, top_n: int = 5,
-             extractor: str | None = None, model: str | None = None, seed: int = SALIENCY.seed):
-        """Paper Figure 2: red boxes on an image's top-n tokens, written to `out` (a stored image id uses its index map)."""
+             extractor: str | None = None, model: str | None = None, seed: int = SALIENCY.seed, target: str | int | None = None,
+             score: str = DEFAULT_RULE):
+        """Paper Figure 2: red boxes on an image's top-n tokens, written to `out` (a stored image id uses its index map).
+
+        `target`: explain this class or named concept (its score `score`; read from its own runs when indexed).
+        """
         from .explain import explain_png, show_image
 
         with self._home():
             if isinstance(image, int) and not isinstance(image, bool):
                 info = self._model(model)
+                item = self._target(info, target) if target is not None else None
                 return show_image(self.store, info, image, extractor_name=extractor, top_n=top_n, out=Path(out), device=self.device,
-                                  settings=SaliencySettings(seed=seed))
+                                  settings=SaliencySettings(seed=seed), target=item, score=score)
             with self._picture(image) as path:
                 return explain_png(self.store, path, model_name=model, extractor_name=extractor, top_n=top_n,
-                                   settings=SaliencySettings(seed=seed), device=self.device, out=Path(out))
+                                   settings=SaliencySettings(seed=seed), device=self.device, out=Path(out), target=target, score=score)
 
     def show_token(self, concept: str | int, token: int, out: str | Path, *, limit: int = 12, extractor: str | None = None,
                    model: str | None = None):
@@ -424,7 +457,7 @@ class Workspace:
 
         info = self._model(model)
         with self._home():
-            return show_token(self.store, info, self._class(info, concept), token, Path(out), extractor_name=extractor, limit=limit,
+            return show_token(self.store, info, self._target(info, concept), token, Path(out), extractor_name=extractor, limit=limit,
                               device=self.device)
 
     # -- optimisation ---------------------------------------------------------------------------------------------
@@ -433,7 +466,9 @@ class Workspace:
              extractor: str | None = None, space: str = "token", steps: int = 3000, lr: float | None = None, tau: float = 1.0,
              tau_final: float | None = None, alpha: float | None = None, init: str = "source", objective: str | None = None,
              seed: int = 0, out: str | Path | None = None, save_every: int | None = None, progress: Progress | None = None):
-        """Edit an image region's tokens toward a target concept (paper §3.4, Figure 4); the edit is stored.
+        """Edit an image region's tokens toward a target class or named concept (paper §3.4, Figure 4); the edit is stored.
+
+        A concept's objective is its score (`objective` 'logit': logsumexp of its members' logits; 'log-prob': log P(concept)).
 
         `region` is a token rectangle 'R0:R1,C0:C1' (half-open), 'R,C' or 'all'; `space` is what the optimiser
         moves: 'token' (Gumbel-Softmax token selection, the paper's) or 'embedding' (optimise E, snap to the
@@ -450,7 +485,7 @@ class Workspace:
                                         init=init, objective=defaults.objective if objective is None else objective, method=space,
                                         seed=seed).validate()
             parsed = parse_region(region, info.grid)
-            target_cls = self._class(info, target)
+            target_cls = self._target(info, target)
             if isinstance(image, (str, Path)):
                 return edit_image(self.store, info, Path(image), target_cls, parsed, settings, extractor_name=extractor,
                                   out_dir=Path(out) if out is not None else None, save_every=save_every, device=self.device,
@@ -465,7 +500,8 @@ class Workspace:
                  steps: int | None = None, model: str | None = None, extractor: str = "ce", k: int | None = None,
                  lr: float | None = None, tau: float = 1.0, tau_final: float | None = None, alpha: float | None = None,
                  objective: str | None = None, seed: int = 0, out: str | Path | None = None, progress: Progress | None = None):
-        """The tokens that best express a concept from no input (paper §3.4, eq. 7-9), beside its salient tokens; stored."""
+        """The tokens that best express a class or named concept from no input (paper §3.4, eq. 7-9), beside its salient
+        tokens; stored."""
         from . import optimize
         from .regions import parse_region
         from .token_selection import OptimizeSettings
@@ -473,7 +509,7 @@ class Workspace:
         defaults = OptimizeSettings()
         with self._home():
             info = self._model(model)
-            cls = self._class(info, concept)
+            cls = self._target(info, concept)
             parsed = parse_region(region, info.grid)
             settings = OptimizeSettings(steps=optimize.DEFAULT_STEPS if steps is None else steps, lr=lr, tau=tau, tau_final=tau_final,
                                         alpha=defaults.alpha if alpha is None else alpha,
@@ -489,11 +525,14 @@ class Workspace:
     # -- extractors -----------------------------------------------------------------------------------------------
 
     def train_extractor(self, arch: str, *, model: str | None = None, name: str | None = None, classes: ClassSpec | None = None,
-                        restart: bool = False, bundle: bool = False, progress: Progress | None = None,
+                        concept: str | None = None, restart: bool = False, bundle: bool = False, progress: Progress | None = None,
                         **recipe: Any) -> TrainedExtractor:
         """Train an information extractor f_Y on the model's own generated images and register it (resumable).
 
-        `arch`: 'ce', 're' or 're-authors'. `classes`: a subset (then `name` is required). `recipe`: the
+        `arch`: 'ce', 're' or 're-authors'. `classes`: a subset (then `name` is required). `concept`: a named concept
+        (`cortex concepts add`): a binary extractor, not-Y (output 0) vs Y (output 1), trained on a balanced split of
+        the members' images and as many of the other classes' (`name` required; indexing the concept with it
+        explains its log-odds, target 'binary'). `recipe`: the
         fields of `extractors.TrainConfig`/`ExtractorConfig` to override (epochs, batch_size, lr, weight_decay,
         step_size, gamma, train_per_class, val_per_class, test_per_class, width, fc_width, seed, data_seed).
         `bundle=True` (mini only) also writes the fp16 weights into the package, as the maintainers ship them.
@@ -505,12 +544,19 @@ class Workspace:
             info = self._model(model)
             if bundle and not info.is_mini:
                 raise CortexError(f"--bundle ships extractors of the bundled mini model only, not of {info.name!r}; drop --bundle")
-            class_ids = None
+            class_ids, own = None, {}
+            if classes is not None and concept is not None:
+                raise CortexError("give --concept (a binary extractor for one concept) or --classes (a subset of classes), not both")
             if classes is not None:
                 if not name:  # the default name ('ce') is the full extractor every command uses by default
                     raise CortexError("a subset extractor needs its own name: add --name, e.g. --name birds-ce")
                 class_ids = [c.class_id for c in self._classes(info, classes)]
-            cfg, tc = default_configs(info, arch, class_ids=class_ids, **recipe)
+            if concept is not None:
+                found = concepts.get_concept(self.store, info, concept)
+                if not name:
+                    raise CortexError(f"a concept extractor needs its own name: add --name, e.g. --name {found.name.replace(' ', '-')}-{arch}")
+                own = {"concept": found.name, "concept_class_ids": found.class_ids}
+            cfg, tc = default_configs(info, arch, class_ids=class_ids, **own, **recipe)
             dist = self._job() if in_torchrun() else None
             if dist is None or dist.is_main:
                 check_run(self.store, info, cfg, tc, name=name, restart=restart)
@@ -536,7 +582,7 @@ class Workspace:
     def evaluate(self, kind: str, *, model: str | None = None, extractors: str = "all", out: str | Path | None = None,
                  judge_weights: str | Path | None = None, progress: Progress | None = None, **settings: Any):
         """Run one evaluation and store it: 'image-level' (Figure 3), 'concept-level' (Table 2), 'edit' (Table 3),
-        'localization' or 'stability'.
+        'localization', 'stability' or 'sanity' (the maps under weight randomisation and label permutation).
 
         `settings` are the fields of the kind's settings dataclass (`evaluation.<kind>.<Kind>Settings`, e.g.
         images_per_class=4, ns=(5, 10)); `extractors` 'all', 'ce' or 'ce,re'. Writes JSON and a plot to `out`
@@ -578,7 +624,11 @@ class Workspace:
               method: str | None = None, run: int | None = None, k: int | None = None, crops: int | None = None,
               neighbours: int | None = None, baselines: Sequence[str] | None = None, split: str = "train", batch_size: int = 32,
               force: bool = False, progress: Progress | None = None):
-        """The token atlas: a static website of the index in `out` (only pages whose data changed are rewritten)."""
+        """The token atlas: a static website of the index in `out` (only pages whose data changed are rewritten).
+
+        `classes` chooses the class pages (default: every indexed class) and, by naming them, the named concepts' pages
+        (default: every named concept of the model; a concept also brings its members' class pages).
+        """
         from .atlas import PageSettings, build_atlas
 
         defaults = PageSettings()
@@ -587,10 +637,14 @@ class Workspace:
                                 neighbours=defaults.neighbours if neighbours is None else neighbours)
         with self._home():
             info = self._model(model)
-            chosen = None if classes is None or (isinstance(classes, str) and classes.strip().lower() == "all") \
-                else self._classes(info, classes)
+            chosen = named = None
+            if classes is not None and not (isinstance(classes, str) and classes.strip().lower() == "all"):
+                items = self._targets(info, classes)  # a concept: its page and its members' class pages
+                named = [t for t in items if isinstance(t, ConceptInfo)]
+                chosen = list({c.class_id: c for t in items for c in (t.members if isinstance(t, ConceptInfo) else [t])}.values())
             return build_atlas(self.store, info, Path(out), classes=chosen, extractor=extractor, method=method, run=run,
-                               settings=settings, device=self.device, batch_size=batch_size, force=force, progress=progress)
+                               settings=settings, device=self.device, batch_size=batch_size, force=force, progress=progress,
+                               named=named)
 
     def demo(self, out: str | Path = "cortex-demo", *, concept: str = "red-capped bird", seed: int = 0,
              progress: Progress | None = None):
@@ -658,6 +712,9 @@ def _evaluation(kind: str):
     if kind == "stability":
         from .evaluation.stability import StabilitySettings, run_stability
         return run_stability, StabilitySettings, False
+    if kind == "sanity":
+        from .evaluation.sanity import SanitySettings, run_sanity
+        return run_sanity, SanitySettings, False
     raise CortexError(f"unknown evaluation {kind!r}; choose one of {', '.join(KINDS)}")
 
 

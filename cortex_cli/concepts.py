@@ -171,10 +171,15 @@ def index_target(extractor: Any, item: ClassInfo | ConceptInfo, score: str = DEF
     """
     if not isinstance(item, ConceptInfo):
         return Target()
-    own = getattr(getattr(extractor, "config", None), "concept", None)
+    config = getattr(extractor, "config", None)
+    own = getattr(config, "concept", None)
     if own is not None:
         if normalize_name(own) != normalize_name(item.name):
             raise CortexError(f"extractor {extractor.name!r} was trained for concept {own!r}, not {item.name!r}")
+        trained = getattr(config, "concept_class_ids", None)
+        if trained is not None and sorted(trained) != sorted(item.class_ids):
+            raise CortexError(f"extractor {extractor.name!r} was trained for {item.name!r} with classes {sorted(trained)}, "
+                              f"but the concept now has {sorted(item.class_ids)}; train it again (--restart)")
         return Target(BINARY)
     return item.target(score)
 

@@ -2,6 +2,11 @@
 
 Reads the index when it can (a stored image already indexed), otherwise computes the TSV map on
 the fly with the run's settings; never writes to the index.
+
+What is explained: by default a class's logit (the PNG's or stored image's class, else the one the
+extractor predicts); with `target`, a given class's logit or a named concept's score
+(`concepts.index_target`: its union score `score` read off a class extractor, or an extractor trained
+for it), exactly as `cortex index` explains it, so a computed map equals an indexed one.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from typing import Any
 
 import torch
 
-from . import model_registry
+from . import concepts, model_registry
 from .backends.base import from_pil, to_pil
 from .errors import CortexError
 from .results import Result
@@ -29,6 +34,8 @@ from .store import index as index_store
 from .store import queries as query_store
 from .store.database import Store
 from .store.images import image_class_id
+from .concepts import ConceptInfo
+from .targets import CLASS, DEFAULT_RULE, Target
 
 FIGURE_SIDE = 256  # figures are upscaled (nearest) to at least this many pixels
 
@@ -52,16 +59,17 @@ class ExplainResult(Result):
     model: str
     extractor: str
     source: str  # image id or PNG path
-    class_id: int
-    class_name: str
-    target: str  # 'stored class', 'PNG metadata' or 'predicted by the extractor' (the explained logit)
+    class_id: int | None  # the explained class (None when a concept is explained)
+    class_name: str  # the explained class's or concept's name
+    target: str  # 'stored class', 'PNG metadata', 'predicted by the extractor', 'given class' or 'given concept'
+
     tokens_from: str  # 'store', 'PNG metadata' or 'VQGAN encoding'
     tsv_from: str  # 'index run N' or 'computed'
     top: list[SalientToken]
     out: str | None = None
     settings: dict[str, Any] = field(default_factory=dict)
-
-
+    concept: str | None = None  # the explained concept's name (None: a class's logit)
+    target_key: str = CLASS  # the explained score: 'class' or a concept's target key (`targets.Target.key`)
 
     def table_rows(self) -> list[dict[str, Any]]:
         """One row per salient token: rank, position, token, TSV."""
@@ -69,16 +77,18 @@ class ExplainResult(Result):
 
 @dataclass(frozen=True)
 class TokenFigureResult(Result):
-    """`cortex show --class C --token T`: images of C where T is salient, boxed."""
+    """`cortex show --class C --token T`: images of C (a class or a concept) where T is salient, boxed."""
 
     model: str
-    class_id: int
-    class_name: str
+    class_id: int | None  # None for a concept
+    class_name: str  # the class's or the concept's name
     token: int
     run_id: int
-    images_with_token: int  # indexed images of the class whose top-n contains the token
+    images_with_token: int  # indexed images of the class (a concept: of its members) whose top-n contains the token
     image_ids: list[int]  # those drawn
     out: str
+    concept: str | None = None  # the concept's name (None: a class)
+    target_key: str = CLASS  # what the run read explains: 'class' or the concept's target key
 
 
 def _scale(image_size: int) -> int:
@@ -122,6 +132,29 @@ def _extractor(store: Store, model: ModelInfo, name: str | None, device, extract
     return info, extractor if extractor is not None else load_extractor(info, device)
 
 
+def _explained(info, item: ClassInfo | ConceptInfo, score: str) -> tuple[Target, int | None, str, str | None]:
+    """(target, class id or None, name, concept name or None) of what `item` explains."""
+    goal = concepts.index_target(info, item, score)
+    if isinstance(item, ConceptInfo):
+        return goal, None, item.name, item.name
+    return goal, item.class_id, item.name, None
+
+
+def _saliency(ext, emb, goal: Target, class_id: int, key: int, settings: SaliencySettings, codebook) -> torch.Tensor:
+    """The TSV map (m x m) of one embedding for a class's logit or a concept's score, as `cortex index` computes it."""
+    return token_saliency(goal.explained(ext), emb, goal.per_image([class_id]), [key], settings, codebook=codebook)[0].cpu()
+
+
+def _indexed_map(store: Store, model: ModelInfo, image_id: int, extractor_id: int | None, wanted: set[str]) -> tuple[int, bytes] | None:
+    """(run id, packed TSV map) of the newest run explaining one of the `wanted` targets that indexed the image, or None."""
+    for run in index_store.runs(store, model.id, extractor_id):  # newest first
+        if run.target in wanted:
+            found = index_store.saliency_maps(store, run.id, [image_id]).get(image_id)
+            if found is not None:
+                return run.id, found
+    return None
+
+
 def explain_png(
     store: Store,
     path: Path,
@@ -133,11 +166,14 @@ def explain_png(
     device: torch.device | str = "cpu",
     out: Path | None = None,
     extractor: torch.nn.Module | None = None,
+    target: ClassInfo | ConceptInfo | str | int | None = None,
+    score: str = DEFAULT_RULE,
 ) -> ExplainResult:
     """Saliency of one picture; nothing is written to the index.
 
     Tokens come from the PNG's cortex metadata, else the VQGAN encodes the (centre-cropped) picture.
-    The explained logit is the class in the PNG's metadata, else the class the extractor predicts.
+    The explained logit is `target`'s when given (a concept: its score `score`), else that of the
+    class in the PNG's metadata, else of the class the extractor predicts.
 
     Args:
         store: the open database (read only here).
@@ -149,6 +185,8 @@ def explain_png(
         device: where to compute.
         out: write the Figure-2 style PNG here.
         extractor: an already loaded f_Y (tests).
+        target: explain this class or named concept instead (a name or id is resolved in the picture's model, `concepts.resolve`).
+        score: a concept's union score ('logsumexp' or 'log-prob'; an extractor trained for it: its own).
 
     Returns:
         ExplainResult.
@@ -158,6 +196,8 @@ def explain_png(
         raise CortexError(f"--top-n must be >= 1, got {top_n}")
     png = read_png(Path(path))
     model = model_registry.get_model(store, model_name or png.model_name)
+    if target is not None and not isinstance(target, (ClassInfo, ConceptInfo)):
+        target = concepts.resolve(store, model, target)
     vqgm = model_registry.load_model(model, device)
     picture = to_pil(from_pil([png.image], model.image_size))[0]
     if png.tokens is not None:
@@ -170,16 +210,25 @@ def explain_png(
     with torch.no_grad():
         emb = vqgm.embed(tokens[None])
     meta_class = png.meta.get("class_id") if png.model_name == model.name else None
-    if isinstance(meta_class, int):
-        cls, target = _class_by_id(store, model, meta_class), "PNG metadata"
+    if target is not None:
+        item, source = target, "given concept" if isinstance(target, ConceptInfo) else "given class"
+    elif isinstance(meta_class, int):
+        item, source = _class_by_id(store, model, meta_class), "PNG metadata"
     else:
         with torch.no_grad():
             predicted = int(ext(emb.float()).argmax(dim=1)[0])
-        cls, target = _class_by_id(store, model, predicted), "predicted by the extractor"
-    tsv = token_saliency(ext, emb, [cls.class_id], [_picture_key(png, model, tokens)], settings, codebook=vqgm.codebook)[0].cpu()
+        item, source = _class_by_id(store, model, predicted), "predicted by the extractor"
+    goal, class_id, name, concept = _explained(info, item, score)
+    tsv = _saliency(ext, emb, goal, class_id if class_id is not None else 0, _picture_key(png, model, tokens), settings, vqgm.codebook)
     top = _top(tsv, tokens, top_n)
-    written = _write(picture, out, top, model, tokens, {"source": str(path), "class_id": cls.class_id})
-    return ExplainResult(model.name, info.name, str(path), cls.class_id, cls.name, target, tokens_from, "computed", top, written, _settings_dict(settings))
+    written = _write(picture, out, top, model, tokens, {"source": str(path), **_explained_meta(class_id, concept, goal.key)})
+    return ExplainResult(model.name, info.name, str(path), class_id, name, source, tokens_from, "computed", top, written,
+                         _settings_dict(settings), concept, goal.key)
+
+
+def _explained_meta(class_id: int | None, concept: str | None, key: str) -> dict[str, Any]:
+    """A figure's PNG text naming what it explains: the class id, or the concept and its target key."""
+    return {"class_id": class_id} if concept is None else {"concept": concept, "target": key}
 
 
 def show_image(
@@ -193,11 +242,14 @@ def show_image(
     device: torch.device | str = "cpu",
     settings: SaliencySettings = SaliencySettings(),
     extractor: torch.nn.Module | None = None,
+    target: ClassInfo | ConceptInfo | None = None,
+    score: str = DEFAULT_RULE,
 ) -> ExplainResult:
     """A stored image with boxes on its top-n tokens (paper Figure 2).
 
-    Uses the newest indexed TSV map of the image (of `extractor_name` if given); an image not yet
-    indexed is explained on the fly with `settings` (target: its class's logit).
+    Uses the newest indexed TSV map of the image that explains the same target (of `extractor_name` if
+    given): its class's logit, or with `target` a concept's score (that concept's runs); an image not
+    indexed for it, or another class than its own, is explained on the fly with `settings`.
 
     Args:
         store: the open database.
@@ -209,6 +261,8 @@ def show_image(
         device: where to compute (only when not indexed).
         settings: saliency parameters for the on-the-fly case.
         extractor: an already loaded f_Y (tests).
+        target: explain this class or named concept instead of the image's class.
+        score: a concept's union score ('logsumexp' or 'log-prob').
 
     Returns:
         ExplainResult.
@@ -219,12 +273,18 @@ def show_image(
     if class_id is None:
         raise CortexError(f"image {image_id} is not a stored image of model {model.name!r}; see `cortex generate --json` for ids")
     cls = _class_by_id(store, model, int(class_id))
+    item = target if target is not None else cls
     tokens = image_tokens(store, model, [image_id])
     ext_id = None
-    ext_name = extractor_name or "ce"
     if extractor_name is not None:
         ext_id = extractor_id(store, model, extractor_name)
-    found = index_store.newest_map(store, image_id, ext_id)
+    if isinstance(item, ConceptInfo):  # that concept's runs (of the named extractor: its own score if trained for it)
+        named = get_extractor(store, model, extractor_name) if extractor_name is not None else None
+        wanted = {concepts.index_target(named, item, score).key if named is not None else item.target(score).key}
+    else:  # class runs explain each image's own class: another class's logit is never indexed for it
+        wanted = {CLASS} if item.pk == cls.pk else set()
+    goal_key = next(iter(wanted), CLASS)
+    found = _indexed_map(store, model, image_id, ext_id, wanted)
     if found is not None:
         run_id, blob = found
         tsv, tsv_from = unpack_tsv(blob, model.grid), f"index run {run_id}"
@@ -234,24 +294,31 @@ def show_image(
         settings.validate()
         info, ext = _extractor(store, model, extractor_name, device, extractor)
         ext_name = info.name
+        goal = concepts.index_target(info, item, score)
+        goal_key = goal.key
         vqgm = model_registry.load_model(model, device)
         with torch.no_grad():
             emb = vqgm.embed(tokens)
         key = image_keys(store, model, [image_id])[0]
-        tsv, tsv_from = token_saliency(ext, emb, [cls.class_id], [key], settings, codebook=vqgm.codebook)[0].cpu(), "computed"
+        explained_id = item.class_id if isinstance(item, ClassInfo) else 0
+        tsv, tsv_from = _saliency(ext, emb, goal, explained_id, key, settings, vqgm.codebook), "computed"
         used = _settings_dict(settings)
+    concept = item.name if isinstance(item, ConceptInfo) else None
+    class_out = None if concept is not None else item.class_id
+    source = "stored class" if target is None else "given concept" if concept is not None else "given class"
     top = _top(tsv, tokens[0], top_n)
     written = None
     if out is not None:
         picture = to_pil(model_registry.load_model(model, device).decode_tokens(tokens))[0]
-        written = _write(picture, out, top, model, tokens[0], {"image_id": image_id, "class_id": cls.class_id})
-    return ExplainResult(model.name, ext_name, str(image_id), cls.class_id, cls.name, "stored class", "store", tsv_from, top, written, used)
+        written = _write(picture, out, top, model, tokens[0], {"image_id": image_id, **_explained_meta(class_out, concept, goal_key)})
+    return ExplainResult(model.name, ext_name, str(image_id), class_out, item.name, source, "store", tsv_from, top, written, used,
+                         concept, goal_key)
 
 
 def show_token(
     store: Store,
     model: ModelInfo,
-    cls: ClassInfo,
+    cls: ClassInfo | ConceptInfo,
     token: int,
     out: Path,
     *,
@@ -262,9 +329,11 @@ def show_token(
 ) -> TokenFigureResult:
     """A grid of indexed images of `cls` with `token` boxed wherever it is salient (paper Figure 5).
 
+    A concept reads its own run (`rankings.pick_run`) over its member classes' images.
+
     Args:
         store: the open database.
-        model, cls: the model and the class.
+        model, cls: the model and the class or named concept.
         token: a codebook index.
         out: where to write the PNG.
         extractor_name: read the newest run of this extractor [default: any].
@@ -283,8 +352,9 @@ def show_token(
     if limit < 1:
         raise CortexError(f"--limit must be >= 1, got {limit}")
     run = pick_run(store, model, cls, extractor=extractor_name)
-    rows = query_store.token_positions(store, run.id, cls.pk, token, limit)
-    total = query_store.token_image_count(store, run.id, cls.pk, token)
+    pks = cls.class_pks if isinstance(cls, ConceptInfo) else [cls.pk]
+    rows = query_store.token_positions(store, run.id, pks, token, limit)
+    total = query_store.token_image_count(store, run.id, pks, token)
     if not rows:
         raise CortexError(f"token {token} is not among the top-{run.top_n} tokens of any indexed {cls.name!r} image; see `cortex top-tokens '{cls.name}'`")
     positions: dict[int, list[int]] = {}
@@ -296,5 +366,8 @@ def show_token(
     scale = _scale(model.image_size) if model.image_size < 128 else 1
     tiles = [draw_token_boxes(p, positions[i], model.grid, scale=scale) for p, i in zip(pictures, ids)]
     figure = image_grid(tiles, ncols, labels=[f"image {i}" for i in ids])
-    written = save_png(figure, Path(out), None, model.name, {"class_id": cls.class_id, "token": token, "figure": "token grid"})
-    return TokenFigureResult(model.name, cls.class_id, cls.name, token, run.id, total, ids, str(written))
+    concept = cls.name if isinstance(cls, ConceptInfo) else None
+    class_id = None if concept is not None else cls.class_id
+    meta = {**_explained_meta(class_id, concept, run.target), "token": token, "figure": "token grid"}
+    written = save_png(figure, Path(out), None, model.name, meta)
+    return TokenFigureResult(model.name, class_id, cls.name, token, run.id, total, ids, str(written), concept, run.target)

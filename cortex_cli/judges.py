@@ -38,6 +38,17 @@ def judge_probabilities(judges: Sequence[Judge], images: torch.Tensor) -> dict[s
     return {j.name: j.probabilities(images).cpu() for j in judges}
 
 
+def target_probability(probs: torch.Tensor, class_ids: Sequence[int]) -> torch.Tensor | None:
+    """A judge's P(target) per image (B,) from its softmax (B x classes): a class's probability, a concept's the sum of its
+    member classes' (the classes are disjoint outcomes); None when a member is beyond the judge's classes."""
+    ids = sorted({int(c) for c in class_ids})
+    if not ids or ids[0] < 0 or ids[-1] >= probs.shape[1]:
+        return None
+    if len(ids) == 1:
+        return probs[:, ids[0]]
+    return probs[:, ids].sum(dim=1)
+
+
 def mini_judges(device: torch.device | str = "cpu") -> list[Judge]:
     """The bundled mini-world judges (ResNet-10 and a small ViT), on `device`."""
     from .miniworld.judges import JUDGE_KINDS, build_judge, from_model_output  # heavy: torchvision, ~2 s on every cortex start

@@ -17,6 +17,14 @@ Starts (`init`):
 
 Reruns are free: rows are keyed by (search identity, restart) and inserted or skipped; restarts
 already stored are read back, only missing ones are optimised, and the same files are rewritten.
+
+A named concept (`concepts.ConceptInfo`) is searched like a class: the objective is its score
+(`concepts.index_target` with the union score `--objective` names: 'logit' -> logsumexp of the
+members' logits, 'log-prob' -> log P(concept)); P(target) (extractor and judges) is the sum of its
+members' probabilities; T*_concept is compared with the concept's own saliency run. Its rows keep
+the first member's class in `class_pk` and the target key in `target`; the key and the restart
+seeds include the target, so a concept search never meets a class search. A class search's
+identity, seeds and rows are what they were before concepts.
 """
 
 from __future__ import annotations
@@ -32,15 +40,17 @@ import torch
 import torch.nn.functional as F
 
 from .backends.base import from_pil, to_pil
-from .editing import source_tokens
+from .concepts import ConceptInfo
+from .editing import edit_goal, source_tokens, target_probabilities
 from .errors import CortexError
 from .results import Result
 from .extractors.architectures import logits_of
 from .extractors.registry import load_extractor
 from .figures import edit_strip
 from .generation import class_slug
-from .judges import judge_probabilities, judges_or_notice
-from .token_selection import OptimizeSettings, optimize_tokens
+from .judges import judge_probabilities, judges_or_notice, target_probability
+from .targets import CLASS, Target
+from .token_selection import OptimizeSettings, concept_objective, optimize_tokens
 from .pngmeta import read_png, save_png
 from .progress import Progress, report
 from .rankings import top_tokens
@@ -74,8 +84,8 @@ class RestartResult:
 
     restart: int
     seed: int
-    objective: float  # extractor's target logit (or log-prob) of the final grid: the selection score
-    p_target: float  # extractor's softmax P(target) of the final grid
+    objective: float  # extractor's target logit (or log-prob; a concept: its score or log P) of the final grid: the selection score
+    p_target: float  # extractor's softmax P(target) of the final grid (a concept: its members' sum)
     judges: dict[str, float]  # judge -> P(target) of the decoded final grid (reported, never used to choose)
     n_distinct: int  # distinct tokens in the region
     t_star: list[TokenCount]
@@ -84,7 +94,7 @@ class RestartResult:
 
 @dataclass
 class SaliencyComparison:
-    """The optimised T*_concept beside the saliency T*_concept (§3.3) of the same class."""
+    """The optimised T*_concept beside the saliency T*_concept (§3.3) of the same class or concept."""
 
     extractor: str
     run_id: int
@@ -105,8 +115,8 @@ class ConceptSearchResult(Result):
 
     model: str
     extractor: str
-    class_id: int
-    class_name: str
+    class_id: int  # a concept: its first member's class id
+    class_name: str  # the class's or the concept's name
     region: str
     init: str  # 'random', 'noise' or 'image:<hex>'
     init_path: Path | None
@@ -127,8 +137,9 @@ class ConceptSearchResult(Result):
     reused: int  # restarts read back from the database
     params: dict = field(default_factory=dict)
     notices: list[str] = field(default_factory=list)
-
-
+    target: str = CLASS  # what was maximised: 'class', or a concept's target key (`targets.Target.key`)
+    concept: str | None = None  # the concept's name when the target is a concept
+    target_classes: list[int] = field(default_factory=list)  # the class, or the concept's members
 
     def table_rows(self) -> list[dict[str, Any]]:
         """T*_concept of the best restart: one row per token, with the positions that hold it."""
@@ -148,9 +159,16 @@ def noise_grid(model: ModelInfo, seed: int, restart: int) -> torch.Tensor:
     return torch.randint(0, model.n_embed, (model.grid, model.grid), generator=gen)
 
 
-def restart_seed(model: ModelInfo, cls: ClassInfo, region: Region, init: str, seed: int, restart: int) -> int:
-    """The restart's seed, from the search's stable identity (never row ids or insertion order)."""
-    return derive_seed("concept-search", model.name, cls.class_id, str(region), init, int(seed), int(restart))
+def restart_seed(model: ModelInfo, cls: ClassInfo | ConceptInfo, region: Region, init: str, seed: int, restart: int,
+                 target: Target = Target()) -> int:
+    """The restart's seed, from the search's stable identity (never row ids or insertion order); a concept's by its target key."""
+    if not target.is_class:
+        return derive_seed("concept-search", model.name, target.key, str(region), init, int(seed), int(restart))
+    return derive_seed("concept-search", model.name, _first_class_id(cls), str(region), init, int(seed), int(restart))
+
+
+def _first_class_id(cls: ClassInfo | ConceptInfo) -> int:
+    return cls.class_ids[0] if isinstance(cls, ConceptInfo) else cls.class_id
 
 
 def t_star_of(tokens: torch.Tensor, mask: torch.Tensor) -> list[TokenCount]:
@@ -176,12 +194,15 @@ def _resolve_start(init: str | Path, model: ModelInfo, vqgm, notices: list[str])
     return _Start(IMAGE, f"image:{digest}", tokens, path.resolve())
 
 
-def _search_key(model: ModelInfo, extractor_info: Any, cls: ClassInfo, region: Region, start: _Start, settings: OptimizeSettings) -> str:
+def _search_key(model: ModelInfo, extractor_info: Any, cls: ClassInfo | ConceptInfo, region: Region, start: _Start,
+                settings: OptimizeSettings, target: Target = Target()) -> str:
     identity = {
         "model": model.name, "extractor": extractor_info.name, "extractor_sha256": getattr(extractor_info, "ckpt_sha256", ""),
-        "class_id": cls.class_id, "region": str(region), "init": start.identity, "seed": int(settings.seed),
+        "class_id": _first_class_id(cls), "region": str(region), "init": start.identity, "seed": int(settings.seed),
         "settings": {k: getattr(settings, k) for k in ("steps", "lr", "tau", "tau_final", "alpha", "objective")},
     }
+    if not target.is_class:  # a class search's identity is what it was before concepts (its stored rows stay reused)
+        identity["target"] = target.key
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
 
@@ -201,7 +222,7 @@ def _unpack_grids(blob: bytes, count: int, n_embed: int, grid: int) -> list[torc
     return [unpack_tokens(blob[i * size:(i + 1) * size], n_embed, grid) for i in range(count)]
 
 
-def _compare(store: Store, model: ModelInfo, cls: ClassInfo, extractor: str, k: int, t_star: list[TokenCount]) -> tuple[SaliencyComparison | None, str | None]:
+def _compare(store: Store, model: ModelInfo, cls: ClassInfo | ConceptInfo, extractor: str, k: int, t_star: list[TokenCount]) -> tuple[SaliencyComparison | None, str | None]:
     try:
         salient = top_tokens(store, model, cls, extractor=extractor, k=k)
     except CortexError as exc:  # not indexed (by this extractor) yet: report, do not fail
@@ -224,7 +245,7 @@ def _compare(store: Store, model: ModelInfo, cls: ClassInfo, extractor: str, k: 
 def search_concept(
     store: Store,
     model: ModelInfo,
-    cls: ClassInfo,
+    cls: ClassInfo | ConceptInfo,
     *,
     settings: OptimizeSettings,
     extractor_info: Any,
@@ -244,7 +265,7 @@ def search_concept(
     Args:
         store: the opened database (one `concept_searches` row per restart, insert-or-skip).
         model: the registered model whose codebook is searched.
-        cls: the concept (class) whose extractor score is maximised.
+        cls: the class, or named concept, whose extractor score is maximised (see the module docstring).
         settings: optimiser settings; `seed` is this search's seed (restart seeds derive from it and
             the search's identity), `init`/`method`/`snapshot_steps` are set here.
         extractor_info: the registered extractor (`extractors.registry.ExtractorInfo`).
@@ -275,19 +296,26 @@ def search_concept(
         raise CortexError(f"-k must be a positive number of salient tokens, got {k}")
     snapshot_steps = _snapshot_steps(int(settings.steps))
     settings = replace(settings, method="token", snapshot_steps=snapshot_steps).validate()
-    if not 0 <= cls.class_id < max(model.n_classes, 1):
-        raise CortexError(f"class {cls.class_id} is outside model {model.name!r}'s classes")
+    target_ids = cls.class_ids if isinstance(cls, ConceptInfo) else [cls.class_id]
+    if not target_ids:
+        raise CortexError(f"concept {cls.name!r} has no member class to search for")
+    for class_id in target_ids:
+        if not 0 <= class_id < max(model.n_classes, 1):
+            raise CortexError(f"class {class_id} is outside model {model.name!r}'s classes")
+    goal, objective_target = edit_goal(extractor_info, cls, settings.objective)
     vqgm = load_model(model, device)
     start = _resolve_start(init, model, vqgm, notices)
     out = writable_dir(out_dir if out_dir is not None else artifacts_dir("concept-searches", model.name), "the concept search to")
     settings = replace(settings, init=RANDOM if start.mode == RANDOM else "source").validate()
-    key = _search_key(model, extractor_info, cls, region, start, settings)
+    key = _search_key(model, extractor_info, cls, region, start, settings, goal)
     mask = region.mask(model.grid)
     params = {
         **{k_: v for k_, v in asdict(settings).items() if k_ not in ("snapshot_steps", "method")},
         "snapshot_steps": list(snapshot_steps), "extractor": extractor_info.name,
         "extractor_sha256": getattr(extractor_info, "ckpt_sha256", ""), "init_path": str(start.path) if start.path else None,
     }
+    if isinstance(cls, ConceptInfo):
+        params["concept"] = cls.name
 
     def base_grid(restart: int) -> torch.Tensor:
         return start.tokens.clone() if start.tokens is not None else noise_grid(model, settings.seed, restart)
@@ -301,28 +329,34 @@ def search_concept(
         codebook = vqgm.codebook.detach()
         total = len(todo) * settings.steps
         for i, r in enumerate(todo):
-            seed = restart_seed(model, cls, region, start.identity, settings.seed, r)
+            seed = restart_seed(model, cls, region, start.identity, settings.seed, r, goal)
 
             def restart_progress(done: int, _steps: int, info: str = "", before: int = i * settings.steps, r: int = r) -> None:
                 report(progress, before + done, total, f"restart {r + 1}/{restarts} {info}".rstrip())
 
-            res = optimize_tokens(net, codebook, base_grid(r), mask, cls.class_id, replace(settings, seed=seed), restart_progress)
+            res = optimize_tokens(net, codebook, base_grid(r), mask, objective_target, replace(settings, seed=seed), restart_progress)
             fresh[r] = (seed, res.tokens, [res.snapshots[s] for s in snapshot_steps])
         grids = torch.stack([fresh[r][1] for r in todo])
         with torch.no_grad():
             out_logits = logits_of(net(vqgm.embed(grids.to(device)))).float().cpu()
-        logp = F.log_softmax(out_logits, dim=-1)[:, cls.class_id]
-        objective = out_logits[:, cls.class_id] if settings.objective == "logit" else logp
-        judge_scores = _judge_scores(model, vqgm, grids, cls.class_id, device, notices)
+        if goal.is_class:
+            logp = F.log_softmax(out_logits, dim=-1)[:, objective_target]
+            objective = out_logits[:, objective_target] if settings.objective == "logit" else logp
+            p_target = logp.exp()
+        else:
+            objective = concept_objective(out_logits, goal, settings.objective)
+            p_target = target_probabilities(F.softmax(out_logits, dim=-1), cls, goal)
+        judge_scores = _judge_scores(model, vqgm, grids, target_ids, device, notices)
         new_rows = []
         for i, r in enumerate(todo):
             seed, tokens, snaps = fresh[r]
             new_rows.append(dict(
-                search_key=key, model_id=model.id, extractor_id=extractor_info.id, class_pk=cls.pk, region=str(region),
+                search_key=key, model_id=model.id, extractor_id=extractor_info.id, region=str(region), target=goal.key,
+                class_pk=cls.class_pks[0] if isinstance(cls, ConceptInfo) else cls.pk,
                 init=start.identity, params=json.dumps(params, sort_keys=True), restart=r, seed=seed,
                 tokens=pack_tokens(tokens, model.n_embed), snapshots=_pack_grids(snaps, model.n_embed),
                 t_star=json.dumps([[e.token, e.positions] for e in t_star_of(tokens, mask)]),
-                objective=float(objective[i]), p_target=float(logp[i].exp()), judges=json.dumps(judge_scores[i], sort_keys=True),
+                objective=float(objective[i]), p_target=float(p_target[i]), judges=json.dumps(judge_scores[i], sort_keys=True),
             ))
     else:
         new_rows = []
@@ -361,25 +395,30 @@ def search_concept(
     tiles += snaps_by_restart[best.restart] + [final]
     labels += [f"step {s}" for s in snapshot_steps] + [f"final ({settings.steps})"]
     images = to_pil(vqgm.decode_tokens(torch.stack(tiles)))
-    meta = {"class_id": cls.class_id, "class_name": cls.name, "concept_search": key, "restart": best.restart,
+    meta = {"class_id": target_ids[0], "class_name": cls.name, "concept_search": key, "restart": best.restart,
             "region": str(region), "init": start.identity, "step": settings.steps}
+    if isinstance(cls, ConceptInfo):
+        meta.update(concept=cls.name, target=goal.key)
     save_png(images[-1], output_path, final, model.name, meta, n_embed=model.n_embed)
     whole = region.size == model.grid * model.grid
     save_png(edit_strip(images, labels, None if whole else (region.rows, region.cols), model.grid), strip_path, None, model.name, meta)
     search_store.insert_restarts(store, new_rows)  # insert-or-skip on (search_key, restart)
 
     return ConceptSearchResult(
-        model=model.name, extractor=extractor_info.name, class_id=cls.class_id, class_name=cls.name, region=str(region),
+        model=model.name, extractor=extractor_info.name, class_id=target_ids[0], class_name=cls.name, region=str(region),
         init=start.identity, init_path=start.path, search_key=key, steps=settings.steps, objective_kind=settings.objective,
         best_restart=best.restart, objective=best.objective, p_target=best.p_target, t_star=best.t_star,
         tokens=final.tolist(), restarts=results, comparison=comparison, hint=hint, output_path=output_path,
         strip_path=strip_path, computed=len(fresh), reused=restarts - len(fresh), params=params, notices=notices,
+        target=goal.key, concept=cls.name if isinstance(cls, ConceptInfo) else None, target_classes=list(target_ids),
     )
 
 
 
-def _judge_scores(model: ModelInfo, vqgm, grids: torch.Tensor, target: int, device, notices: list[str]) -> list[dict[str, float]]:
-    """Judges' P(target) of every decoded grid; empty dicts (and a notice) when the model has none."""
+def _judge_scores(model: ModelInfo, vqgm, grids: torch.Tensor, target_ids: list[int], device, notices: list[str]) -> list[dict[str, float]]:
+    """Judges' P(target) of every decoded grid (a concept: the sum of its members'); empty dicts (and a notice) when the
+    model has none."""
     judges = judges_or_notice(model, device, notices)
     probs = judge_probabilities(judges, vqgm.decode_tokens(grids)) if judges else {}
-    return [{name: float(p[i, target]) for name, p in probs.items() if target < p.shape[1]} for i in range(len(grids))]
+    scored = {name: target_probability(p, target_ids) for name, p in probs.items()}
+    return [{name: float(p[i]) for name, p in scored.items() if p is not None} for i in range(len(grids))]

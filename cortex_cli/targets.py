@@ -31,7 +31,7 @@ from .extractors.architectures import logits_of
 CLASS = "class"
 UNION_RULES = ("logsumexp", "log-prob")
 BINARY = "binary"
-DEFAULT_RULE = "logsumexp"
+DEFAULT_RULE = "log-prob"
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,14 @@ and its Gumbel noise from its own stream of torch's default generator on the opt
 seeded with it too (swapped in around its draw; the caller's random state is left as it was). An
 edit's result therefore depends on its seed alone, not on the batch it runs in, up to float rounding
 (on the CPU a batch of one is `optimize_tokens` bit for bit).
+
+Targets: an edit's target is a class id (its logit, or its log-probability) or a concept
+(`targets.Target`, paper §3.1). `--objective` applies to the concept's score the way it applies to a
+class's logit: 'logit' maximises the concept's score (a union: logsumexp of its members' logits, the
+index's default f_Y; an extractor trained for the concept: its log-odds), 'log-prob' maximises
+log P(concept | E) (a union: the log of its members' summed softmax probabilities; a binary
+extractor: log softmax of its concept output). For one class both are exactly the class's objective;
+a class target takes the class code path, unchanged.
 """
 
 from __future__ import annotations
@@ -32,10 +40,13 @@ from .errors import CortexError
 from .extractors.architectures import logits_of
 from .extractors.subsets import require_classes
 from .progress import Progress, report
+from .targets import BINARY, Target
 
 INITS = ("source", "random")
 OBJECTIVES = ("logit", "log-prob")
 METHODS = ("token", "embedding")
+# a concept's union score each objective maximises (module docstring): its logit analogue, or log P(concept)
+UNION_RULE = {"logit": "logsumexp", "log-prob": "log-prob"}
 # 'source' init: the source token's logit is set so that it holds this much of each region row's
 # softmax at step 0 (a gap of log(0.9/0.1 * (K-1)) over the other tokens, 7.0 for K=128, 11.9 for
 # K=16384): hard samples mostly reproduce the source, yet 10% of draws explore other tokens and the
@@ -111,13 +122,48 @@ class BatchResult:
     snapshots: dict[int, torch.Tensor] = field(default_factory=dict)  # step -> tokens (B x m x m)
 
 
-def objective_loss(extractor: torch.nn.Module, embedding: torch.Tensor, targets: torch.Tensor, objective: str) -> torch.Tensor:
-    """Per-edit -f_Y(E)[target] ('logit') or -log softmax(f_Y(E))[target] ('log-prob'), for E (B x d x m x m) -> (B,)."""
+EditTarget = int | Target  # a class id, or a concept's target (`targets.Target`, not 'class')
+
+
+def _is_concept(target: object) -> bool:
+    return isinstance(target, Target) and not target.is_class
+
+
+def concept_objective(logits: torch.Tensor, target: Target, objective: str) -> torch.Tensor:
+    """A concept's objective value (B,) from class logits (B x classes): its score ('logit') or log P(concept) ('log-prob').
+
+    A union's score is logsumexp of its members' logits and log P is that minus logsumexp of all logits (the log of
+    the members' summed softmax); a binary extractor's score is its log-odds z_Y - z_notY and log P its log softmax.
+    """
+    logits = logits.float()
+    if target.rule == BINARY:
+        if logits.shape[-1] != 2:
+            raise CortexError(f"a binary concept score needs an extractor with 2 outputs, this one has {logits.shape[-1]}")
+        return logits[:, 1] - logits[:, 0] if objective == "logit" else F.log_softmax(logits, dim=-1)[:, 1]
+    members = torch.tensor(sorted(set(target.class_ids)), dtype=torch.long, device=logits.device)
+    score = torch.logsumexp(logits.index_select(1, members), dim=1)
+    return score if objective == "logit" else score - torch.logsumexp(logits, dim=1)
+
+
+def objective_loss(extractor: torch.nn.Module, embedding: torch.Tensor, targets: torch.Tensor | Sequence[EditTarget],
+                   objective: str) -> torch.Tensor:
+    """Per-edit -f_Y(E)[target] ('logit') or -log softmax(f_Y(E))[target] ('log-prob'), for E (B x d x m x m) -> (B,).
+
+    A concept target (`targets.Target`) is scored by `concept_objective`; class ids take the class path exactly.
+    """
     logits = logits_of(extractor(embedding)).float()
+    if not isinstance(targets, torch.Tensor) and any(_is_concept(t) for t in targets):
+        return -torch.cat([concept_objective(logits[i:i + 1], t, objective) if _is_concept(t)
+                           else _class_objective(logits[i:i + 1], torch.tensor([[int(t)]], device=logits.device), objective)
+                           for i, t in enumerate(targets)])
     targets = torch.as_tensor(targets, dtype=torch.long, device=logits.device).reshape(-1, 1)
+    return -_class_objective(logits, targets, objective)
+
+
+def _class_objective(logits: torch.Tensor, targets: torch.Tensor, objective: str) -> torch.Tensor:
     if objective == "logit":
-        return -logits.gather(1, targets)[:, 0]
-    return -F.log_softmax(logits, dim=-1).gather(1, targets)[:, 0]
+        return logits.gather(1, targets)[:, 0]
+    return F.log_softmax(logits, dim=-1).gather(1, targets)[:, 0]
 
 
 def _default_generator(device: torch.device) -> torch.Generator:
@@ -236,7 +282,7 @@ class RegionEmbedding(_RegionSearch):
 
 
 def _check_batch(extractor: torch.nn.Module, codebook: torch.Tensor, sources: torch.Tensor, masks: torch.Tensor,
-                 targets: Sequence[int], seeds: Sequence[int]) -> torch.Tensor:
+                 targets: Sequence[EditTarget], seeds: Sequence[int]) -> torch.Tensor:
     """The region positions (B x n, raster order) of a valid batch, or CortexError."""
     if sources.dim() != 3 or sources.shape[-1] != sources.shape[-2]:
         raise CortexError(f"source tokens must be square grids (B x m x m), got {tuple(sources.shape)}")
@@ -255,10 +301,13 @@ def _check_batch(extractor: torch.nn.Module, codebook: torch.Tensor, sources: to
         raise CortexError(f"source tokens must lie in 0..{n_embed - 1} (the codebook size is {n_embed})")
     with torch.no_grad():
         n_classes = logits_of(extractor(F.embedding(sources[:1].to(codebook.device), codebook).permute(0, 3, 1, 2))).shape[-1]
-    bad = [int(t) for t in targets if not 0 <= int(t) < n_classes]
+    if any(isinstance(t, Target) and t.rule == BINARY for t in targets) and n_classes != 2:
+        raise CortexError(f"a binary concept score needs an extractor with 2 outputs, this one has {n_classes}")
+    ids = [c for t in targets for c in (t.class_ids if _is_concept(t) else () if isinstance(t, Target) else (int(t),))]
+    bad = [c for c in ids if not 0 <= c < n_classes]
     if bad:
         raise CortexError(f"target class {bad[0]} is outside the extractor's {n_classes} classes")
-    require_classes(extractor, [int(t) for t in targets])
+    require_classes(extractor, ids)
     return masks.reshape(batch, -1).nonzero()[:, 1].reshape(batch, -1)
 
 
@@ -267,7 +316,7 @@ def optimize_batch(
     codebook: torch.Tensor,
     sources: torch.Tensor,
     masks: torch.Tensor,
-    targets: Sequence[int],
+    targets: Sequence[EditTarget],
     seeds: Sequence[int],
     settings: OptimizeSettings = OptimizeSettings(),
     progress: Progress | None = None,
@@ -283,7 +332,8 @@ def optimize_batch(
         codebook: C (K x d), on the extractor's device.
         sources: LongTensor (B x m x m), the images' tokens (kept outside the regions).
         masks: BoolTensor (B x m x m), True where tokens may change; equally many positions per edit.
-        targets: (B,) the class index whose logit / log-probability each edit maximises.
+        targets: (B,) the class index whose logit / log-probability each edit maximises, or a concept's
+            `targets.Target` (its score / log P(concept), see the module docstring).
         seeds: (B,) each edit's seed (`settings.seed` is not used).
         settings: steps, lr, temperature schedule, alpha, init, objective, method, snapshots.
         progress: called as progress(steps done, steps, info) while optimising.
@@ -309,7 +359,8 @@ def optimize_batch(
         lr = settings.lr if settings.lr is not None else EMBEDDING_LR * float(codebook.std())
         params = [search.vectors]
     optimizer = torch.optim.Adam(params, lr=lr)
-    target = torch.as_tensor([int(t) for t in targets], dtype=torch.long, device=device)
+    concept = any(_is_concept(t) for t in targets)
+    target = list(targets) if concept else torch.as_tensor([int(t) for t in targets], dtype=torch.long, device=device)
     trace: list[torch.Tensor] = []
     snapshots: dict[int, torch.Tensor] = {}
     wanted = set(settings.snapshot_steps)
@@ -336,7 +387,7 @@ def optimize_tokens(
     codebook: torch.Tensor,
     source_tokens: torch.Tensor,
     region_mask: torch.Tensor,
-    target: int,
+    target: EditTarget,
     settings: OptimizeSettings = OptimizeSettings(),
     progress: Progress | None = None,
 ) -> OptimizeResult:
@@ -347,7 +398,7 @@ def optimize_tokens(
         codebook: C (K x d), on the extractor's device.
         source_tokens: LongTensor (m x m), the image's tokens (kept outside the region).
         region_mask: BoolTensor (m x m), True where tokens may change.
-        target: the class index whose logit / log-probability is maximised.
+        target: the class index whose logit / log-probability is maximised, or a concept's `targets.Target`.
         settings: steps, lr, temperature schedule, alpha, init, objective, method, seed, snapshots.
         progress: called as progress(steps done, steps, info) while optimising.
 

@@ -30,7 +30,7 @@ def red_home(tmp_path_factory):
 def test_a_concept_indexes_each_member_under_its_own_target(red_home):
     home, by_concept, by_class = red_home
     assert [(r.class_name, r.concept, r.added) for r in by_concept] == [(name, "red", 3) for name in RED]
-    assert {r.target for r in by_concept} == {"logsumexp:0,4,7,10"} and len({r.run_id for r in by_concept}) == 1
+    assert {r.target for r in by_concept} == {"log-prob:0,4,7,10"} and len({r.run_id for r in by_concept}) == 1
     # the class run of the same extractor and parameters is another run: the same images, another question
     assert by_class[0].target == "class" and by_class[0].run_id != by_concept[0].run_id and by_class[0].added == 3
 
@@ -39,7 +39,7 @@ def test_top_tokens_of_a_concept_count_every_members_images_and_a_class_still_re
     home, by_concept, by_class = red_home
     ws = Workspace(home=home, device="cpu")
     top = ws.top_tokens("red", k=5, baseline="frequency")
-    assert top.run_id == by_concept[0].run_id and top.target == "logsumexp:0,4,7,10"
+    assert top.run_id == by_concept[0].run_id and top.target == "log-prob:0,4,7,10"
     assert (top.concept, top.members, top.class_id, top.images_indexed, top.image_seeds) == ("red", RED, None, 12, "0-2")
     assert sum(r.count for r in top.rows) <= 12 * 20 and top.rows[0].count >= top.rows[-1].count
     assert ws.top_tokens("red", k=5, images=2).images_indexed == 8  # seeds 0..1 of every member

@@ -63,3 +63,12 @@ def test_judges_or_notice_says_why_there_are_none_and_probabilities_are_per_judg
     with torch.no_grad():
         torch.testing.assert_close(probs["j1"], judges[1].model(images).softmax(-1))
     assert not torch.equal(probs["j0"], probs["j1"])
+
+
+def test_a_concepts_probability_is_the_sum_of_its_members():
+    from cortex_cli.judges import target_probability
+
+    probs = torch.tensor([[0.1, 0.2, 0.3, 0.4], [0.7, 0.1, 0.1, 0.1]])
+    assert torch.equal(target_probability(probs, [2]), probs[:, 2])  # one class: exactly its probability
+    assert torch.allclose(target_probability(probs, [3, 1, 3]), torch.tensor([0.6, 0.2]))  # members once each
+    assert target_probability(probs, [1, 4]) is None and target_probability(probs, []) is None

@@ -24,8 +24,8 @@ class Fixed(nn.Module):
 def test_keys_name_the_rule_and_the_sorted_members_and_read_back():
     assert Target().key == CLASS and Target().is_class
     t = union_target([10, 0, 7, 4])
-    assert t.key == "logsumexp:0,4,7,10" and parse_key(t.key) == Target("logsumexp", (0, 4, 7, 10))
-    assert union_target([4, 0], "log-prob").key == "log-prob:0,4"
+    assert t.key == "log-prob:0,4,7,10" and parse_key(t.key) == Target("log-prob", (0, 4, 7, 10))  # the measured default
+    assert union_target([4, 0], "logsumexp").key == "logsumexp:0,4"
     assert parse_key("class") == Target() and parse_key("binary") == Target(BINARY)
     assert union_target([3]) == Target()  # one member: simply that class's logit
     assert union_target([3, 3]) == Target()
@@ -52,7 +52,7 @@ def test_scores_are_the_logsumexp_and_the_log_probability_of_the_members():
 
 
 def test_log_prob_saturates_where_logsumexp_does_not():
-    """The reason logsumexp is the default: an image the extractor already calls Y leaves log P(Y|E) nearly flat."""
+    """Saturation: an image the extractor already calls Y with confidence leaves log P(Y|E) nearly flat (logsumexp is not)."""
     weights = torch.tensor([20.0, 18.0, -20.0])  # members 0 and 1 dominate
     net = Fixed(weights)
     x = torch.ones(1, 2, 2, 2, requires_grad=True)

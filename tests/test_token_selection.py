@@ -252,3 +252,45 @@ def test_an_extractor_returning_a_logits_tuple_is_optimised_the_same(setup):
     plain = optimize_tokens(extractor, codebook, source, mask, 1, settings)
     wrapped = optimize_tokens(TupleOut(extractor), codebook, source, mask, 1, settings)
     assert torch.equal(plain.tokens, wrapped.tokens) and plain.loss_trace == wrapped.loss_trace
+
+
+def test_a_concept_objective_is_its_members_logsumexp_or_summed_log_probability(setup):
+    from cortex_cli.targets import BINARY, Target
+    from cortex_cli.token_selection import concept_objective
+
+    logits = torch.tensor([[1.0, 3.0, -2.0, 0.5], [0.0, -1.0, 2.0, 2.0]])
+    union = Target("logsumexp", (1, 3))
+    assert torch.allclose(concept_objective(logits, union, "logit"), torch.log(logits[:, [1, 3]].exp().sum(1)))
+    summed = F.softmax(logits, dim=1)[:, [1, 3]].sum(1)
+    assert torch.allclose(concept_objective(logits, union, "log-prob"), summed.log())
+    two = torch.tensor([[0.5, 2.0]])
+    assert torch.allclose(concept_objective(two, Target(BINARY), "logit"), torch.tensor([1.5]))
+    assert torch.allclose(concept_objective(two, Target(BINARY), "log-prob"), F.log_softmax(two, dim=1)[:, 1])
+    with pytest.raises(CortexError, match="2 outputs"):
+        concept_objective(logits, Target(BINARY), "logit")
+    # a batch mixing a class and a concept: each edit its own objective, the class exactly as before
+    codebook, extractor, source, mask = setup
+    emb = F.embedding(source[None].repeat(2, 1, 1), codebook).permute(0, 3, 1, 2)
+    mixed = objective_loss(extractor, emb, [1, Target("logsumexp", (0, 1))], "logit")
+    plain = objective_loss(extractor, emb, [1, 1], "logit")
+    assert mixed[0] == plain[0] and torch.allclose(mixed[1], -torch.logsumexp(extractor(emb)[1], dim=0))
+
+
+def test_optimising_a_concept_raises_its_score_and_checks_its_members(setup):
+    from cortex_cli.targets import Target
+
+    codebook, extractor, source, mask = setup
+    weights = torch.zeros(3, D)
+    weights[1], weights[2] = codebook[TARGET_TOKEN], -codebook[TARGET_TOKEN]  # class 2 pulls the other way
+    three = DotExtractor(weights)
+    concept = Target("logsumexp", (0, 1))
+    settings = OptimizeSettings(steps=40, seed=2)
+    result = optimize_tokens(three, codebook, source, mask, concept, settings)
+
+    def score(grid):
+        return float(torch.logsumexp(three(F.embedding(grid[None], codebook).permute(0, 3, 1, 2))[0, [0, 1]], dim=0))
+
+    assert score(result.tokens) > score(source) + 0.1 and result.changed
+    assert result.loss_trace[-1] < result.loss_trace[0]
+    with pytest.raises(CortexError, match="target class 5 is outside the extractor's 3 classes"):
+        optimize_tokens(three, codebook, source, mask, Target("logsumexp", (1, 5)), OptimizeSettings(steps=2))

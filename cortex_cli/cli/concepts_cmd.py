@@ -17,7 +17,7 @@ app.add_typer(concepts_app, name="concepts")
 def concepts_add(
     ctx: typer.Context,
     name: str = typer.Argument(..., help="The concept's name, e.g. red; it may not be a class's name."),
-    classes: str = typer.Option(None, "--classes", help="Its member classes: 'a,b,c' (ids or names) or @file.txt."),
+    classes: str = typer.Option(None, "--classes", help="Its member classes: comma-separated class ids or names, 'goldfinch,black grouse,11', or @file.txt."),
     prompt: str = typer.Option(None, "--prompt", help="Text-conditional models (janus): sample the concept's images from this prompt."),
     model: Model = None,
     as_json: AsJson = False,

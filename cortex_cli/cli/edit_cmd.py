@@ -9,7 +9,7 @@ import typer
 
 from .. import token_selection
 from .app import command, workspace
-from .options import AsJson, L2Weight, Model, Quiet, Region, Seed, Steps
+from .options import TARGET_HELP, AsJson, L2Weight, Model, Quiet, Region, Seed, Steps
 from .render import console, deferred_progress, print_json, table
 
 SHOW_CHANGES = 32  # changed tokens listed in the terminal
@@ -19,7 +19,7 @@ SHOW_CHANGES = 32  # changed tokens listed in the terminal
 def edit(
     ctx: typer.Context,
     image: Path = typer.Argument(..., help="A PNG written by cortex (its tokens are read from the metadata) or any picture (VQGAN-encoded)."),
-    target: str = typer.Option(..., "--target", help="Class id or name to move the region toward (e.g. 'blue-capped bird')."),
+    target: str = typer.Option(..., "--target", help=f"{TARGET_HELP} to move the region toward (e.g. 'blue-capped bird')."),
     region_text: Region = ...,
     model: Model = None,
     extractor: Annotated[Optional[str], typer.Option("--extractor", "-e", help="Registered extractor to optimise against (default: ce).")] = None,
@@ -30,7 +30,7 @@ def edit(
     tau_final: float = typer.Option(None, "--tau-final", help="Anneal tau exponentially to this value by the last step (default: fixed tau)."),
     alpha: L2Weight = token_selection.OptimizeSettings.alpha,
     init: str = typer.Option("source", "--init", help="How the region starts: source (the image's tokens) or random."),
-    objective: str = typer.Option(token_selection.OptimizeSettings.objective, "--objective", help="logit (-target logit, the paper's eq. 8; default, best by measurement) or log-prob (-log softmax of the target)."),
+    objective: str = typer.Option(token_selection.OptimizeSettings.objective, "--objective", help="logit (-target logit, the paper's eq. 8; default, best by measurement; a concept: -logsumexp of its members' logits) or log-prob (-log softmax of the target; a concept: -log of its members' summed probability)."),
     seed: Seed = token_selection.OptimizeSettings.seed,
     out: Path = typer.Option(None, "--out", "-o", help="Directory for the edited PNG, snapshots and strip (default: the image's directory)."),
     save_every: int = typer.Option(None, "--save-every", help="Also write a snapshot PNG every N steps (and show them in the strip)."),
@@ -45,6 +45,9 @@ def edit(
     (with its token grid, so edits chain), optional snapshots, and a strip source -> snapshots ->
     final; prints the extractor's and judges' probabilities before and after, and the changed tokens.
     The edit is stored in the database.
+
+    A named concept as --target (`cortex concepts add red --classes ...`) maximises the concept's score;
+    its P(target) is the sum of its members' probabilities.
 
     Example: cortex edit bird.png --target "blue-capped bird" --region 2:8,6:12 --steps 500 --save-every 100
     """
@@ -62,8 +65,9 @@ def edit(
     def fmt(v: float | None) -> str:
         return "-" if v is None else f"{v:.3f}"
 
+    toward = f"concept {result.target_name} ({result.target})" if result.concept is not None else result.target_name
     table(
-        f"edit {result.edit_id}: {src} -> {result.target_name}, region {result.region}, {result.method}",
+        f"edit {result.edit_id}: {src} -> {toward}, region {result.region}, {result.method}",
         ["scorer", f"P({src}) before", "after", f"P({result.target_name}) before", "after"],
         [[p.scorer, fmt(p.source_before), fmt(p.source_after), fmt(p.target_before), fmt(p.target_after)] for p in result.probabilities],
     )

@@ -15,10 +15,11 @@ from ..evaluation.edit_eval import EditEvalSettings
 from ..evaluation.image_level import ImageLevelSettings
 from ..evaluation.localization import LocalizationSettings
 from ..evaluation.report import tables_for
+from ..evaluation.sanity import SanitySettings
 from ..evaluation.stability import StabilitySettings
 from .app import app, command, sub_command, workspace
-from .options import (AsJson, EvalClasses, EvalOut, Extractors, Fill, FirstSeed, ImagesPerClass, JudgeWeights, Model, Ns, Quiet,
-                      RandomDraws, Samples, Seed, Steps, TopN)
+from .options import (AsJson, ConceptScoreRule, EvalClasses, EvalOut, Extractors, Fill, FirstSeed, ImagesPerClass, JudgeWeights, Model, Ns,
+                      Quiet, RandomDraws, Samples, Seed, Steps, TopN)
 from .render import console, deferred_progress, print_json, table
 
 eval_app = typer.Typer(
@@ -29,7 +30,7 @@ eval_app = typer.Typer(
 app.add_typer(eval_app, name="eval")
 
 IMAGE_LEVEL, CONCEPT_LEVEL, EDIT = ImageLevelSettings(), ConceptLevelSettings(), EditEvalSettings()
-LOCALIZATION, STABILITY = LocalizationSettings(), StabilitySettings()
+LOCALIZATION, STABILITY, SANITY = LocalizationSettings(), StabilitySettings(), SanitySettings()
 
 
 def _names(text: str | None) -> tuple[str, ...]:
@@ -99,25 +100,35 @@ def image_level(
     method: Annotated[str, typer.Option("--method", help="Attribution method(s) to compare on the same images, comma-separated or 'all': "
                       "smoothgrad, gradient, gradient-x-input, integrated-gradients (zeros baseline, 50 steps); one curve per extractor and method.")]
     = _csv(IMAGE_LEVEL.methods),
+    train_images: Annotated[int, typer.Option("--train-images", help="Generated training images per class, seeds 0..N-1, whose token "
+                            "counts rank the frequency baseline (generated if missing).")] = IMAGE_LEVEL.train_images,
+    bootstrap: Annotated[int, typer.Option("--bootstrap", help="Bootstrap resamples of the AUC differences' paired 95% intervals "
+                         "(CORTEX - random, CORTEX - frequency; over images).")] = IMAGE_LEVEL.bootstrap,
     classes: EvalClasses = None,
     judge_weights: JudgeWeights = None,
     out: EvalOut = None,
     as_json: AsJson = False,
     quiet: Quiet = False,
 ) -> None:
-    """Figure 3: judges' mean P(true class) as the top-n TSV tokens' patches are masked, vs n random ones.
+    """Figure 3: judges' mean P(true class) as the top-n TSV tokens' patches are masked, vs n random ones; and insertion.
 
     On generated test images (sampled if missing), each extractor's TSV map ranks the positions;
     the pixel patches of the top n (5, 10, ..., 50) are filled and the judges score the image; the
     same n at seeded random positions (the same draws for every extractor) is the floor.
-    Defaults take a few minutes on 2 CPU cores for the mini model.
+    Insertion (RISE): from the fully masked image, only the top n are put back. Both curves also
+    for the frequency baseline; their AUCs (mean height over n/m^2) per selection and judge, with
+    paired bootstrap 95% intervals of CORTEX - random and CORTEX - frequency over images.
+    --fill tokens masks in token space and decodes with the VQGAN (slower: every masked grid is
+    decoded). Defaults take a few minutes on 2 CPU cores for the mini model.
 
     Example: cortex eval image-level --model mini --images-per-class 4 --fill black
+    Example: cortex eval image-level --model mini --fill tokens --random-draws 1
     Example: cortex eval image-level --model mini --method smoothgrad,gradient,gradient-x-input
     """
     _evaluate(ctx, "image-level", model=model, extractor=extractor, out=out, as_json=as_json, quiet=quiet, judge_weights=judge_weights,
               images_per_class=images_per_class, ns=_ints(ns, "--ns"), fill=fill, random_draws=random_draws, seed=seed,
-              first_seed=first_seed, classes=_names(classes), samples=samples, methods=_methods(method))
+              first_seed=first_seed, classes=_names(classes), samples=samples, methods=_methods(method), train_images=train_images,
+              bootstrap=bootstrap)
 
 
 @sub_command(eval_app, "concept-level")
@@ -146,8 +157,11 @@ def concept_level(
     T*_concept: the k tokens most frequent in the top-n TSV sets of the class's indexed training
     images (indexed first if needed); the frequency baseline: the k most frequent tokens of the
     class's training images. Also the baseline cut to CORTEX's n per image (a fairer comparison).
+    --fill tokens masks in token space (each masked token refilled from its unmasked neighbours)
+    and decodes the grid with the VQGAN, so the judges see an image the decoder can produce.
 
     Example: cortex eval concept-level --model mini --train-images 20 --images-per-class 4
+    Example: cortex eval concept-level --model mini --fill tokens
     """
     _evaluate(ctx, "concept-level", model=model, extractor=extractor, out=out, as_json=as_json, quiet=quiet, judge_weights=judge_weights,
               k=k, top_n=top_n, train_images=train_images, images_per_class=images_per_class, fill=fill, seed=seed,
@@ -210,7 +224,10 @@ def localization(
     ns: Ns = _csv(LOCALIZATION.ns),
     random_draws: RandomDraws = LOCALIZATION.random_draws,
     samples: Samples = LOCALIZATION.samples,
-    classes: EvalClasses = None,
+    classes: Annotated[Optional[str], typer.Option("--classes", help="Comma-separated class ids or names, or named concepts "
+                       "(each one unit: its members' images; 'red' scored on the red pixels) (default: every class of the model).")]
+    = None,
+    score: ConceptScoreRule = LOCALIZATION.score,
     out: EvalOut = None,
     as_json: AsJson = False,
     quiet: Quiet = False,
@@ -220,13 +237,15 @@ def localization(
     Mini-world images with known object masks are encoded by the VQGAN; a token is on the object
     when >= 50% of its pixel patch is. Compared: each extractor's TSV ranking, the frequency
     baseline (positions by how common their token is in the class's generated training images)
-    and random positions.
+    and random positions. A named concept in --classes is one unit: its members' images, its
+    score (--score) explained, its members' training images counted; a concept named like a
+    mini-world attribute ('red') is scored on that attribute's pixels instead of the objects.
 
-    Example: cortex eval localization --images-per-class 5
+    Example: cortex eval localization --images-per-class 5; cortex eval localization --classes red
     """
     _evaluate(ctx, "localization", model=model, extractor=extractor, out=out, as_json=as_json, quiet=quiet,
               images_per_class=images_per_class, ns=_ints(ns, "--ns"), random_draws=random_draws, seed=seed, first_seed=first_seed,
-              samples=samples, classes=_names(classes))
+              samples=samples, classes=_names(classes), score=score)
 
 
 @sub_command(eval_app, "stability")
@@ -255,6 +274,51 @@ def stability(
     _evaluate(ctx, "stability", model=model, extractor=extractor, out=out, as_json=as_json, quiet=quiet, images_per_class=images_per_class,
               seeds=_ints(noise_seeds, "--noise-seeds"), sample_counts=_ints(sample_counts, "--sample-counts"), ns=_ints(ns, "--ns"),
               first_seed=first_seed, classes=_names(classes))
+
+
+@sub_command(eval_app, "sanity")
+def sanity(
+    ctx: typer.Context,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="The mini model (its world's masks give precision@5) (default: mini).")] = None,
+    extractor: Annotated[str, typer.Option("--extractor", "-e", help="Extractor to check (default ce); several comma-separated or 'all' "
+                         "check each, the first one's variants being the JSON's top-level keys.")] = "ce",
+    images_per_class: Annotated[int, typer.Option("--images-per-class", help="Mini-world images per class: seeds --first-seed .. +N-1.")]
+    = SANITY.images_per_class,
+    first_seed: FirstSeed = SANITY.first_seed,
+    seed: Seed = SANITY.seed,
+    samples: Samples = SANITY.samples,
+    random_draws: RandomDraws = SANITY.random_draws,
+    independent: Annotated[bool, typer.Option("--independent/--no-independent", help="Also re-initialise each layer alone (doubles the maps computed).")]
+    = SANITY.independent,
+    permuted_images: Annotated[int, typer.Option("--permuted-images", help="Training images per class of the label-permuted extractor (the mini recipe: 300).")]
+    = SANITY.permuted_per_class,
+    permuted_epochs: Annotated[int, typer.Option("--permuted-epochs", help="Its training epochs (the mini recipe's 30).")]
+    = SANITY.permuted_epochs,
+    permuted_source: Annotated[str, typer.Option("--permuted-source", help="Its training images: 'world' (mini-world train images, encoded; "
+                               "fast) or 'generated' (sampled from the prior as the recipe does; minutes on a CPU).")]
+    = SANITY.permuted_source,
+    classes: EvalClasses = None,
+    out: EvalOut = None,
+    as_json: AsJson = False,
+    quiet: Quiet = False,
+) -> None:
+    """Sanity checks (Adebayo et al. 2018): do the TSV maps change when the extractor's weights or labels are randomised?
+
+    On mini-world images (target: the true class, the same noise for every variant), the extractor's
+    layers (a conv/linear with its batch norm) are re-initialised from the output down, one more per
+    step (the cascade), and each alone (--independent); an extractor of the same architecture is
+    trained on permuted labels (cached, reused on a rerun). Each variant's maps are compared with the
+    trained ones: Spearman rank correlation, top-20 overlap, precision@5 on the object; the floor is
+    two unrelated random maps. The check: after the full cascade and for the label-permuted
+    extractor, top-20 overlap <= floor + 0.1 and precision@5 <= 1.5 x random; the table says whether
+    it held. Defaults (CE, 2 images per class, N=10) take a few minutes on 2 CPU cores.
+
+    Example: cortex eval sanity --extractor ce --images-per-class 2 --json
+    """
+    _evaluate(ctx, "sanity", model=model, extractor=extractor, out=out, as_json=as_json, quiet=quiet, images_per_class=images_per_class,
+              first_seed=first_seed, seed=seed, samples=samples, random_draws=random_draws, independent=independent,
+              permuted_per_class=permuted_images, permuted_epochs=permuted_epochs, permuted_source=permuted_source,
+              classes=_names(classes))
 
 
 @sub_command(eval_app, "all")

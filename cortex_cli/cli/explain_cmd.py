@@ -9,13 +9,17 @@ import typer
 
 from ..errors import CortexError
 from .app import command, workspace
-from .options import (SALIENCY, Alpha, AsJson, Extractor, IgBaseline, IgSteps, Method, Precision, Reduce, Samples, Seed)
+from ..targets import DEFAULT_RULE
+from .options import (SALIENCY, Alpha, AsJson, ConceptScoreRule, ExplainTarget, Extractor, IgBaseline, IgSteps, Method, Precision,
+                      Reduce, Samples, Seed)
 from .render import console, print_json, table
 
 
 def _print_explain(result) -> None:
+    what = (f"concept '{result.concept}' (score {result.target_key}" if result.concept is not None
+            else f"'{result.class_name}' (class {result.class_id}")
     table(
-        f"{result.source}: top {len(result.top)} tokens for '{result.class_name}' (class {result.class_id}, target: {result.target}; "
+        f"{result.source}: top {len(result.top)} tokens for {what}, target: {result.target}; "
         f"tokens from {result.tokens_from}; TSV {result.tsv_from}, extractor {result.extractor})",
         ["rank", "token", "row", "col", "TSV"], [[t.rank, t.token, t.row, t.col, t.tsv] for t in result.top],
     )
@@ -29,19 +33,23 @@ def show(
     image: str = typer.Argument(None, help="A stored image id, or a PNG written by cortex."),
     out: Path = typer.Option(..., "--out", "-o", help="Where to write the figure (PNG)."),
     top_n: int = typer.Option(5, "--top-n", help="Tokens to box (highest TSV first)."),
-    class_spec: str = typer.Option(None, "--class", "-c", help="With --token: draw images of this class."),
+    class_spec: str = typer.Option(None, "--class", "-c", help="With --token: draw images of this class or named concept."),
     token: int = typer.Option(None, "--token", "-t", help="With --class: box this token wherever it is salient (paper Figure 5)."),
     limit: int = typer.Option(12, "--limit", help="With --class/--token: at most this many images."),
     extractor: Annotated[Optional[str], typer.Option("--extractor", "-e", help="Use runs of this extractor (default: newest of any; 'ce' when computing).")] = None,
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Registered model (default: mini, or the PNG's).")] = None,
+    target: ExplainTarget = None,
+    score: ConceptScoreRule = DEFAULT_RULE,
     seed: Seed = SALIENCY.seed,
     as_json: AsJson = False,
 ) -> None:
     """Draw red boxes on an image's top-n TSV tokens (paper Figure 2), or a class's images with one token boxed (Figure 5).
 
     IMAGE is a stored image id (its indexed TSV map is used, else it is computed; target = its class's
-    logit) or a cortex PNG (computed as `cortex explain` does).
-    Examples: cortex show 17 --top-n 5 --out fig2.png ;  cortex show --class goldfinch --token 42 --out fig5.png
+    logit) or a cortex PNG (computed as `cortex explain` does). --target explains a class or a named
+    concept instead (a concept's map is read from its own index run, else computed).
+    Examples: cortex show 17 --top-n 5 --out fig2.png ;  cortex show --class goldfinch --token 42 --out fig5.png ;
+    cortex show 17 --target red --out red.png
     """
     ws = workspace(ctx)
     if (class_spec is None) != (token is None):
@@ -49,18 +57,22 @@ def show(
     if class_spec is not None:
         if image is not None:
             raise CortexError("give either IMAGE or --class/--token, not both")
+        if target is not None:
+            raise CortexError("--target goes with IMAGE; with --token, --class names the class or concept")
         result = ws.show_token(class_spec, token, out, limit=limit, extractor=extractor, model=model)
         if as_json:
             print_json(result)
             return
+        of = f"concept '{result.concept}'" if result.concept is not None else f"'{result.class_name}'"
         console.print(
-            f"token {result.token} is salient in {result.images_with_token} indexed '{result.class_name}' images; "
+            f"token {result.token} is salient in {result.images_with_token} indexed {of} images; "
             f"drew {len(result.image_ids)} in {result.out}", highlight=False, soft_wrap=True,
         )
         return
     if image is None:
         raise CortexError("give a stored image id or a cortex PNG, or --class C --token T")
-    result = ws.show(int(image) if image.isdigit() else Path(image), out, top_n=top_n, extractor=extractor, model=model, seed=seed)
+    result = ws.show(int(image) if image.isdigit() else Path(image), out, top_n=top_n, extractor=extractor, model=model, seed=seed,
+                     target=target, score=score)
     if as_json:
         print_json(result)
         return
@@ -83,17 +95,21 @@ def explain(
     ig_baseline: IgBaseline = SALIENCY.baseline,
     reduce: Reduce = SALIENCY.reduce,
     precision: Precision = SALIENCY.precision,
+    target: ExplainTarget = None,
+    score: ConceptScoreRule = DEFAULT_RULE,
     as_json: AsJson = False,
 ) -> None:
     """Saliency of one picture, printed (and drawn with --out); the index is not touched.
 
-    Target = the logit of the class in the PNG's metadata, else of the class the extractor predicts.
+    Target = the logit of the class in the PNG's metadata, else of the class the extractor predicts;
+    --target names another class, or a named concept (its --score, as `cortex index` explains it).
     Example: cortex explain samples/goldfinch_train_0.png --top-n 5 --out explained.png
     Example: cortex explain samples/goldfinch_train_0.png --method gradient-x-input
+    Example: cortex explain samples/goldfinch_train_0.png --target red
     """
     result = workspace(ctx).explain(image, top_n=top_n, out=out, extractor=extractor, model=model, method=method, samples=samples,
                                     alpha=alpha, ig_steps=ig_steps, ig_baseline=ig_baseline, reduce=reduce, precision=precision,
-                                    seed=seed)
+                                    seed=seed, target=target, score=score)
     if as_json:
         print_json(result)
         return

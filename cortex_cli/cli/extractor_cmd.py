@@ -20,8 +20,9 @@ def train_extractor_cmd(
     ctx: typer.Context,
     arch: str = typer.Option(..., "--arch", "-a", help="ce (CNN-based, appendix A.1.1), re (ResNet-based with SE blocks, our reading of A.1.2) or re-authors (the RE of the authors' released code)."),
     model: Model = None,
-    name: str = typer.Option(None, "--name", help="Name to register it under (default: the arch, 'ce' or 're'; required with --classes)."),
+    name: str = typer.Option(None, "--name", help="Name to register it under (default: the arch, 'ce' or 're'; required with --classes or --concept)."),
     classes: str = typer.Option(None, "--classes", help="Train on these classes only, 'goldfinch,black grouse,11' or @file.txt (one per line); the head gets one output per class (default: every class)."),
+    concept: str = typer.Option(None, "--concept", help="A binary extractor for this named concept (`cortex concepts add`): its members' images vs as many of the other classes' (balanced); 2 outputs, not-Y and Y."),
     epochs: int = typer.Option(None, "--epochs", help="Epochs (default: 80; mini: 30)."),
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", "-b", help="Batch size (default: 256; mini: 64).")] = None,
     lr: float = typer.Option(None, "--lr", help="Adam learning rate (default: 1e-3)."),
@@ -56,15 +57,20 @@ def train_extractor_cmd(
     With --classes the extractor learns only those classes (the paper's Table 3 uses 10 bird classes);
     commands that load it still speak the model's class ids, and refuse a class outside the subset.
 
+    With --concept NAME it learns Y vs not-Y (paper §3.2): per split, --train-per-class (val, test)
+    images of each member class, and as many images of the model's other classes, spread evenly over
+    them. `cortex index --class NAME --extractor <it>` then explains its log-odds (target 'binary').
+
     Example: cortex train-extractor --arch ce
     Example: cortex train-extractor --model cin --arch ce --classes @birds.txt --name birds-ce
+    Example: cortex train-extractor --arch ce --concept red --name red-ce
     Example: torchrun --nproc-per-node 8 -m cortex_cli --db postgresql+psycopg://host/cortex train-extractor --arch re
     """
     ws = workspace(ctx)
     label = f"training {name or arch}" + (f" ({ws.world_size} ranks)" if ws.world_size > 1 else "")
     with deferred_progress(label, quiet=quiet or as_json or not ws.is_main) as update:
         trained = ws.train_extractor(
-            arch, model=model, name=name, classes=classes, restart=restart, bundle=bundle, progress=update, epochs=epochs,
+            arch, model=model, name=name, classes=classes, concept=concept, restart=restart, bundle=bundle, progress=update, epochs=epochs,
             batch_size=batch_size, lr=lr, weight_decay=weight_decay, step_size=step_size, gamma=gamma, train_per_class=train_per_class,
             val_per_class=val_per_class, test_per_class=test_per_class, width=width, fc_width=fc_width, seed=seed, data_seed=first_seed,
         )
@@ -79,12 +85,21 @@ def train_extractor_cmd(
     if result.resumed_from_epoch is not None:
         console.print(f"resumed after epoch {result.resumed_from_epoch}", highlight=False)
     covers = f", {len(info.config.class_ids)} classes" if info.config.class_ids else ""
-    console.print(
-        f"{trained.model} / {info.name} ({info.config.arch}{covers}): "
-        f"best epoch {result.best_epoch}, val top-1 {result.best_val_acc:.3f}, "
-        f"test top-1 {test.get('top1', float('nan')):.3f}, top-5 {test.get('top5', float('nan')):.3f}",
-        highlight=False, soft_wrap=True,
-    )
+    if info.config.concept is not None:
+        console.print(
+            f"{trained.model} / {info.name} ({info.config.arch}, concept {info.config.concept!r} vs the other classes): "
+            f"best epoch {result.best_epoch}, val accuracy {result.best_val_acc:.3f}, test accuracy {test.get('binary', float('nan')):.3f} "
+            f"({info.config.concept} {test.get('y', float('nan')):.3f}, other {test.get('not_y', float('nan')):.3f}; "
+            f"{info.metrics.get('n_test', 0)} images)",
+            highlight=False, soft_wrap=True,
+        )
+    else:
+        console.print(
+            f"{trained.model} / {info.name} ({info.config.arch}{covers}): "
+            f"best epoch {result.best_epoch}, val top-1 {result.best_val_acc:.3f}, "
+            f"test top-1 {test.get('top1', float('nan')):.3f}, top-5 {test.get('top5', float('nan')):.3f}",
+            highlight=False, soft_wrap=True,
+        )
     console.print(f"checkpoint {info.ckpt_path}", highlight=False, soft_wrap=True)
     if trained.bundled:
         console.print(f"bundled as {trained.bundled[0]} and {Path(trained.bundled[1]).name}", highlight=False, soft_wrap=True)
@@ -101,7 +116,9 @@ def test_extractor_cmd(
     """The paper's Table 1: top-1/3/5/10 accuracy of every registered extractor on the test split.
 
     Test images are the model's generated `test` images (missing ones are generated first). An
-    extractor trained with --classes is tested on its own classes' images, ranking only among them.
+    extractor trained with --classes is tested on its own classes' images, ranking only among them. An
+    extractor trained with --concept has no top-k: its binary accuracy on its concept's balanced test
+    split (members' images vs as many of the other classes') is printed below the table.
 
     Example: cortex test-extractor --json
     """
@@ -110,11 +127,17 @@ def test_extractor_cmd(
     if as_json:
         print_json(tests)
         return
-    scores = tests.extractors
+    scores = [s for s in tests.extractors if not s.concept]
     rows = [[s.name, s.arch, len(s.classes) or "all", s.n_images] + [100 * s.accuracy[k] for k in ("top1", "top3", "top5", "top10")]
             for s in scores]
-    table(f"Table 1: extractor accuracy (%) on {tests.model} test images", ["extractor", "arch", "classes", "images", "top-1", "top-3", "top-5", "top-10"], rows)
-    for s in scores:
-        if s.classes:
+    if rows:
+        table(f"Table 1: extractor accuracy (%) on {tests.model} test images", ["extractor", "arch", "classes", "images", "top-1", "top-3", "top-5", "top-10"], rows)
+    for s in tests.extractors:
+        if s.concept:
+            console.print(f"{s.name} ({s.arch}) is a binary extractor for concept {s.concept!r} ({', '.join(s.classes)} vs the other classes): "
+                          f"test accuracy {100 * s.accuracy['binary']:.2f}% on {s.n_images} images "
+                          f"({s.concept} {100 * s.accuracy['y']:.2f}%, other {100 * s.accuracy['not_y']:.2f}%)",
+                          highlight=False, soft_wrap=True)
+        elif s.classes:
             console.print(f"{s.name} covers {len(s.classes)} classes (its accuracy is among them): {', '.join(s.classes)}",
                           highlight=False, soft_wrap=True)

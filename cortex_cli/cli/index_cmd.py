@@ -7,9 +7,9 @@ import time
 import typer
 
 from .app import command, workspace
-from .options import (SALIENCY, Alpha, AsJson, BatchSize, ClassName, Classes, Extractor, FirstSeed, IgBaseline, IgSteps, Images, Method,
+from .options import (SALIENCY, Alpha, ConceptScoreRule, AsJson, BatchSize, ClassName, Classes, Extractor, FirstSeed, IgBaseline, IgSteps, Images, Method,
                       Model, Precision, Quiet, Reduce, Samples, Seed, Split, TopN, class_choice)
-from ..targets import DEFAULT_RULE, UNION_RULES
+from ..targets import DEFAULT_RULE
 from .render import console, print_json, deferred_progress
 
 
@@ -48,8 +48,7 @@ def index(
     reduce: Reduce = SALIENCY.reduce,
     precision: Precision = SALIENCY.precision,
     batch_size: BatchSize = 16,
-    score: str = typer.Option(DEFAULT_RULE, "--score", help="A named concept's f_Y read off the class extractor: "
-                              + " or ".join(UNION_RULES) + " of its members' logits (docs: concepts)."),
+    score: ConceptScoreRule = DEFAULT_RULE,
     as_json: AsJson = False,
     quiet: Quiet = False,
 ) -> None:

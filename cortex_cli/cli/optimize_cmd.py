@@ -17,7 +17,7 @@ SHOW_TOKENS = 12  # T* tokens listed in the terminal
 @command("optimize")
 def optimize_cmd(
     ctx: typer.Context,
-    class_spec: str = typer.Option(..., "--class", "-c", help="Class id or name whose extractor score is maximised (e.g. 'red-capped bird')."),
+    class_spec: str = typer.Option(..., "--class", "-c", help="Class id or name, or a named concept, whose extractor score is maximised (e.g. 'red-capped bird')."),
     region_text: str = typer.Option("all", "--region", "-r", help="Token rectangle that may change: all (default), R0:R1,C0:C1 (half-open rows then columns) or R,C."),
     init: str = typer.Option(optimize.RANDOM, "--init", help="Start: random (near-uniform logits of P), noise (a uniformly random token grid) or a PNG (its tokens)."),
     restarts: int = typer.Option(optimize.DEFAULT_RESTARTS, "--restarts", "-R", help="Independent optimisations; the best final extractor objective wins, all are reported."),
@@ -29,7 +29,7 @@ def optimize_cmd(
     tau: float = typer.Option(1.0, "--tau", help="Gumbel-Softmax temperature."),
     tau_final: float = typer.Option(None, "--tau-final", help="Anneal tau exponentially to this value by the last step (default: fixed tau)."),
     alpha: L2Weight = token_selection.OptimizeSettings.alpha,
-    objective: str = typer.Option(token_selection.OptimizeSettings.objective, "--objective", help="logit (-target logit, the paper's eq. 8) or log-prob."),
+    objective: str = typer.Option(token_selection.OptimizeSettings.objective, "--objective", help="logit (-target logit, the paper's eq. 8; a concept: logsumexp of its members' logits) or log-prob (a concept: log of its members' summed probability)."),
     seed: Seed = token_selection.OptimizeSettings.seed,
     out: Path = typer.Option(None, "--out", "-o", help="Directory for the PNG and strip (default: $CORTEX_HOME/concept-searches/<model>)."),
     as_json: AsJson = False,
@@ -46,6 +46,7 @@ def optimize_cmd(
     with its tokens) and a strip over the steps. Rerunning the same command reuses stored restarts.
 
     --seed keys the restarts' noise (restart seeds derive from it and the search).
+    A named concept as --class maximises the concept's score; its P is its members' summed probability.
 
     Example: cortex optimize --class "red-capped bird" --restarts 3 --steps 300
     """
@@ -60,8 +61,9 @@ def optimize_cmd(
         console.print(f"note: {notice}", highlight=False, soft_wrap=True)
     judges = sorted({name for r in result.restarts for name in r.judges})
     score = "logit" if result.objective_kind == "logit" else "log P"
+    name = f"concept {result.class_name} ({result.target})" if result.concept is not None else result.class_name
     table(
-        f"{result.class_name}: region {result.region}, init {result.init}, {result.steps} steps",
+        f"{name}: region {result.region}, init {result.init}, {result.steps} steps",
         ["restart", score, "P ext", *[f"P {j}" for j in judges], "tokens", "stored"],
         [[f"{r.restart}{' *' if r.restart == result.best_restart else ''}", f"{r.objective:.3g}", f"{r.p_target:.3f}",
           *[f"{r.judges[j]:.3f}" if j in r.judges else "-" for j in judges], r.n_distinct, "now" if r.computed else "before"]

@@ -54,6 +54,11 @@ TopN = Annotated[int, typer.Option("--top-n", help=field_help("top_n"))]
 Reduce = Annotated[str, typer.Option("--reduce", help=field_help("reduce"))]
 Precision = Annotated[str, typer.Option("--precision", help=field_help("precision"))]
 
+# what is explained or optimised: a class or a named concept (`cortex concepts add`)
+TARGET_HELP = "Target class or concept: a class id or name, or a named concept (`cortex concepts add`)"
+ExplainTarget = Annotated[Optional[str], typer.Option("--target", help=f"{TARGET_HELP} to explain instead of the image's class (default: its stored or PNG class, else the predicted one).")]
+ConceptScoreRule = Annotated[str, typer.Option("--score", help="A named concept's f_Y read off the class extractor: logsumexp or log-prob of its members' logits (docs: concepts).")]
+
 # optimisation (edit, optimize, eval edit)
 L2Weight = Annotated[float, typer.Option("--l2-weight", help="Weight of the ||E||^2 regulariser over the region (the alpha of paper eq. 8; --alpha is SmoothGrad's noise).")]
 Steps = Annotated[int, typer.Option("--steps", help="Optimisation steps (Adam on the token selection or the embedding); the final step is the result.")]
@@ -70,7 +75,8 @@ Region = Annotated[str, typer.Option("--region", "-r", help="Token rectangle R0:
 AsJson = Annotated[bool, typer.Option("--json", help="Print the result as JSON (no progress bar).")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
 JudgeWeights = Annotated[Optional[Path], typer.Option("--judge-weights", help="Directory with torchvision's ImageNet judge weights (.pth) if not in the torch hub cache.")]
-Fill = Annotated[str, typer.Option("--fill", help="Patch fill: black (the paper's), mean or blur.")]
+Fill = Annotated[str, typer.Option("--fill", help="Masking fill: black (the paper's), mean or blur pixel patches, or tokens (each masked "
+                                    "token replaced by the most frequent of its unmasked neighbours', the grid decoded by the VQGAN).")]
 Ns = Annotated[str, typer.Option("--ns", help="Numbers of masked (or ranked) tokens n, comma-separated.")]
 RandomDraws = Annotated[int, typer.Option("--random-draws", help="Seeded random draws per image (the floor).")]
 
@@ -91,8 +97,10 @@ MEANINGS = {
     "--alpha": "noise scale",
     "--baseline": "ranking baseline",
     "--batch-size": "batch",
+    "--bootstrap": "bootstrap resamples",
     "--class": "class",
     "--classes": "'goldfinch,black grouse,11'|comma-separated class",
+    "--concept": "concept",
     "--db": "database url",
     "--device": "cuda",
     "--extractor": "extractor",
@@ -111,11 +119,14 @@ MEANINGS = {
     "--quiet": "no progress bar",
     "--region": "token rectangle|box",
     "--run": "saliency run",
+    "--score": "concept's f_y",
     "--samples": "smoothgrad|noisy copies",
     "--seed": "this command's own random draws",
     "--split": "split|train, val or test",
     "--steps": "optimisation steps",
     "--tau": "gumbel-softmax temperature",
+    "--target": "target class or concept",
     "--tau-final": "anneal tau",
     "--top-n": "tokens",
+    "--train-images": "training images per class",
 }

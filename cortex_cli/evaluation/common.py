@@ -25,7 +25,7 @@ from ..environment import artifacts_dir, writable_dir
 from ..store import evaluations as evaluation_store
 from ..store.database import Store
 
-KINDS = ("image-level", "concept-level", "edit", "localization", "stability")
+KINDS = ("image-level", "concept-level", "edit", "localization", "stability", "sanity")
 
 
 @dataclass
@@ -61,14 +61,25 @@ def resolve_classes(store: Store, model: ModelInfo, specs: Sequence[str] | None)
 
 
 def resolve_extractors(store: Store, model: ModelInfo, spec: str = "all") -> list[ExtractorInfo]:
-    """Registered extractors by name, or 'all' (every one of the model; CE and RE for the mini model)."""
+    """Registered extractors by name, or 'all' (every class extractor of the model; CE and RE for the mini model).
+
+    The evaluations explain classes, so 'all' leaves out concept extractors (`train-extractor --concept`: two
+    outputs, one concept), and naming one is refused.
+    """
     if model.is_mini:
         extractor_registry.ensure_bundled_extractors(store)
     if spec != "all":
-        return [extractor_registry.get_extractor(store, model, name.strip()) for name in spec.split(",") if name.strip()]
-    found = extractor_registry.list_extractors(store, model)
+        named = [extractor_registry.get_extractor(store, model, name.strip()) for name in spec.split(",") if name.strip()]
+        for info in named:
+            if info.config.concept is not None:
+                raise CortexError(f"extractor {info.name!r} was trained for concept {info.config.concept!r} and explains no class; "
+                                  "the evaluations explain classes: name class extractors (or 'all')")
+        return named
+    registered = extractor_registry.list_extractors(store, model)
+    found = [info for info in registered if info.config.concept is None]
     if not found:
-        raise CortexError(f"model {model.name!r} has no extractors; run `cortex train-extractor --model {model.name} --arch ce` first")
+        only = f" besides concept extractors ({', '.join(i.name for i in registered)})" if registered else ""
+        raise CortexError(f"model {model.name!r} has no extractors{only}; run `cortex train-extractor --model {model.name} --arch ce` first")
     return found
 
 
@@ -177,9 +188,11 @@ def begin(
 ResultT = TypeVar("ResultT")
 
 
-def finish(evaluation: Evaluation, kind: str, result: ResultT, plot: str | Path, params: dict[str, Any]) -> ResultT:
-    """The epilogue of every evaluation: plot path, JSON (`<kind>.json`), wall time, and the stored row."""
-    result = replace(result, plot_path=str(plot), json_path=str(evaluation.out / f"{kind.replace('-', '_')}.json"),
+def finish(evaluation: Evaluation, kind: str, result: ResultT, plot: str | Path, params: dict[str, Any], *,
+           name: str | None = None) -> ResultT:
+    """The epilogue of every evaluation: plot path, JSON (`<name>.json`, default `<kind>.json`), wall time, and the stored row."""
+    stem = name if name is not None else kind.replace("-", "_")
+    result = replace(result, plot_path=str(plot), json_path=str(evaluation.out / f"{stem}.json"),
                      seconds=round(time.perf_counter() - evaluation.started, 2))
     write_json(Path(result.json_path), result)
     result = replace(result, evaluation_id=record_evaluation(evaluation.store, evaluation.model, kind, params, asdict(result), plot))

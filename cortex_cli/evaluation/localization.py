@@ -13,6 +13,13 @@ precision of the top-n (n = 1, 5, 10, 20) and the pointing game (top-1 on the ob
   over the same seeds of every class; `queries.specificity`), a stronger extractor-free ranking;
 - random: seeded random orders (the floor), next to its exact expectation, the object's share of
   positions.
+
+A named concept in `--classes` (`cortex concepts add red --classes ...`) is evaluated as one unit: its
+images are the 'loc' images of each member, CORTEX explains the concept's score (`--score`, read off a
+class extractor; an extractor trained for the concept: its own), and the frequency and specific baselines
+count all its members' training images. Its ground truth is the attribute's pixels when its name is a
+mini-world attribute (`world.ATTRIBUTES`: "red" = the red parts of the objects), else its members' object
+masks; `ground_truth` in the result says which, per class or concept ('object' or 'attribute:<name>').
 """
 
 from __future__ import annotations
@@ -24,7 +31,8 @@ from typing import ClassVar, Sequence
 import numpy as np
 import torch
 
-from .. import model_registry
+from .. import concepts, model_registry
+from ..concepts import ConceptInfo
 from ..errors import CortexError
 from .common import EvaluationResult
 from ..extractors.registry import load_extractor
@@ -35,6 +43,7 @@ from ..model_registry import ClassInfo, ModelInfo
 from ..attribution import SaliencySettings
 from ..seeding import derive_seed, generator_for
 from ..store.database import Store
+from ..targets import DEFAULT_RULE, UNION_RULES, Target
 from . import common, plots
 from .metrics import INSIDE_FRACTION, mean, patches_inside, pointing_game, precision_at_n, random_floor, ranked_positions
 
@@ -52,8 +61,9 @@ class LocalizationSettings:
     first_seed: int = 0  # the first world-image seed of every concept
     samples: int = 20  # SmoothGrad samples N
     train_images: int = 20  # generated training images per class (seeds 0..N-1) for the frequency/specific counts
-    classes: tuple[str, ...] = ()
+    classes: tuple[str, ...] = ()  # class ids or names, or named concepts (each evaluated as one unit)
     batch_size: int = 16
+    score: str = DEFAULT_RULE  # a named concept's f_Y read off a class extractor (`targets.UNION_RULES`)
 
 
 @dataclass
@@ -62,7 +72,7 @@ class MethodScores:
 
     precision: dict[str, float]  # str(n) -> mean precision@n
     pointing_game: float
-    per_class_precision: dict[str, float]  # class name -> precision at the 2nd n (5 by default)
+    per_class_precision: dict[str, float]  # class (or concept) name -> precision at the 2nd n (5 by default)
 
 
 @dataclass(frozen=True)
@@ -76,32 +86,93 @@ class LocalizationResult(EvaluationResult):
     object_share: float  # mean share of positions on the object = the random floor's expectation
     methods: dict[str, MethodScores]  # 'ce', 're', ..., 'frequency', 'random'
     seconds: float
+    ground_truth: dict[str, str] = field(default_factory=dict)  # class or concept name -> 'object' or 'attribute:<name>'
     settings: dict = field(default_factory=dict)
     json_path: str = ""
     plot_path: str = ""
     evaluation_id: int = 0
 
 
+Unit = ClassInfo | ConceptInfo  # what one evaluated name stands for: a class, or a named concept (one unit)
+
+
+def members_of(unit: Unit) -> list[ClassInfo]:
+    """The classes whose images a unit has: a class itself, a concept its members."""
+    return list(unit.members) if isinstance(unit, ConceptInfo) else [unit]
+
+
+def ground_truth_of(unit: Unit) -> str:
+    """'attribute:<name>' for a concept named like a mini-world attribute (e.g. "red"), else 'object'."""
+    attribute = world.attribute_named(unit.name) if isinstance(unit, ConceptInfo) else None
+    return f"attribute:{attribute}" if attribute else "object"
+
+
+@dataclass(frozen=True)
+class WorldImages:
+    """The evaluated 'loc' images, unit by unit, member by member, seed by seed."""
+
+    images: torch.Tensor  # (B, 3, 64, 64) in [-1, 1]
+    labels: torch.Tensor  # (B,) each image's own class id
+    masks: torch.Tensor  # (B, 64, 64) bool: its unit's ground truth
+    units: list[int]  # (B,) index of each image's unit
+    keys: list[int]  # (B,) each image's identity: derive_seed('localization', class id, seed)
+
+
+def unit_images(units: Sequence[Unit], per_class: int, seed: int) -> WorldImages:
+    """The 'loc' images of each unit: seeds seed..seed+per_class-1 of each of its member classes, with its ground truth."""
+    imgs, labels, masks, owners, keys = [], [], [], [], []
+    for u, unit in enumerate(units):
+        truth = ground_truth_of(unit)
+        for cls in members_of(unit):
+            for i in range(per_class):
+                s = world.sample(cls.class_id, seed + i, SPLIT)
+                imgs.append(s.image)
+                masks.append(world.attribute_mask(s, truth.split(":", 1)[1]) if truth != "object" else s.mask)
+                labels.append(cls.class_id)
+                owners.append(u)
+                keys.append(derive_seed("localization", cls.class_id, seed + i))
+    x = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).float() / 127.5 - 1
+    return WorldImages(x, torch.tensor(labels), torch.from_numpy(np.stack(masks)), owners, keys)
+
+
 def world_images(classes: Sequence[ClassInfo], per_class: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(images [-1,1] (B,3,64,64), labels (B,), object masks (B,64,64)) from the mini world's 'loc' split."""
-    imgs, labels, masks = [], [], []
-    for cls in classes:
-        for i in range(per_class):
-            s = world.sample(cls.class_id, seed + i, SPLIT)
-            imgs.append(s.image)
-            masks.append(s.mask)
-            labels.append(cls.class_id)
-    x = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).float() / 127.5 - 1
-    return x, torch.tensor(labels), torch.from_numpy(np.stack(masks))
+    found = unit_images(classes, per_class, seed)
+    return found.images, found.labels, found.masks
 
 
-def _class_scores(store: Store, model: ModelInfo, cls: ClassInfo, n: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(K,) token counts and (K,) specificity of a class over its training seeds 0..n-1 (every class's must exist)."""
-    ids = ensure_images(store, model, cls, "train", n, seed=0, device=device)
-    image_set = ImageSet((cls.pk,), "train", tuple(ids), tuple(range(n)), (resolve_sampler(model).label(),))
+def _class_scores(store: Store, model: ModelInfo, unit: Unit, n: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(K,) token counts and (K,) specificity of a class (a concept: all its members) over training seeds 0..n-1
+    (every class's must exist)."""
+    ids = [i for cls in members_of(unit) for i in ensure_images(store, model, cls, "train", n, seed=0, device=device)]
+    image_set = ImageSet(tuple(c.pk for c in members_of(unit)), "train", tuple(ids), tuple(range(n)), (resolve_sampler(model).label(),))
     counts, _ = token_counts_of(store, model, ids)
-    score = specificity(store, model, cls, image_set)[0]
+    score = specificity(store, model, unit, image_set)[0]
     return torch.from_numpy(counts).double(), torch.from_numpy(score).double()
+
+
+def resolve_units(store: Store, model: ModelInfo, names: Sequence[str]) -> list[Unit]:
+    """The classes and named concepts in `names` (every class of the model when empty); a class name wins (`concepts.resolve`)."""
+    named = [name.strip() for name in names if name.strip()]
+    if not named:
+        return model_registry.classes(store, model)
+    return [concepts.resolve(store, model, name) for name in named]
+
+
+def _trained_for(info) -> str | None:
+    """The concept an extractor was trained for (`train-extractor --concept`), or None for a class extractor."""
+    return getattr(getattr(info, "config", None), "concept", None)
+
+
+def unit_targets(info, units: Sequence[Unit], score: str) -> list[Target] | None:
+    """What `info` explains for each unit (a class: its logit; a concept: `concepts.index_target`), or None when it
+    cannot explain them all (an extractor trained for a concept explains that concept only)."""
+    if _trained_for(info) is not None and any(not isinstance(u, ConceptInfo) for u in units):
+        return None
+    try:
+        return [concepts.index_target(info, unit, score) for unit in units]
+    except CortexError:
+        return None
 
 
 def frequency_ranking(tokens: torch.Tensor, counts: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -146,7 +217,7 @@ def run_localization(
         store: the open database.
         model: must be the mini model (its world has object masks).
         extractors: 'all' or comma-separated extractor names.
-        settings: images, n values, random draws, seed.
+        settings: images, n values, random draws, seed; `classes` may name concepts (one unit each, scored by `score`).
         device: where models run.
         out_dir: where `localization.json`/`.png` go (default `$CORTEX_HOME/reports/<model>/`).
         progress: progress(done, total, info=...) callback.
@@ -155,44 +226,63 @@ def run_localization(
         LocalizationResult (also stored in the `evaluations` table).
 
     Raises:
-        CortexError: a model other than the mini world, bad settings, missing extractors.
+        CortexError: a model other than the mini world, bad settings, an unknown class or concept, missing extractors,
+            a named extractor trained for another concept.
     """
     require_mini(model)
     if settings.images_per_class < 1 or settings.random_draws < 1:
         raise CortexError("--images-per-class and --random-draws must be >= 1")
     if not settings.ns or any(not 0 < n <= model.grid ** 2 for n in settings.ns):
         raise CortexError(f"n values must lie in 1..{model.grid ** 2}, got {list(settings.ns)}")
-    run = common.begin(store, model, extractors=extractors, classes=settings.classes, device=device, out_dir=out_dir,
+    if settings.score not in UNION_RULES:
+        raise CortexError(f"--score must be one of {', '.join(UNION_RULES)}, got {settings.score!r}")
+    units = resolve_units(store, model, settings.classes)
+    member_ids = [str(c.class_id) for u in units for c in members_of(u)] if settings.classes else settings.classes
+    run = common.begin(store, model, extractors=extractors, classes=member_ids, device=device, out_dir=out_dir,
                        progress=progress, with_judges=False)
-    infos, classes = run.extractors, run.classes
+    infos = []
+    for info in run.extractors:
+        targets = unit_targets(info, units, settings.score)
+        if targets is not None:
+            infos.append((info, targets))
+        elif extractors != "all":  # named: refused; among 'all': skipped
+            concept = _trained_for(info)
+            raise CortexError(f"extractor {info.name!r} was trained for concept {concept!r} and explains only it; evaluate "
+                              f"--classes {concept!r}, or choose a class extractor (--extractor ce)")
+    if not infos:
+        raise CortexError("no extractor can explain every evaluated class and concept (an extractor trained for a concept "
+                          "explains only that concept); evaluate fewer --classes or name --extractor")
     vqgm = model_registry.load_model(model, device)
-    images, labels, masks = world_images(classes, settings.images_per_class, settings.first_seed)
+    found = unit_images(units, settings.images_per_class, settings.first_seed)
+    images, labels, masks, keys = found.images, found.labels, found.masks, found.keys
     if images.shape[-1] != model.image_size:
         images = torch.nn.functional.interpolate(images, size=model.image_size, mode="bilinear", antialias=True)
         masks = torch.nn.functional.interpolate(masks[:, None].float(), size=model.image_size, mode="nearest")[:, 0] > 0.5
     tokens = torch.cat([vqgm.encode_images(chunk.to(vqgm.device)).cpu() for chunk in images.split(settings.batch_size)])
     insides = [patches_inside(m, model.grid) for m in masks]
-    keys = [derive_seed("localization", int(c), settings.first_seed + i % settings.images_per_class) for i, c in enumerate(labels.tolist())]
-    names = {c.class_id: c.name for c in classes}
-    label_names = [names[int(c)] for c in labels]
+    label_names = [units[u].name for u in found.units]
     methods: dict[str, MethodScores] = {}
     sal = SaliencySettings(samples=settings.samples, seed=settings.seed)
-    for info in infos:
+    for info, targets in infos:
         net = load_extractor(info, device)
-        tsv = common.saliency_of(
-            net, vqgm, tokens, labels.tolist(), keys, sal, batch_size=settings.batch_size,
-            progress=lambda d, t, info="", name=info.name: run.report(d, t, f"saliency {name}"),
-        )
+        groups: dict[str, tuple[Target, list[int]]] = {}  # images explained alike go through one call, in image order
+        for j, u in enumerate(found.units):
+            groups.setdefault(targets[u].key, (targets[u], []))[1].append(j)
+        tsv = torch.empty(len(keys), model.grid, model.grid)
+        for target, idx in groups.values():
+            tsv[idx] = common.saliency_of(
+                target.explained(net), vqgm, tokens[idx], target.per_image(labels[idx].tolist()), [keys[j] for j in idx], sal,
+                batch_size=settings.batch_size, progress=lambda d, t, info="", name=info.name: run.report(d, t, f"saliency {name}"),
+            )
         methods[info.name] = _scores([ranked_positions(m) for m in tsv], insides, label_names, settings.ns)
     # extractor-free rankings, both counted over exactly the training seeds 0..train_images-1
     freq_rankings, specific_rankings = [], []
     for other in model_registry.classes(store, model):  # the specific score compares every class's images
         ensure_images(store, model, other, "train", settings.train_images, seed=0, device=device)
-    for k, cls in enumerate(classes):
-        run.report(k, len(classes), f"token counts of {cls.name}")
-        counts, specific = _class_scores(store, model, cls, settings.train_images, device)
-        for i in range(settings.images_per_class):
-            j = k * settings.images_per_class + i
+    for k, unit in enumerate(units):
+        run.report(k, len(units), f"token counts of {unit.name}")
+        counts, specific = _class_scores(store, model, unit, settings.train_images, device)
+        for j in (j for j, u in enumerate(found.units) if u == k):
             freq_rankings.append(frequency_ranking(tokens[j], counts, generator_for("localization-ties", settings.seed, keys[j])))
             specific_rankings.append(frequency_ranking(tokens[j], specific, generator_for("localization-ties", settings.seed, keys[j])))
     methods["frequency"] = _scores(freq_rankings, insides, label_names, settings.ns)
@@ -210,12 +300,14 @@ def run_localization(
     result = LocalizationResult(
         model=model.name, n_images=len(labels), ns=list(settings.ns), inside_fraction=INSIDE_FRACTION,
         object_share=mean([random_floor(m) for m in insides]), methods=methods, seconds=0.0, settings=asdict(settings),
+        ground_truth={u.name: ground_truth_of(u) for u in units},
     )
     label = {"frequency": "frequency baseline", "specific": "specific baseline", "random": "random"}
     plot = plots.line_panels(
         list(settings.ns),
         {"precision@n": {label.get(k, f"CORTEX {k.upper()}"): [v.precision[str(n)] for n in settings.ns] for k, v in methods.items()}},
-        run.out / "localization.png", xlabel="top-n tokens", ylabel="share on the object",
+        run.out / "localization.png", xlabel="top-n tokens",
+        ylabel="share on the object" if set(result.ground_truth.values()) == {"object"} else "share on the ground truth (object or attribute)",
         title=f"{model.name}: localization on {len(labels)} mini-world images",
     )
     return common.finish(run, "localization", result, plot, asdict(settings) | {"extractors": extractors})

@@ -6,6 +6,7 @@ the `evaluations` table, so the report can be rebuilt at any time without rerunn
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -16,7 +17,8 @@ from ..errors import CortexError
 from ..results import Result
 from ..model_registry import ModelInfo
 from ..store.database import Store
-from .common import KINDS, default_out_dir, latest_evaluations
+from ..store import evaluations as evaluation_store
+from .common import KINDS, StoredEvaluation, default_out_dir, latest_evaluations
 
 TITLES = {
     "image-level": "Image level (paper Figure 3): mean P(true class) after masking the top-n tokens",
@@ -24,6 +26,7 @@ TITLES = {
     "edit": "Editing (paper Table 3): token selection vs embedding optimisation, final step",
     "localization": "Ground truth (mini world): share of top-n tokens on the object",
     "stability": "Stability: top-n overlap of saliency maps",
+    "sanity": "Sanity checks (Adebayo et al. 2018): maps under weight randomisation and label permutation",
 }
 COMMANDS = {
     "image-level": "cortex eval image-level",
@@ -31,6 +34,7 @@ COMMANDS = {
     "edit": "cortex eval edit",
     "localization": "cortex eval localization",
     "stability": "cortex eval stability",
+    "sanity": "cortex eval sanity",
 }
 
 
@@ -90,7 +94,36 @@ def image_level_tables(r: dict) -> list[TableSpec]:
                    ["judge", "selection"] + [f"n={ns[i]}" for i in show], rows)
     beats = [[j, _method_label(x), _pct(v)] for j, d in r["cortex_beats_random"].items() for x, v in d.items()]
     t2 = TableSpec("share of n values where CORTEX leaves a lower P than random", ["judge", "selection", "share"], beats)
-    return [t1, t2]
+    return [t1, t2] + _auc_tables(r)
+
+
+def _auc_tables(r: dict) -> list[TableSpec]:
+    """Deletion and insertion AUC per judge and selection, and CORTEX - random / - frequency with intervals (stored since issue 24)."""
+    if not r.get("auc"):
+        return []
+    low, high = r.get("auc_range") or [0.0, 1.0]
+    rows = [[judge, _method_label(m), _f(a["deletion"]), _f(a["insertion"])] for judge, sels in r["auc"].items() for m, a in sels.items()]
+    out = [TableSpec(f"AUC of P(true class) over n/m^2 in [{low:.3f}, {high:.3f}], divided by that range (trapezoid; {r['fill']} fill): "
+                     "deletion masks the top n (lower is better), insertion masks all but the top n (higher is better)",
+                     ["judge", "selection", "deletion AUC", "insertion AUC"], rows)]
+    diffs, held = [], {}
+    for judge, sels in r.get("auc_ci", {}).items():
+        for m, others in sels.items():
+            for other, c in others.items():
+                diffs.append([judge, f"{_method_label(m)} - {other}", f"{c['deletion']['mean']:+.3f}", _ci(c["deletion"]),
+                              c["deletion_verdict"], f"{c['insertion']['mean']:+.3f}", _ci(c["insertion"]), c["insertion_verdict"]])
+                if other == "random":
+                    held.setdefault(m, []).append(c["insertion_verdict"] == "win")
+    if diffs:
+        n_boot = next(c["insertion"]["resamples"] for sels in r["auc_ci"].values() for o in sels.values() for c in o.values())
+        yes = [_method_label(m) for m, wins in held.items() if all(wins)]
+        no = [_method_label(m) for m, wins in held.items() if not all(wins)]
+        said = (f"insertion AUC above random's with a 95% CI excluding 0 for every judge: {', '.join(yes) or 'none'}"
+                + (f"; not for: {', '.join(no)}" if no else ""))
+        out.append(TableSpec(f"AUC differences, paired bootstrap 95% CI over {r['n_images']} images ({n_boot} resamples); win = deletion "
+                             f"CI below 0, insertion CI above 0. {said}",
+                             ["judge", "comparison", "Δ deletion", "95% CI", "verdict", "Δ insertion", "95% CI", "verdict"], diffs))
+    return out
 
 
 def concept_level_tables(r: dict) -> list[TableSpec]:
@@ -102,7 +135,7 @@ def concept_level_tables(r: dict) -> list[TableSpec]:
         for m in r["methods"]:
             e = cells[m]
             rows.append([judge, _method_label(m), _f(e["mean_n"], 1), _signed_pct(e["delta_acc"]), _f(e["delta_p"])])
-    scope = f"k={r['k']} tokens per concept, {r['n_classes']} classes, {r['n_images']} test images"
+    scope = f"k={r['k']} tokens per concept, {r['n_classes']} classes, {r['n_images']} test images, {r.get('settings', {}).get('fill', 'black')} fill"
     return [
         TableSpec(f"before masking ({scope})", ["judge", "Acc", "P"], before),
         TableSpec("after masking every position whose token is in the selection (n = mean positions masked)",
@@ -190,19 +223,80 @@ def stability_tables(r: dict) -> list[TableSpec]:
         ["extractor", "samples", "comparison"] + [f"top-{n}" for n in ns], rows)]
 
 
+def sanity_verdict(checks: dict, floor: dict) -> str:
+    """The issue's check in words: which of its four conditions held."""
+    limit = f"top-20 overlap <= {_f(floor['top20_overlap'] + 0.1)} (random floor + 0.1) and precision@5 <= {_f(1.5 * floor['precision_at_5'])} (1.5 x random)"
+    failed = [name.replace("_", " ") for name, ok in checks.items() if not ok]
+    if not failed:
+        return f"PASSED: after the full cascade and for the label-permuted extractor, {limit}"
+    return (f"FAILED ({', '.join(failed)}): the maps keep more of the trained extractor's than the check allows "
+            f"({limit}); a finding about these explanations, not an error")
+
+
+def sanity_tables(r: dict) -> list[TableSpec]:
+    """The cascade (one row per step), the label-permuted extractor and the floor; independent layers second."""
+    floor = r["random_floor"]
+
+    def row(variant: str, step: dict, layers: str) -> list[str]:
+        return [variant, layers, _f(step["spearman"]), _f(step["top20_overlap"]), _f(step["precision_at_5"])]
+
+    def blocks() -> list[tuple[str, dict]]:
+        return [(r["extractor"], r)] + list(r.get("others", {}).items())
+
+    columns = ["variant", "layers re-initialised", "Spearman", "top-20 overlap", "precision@5"]
+    rows, alone = [], []
+    for name, b in blocks():
+        label = name.upper()
+        rows.append([f"{label} trained", "none", "1.000", "1.000", _f(b["trained_precision_at_5"])])
+        for i, step in enumerate(b["cascade"]):
+            rows.append(row(f"{label} cascade {i + 1}", step, f"{len(step['layers'])} modules, down to {step['layers'][-1]}"))
+        t = b["permuted_training"]
+        rows.append(row(f"{label} label-permuted", b["label_permuted"],
+                        f"all (trained on permuted labels: fit {_f(t.get('acc_permuted_labels'), 2)}, true-label acc {_f(t.get('acc_true_labels'), 2)})"))
+        alone += [row(f"{label} layer {i + 1} alone", step, ", ".join(step["layers"])) for i, step in enumerate(b["independent"])]
+    rows.append(["random floor", "two unrelated random maps", _f(floor["spearman"]), _f(floor["top20_overlap"]), _f(floor["precision_at_5"])])
+    verdicts = "; ".join(f"{name.upper()}: {sanity_verdict(b['checks'], floor)}" for name, b in blocks())
+    out = [TableSpec(f"{r['n_images']} mini-world images, each variant against the trained extractor's TSV maps "
+                     f"(layers output -> input); check: {verdicts}", columns, rows)]
+    if alone:
+        out.append(TableSpec("independent randomisation: one layer at a time, the others trained", columns, alone))
+    return out
+
+
+def audit_tables(r: dict) -> list[TableSpec]:
+    """One row per group (its tokens, share and interval), Cliff's delta in the title (`cortex audit`)."""
+    ci = r.get("cliff_delta_ci")
+    delta = f"Cliff's delta {_signed(r['cliff_delta'])}" + (f" [{_signed(ci[0])}, {_signed(ci[1])}]" if ci else "")
+    rows = [[g["name"], " ".join(map(str, g["tokens"])), _f(g["mean_count"], 2), _f(g["share"], 2),
+             f"[{_f(g['share_ci'][0], 2)}, {_f(g['share_ci'][1], 2)}]" if g.get("share_ci") else "n/a"] for g in r["groups"]]
+    out = [TableSpec(f"{r['neutral']}: {r['images']} {r['split']} images audited; {delta} (> 0: toward the first group); "
+                     f"ties {_f(r['ties'], 2)}", ["group", "tokens", "mean count", "share", "95% CI"], rows)]
+    judges = [[name, _f(j["agreement"], 2), str(j["compared"])] for name, j in r.get("judges", {}).items()]
+    if judges:
+        out.append(TableSpec("each image's lean vs the judge's call (more probability on that group's classes)",
+                             ["judge", "agreement", "leaning images"], judges))
+    return out
+
+
+def _signed(x: Any) -> str:
+    return f"{x:+.2f}" if isinstance(x, (int, float)) and x == x else "n/a"
+
+
 _TABLES = {
     "image-level": image_level_tables,
     "concept-level": concept_level_tables,
     "edit": edit_tables,
     "localization": localization_tables,
     "stability": stability_tables,
+    "sanity": sanity_tables,
+    "audit": audit_tables,  # not a KIND: `cortex audit` is run per (neutral, groups), reported in its own section
 }
 
 
 def tables_for(kind: str, result: dict) -> list[TableSpec]:
     """The tables of one evaluation result (its stored JSON form)."""
     if kind not in _TABLES:
-        raise CortexError(f"unknown evaluation kind {kind!r}; known: {', '.join(KINDS)}")
+        raise CortexError(f"unknown evaluation kind {kind!r}; known: {', '.join(_TABLES)}")
     return _TABLES[kind](result)
 
 
@@ -269,9 +363,41 @@ def write_report(store: Store, model: ModelInfo, out: str | Path | None = None, 
             except ValueError:  # another drive on Windows
                 rel = ev.plot_path
             parts += [f"![{kind}]({rel})", ""]
+    audits = latest_audits(store, model)
+    if audits:
+        parts += ["## Audits: which group a neutral concept's images lean toward", ""]
+    for ev in audits:
+        p = ev.params
+        command_line = (f"`cortex audit '{p.get('neutral')}' --groups '{','.join(p.get('groups', []))}' --model {model.name} "
+                        f"--split {p.get('split')} -k {p.get('k')}" + ("" if p.get("contrast", True) else " --no-contrast") + "`")
+        parts += [command_line if reproducible else f"Run {ev.created_at} (evaluation #{ev.id}): {command_line}", ""]
+        for spec in tables_for("audit", ev.result):
+            parts += [_markdown_table(spec), ""]
+        if ev.plot_path:
+            parts += [f"![audit]({_relative(ev.plot_path, path)})", ""]
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("\n".join(parts))
     except OSError as exc:
         raise CortexError(f"cannot write the report to {str(path)!r} ({exc.strerror or exc}); choose another --out") from exc
-    return ReportResult(model.name, str(path), [k for k in KINDS if k in latest], [k for k in KINDS if k not in latest])
+    return ReportResult(model.name, str(path), [k for k in KINDS if k in latest] + (["audit"] if audits else []),
+                        [k for k in KINDS if k not in latest])
+
+
+def _relative(plot: str, report: Path) -> str:
+    try:
+        return os.path.relpath(plot, report.parent)
+    except ValueError:  # another drive on Windows
+        return plot
+
+
+def latest_audits(store: Store, model: ModelInfo) -> list[StoredEvaluation]:
+    """The newest stored audit of each (neutral, groups, split) of `model`, ordered by neutral then groups."""
+    latest: dict[tuple, StoredEvaluation] = {}
+    for r in evaluation_store.model_evaluations(store, model.id):
+        if r.kind == "audit":
+            params = json.loads(r.params or "{}")
+            key = (params.get("neutral"), tuple(params.get("groups", [])), params.get("split"))
+            latest[key] = StoredEvaluation(r.id, model.name, r.kind, params, json.loads(r.result or "{}"), r.plot_path,
+                                           r.created_at.isoformat(timespec="seconds"))
+    return [latest[key] for key in sorted(latest, key=lambda k: tuple(str(x) for x in k))]

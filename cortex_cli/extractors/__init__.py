@@ -1,7 +1,9 @@
 """Information extractors f_Y (paper §3.2, appendix A.1): architectures, training, registry, Table 1."""
 
 from .architectures import ExtractorConfig, build_extractor, count_parameters, forward_flops
-from .evaluation import ExtractorScore, SplitData, extractor_logits, load_split, test_extractors, topk_accuracy
+from .evaluation import (
+    ExtractorScore, SplitData, binary_accuracy, extractor_logits, load_concept_split, load_split, test_extractors, topk_accuracy,
+)
 from .registry import (
     ExtractorInfo,
     ensure_bundled_extractors,
@@ -15,7 +17,8 @@ from .training import TrainConfig, TrainResult, default_configs, train_extractor
 
 __all__ = [
     "ExtractorConfig", "build_extractor", "count_parameters", "forward_flops",
-    "ExtractorScore", "SplitData", "extractor_logits", "load_split", "test_extractors", "topk_accuracy",
+    "ExtractorScore", "SplitData", "binary_accuracy", "extractor_logits", "load_concept_split", "load_split", "test_extractors",
+    "topk_accuracy",
     "ExtractorInfo", "ensure_bundled_extractors", "export_bundled", "get_extractor", "list_extractors",
     "load_extractor", "register_extractor",
     "TrainConfig", "TrainResult", "default_configs", "train_extractor",

@@ -38,6 +38,10 @@ class ExtractorConfig:
     dropout: float = 0.5
     # a subset extractor's label map: output i is the model's class class_ids[i] (sorted); None: output i is class i
     class_ids: list[int] | None = None
+    # a concept extractor (`train-extractor --concept`): 2 outputs, 0 = not the concept, 1 = the concept; the concept's
+    # name and its member class ids when it was trained (the positives); None: a class extractor
+    concept: str | None = None
+    concept_class_ids: list[int] | None = None
 
     def __post_init__(self) -> None:
         self.arch = str(self.arch).lower()
@@ -58,16 +62,33 @@ class ExtractorConfig:
                 raise CortexError(f"an extractor's classes must be distinct and at least one, got {self.class_ids}")
             if self.class_ids[0] < 0 or self.class_ids[-1] >= self.n_classes:
                 raise CortexError(f"extractor classes {self.class_ids} must lie in 0..{self.n_classes - 1}")
+        if (self.concept is None) != (self.concept_class_ids is None):
+            raise CortexError("a concept extractor needs both its concept's name and its member classes")
+        if self.concept is not None:
+            if self.class_ids is not None:
+                raise CortexError(f"an extractor is trained for a concept ({self.concept!r}) or for a subset of classes, not both")
+            self.concept = " ".join(str(self.concept).split())
+            members = sorted(int(c) for c in self.concept_class_ids)
+            if not self.concept or not members or len(set(members)) != len(members):
+                raise CortexError(f"a concept extractor needs a name and distinct member classes, got {self.concept!r} {members}")
+            if members[0] < 0 or members[-1] >= self.n_classes:
+                raise CortexError(f"concept classes {members} must lie in 0..{self.n_classes - 1}")
+            if len(members) == self.n_classes:
+                raise CortexError(f"concept {self.concept!r} has every class as a member: no image is not-{self.concept}")
+            self.concept_class_ids = members
 
     @property
     def n_outputs(self) -> int:
-        """Width of the classifier head: the subset's size, else every class."""
+        """Width of the classifier head: 2 for a concept (not-Y, Y), the subset's size, else every class."""
+        if self.concept is not None:
+            return 2
         return len(self.class_ids) if self.class_ids is not None else self.n_classes
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        if data["class_ids"] is None:
-            del data["class_ids"]  # full extractors keep the JSON (and run fingerprints) they had before subsets
+        for key in ("class_ids", "concept", "concept_class_ids"):
+            if data[key] is None:
+                del data[key]  # full extractors keep the JSON (and run fingerprints) they had before subsets and concepts
         return data
 
     @classmethod

@@ -17,7 +17,7 @@ from ..store import extractors as extractor_store
 from ..store.database import Store
 from ..store.models import model_named
 from .architectures import ExtractorConfig, build_extractor
-from .subsets import ClassSpace
+from .subsets import ClassSpace, ConceptHead
 
 MINI_BUNDLE_DIR = BUNDLED_DIR / MINI_NAME
 
@@ -126,7 +126,8 @@ def load_extractor(info: ExtractorInfo, device: torch.device | str = "cpu") -> t
 
     Returns:
         The module (E -> logits over the model's class ids; a subset extractor is wrapped in
-        `subsets.ClassSpace`); gradients flow to its input only.
+        `subsets.ClassSpace`; a concept extractor's 2 outputs (not-Y, Y) in `subsets.ConceptHead`); gradients flow
+        to its input only.
     """
     path = Path(info.ckpt_path)
     if not path.is_file():
@@ -145,6 +146,8 @@ def load_extractor(info: ExtractorInfo, device: torch.device | str = "cpu") -> t
         p.requires_grad_(False)
     if info.config.class_ids is not None:  # a subset extractor answers in the model's class ids, like a full one
         return ClassSpace(net, info.config.class_ids, info.config.n_classes, info.name).eval().to(device)
+    if info.config.concept is not None:  # answers for its concept only; `subsets.require_classes` refuses class targets
+        return ConceptHead(net, info.config.concept, info.config.concept_class_ids or (), info.name).eval().to(device)
     return net
 
 
@@ -161,7 +164,7 @@ def export_bundled(info: ExtractorInfo, dest_dir: str | Path = MINI_BUNDLE_DIR) 
     dest = Path(dest_dir)
     dest.mkdir(parents=True, exist_ok=True)
     net = load_extractor(info, "cpu")
-    net = getattr(net, "net", net)  # a subset extractor's own head, not its class-space wrapper
+    net = getattr(net, "net", net)  # a subset or concept extractor's own network, not its wrapper
     state = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in net.state_dict().items()}
     weights = dest / f"extractor_{info.name}.safetensors"
     save_file(state, str(weights))

@@ -1,9 +1,14 @@
 """Training an information extractor on the generator's own token embeddings (paper appendix A.1.3).
 
 Adam + StepLR + cross-entropy on E = codebook[tokens] of generated images, seeded; the best epoch on
-the validation split is kept. After every finished epoch the whole run state (weights, optimizer,
-scheduler, RNG states, history) is written to `last.pt`, so a run that is interrupted (Ctrl-C, kill)
-resumes from its last finished epoch and ends with the same weights as an uninterrupted one.
+the validation split is kept. A concept extractor (`cfg.concept`, paper §3.2: f_Y for one concept Y) is the
+same recipe on a balanced binary data set: `train_per_class` (val, test) images of each member class are
+Y (output 1), and as many images of the model's other classes, spread evenly over them, are not-Y
+(output 0); see `evaluation.concept_counts`.
+
+After every finished epoch the whole run state (weights, optimizer, scheduler, RNG states, history) is
+written to `last.pt`, so a run that is interrupted (Ctrl-C, kill) resumes from its last finished epoch
+and ends with the same weights as an uninterrupted one.
 
 Under torchrun (`dist`), the model is wrapped in DistributedDataParallel and every global batch of
 the single-process order is split between the ranks (rank r takes its every world_size-th sample), so
@@ -39,7 +44,7 @@ from ..seeding import derive_seed, generator_for, set_all_random_seeds
 from ..environment import artifacts_dir
 from ..store.database import Store
 from .architectures import ExtractorConfig, build_extractor, count_parameters
-from .evaluation import SplitData, embed_batch, extractor_logits, load_split, topk_accuracy
+from .evaluation import SplitData, binary_accuracy, embed_batch, extractor_logits, load_concept_split, load_split, topk_accuracy
 from .registry import ExtractorInfo, _check_name, read_state_dict, register_extractor
 
 STATE_VERSION = 1
@@ -185,9 +190,12 @@ def check_run(
     classes = model_registry.classes(store, model)
     if classes and cfg.n_classes <= max(c.class_id for c in classes):
         raise CortexError(f"extractor has {cfg.n_classes} outputs but model {model.name!r} has class ids up to {max(c.class_id for c in classes)}")
-    unknown = sorted(set(cfg.class_ids or ()) - {c.class_id for c in classes})
+    unknown = sorted(set(cfg.class_ids or ()).union(cfg.concept_class_ids or ()) - {c.class_id for c in classes})
     if unknown:
         raise CortexError(f"model {model.name!r} has no class {unknown[0]}; `cortex models list --all-classes` lists its classes")
+    if cfg.concept is not None and not {c.class_id for c in classes} - set(cfg.concept_class_ids or ()):
+        raise CortexError(f"every class of model {model.name!r} is a member of concept {cfg.concept!r}: no image is not-{cfg.concept}; "
+                          "a concept extractor needs other classes to tell it from")
     run_dir = Path(out_dir) if out_dir is not None else artifacts_dir("extractors", model.name, name)
     run_dir.mkdir(parents=True, exist_ok=True)
     last_path = run_dir / "last.pt"
@@ -197,6 +205,15 @@ def check_run(
         stored = record.get("settings") if run_json.is_file() else _read_state(last_path).get("settings")
         if stored != _fingerprint(model, cfg, tc):
             before = record.get("config", {}).get("class_ids")
+            was_for = record.get("config", {}).get("concept"), record.get("config", {}).get("concept_class_ids")
+            if run_json.is_file() and was_for != (cfg.concept, cfg.concept_class_ids):
+                def what(concept: str | None, ids: list[int] | None) -> str:
+                    return f"concept {concept!r} (member ids {', '.join(map(str, ids or ()))})" if concept else "classes (no concept)"
+
+                raise CortexError(
+                    f"{str(last_path)!r} belongs to a run of {name!r} for {what(*was_for)}, not {what(cfg.concept, cfg.concept_class_ids)}; "
+                    f"rerun with the same --concept (and members) to resume it, add --restart to start over, or pick another --name"
+                )
             if run_json.is_file() and before != cfg.class_ids:
                 was = f"{len(before)} classes (ids {', '.join(map(str, before))})" if before else "all classes"
                 now = f"{len(cfg.class_ids)} classes" if cfg.class_ids else "all classes"
@@ -235,7 +252,8 @@ def train_extractor(
         store: the open database (missing train/val/test images are generated into it).
         model: the VQGM whose token embeddings the extractor reads.
         cfg: architecture and sizes (d and m must match the model); with `cfg.class_ids` only those classes'
-            images are used and the head learns outputs 0..n-1 in their order (the label map).
+            images are used and the head learns outputs 0..n-1 in their order (the label map); with `cfg.concept`
+            the head learns not-Y (0) vs Y (1) on a balanced split (`evaluation.load_concept_split`).
         tc: recipe and data sizes.
         name: registered name (default: the architecture, 'ce' or 're').
         out_dir: run directory (default `$CORTEX_HOME/extractors/<model>/<name>`), holding `last.pt`
@@ -247,7 +265,8 @@ def train_extractor(
         dist: the torchrun context (see the module docstring); None or one rank: a single process.
 
     Returns:
-        TrainResult with the registered extractor (metrics: validation and test top-k accuracy).
+        TrainResult with the registered extractor (metrics: validation accuracy, and test top-k accuracy, or a
+        concept extractor's binary accuracy: 'binary', 'y', 'not_y').
 
     Raises:
         CortexError: sizes that do not fit the model, bad recipe values, or a previous run with other
@@ -267,6 +286,10 @@ def train_extractor(
     subset = [c for c in model_registry.classes(store, model) if c.class_id in cfg.class_ids] if cfg.class_ids is not None else None
 
     def splits() -> list[SplitData]:
+        if cfg.concept is not None:  # balanced Y / not-Y, labels 1 / 0
+            return [load_concept_split(store, model, split, per_class, cfg.concept_class_ids or (), seed=tc.data_seed, device=device,
+                                       progress=progress)
+                    for split, per_class in (("train", tc.train_per_class), ("val", tc.val_per_class), ("test", tc.test_per_class))]
         return [_head_labels(load_split(store, model, split, per_class, seed=tc.data_seed, device=device, progress=progress,
                                         classes=subset), cfg)
                 for split, per_class in (("train", tc.train_per_class), ("val", tc.val_per_class), ("test", tc.test_per_class))]
@@ -367,10 +390,13 @@ def train_extractor(
     metrics = {
         "best_epoch": best_epoch, "val_acc": best_val_acc, "n_params": count_parameters(net),
         "n_train": n_train, "n_val": len(val), "n_test": len(test),
-        "test": topk_accuracy(test_logits, test.labels),
+        # a concept extractor's test accuracy is binary (Y vs not-Y, balanced); top-k over 2 outputs says nothing
+        "test": binary_accuracy(test_logits, test.labels) if cfg.concept is not None else topk_accuracy(test_logits, test.labels),
     }
     hparams = {**asdict(tc), "preset": "mini" if model.is_mini else "paper", "optimizer": "adam", "scheduler": "steplr",
                "loss": "cross_entropy"}
+    if cfg.concept is not None:
+        hparams["data"] = "concept-balanced"  # *_per_class images of each member (Y), as many of the other classes (not-Y)
     info = register_extractor(store, model, name, cfg, hparams, best_path, metrics)
     result = TrainResult(info, best_epoch, best_val_acc, history, resumed, str(run_dir))
     return dist.broadcast(result) if ddp else result

@@ -6,17 +6,23 @@ habitat is shared by several concepts, so background tokens are frequent within 
 without being discriminative (the trap of the frequency baseline). Four pairs of concepts
 differ only in a local part (bird heads, candle flames, mushroom caps, boat sails).
 Everything is deterministic by seed.
+
+Attributes (`ATTRIBUTES`, e.g. "red") are ground truth for concepts beyond one class: a shape belongs
+to an attribute when its fill colour, as drawn, passes the attribute's colour rule, and the attribute's
+mask (`attribute_mask`) is the object's pixels drawn by such shapes and not covered by a later shape
+(the red mushroom's cap without its white dots; never the orange goldfish or sun, nor a bird's beak).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
 
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ..errors import CortexError
 from ..seeding import derive_seed
 
 SIZE = 64  # image side in pixels
@@ -27,21 +33,43 @@ HOME_PROBABILITY = 0.75  # chance an object appears on its own habitat
 RGB = tuple[int, int, int]
 
 
+@dataclass(frozen=True)
+class Attribute:
+    """A visual attribute of the mini world: which fill colours carry it (`rule` says it in words)."""
+
+    name: str
+    rule: str
+    test: Callable[[RGB], bool]
+
+
+def _red(rgb: RGB) -> bool:
+    r, g, b = rgb
+    return r >= 150 and max(g, b) <= 0.35 * r
+
+
+ATTRIBUTES: dict[str, Attribute] = {
+    "red": Attribute("red", "fill R >= 150 and G, B <= 0.35 R: the red bird's head, red mushroom's cap, red sails, "
+                            "the house's roof; not the goldfish, sun, flame or beak (orange: G > 0.35 R)", _red),
+}
+
+
 class _Painter:
-    """Draws onto the object layer and, for the concept's distinctive part, a part layer."""
+    """Draws onto the object layer and, for the concept's distinctive part and each attribute, a mask layer."""
 
     def __init__(self, side: int):
         self.obj = Image.new("RGBA", (side, side), (0, 0, 0, 0))
         self.part = Image.new("L", (side, side), 0)
+        self.attributes = {name: Image.new("L", (side, side), 0) for name in ATTRIBUTES}
         self._obj = ImageDraw.Draw(self.obj)
         self._part = ImageDraw.Draw(self.part)
+        self._attributes = {name: ImageDraw.Draw(layer) for name, layer in self.attributes.items()}
 
     def shape(self, kind: str, xy, fill: RGB, part: bool = False, **kw) -> None:
         getattr(self._obj, kind)(xy, fill=(*fill, 255), **kw)
-        if part:
-            getattr(self._part, kind)(xy, fill=255, **kw)
-        else:  # a later non-part shape covers the part below it
-            getattr(self._part, kind)(xy, fill=0, **kw)
+        # a later shape outside the part (or without the attribute's colour) covers what lies below it
+        getattr(self._part, kind)(xy, fill=255 if part else 0, **kw)
+        for name, draw in self._attributes.items():
+            getattr(draw, kind)(xy, fill=255 if ATTRIBUTES[name].test(fill) else 0, **kw)
 
 
 def _bird(head: RGB) -> Callable[[_Painter, float], None]:
@@ -193,6 +221,25 @@ class WorldSample:
     part_mask: np.ndarray  # (64, 64) bool: the distinctive part's pixels
     concept: int
     habitat: str
+    attributes: Mapping[str, np.ndarray] = field(default_factory=dict)  # attribute name -> (64, 64) bool, inside `mask`
+
+
+def attribute_named(name: str) -> str | None:
+    """The mini-world attribute a name means (case and spacing ignored), or None."""
+    wanted = " ".join(str(name).split()).lower()
+    return wanted if wanted in ATTRIBUTES else None
+
+
+def attribute_mask(sample: WorldSample, attribute: str) -> np.ndarray:
+    """(64, 64) bool: the sample's object pixels that carry `attribute` (all False when its object has none).
+
+    Raises:
+        CortexError: not an attribute of the mini world.
+    """
+    name = attribute_named(attribute)
+    if name is None:
+        raise CortexError(f"{attribute!r} is not an attribute of the mini world (attributes: {', '.join(ATTRIBUTES)})")
+    return sample.attributes[name]
 
 
 def render(concept: int, rng: np.random.Generator) -> WorldSample:
@@ -223,10 +270,11 @@ def render(concept: int, rng: np.random.Generator) -> WorldSample:
             painter.shape(kind, xy, fill, part=part, **kw)
 
     spec.draw(_Shifted(), half * SUPER)
-    obj = painter.obj.rotate(angle, resample=Image.BICUBIC, translate=(dx * SUPER, dy * SUPER))
-    part = painter.part.rotate(angle, resample=Image.BICUBIC, translate=(dx * SUPER, dy * SUPER))
-    obj_small = np.asarray(obj.resize((SIZE, SIZE), Image.BOX), dtype=np.float32)
-    part_small = np.asarray(part.resize((SIZE, SIZE), Image.BOX), dtype=np.float32)
+    def placed(layer: Image.Image) -> np.ndarray:
+        moved = layer.rotate(angle, resample=Image.BICUBIC, translate=(dx * SUPER, dy * SUPER))
+        return np.asarray(moved.resize((SIZE, SIZE), Image.BOX), dtype=np.float32)
+
+    obj_small, part_small = placed(painter.obj), placed(painter.part)
     alpha = obj_small[..., 3]
     mask = alpha >= 128
     # BOX resampling of straight (non-premultiplied) RGBA: un-mix the transparent black
@@ -234,7 +282,8 @@ def render(concept: int, rng: np.random.Generator) -> WorldSample:
     image = background.copy()
     image[mask] = np.clip(colour[mask], 0, 255).astype(np.uint8)
     part_mask = (part_small >= 128) & mask
-    return WorldSample(image=image, mask=mask, part_mask=part_mask, concept=concept, habitat=habitat)
+    attributes = {name: (placed(layer) >= 128) & mask for name, layer in painter.attributes.items()}
+    return WorldSample(image=image, mask=mask, part_mask=part_mask, concept=concept, habitat=habitat, attributes=attributes)
 
 
 def sample(concept: int, seed: int, split: str = "train") -> WorldSample:

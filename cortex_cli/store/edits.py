@@ -25,6 +25,7 @@ class NewEdit:
     params: str  # JSON
     probabilities: str  # JSON
     source_path: str
+    target: str = "class"  # what was optimised: 'class' (target_class's logit) or a concept's target key
 
 
 @dataclass

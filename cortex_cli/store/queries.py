@@ -58,33 +58,36 @@ def top_salient_tokens(store: Store, run_id: int, class_pks: Sequence[int], imag
     return [(int(t), int(n), int(ni), float(m)) for t, n, ni, m in found]
 
 
-def _token_rows(run_id: int, class_pk: int, token: int):
-    return (SalientTokenRow.run_id == run_id, SalientTokenRow.class_pk == class_pk, SalientTokenRow.token == token)
+def _token_rows(run_id: int, class_pks: Sequence[int], token: int):
+    pks = [int(p) for p in class_pks]
+    return (SalientTokenRow.run_id == run_id, SalientTokenRow.class_pk.in_(pks), SalientTokenRow.token == token)
 
 
-def token_positions(store: Store, run_id: int, class_pk: int, token: int, limit: int) -> list[tuple[int, int]]:
-    """(image id, position) wherever `token` is salient in the first `limit` images (by id) of the class that hold it.
+def token_positions(store: Store, run_id: int, class_pks: Sequence[int], token: int, limit: int) -> list[tuple[int, int]]:
+    """(image id, position) wherever `token` is salient in the first `limit` images (by id) of these classes that hold it.
+
+    `class_pks`: a class's row id, or a concept's member classes' row ids.
 
     Ordered by image id, then rank.
     """
     first_images = (
-        select(SalientTokenRow.image_id).where(*_token_rows(run_id, class_pk, token))
+        select(SalientTokenRow.image_id).where(*_token_rows(run_id, class_pks, token))
         .distinct().order_by(SalientTokenRow.image_id).limit(limit)
     )
     query = (
         select(SalientTokenRow.image_id, SalientTokenRow.position)
-        .where(*_token_rows(run_id, class_pk, token), SalientTokenRow.image_id.in_(first_images))
+        .where(*_token_rows(run_id, class_pks, token), SalientTokenRow.image_id.in_(first_images))
         .order_by(SalientTokenRow.image_id, SalientTokenRow.rank)
     )
     with store.session() as s:
         return [(int(i), int(p)) for i, p in s.execute(query).all()]
 
 
-def token_image_count(store: Store, run_id: int, class_pk: int, token: int) -> int:
-    """How many of the class's images indexed under the run hold `token` among their top-n."""
+def token_image_count(store: Store, run_id: int, class_pks: Sequence[int], token: int) -> int:
+    """How many of these classes' images (a class, or a concept's members) indexed under the run hold `token` among their top-n."""
     with store.session() as s:
         return int(s.scalar(
-            select(func.count(func.distinct(SalientTokenRow.image_id))).where(*_token_rows(run_id, class_pk, token))
+            select(func.count(func.distinct(SalientTokenRow.image_id))).where(*_token_rows(run_id, class_pks, token))
         ) or 0)
 
 

@@ -46,7 +46,7 @@ def test_every_field_has_cli_help():
 def test_the_store_run_key_has_the_settings_key_fields():
     from cortex_cli.store.index import KEY_COLUMNS
 
-    assert KEY_COLUMNS == ("extractor_id", *key_fields())
+    assert KEY_COLUMNS == ("extractor_id", *key_fields(), "target")  # and what the run explains (targets.py)
 
 
 def test_linear_extractor_tsv_is_max_abs_weight():

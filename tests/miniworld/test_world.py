@@ -79,3 +79,53 @@ def test_generated_concepts_are_recognised_by_a_judge():
     judge = mini_judges()[0]
     accuracy = (judge.probabilities(images).argmax(-1) == torch.tensor(classes)).float().mean().item()
     assert accuracy >= 0.6, f"judge accuracy on generated images {accuracy:.2f} (chance {1 / n:.2f})"
+
+
+RED = ("red-capped bird", "red mushroom", "red sailboat", "house")
+
+
+@pytest.mark.parametrize("concept", range(len(world.CONCEPTS)))
+def test_red_attribute_mask_is_the_red_concepts_red_pixels(concept):
+    name = world.CONCEPTS[concept].name
+    for seed in range(3):
+        s = world.sample(concept, seed, "loc")
+        red = world.attribute_mask(s, "red")
+        assert red.shape == s.mask.shape and red.dtype == bool
+        if name not in RED:  # the goldfish and sun are orange, the brown mushroom brown: none of theirs is red
+            assert not red.any(), name
+            continue
+        assert red.sum() >= 40 and not (red & ~s.mask).any()
+        r, g, b = (s.image[red].astype(float).T)
+        redness = (r >= 150) & (g <= 0.35 * r) & (b <= 0.35 * r)
+        assert redness.mean() > 0.9, "the mask's pixels are drawn red"
+        # and the object's other pixels are not: every red-looking object pixel away from an edge is in the mask
+        inner = s.mask & ~red
+        ir, ig, ib = (s.image[inner].astype(float).T)
+        assert ((ir >= 150) & (ig <= 0.3 * ir) & (ib <= 0.3 * ir)).mean() < 0.05
+
+
+def test_red_parts_exclude_what_is_drawn_over_them_or_beside_them():
+    mushroom = world.sample(world.CONCEPT_INDEX["red mushroom"], 0, "loc")
+    red = world.attribute_mask(mushroom, "red")
+    assert not (red & ~mushroom.part_mask).any(), "a red mushroom's red is its cap (the stem is white)"
+    dots = mushroom.part_mask & ~red  # the cap's white dots
+    assert dots.sum() >= 5 and mushroom.image[dots].astype(int).min(axis=-1).mean() > 200
+    bird = world.sample(world.CONCEPT_INDEX["red-capped bird"], 0, "loc")
+    head = world.attribute_mask(bird, "red")
+    beak_and_eye = bird.part_mask & ~head
+    assert head.any() and beak_and_eye.sum() >= 5  # the head part holds an orange beak and a black eye, not red
+    house = world.sample(world.CONCEPT_INDEX["house"], 0, "loc")
+    roof = world.attribute_mask(house, "red")
+    assert 0.8 < (roof & house.part_mask).sum() / house.part_mask.sum() <= 1.0  # the roof is the house's red
+
+
+def test_attribute_masks_are_deterministic_and_named_loosely():
+    concept = world.CONCEPT_INDEX["red sailboat"]
+    a, b = world.sample(concept, 5, "loc"), world.sample(concept, 5, "loc")
+    assert np.array_equal(world.attribute_mask(a, "red"), world.attribute_mask(b, " Red "))
+    assert not np.array_equal(world.attribute_mask(a, "red"), world.attribute_mask(world.sample(concept, 6, "loc"), "red"))
+    assert world.attribute_named("RED") == "red" and world.attribute_named("shiny") is None
+    from cortex_cli.errors import CortexError
+
+    with pytest.raises(CortexError, match="'shiny' is not an attribute of the mini world"):
+        world.attribute_mask(a, "shiny")

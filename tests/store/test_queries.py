@@ -54,11 +54,26 @@ def test_token_positions_takes_the_first_images_that_hold_the_token(store):
     run_id = _run(store, model)
     _index(store, run_id, c0, {ids[0]: [(5, 3.0), (5, 1.0)], ids[1]: [(4, 2.0), (6, 1.0)], ids[2]: [(6, 9.0), (5, 1.0)],
                                ids[3]: [(5, 1.0), (1, 0.0)]})
-    assert queries.token_positions(store, run_id, c0, 5, limit=2) == [(ids[0], 0), (ids[0], 3), (ids[2], 3)]
-    assert queries.token_positions(store, run_id, c0, 5, limit=9) == [(ids[0], 0), (ids[0], 3), (ids[2], 3), (ids[3], 0)]
-    assert queries.token_positions(store, run_id, c0, 8, limit=9) == []
-    assert queries.token_image_count(store, run_id, c0, 5) == 3
-    assert queries.token_image_count(store, run_id, c0, 8) == 0
+    assert queries.token_positions(store, run_id, [c0], 5, limit=2) == [(ids[0], 0), (ids[0], 3), (ids[2], 3)]
+    assert queries.token_positions(store, run_id, [c0], 5, limit=9) == [(ids[0], 0), (ids[0], 3), (ids[2], 3), (ids[3], 0)]
+    assert queries.token_positions(store, run_id, [c0], 8, limit=9) == []
+    assert queries.token_image_count(store, run_id, [c0], 5) == 3
+    assert queries.token_image_count(store, run_id, [c0], 8) == 0
+
+
+def test_token_positions_of_a_concept_read_every_member_class(store):
+    model = add_model(store)
+    c0, c1 = (c.pk for c in model_classes(store, model.id))
+    first, second = add_images(store, model, c0, [0, 1]), add_images(store, model, c1, [0, 1])
+    run_id = _run(store, model)
+    _index(store, run_id, c0, {first[0]: [(5, 3.0), (2, 1.0)], first[1]: [(4, 2.0), (6, 1.0)]})
+    _index(store, run_id, c1, {second[0]: [(6, 9.0), (5, 1.0)], second[1]: [(5, 1.0), (5, 0.0)]})
+    assert queries.token_positions(store, run_id, [c1], 5, limit=9) == [(second[0], 3), (second[1], 0), (second[1], 3)]
+    both = queries.token_positions(store, run_id, [c0, c1], 5, limit=9)
+    assert both == sorted([(first[0], 0), (second[0], 3), (second[1], 0), (second[1], 3)])  # by image id, then rank
+    assert queries.token_positions(store, run_id, [c0, c1], 5, limit=2) == both[:2]  # the first two images holding it
+    assert queries.token_image_count(store, run_id, [c0, c1], 5) == 3 and queries.token_image_count(store, run_id, [c0], 5) == 1
+    assert queries.token_image_count(store, run_id, [c0, c1], 6) == 2 and queries.token_image_count(store, run_id, [], 5) == 0
 
 
 def test_split_images_and_salient_pair_counts(store):
