@@ -35,6 +35,7 @@ from .targets import BINARY, CLASS, Target
 from .token_selection import UNION_RULE, OptimizeSettings, optimize_tokens
 from .pngmeta import read_png, save_png
 from .progress import Progress
+from .realism import prior_nll_or_none
 from .regions import Region
 from .model_registry import ClassInfo, ModelInfo, classes, load_model
 from .store.database import Store
@@ -92,8 +93,10 @@ class EditResult(Result):
     target: str = CLASS  # what was optimised: 'class', or a concept's target key (`targets.Target.key`)
     concept: str | None = None  # the concept's name when the target is a concept
     target_classes: list[int] = field(default_factory=list)  # the class, or the concept's members
-
-
+    # per-token NLL under the model's prior of the result / source grid, conditioned on the target class (a concept:
+    # its first member's); None when the backend has no `prior_nll` (`realism.py`)
+    prior_nll: float | None = None
+    prior_nll_source: float | None = None
 
     def table_rows(self) -> list[dict[str, Any]]:
         """One row per scorer (the extractor, each judge): P(source) and P(target) before and after."""
@@ -259,6 +262,8 @@ def edit_image(
     params["snapshot_steps"] = list(snap_steps)
     probabilities = [asdict(s) for s in scores]
 
+    realism = prior_nll_or_none(vqgm, grids, [target_ids[0]] * 2)  # under the target (a concept: its first member)
+
     # -- write: the row and the files succeed or fail together ----------------------------
     written: list[Path] = []
     stem = class_slug(png_path.stem)
@@ -302,4 +307,5 @@ def edit_image(
         target_name=target.name, source_tokens=tokens.tolist(), result_tokens=result.tokens.tolist(), changed=changed,
         probabilities=scores, loss_start=result.loss_trace[0], loss_end=result.loss_trace[-1], params=params, notices=notices,
         target=goal.key, concept=target.name if isinstance(target, ConceptInfo) else None, target_classes=list(target_ids),
+        prior_nll=realism[1] if realism else None, prior_nll_source=realism[0] if realism else None,
     )

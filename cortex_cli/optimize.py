@@ -53,6 +53,7 @@ from .targets import CLASS, Target
 from .token_selection import OptimizeSettings, concept_objective, optimize_tokens
 from .pngmeta import read_png, save_png
 from .progress import Progress, report
+from .realism import prior_nll_or_none
 from .rankings import top_tokens
 from .regions import Region
 from .model_registry import ClassInfo, ModelInfo, load_model
@@ -140,6 +141,10 @@ class ConceptSearchResult(Result):
     target: str = CLASS  # what was maximised: 'class', or a concept's target key (`targets.Target.key`)
     concept: str | None = None  # the concept's name when the target is a concept
     target_classes: list[int] = field(default_factory=list)  # the class, or the concept's members
+    # per-token NLL under the model's prior of the best grid / of the start grid (an image start only), conditioned on
+    # the target class (a concept: its first member's); None when the backend has no `prior_nll` (`realism.py`)
+    prior_nll: float | None = None
+    prior_nll_source: float | None = None
 
     def table_rows(self) -> list[dict[str, Any]]:
         """T*_concept of the best restart: one row per token, with the positions that hold it."""
@@ -403,6 +408,10 @@ def search_concept(
     whole = region.size == model.grid * model.grid
     save_png(edit_strip(images, labels, None if whole else (region.rows, region.cols), model.grid), strip_path, None, model.name, meta)
     search_store.insert_restarts(store, new_rows)  # insert-or-skip on (search_key, restart)
+    scored = [final] + ([base_grid(best.restart)] if start.tokens is not None else [])
+    realism = prior_nll_or_none(vqgm, torch.stack(scored), [target_ids[0]] * len(scored))  # a concept: its first member
+    prior_nll = realism[0] if realism else None
+    prior_nll_source = realism[1] if realism and len(realism) > 1 else None
 
     return ConceptSearchResult(
         model=model.name, extractor=extractor_info.name, class_id=target_ids[0], class_name=cls.name, region=str(region),
@@ -411,6 +420,7 @@ def search_concept(
         tokens=final.tolist(), restarts=results, comparison=comparison, hint=hint, output_path=output_path,
         strip_path=strip_path, computed=len(fresh), reused=restarts - len(fresh), params=params, notices=notices,
         target=goal.key, concept=cls.name if isinstance(cls, ConceptInfo) else None, target_classes=list(target_ids),
+        prior_nll=prior_nll, prior_nll_source=prior_nll_source,
     )
 
 

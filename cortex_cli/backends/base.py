@@ -97,6 +97,14 @@ class VQGM(Protocol):
         """The sampler this model is meant to be sampled with."""
         ...
 
+    def prior_nll(self, tokens: torch.Tensor, class_ids: Sequence[int]) -> torch.Tensor:
+        """An optional capability: the per-token negative log-likelihood (B,) of token grids (B x m x m)
+        under the model's own prior conditioned on `class_ids`, teacher-forced in the order it samples.
+
+        A backend without it raises `CortexError` (one line); callers treat that as "not available".
+        """
+        ...
+
 
 @dataclass(frozen=True)
 class ModelFiles:

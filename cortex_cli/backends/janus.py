@@ -150,6 +150,10 @@ class JanusVQGM:
         """DeepSeek's Janus-Pro setting: classifier-free guidance 5, temperature 1, no top-k or top-p."""
         return JANUS_SAMPLER
 
+    def prior_nll(self, tokens: torch.Tensor, class_ids: Sequence[int]) -> torch.Tensor:
+        """Not implemented for this backend yet (its prior is conditioned on prompts with guidance)."""
+        raise CortexError("the prior's negative log-likelihood (prior_nll) is not available for janus yet")
+
     def prompt(self, name: str, verbatim: str = "") -> str:
         """The chat-formatted prompt of a class name, or of a prompt concept's `verbatim` text (before the begin-of-image token)."""
         text = verbatim or PROMPT.format(name=name)

@@ -216,6 +216,44 @@ class TamingVQGM:
         return out.reshape(batch, self.grid, self.grid)
 
     @torch.no_grad()
+    def prior_nll(self, tokens: torch.Tensor, class_ids: Sequence[int], batch_size: int = 32) -> torch.Tensor:
+        """Per-token negative log-likelihood of grids under the GPT prior, conditioned on their classes.
+
+        Teacher-forced exactly as `sample` draws: the cond stage's class token(s), then the image tokens
+        in the permuter's order; position i is scored by the logits after the conditioning and tokens < i
+        (the first image token by the conditioning alone), softmaxed over the K image tokens only (the
+        GPT vocabulary may also hold class ids, which `sample` never draws).
+
+        Args:
+            tokens: LongTensor (B x m x m or B x m^2) of token ids in raster order.
+            class_ids: one class id per grid.
+
+        Returns:
+            float tensor (B,) on the CPU: the mean over the m^2 positions of -log p(token_i | class, tokens_<i).
+        """
+        tokens = tokens.reshape(tokens.shape[0], -1).long() if tokens.dim() > 1 else tokens.long()
+        if tokens.dim() != 2 or tokens.shape[1] != self.grid * self.grid:
+            raise CortexError(f"token grids must be B x {self.grid} x {self.grid}; got shape {tuple(tokens.shape)}")
+        if len(class_ids) != tokens.shape[0]:
+            raise CortexError(f"{tokens.shape[0]} grids but {len(class_ids)} class ids; give one class id per grid")
+        if tokens.numel() and not (0 <= int(tokens.min()) and int(tokens.max()) < self.n_embed):
+            raise CortexError(f"token ids must lie in 0..{self.n_embed - 1}")
+        ids = [int(c) for c in class_ids]
+        for cid in ids:
+            if self.n_classes and not 0 <= cid < self.n_classes:
+                raise CortexError(f"class id {cid} is outside this model's {self.n_classes} classes")
+        out = []
+        for start in range(0, len(ids), batch_size):
+            z = self.net.permuter(tokens[start:start + batch_size].to(self.device))
+            cond = torch.tensor(ids[start:start + batch_size], device=self.device, dtype=torch.long)[:, None]
+            _, cond = self.net.encode_to_c(cond)
+            logits, _ = self.net.transformer(torch.cat((cond, z), dim=1)[:, :-1])
+            logits = logits[:, cond.shape[1] - 1:, : self.n_embed].float()
+            logp = logits.log_softmax(dim=-1).gather(-1, z[..., None])[..., 0]
+            out.append(-logp.mean(dim=1).cpu())
+        return torch.cat(out) if out else torch.zeros(0)
+
+    @torch.no_grad()
     def sample_uncached(self, class_ids: list[int], settings: SamplerSettings = SamplerSettings(greedy=True)) -> torch.Tensor:
         """taming's own `Net2NetTransformer.sample` (no KV cache); the reference for tests and benchmarks."""
         cond = torch.tensor(class_ids, device=self.device, dtype=torch.long)[:, None]

@@ -50,6 +50,13 @@ Cost (2 shared CPU cores, mini model): an edit-step takes ~1.5-2 ms through CE a
 RE (near the cores' peak; RE's 13 full-resolution convolutions dominate). The default, the fixed
 box alone with 80 sources x 3 token seeds + 1 embedding run, 150 steps, CE and RE, took 318 s wall;
 each further region kind adds about as much, so `regions=('all',)` is ~15 minutes on a quiet machine.
+
+Realism (issue 24.4, key `realism`): every edited grid's per-token negative log-likelihood under the model's own
+prior conditioned on its target class (`VQGM.prior_nll`), beside the generated range of each target class (the
+NLL of its `realism_images` generated train images, seeds 0..n-1; `realism.generated_range`). Reported per
+extractor x region kind x method: the mean NLL and the share flagged adversarial (`realism.flag`: above the
+target's p95 + MARGIN x (p95 - p5)). The embedding baseline's grids are its final embedding's nearest tokens,
+as everywhere in this evaluation. None when the backend has no prior NLL or `realism_images` is 0.
 """
 
 from __future__ import annotations
@@ -62,7 +69,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .. import model_registry
+from .. import model_registry, realism
 from ..errors import CortexError
 from .common import EvaluationResult
 from ..extractors.registry import load_extractor
@@ -104,6 +111,7 @@ class EditEvalSettings:
     samples: int = 20  # SmoothGrad samples N of the saliency box
     bootstrap: int = 2000  # bootstrap resamples of the token - embedding intervals
     batch_size: int = 64  # edits optimised together
+    realism_images: int = 16  # generated train images per target class in its prior-NLL range (0: no realism)
 
 
 @dataclass
@@ -143,6 +151,30 @@ class EditComparison:
     orig_verdict: str  # on ΔP_orig: win (interval below 0) / loss / n.s.
 
 
+@dataclass
+class RealismRow:
+    """Prior NLL of the edited grids of one extractor x region kind x method (under each edit's target class)."""
+
+    extractor: str
+    region: str
+    method: str
+    oracle: bool
+    n_edits: int
+    mean_nll: float
+    adversarial_share: float  # edits above their target's generated threshold (`realism.flag`)
+
+
+@dataclass
+class EditRealism:
+    """The edits' prior NLL beside the generated range of their target classes."""
+
+    margin: float  # realism.MARGIN: threshold = p95 + margin x (p95 - p5)
+    images_per_class: int
+    source_mean_nll: float  # the unedited sources, under their edit targets
+    generated: list[realism.GeneratedRange]  # one per target class
+    rows: list[RealismRow]
+
+
 @dataclass(frozen=True)
 class EditEvalResult(EvaluationResult):
 
@@ -164,6 +196,7 @@ class EditEvalResult(EvaluationResult):
     json_path: str = ""
     plot_path: str = ""
     evaluation_id: int = 0
+    realism: EditRealism | None = None  # None: the backend has no prior NLL, or realism_images was 0
 
 
 def edit_seed(model: str, source_key: str | int, target: int, region_kind: str, run_seed: int, index: int) -> int:
@@ -276,6 +309,8 @@ def _validate(settings: EditEvalSettings) -> None:
         raise CortexError(f"--methods must be among {', '.join(METHODS)}, got {bad or 'none'}")
     if settings.bootstrap < 10:
         raise CortexError(f"--bootstrap must be >= 10 resamples, got {settings.bootstrap}")
+    if settings.realism_images < 0 or settings.realism_images == 1:
+        raise CortexError(f"realism_images must be 0 (off) or >= 2, got {settings.realism_images}")
     if settings.batch_size < 1:
         raise CortexError(f"batch size must be >= 1, got {settings.batch_size}")
     SaliencySettings(samples=settings.samples).validate()
@@ -333,6 +368,9 @@ def run_edit_eval(
     before = judge_probabilities(judge_list, common.decode(vqgm, source))
     # probabilities after each edit: (extractor, region, method) -> judge -> (sources, seeds, C)
     after: dict[tuple[str, str, str], dict[str, torch.Tensor]] = {}
+    targets = [it.target for it in items]
+    want_realism = settings.realism_images > 0
+    nll: dict[tuple[str, str, str], list[float] | None] = {}
     total = len(infos) * len(kinds) * sum(n_src * (1 if m in DETERMINISTIC else n_seeds) for m in settings.methods) * settings.steps
     done = 0
     size = box_size(model.grid)
@@ -363,17 +401,40 @@ def run_edit_eval(
                     done += len(chunk) * settings.steps
                     run.report(done, total, f"{info.name} / {kind} / {method}")
                 probs = judge_probabilities(judge_list, common.decode(vqgm, torch.cat(edited)))
+                if want_realism:
+                    nll[(info.name, kind, method)] = realism.prior_nll_or_none(vqgm, torch.cat(edited), [targets[i] for i, _ in edits])
                 after[(info.name, kind, method)] = {
                     j: p.reshape(n_src, reps, -1).expand(n_src, n_seeds, -1) for j, p in probs.items()
                 }
     rows, comparisons, beats = _summarise(model, settings, items, judge_list, infos, kinds, before, after)
+    realism_result = _realism(store, model, vqgm, settings, source, targets, nll, device) if want_realism else None
     result = EditEvalResult(
         model=model.name, n_sources=n_src, opt_seeds=n_seeds, judges=[j.name for j in judge_list],
         extractors=[i.name for i in infos], methods=list(settings.methods), regions=kinds, steps=settings.steps,
         rows=rows, comparisons=comparisons, token_beats_embedding=beats, items=items, seconds=0.0, settings=asdict(settings),
+        realism=realism_result,
     )
     plot = _plot(result, run.out / "edit.png")
     return common.finish(run, "edit", result, plot, asdict(settings) | {"extractors": extractors, "regions": ",".join(kinds)})
+
+
+def _realism(store: Store, model: ModelInfo, vqgm, settings: EditEvalSettings, source: torch.Tensor, targets: list[int],
+             nll: dict[tuple[str, str, str], list[float] | None], device) -> EditRealism | None:
+    """The edits' prior NLL per extractor x region x method, against their target classes' generated ranges."""
+    source_nll = realism.prior_nll_or_none(vqgm, source, targets)
+    if source_nll is None or any(v is None for v in nll.values()):
+        return None
+    by_id = {c.class_id: c for c in model_registry.classes(store, model)}
+    ranges = {t: realism.generated_range(store, model, by_id[t], settings.realism_images, device=device) for t in sorted(set(targets))}
+    if any(r is None for r in ranges.values()):
+        return None
+    rows = []
+    for (extractor, kind, method), values in nll.items():
+        reps = len(values) // len(targets)  # edits are ordered source-major: (source i, seed k)
+        flags = [realism.flag(v, ranges[targets[j // reps]]) == realism.ADVERSARIAL for j, v in enumerate(values)]
+        rows.append(RealismRow(extractor, kind, method, kind == ORACLE, len(values), float(np.mean(values)), float(np.mean(flags))))
+    return EditRealism(margin=realism.MARGIN, images_per_class=settings.realism_images, source_mean_nll=float(np.mean(source_nll)),
+                       generated=list(ranges.values()), rows=rows)
 
 
 def _summarise(

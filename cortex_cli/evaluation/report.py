@@ -178,6 +178,17 @@ def edit_tables(r: dict) -> list[TableSpec]:
         if rows:
             out.append(TableSpec(f"token - embedding of {name}: paired bootstrap 95% CI over {n} sources (seeds averaged); "
                                  f"win = CI {better} 0", ["judge", "extr.", "region", "diff", "95% CI", "verdict"], rows))
+    real = r.get("realism")
+    if real and real.get("rows"):
+        gen = real["generated"]
+        span = (f"mean {_f(sum(g['mean'] for g in gen) / len(gen))}, p5-p95 {_f(min(g['p5'] for g in gen))}-"
+                f"{_f(max(g['p95'] for g in gen))}")
+        rows = [[x["extractor"].upper(), "oracle (UB)" if x["oracle"] else x["region"], x["method"], str(x["n_edits"]),
+                 _f(x["mean_nll"]), _pct(x["adversarial_share"])] for x in real["rows"]]
+        out.append(TableSpec(
+            f"realism: prior NLL per token under the target class (sources {_f(real['source_mean_nll'])}; generated "
+            f"{real['images_per_class']}/class: {span}); adversarial = above p95 + {real['margin']:g} x (p95 - p5)",
+            ["extr.", "region", "method", "edits", "NLL", "adversarial"], rows))
     return out
 
 

@@ -245,3 +245,62 @@ def test_edit_eval_on_world_sources_reports_the_oracle_apart(store, tiny_model, 
         console = Console(file=io.StringIO(), width=200)
         console.print(t)
         assert console.measure(t).maximum <= 80, spec.title
+
+
+# -- realism: the edits' prior NLL against the generated range -----------------------------------
+
+def test_edit_eval_reports_the_prior_nll_of_its_edits_per_method(tiny_model_files, tmp_path, monkeypatch):
+    from cortex_cli import realism
+
+    store, model, names = _tiny_store(tmp_path / "db.sqlite", tiny_model_files, unrelated=False)
+    vqgm = model_registry.load_model(model)
+    seen = []  # every batch of edited grids the evaluation scored, with their targets
+    real_prior = type(vqgm).prior_nll
+
+    def spy(self, tokens, class_ids, batch_size=32):
+        out = real_prior(self, tokens, class_ids, batch_size)
+        seen.append((tokens.clone(), list(class_ids), out))
+        return out
+
+    monkeypatch.setattr(type(vqgm), "prior_nll", spy)
+    settings = EditEvalSettings(pairs=((names[0], names[1]),), **{**SMALL, "realism_images": 3})
+    result = run_edit_eval(store, model, settings=settings, out_dir=tmp_path / "out", judges=[toy_judge()])
+    real = result.realism
+    assert real is not None and real.images_per_class == 3 and real.margin == realism.MARGIN
+    # the generated range of each target class is that of its generated train images
+    assert sorted(g.class_id for g in real.generated) == [0, 1]
+    for g in real.generated:
+        expected = realism.generated_range(store, model, model_registry.classes(store, model)[g.class_id], 3)
+        assert dataclasses.asdict(g) == pytest.approx(dataclasses.asdict(expected))
+    rows = {(x.region, x.method): x for x in real.rows}
+    assert set(rows) == {("fixed", "embedding"), ("fixed", "token")}
+    assert rows[("fixed", "embedding")].n_edits == 4 and rows[("fixed", "token")].n_edits == 8  # 4 sources x 2 seeds
+    # each row's mean is the mean of that method's edited grids' NLL under their targets
+    targets = [it.target for it in result.items]
+    scored = [(c, o) for _, c, o in seen if c in (targets, [x for x in targets for _ in range(2)])]
+    # in order: the embedding edits (one per source), the token edits (source-major, 2 seeds), then the sources
+    assert [len(c) for c, _ in scored] == [4, 8, 4]
+    by_len = {8: scored[1][1], 4: scored[0][1]}
+    assert rows[("fixed", "embedding")].mean_nll == pytest.approx(float(by_len[4].mean()), rel=1e-5)
+    assert rows[("fixed", "token")].mean_nll == pytest.approx(float(by_len[8].mean()), rel=1e-5)
+    assert real.source_mean_nll == pytest.approx(float(scored[2][1].mean()), rel=1e-5)
+    ranges = {g.class_id: g for g in real.generated}
+    flagged = [realism.flag(float(v), ranges[targets[j // 2]]) == realism.ADVERSARIAL for j, v in enumerate(by_len[8])]
+    assert rows[("fixed", "token")].adversarial_share == pytest.approx(sum(flagged) / 8)
+    # JSON and report: a new key, a small table
+    stored = json.loads(Path(result.json_path).read_text())
+    assert stored["realism"]["rows"] and "rows" in stored and "comparisons" in stored
+    specs = tables_for("edit", latest_evaluations(store, model)["edit"].result)
+    table = next(s for s in specs if s.title.startswith("realism"))
+    assert {(row[1], row[2]) for row in table.rows} == {("fixed", "embedding"), ("fixed", "token")}
+    assert table.columns == ["extr.", "region", "method", "edits", "NLL", "adversarial"]
+
+    # no realism when asked for none, or when the backend has no prior NLL
+    off = run_edit_eval(store, model, settings=dataclasses.replace(settings, realism_images=0), out_dir=tmp_path / "o2",
+                        judges=[toy_judge()])
+    assert off.realism is None and not any(s.title.startswith("realism") for s in tables_for("edit", json.loads(Path(off.json_path).read_text())))
+    monkeypatch.setattr(type(vqgm), "prior_nll", lambda self, t, c, batch_size=32: (_ for _ in ()).throw(CortexError("not available")))
+    assert run_edit_eval(store, model, settings=settings, out_dir=tmp_path / "o3", judges=[toy_judge()]).realism is None
+    with pytest.raises(CortexError, match="realism_images"):
+        run_edit_eval(store, model, settings=dataclasses.replace(settings, realism_images=1), out_dir=tmp_path, judges=[toy_judge()])
+    store.close()
