@@ -131,9 +131,8 @@ def test_the_authors_rule_keeps_tokens_the_other_group_holds_as_often(mixture):
         assert set(mine.tokens) == set(theirs.tokens) - set(contrasted.common_tokens)
 
 
-@pytest.mark.slow
 def test_the_issues_planted_mixture(tmp_path):
-    """30 red-capped + 10 blue-capped test images, groups indexed on 16 images: the red share covers 0.75 (minutes on CPU)."""
+    """30 red-capped + 10 blue-capped test images, groups indexed on 16 images: the red share covers 0.75 (~6 s at low load)."""
     with Workspace(home=tmp_path, device="cpu") as ws:
         ws.generate(RED, 30, split="test")
         ws.generate(BLUE, 10, split="test")

@@ -70,7 +70,6 @@ def _settings(**kw):
     return LocalizationSettings(**{"images_per_class": 1, "ns": (1, 5, 20), "random_draws": 2, "samples": 2, "train_images": 1} | kw)
 
 
-@pytest.mark.slow  # the specific baseline needs a generated training image of each of the 13 classes (minutes on 2 CPUs)
 def test_a_concept_is_one_unit_scored_on_its_attribute_and_a_class_as_before(mini, tmp_path):
     from cortex_cli import model_registry
     from cortex_cli.attribution import SaliencySettings
