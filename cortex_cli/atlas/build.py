@@ -40,7 +40,7 @@ from ..store import extractors as extractor_store
 from ..store.database import Store
 from ..concepts import ConceptInfo, list_concepts
 from .html import CSS, STYLESHEET, render_concept, render_index, render_named_concept, render_token
-from .named import named_concept_page
+from .named import named_concept_page, stored_audits
 from .pages import (
     ConceptSummary, PageSettings, Site, concept_page, concept_path, summary_of, token_page, token_path,
 )
@@ -294,9 +294,10 @@ def build_atlas(
 
     # -- named concepts (always recomputed: a few queries each; written only when their HTML changed) --
     named_pages = []
+    audits = stored_audits(site)
     for concept in list_concepts(store, model) if named is None else named:
         thumbs.seen = set()
-        page = named_concept_page(site, concept)
+        page = named_concept_page(site, concept, audits)
         named_pages.append(page)
         emit(page.path, render_named_concept(page, have_pages, f"{crumbs} · {concept.name}", footer), "", thumbs.seen)
         thumbs.seen = None

@@ -89,27 +89,34 @@ def _localization_lines(site: Site, concept: ConceptInfo) -> list[str]:
     return lines
 
 
-def _audits(site: Site, concept: ConceptInfo) -> list[AuditNote]:
+def stored_audits(site: Site) -> list[tuple[Any, dict[str, Any]]]:
+    """(evaluation row, its result) of every stored audit of the model, newest first: read once per build."""
+    rows = [r for r in evaluation_store.model_evaluations(site.store, site.model.id) if r.kind == "audit"]
+    return [(r, json.loads(r.result or "{}")) for r in reversed(rows)]
+
+
+def _audits(site: Site, concept: ConceptInfo, audits: list[tuple[Any, dict[str, Any]]]) -> list[AuditNote]:
     notes = []
-    for r in evaluation_store.model_evaluations(site.store, site.model.id):
-        if r.kind != "audit":
-            continue
-        result = json.loads(r.result or "{}")
+    for r, result in audits:
         groups = result.get("groups") or []
         if concept.name not in {result.get("neutral"), *(g.get("name") for g in groups)}:
             continue
         plot = site.thumbs.copy_file(r.plot_path) if r.plot_path else None
         notes.append(AuditNote(r.id, r.created_at.isoformat(timespec="seconds"), str(result.get("neutral")), int(result.get("images", 0)),
                                groups, result.get("cliff_delta"), result.get("cliff_delta_ci"), plot))
-    return notes[::-1]  # newest first
+    return notes
 
 
-def named_concept_page(site: Site, concept: ConceptInfo) -> NamedConceptPage:
-    """A named concept's page: its members, its T* beside the frequency baseline (from its own run), what evaluations say."""
+def named_concept_page(site: Site, concept: ConceptInfo, audits: list[tuple[Any, dict[str, Any]]] | None = None) -> NamedConceptPage:
+    """A named concept's page: its members, its T* beside the frequency baseline (from its own run), what evaluations say.
+
+    `audits`: `stored_audits(site)`, read once for all the pages of a build (None: read here).
+    """
     s, run = site.settings, site.run
     members = [(c.name, c.class_id, site.selected.get(c.class_id)) for c in concept.members]
     page = NamedConceptPage(named_path(concept), concept.name, concept.kind, concept.prompt, members,
-                            localization=_localization_lines(site, concept), audits=_audits(site, concept))
+                            localization=_localization_lines(site, concept),
+                            audits=_audits(site, concept, stored_audits(site) if audits is None else audits))
     try:
         own = pick_run(site.store, site.model, concept, extractor=run.extractor, method=run.method)
         found = top_tokens(site.store, site.model, concept, k=s.top_k, baseline="frequency", run=own.id, split=s.split)
@@ -125,4 +132,4 @@ def named_concept_page(site: Site, concept: ConceptInfo) -> NamedConceptPage:
     return page
 
 
-__all__ = ["AuditNote", "NamedConceptPage", "NamedToken", "named_concept_page", "named_path"]
+__all__ = ["AuditNote", "NamedConceptPage", "NamedToken", "named_concept_page", "named_path", "stored_audits"]
