@@ -155,7 +155,7 @@ def _sweep(store: Store, model, out_dir: Path, seed: int, device) -> tuple[dict[
     One image edited by the demo is a chosen case; this says how often the same recipe works.
     """
     settings = EditEvalSettings(images_per_direction=1, opt_seeds=1, steps=DEMO_SWEEP_STEPS, regions=("saliency",),
-                                methods=("token",), seed=seed)
+                                methods=("token",), seed=seed, realism_images=0)  # the tour shows no realism table
     result = run_edit_eval(store, model, extractors="ce", settings=settings, device=device, out_dir=out_dir)
     return {row.judge: row.effect.acc_targ_after for row in result.rows}, result.n_sources
 
