@@ -187,6 +187,8 @@ def edit(
     = EDIT.region,
     samples: Annotated[int, typer.Option("--samples", help="SmoothGrad samples N of the saliency box.")] = EDIT.samples,
     bootstrap: Annotated[int, typer.Option("--bootstrap", help="Bootstrap resamples of the token - embedding 95% intervals.")] = EDIT.bootstrap,
+    realism_images: Annotated[int, typer.Option("--realism-images", help="Generated train images per target class in its prior-NLL "
+                              "range (the realism table; 0: no realism).")] = EDIT.realism_images,
     judge_weights: JudgeWeights = None,
     out: EvalOut = None,
     as_json: AsJson = False,
@@ -201,15 +203,18 @@ def edit(
     ground-truth part, mini world only: an upper bound, not the paper's protocol). Reports Acc_orig,
     P_orig, P_targ before, ΔP_orig / ΔP_targ (eq. 10) and the judges' target accuracy at the final
     step, and the paired bootstrap 95% interval of token - embedding over sources: 'win' only where
-    it excludes 0. --seed sets the optimiser seeds, saliency noise and bootstrap; --first-seed and
-    --images-per-direction the sources. The defaults (80 sources x 3 seeds, fixed box, CE and RE)
+    it excludes 0. Realism: every edited grid's per-token NLL under the model's own prior for the
+    target class, against the range of --realism-images generated images of that class; a grid far
+    above it is flagged adversarial. --seed sets the optimiser seeds, saliency noise and bootstrap;
+    --first-seed and --images-per-direction the sources. The defaults (80 sources x 3 seeds, fixed box, CE and RE)
     take about 5 minutes on 2 CPU cores; every further region kind adds about as much.
 
     Example: cortex eval edit --model mini --regions all --opt-seeds 3
     """
     _evaluate(ctx, "edit", model=model, extractor=extractor, out=out, as_json=as_json, quiet=quiet, judge_weights=judge_weights,
               images_per_direction=images_per_direction, opt_seeds=opt_seeds, steps=steps, seed=seed, first_seed=first_seed,
-              pairs=_pairs(pairs), region=region, regions=_names(regions) or EDIT.regions, samples=samples, bootstrap=bootstrap)
+              pairs=_pairs(pairs), region=region, regions=_names(regions) or EDIT.regions, samples=samples, bootstrap=bootstrap,
+              realism_images=realism_images)
 
 
 @sub_command(eval_app, "localization")

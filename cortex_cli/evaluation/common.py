@@ -26,6 +26,14 @@ from ..store import evaluations as evaluation_store
 from ..store.database import Store
 
 KINDS = ("image-level", "concept-level", "edit", "localization", "stability", "sanity")
+MASKING_KINDS = ("image-level", "concept-level")  # their runs differ by fill; the report keeps the newest of each
+PAPER_FILL = "black"
+
+
+def result_stem(kind: str, fill: str = PAPER_FILL) -> str:
+    """The file stem of a result: `image_level`; another fill than the paper's adds `_<fill>`, so both fills sit side by side."""
+    stem = kind.replace("-", "_")
+    return stem if fill == PAPER_FILL else f"{stem}_{fill}"
 
 
 @dataclass
@@ -216,6 +224,20 @@ def latest_evaluations(store: Store, model: ModelInfo) -> dict[str, StoredEvalua
             r.created_at.isoformat(timespec="seconds"),
         )
     return latest
+
+
+def latest_variants(store: Store, model: ModelInfo) -> dict[str, list[StoredEvaluation]]:
+    """kind -> the newest stored evaluation of each variant: one per fill for the masking kinds (the paper's first), else one."""
+    newest: dict[tuple[str, str], StoredEvaluation] = {}
+    for r in evaluation_store.model_evaluations(store, model.id):
+        params = json.loads(r.params or "{}")
+        fill = str(params.get("fill") or PAPER_FILL) if r.kind in MASKING_KINDS else ""
+        newest[(r.kind, fill)] = StoredEvaluation(r.id, model.name, r.kind, params, json.loads(r.result or "{}"), r.plot_path,
+                                                  r.created_at.isoformat(timespec="seconds"))
+    out: dict[str, list[StoredEvaluation]] = {}
+    for (kind, fill) in sorted(newest, key=lambda key: (key[0], key[1] != PAPER_FILL, key[1])):
+        out.setdefault(kind, []).append(newest[(kind, fill)])
+    return out
 
 
 # where and how long a run went: recorded in the database and printed, but kept out of the result

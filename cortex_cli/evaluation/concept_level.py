@@ -203,7 +203,8 @@ def run_concept_level(
             "ΔA (accuracy change)": {m: [table[j][m].delta_acc for j in table] for m in selections},
             "ΔP (probability change)": {m: [table[j][m].delta_p for j in table] for m in selections},
         },
-        run.out / "concept_level.png", ylabel="after masking - before",
+        run.out / f"{common.result_stem('concept-level', settings.fill)}.png", ylabel="after masking - before",
         title=f"{model.name}: concept-level masking (k={k}, {settings.fill} fill, {len(ids)} test images)",
     )
-    return common.finish(run, "concept-level", result, plot, asdict(settings) | {"k": k, "extractors": extractors})
+    stem = common.result_stem("concept-level", settings.fill)  # a token-filled run does not overwrite the black one
+    return common.finish(run, "concept-level", result, plot, name=stem, params=asdict(settings) | {"k": k, "extractors": extractors})

@@ -310,7 +310,7 @@ def _validate(settings: EditEvalSettings) -> None:
     if settings.bootstrap < 10:
         raise CortexError(f"--bootstrap must be >= 10 resamples, got {settings.bootstrap}")
     if settings.realism_images < 0 or settings.realism_images == 1:
-        raise CortexError(f"realism_images must be 0 (off) or >= 2, got {settings.realism_images}")
+        raise CortexError(f"--realism-images must be 0 (no realism table) or >= 2 (a range needs two images), got {settings.realism_images}")
     if settings.batch_size < 1:
         raise CortexError(f"batch size must be >= 1, got {settings.batch_size}")
     SaliencySettings(samples=settings.samples).validate()

@@ -326,7 +326,8 @@ def run_image_level(
         ns, {f"{kind} ({'top-n masked' if kind == 'deletion' else 'all but the top n masked'})":
              {j: {label.get(k, f"CORTEX {k.upper()}"): v[kind] for k, v in lines.items()} for j, lines in curves.items()}
              for kind in ("deletion", "insertion")},
-        run.out / "image_level.png", xlabel="ranked tokens n", ylabel="mean P(true class)",
+        run.out / f"{common.result_stem('image-level', settings.fill)}.png", xlabel="ranked tokens n", ylabel="mean P(true class)",
         title=f"{model.name}: image-level deletion and insertion ({settings.fill} fill, {len(ids)} images)",
     )
-    return common.finish(run, "image-level", result, plot, asdict(settings) | {"extractors": extractors})
+    stem = common.result_stem("image-level", settings.fill)  # a token-filled run does not overwrite the black one
+    return common.finish(run, "image-level", result, plot, name=stem, params=asdict(settings) | {"extractors": extractors})

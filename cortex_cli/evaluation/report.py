@@ -18,7 +18,7 @@ from ..results import Result
 from ..model_registry import ModelInfo
 from ..store.database import Store
 from ..store import evaluations as evaluation_store
-from .common import KINDS, StoredEvaluation, default_out_dir, latest_evaluations
+from .common import KINDS, MASKING_KINDS, PAPER_FILL, StoredEvaluation, default_out_dir, latest_variants
 
 TITLES = {
     "image-level": "Image level (paper Figure 3): mean P(true class) after masking the top-n tokens",
@@ -293,6 +293,83 @@ def _signed(x: Any) -> str:
     return f"{x:+.2f}" if isinstance(x, (int, float)) and x == x else "n/a"
 
 
+def fill_tables(variants: dict[str, list[dict]]) -> list[TableSpec]:
+    """Do the paper's two masking conclusions hold under each fill? One row per fill x conclusion x CORTEX extractor.
+
+    Image level: CORTEX's deletion AUC below random's, paired bootstrap 95% CI excluding 0 ('yes'), reversed ('no'),
+    or not significant ('n.s.'). Concept level: masking T*_concept lowers P(true class) more than masking the frequency
+    baseline's top-k, and more than that baseline cut to the same number of positions (means over images, no interval).
+    """
+    judges = sorted({j for results in variants.values() for r in results for j in (r.get("auc_ci") or r.get("table") or {})})
+    rows = []
+    answer = {"win": "yes", "loss": "no (reversed)", "n.s.": "n.s."}
+    fills = sorted({r.get("fill") or r.get("settings", {}).get("fill", PAPER_FILL) for results in variants.values() for r in results},
+                   key=lambda f: (f != PAPER_FILL, f))
+    for fill in fills:
+        for r in variants.get("image-level", []):
+            if r.get("fill", PAPER_FILL) != fill or not r.get("auc_ci"):
+                continue
+            for m in next(iter(r["auc_ci"].values())):
+                rows.append([fill, "deletion AUC < random's (CI)", m.upper()]
+                            + [answer.get(r["auc_ci"].get(j, {}).get(m, {}).get("random", {}).get("deletion_verdict"), "n/a") for j in judges])
+        for r in variants.get("concept-level", []):
+            if r.get("settings", {}).get("fill", PAPER_FILL) != fill:
+                continue
+            for m in r["methods"]:
+                if m in ("baseline", "specific", "random") or m.startswith("baseline@"):
+                    continue
+                for base, label in (("baseline", "ΔP(T*) < ΔP(frequency top-k)"), (f"baseline@{m}", "ΔP(T*) < ΔP(frequency, same n)")):
+                    if base not in r["methods"]:
+                        continue
+                    cells = []
+                    for j in judges:
+                        t = r["table"].get(j)
+                        cells.append("n/a" if t is None else f"{'yes' if t[m]['delta_p'] < t[base]['delta_p'] else 'no'} "
+                                                              f"({t[m]['delta_p'] - t[base]['delta_p']:+.2f})")
+                    rows.append([fill, label, m.upper()] + cells)
+    if not rows:
+        return []
+    return [TableSpec("the paper's masking conclusions under each fill (image level: paired bootstrap CI over images; "
+                      "concept level: difference of mean ΔP, no interval)", ["fill", "conclusion", "extr."] + judges, rows)]
+
+
+def trust_tables(variants: dict[str, list[dict]]) -> list[TableSpec]:
+    """What the stored runs say about trusting the explanations: sanity, insertion AUC, realism, then `fill_tables`.
+
+    `variants`: kind -> stored results (dicts), the paper's fill first for the masking kinds.
+    """
+    rows = []
+    for r in variants.get("sanity", [])[:1]:
+        floor = r["random_floor"]
+        limit_o, limit_p = floor["top20_overlap"] + 0.1, 1.5 * floor["precision_at_5"]
+        for name, b in [(r["extractor"], r)] + list(r.get("others", {}).items()):
+            for label, step, keys in (("full cascade", b["cascade"][-1], ("cascade_overlap", "cascade_precision")),
+                                      ("label-permuted", b["label_permuted"], ("permuted_overlap", "permuted_precision"))):
+                ok = all(b["checks"][k] for k in keys)
+                rows.append([f"sanity, {name.upper()} {label}",
+                             f"top-20 {_f(step['top20_overlap'], 2)} (<= {_f(limit_o, 2)}), P@5 {_f(step['precision_at_5'], 2)} "
+                             f"(<= {_f(limit_p, 2)})", "passed" if ok else "FAILED"])
+    for r in variants.get("image-level", [])[:1]:
+        for judge, sels in (r.get("auc_ci") or {}).items():
+            for m, others in sels.items():
+                c = others["random"]["insertion"]
+                rows.append([f"insertion AUC, {m.upper()} - random, {judge}", f"{c['mean']:+.3f} {_ci(c)} ({r['fill']} fill)",
+                             others["random"]["insertion_verdict"]])
+    for r in variants.get("edit", [])[:1]:
+        real = r.get("realism") or {}
+        if real.get("rows"):
+            gen = real["generated"]
+            span = f"{_f(min(g['p5'] for g in gen), 2)}-{_f(max(g['p95'] for g in gen), 2)}"
+            for x in real["rows"]:
+                region = "oracle" if x["oracle"] else x["region"]
+                rows.append([f"realism, {x['method']} ({x['extractor'].upper()}, {region})",
+                             f"prior NLL {_f(x['mean_nll'], 2)}/token (generated p5-p95 {span})",
+                             f"{_pct(x['adversarial_share'])} adversarial"])
+    out = [TableSpec("can these explanations be trusted? sanity (Adebayo et al.), insertion (RISE) and realism under the prior",
+                     ["check", "measured", "verdict"], rows)] if rows else []
+    return out + fill_tables(variants)
+
+
 _TABLES = {
     "image-level": image_level_tables,
     "concept-level": concept_level_tables,
@@ -321,7 +398,7 @@ def _command_line(kind: str, model: str, params: dict) -> str:
     flags = []
     for key, flag in (("images_per_class", "--images-per-class"), ("fill", "--fill"), ("random_draws", "--random-draws"),
                       ("steps", "--steps"), ("images_per_direction", "--images-per-direction"), ("opt_seeds", "--opt-seeds"),
-                      ("regions", "--regions"), ("train_images", "--train-images"),
+                      ("regions", "--regions"), ("train_images", "--train-images"), ("realism_images", "--realism-images"),
                       ("k", "-k")):
         if key in params and params[key] is not None:
             flags.append(f"{flag} {params[key]}")
@@ -346,7 +423,7 @@ def write_report(store: Store, model: ModelInfo, out: str | Path | None = None, 
     Raises:
         CortexError: no evaluation stored for the model, or an unwritable file.
     """
-    latest = latest_evaluations(store, model)
+    latest = latest_variants(store, model)
     if not latest:
         raise CortexError(f"no evaluations stored for model {model.name!r}; run `cortex eval image-level --model {model.name}` (or another `cortex eval` command) first")
     path = Path(out).expanduser() if out else default_out_dir(model) / "report.md"
@@ -358,22 +435,22 @@ def write_report(store: Store, model: ModelInfo, out: str | Path | None = None, 
         + f" (codebook K={model.n_embed}, d={model.embed_dim}, {model.grid}x{model.grid} tokens, {model.image_size} px).",
         "",
     ]
+    trust = trust_tables({kind: [ev.result for ev in evs] for kind, evs in latest.items()})
+    if trust:
+        parts += ["## Trust: sanity checks, insertion, fills and realism", "",
+                  "Read off the sections below (the newest run of each); each is explained there.", ""]
+        parts += [line for spec in trust for line in (_markdown_table(spec), "")]
     for kind in KINDS:
-        ev = latest.get(kind)
-        if ev is None:
-            continue
-        parts += [f"## {TITLES[kind]}", ""]
-        seconds = ev.result.get("seconds")
-        command_line = f"`{_command_line(kind, model.name, ev.params)}`"
-        parts += [command_line if reproducible else f"Run {ev.created_at} (evaluation #{ev.id}), {_f(seconds, 1)} s: {command_line}", ""]
-        for spec in tables_for(kind, ev.result):
-            parts += [_markdown_table(spec), ""]
-        if ev.plot_path:
-            try:
-                rel = os.path.relpath(ev.plot_path, path.parent)
-            except ValueError:  # another drive on Windows
-                rel = ev.plot_path
-            parts += [f"![{kind}]({rel})", ""]
+        for ev in latest.get(kind, []):
+            fill = ev.params.get("fill", PAPER_FILL) if kind in MASKING_KINDS else PAPER_FILL
+            parts += [f"## {TITLES[kind]}" + ("" if fill == PAPER_FILL else f" ({fill} fill)"), ""]
+            seconds = ev.result.get("seconds")
+            command_line = f"`{_command_line(kind, model.name, ev.params)}`"
+            parts += [command_line if reproducible else f"Run {ev.created_at} (evaluation #{ev.id}), {_f(seconds, 1)} s: {command_line}", ""]
+            for spec in tables_for(kind, ev.result):
+                parts += [_markdown_table(spec), ""]
+            if ev.plot_path:
+                parts += [f"![{kind}]({_relative(ev.plot_path, path)})", ""]
     audits = latest_audits(store, model)
     if audits:
         parts += ["## Audits: which group a neutral concept's images lean toward", ""]

@@ -102,6 +102,7 @@ BAD = [
     (["eval", "image-level", "--fill", "purple"], "purple"),
     (["eval", "concept-level", "--classes", "no such bird"], "unknown class"),
     (["eval", "edit", "--pairs", "a"], "--pairs item 'a' is not A:B"),
+    (["eval", "edit", "--realism-images", "1"], "--realism-images must be 0"),
     (["eval", "stability", "--noise-seeds", ""], "--noise-seeds needs at least one number"),
     (["eval", "localization", "--extractor", "vgg"], "vgg"),
     (["models", "add", "x", "--config", "{home}/missing.yaml", "--ckpt", "{home}/missing.ckpt"], "missing"),

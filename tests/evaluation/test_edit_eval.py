@@ -301,6 +301,6 @@ def test_edit_eval_reports_the_prior_nll_of_its_edits_per_method(tiny_model_file
     assert off.realism is None and not any(s.title.startswith("realism") for s in tables_for("edit", json.loads(Path(off.json_path).read_text())))
     monkeypatch.setattr(type(vqgm), "prior_nll", lambda self, t, c, batch_size=32: (_ for _ in ()).throw(CortexError("not available")))
     assert run_edit_eval(store, model, settings=settings, out_dir=tmp_path / "o3", judges=[toy_judge()]).realism is None
-    with pytest.raises(CortexError, match="realism_images"):
+    with pytest.raises(CortexError, match="--realism-images"):
         run_edit_eval(store, model, settings=dataclasses.replace(settings, realism_images=1), out_dir=tmp_path, judges=[toy_judge()])
     store.close()
