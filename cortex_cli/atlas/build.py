@@ -4,6 +4,7 @@ Flow: pick the run and its classes -> one page per concept (T*_concept beside th
 Figure-2 overlays, evaluations, edits, searches) -> one page per token those pages list, plus the
 most cross-class tokens (classes where it is salient vs merely frequent, crops, neighbours) -> one
 page per named concept (`named.py`: members, T* of its own run, localisation, audits) -> the
+evaluations page (`evaluations.py`: can the explanations be trusted, every stored run's tables) -> the
 index page (filter box over a JSON manifest, parameters and provenance) -> pictures decoded in
 batches on the device -> `atlas.json`.
 
@@ -30,7 +31,7 @@ import torch
 from .. import __version__, model_registry
 from ..errors import CortexError
 from ..results import Result
-from ..evaluation.common import latest_evaluations
+from ..evaluation.common import MASKING_KINDS, PAPER_FILL, latest_variants
 from ..progress import Progress, report
 from ..rankings import BASELINES, pick_run
 from ..model_registry import ClassInfo, ModelInfo
@@ -39,7 +40,8 @@ from ..store import atlas as atlas_store
 from ..store import extractors as extractor_store
 from ..store.database import Store
 from ..concepts import ConceptInfo, list_concepts
-from .html import CSS, STYLESHEET, render_concept, render_index, render_named_concept, render_token
+from .evaluations import PATH as EVALUATIONS, anchor_of, evaluations_page
+from .html import CSS, STYLESHEET, render_concept, render_evaluations, render_index, render_named_concept, render_token
 from .named import named_concept_page, stored_audits
 from .pages import (
     ConceptSummary, PageSettings, Site, concept_page, concept_path, summary_of, token_page, token_path,
@@ -200,7 +202,8 @@ def build_atlas(
     old = {} if force else previous  # --force still prunes what the previous build left
     old_pages: dict[str, dict[str, Any]] = old.get("pages", {})
 
-    evaluations = latest_evaluations(store, model)
+    variants = latest_variants(store, model)  # the masking evaluations: the newest run of each fill, the paper's first
+    evaluations = {kind: runs[0] for kind, runs in variants.items()}
     every = {c.class_id: c for c in model_registry.classes(store, model)}
     states = {str(every_pk.class_id): indexed[every_pk.pk] for every_pk in every.values() if every_pk.pk in indexed}
     identity = decoder_identity(model)
@@ -208,7 +211,7 @@ def build_atlas(
                         batch_size=batch_size, device=device)
     site = Site(store, model, chosen, settings, thumbs, every, {c.class_id: concept_path(c) for c in selected}, evaluations)
     global_key = _hash(ATLAS_FORMAT, CODE_KEY, __version__, identity, asdict(chosen), asdict(settings),
-                       [(c.class_id, c.name, list(c.synonyms)) for c in selected], sorted((k, e.id) for k, e in evaluations.items()))
+                       [(c.class_id, c.name, list(c.synonyms)) for c in selected], sorted((k, e.id) for k, runs in variants.items() for e in runs))
     activity = atlas_store.class_activity(store, model.id)
     crumbs = f"{model.name} · run {chosen.id} ({chosen.extractor}, {getattr(chosen, 'method', 'smoothgrad')}) · {split} images"
     footer = f"cortex {__version__} · model {model.name} · saliency run {chosen.id} ({chosen.extractor}) · {split} split"
@@ -302,13 +305,23 @@ def build_atlas(
         emit(page.path, render_named_concept(page, have_pages, f"{crumbs} · {concept.name}", footer), "", thumbs.seen)
         thumbs.seen = None
 
+    # -- the evaluations page (always recomputed from the stored results; written only when its HTML changed) --
+    if variants:
+        thumbs.seen = set()
+        page = evaluations_page(model.name, variants, thumbs.copy_file)
+        emit(EVALUATIONS, render_evaluations(page, model.name, f"{crumbs} · evaluations", footer), "", thumbs.seen)
+        thumbs.seen = None
+
     # -- index, stylesheet -----------------------------------------------------------------------
     thumbs.seen = set()
     swatches = {t: site.tile(t) for t in sorted({t for s in summaries for t in s.top[:6]} | {s.token for s in cross})}
     eval_cards = []
-    for kind, ev in sorted(evaluations.items()):
-        plot = thumbs.copy_file(ev.plot_path) if ev.plot_path else None
-        eval_cards.append({"kind": kind, "id": ev.id, "created_at": ev.created_at, "plot": plot})
+    for kind, runs in sorted(variants.items()):
+        for ev in runs:
+            fill = str(ev.params.get("fill", PAPER_FILL)) if kind in MASKING_KINDS else PAPER_FILL
+            plot = thumbs.copy_file(ev.plot_path) if ev.plot_path else None
+            eval_cards.append({"kind": kind if fill == PAPER_FILL else f"{kind} ({fill} fill)", "id": ev.id, "created_at": ev.created_at,
+                               "plot": plot, "page": f"{EVALUATIONS}#{anchor_of(kind, fill)}"})
     images = sum(s.images for s in summaries)
     search = {
         "concepts": [{"class_id": s.class_id, "name": s.name, "synonyms": s.synonyms, "path": s.path, "tokens": s.top} for s in summaries],
@@ -328,7 +341,7 @@ def build_atlas(
     # -- prune what earlier builds left, then record this one -------------------------------------
     removed = []
     for path in sorted(set(previous.get("pages", {})) - set(pages)):
-        if path.startswith(("concepts/", "tokens/", "named/")) and path.endswith(".html"):
+        if (path.startswith(("concepts/", "tokens/", "named/")) and path.endswith(".html")) or path == EVALUATIONS:
             (root / path).unlink(missing_ok=True)
             removed.append(path)
     referenced = {Path(p).name for entry in pages.values() for p in entry.get("pictures", [])}

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 from html import escape
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
+from ..evaluation.report import TableSpec
+from .evaluations import EvaluationsPage
 from .named import NamedConceptPage
 from .pages import ConceptPage, ConceptSummary, Crop, TokenPage, token_path
 
@@ -49,6 +51,8 @@ a.tok img, span.tok img { width: 24px; height: 24px; border: 1px solid var(--lin
 .card img { width: 128px; height: 128px; border: 1px solid var(--line); }
 .card .pair { display: flex; gap: 4px; align-items: center; }
 .card img.plot { width: 280px; height: auto; image-rendering: auto; }
+figure.table { margin: 8px 0 16px; overflow-x: auto; } figure.table figcaption { font-size: 12px; color: var(--muted); margin-bottom: 4px; }
+img.plot { max-width: 100%; height: auto; image-rendering: auto; }
 .hero { display: flex; gap: 24px; align-items: flex-start; }
 .hero dl { flex: 1 1 320px; }
 .hero img.big { width: 192px; height: 192px; border: 1px solid var(--line); }
@@ -321,7 +325,7 @@ def render_index(
         f"<div><a href=\"{token_path(t['token'])}\"><b>token {t['token']}</b></a><br><span class=\"muted\">salient in "
         f"{_n(t['salient_classes'], 'class')} ({t['salient']}×), occurs in {t['occurrence_classes']}</span></div></div>" for t in cross)
     evals = "".join(
-        f"<div class=\"card\"><b>{_e(ev['kind'])}</b> <span class=\"muted\">#{ev['id']}, {_e(ev['created_at'])}</span>"
+        f"<div class=\"card\"><a href=\"{_e(ev['page'])}\"><b>{_e(ev['kind'])}</b></a> <span class=\"muted\">#{ev['id']}, {_e(ev['created_at'])}</span>"
         + (f"<p><a href=\"{_e(ev['plot'])}\"><img class=\"plot\" src=\"{_e(ev['plot'])}\" alt=\"{_e(ev['kind'])} plot\"></a></p>"
            if ev.get("plot") else "") + "</div>" for ev in evaluations)
     prov = "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in provenance)
@@ -337,11 +341,41 @@ def render_index(
            f"<th class=\"num\">images</th><th>top salient tokens</th></tr></thead><tbody>{named_rows}</tbody></table>" if named else "")
         + f"<h2>Most cross-class tokens</h2><p class=\"muted\">Tokens salient in the most classes of this atlas.</p>"
         f"<div class=\"grid-tokens\">{tokens}</div>"
-        + (f"<h2>Evaluations</h2><div class=\"cards\">{evals}</div>" if evals else "")
+        + (f"<h2>Evaluations</h2><p><a href=\"{_e(evaluations[0]['page'].split('#')[0])}#trust\">Can these explanations be trusted?</a> "
+           "Sanity checks, insertion, both masking fills and the realism of edits, with every stored run's tables.</p>"
+           f"<div class=\"cards\">{evals}</div>" if evals else "")
         + f"<h2>Run parameters and provenance</h2><dl class=\"prov\">{prov}</dl>"
     )
     script = f"<script type=\"application/json\" id=\"atlas-data\">{data}</script>\n<script>\n{FILTER_JS}</script>\n"
     return _page(title, root, "", body, footer, script)
 
 
-__all__ = ["CSS", "STYLESHEET", "render_concept", "render_index", "render_named_concept", "render_token"]
+def _spec_table(spec: TableSpec) -> str:
+    head = "".join(f"<th>{_e(c)}</th>" for c in spec.columns)
+    body = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in row) + "</tr>" for row in spec.rows)
+    return f"<figure class=\"table\"><figcaption>{_e(spec.title)}</figcaption><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></figure>"
+
+
+def _spec_tables(specs: Sequence[TableSpec]) -> str:
+    return "".join(_spec_table(s) for s in specs)
+
+
+def render_evaluations(page: EvaluationsPage, model: str, crumbs: str, footer: str) -> str:
+    """The evaluations page's HTML (pages sit at the site's root)."""
+    contents = "".join(f"<li><a href=\"#{_e(s.anchor)}\">{_e(s.title)}</a></li>" for s in page.sections)
+    trust = (f"<h2 id=\"trust\">Can these explanations be trusted?</h2><p class=\"muted\">Sanity checks (do the maps change when "
+             "the extractor's weights or labels are randomised?), insertion against random, the paper's masking conclusions "
+             "under the paper's black fill and under token fill (masked tokens refilled and decoded, so the judges see images "
+             f"the decoder can make), and the prior NLL of edits. Each row is read off a section below.</p>{_spec_tables(page.trust)}"
+             if page.trust else f"<p class=\"muted\">{_e(page.trust_unreadable)}</p>" if page.trust_unreadable else "")
+    sections = "".join(
+        f"<h2 id=\"{_e(s.anchor)}\">{_e(s.title)}</h2><p class=\"muted\">{_e(s.created_at)}: <code>{_e(s.command)}</code></p>"
+        + (_spec_tables(s.tables) if s.tables else f"<p class=\"muted\">{_e(s.unreadable)}</p>")
+        + (f"<p><a href=\"{_e(s.plot)}\"><img class=\"plot\" src=\"{_e(s.plot)}\" alt=\"{_e(s.anchor)} plot\"></a></p>" if s.plot else "")
+        for s in page.sections)
+    body = (f"<h1>Evaluations <small>{_e(model)}</small></h1><p class=\"meta\">The newest stored run of each evaluation "
+            f"(<code>cortex report</code> writes the same as Markdown).</p><ul>{contents}</ul>{trust}{sections}")
+    return _page(f"evaluations · cortex atlas: {model}", "", crumbs, body, footer)
+
+
+__all__ = ["CSS", "STYLESHEET", "render_concept", "render_evaluations", "render_index", "render_named_concept", "render_token"]

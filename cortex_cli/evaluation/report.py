@@ -394,7 +394,8 @@ def _markdown_table(spec: TableSpec) -> str:
     return "\n".join(lines)
 
 
-def _command_line(kind: str, model: str, params: dict) -> str:
+def command_line(kind: str, model: str, params: dict) -> str:
+    """The `cortex eval` command line that made a stored run (its main settings as flags)."""
     flags = []
     for key, flag in (("images_per_class", "--images-per-class"), ("fill", "--fill"), ("random_draws", "--random-draws"),
                       ("steps", "--steps"), ("images_per_direction", "--images-per-direction"), ("opt_seeds", "--opt-seeds"),
@@ -445,8 +446,8 @@ def write_report(store: Store, model: ModelInfo, out: str | Path | None = None, 
             fill = ev.params.get("fill", PAPER_FILL) if kind in MASKING_KINDS else PAPER_FILL
             parts += [f"## {TITLES[kind]}" + ("" if fill == PAPER_FILL else f" ({fill} fill)"), ""]
             seconds = ev.result.get("seconds")
-            command_line = f"`{_command_line(kind, model.name, ev.params)}`"
-            parts += [command_line if reproducible else f"Run {ev.created_at} (evaluation #{ev.id}), {_f(seconds, 1)} s: {command_line}", ""]
+            command = f"`{command_line(kind, model.name, ev.params)}`"
+            parts += [command if reproducible else f"Run {ev.created_at} (evaluation #{ev.id}), {_f(seconds, 1)} s: {command}", ""]
             for spec in tables_for(kind, ev.result):
                 parts += [_markdown_table(spec), ""]
             if ev.plot_path:
@@ -456,9 +457,9 @@ def write_report(store: Store, model: ModelInfo, out: str | Path | None = None, 
         parts += ["## Audits: which group a neutral concept's images lean toward", ""]
     for ev in audits:
         p = ev.params
-        command_line = (f"`cortex audit '{p.get('neutral')}' --groups '{','.join(p.get('groups', []))}' --model {model.name} "
+        command = (f"`cortex audit '{p.get('neutral')}' --groups '{','.join(p.get('groups', []))}' --model {model.name} "
                         f"--split {p.get('split')} -k {p.get('k')}" + ("" if p.get("contrast", True) else " --no-contrast") + "`")
-        parts += [command_line if reproducible else f"Run {ev.created_at} (evaluation #{ev.id}): {command_line}", ""]
+        parts += [command if reproducible else f"Run {ev.created_at} (evaluation #{ev.id}): {command}", ""]
         for spec in tables_for("audit", ev.result):
             parts += [_markdown_table(spec), ""]
         if ev.plot_path:

@@ -267,11 +267,18 @@ def test_rebuilds_rewrite_only_pages_whose_data_changed(built, tmp_path):
     # a stored evaluation: every concept page is recomputed, but only those it says something about are rewritten
     plot = tmp_path / "localization.png"
     Image.new("RGB", (40, 30), (200, 30, 30)).save(plot)
-    result = {"ns": [1, 5], "n_images": 12, "methods": {"ce": {"per_class_precision": {"goldfinch": 0.5, "water ouzel": 0.25}}}}
+    result = {"ns": [1, 5], "n_images": 12, "inside_fraction": 0.5, "object_share": 0.2,
+              "methods": {"ce": {"per_class_precision": {"goldfinch": 0.5, "water ouzel": 0.25}, "precision": {"1": 0.75, "5": 0.375},
+                                 "pointing_game": 0.625}}}
     insert_evaluation(store, tiny_model.id, "localization", "{}", json.dumps(result), str(plot))
     fifth = build_atlas(store, tiny_model, site, settings=SMALL)
-    assert sorted(p for p in fifth.written if p.endswith(".html")) == ["concepts/0-goldfinch.html", "concepts/1-water-ouzel.html", "index.html"]
+    assert sorted(p for p in fifth.written if p.endswith(".html")) == [
+        "concepts/0-goldfinch.html", "concepts/1-water-ouzel.html", "evaluations.html", "index.html"]
     assert "precision@5" in (site / "concepts/0-goldfinch.html").read_text() and "ce 0.50" in (site / "concepts/0-goldfinch.html").read_text()
+    # the evaluations page carries the stored run's table and plot; the index links to it
+    page = (site / "evaluations.html").read_text()
+    assert "<td>CORTEX CE</td><td>0.750</td><td>0.375</td><td>0.625</td>" in page and 'id="localization"' in page
+    assert 'href="evaluations.html#localization"' in (site / "index.html").read_text()
 
     same_as_from_scratch("after a new evaluation")
 

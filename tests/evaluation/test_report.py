@@ -16,10 +16,10 @@ from cortex_cli.cli import app, render
 from cortex_cli.evaluation.common import latest_evaluations, record_evaluation
 from cortex_cli.evaluation.concept_level import ConceptLevelResult
 from cortex_cli.evaluation.edit_eval import EditComparison, EditEvalResult, EditRow
-from cortex_cli.evaluation.image_level import ImageLevelResult
+from cortex_cli.evaluation.image_level import AucComparison, ImageLevelResult
 from cortex_cli.evaluation.localization import LocalizationResult, MethodScores
 from cortex_cli.evaluation.metrics import BootstrapCI, EditEffect, MaskingEffect
-from cortex_cli.evaluation.report import TableSpec, tables_for, write_report
+from cortex_cli.evaluation.report import TableSpec, fill_tables, tables_for, trust_tables, write_report
 from cortex_cli.evaluation.stability import ExtractorStability, StabilityResult
 
 from eval_helpers import register_small_extractor
@@ -76,6 +76,55 @@ def test_report_gathers_the_latest_of_each_kind(store, tiny_model, tmp_path):
     assert "| CORTEX CE | 0.900 | 0.800 | 0.900 |" in text
     assert "fp32 vs bf16" in text
     assert "cortex eval image-level --model tiny --images-per-class 2" in text
+
+
+def _with_fill(results: dict, fill: str, deletion: str, cortex_delta_p: float) -> tuple[dict, dict]:
+    """(image-level, concept-level) result dicts of one fill: CE's deletion verdict vs random, CE's ΔP (the baseline's is -0.2)."""
+    below, above = BootstrapCI(-0.1, -0.15, -0.05, 0.95, 8, 500), BootstrapCI(0.1, 0.05, 0.15, 0.95, 8, 500)
+    ci = {"win": below, "loss": above, "n.s.": BootstrapCI(0.0, -0.1, 0.1, 0.95, 8, 500)}[deletion]
+    image = asdict(results["image-level"]) | {"fill": fill, "auc": {"toy": {"ce": {"deletion": 0.3, "insertion": 0.6}}},
+                                                "auc_ci": {"toy": {"ce": {"random": asdict(AucComparison(ci, above, deletion, "win"))}}}}
+    concept = asdict(results["concept-level"])
+    concept["table"]["toy"]["ce"]["delta_p"] = cortex_delta_p
+    concept["settings"] = {"fill": fill}
+    return image, concept
+
+
+def test_report_keeps_the_newest_run_of_each_fill_and_says_where_the_conclusions_hold(store, tiny_model, tmp_path):
+    results = _results(tmp_path / "none.png")
+    for fill, deletion, delta_p in (("tokens", "win", -0.1), ("black", "win", -0.4), ("tokens", "loss", -0.1)):
+        image, concept = _with_fill(results, fill, deletion, delta_p)
+        record_evaluation(store, tiny_model, "image-level", {"fill": fill}, image, "")
+        record_evaluation(store, tiny_model, "concept-level", {"fill": fill, "k": 8}, concept, "")
+    text = write_report(store, tiny_model, tmp_path / "report.md").path
+    text = Path(text).read_text()
+    # one section per fill, the paper's black first; the newer tokens run replaced the older
+    heads = [line for line in text.splitlines() if line.startswith("## Image level")]
+    assert heads == ["## Image level (paper Figure 3): mean P(true class) after masking the top-n tokens",
+                     "## Image level (paper Figure 3): mean P(true class) after masking the top-n tokens (tokens fill)"]
+    assert text.index("## Trust") < text.index("## Image level")
+    # black: CE's deletion AUC below random's (CI), ΔP -0.4 below the baseline's -0.2; tokens: reversed, and -0.1 above it
+    assert "| black | deletion AUC < random's (CI) | CE | yes |" in text
+    assert "| tokens | deletion AUC < random's (CI) | CE | no (reversed) |" in text
+    assert "| black | ΔP(T*) < ΔP(frequency top-k) | CE | yes (-0.20) |" in text
+    assert "| tokens | ΔP(T*) < ΔP(frequency, same n) | CE | no (+0.10) |" in text
+    assert "| insertion AUC, CE - random, toy | +0.100 [+0.050, +0.150] (black fill) | win |" in text
+
+
+def test_trust_summary_reads_the_sanity_verdict_and_the_realism_of_edits():
+    step = {"layers": ["fc"], "spearman": 0.1, "top20_overlap": 0.3, "precision_at_5": 0.05}
+    sanity = {"extractor": "ce", "random_floor": {"top20_overlap": 0.08, "precision_at_5": 0.1}, "cascade": [step],
+              "label_permuted": step | {"top20_overlap": 0.05},
+              "checks": {"cascade_overlap": False, "cascade_precision": True, "permuted_overlap": True, "permuted_precision": True}}
+    realism = {"generated": [{"p5": 1.0, "p95": 2.0}, {"p5": 1.5, "p95": 2.5}],
+               "rows": [{"extractor": "ce", "region": "fixed", "method": "token", "oracle": False, "mean_nll": 2.25, "adversarial_share": 0.25}]}
+    [spec] = trust_tables({"sanity": [sanity], "edit": [{"realism": realism}]})
+    assert spec.rows == [
+        ["sanity, CE full cascade", "top-20 0.30 (<= 0.18), P@5 0.05 (<= 0.15)", "FAILED"],
+        ["sanity, CE label-permuted", "top-20 0.05 (<= 0.18), P@5 0.05 (<= 0.15)", "passed"],
+        ["realism, token (CE, fixed)", "prior NLL 2.25/token (generated p5-p95 1.00-2.50)", "25.0% adversarial"],
+    ]
+    assert fill_tables({}) == [] and trust_tables({}) == []
 
 
 def test_tables_for_unknown_kind_is_an_error():
