@@ -8,8 +8,8 @@ class faster than random.
 
 Beside that deletion curve, insertion (RISE, Petsiuk et al. 2018): start from the fully masked image
 (every position filled with the same fill) and put back the top-n positions (their patches; with
-`fill='tokens'`, their tokens, the rest refilled by `masking.fill_tokens` and decoded), on the same
-n grid. A faithful explanation raises the probability faster than random. A third ranking joins
+`fill='tokens'`, their tokens on a grid of the background token, decoded: `masking.insertion_images`),
+on the same n grid. A faithful explanation raises the probability faster than random. A third ranking joins
 both curves: the frequency baseline (positions by how often their token occurs in the class's
 generated training images, seeds 0..train_images-1; ties in seeded random order; no extractor).
 
@@ -41,7 +41,7 @@ from ..seeding import derive_seed, generator_for
 from ..store.database import Store
 from . import common, plots
 from .localization import frequency_ranking
-from .masking import FILLS, background_token, mask_images
+from .masking import FILLS, background_token, insertion_images, mask_images
 from .metrics import BootstrapCI, accuracy_and_probability, curve_auc, paired_bootstrap_ci, ranked_positions, verdict
 
 
@@ -141,7 +141,7 @@ class SelectionCurves:
     accuracy: dict[str, list[float]]  # judge -> deletion top-1 accuracy per n
 
 
-Masker = Callable[[Sequence[torch.Tensor]], torch.Tensor]  # positions per image -> masked images
+Masker = Callable[[Sequence[torch.Tensor]], torch.Tensor]  # positions per image -> images with them masked (or kept)
 
 
 def masked_probabilities(
@@ -151,6 +151,7 @@ def masked_probabilities(
     rankings: torch.Tensor,
     ns: Sequence[int],
     mask: Masker,
+    insert: Masker,
 ) -> SelectionCurves:
     """Judges' P(true class) after masking each image's first n ranked positions (deletion) and all but them (insertion).
 
@@ -160,7 +161,8 @@ def masked_probabilities(
         labels: (B,) true classes.
         rankings: (B, m^2) positions per image, most important first.
         ns: the numbers of ranked positions (0 = deletion masks nothing, insertion masks everything).
-        mask: positions per image -> the masked images (`masking.mask_images` with the run's fill).
+        mask: positions per image -> the images with them masked (`masking.mask_images` with the run's fill).
+        insert: positions per image -> the fully masked images with only them put back (`masking.insertion_images`).
 
     Returns:
         SelectionCurves.
@@ -173,7 +175,7 @@ def masked_probabilities(
     column = labels.reshape(-1, 1)
     for n in ns:
         deleted = mask([r[:n] for r in rankings]) if n else images
-        inserted = mask([r[n:] for r in rankings]) if n < rankings.shape[1] else images
+        inserted = insert([r[:n] for r in rankings]) if n < rankings.shape[1] else images
         for j in judges:
             probs = j.probabilities(deleted).cpu()
             acc, p = accuracy_and_probability(probs, labels)
@@ -257,6 +259,10 @@ def run_image_level(
         return mask_images(images, chosen, model.grid, settings.fill, tokens=tokens, decode=lambda t: common.decode(vqgm, t),
                            fallback=fallback)
 
+    def insert(kept: Sequence[torch.Tensor]) -> torch.Tensor:
+        return insertion_images(images, kept, model.grid, settings.fill, tokens=tokens, decode=lambda t: common.decode(vqgm, t),
+                                fallback=fallback)
+
     probability: dict[str, dict[str, list[float]]] = {j.name: {} for j in judges}
     accuracy: dict[str, dict[str, list[float]]] = {j.name: {} for j in judges}
     per_image: dict[str, dict[str, dict[str, torch.Tensor]]] = {j.name: {} for j in judges}  # judge -> selection -> kind -> (B, len(ns))
@@ -276,7 +282,7 @@ def run_image_level(
             )
             rankings = torch.stack([ranked_positions(m) for m in tsv])
             run.report(0, 1, f"masking {name}")
-            found = masked_probabilities(judges, images, labels, rankings, ns, mask)
+            found = masked_probabilities(judges, images, labels, rankings, ns, mask, insert)
             for j in judges:
                 probability[j.name][name] = found.mean_deletion[j.name]
                 accuracy[j.name][name] = found.accuracy[j.name]
@@ -287,7 +293,7 @@ def run_image_level(
     draws: list[SelectionCurves] = []
     for draw in range(settings.random_draws):
         run.report(draw, settings.random_draws, "random positions")
-        found = masked_probabilities(judges, images, labels, random_rankings(keys, positions, settings.seed, draw), ns, mask)
+        found = masked_probabilities(judges, images, labels, random_rankings(keys, positions, settings.seed, draw), ns, mask, insert)
         draws.append(found)
         for j in judges:
             draws_p[j.name].append(found.mean_deletion[j.name])
@@ -297,7 +303,7 @@ def run_image_level(
                                        for kind in ("deletion", "insertion")}
     run.report(0, 1, "frequency baseline")
     keep("frequency", masked_probabilities(judges, images, labels, frequency_rankings(store, model, run.classes, tokens, labels, keys,
-                                                                                       settings, device), ns, mask))
+                                                                                       settings, device), ns, mask, insert))
     spread: dict[str, list[float]] = {}
     beats: dict[str, dict[str, float]] = {}
     for j in judges:

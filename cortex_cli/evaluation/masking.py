@@ -20,6 +20,12 @@ with the model's VQGAN, so the judged image is one the decoder can produce. Its 
 
 Unmasked positions keep their token; an image with no masked position is returned untouched (not
 re-decoded).
+
+Insertion (`insertion_images`) starts from the fully masked image and puts back kept positions. With a
+pixel fill that is the fill everywhere but the kept patches. With the token fill the start is the
+fully masked grid's fill (the `fallback` token everywhere) with the kept tokens put back, decoded; the
+neighbour rule is not applied there, since with most positions masked it would grow the few kept
+tokens over the whole grid and turn insertion into a test of how the kept tokens tile.
 """
 
 from __future__ import annotations
@@ -218,4 +224,40 @@ def mask_images(
         idx = changed.nonzero().flatten()
         filled = fill_tokens(tokens[idx], [positions[int(i)] for i in idx], fallback)
         out[idx.to(images.device)] = decode(filled).to(images.device, images.dtype)
+    return out
+
+
+def insertion_images(
+    images: torch.Tensor,
+    kept: Sequence[Sequence[int] | torch.Tensor],
+    grid: int,
+    fill: str = "black",
+    *,
+    tokens: torch.Tensor | None = None,
+    decode: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    fallback: int | None = None,
+) -> torch.Tensor:
+    """Fully masked copies of `images` with only each image's `kept` positions put back (insertion, RISE).
+
+    Pixel fills: every other patch filled (`mask_patches` of the complement). The token fill: a grid of the
+    `fallback` token with the kept positions' tokens, decoded. An image that keeps every position is returned
+    untouched.
+    """
+    everything = torch.arange(grid * grid)
+    kept_sets = [_as_positions(k, grid) for k in kept]
+    if fill != TOKEN_FILL:
+        return mask_patches(images, [everything[~token_mask(k, grid).flatten()] for k in kept_sets], grid, fill)
+    if tokens is None or decode is None or fallback is None:
+        raise CortexError("token-fill insertion needs the images' token grids, the model's decoder and the fallback token")
+    if len(kept) != images.shape[0] or tokens.shape[0] != images.shape[0]:
+        raise CortexError(f"{len(kept)} position lists and {tokens.shape[0]} token grids for {images.shape[0]} images")
+    changed = torch.tensor([not bool(token_mask(k, grid).all()) for k in kept_sets])
+    out = images.clone()
+    if changed.any():
+        idx = changed.nonzero().flatten()
+        grids = torch.full((len(idx), grid, grid), int(fallback), dtype=torch.long)
+        for row, i in enumerate(idx.tolist()):
+            keep = token_mask(kept_sets[i], grid)
+            grids[row][keep] = tokens[i].long().cpu()[keep]
+        out[idx.to(images.device)] = decode(grids.to(tokens.device)).to(images.device, images.dtype)
     return out

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from cortex_cli.errors import CortexError
-from cortex_cli.evaluation.masking import background_token, fill_tokens, mask_images, mask_patches, patch_mask
+from cortex_cli.evaluation.masking import background_token, fill_tokens, insertion_images, mask_images, mask_patches, patch_mask
 from cortex_cli.evaluation.metrics import masking_effect
 from cortex_cli.judges import Judge
 
@@ -142,3 +142,22 @@ def test_mask_images_with_tokens_decodes_the_filled_grids_and_leaves_unmasked_im
     assert torch.equal(mask_images(images, [[5], []], 4, "mean"), mask_patches(images, [[5], []], 4, "mean"))
     with pytest.raises(CortexError, match="decoder"):
         mask_images(images, [[5], []], 4, "tokens")
+
+
+def test_insertion_puts_the_kept_tokens_on_a_background_grid_without_spreading_them():
+    def decode(tokens):  # a token grid of side 4 -> a 4x4 image of its ids
+        return (tokens.float() / 10)[:, None].expand(-1, 3, -1, -1)
+
+    tokens = torch.tensor([[[1, 2, 3, 4]] * 4, [[5, 6, 7, 8]] * 4])
+    images = decode(tokens)
+    out = insertion_images(images, [[0, 5], list(range(16))], 4, "tokens", tokens=tokens, decode=decode, fallback=9)
+    expected = torch.full((4, 4), 9)
+    expected[0, 0], expected[1, 1] = 1, 2  # only the kept positions hold their tokens; the neighbour rule would spread them
+    assert torch.allclose(out[0], decode(expected[None])[0]) and not torch.allclose(out[0], decode(fill_tokens(tokens[:1], [[p for p in range(16) if p not in (0, 5)]]))[0])
+    assert torch.equal(out[1], images[1])  # every position kept: the image itself
+    # pixel fills: the fill everywhere but the kept patches, i.e. masking the complement
+    rest = [[p for p in range(16) if p not in (0, 5)], []]
+    assert torch.equal(insertion_images(images, [[0, 5], list(range(16))], 4, "black"), mask_patches(images, rest, 4, "black"))
+    with pytest.raises(CortexError, match="fallback"):
+        insertion_images(images, [[0], []], 4, "tokens", tokens=tokens, decode=decode)
+
