@@ -262,7 +262,8 @@ def edit_image(
     params["snapshot_steps"] = list(snap_steps)
     probabilities = [asdict(s) for s in scores]
 
-    realism = prior_nll_or_none(vqgm, grids, [target_ids[0]] * 2)  # under the target (a concept: its first member)
+    target_class = target.members[0] if isinstance(target, ConceptInfo) else target  # a concept: its first member
+    realism = prior_nll_or_none(vqgm, grids, [target_class] * 2)  # under the target
 
     # -- write: the row and the files succeed or fail together ----------------------------
     written: list[Path] = []

@@ -409,7 +409,8 @@ def search_concept(
     save_png(edit_strip(images, labels, None if whole else (region.rows, region.cols), model.grid), strip_path, None, model.name, meta)
     search_store.insert_restarts(store, new_rows)  # insert-or-skip on (search_key, restart)
     scored = [final] + ([base_grid(best.restart)] if start.tokens is not None else [])
-    realism = prior_nll_or_none(vqgm, torch.stack(scored), [target_ids[0]] * len(scored))  # a concept: its first member
+    target_class = cls.members[0] if isinstance(cls, ConceptInfo) else cls  # a concept: its first member
+    realism = prior_nll_or_none(vqgm, torch.stack(scored), [target_class] * len(scored))
     prior_nll = realism[0] if realism else None
     prior_nll_source = realism[1] if realism and len(realism) > 1 else None
 

@@ -1,11 +1,14 @@
 """Realism of a token grid: its per-token negative log-likelihood under the model's own prior (issue 24.4).
 
-A grid's prior NLL (`VQGM.prior_nll`, the GPT conditioned on the class) says how plausible the model
-itself finds it. Edits and `cortex optimize` results are compared with the class's *generated range*:
-the NLL of the class's generated train images (seeds 0..n-1). A grid is flagged "adversarial" when its
-NLL lies above the generated 95th percentile by more than `MARGIN` times the generated 5-95 spread,
-i.e. above `p95 + MARGIN * (p95 - p5)` (`GeneratedRange.threshold`); otherwise it is "in range".
-Grids below the range are "in range": the prior finds them likelier than its typical samples.
+A grid's prior NLL (`VQGM.prior_nll`) says how plausible the model itself finds it. Both backends have
+one: taming's is the GPT conditioned on the class id; Janus's is its language model conditioned on the
+class's prompt (the class name in its template, or a prompt concept's text) without classifier-free
+guidance, a sampling heuristic that is no part of the model's likelihood. Edits and `cortex optimize`
+results are compared with the class's *generated range*: the NLL of the class's generated train images
+(seeds 0..n-1). A grid is flagged "adversarial" when its NLL lies above the generated 95th percentile
+by more than `MARGIN` times the generated 5-95 spread, i.e. above `p95 + MARGIN * (p95 - p5)`
+(`GeneratedRange.threshold`); otherwise it is "in range". Grids below the range are "in range": the
+prior finds them likelier than its typical samples.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Sequence
 
 import torch
 
+from .backends.base import Concept
 from .errors import CortexError
 from .generation import ensure_images, image_tokens
 from .model_registry import ClassInfo, ModelInfo, load_model
@@ -40,14 +44,15 @@ class GeneratedRange(Result):
     threshold: float  # p95 + MARGIN * (p95 - p5): above it a grid is flagged adversarial
 
 
-def prior_nll_or_none(vqgm, grids: torch.Tensor, class_ids: Sequence[int]) -> list[float] | None:
-    """The prior NLL of each grid (B x m x m) under its class, or None when the backend lacks `prior_nll`
-    (no such method, or it raises `CortexError` as a backend without the capability does)."""
+def prior_nll_or_none(vqgm, grids: torch.Tensor, classes: Sequence[Concept]) -> list[float] | None:
+    """The prior NLL of each grid (B x m x m) under its class (`ClassInfo`s: a text-conditional prior reads their
+    names and prompts), or None when the backend lacks `prior_nll` (no such method, or it raises `CortexError`
+    as a backend without the capability does)."""
     method = getattr(vqgm, "prior_nll", None)
     if method is None:
         return None
     try:
-        return [float(v) for v in method(grids.reshape(len(class_ids), vqgm.grid, vqgm.grid), list(class_ids))]
+        return [float(v) for v in method(grids.reshape(len(classes), vqgm.grid, vqgm.grid), list(classes))]
     except CortexError:
         return None
 
@@ -72,7 +77,7 @@ def generated_range(store: Store, model: ModelInfo, cls: ClassInfo, n: int = DEF
     if getattr(vqgm, "prior_nll", None) is None:
         return None
     ids = ensure_images(store, model, cls, "train", n, seed=0, device=device)
-    nll = prior_nll_or_none(vqgm, image_tokens(store, model, ids), [cls.class_id] * len(ids))
+    nll = prior_nll_or_none(vqgm, image_tokens(store, model, ids), [cls] * len(ids))
     return None if nll is None else range_of(cls.class_id, nll)
 
 

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from cortex_cli import model_registry, realism
+from cortex_cli.classnames import ClassName
 from cortex_cli.errors import CortexError
 from cortex_cli.generation import ensure_images, image_tokens
 
@@ -19,7 +20,7 @@ def test_generated_range_is_the_nll_of_the_class_train_images(store, mini):
     rng = realism.generated_range(store, mini, cls, n=4)
     ids = ensure_images(store, mini, cls, "train", 4)
     vqgm = model_registry.load_model(mini)
-    nll = vqgm.prior_nll(image_tokens(store, mini, ids), [cls.class_id] * 4).double()
+    nll = vqgm.prior_nll(image_tokens(store, mini, ids), [cls] * 4).double()
     assert rng.n == 4 and rng.class_id == cls.class_id
     assert rng.mean == pytest.approx(float(nll.mean()), rel=1e-5)
     assert rng.p5 == pytest.approx(float(torch.quantile(nll, 0.05)), rel=1e-5)
@@ -29,7 +30,7 @@ def test_generated_range_is_the_nll_of_the_class_train_images(store, mini):
     # the model's own samples lie in their range; a uniformly random grid is far outside it
     assert all(realism.flag(float(v), rng) == realism.IN_RANGE for v in nll if v <= rng.p95)
     noise = torch.randint(0, mini.n_embed, (1, mini.grid, mini.grid), generator=torch.Generator().manual_seed(0))
-    assert realism.flag(float(vqgm.prior_nll(noise, [cls.class_id])[0]), rng) == realism.ADVERSARIAL
+    assert realism.flag(float(vqgm.prior_nll(noise, [cls])[0]), rng) == realism.ADVERSARIAL
 
 
 def test_flag_uses_the_documented_margin():
@@ -50,12 +51,27 @@ def test_backends_without_prior_nll_give_none():
     class Raising:
         grid = 2
 
-        def prior_nll(self, tokens, class_ids):
-            raise CortexError("not available for janus yet")
+        def prior_nll(self, tokens, classes):
+            raise CortexError("not available")
 
     grids = torch.zeros(1, 2, 2, dtype=torch.long)
-    assert realism.prior_nll_or_none(NoPrior(), grids, [0]) is None
-    assert realism.prior_nll_or_none(Raising(), grids, [0]) is None
+    assert realism.prior_nll_or_none(NoPrior(), grids, [ClassName(0, "goldfinch")]) is None
+    assert realism.prior_nll_or_none(Raising(), grids, [ClassName(0, "goldfinch")]) is None
+
+
+def test_prior_nll_or_none_hands_the_backend_the_class_objects():
+    seen = []
+
+    class Recording:
+        grid = 2
+
+        def prior_nll(self, tokens, classes):
+            seen.append((tokens.shape, classes))
+            return torch.arange(len(classes), dtype=torch.float32)
+
+    classes = [ClassName(3, "analog clock"), ClassName(0, "goldfinch")]
+    assert realism.prior_nll_or_none(Recording(), torch.zeros(2, 4, dtype=torch.long), classes) == [0.0, 1.0]
+    assert seen == [((2, 2, 2), classes)]
 
 
 def test_too_small_a_range_is_refused(store, mini):
@@ -77,10 +93,11 @@ def test_edit_reports_the_prior_nll_of_its_grids_under_the_target(store, tiny_mo
     result = edit_image(store, tiny_model, src, target, parse_region("4:8,4:8", tiny_model.grid), settings, out_dir=tmp_path / "o")
     vqgm = model_registry.load_model(tiny_model)
     grids = torch.tensor([result.result_tokens, result.source_tokens])
-    expected = vqgm.prior_nll(grids, [target.class_id] * 2)
+    expected = vqgm.prior_nll(grids, [target] * 2)
     assert result.prior_nll == pytest.approx(float(expected[0]), rel=1e-5)
     assert result.prior_nll_source == pytest.approx(float(expected[1]), rel=1e-5)
-    assert result.prior_nll != pytest.approx(float(vqgm.prior_nll(grids[:1], [0])[0]), rel=1e-6)  # the target's class
+    goldfinch = model_registry.resolve_class(store, tiny_model, 0)
+    assert result.prior_nll != pytest.approx(float(vqgm.prior_nll(grids[:1], [goldfinch])[0]), rel=1e-6)  # the target's class
     as_json = result.to_dict()
     assert as_json["prior_nll"] == pytest.approx(result.prior_nll) and "prior_nll_source" in as_json
 
@@ -101,7 +118,7 @@ def test_optimize_reports_the_prior_nll_of_its_best_grid(store, tiny_model, tmp_
     result = search_concept(store, tiny_model, cls, settings=OptimizeSettings(steps=3, seed=3), extractor_info=info,
                             region=parse_region("0:4,0:4", tiny_model.grid), init="random", restarts=1, out_dir=tmp_path / "out")
     vqgm = model_registry.load_model(tiny_model)
-    expected = float(vqgm.prior_nll(torch.tensor([result.tokens]), [2])[0])
+    expected = float(vqgm.prior_nll(torch.tensor([result.tokens]), [cls])[0])
     assert result.prior_nll == pytest.approx(expected, rel=1e-5)
     assert result.prior_nll_source is None  # a random start has no source
     assert result.to_dict()["prior_nll"] == pytest.approx(expected)

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..errors import CortexError
 from ..seeding import generator_for
 
 StepCallback = Callable[[int, int], None]
@@ -97,9 +98,10 @@ class VQGM(Protocol):
         """The sampler this model is meant to be sampled with."""
         ...
 
-    def prior_nll(self, tokens: torch.Tensor, class_ids: Sequence[int]) -> torch.Tensor:
+    def prior_nll(self, tokens: torch.Tensor, classes: Sequence[Concept]) -> torch.Tensor:
         """An optional capability: the per-token negative log-likelihood (B,) of token grids (B x m x m)
-        under the model's own prior conditioned on `class_ids`, teacher-forced in the order it samples.
+        under the model's own prior conditioned on `classes` (one per grid, as `sample` takes them),
+        teacher-forced in the order it samples.
 
         A backend without it raises `CortexError` (one line); callers treat that as "not available".
         """
@@ -142,6 +144,22 @@ class Backend(Protocol):
     def load(self, files: ModelFiles, device: torch.device | str) -> VQGM:
         """The model with strictly checked weights, frozen, on `device`; CortexError if they do not match."""
         ...
+
+
+def token_rows(tokens: torch.Tensor, classes: Sequence[Concept], grid: int, n_embed: int) -> torch.Tensor:
+    """`prior_nll`'s checked input: token grids (B x m x m or B x m^2) as B x m^2 long rows, one class per grid.
+
+    Raises:
+        CortexError: another shape, a token id outside 0..K-1, or not one class per grid.
+    """
+    rows = tokens.flatten(1).long() if tokens.dim() > 1 else tokens.long()
+    if rows.dim() != 2 or rows.shape[1] != grid * grid:
+        raise CortexError(f"token grids must be B x {grid} x {grid}; got shape {tuple(tokens.shape)}")
+    if len(classes) != rows.shape[0]:
+        raise CortexError(f"{rows.shape[0]} grids but {len(classes)} classes; give one class per grid")
+    if rows.numel() and not (0 <= int(rows.min()) and int(rows.max()) < n_embed):
+        raise CortexError(f"token ids must lie in 0..{n_embed - 1}")
+    return rows
 
 
 def top_k_top_p_filtering(

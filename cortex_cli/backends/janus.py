@@ -6,6 +6,7 @@ language model that writes image tokens through its generation head, with classi
 The prior is text-conditional, so a cortex class is a prompt: class "goldfinch" is sampled from
 "a photo of a goldfinch" in the snapshot's chat template, as transformers' Janus examples prompt;
 a prompt concept's class (`cortex concepts add NAME --prompt TEXT`) is sampled from TEXT verbatim.
+A grid's prior NLL (`prior_nll`) is the unguided conditional's: guidance only shapes sampling.
 
 A model is a local snapshot directory in transformers' format (`config.json`, `*.safetensors`,
 tokenizer and processor files), e.g. `deepseek-community/Janus-Pro-1B` downloaded by the user;
@@ -28,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import CortexError, first_line
-from .base import Concept, ModelFiles, ModelShape, SamplerSettings, StepCallback, pick_tokens
+from .base import Concept, ModelFiles, ModelShape, SamplerSettings, StepCallback, pick_tokens, token_rows
 
 NAME = "janus"
 PROMPT = "a photo of a {name}"
@@ -150,9 +151,46 @@ class JanusVQGM:
         """DeepSeek's Janus-Pro setting: classifier-free guidance 5, temperature 1, no top-k or top-p."""
         return JANUS_SAMPLER
 
-    def prior_nll(self, tokens: torch.Tensor, class_ids: Sequence[int]) -> torch.Tensor:
-        """Not implemented for this backend yet (its prior is conditioned on prompts with guidance)."""
-        raise CortexError("the prior's negative log-likelihood (prior_nll) is not available for janus yet")
+    @torch.no_grad()
+    def prior_nll(self, tokens: torch.Tensor, classes: Sequence[Concept], batch_size: int = 32) -> torch.Tensor:
+        """Per-token negative log-likelihood of grids under the language model conditioned on their classes' prompts.
+
+        Teacher-forced as `_sample_group` draws (the prompt, ending in the begin-of-image token, then the
+        image tokens through the generation embeddings; the generation head's logits), in one forward
+        pass, but without classifier-free guidance: the model's likelihood is its conditional language
+        model's, and guidance is a sampling heuristic, so generated grids and edits alike are scored
+        under the same unguided conditional. Prompts of equal length share a batch (never padded).
+
+        Args:
+            tokens: LongTensor (B x m x m or B x m^2) of token ids in raster order.
+            classes: one class per grid (its `name`, or a prompt concept's `prompt` verbatim, is the prompt).
+
+        Returns:
+            float tensor (B,) on the CPU: the mean over the m^2 positions of -log p(token_i | prompt, tokens_<i).
+        """
+        if batch_size < 1:
+            raise CortexError(f"batch_size must be at least 1, got {batch_size}")
+        tokens = token_rows(tokens, classes, self.grid, self.n_embed)
+        prompts = [self.prompt_ids(c.name, getattr(c, "prompt", "")) for c in classes]
+        groups: dict[int, list[int]] = {}
+        for i, ids in enumerate(prompts):
+            groups.setdefault(len(ids), []).append(i)
+        out = torch.empty(len(classes))
+        for members in groups.values():
+            for start in range(0, len(members), batch_size):
+                chunk = members[start:start + batch_size]
+                ids = torch.stack([prompts[i] for i in chunk]).to(self.device)
+                out[chunk] = self._grid_nll(ids, tokens[chunk].to(self.device))
+        return out
+
+    def _grid_nll(self, ids: torch.Tensor, grids: torch.Tensor) -> torch.Tensor:
+        """Mean -log p of each row of `grids` (B x m^2) after its prompt `ids` (B x L, equal lengths), on the CPU."""
+        net = self.net
+        embeds = torch.cat([net.get_input_embeddings()(ids), net.prepare_embeddings_for_image_generation(grids[:, :-1])], dim=1)
+        hidden = net.model.language_model(inputs_embeds=embeds, use_cache=False).last_hidden_state
+        logits = net.model.generation_head(hidden[:, ids.shape[1] - 1:]).float()  # the last prompt position predicts token 0
+        logp = logits.log_softmax(dim=-1).gather(-1, grids[..., None])[..., 0]
+        return -logp.mean(dim=1).cpu()
 
     def prompt(self, name: str, verbatim: str = "") -> str:
         """The chat-formatted prompt of a class name, or of a prompt concept's `verbatim` text (before the begin-of-image token)."""

@@ -26,7 +26,7 @@ from safetensors.torch import load_file
 
 from . import taming_shim
 from ..errors import CortexError, first_line
-from .base import Concept, ModelFiles, ModelShape, SamplerSettings, StepCallback, pick_tokens
+from .base import Concept, ModelFiles, ModelShape, SamplerSettings, StepCallback, pick_tokens, token_rows
 
 NAME = "taming"
 DUMMY_LOSS = {"target": "taming.modules.losses.DummyLoss"}
@@ -216,7 +216,7 @@ class TamingVQGM:
         return out.reshape(batch, self.grid, self.grid)
 
     @torch.no_grad()
-    def prior_nll(self, tokens: torch.Tensor, class_ids: Sequence[int], batch_size: int = 32) -> torch.Tensor:
+    def prior_nll(self, tokens: torch.Tensor, classes: Sequence[Concept], batch_size: int = 32) -> torch.Tensor:
         """Per-token negative log-likelihood of grids under the GPT prior, conditioned on their classes.
 
         Teacher-forced exactly as `sample` draws: the cond stage's class token(s), then the image tokens
@@ -226,19 +226,13 @@ class TamingVQGM:
 
         Args:
             tokens: LongTensor (B x m x m or B x m^2) of token ids in raster order.
-            class_ids: one class id per grid.
+            classes: one class per grid (its `class_id` conditions the prior).
 
         Returns:
             float tensor (B,) on the CPU: the mean over the m^2 positions of -log p(token_i | class, tokens_<i).
         """
-        tokens = tokens.reshape(tokens.shape[0], -1).long() if tokens.dim() > 1 else tokens.long()
-        if tokens.dim() != 2 or tokens.shape[1] != self.grid * self.grid:
-            raise CortexError(f"token grids must be B x {self.grid} x {self.grid}; got shape {tuple(tokens.shape)}")
-        if len(class_ids) != tokens.shape[0]:
-            raise CortexError(f"{tokens.shape[0]} grids but {len(class_ids)} class ids; give one class id per grid")
-        if tokens.numel() and not (0 <= int(tokens.min()) and int(tokens.max()) < self.n_embed):
-            raise CortexError(f"token ids must lie in 0..{self.n_embed - 1}")
-        ids = [int(c) for c in class_ids]
+        tokens = token_rows(tokens, classes, self.grid, self.n_embed)
+        ids = [int(c.class_id) for c in classes]
         for cid in ids:
             if self.n_classes and not 0 <= cid < self.n_classes:
                 raise CortexError(f"class id {cid} is outside this model's {self.n_classes} classes")

@@ -370,6 +370,7 @@ def run_edit_eval(
     after: dict[tuple[str, str, str], dict[str, torch.Tensor]] = {}
     targets = [it.target for it in items]
     want_realism = settings.realism_images > 0
+    by_id = {c.class_id: c for c in model_registry.classes(store, model)} if want_realism else {}  # prior NLL's conditions
     nll: dict[tuple[str, str, str], list[float] | None] = {}
     total = len(infos) * len(kinds) * sum(n_src * (1 if m in DETERMINISTIC else n_seeds) for m in settings.methods) * settings.steps
     done = 0
@@ -402,7 +403,7 @@ def run_edit_eval(
                     run.report(done, total, f"{info.name} / {kind} / {method}")
                 probs = judge_probabilities(judge_list, common.decode(vqgm, torch.cat(edited)))
                 if want_realism:
-                    nll[(info.name, kind, method)] = realism.prior_nll_or_none(vqgm, torch.cat(edited), [targets[i] for i, _ in edits])
+                    nll[(info.name, kind, method)] = realism.prior_nll_or_none(vqgm, torch.cat(edited), [by_id[targets[i]] for i, _ in edits])
                 after[(info.name, kind, method)] = {
                     j: p.reshape(n_src, reps, -1).expand(n_src, n_seeds, -1) for j, p in probs.items()
                 }
@@ -421,10 +422,10 @@ def run_edit_eval(
 def _realism(store: Store, model: ModelInfo, vqgm, settings: EditEvalSettings, source: torch.Tensor, targets: list[int],
              nll: dict[tuple[str, str, str], list[float] | None], device) -> EditRealism | None:
     """The edits' prior NLL per extractor x region x method, against their target classes' generated ranges."""
-    source_nll = realism.prior_nll_or_none(vqgm, source, targets)
+    by_id = {c.class_id: c for c in model_registry.classes(store, model)}
+    source_nll = realism.prior_nll_or_none(vqgm, source, [by_id[t] for t in targets])
     if source_nll is None or any(v is None for v in nll.values()):
         return None
-    by_id = {c.class_id: c for c in model_registry.classes(store, model)}
     ranges = {t: realism.generated_range(store, model, by_id[t], settings.realism_images, device=device) for t in sorted(set(targets))}
     if any(r is None for r in ranges.values()):
         return None

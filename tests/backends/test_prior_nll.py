@@ -20,8 +20,11 @@ def vqgm(tiny_model_files):
         return load_vqgm(config, ckpt)
 
 
-def _sample(vqgm, class_ids, seeds, settings):
-    classes = [ClassName(c, f"class {c}") for c in class_ids]
+def _classes(*class_ids):
+    return [ClassName(c, f"class {c}") for c in class_ids]
+
+
+def _sample(vqgm, classes, seeds, settings):
     return vqgm.sample(classes, image_generators(classes, seeds), settings)
 
 
@@ -42,7 +45,7 @@ def _reference(vqgm, grid: torch.Tensor, class_id: int) -> float:
 
 
 def test_sampled_grids_are_likelier_than_random_ones(vqgm):
-    classes = [0, 1, 2, 3, 0, 1]
+    classes = _classes(0, 1, 2, 3, 0, 1)
     sampled = _sample(vqgm, classes, range(6), SamplerSettings(top_k=None, temperature=0.7))
     random = torch.randint(0, vqgm.n_embed, sampled.shape, generator=torch.Generator().manual_seed(1))
     nll_sampled, nll_random = vqgm.prior_nll(sampled, classes), vqgm.prior_nll(random, classes)
@@ -54,15 +57,15 @@ def test_sampled_grids_are_likelier_than_random_ones(vqgm):
 
 def test_equals_a_step_by_step_computation(vqgm):
     grid = torch.randint(0, vqgm.n_embed, (1, vqgm.grid, vqgm.grid), generator=torch.Generator().manual_seed(2))
-    got = vqgm.prior_nll(grid, [3])
+    got = vqgm.prior_nll(grid, _classes(3))
     assert got.item() == pytest.approx(_reference(vqgm, grid[0], 3), rel=1e-4)
     # the class matters: the same grid under another class scores differently
-    assert vqgm.prior_nll(grid, [0]).item() != pytest.approx(got.item(), rel=1e-6)
+    assert vqgm.prior_nll(grid, _classes(0)).item() != pytest.approx(got.item(), rel=1e-6)
 
 
 def test_batch_equals_one_by_one(vqgm):
     grids = torch.randint(0, vqgm.n_embed, (5, vqgm.grid, vqgm.grid), generator=torch.Generator().manual_seed(3))
-    classes = [0, 3, 1, 2, 3]
+    classes = _classes(0, 3, 1, 2, 3)
     batched = vqgm.prior_nll(grids, classes)
     chunked = vqgm.prior_nll(grids, classes, batch_size=2)
     single = torch.cat([vqgm.prior_nll(grids[i:i + 1], [c]) for i, c in enumerate(classes)])
@@ -72,16 +75,17 @@ def test_batch_equals_one_by_one(vqgm):
 
 def test_bad_inputs_are_one_line_errors(vqgm):
     grid = torch.zeros(2, vqgm.grid, vqgm.grid, dtype=torch.long)
-    with pytest.raises(CortexError, match="one class id per grid"):
-        vqgm.prior_nll(grid, [0])
+    with pytest.raises(CortexError, match="one class per grid"):
+        vqgm.prior_nll(grid, _classes(0))
     with pytest.raises(CortexError, match="outside this model's 4 classes"):
-        vqgm.prior_nll(grid, [0, 9])
+        vqgm.prior_nll(grid, _classes(0, 9))
     with pytest.raises(CortexError, match="token ids must lie"):
-        vqgm.prior_nll(grid + vqgm.n_embed, [0, 1])
+        vqgm.prior_nll(grid + vqgm.n_embed, _classes(0, 1))
+    with pytest.raises(CortexError, match="token grids must be"):
+        vqgm.prior_nll(torch.zeros(2, 3, 3, dtype=torch.long), _classes(0, 1))
 
 
-def test_janus_says_it_is_not_available():
-    from cortex_cli.backends.janus import JanusVQGM
-
-    with pytest.raises(CortexError, match="not available for janus yet"):
-        JanusVQGM.prior_nll(object.__new__(JanusVQGM), torch.zeros(1, 2, 2, dtype=torch.long), [0])
+def test_the_class_is_read_from_the_concept_not_its_name(vqgm):
+    grid = torch.randint(0, vqgm.n_embed, (1, vqgm.grid, vqgm.grid), generator=torch.Generator().manual_seed(4))
+    renamed = vqgm.prior_nll(grid, [ClassName(2, "any other name")])
+    torch.testing.assert_close(renamed, vqgm.prior_nll(grid, _classes(2)), rtol=0, atol=0)

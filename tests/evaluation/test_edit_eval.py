@@ -257,9 +257,9 @@ def test_edit_eval_reports_the_prior_nll_of_its_edits_per_method(tiny_model_file
     seen = []  # every batch of edited grids the evaluation scored, with their targets
     real_prior = type(vqgm).prior_nll
 
-    def spy(self, tokens, class_ids, batch_size=32):
-        out = real_prior(self, tokens, class_ids, batch_size)
-        seen.append((tokens.clone(), list(class_ids), out))
+    def spy(self, tokens, classes, batch_size=32):
+        out = real_prior(self, tokens, classes, batch_size)
+        seen.append((tokens.clone(), [c.class_id for c in classes], out))
         return out
 
     monkeypatch.setattr(type(vqgm), "prior_nll", spy)
