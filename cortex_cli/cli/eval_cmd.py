@@ -360,7 +360,10 @@ def report(
 ) -> None:
     """Gather the latest stored result of each `cortex eval` command into one Markdown file with plots.
 
-    Nothing is recomputed: tables come from the stored JSON, plots are linked by relative path.
+    Nothing is recomputed: tables come from the stored JSON, plots are linked by relative path. The
+    report opens with, and the terminal shows, what the runs say about trusting the explanations:
+    the sanity checks' verdict, insertion against random, the paper's masking conclusions under each
+    fill, and the prior NLL of edits.
 
     Example: cortex report --model mini --out README-results.md
     """
@@ -368,6 +371,8 @@ def report(
     if as_json:
         print_json(result)
         return
+    for spec in result.trust:  # the report's first section: can these explanations be trusted?
+        table(spec.title, spec.columns, spec.rows)
     console.print(f"wrote {result.path} ({', '.join(result.kinds)})", highlight=False, soft_wrap=True)
     if result.missing:
         console.print(f"not run yet: {', '.join(result.missing)}", highlight=False, soft_wrap=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -53,6 +53,7 @@ class ReportResult(Result):
     path: str
     kinds: list[str]  # evaluations included
     missing: list[str]  # kinds never run for this model
+    trust: list[TableSpec] = field(default_factory=list)  # the report's first section (`trust_tables`), for the terminal
 
 
 def _f(x: Any, digits: int = 3) -> str:
@@ -470,7 +471,7 @@ def write_report(store: Store, model: ModelInfo, out: str | Path | None = None, 
     except OSError as exc:
         raise CortexError(f"cannot write the report to {str(path)!r} ({exc.strerror or exc}); choose another --out") from exc
     return ReportResult(model.name, str(path), [k for k in KINDS if k in latest] + (["audit"] if audits else []),
-                        [k for k in KINDS if k not in latest])
+                        [k for k in KINDS if k not in latest], trust)
 
 
 def _relative(plot: str, report: Path) -> str:

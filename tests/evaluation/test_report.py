@@ -127,6 +127,28 @@ def test_trust_summary_reads_the_sanity_verdict_and_the_realism_of_edits():
     assert fill_tables({}) == [] and trust_tables({}) == []
 
 
+def test_report_cli_prints_the_trust_summary_whole_in_80_columns(db_url, store, tiny_model, tmp_path):
+    results = _results(tmp_path / "none.png")
+    for fill, deletion in (("black", "win"), ("tokens", "n.s.")):
+        image, concept = _with_fill(results, fill, deletion, -0.3)
+        record_evaluation(store, tiny_model, "image-level", {"fill": fill}, image, "")
+        record_evaluation(store, tiny_model, "concept-level", {"fill": fill, "k": 8}, concept, "")
+    res = _cli(db_url, "report", "--model", "tiny", "--out", str(tmp_path / "r.md"), "--json")
+    trust = json.loads(res.output)["trust"]
+    assert [t["columns"][:3] for t in trust] == [["check", "measured", "verdict"], ["fill", "conclusion", "extr."]]
+    specs = [TableSpec(**t) for t in trust]
+    out = Console(file=io.StringIO(), width=80, record=True)
+    for spec in specs:
+        render.table(spec.title, spec.columns, spec.rows, out=out)
+    text = out.export_text()
+    assert max(len(line) for line in text.splitlines()) <= 80 and "…" not in text
+    printed = re.findall(r"[+-]?\d[\d.]*%?", text)
+    for number in set(_numbers(specs)):
+        assert printed.count(number) >= _numbers(specs).count(number), (number, text)
+    plain = _cli(db_url, "report", "--model", "tiny", "--out", str(tmp_path / "r.md"))
+    assert plain.exit_code == 0 and "insertion AUC, CE - random" in plain.output and "wrote" in plain.output
+
+
 def test_tables_for_unknown_kind_is_an_error():
     from cortex_cli.errors import CortexError
 
