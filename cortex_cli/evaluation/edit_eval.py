@@ -54,8 +54,12 @@ each further region kind adds about as much, so `regions=('all',)` is ~15 minute
 Realism (issue 24.4, key `realism`): every edited grid's per-token negative log-likelihood under the model's own
 prior conditioned on its target class (`VQGM.prior_nll`), beside the generated range of each target class (the
 NLL of its `realism_images` generated train images, seeds 0..n-1; `realism.generated_range`). Reported per
-extractor x region kind x method: the mean NLL and the share flagged adversarial (`realism.flag`: above the
-target's p95 + MARGIN x (p95 - p5)). The embedding baseline's grids are its final embedding's nearest tokens,
+extractor x region kind x method: the mean NLL, the share flagged adversarial (`realism.flag`: above the
+target's p95 + MARGIN x (p95 - p5)) and the mean rise over the unedited source under the same target (paired:
+an edit changes one box of a source of another class, so its NLL is mostly the source's, and
+`source_adversarial_share` says how many sources the flag already calls adversarial). Token selection -
+embedding optimisation of that rise gets a paired bootstrap 95% interval over sources ('win': token
+selection's grids are likelier). The embedding baseline's grids are its final embedding's nearest tokens,
 as everywhere in this evaluation. None when the backend has no prior NLL or `realism_images` is 0.
 """
 
@@ -162,17 +166,31 @@ class RealismRow:
     n_edits: int
     mean_nll: float
     adversarial_share: float  # edits above their target's generated threshold (`realism.flag`)
+    mean_delta_nll: float = float("nan")  # edited - unedited source, both under the target (paired; seeds averaged per source)
+
+
+@dataclass
+class RealismComparison:
+    """Token selection - embedding optimisation of the edits' NLL rise over their sources (lower: more natural)."""
+
+    extractor: str
+    region: str
+    oracle: bool
+    delta_nll: BootstrapCI  # paired over sources (seeds averaged), resampled by source
+    verdict: str  # 'win': token selection's grids are likelier (interval below 0); 'loss'; 'n.s.'
 
 
 @dataclass
 class EditRealism:
-    """The edits' prior NLL beside the generated range of their target classes."""
+    """The edits' prior NLL beside the generated range of their target classes, and beside their own sources."""
 
     margin: float  # realism.MARGIN: threshold = p95 + margin x (p95 - p5)
     images_per_class: int
     source_mean_nll: float  # the unedited sources, under their edit targets
     generated: list[realism.GeneratedRange]  # one per target class
     rows: list[RealismRow]
+    source_adversarial_share: float = float("nan")  # unedited sources already above their target's threshold
+    comparisons: list[RealismComparison] = field(default_factory=list)  # token - embedding, per extractor x region
 
 
 @dataclass(frozen=True)
@@ -429,14 +447,28 @@ def _realism(store: Store, model: ModelInfo, vqgm, settings: EditEvalSettings, s
     ranges = {t: realism.generated_range(store, model, by_id[t], settings.realism_images, device=device) for t in sorted(set(targets))}
     if any(r is None for r in ranges.values()):
         return None
-    rows = []
+    n_src = len(targets)
+    source_values = torch.tensor(source_nll, dtype=torch.float64)
+    rows, rises = [], {}
     for (extractor, kind, method), values in nll.items():
-        reps = len(values) // len(targets)  # edits are ordered source-major: (source i, seed k)
+        reps = len(values) // n_src  # edits are ordered source-major: (source i, seed k)
         flags = [realism.flag(v, ranges[targets[j // reps]]) == realism.ADVERSARIAL for j, v in enumerate(values)]
-        rows.append(RealismRow(extractor, kind, method, kind == ORACLE, len(values), float(np.mean(values)), float(np.mean(flags))))
+        rise = torch.tensor(values, dtype=torch.float64).reshape(n_src, reps) - source_values[:, None]
+        rises[(extractor, kind, method)] = rise
+        rows.append(RealismRow(extractor, kind, method, kind == ORACLE, len(values), float(np.mean(values)), float(np.mean(flags)),
+                               float(rise.mean(1).mean())))
+    comparisons = []
+    for (extractor, kind, method), rise in rises.items():
+        other = rises.get((extractor, kind, "embedding"))
+        if method != "token" or other is None:
+            continue
+        ci = paired_bootstrap_ci(rise.mean(1), other.mean(1), resamples=settings.bootstrap,  # seeds averaged per source
+                                 seed=derive_seed("edit-eval-realism", model.name, extractor, kind, settings.seed))
+        comparisons.append(RealismComparison(extractor, kind, kind == ORACLE, ci, verdict(ci, higher_is_better=False)))
+    source_flags = [realism.flag(v, ranges[t]) == realism.ADVERSARIAL for v, t in zip(source_nll, targets)]
     return EditRealism(margin=realism.MARGIN, images_per_class=settings.realism_images, source_mean_nll=float(np.mean(source_nll)),
-                       generated=list(ranges.values()), rows=rows)
-
+                       generated=list(ranges.values()), rows=rows, source_adversarial_share=float(np.mean(source_flags)),
+                       comparisons=comparisons)
 
 def _summarise(
     model: ModelInfo,

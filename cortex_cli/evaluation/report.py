@@ -185,11 +185,22 @@ def edit_tables(r: dict) -> list[TableSpec]:
         span = (f"mean {_f(sum(g['mean'] for g in gen) / len(gen))}, p5-p95 {_f(min(g['p5'] for g in gen))}-"
                 f"{_f(max(g['p95'] for g in gen))}")
         rows = [[x["extractor"].upper(), "oracle (UB)" if x["oracle"] else x["region"], x["method"], str(x["n_edits"]),
-                 _f(x["mean_nll"]), _pct(x["adversarial_share"])] for x in real["rows"]]
+                 _f(x["mean_nll"]), f"{x['mean_delta_nll']:+.3f}" if "mean_delta_nll" in x else "n/a", _pct(x["adversarial_share"])]
+                for x in real["rows"]]
+        sources = f"sources {_f(real['source_mean_nll'])}" + (
+            f", {_pct(real['source_adversarial_share'])} of them already adversarial" if "source_adversarial_share" in real else "")
         out.append(TableSpec(
-            f"realism: prior NLL per token under the target class (sources {_f(real['source_mean_nll'])}; generated "
-            f"{real['images_per_class']}/class: {span}); adversarial = above p95 + {real['margin']:g} x (p95 - p5)",
-            ["extr.", "region", "method", "edits", "NLL", "adversarial"], rows))
+            f"realism: prior NLL per token under the target class ({sources}; generated {real['images_per_class']}/class: "
+            f"{span}); rise = edit - its source; adversarial = above p95 + {real['margin']:g} x (p95 - p5)",
+            ["extr.", "region", "method", "edits", "NLL", "rise", "adversarial"], rows))
+        if real.get("comparisons"):
+            n_boot = real["comparisons"][0]["delta_nll"]["resamples"]
+            out.append(TableSpec(
+                f"realism: token - embedding of the NLL rise, paired bootstrap 95% CI over {n} sources ({n_boot} resamples); "
+                "win = CI below 0 (token selection's edits likelier under the prior)",
+                ["extr.", "region", "diff", "95% CI", "verdict"],
+                [[c["extractor"].upper(), "oracle (UB)" if c["oracle"] else c["region"], f"{c['delta_nll']['mean']:+.3f}",
+                  _ci(c["delta_nll"]), c["verdict"]] for c in real["comparisons"]]))
     return out
 
 
@@ -361,11 +372,18 @@ def trust_tables(variants: dict[str, list[dict]]) -> list[TableSpec]:
         if real.get("rows"):
             gen = real["generated"]
             span = f"{_f(min(g['p5'] for g in gen), 2)}-{_f(max(g['p95'] for g in gen), 2)}"
+            if "source_adversarial_share" in real:
+                rows.append(["realism, unedited sources", f"prior NLL {_f(real['source_mean_nll'], 2)}/token (generated p5-p95 {span})",
+                             f"{_pct(real['source_adversarial_share'])} adversarial"])
             for x in real["rows"]:
                 region = "oracle" if x["oracle"] else x["region"]
+                rise = f", {x['mean_delta_nll']:+.2f} vs source" if "mean_delta_nll" in x else ""
                 rows.append([f"realism, {x['method']} ({x['extractor'].upper()}, {region})",
-                             f"prior NLL {_f(x['mean_nll'], 2)}/token (generated p5-p95 {span})",
-                             f"{_pct(x['adversarial_share'])} adversarial"])
+                             f"prior NLL {_f(x['mean_nll'], 2)}/token{rise}", f"{_pct(x['adversarial_share'])} adversarial"])
+            for c in real.get("comparisons", []):
+                region = "oracle" if c["oracle"] else c["region"]
+                rows.append([f"realism, token - embedding ({c['extractor'].upper()}, {region})",
+                             f"NLL rise {c['delta_nll']['mean']:+.3f} {_ci(c['delta_nll'])}", c["verdict"]])
     out = [TableSpec("can these explanations be trusted? sanity (Adebayo et al.), insertion (RISE) and realism under the prior",
                      ["check", "measured", "verdict"], rows)] if rows else []
     return out + fill_tables(variants)

@@ -287,13 +287,27 @@ def test_edit_eval_reports_the_prior_nll_of_its_edits_per_method(tiny_model_file
     ranges = {g.class_id: g for g in real.generated}
     flagged = [realism.flag(float(v), ranges[targets[j // 2]]) == realism.ADVERSARIAL for j, v in enumerate(by_len[8])]
     assert rows[("fixed", "token")].adversarial_share == pytest.approx(sum(flagged) / 8)
+    # the rise over each edit's own source (seeds averaged per source), the sources' own flags, token - embedding paired
+    sources = scored[2][1].double()
+    token_rise = (by_len[8].double().reshape(4, 2) - sources[:, None]).mean(1)
+    embedding_rise = by_len[4].double() - sources
+    assert rows[("fixed", "token")].mean_delta_nll == pytest.approx(float(token_rise.mean()), rel=1e-6)
+    assert rows[("fixed", "embedding")].mean_delta_nll == pytest.approx(float(embedding_rise.mean()), rel=1e-6)
+    source_flags = [realism.flag(float(v), ranges[t]) == realism.ADVERSARIAL for v, t in zip(sources, targets)]
+    assert real.source_adversarial_share == pytest.approx(sum(source_flags) / 4)
+    [cmp] = real.comparisons
+    assert cmp.region == "fixed" and not cmp.oracle and cmp.extractor == rows[("fixed", "token")].extractor
+    assert cmp.delta_nll.mean == pytest.approx(float((token_rise - embedding_rise).mean()), rel=1e-6)
+    assert cmp.delta_nll.low <= cmp.delta_nll.mean <= cmp.delta_nll.high and cmp.delta_nll.n_units == 4
+    assert cmp.verdict == ("win" if cmp.delta_nll.high < 0 else "loss" if cmp.delta_nll.low > 0 else "n.s.")
     # JSON and report: a new key, a small table
     stored = json.loads(Path(result.json_path).read_text())
     assert stored["realism"]["rows"] and "rows" in stored and "comparisons" in stored
     specs = tables_for("edit", latest_evaluations(store, model)["edit"].result)
     table = next(s for s in specs if s.title.startswith("realism"))
     assert {(row[1], row[2]) for row in table.rows} == {("fixed", "embedding"), ("fixed", "token")}
-    assert table.columns == ["extr.", "region", "method", "edits", "NLL", "adversarial"]
+    assert table.columns == ["extr.", "region", "method", "edits", "NLL", "rise", "adversarial"]
+    assert any(s.title.startswith("realism: token - embedding") and len(s.rows) == 1 for s in specs)
 
     # no realism when asked for none, or when the backend has no prior NLL
     off = run_edit_eval(store, model, settings=dataclasses.replace(settings, realism_images=0), out_dir=tmp_path / "o2",

@@ -116,13 +116,18 @@ def test_trust_summary_reads_the_sanity_verdict_and_the_realism_of_edits():
     sanity = {"extractor": "ce", "random_floor": {"top20_overlap": 0.08, "precision_at_5": 0.1}, "cascade": [step],
               "label_permuted": step | {"top20_overlap": 0.05},
               "checks": {"cascade_overlap": False, "cascade_precision": True, "permuted_overlap": True, "permuted_precision": True}}
-    realism = {"generated": [{"p5": 1.0, "p95": 2.0}, {"p5": 1.5, "p95": 2.5}],
-               "rows": [{"extractor": "ce", "region": "fixed", "method": "token", "oracle": False, "mean_nll": 2.25, "adversarial_share": 0.25}]}
+    ci = {"mean": -0.125, "low": -0.25, "high": -0.05, "level": 0.95, "n_units": 8, "resamples": 500}
+    realism = {"generated": [{"p5": 1.0, "p95": 2.0}, {"p5": 1.5, "p95": 2.5}], "source_mean_nll": 2.0, "source_adversarial_share": 0.5,
+               "rows": [{"extractor": "ce", "region": "fixed", "method": "token", "oracle": False, "mean_nll": 2.25, "adversarial_share": 0.25,
+                         "mean_delta_nll": 0.25}],
+               "comparisons": [{"extractor": "ce", "region": "fixed", "oracle": False, "delta_nll": ci, "verdict": "win"}]}
     [spec] = trust_tables({"sanity": [sanity], "edit": [{"realism": realism}]})
     assert spec.rows == [
         ["sanity, CE full cascade", "top-20 0.30 (<= 0.18), P@5 0.05 (<= 0.15)", "FAILED"],
         ["sanity, CE label-permuted", "top-20 0.05 (<= 0.18), P@5 0.05 (<= 0.15)", "passed"],
-        ["realism, token (CE, fixed)", "prior NLL 2.25/token (generated p5-p95 1.00-2.50)", "25.0% adversarial"],
+        ["realism, unedited sources", "prior NLL 2.00/token (generated p5-p95 1.00-2.50)", "50.0% adversarial"],
+        ["realism, token (CE, fixed)", "prior NLL 2.25/token, +0.25 vs source", "25.0% adversarial"],
+        ["realism, token - embedding (CE, fixed)", "NLL rise -0.125 [-0.250, -0.050]", "win"],
     ]
     assert fill_tables({}) == [] and trust_tables({}) == []
 
