@@ -217,23 +217,21 @@ def record_evaluation(store: Store, model: ModelInfo, kind: str, params: dict[st
 
 def latest_evaluations(store: Store, model: ModelInfo) -> dict[str, StoredEvaluation]:
     """kind -> the newest stored evaluation of that kind for `model`."""
-    latest: dict[str, StoredEvaluation] = {}
-    for r in evaluation_store.model_evaluations(store, model.id):
-        latest[r.kind] = StoredEvaluation(
-            r.id, model.name, r.kind, json.loads(r.params or "{}"), json.loads(r.result or "{}"), r.plot_path,
-            r.created_at.isoformat(timespec="seconds"),
-        )
-    return latest
+    return {r.kind: stored_evaluation(r, model) for r in evaluation_store.model_evaluations(store, model.id)}
+
+
+def stored_evaluation(row, model: ModelInfo) -> StoredEvaluation:
+    """One `evaluations` row of `model`, its JSON decoded."""
+    return StoredEvaluation(row.id, model.name, row.kind, json.loads(row.params or "{}"), json.loads(row.result or "{}"), row.plot_path,
+                            row.created_at.isoformat(timespec="seconds"))
 
 
 def latest_variants(store: Store, model: ModelInfo) -> dict[str, list[StoredEvaluation]]:
     """kind -> the newest stored evaluation of each variant: one per fill for the masking kinds (the paper's first), else one."""
     newest: dict[tuple[str, str], StoredEvaluation] = {}
     for r in evaluation_store.model_evaluations(store, model.id):
-        params = json.loads(r.params or "{}")
-        fill = str(params.get("fill") or PAPER_FILL) if r.kind in MASKING_KINDS else ""
-        newest[(r.kind, fill)] = StoredEvaluation(r.id, model.name, r.kind, params, json.loads(r.result or "{}"), r.plot_path,
-                                                  r.created_at.isoformat(timespec="seconds"))
+        ev = stored_evaluation(r, model)
+        newest[(r.kind, str(ev.params.get("fill") or PAPER_FILL) if r.kind in MASKING_KINDS else "")] = ev
     out: dict[str, list[StoredEvaluation]] = {}
     for (kind, fill) in sorted(newest, key=lambda key: (key[0], key[1] != PAPER_FILL, key[1])):
         out.setdefault(kind, []).append(newest[(kind, fill)])

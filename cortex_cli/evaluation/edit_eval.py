@@ -426,7 +426,7 @@ def run_edit_eval(
                     j: p.reshape(n_src, reps, -1).expand(n_src, n_seeds, -1) for j, p in probs.items()
                 }
     rows, comparisons, beats = _summarise(model, settings, items, judge_list, infos, kinds, before, after)
-    realism_result = _realism(store, model, vqgm, settings, source, targets, nll, device) if want_realism else None
+    realism_result = _realism(store, model, vqgm, settings, source, targets, by_id, nll, device) if want_realism else None
     result = EditEvalResult(
         model=model.name, n_sources=n_src, opt_seeds=n_seeds, judges=[j.name for j in judge_list],
         extractors=[i.name for i in infos], methods=list(settings.methods), regions=kinds, steps=settings.steps,
@@ -438,9 +438,8 @@ def run_edit_eval(
 
 
 def _realism(store: Store, model: ModelInfo, vqgm, settings: EditEvalSettings, source: torch.Tensor, targets: list[int],
-             nll: dict[tuple[str, str, str], list[float] | None], device) -> EditRealism | None:
-    """The edits' prior NLL per extractor x region x method, against their target classes' generated ranges."""
-    by_id = {c.class_id: c for c in model_registry.classes(store, model)}
+             by_id: dict, nll: dict[tuple[str, str, str], list[float] | None], device) -> EditRealism | None:
+    """The edits' prior NLL per extractor x region x method, against their target classes' generated ranges (`by_id`: class id -> class)."""
     source_nll = realism.prior_nll_or_none(vqgm, source, [by_id[t] for t in targets])
     if source_nll is None or any(v is None for v in nll.values()):
         return None

@@ -214,16 +214,26 @@ def mask_images(
     """
     if fill != TOKEN_FILL:
         return mask_patches(images, positions, grid, fill)
+    _check_token_fill(images, positions, tokens, decode)
+    changed = torch.tensor([len(_as_positions(p, grid)) > 0 for p in positions])
+    return _decoded_where(images, changed, lambda idx: fill_tokens(tokens[idx], [positions[int(i)] for i in idx], fallback), decode)
+
+
+def _check_token_fill(images: torch.Tensor, positions: Sequence, tokens: torch.Tensor | None, decode: Callable | None) -> None:
+    """The token fill's inputs: the images' token grids and a decoder, one position list per image."""
     if tokens is None or decode is None:
         raise CortexError("the token fill needs the images' token grids and the model's decoder")
     if len(positions) != images.shape[0] or tokens.shape[0] != images.shape[0]:
         raise CortexError(f"{len(positions)} position lists and {tokens.shape[0]} token grids for {images.shape[0]} images")
-    changed = torch.tensor([len(_as_positions(p, grid)) > 0 for p in positions])
+
+
+def _decoded_where(images: torch.Tensor, changed: torch.Tensor, grids_of: Callable[[torch.Tensor], torch.Tensor],
+                   decode: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """`images` with the `changed` ones replaced by `decode(grids_of(their indices))`; the others untouched (not decoded)."""
     out = images.clone()
     if changed.any():
         idx = changed.nonzero().flatten()
-        filled = fill_tokens(tokens[idx], [positions[int(i)] for i in idx], fallback)
-        out[idx.to(images.device)] = decode(filled).to(images.device, images.dtype)
+        out[idx.to(images.device)] = decode(grids_of(idx)).to(images.device, images.dtype)
     return out
 
 
@@ -243,21 +253,13 @@ def insertion_images(
     `fallback` token with the kept positions' tokens, decoded. An image that keeps every position is returned
     untouched.
     """
-    everything = torch.arange(grid * grid)
-    kept_sets = [_as_positions(k, grid) for k in kept]
+    keep = (torch.stack([token_mask(k, grid) for k in kept]) if len(kept)
+            else torch.zeros(0, grid, grid, dtype=torch.bool))  # (B, m, m): True where the image keeps its token
     if fill != TOKEN_FILL:
-        return mask_patches(images, [everything[~token_mask(k, grid).flatten()] for k in kept_sets], grid, fill)
-    if tokens is None or decode is None or fallback is None:
+        everything = torch.arange(grid * grid)
+        return mask_patches(images, [everything[~k.flatten()] for k in keep], grid, fill)
+    if fallback is None:
         raise CortexError("token-fill insertion needs the images' token grids, the model's decoder and the fallback token")
-    if len(kept) != images.shape[0] or tokens.shape[0] != images.shape[0]:
-        raise CortexError(f"{len(kept)} position lists and {tokens.shape[0]} token grids for {images.shape[0]} images")
-    changed = torch.tensor([not bool(token_mask(k, grid).all()) for k in kept_sets])
-    out = images.clone()
-    if changed.any():
-        idx = changed.nonzero().flatten()
-        grids = torch.full((len(idx), grid, grid), int(fallback), dtype=torch.long)
-        for row, i in enumerate(idx.tolist()):
-            keep = token_mask(kept_sets[i], grid)
-            grids[row][keep] = tokens[i].long().cpu()[keep]
-        out[idx.to(images.device)] = decode(grids.to(tokens.device)).to(images.device, images.dtype)
-    return out
+    _check_token_fill(images, kept, tokens, decode)
+    grids = torch.where(keep, tokens.long().cpu(), int(fallback))
+    return _decoded_where(images, ~keep.flatten(1).all(1), lambda idx: grids[idx].to(tokens.device), decode)

@@ -83,12 +83,7 @@ def bar_panels(
         ax.grid(alpha=0.3, axis="y")
     axes[0][0].set_ylabel(ylabel)
     axes[0][-1].legend(fontsize=8)
-    fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, title, path)
 
 
 def line_grid(
@@ -124,6 +119,11 @@ def line_grid(
             ax.grid(alpha=0.3)
         axes[r][0].set_ylabel(ylabel)
     axes[0][-1].legend(fontsize=8)
+    return _save(plt, fig, title, path)
+
+
+def _save(plt, fig, title: str, path: str | Path) -> Path:
+    """Title, tight layout, PNG at 110 dpi; the figure is closed."""
     fig.suptitle(title)
     fig.tight_layout()
     path = Path(path)

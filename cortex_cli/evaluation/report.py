@@ -6,7 +6,6 @@ the `evaluations` table, so the report can be rebuilt at any time without rerunn
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -18,7 +17,7 @@ from ..results import Result
 from ..model_registry import ModelInfo
 from ..store.database import Store
 from ..store import evaluations as evaluation_store
-from .common import KINDS, MASKING_KINDS, PAPER_FILL, StoredEvaluation, default_out_dir, latest_variants
+from .common import KINDS, MASKING_KINDS, PAPER_FILL, StoredEvaluation, default_out_dir, latest_variants, stored_evaluation
 
 TITLES = {
     "image-level": "Image level (paper Figure 3): mean P(true class) after masking the top-n tokens",
@@ -504,8 +503,6 @@ def latest_audits(store: Store, model: ModelInfo) -> list[StoredEvaluation]:
     latest: dict[tuple, StoredEvaluation] = {}
     for r in evaluation_store.model_evaluations(store, model.id):
         if r.kind == "audit":
-            params = json.loads(r.params or "{}")
-            key = (params.get("neutral"), tuple(params.get("groups", [])), params.get("split"))
-            latest[key] = StoredEvaluation(r.id, model.name, r.kind, params, json.loads(r.result or "{}"), r.plot_path,
-                                           r.created_at.isoformat(timespec="seconds"))
+            ev = stored_evaluation(r, model)
+            latest[(ev.params.get("neutral"), tuple(ev.params.get("groups", [])), ev.params.get("split"))] = ev
     return [latest[key] for key in sorted(latest, key=lambda k: tuple(str(x) for x in k))]
