@@ -167,6 +167,11 @@ def test_cli_json_reports_overlap_and_writes_png(db_url, tmp_path):
     assert c["overlap_tokens"] == [t for t in c["salient_tokens"] if t in optimised_top] and c["overlap"] == len(c["overlap_tokens"])
     assert c["optimised_in_salient"] == sum(e["salient_rank"] is not None for e in data["t_star"])
     assert sum(e["positions"] for e in data["t_star"]) == 256
+    # the table output prints the stored prior NLL (a random start: no start grid to compare with)
+    shown = CliRunner().invoke(app, ["--db", db_url, "optimize", "--class", "red-capped bird", "--steps", "20", "--restarts", "1",
+                                     "--out", str(out), "--quiet"])
+    assert data["prior_nll"] is not None and data["prior_nll_source"] is None
+    assert f"prior NLL under red-capped bird: result {data['prior_nll']:.3f} nats per token" in shown.stdout
 
 
 @pytest.mark.parametrize("args, fragment", [

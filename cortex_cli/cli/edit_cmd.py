@@ -10,7 +10,7 @@ import typer
 from .. import token_selection
 from .app import command, workspace
 from .options import TARGET_HELP, AsJson, L2Weight, Model, Quiet, Region, Seed, Steps
-from .render import console, deferred_progress, print_json, table
+from .render import console, deferred_progress, print_json, prior_nll_line, table
 
 SHOW_CHANGES = 32  # changed tokens listed in the terminal
 
@@ -78,6 +78,9 @@ def edit(
     else:
         console.print("no token changed (the source tokens were already the optimum found)", highlight=False)
     console.print(f"loss {result.loss_start:.4g} -> {result.loss_end:.4g}", highlight=False)
+    realism = prior_nll_line(result, result.target_name)
+    if realism:
+        console.print(realism, highlight=False, soft_wrap=True)
     console.print(f"wrote {result.output_path} and strip {result.strip_path}", highlight=False)
     if result.snapshot_paths:
         console.print(f"snapshots: {', '.join(str(p) for p in result.snapshot_paths)}", highlight=False)

@@ -9,7 +9,7 @@ import typer
 from .. import optimize, token_selection
 from .app import command, workspace
 from .options import AsJson, L2Weight, Model, Quiet, Seed, Steps
-from .render import console, deferred_progress, print_json, table
+from .render import console, deferred_progress, print_json, prior_nll_line, table
 
 SHOW_TOKENS = 12  # T* tokens listed in the terminal
 
@@ -85,4 +85,7 @@ def optimize_cmd(
             f"optimised tokens among the salient top-{c.k}: {c.optimised_in_salient} of {c.n_optimised}, "
             f"holding {c.positions_in_salient:.0%} of the region's positions", highlight=False, soft_wrap=True,
         )
+    realism = prior_nll_line(result, result.class_name, start="start")
+    if realism:
+        console.print(realism, highlight=False, soft_wrap=True)
     console.print(f"wrote {result.output_path} and strip {result.strip_path}", highlight=False, soft_wrap=True)

@@ -108,6 +108,19 @@ def _rich_table(title: str | None, columns: list[str], rows: list[list[str]], nu
     return t
 
 
+def prior_nll_line(result: Any, name: str, start: str = "source") -> str | None:
+    """'prior NLL under X: a -> b nats per token' of an edit or search result (`realism.py`), or None without one.
+
+    `name` is the target's; a concept's NLL is conditioned on its first member, which the line names by class id.
+    """
+    if getattr(result, "prior_nll", None) is None:
+        return None
+    under = name if result.concept is None else f"{name}'s first member (class {result.target_classes[0]})"
+    before = f"{start} {result.prior_nll_source:.3f} -> " if getattr(result, "prior_nll_source", None) is not None else ""
+    return (f"prior NLL under {under}: {before}result {result.prior_nll:.3f} nats per token "
+            "(the model's own prior; higher: less like what it samples)")
+
+
 def table(title: str | None, columns: list[str], rows: list[list[Any]], *, out: Console | None = None) -> None:
     """Print a table that fits the console: numbers right-aligned and never wrapped or cut.
 

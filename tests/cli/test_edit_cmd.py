@@ -37,6 +37,16 @@ def test_edit_prints_table_and_changed_tokens(cli_env):
     assert len(list(out.glob("bird.edit1-water-ouzel*.png"))) == 3  # final, step 4, strip
 
 
+def test_edit_prints_the_prior_nll_it_stores_in_the_json(cli_env):
+    db_url, src, tokens, out, store = cli_env
+    args = [src, "--model", "tiny", "--target", "dipper", "--region", "4:6,4:6", "--steps", "6", "--init", "random", "--quiet"]
+    shown = _run(db_url, *args, "--out", out / "a")
+    data = json.loads(_run(db_url, *args, "--out", out / "b", "--json").stdout)
+    assert data["prior_nll"] is not None and data["prior_nll_source"] is not None
+    line = next(l for l in shown.stdout.splitlines() if l.startswith("prior NLL under"))
+    assert line.startswith(f"prior NLL under water ouzel: source {data['prior_nll_source']:.3f} -> result {data['prior_nll']:.3f}")
+
+
 def test_edit_json_and_seed_option(cli_env):
     db_url, src, tokens, out, store = cli_env
     args = [src, "-m", "tiny", "--target", "3", "-r", "0:3,0:3", "--steps", "5", "--init", "random", "--space", "embedding", "--out", out, "--json"]
