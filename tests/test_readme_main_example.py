@@ -20,7 +20,7 @@ import pytest
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 SECTION = "## Main example (bundled mini model)"
-WITH_JSON = {"models", "index", "top-tokens", "edit"}  # the lines whose output the prose makes claims about
+WITH_JSON = {"models", "index", "top-tokens", "edit", "optimize"}  # the lines whose output the prose makes claims about
 
 
 def _section() -> tuple[list[list[str]], str]:
@@ -100,3 +100,8 @@ def test_readme_main_example(tmp_path):
     v = p["judge:vit"]
     assert [f"{v[f]:.2f}" for f in ("target_before", "target_after", "source_before", "source_after")] == list(vit)
     assert v["source_after"] > v["target_after"]  # "so it still calls the result red-capped"
+    # the prior NLL both commands print: the edit's source -> result, the search grid's
+    before, after, search = _figure(r"the edit takes the source from ([\d.]+) to ([\d.]+) nats per token .*?the `optimize` grid "
+                                    r"scores ([\d.]+) under", prose)
+    assert [f"{edit['prior_nll_source']:.2f}", f"{edit['prior_nll']:.2f}"] == [before, after]
+    assert f"{outputs['optimize']['prior_nll']:.2f}" == search
