@@ -299,44 +299,48 @@ class Workspace:
         return concepts.remove_concept(self.store, self._model(model), name)
 
     def generate(self, classes: ClassSpec, images: int, *, model: str | None = None, split: str = "train", first_seed: int = 0,
-                 batch_size: int = 16, out: str | Path | None = None, top_k: int | None = None, top_p: float | None = None,
-                 temperature: float | None = None, progress: Progress | None = None) -> list[generation.GenerationResult]:
-        """Sample image seeds `first_seed .. +images-1` of each class into the store (and PNGs into `out`); idempotent."""
+                 batch_size: int | None = None, out: str | Path | None = None, top_k: int | None = None, top_p: float | None = None,
+                 temperature: float | None = None, sampler: str | None = None, precision: str | None = None,
+                 progress: Progress | None = None) -> list[generation.GenerationResult]:
+        """Sample image seeds `first_seed .. +images-1` of each class into the store (and PNGs into `out`); idempotent.
+
+        The images of all classes form one job dealt by image (`generation.generate_requests`); `batch_size`
+        None takes what the device holds. `sampler` 'philox' (default) or 'host' (the older sampler of older
+        stores), `precision` 'fp32' (default) or 'bf16' (philox only) select the sampler, part of each image's identity.
+        """
         with self._home():
             info = self._model(model)
             targets = self._classes(info, classes)
             out_dir = Path(out) if out is not None else None
-            generation.check_request(images, split=split, batch_size=batch_size, out_dir=out_dir, seed=first_seed)
+            out_dir = generation.check_request(images, split=split, batch_size=batch_size or 1, out_dir=out_dir, seed=first_seed)
             dist = self._ranks()
-            sampler = None
-            if top_k is not None or top_p is not None or temperature is not None:
-                sampler = generation.resolve_sampler(info, top_k, top_p, temperature, self.device)
-            results = []
-            for cls in targets:
-                result = generation.generate(self.store, info, cls, images, split=split, seed=first_seed, batch_size=batch_size,
-                                             sampler=sampler, out_dir=out_dir, device=self.device, progress=_named(progress, cls.name),
-                                             shard=dist.work(batch_size))
-                results.append(generation.merge_ranks(dist, result, list(range(first_seed, first_seed + images)), batch_size))
-            return results
+            settings = None
+            if any(v is not None for v in (top_k, top_p, temperature, sampler, precision)):
+                settings = generation.resolve_sampler(info, top_k, top_p, temperature, self.device, noise=sampler, precision=precision)
+            seeds = tuple(range(first_seed, first_seed + images))
+            requests = [generation.Request(cls, split, seeds) for cls in targets]
+            return generation.generate_requests(self.store, info, requests, batch_size=batch_size, sampler=settings, out_dir=out_dir,
+                                                device=self.device, progress=progress, dist=dist)
 
     # -- the index and its questions --------------------------------------------------------------------------------
 
     def index(self, classes: ClassSpec, images: int = 100, *, model: str | None = None, extractor: str = "ce", split: str = "train",
               first_seed: int = 0, method: str = SALIENCY.method, samples: int = SALIENCY.samples, alpha: float = SALIENCY.alpha,
               ig_steps: int = SALIENCY.steps, ig_baseline: str = SALIENCY.baseline, top_n: int = SALIENCY.top_n,
-              reduce: str = SALIENCY.reduce, precision: str = SALIENCY.precision, seed: int = SALIENCY.seed, batch_size: int = 16,
-              score: str = DEFAULT_RULE, progress: Progress | None = None) -> list[indexing.IndexResult]:
+              reduce: str = SALIENCY.reduce, precision: str = SALIENCY.precision, seed: int = SALIENCY.seed, batch_size: int | None = None,
+              score: str = DEFAULT_RULE, progress: Progress | None = None, noise: str = SALIENCY.noise) -> list[indexing.IndexResult]:
         """Index the saliency (TSV maps and top-n tokens) of image seeds `first_seed .. +images-1` of each class.
 
         Missing images are generated first; images already indexed under the same run (method and its
         parameters) are skipped, so an interrupted call resumes. `ig_steps`/`ig_baseline` are Integrated
-        Gradients' (ignored by the other methods); `seed` keys the saliency noise. A named concept indexes
+        Gradients' (ignored by the other methods); `seed` keys the saliency noise, `noise` draws it ('philox' on the
+        device, or 'host': older stores' runs; another run). A named concept indexes
         the same seeds of each member class, explaining the concept's score `score` ('logsumexp' or
         'log-prob' of its members' logits; an extractor trained for the concept: its own score) in a run
         of that target; one result per member.
         """
         settings = SaliencySettings(method=method, samples=samples, alpha=alpha, steps=ig_steps, baseline=ig_baseline, top_n=top_n,
-                                    reduce=reduce, precision=precision, seed=seed).validate()
+                                    reduce=reduce, precision=precision, seed=seed, noise=noise).validate()
         with self._home():
             info = self._model(model)
             if images < 1:
@@ -352,15 +356,10 @@ class Workspace:
             dist = self._ranks()
             for target in {target.key: target for _, _, target in jobs}.values():  # one rank creates each run row
                 dist.main_first(lambda target=target: indexing.ensure_run(self.store, info, ext_info.id, settings, target))
-            results = []
-            for item, cls, target in jobs:
-                name = f"{item.name} ({cls.name})" if isinstance(item, ConceptInfo) else cls.name
-                results.append(indexing.index_class(
-                    self.store, info, ext_info, cls, split=split, n_images=images, image_seed=first_seed, settings=settings,
-                    device=self.device, batch_size=batch_size, progress=_named(progress, name), extractor=net,
-                    generation_progress=_named(progress, f"{name}: generating missing images"), shard=dist.work(batch_size),
-                    target=target, concept=item.name if isinstance(item, ConceptInfo) else None))
-            return indexing.merge_ranks(dist, results)
+            work = [indexing.IndexJob(cls, target, item.name if isinstance(item, ConceptInfo) else None) for item, cls, target in jobs]
+            return indexing.index_jobs(self.store, info, ext_info, work, split=split, n_images=images, image_seed=first_seed,
+                                       settings=settings, device=self.device, batch_size=batch_size, progress=_named(progress, "saliency"),
+                                       extractor=net, generation_progress=_named(progress, "generating missing images"), dist=dist)
 
     def top_tokens(self, concept: str | int, k: int = 100, *, model: str | None = None, baseline: str | None = None,
                    images: int | None = None, extractor: str | None = None, method: str | None = None, run: int | None = None,
@@ -417,7 +416,7 @@ class Workspace:
                 extractor: str = "ce", model: str | None = None, method: str = SALIENCY.method, samples: int = SALIENCY.samples,
                 alpha: float = SALIENCY.alpha, ig_steps: int = SALIENCY.steps, ig_baseline: str = SALIENCY.baseline,
                 reduce: str = SALIENCY.reduce, precision: str = SALIENCY.precision, seed: int = SALIENCY.seed,
-                target: str | int | None = None, score: str = DEFAULT_RULE):
+                target: str | int | None = None, score: str = DEFAULT_RULE, noise: str = SALIENCY.noise):
         """The top-n tokens of one picture (a cortex PNG's tokens, else the VQGAN's encoding); drawn to `out` if given.
 
         `target`: explain this class or named concept (its score `score`) instead of the PNG's (or predicted) class.
@@ -425,7 +424,7 @@ class Workspace:
         from .explain import explain_png
 
         settings = SaliencySettings(method=method, samples=samples, alpha=alpha, steps=ig_steps, baseline=ig_baseline, reduce=reduce,
-                                    precision=precision, seed=seed).validate()
+                                    precision=precision, seed=seed, noise=noise).validate()
         with self._home(), self._picture(image) as path:
             result = explain_png(self.store, path, model_name=model, extractor_name=extractor, top_n=top_n, settings=settings,
                                  device=self.device, out=Path(out) if out is not None else None, target=target, score=score)
@@ -433,7 +432,7 @@ class Workspace:
 
     def show(self, image: int | str | Path | Image.Image | torch.Tensor, out: str | Path, *, top_n: int = 5,
              extractor: str | None = None, model: str | None = None, seed: int = SALIENCY.seed, target: str | int | None = None,
-             score: str = DEFAULT_RULE):
+             score: str = DEFAULT_RULE, noise: str = SALIENCY.noise):
         """Paper Figure 2: red boxes on an image's top-n tokens, written to `out` (a stored image id uses its index map).
 
         `target`: explain this class or named concept (its score `score`; read from its own runs when indexed).
@@ -445,10 +444,10 @@ class Workspace:
                 info = self._model(model)
                 item = self._target(info, target) if target is not None else None
                 return show_image(self.store, info, image, extractor_name=extractor, top_n=top_n, out=Path(out), device=self.device,
-                                  settings=SaliencySettings(seed=seed), target=item, score=score)
+                                  settings=SaliencySettings(seed=seed, noise=noise), target=item, score=score)
             with self._picture(image) as path:
                 return explain_png(self.store, path, model_name=model, extractor_name=extractor, top_n=top_n,
-                                   settings=SaliencySettings(seed=seed), device=self.device, out=Path(out), target=target, score=score)
+                                   settings=SaliencySettings(seed=seed, noise=noise), device=self.device, out=Path(out), target=target, score=score)
 
     def show_token(self, concept: str | int, token: int, out: str | Path, *, limit: int = 12, extractor: str | None = None,
                    model: str | None = None):
@@ -525,8 +524,8 @@ class Workspace:
     # -- extractors -----------------------------------------------------------------------------------------------
 
     def train_extractor(self, arch: str, *, model: str | None = None, name: str | None = None, classes: ClassSpec | None = None,
-                        concept: str | None = None, restart: bool = False, bundle: bool = False, progress: Progress | None = None,
-                        **recipe: Any) -> TrainedExtractor:
+                        concept: str | None = None, restart: bool = False, bundle: bool = False, precision: str | None = None,
+                        progress: Progress | None = None, **recipe: Any) -> TrainedExtractor:
         """Train an information extractor f_Y on the model's own generated images and register it (resumable).
 
         `arch`: 'ce', 're' or 're-authors'. `classes`: a subset (then `name` is required). `concept`: a named concept
@@ -535,6 +534,7 @@ class Workspace:
         explains its log-odds, target 'binary'). `recipe`: the
         fields of `extractors.TrainConfig`/`ExtractorConfig` to override (epochs, batch_size, lr, weight_decay,
         step_size, gamma, train_per_class, val_per_class, test_per_class, width, fc_width, seed, data_seed).
+        `precision`: 'fp32' (default) or 'bf16' (autocast around forward and loss; part of the run's identity).
         `bundle=True` (mini only) also writes the fp16 weights into the package, as the maintainers ship them.
         """
         from .extractors import default_configs, export_bundled, train_extractor
@@ -556,7 +556,7 @@ class Workspace:
                 if not name:
                     raise CortexError(f"a concept extractor needs its own name: add --name, e.g. --name {found.name.replace(' ', '-')}-{arch}")
                 own = {"concept": found.name, "concept_class_ids": found.class_ids}
-            cfg, tc = default_configs(info, arch, class_ids=class_ids, **own, **recipe)
+            cfg, tc = default_configs(info, arch, class_ids=class_ids, precision=precision, **own, **recipe)
             dist = self._job() if in_torchrun() else None
             if dist is None or dist.is_main:
                 check_run(self.store, info, cfg, tc, name=name, restart=restart)

@@ -2,11 +2,11 @@
 
 `torchrun --nproc-per-node G -m cortex_cli generate|index|train-extractor ...` starts G copies of the
 command; each reads RANK / WORLD_SIZE / LOCAL_RANK from the environment (`init_from_env`), takes its
-blocks of image seeds (`Shard`: block b of a class's seed-ordered request goes to rank
-(b + class id) % world_size), and writes its own transactions to the shared database. Every row is
-keyed by image identity and inserted with insert-or-ignore, so 1 rank and 8 ranks write the same
-rows; and since a block is one batch, a fresh job forms exactly the batches of one process, so even
-float results (TSV maps) are bit-identical. Rank 0 migrates the database before the others open it,
+batches of the whole job (`generation.deal_batches`: the job's images over all classes and splits, in
+batches; batch b to rank b % world_size), and writes its own transactions to the shared database. Every
+row is keyed by image identity and inserted with insert-or-ignore, so 1 rank and 8 ranks write the same
+rows; and since the ranks form exactly the batches of one process, even float results (TSV maps) are
+bit-identical. Rank 0 migrates the database before the others open it,
 shows the progress and prints the summary, with counts summed over ranks (`all_reduce_counts`).
 Without torchrun's variables everything here is a no-op on one rank.
 
@@ -21,7 +21,7 @@ import os
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Callable, Iterator, Sequence, TypeVar
+from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -31,34 +31,6 @@ from .environment import resolve_device
 
 T = TypeVar("T")
 _ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
-
-
-@dataclass(frozen=True)
-class Shard:
-    """The image seeds one rank of `world_size` owns: block i of `block` consecutive requested seeds goes to rank (i + offset) % world_size.
-
-    With `block` = the batch size, each rank's batches are batches a single process would form
-    (kernels may round differently for other batch shapes); with block 1 it is seed % world_size
-    for a request starting at a multiple of world_size.
-    """
-
-    rank: int = 0
-    world_size: int = 1
-    block: int = 1
-
-    def __post_init__(self) -> None:
-        if self.world_size < 1 or not 0 <= self.rank < self.world_size:
-            raise CortexError(f"bad shard: rank {self.rank} of world size {self.world_size}")
-        if self.block < 1:
-            raise CortexError(f"bad shard: block of {self.block} seeds")
-
-    def select(self, seeds: Sequence[int], offset: int = 0) -> list[int]:
-        """This shard's seeds of a seed-ordered request (by seed, never by row id), in the given order.
-
-        `offset` (the class id) rotates which rank gets the first block, so that over many classes
-        the ranks share the leftover blocks evenly.
-        """
-        return [int(s) for i, s in enumerate(seeds) if (i // self.block + offset) % self.world_size == self.rank]
 
 
 @dataclass
@@ -78,14 +50,6 @@ class DistContext:
     @property
     def distributed(self) -> bool:
         return self.backend is not None
-
-    def work(self, block: int = 1) -> Shard | None:
-        """This rank's shard (see `Shard`), or None when this is the only rank (all the work)."""
-        return Shard(self.rank, self.world_size, block) if self.distributed else None
-
-    def shard(self, seeds: Sequence[int], block: int = 1, offset: int = 0) -> list[int]:
-        """This rank's image seeds (see `Shard`)."""
-        return Shard(self.rank, self.world_size, block).select(seeds, offset)
 
     def barrier(self) -> None:
         if self.distributed:
@@ -109,6 +73,12 @@ class DistContext:
         tensor = torch.tensor(list(counts), dtype=dtype, device=self.device)
         dist.all_reduce(tensor, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
         return [v.item() for v in tensor.cpu()]
+
+    def broadcast_tensors(self, tensors: Iterable[torch.Tensor]) -> None:
+        """Overwrite each tensor (on this rank's device) in place with rank 0's; nothing on one rank."""
+        if self.distributed:
+            for tensor in tensors:
+                dist.broadcast(tensor, src=0)
 
     def all_gather(self, obj: Any) -> list[Any]:
         """Every rank's `obj` (picklable), in rank order."""
@@ -203,4 +173,4 @@ def torchrun_job(device: str | torch.device = "auto", timeout_s: float = 1800.0)
         ctx.destroy()
 
 
-__all__ = ["DistContext", "Shard", "in_torchrun", "init_from_env", "torchrun_job"]
+__all__ = ["DistContext", "in_torchrun", "init_from_env", "torchrun_job"]

@@ -1,16 +1,17 @@
 """Generation: sample class-conditional token grids into the store (idempotent), optionally as PNGs.
 
 An image row is identified by (model, class, split, seed, sampler). Its tokens come from
-`VQGM.sample` with its own generator keyed by (`derive_seed(seed, split)`, class id)
-(`backends.base.image_generators`): so train/val/test images of the same seed differ, and every
-image is the same whatever the batch size or how many were asked for.
+`VQGM.sample` with its own random stream (`backends.base.image_streams`): the philox sampler's key
+(model, class, split, seed), or the older host sampler's generator; so train/val/test images of the
+same seed differ, and every image is the same whatever its batch, the batch size, the other classes in
+the batch, the rank count or how many were asked for. Batches are dealt by image across classes and
+splits (`generate_requests`).
 Each batch is committed in one transaction together with the class's `token_counts`, so an
 interrupted run loses at most the batch in flight and a rerun adds only what is missing.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,20 +19,22 @@ from pathlib import Path
 import torch
 
 from . import model_registry
-from .backends.base import VQGM, SamplerSettings, image_generators, to_pil
-from .distributed import DistContext, Shard
+from .backends.base import VQGM, SamplerSettings, image_streams, to_pil
+from .distributed import DistContext
 from .errors import CortexError
 from .results import Result
 from .progress import Progress, report
 from .environment import writable_dir
 from .pngmeta import read_png, save_png
 from .model_registry import ClassInfo, ModelInfo
-from .seeding import derive_seed, image_key
+from .seeding import image_key
 from .store import images as image_store
 from .store.database import Store
 from .tokens import pack_tokens, unpack_tokens
 
 SPLITS = ("train", "val", "test")
+SAMPLERS = ("philox", "host")  # the GPU-native sampler with identity-keyed device noise; the older host-noise sampler
+PRECISIONS = ("fp32", "bf16")
 
 
 
@@ -61,6 +64,12 @@ def validate_sampler(settings: SamplerSettings) -> SamplerSettings:
         raise CortexError(f"temperature must be > 0, got {settings.temperature}")
     if settings.guidance is not None and not settings.guidance >= 1.0:
         raise CortexError(f"guidance scale must be >= 1 (1: none), got {settings.guidance}")
+    if settings.noise not in SAMPLERS:
+        raise CortexError(f"--sampler must be one of {', '.join(SAMPLERS)}, got {settings.noise!r}")
+    if settings.precision not in PRECISIONS:
+        raise CortexError(f"--precision must be one of {', '.join(PRECISIONS)}, got {settings.precision!r}")
+    if settings.noise == "host" and settings.precision != "fp32":
+        raise CortexError("the host sampler (older stores' images) samples in fp32 only; use --sampler philox for bf16")
     return settings
 
 
@@ -80,8 +89,11 @@ def resolve_sampler(
     top_p: float | None = None,
     temperature: float | None = None,
     device: torch.device | str = "cpu",
+    *,
+    noise: str | None = None,
+    precision: str | None = None,
 ) -> SamplerSettings:
-    """The model's default sampler with any given value overridden (top_k 0: no top-k)."""
+    """The model's default sampler with any given value overridden (top_k 0: no top-k; noise: `--sampler`)."""
     base = default_sampler(model_registry.load_model(model, device))
     settings = SamplerSettings(
         top_k=base.top_k if top_k is None else (top_k or None),
@@ -89,6 +101,8 @@ def resolve_sampler(
         temperature=base.temperature if temperature is None else temperature,
         greedy=base.greedy,
         guidance=base.guidance,
+        noise=base.noise if noise is None else noise,
+        precision=base.precision if precision is None else precision,
     )
     return validate_sampler(settings)
 
@@ -181,6 +195,162 @@ def check_request(n: int, *, split: str = "train", batch_size: int = 16, out_dir
     return _prepare_out_dir(out_dir) if out_dir is not None else None
 
 
+@dataclass(frozen=True)
+class Request:
+    """Image seeds of one class and split to have stored (one `GenerationResult` each)."""
+
+    cls: ClassInfo
+    split: str
+    seeds: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class _Item:
+    """One image of the job: its request, class, split and seed."""
+
+    request: int
+    cls: ClassInfo
+    split: str
+    seed: int
+
+
+def default_batch_size(vqgm: VQGM, sampler: SamplerSettings, device: torch.device | str) -> int:
+    """Images a sampling batch takes when the caller names none: what the device holds.
+
+    CUDA: half the free memory after the weights, divided by one image's sampling footprint (its KV cache of
+    every layer and position in the sampling dtype, plus about eight K-wide float32 rows of logits, filtering
+    and noise), rounded down to a multiple of 8, between 8 and 1024. Elsewhere 32 (a CPU gains nothing from more).
+    """
+    device = torch.device(device)
+    if device.type != "cuda":
+        return 32
+    gpt = getattr(getattr(vqgm, "net", None), "transformer", None)
+    config = getattr(gpt, "config", None)
+    value_bytes = 2 if sampler.precision == "bf16" else 4
+    steps = vqgm.grid * vqgm.grid
+    kv = 2 * int(getattr(config, "n_layer", 48)) * (steps + 1) * int(getattr(config, "n_embd", 1536)) * value_bytes
+    per_image = (kv + 8 * 4 * vqgm.n_embed) * (2 if sampler.guidance is not None else 1)
+    free, _ = torch.cuda.mem_get_info(device)
+    return int(max(8, min(1024, (free // 2) // per_image // 8 * 8)))
+
+
+def generate_requests(
+    store: Store,
+    model: ModelInfo,
+    requests: list[Request],
+    *,
+    batch_size: int | None = None,
+    sampler: SamplerSettings | None = None,
+    out_dir: Path | None = None,
+    device: torch.device | str = "cpu",
+    progress: Progress | None = None,
+    dist: DistContext | None = None,
+) -> list[GenerationResult]:
+    """Store every requested image that is missing, in batches dealt by image across classes and splits.
+
+    The missing images of the whole job, in request order, form full batches whatever their class or split
+    (each image's noise is keyed by its identity, so its tokens do not depend on its batch); under torchrun
+    the ranks take interleaved batches of them (`deal_batches`, after every rank has read what is stored), and every
+    rank generates. Each batch is stored in one transaction per (class, split). The results are read back from
+    the store after all ranks finished, so every rank returns the job's results, one per request.
+
+    Args:
+        batch_size: images per sampling batch; None: `default_batch_size` (what the device holds).
+        out_dir: if given, '<class-slug>_<split>_<seed>.png' of every requested image (stored ones decoded
+            from their stored tokens; the ranks share that work too).
+        progress: called as progress(images done by this rank, images this rank has to make, info).
+    """
+    if batch_size is not None and batch_size <= 0:
+        raise CortexError(f"batch size must be positive, got {batch_size}")
+    vqgm = model_registry.load_model(model, device)
+    sampler = validate_sampler(sampler if sampler is not None else default_sampler(vqgm))
+    label = sampler.label()
+    batch_size = batch_size or default_batch_size(vqgm, sampler, device)
+    rank, world = (dist.rank, dist.world_size) if dist is not None and dist.distributed else (0, 1)
+    for r in requests:
+        _check_split(r.split)
+    items = [_Item(i, r.cls, r.split, int(s)) for i, r in enumerate(requests) for s in dict.fromkeys(r.seeds)]
+    stored = _stored(store, model, label, items)
+    if dist is not None:
+        dist.barrier()  # every rank deals the same missing list
+    missing = [item for item in items if (item.cls.pk, item.split, item.seed) not in stored]
+    mine = deal_batches(missing, batch_size, rank, world)
+    total = sum(len(batch) for batch in mine)
+    report(progress, 0, total)
+    added = [0] * len(requests)
+    done = 0
+    for batch in mine:
+        streams = image_streams(sampler, model.name, [i.cls for i in batch], [i.split for i in batch], [i.seed for i in batch])
+        grids = vqgm.sample([i.cls for i in batch], streams, sampler).cpu()
+        for (cls_pk, split), members in _groups(batch).items():
+            cls = batch[members[0]].cls
+            seeds = [batch[j].seed for j in members]
+            new_ids, theirs = _store_batch(store, model, cls, split, label, seeds, grids[members])
+            added[batch[members[0]].request] += len(new_ids)
+            for j, s in zip(members, seeds):  # rows another process stored meanwhile are kept as they are
+                stored[(cls_pk, split, s)] = theirs[s] if s in theirs else (new_ids[s], pack_tokens(grids[j], model.n_embed))
+        if out_dir is not None:
+            _write_item_pngs(vqgm, model, label, out_dir, batch, stored)
+        done += len(batch)
+        report(progress, done, total)
+    if out_dir is not None:  # images that were stored before get their PNG from the stored tokens
+        made = {(i.cls.pk, i.split, i.seed) for i in missing}
+        before = [item for item in items if (item.cls.pk, item.split, item.seed) not in made]
+        for batch in deal_batches(before, batch_size, rank, world):
+            _write_item_pngs(vqgm, model, label, out_dir, batch, stored)
+    if dist is not None and dist.distributed:
+        added = [int(a) for a in dist.all_reduce_counts(added)]
+        dist.barrier()
+        stored = _stored(store, model, label, items)
+    results = []
+    for i, r in enumerate(requests):
+        seeds = list(dict.fromkeys(int(s) for s in r.seeds))
+        results.append(GenerationResult(
+            model=model.name, class_id=r.cls.class_id, class_name=r.cls.name, split=r.split, sampler=label, requested=len(seeds),
+            added=added[i], skipped=len(seeds) - added[i], image_ids=[stored[(r.cls.pk, r.split, s)][0] for s in seeds],
+            png_paths=[str(out_dir / png_name(r.cls, r.split, s)) for s in seeds] if out_dir is not None else []))
+    return results
+
+
+def deal_batches(work: list, batch_size: int, rank: int, world: int) -> list[list]:
+    """Rank `rank` of `world`'s batches of a job: batch b of the whole job's consecutive batches goes to rank b % world.
+
+    So every rank forms exactly the batches one process would, and float results (logits, maps) are those of
+    one process bit for bit, not only up to rounding.
+    """
+    return [work[i:i + batch_size] for i in range(0, len(work), batch_size)][rank::world]
+
+
+def _groups(batch: list[_Item]) -> dict[tuple[int, str], list[int]]:
+    """Positions in the batch of each (class row, split), in batch order."""
+    groups: dict[tuple[int, str], list[int]] = {}
+    for j, item in enumerate(batch):
+        groups.setdefault((item.cls.pk, item.split), []).append(j)
+    return groups
+
+
+def _stored(store: Store, model: ModelInfo, label: str, items: list[_Item]) -> dict[tuple[int, str, int], tuple[int, bytes]]:
+    """(class row, split, seed) -> (image id, token blob) of the items already stored under `label`."""
+    found: dict[tuple[int, str, int], tuple[int, bytes]] = {}
+    wanted: dict[tuple[int, str], tuple[ClassInfo, list[int]]] = {}
+    for item in items:
+        wanted.setdefault((item.cls.pk, item.split), (item.cls, []))[1].append(item.seed)
+    for (pk, split), (cls, seeds) in wanted.items():
+        for s, hit in _existing(store, model, cls, split, label, seeds).items():
+            found[(pk, split, s)] = hit
+    return found
+
+
+def _write_item_pngs(vqgm: VQGM, model: ModelInfo, label: str, out_dir: Path, batch: list[_Item],
+                     stored: dict[tuple[int, str, int], tuple[int, bytes]]) -> None:
+    """The PNGs of these stored items (grouped by class and split, each group decoded at once)."""
+    for (pk, split), members in _groups(batch).items():
+        cls = batch[members[0]].cls
+        entries = [(batch[j].seed, *stored[(pk, split, batch[j].seed)]) for j in members]
+        _write_pngs(vqgm, model, cls, split, label, out_dir,
+                    [(seed, image_id, unpack_tokens(blob, model.n_embed, model.grid)) for seed, image_id, blob in entries])
+
+
 def generate(
     store: Store,
     model: ModelInfo,
@@ -189,81 +359,24 @@ def generate(
     *,
     split: str = "train",
     seed: int = 0,
-    batch_size: int = 16,
+    batch_size: int | None = None,
     sampler: SamplerSettings | None = None,
     out_dir: Path | None = None,
     device: torch.device | str = "cpu",
     progress: Progress | None = None,
-    shard: Shard | None = None,
+    dist: DistContext | None = None,
 ) -> GenerationResult:
     """Sample `n` token grids of class `cls` into the store (seeds seed .. seed+n-1), skipping stored ones.
 
-    Args:
-        store: the open database.
-        model, cls: the registered model and one of its classes.
-        n: number of images (> 0).
-        split: 'train', 'val' or 'test' (part of each image's identity and of its random stream).
-        seed: the first image seed; image i uses seed + i.
-        batch_size: images per forward pass and per database transaction (does not change tokens).
-        sampler: top-k / top-p / temperature; None uses `default_sampler` of the model.
-        out_dir: if given, also write '<class-slug>_<split>_<seed>.png' with token metadata for all
-            n images (stored ones are decoded from their stored tokens).
-        device: where the model runs.
-        progress: called as progress(images done, images of this call, info).
-        shard: only the seeds of this shard (a torchrun rank's blocks of seeds, `distributed.Shard`); None: all n.
-            The result then covers those seeds only (`requested` = how many).
-
-    Returns:
-        GenerationResult (image ids and PNG paths in seed order).
+    One request of `generate_requests` (see there for batching, torchrun and PNGs).
 
     Raises:
         CortexError: n <= 0, bad split/batch size/sampler, unwritable out_dir.
     """
-    out_dir = check_request(n, split=split, batch_size=batch_size, out_dir=out_dir, seed=seed)
-    vqgm = model_registry.load_model(model, device)
-    sampler = validate_sampler(sampler if sampler is not None else default_sampler(vqgm))
-    label = sampler.label()
-    seeds = list(range(seed, seed + n))
-    if shard is not None:
-        seeds = shard.select(seeds, offset=cls.class_id)
-    n = len(seeds)
-    existing = _existing(store, model, cls, split, label, seeds)
-    ids = {s: image_id for s, (image_id, _) in existing.items()}
-    tokens_by_seed = {s: unpack_tokens(blob, model.n_embed, model.grid) for s, (_, blob) in existing.items()}
-    skipped = len(existing)
-    missing = [s for s in seeds if s not in existing]
-    done = skipped
-    report(progress, done, n)
-    added = 0
-    paths: dict[int, str] = {}
-    for start in range(0, len(missing), batch_size):
-        batch = missing[start:start + batch_size]
-        classes = [cls] * len(batch)
-        grids = vqgm.sample(classes, image_generators(classes, [derive_seed(s, split) for s in batch]), sampler).cpu()
-        # another process may have stored some of these seeds meanwhile: theirs are kept
-        new_ids, theirs = _store_batch(store, model, cls, split, label, batch, grids)
-        added += len(new_ids)
-        skipped += len(theirs)
-        for s, (image_id, blob) in theirs.items():
-            new_ids[s] = image_id
-            grids[batch.index(s)] = unpack_tokens(blob, model.n_embed, model.grid)
-        ids.update(new_ids)
-        tokens_by_seed.update(zip(batch, grids))
-        if out_dir is not None:
-            paths.update(_write_pngs(vqgm, model, cls, split, label, out_dir, [(s, ids[s], tokens_by_seed[s]) for s in batch]))
-        done += len(batch)
-        report(progress, done, n)
-    png_paths: list[str] = []
-    if out_dir is not None:
-        # rows that were already stored get their PNG from the stored tokens
-        items = [(s, ids[s], tokens_by_seed[s]) for s in seeds if s not in paths]
-        for start in range(0, len(items), batch_size):
-            paths.update(_write_pngs(vqgm, model, cls, split, label, out_dir, items[start:start + batch_size]))
-        png_paths = [paths[s] for s in seeds]
-    return GenerationResult(
-        model=model.name, class_id=cls.class_id, class_name=cls.name, split=split, sampler=label,
-        requested=n, added=added, skipped=skipped, image_ids=[ids[s] for s in seeds], png_paths=png_paths,
-    )
+    out_dir = check_request(n, split=split, batch_size=batch_size or 1, out_dir=out_dir, seed=seed)
+    request = Request(cls, split, tuple(range(seed, seed + n)))
+    return generate_requests(store, model, [request], batch_size=batch_size, sampler=sampler, out_dir=out_dir, device=device,
+                             progress=progress, dist=dist)[0]
 
 
 def ensure_images(
@@ -276,10 +389,10 @@ def ensure_images(
     seed: int = 0,
     device: torch.device | str = "cpu",
     progress: Progress | None = None,
-    shard: Shard | None = None,
+    dist: DistContext | None = None,
 ) -> list[int]:
-    """Ids of n images of `cls`/`split` (seeds seed .. seed+n-1, or the shard's of them; default sampler), generating missing ones."""
-    return generate(store, model, cls, n, split=split, seed=seed, device=device, progress=progress, shard=shard).image_ids
+    """Ids of n images of `cls`/`split` (seeds seed .. seed+n-1; default sampler), generating missing ones."""
+    return generate(store, model, cls, n, split=split, seed=seed, device=device, progress=progress, dist=dist).image_ids
 
 
 def _check_found(model: ModelInfo, image_ids: list[int], found: dict[int, object]) -> None:
@@ -323,21 +436,3 @@ def image_keys(store: Store, model: ModelInfo, image_ids: list[int]) -> list[int
     _check_found(model, image_ids, rows)
     found = {i: image_key(model.name, r.class_id, r.split, r.seed, r.sampler) for i, r in rows.items()}
     return [found[int(i)] for i in image_ids]
-
-
-def merge_ranks(dist: DistContext, result: GenerationResult, seeds: list[int], block: int) -> GenerationResult:
-    """The torchrun job's result from every rank's: counts summed, ids and PNG paths back in seed order.
-
-    Each rank generated `dist.shard(seeds, block, offset=class id)`, the dealing `generate` uses with `shard`.
-    """
-    if not dist.distributed:
-        return result
-    added, skipped = dist.all_reduce_counts([result.added, result.skipped])
-    mine = dist.shard(seeds, block, offset=result.class_id)
-    parts = dist.all_gather((dict(zip(mine, result.image_ids)), dict(zip(mine, result.png_paths))))
-    ids = {s: i for part, _ in parts for s, i in part.items()}
-    paths = {s: p for _, part in parts for s, p in part.items()}
-    return dataclasses.replace(
-        result, requested=len(seeds), added=int(added), skipped=int(skipped), image_ids=[ids[s] for s in seeds],
-        png_paths=[paths[s] for s in seeds] if paths else [],
-    )

@@ -13,22 +13,21 @@ sampler), never by its row id, so the index does not depend on what the database
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
 from . import model_registry
-from .distributed import DistContext, Shard
+from .distributed import DistContext
 from .errors import CortexError
 from .results import Result
 from .progress import Progress, report
 from .extractors.registry import load_extractor
-from .generation import ensure_images, image_keys, image_tokens
+from .generation import Request, deal_batches, generate_requests, image_keys, image_tokens
 from .index_writer import CommitPolicy, IndexWriter
 from .model_registry import ClassInfo, ModelInfo
 from .attribution import SaliencySettings, prepare_extractor, token_saliency
@@ -109,51 +108,69 @@ def write_batch(
     index_store.write_index(store, run_id, [index_rows(class_pk, image_ids, tokens, tsv, top_n)])
 
 
-def index_class(
+def default_batch_size(device: torch.device | str) -> int:
+    """Images per saliency batch when the caller names none: 256 on an accelerator (with N = 20 that is five
+    chunks of `attribution.default_chunk`'s 1024 noisy copies, so the device never waits on a small batch),
+    16 on a CPU (a bigger batch gains nothing there). It does not change any map."""
+    return 16 if torch.device(device).type == "cpu" else 256
+
+
+@dataclass(frozen=True)
+class IndexJob:
+    """One class's images to index under one target (`targets.Target`); `concept` names the concept it is a member of."""
+
+    cls: ClassInfo
+    target: Target = Target()
+    concept: str | None = None
+
+
+def index_jobs(
     store: Store,
     model: ModelInfo,
     extractor_info: Any,
-    cls: ClassInfo,
+    jobs: Sequence[IndexJob],
     *,
     split: str = "train",
     n_images: int = 100,
     settings: SaliencySettings = SaliencySettings(),
     device: torch.device | str = "cpu",
-    batch_size: int = 16,
+    batch_size: int | None = None,
     progress: Progress | None = None,
     extractor: nn.Module | None = None,
     image_seed: int = 0,
     generation_progress: Progress | None = None,
-    shard: Shard | None = None,
+    dist: DistContext | None = None,
     commit: CommitPolicy = CommitPolicy(),
-    target: Target = Target(),
-    concept: str | None = None,
-) -> IndexResult:
-    """Index the first `n_images` generated images of a class (generating missing ones first).
+) -> list[IndexResult]:
+    """Index the first `n_images` generated images of every job's class, in batches dealt by image.
+
+    Missing images of all classes are generated first, as one job (`generation.generate_requests`). The
+    images not yet indexed under their run, in job order, then form full saliency batches across classes
+    (jobs of one target share a run and a batch; each image is explained by its own class's target and keyed
+    by its identity, so its map does not depend on its batch). Under torchrun the ranks take interleaved batches
+    (`generation.deal_batches`: the batches of one process), after every rank has read what is indexed, and every
+    result covers the whole job.
 
     Args:
         store: the open database.
         model: the registered model whose images are explained.
         extractor_info: the extractor's registry entry (`.id`, `.name`); loaded unless `extractor` is given.
-        cls: the class whose images are indexed; its logit (`cls.class_id`) is the saliency target unless `target` says otherwise.
+        jobs: the classes and what is explained for each (their targets are part of the run keys).
         split: which generated split to index.
-        n_images: how many images (seeds image_seed .. image_seed+n-1) to cover.
+        n_images: how many images per class (seeds image_seed .. image_seed+n-1) to cover.
         settings: saliency parameters; they identify the run.
         device: where the extractor runs.
-        batch_size: images per saliency batch (the transactions are sized by `commit`).
-        progress: called with (images done, total, info) at the start and after every committed transaction
-            (from the writer thread).
+        batch_size: images per saliency batch (the transactions are sized by `commit`); None: `default_batch_size`.
+        progress: called with (images done by this rank, its images, info) at the start and after every committed
+            transaction (from the writer thread).
         extractor: an already loaded f_Y (tests, benchmarks); None loads `extractor_info`.
         image_seed: first generation seed.
         generation_progress: progress of generating missing images, if any.
-        shard: only the images whose seed is in this shard (a torchrun rank's blocks, `distributed.Shard`);
-            None: all. Counts in the result are then this shard's.
+        dist: the torchrun context (None or one rank: all the work here).
         commit: when the writer thread commits (images or seconds of work, whichever first).
-        target: what is explained (`targets.Target`): each image's class logit, or a concept's score; part of the run key.
-        concept: the concept name reported with the result (the class is one of its members).
 
     Returns:
-        IndexResult with counts and speed.
+        One IndexResult per job, with counts over the whole job and this call's speed.
 
     Raises:
         CortexError: bad settings or sizes, or a missing model/extractor file.
@@ -161,83 +178,82 @@ def index_class(
     settings.validate()
     if n_images < 1:
         raise CortexError(f"--images must be >= 1, got {n_images}")
+    device = torch.device(device)
+    batch_size = default_batch_size(device) if batch_size is None else batch_size
     if batch_size < 1:
         raise CortexError(f"--batch-size must be >= 1, got {batch_size}")
-    device = torch.device(device)
-    image_ids = ensure_images(store, model, cls, split, n_images, seed=image_seed, device=device, progress=generation_progress,
-                              shard=shard)
-    run_id = ensure_run(store, model, extractor_info.id, settings, target)
-    done = indexed_image_ids(store, run_id, image_ids)
-    todo = [i for i in image_ids if i not in done]
-    total, finished = len(image_ids), len(image_ids) - len(todo)
-    report(progress, finished, total)
+    rank, world = (dist.rank, dist.world_size) if dist is not None and dist.distributed else (0, 1)
+    seeds = tuple(range(image_seed, image_seed + n_images))
+    classes = list({job.cls.pk: job.cls for job in jobs}.values())
+    generated = generate_requests(store, model, [Request(cls, split, seeds) for cls in classes], device=device,
+                                  progress=generation_progress, dist=dist)
+    ids_of = {cls.pk: result.image_ids for cls, result in zip(classes, generated)}
+    runs = [ensure_run(store, model, extractor_info.id, settings, job.target) for job in jobs]
+    todo_of = []
+    for job, run_id in zip(jobs, runs):
+        done = indexed_image_ids(store, run_id, ids_of[job.cls.pk])
+        todo_of.append([i for i in ids_of[job.cls.pk] if i not in done])
+    if dist is not None:
+        dist.barrier()  # every rank deals the same list
+    work = [(j, image_id) for j, todo in enumerate(todo_of) for image_id in todo]
+    mine = {run_id: deal_batches([w for w in work if runs[w[0]] == run_id], batch_size, rank, world) for run_id in dict.fromkeys(runs)}
+    total = sum(len(batch) for batches in mine.values() for batch in batches)
+    report(progress, 0, total)
+    added = [0] * len(jobs)
     start = time.perf_counter()
-    if todo:
+    if total:
         if extractor is None:
-            from .extractors.registry import load_extractor
-
             extractor = load_extractor(extractor_info, device)
-        extractor = prepare_extractor(target.explained(extractor))
         vqgm = model_registry.load_model(model, device)
         codebook = vqgm.codebook  # integrated-gradients reads it for its codebook-mean baseline
-        committed = [finished]
+        committed = [0]
 
         def on_commit(images: int) -> None:
             committed[0] += images
             report(progress, committed[0], total)
 
-        with IndexWriter(store, run_id, commit, on_commit=on_commit) as writer:
-            for b in range(0, len(todo), batch_size):
-                ids = todo[b:b + batch_size]
-                tokens = _load_tokens(store, model, ids)
-                with torch.no_grad():
-                    emb = vqgm.embed(tokens)
-                tsv = token_saliency(extractor, emb, target.per_image([cls.class_id] * len(ids)), image_keys(store, model, ids), settings, codebook=codebook)
-                writer.put(index_rows(cls.pk, ids, tokens, tsv, settings.top_n))
+        for run_id, batches in mine.items():
+            if not batches:
+                continue
+            target = jobs[batches[0][0][0]].target
+            explained = prepare_extractor(target.explained(extractor))
+            with IndexWriter(store, run_id, commit, on_commit=on_commit) as writer:
+                for batch in batches:
+                    ids = [image_id for _, image_id in batch]
+                    tokens = _load_tokens(store, model, ids)
+                    with torch.no_grad():
+                        emb = vqgm.embed(tokens)
+                    tsv = token_saliency(explained, emb, target.per_image([jobs[j].cls.class_id for j, _ in batch]),
+                                         image_keys(store, model, ids), settings, codebook=codebook)
+                    for j in dict.fromkeys(j for j, _ in batch):
+                        rows = [k for k, (owner, _) in enumerate(batch) if owner == j]
+                        writer.put(index_rows(jobs[j].cls.pk, [ids[k] for k in rows], tokens[rows], tsv[rows], settings.top_n))
+                        added[j] += len(rows)
     seconds = time.perf_counter() - start
-    return IndexResult(
-        model=model.name, extractor=extractor_info.name, run_id=run_id, class_id=cls.class_id, class_name=cls.name,
-        split=split, images=total, added=len(todo), skipped=total - len(todo), seconds=round(seconds, 3),
-        images_per_s=round(len(todo) / seconds, 2) if todo and seconds > 0 else 0.0,
-        settings=settings.as_dict(), target=target.key, concept=concept,
-    )
+    if dist is not None and dist.distributed:
+        added = [int(a) for a in dist.all_reduce_counts(added)]
+        seconds = float(dist.all_reduce_counts([seconds], op="max")[0])
+    done_now = sum(added)
+    return [IndexResult(
+        model=model.name, extractor=extractor_info.name, run_id=run_id, class_id=job.cls.class_id, class_name=job.cls.name,
+        split=split, images=len(ids_of[job.cls.pk]), added=added[j], skipped=len(ids_of[job.cls.pk]) - added[j], seconds=round(seconds, 3),
+        images_per_s=round(done_now / seconds, 2) if done_now and seconds > 0 else 0.0,
+        settings=settings.as_dict(), target=job.target.key, concept=job.concept,
+    ) for j, (job, run_id) in enumerate(zip(jobs, runs))]
 
 
-def index_classes(
-    store: Store,
-    model: ModelInfo,
-    extractor_info: Any,
-    classes: Sequence[ClassInfo],
-    *,
-    progress_for: Callable[[ClassInfo], Progress | None] | None = None,
-    **kwargs: Any,
-) -> list[IndexResult]:
-    """`index_class` over several classes (`--class all`), loading the extractor once."""
-    if "extractor" not in kwargs or kwargs["extractor"] is None:
-        kwargs["extractor"] = load_extractor(extractor_info, torch.device(kwargs.get("device", "cpu")))
-    return [
-        index_class(store, model, extractor_info, cls, progress=progress_for(cls) if progress_for else None, **kwargs)
-        for cls in classes
-    ]
+def index_class(store: Store, model: ModelInfo, extractor_info: Any, cls: ClassInfo, *, target: Target = Target(),
+                concept: str | None = None, **kwargs: Any) -> IndexResult:
+    """`index_jobs` of one class (see there for the arguments)."""
+    return index_jobs(store, model, extractor_info, [IndexJob(cls, target, concept)], **kwargs)[0]
 
 
-def merge_ranks(dist: DistContext, results: Sequence[IndexResult]) -> list[IndexResult]:
-    """The torchrun job's per-class results from every rank's: images, added and skipped summed, time the slowest rank's."""
-    if not dist.distributed:
-        return list(results)
-    counts = dist.all_reduce_counts([v for r in results for v in (r.images, r.added, r.skipped)])
-    seconds = dist.all_reduce_counts([float(r.seconds) for r in results], op="max")
-    merged = []
-    for i, r in enumerate(results):
-        images, added, skipped = (int(v) for v in counts[3 * i:3 * i + 3])
-        secs = float(seconds[i])
-        merged.append(dataclasses.replace(r, images=images, added=added, skipped=skipped, seconds=round(secs, 3),
-                                          images_per_s=round(added / secs, 2) if added and secs > 0 else 0.0))
-    return merged
+def index_classes(store: Store, model: ModelInfo, extractor_info: Any, classes: Sequence[ClassInfo], **kwargs: Any) -> list[IndexResult]:
+    """`index_jobs` of several classes' own logits (`--class all`), their images mixed in every batch."""
+    return index_jobs(store, model, extractor_info, [IndexJob(cls) for cls in classes], **kwargs)
 
 
 __all__ = [
-    "CommitPolicy", "IndexResult", "ensure_run", "index_class", "index_classes", "index_rows", "indexed_image_ids", "merge_ranks",
-    "pack_tsv", "unpack_tsv",
-    "write_batch",
+    "CommitPolicy", "IndexJob", "IndexResult", "ensure_run", "index_class", "index_classes", "index_jobs", "index_rows", "indexed_image_ids",
+    "pack_tsv", "unpack_tsv", "write_batch",
 ]

@@ -19,7 +19,8 @@ import torch
 from typer.testing import CliRunner
 
 from cortex_cli import model_registry
-from cortex_cli.backends.base import SamplerSettings, image_generators
+from cortex_cli import philox
+from cortex_cli.backends.base import SamplerSettings, image_streams
 from cortex_cli.cli import app
 from cortex_cli.attribution import SaliencySettings, token_saliency, top_positions
 from extractor_helpers import learnable_tiny_model
@@ -43,13 +44,26 @@ def test_seeded_sampling_on_device_is_stable_run_to_run(store, tiny_model):
     vqgm = model_registry.load_model(tiny_model, DEVICE)
     classes = model_registry.classes(store, tiny_model)[:3]
     settings = SamplerSettings(top_k=16)
-    first = vqgm.sample(classes, image_generators(classes, [0, 1, 2]), settings)
-    again = vqgm.sample(classes, image_generators(classes, [0, 1, 2]), settings)
+    streams = image_streams(settings, tiny_model.name, classes, ["train"] * 3, [0, 1, 2])
+    first = vqgm.sample(classes, streams, settings)
+    again = vqgm.sample(classes, streams, settings)
     assert first.device.type == torch.device(DEVICE).type
     assert torch.equal(first, again)
     assert int(first.min()) >= 0 and int(first.max()) < tiny_model.n_embed
-    alone = vqgm.sample(classes[1:2], image_generators(classes[1:2], [1]), settings)
+    alone = vqgm.sample(classes[1:2], streams[1:2], settings)
     assert torch.equal(alone[0], first[1])  # an image's tokens do not depend on its batch
+    on_cpu = model_registry.load_model(tiny_model, "cpu").sample(classes, streams, settings)
+    # the same noise on both devices; logits agree up to float rounding, so near-ties may rarely flip a token
+    assert (on_cpu == first.cpu()).float().mean() > 0.95
+
+
+def test_philox_words_on_device_equal_cpu():
+    keys = philox.keys_tensor([0, 1, 2**62 + 3])
+    for stream in (0, 7, 2**31 + 5):
+        cpu = philox.random_words(keys, 1001, domain=philox.SAMPLING, stream=stream, substream=3)
+        dev = philox.random_words(keys.to(DEVICE), 1001, domain=philox.SAMPLING, stream=stream, substream=3)
+        assert torch.equal(cpu, dev.cpu())
+        assert torch.equal(philox.uniform(keys, 64, domain=1, stream=stream), philox.uniform(keys.to(DEVICE), 64, domain=1, stream=stream).cpu())
 
 
 def test_saliency_on_device_equals_cpu(store, tiny_model, tmp_path):

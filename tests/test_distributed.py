@@ -13,8 +13,9 @@ import pytest
 from typer.testing import CliRunner
 
 from cortex_cli.cli import app
-from cortex_cli.distributed import Shard, init_from_env
+from cortex_cli.distributed import init_from_env
 from cortex_cli.errors import CortexError
+from cortex_cli.generation import deal_batches
 from cortex_cli.store.database import open_store
 
 from dist_helpers import make_ckpt, prepare, rows, torchrun
@@ -26,17 +27,13 @@ INDEX_ARGS = ["index", "--model", "tiny", "--class", "all", "--images", str(IMAG
               "--batch-size", "2", "--json"]
 
 
-def test_shard_is_disjoint_and_covers_every_seed():
-    seeds = list(range(3, 40))
-    for block in (1, 4):
-        shards = [Shard(r, 3, block).select(seeds) for r in range(3)]
-        assert sorted(s for shard in shards for s in shard) == seeds
-    assert Shard(1, 3).select(seeds) == [s for s in seeds if s % 3 == 1]
-    assert Shard(1, 2, block=4).select(range(10)) == [4, 5, 6, 7]  # block i of the request to rank i % 2
-    assert Shard(1, 2, block=4).select(range(10), offset=3) == [0, 1, 2, 3, 8, 9]  # ... (i + class id) % 2
-    assert Shard().select(seeds) == seeds
-    with pytest.raises(CortexError):
-        Shard(2, 2)
+def test_ranks_take_interleaved_batches_of_the_whole_job():
+    work = list(range(3, 40))
+    for world in (1, 2, 3):
+        dealt = [deal_batches(work, 4, r, world) for r in range(world)]
+        assert sorted(x for batches in dealt for batch in batches for x in batch) == work  # disjoint, covering
+        assert all(batch in deal_batches(work, 4, 0, 1) for batches in dealt for batch in batches)  # one process's batches
+    assert deal_batches(list(range(10)), 4, 1, 2) == [[4, 5, 6, 7]]  # batch b to rank b % world
 
 
 def test_without_torchrun_it_is_one_rank(monkeypatch):
@@ -92,20 +89,23 @@ def test_two_ranks_index_exactly_the_rows_of_one_process(new_db_url, tmp_path, t
     assert rows(dist_url) == expected
 
 
-def test_two_ranks_generate_report_the_whole_job(tmp_path, tiny_model_files, ckpt):
+def test_two_ranks_generate_mixed_classes_and_report_the_whole_job(tmp_path, tiny_model_files, ckpt):
     url = f"sqlite:///{tmp_path / 'gen.db'}"  # SQLite only: the index test covers generation on both backends
     prepare(url, tiny_model_files, ckpt)
     out = tmp_path / "pngs"
-    args = ["generate", "--model", "tiny", "--class", "goldfinch", "-n", "5", "--first-seed", "3", "--split", "val", "-b", "2", "--out", str(out), "--json"]
-    result = json.loads(torchrun(url, *args).stdout)
-    assert (result["requested"], result["added"], result["skipped"]) == (5, 5, 0)
-    assert len(set(result["image_ids"])) == 5
-    assert [p.rsplit("_", 1)[1] for p in result["png_paths"]] == [f"{s}.png" for s in range(3, 8)]
-    assert sorted(p.name for p in out.iterdir()) == sorted(p.rsplit("/", 1)[1] for p in result["png_paths"])
+    # 4 classes x 5 seeds in batches of 3 that mix classes (the last class's seeds span three batches)
+    args = ["generate", "--model", "tiny", "--class", "all", "-n", "5", "--first-seed", "3", "--split", "val", "-b", "3", "--out", str(out), "--json"]
+    results = json.loads(torchrun(url, *args).stdout)
+    assert len(results) == 4
+    for result in results:
+        assert (result["requested"], result["added"], result["skipped"]) == (5, 5, 0)
+        assert len(set(result["image_ids"])) == 5
+        assert [p.rsplit("_", 1)[1] for p in result["png_paths"]] == [f"{s}.png" for s in range(3, 8)]
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.rsplit("/", 1)[1] for r in results for p in r["png_paths"])
 
     single = f"sqlite:///{tmp_path / 'single.db'}"
     prepare(single, tiny_model_files, ckpt)
-    ref = CliRunner().invoke(app, ["--db", single, "--device", "cpu", *args[:-3], "--json"])
+    ref = CliRunner().invoke(app, ["--db", single, "--device", "cpu", *args[:-3], "-b", "20", "--json"])  # other batches, one process
     assert ref.exit_code == 0, ref.output
     assert rows(url) == rows(single)
 

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 from collections import Counter
 
@@ -7,10 +8,11 @@ import yaml
 from sqlalchemy import select
 
 from cortex_cli import generation, model_registry
-from cortex_cli.backends.base import SamplerSettings, image_generators
+from cortex_cli.backends.base import SamplerSettings, image_generators, image_streams
 from cortex_cli.cli import app
 from cortex_cli.errors import CortexError
 from cortex_cli.pngmeta import read_png
+from cortex_cli.seeding import derive_seed
 from cortex_cli.store.schema import ImageRow, TokenCountRow
 from typer.testing import CliRunner
 
@@ -41,7 +43,7 @@ def test_generate_is_idempotent_and_counts_tokens(store, tiny_model):
     cls = model_registry.resolve_class(store, tiny_model, "goldfinch")
     first = generation.generate(store, tiny_model, cls, 3, seed=10, batch_size=2)
     assert (first.added, first.skipped, first.requested, first.split) == (3, 0, 3, "train")
-    assert first.sampler == "top_k=64,top_p=0.92,temperature=1"  # ImageNet default, top-k capped at K
+    assert first.sampler == "top_k=64,top_p=0.92,temperature=1,noise=philox"  # ImageNet default, top-k capped at K
     counts = _counts(store, tiny_model)
     assert counts == _recount(store, tiny_model)
     assert sum(c for c, _ in counts.values()) == 3 * 256
@@ -65,7 +67,7 @@ def test_rows_follow_seed_split_and_class_not_batching(store, tiny_model):
     vqgm = model_registry.load_model(tiny_model)
     sampler = generation.default_sampler(vqgm)
     classes = [gold] * 3
-    expected = vqgm.sample(classes, image_generators(classes, [generation.derive_seed(s, "test") for s in range(3)]), sampler)
+    expected = vqgm.sample(classes, image_streams(sampler, "tiny", classes, ["test"] * 3, [0, 1, 2]), sampler)
     assert torch.equal(b, expected)  # batch of 3 == what batch 1 would store (sampling is batch-independent)
     reversed_ids = list(reversed(one.image_ids))
     assert torch.equal(generation.image_tokens(store, tiny_model, reversed_ids), a.flip(0))
@@ -149,7 +151,7 @@ def test_generate_cli_json_rerun_and_first_seed(db_url, tiny_model, tmp_path):
     first = runner.invoke(app, args)
     assert first.exit_code == 0, first.output
     payload = json.loads(first.stdout)
-    assert (payload["class_name"], payload["added"], payload["sampler"]) == ("water ouzel", 2, "top_k=8,top_p=0.92,temperature=1")
+    assert (payload["class_name"], payload["added"], payload["sampler"]) == ("water ouzel", 2, "top_k=8,top_p=0.92,temperature=1,noise=philox")
     second = json.loads(runner.invoke(app, args).stdout)
     assert (second["added"], second["skipped"], second["image_ids"]) == (0, 2, payload["image_ids"])
     shifted = runner.invoke(app, [*args, "--first-seed", "8"])  # seeds 8, 9: only 9 is new
@@ -158,3 +160,37 @@ def test_generate_cli_json_rerun_and_first_seed(db_url, tiny_model, tmp_path):
     human = runner.invoke(app, ["--db", db_url, "generate", "-m", "tiny", "-c", "0", "-n", "1", "--out", str(out), "--quiet"])
     assert human.exit_code == 0 and "added 1" in human.stdout and str(out) in human.stdout
     assert (out / "goldfinch_train_0.png").is_file()
+
+
+def test_a_grid_is_the_same_alone_at_batch_2_or_mixed_with_other_classes_at_batch_7(db_url, tiny_model, tmp_path):
+    """Issue 29's check: PNG tokens of one class generated alone vs in a job mixed over three classes."""
+
+    runner = CliRunner()
+    alone, mixed = tmp_path / "alone", tmp_path / "mixed"
+    other = f"sqlite:///{tmp_path / 'other.db'}"
+    assert runner.invoke(app, ["--db", other, "models", "add", "tiny", "--config", tiny_model.config_path, "--ckpt",
+                               tiny_model.ckpt_path, "--labels", tiny_model.labels]).exit_code == 0
+    first = runner.invoke(app, ["--db", db_url, "generate", "--model", "tiny", "--class", "goldfinch", "-n", "4", "-b", "2", "--out", str(alone)])
+    assert first.exit_code == 0, first.output
+    second = runner.invoke(app, ["--db", other, "generate", "--model", "tiny", "--classes", "analog clock,goldfinch,Dipper", "-n", "4",
+                                 "-b", "7", "--out", str(mixed)])
+    assert second.exit_code == 0, second.output
+    names = sorted(p.name for p in alone.iterdir())
+    assert len(names) == 4 and len(list(mixed.iterdir())) == 12
+    for name in names:
+        assert torch.equal(read_png(alone / name).tokens, read_png(mixed / name).tokens), name
+
+
+def test_the_host_sampler_reproduces_older_stores(store, tiny_model):
+    """`--sampler host` is the older sampler: its rows keep the old label and the old generators' draws."""
+    gold = model_registry.resolve_class(store, tiny_model, "goldfinch")
+    vqgm = model_registry.load_model(tiny_model)
+    host = dataclasses.replace(generation.default_sampler(vqgm), noise="host")
+    old = generation.generate(store, tiny_model, gold, 2, split="val", sampler=host)
+    assert old.sampler == "top_k=64,top_p=0.92,temperature=1"
+    expected = vqgm.sample([gold, gold], image_generators([gold, gold], [derive_seed(s, "val") for s in (0, 1)]), host)
+    assert torch.equal(generation.image_tokens(store, tiny_model, old.image_ids), expected)
+    new = generation.generate(store, tiny_model, gold, 2, split="val")
+    assert new.added == 2 and not set(new.image_ids) & set(old.image_ids)  # never mixed under one key
+    with pytest.raises(CortexError, match="fp32 only"):
+        generation.generate(store, tiny_model, gold, 1, sampler=dataclasses.replace(host, precision="bf16"))

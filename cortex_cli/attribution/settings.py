@@ -9,6 +9,7 @@ from ..errors import CortexError
 from .common import PRECISIONS, REDUCTIONS
 from .integrated_gradients import BASELINES
 from .methods import METHODS, method_named
+from .noise_tunnel import NOISES
 
 
 def _opt(default: Any, help: str, *, key: bool = True, neutral: Any = None) -> Any:
@@ -34,6 +35,9 @@ class SaliencySettings:
     method: str = _opt("smoothgrad", "Attribution method: " + ", ".join(METHODS) + ".")
     steps: int = _opt(50, "Integrated Gradients' integration points (Captum's Gauss-Legendre rule); other methods ignore it.", neutral=0)
     baseline: str = _opt("zeros", "Integrated Gradients' baseline embedding: " + " or ".join(BASELINES) + "; other methods ignore it.", neutral="none")
+    noise: str = _opt("philox", "SmoothGrad's noise generator: philox (counter-based, drawn on the device, keyed by image and --seed: "
+                      "a map does not depend on its batch, the rank count or the device) or host (per-image CPU generators: "
+                      "the runs of older stores).", neutral="none")
 
     def validate(self) -> "SaliencySettings":
         """Raise CortexError on an out-of-range value; return self."""
@@ -52,6 +56,8 @@ class SaliencySettings:
             raise CortexError(f"chunk must be >= 1, got {self.chunk}")
         if "steps" in used and self.steps < 1:
             raise CortexError(f"--ig-steps must be >= 1, got {self.steps}")
+        if "noise" in used and self.noise not in NOISES:
+            raise CortexError(f"--noise must be one of {', '.join(NOISES)}, got {self.noise!r}")
         if "baseline" in used and self.baseline not in BASELINES:
             raise CortexError(f"--ig-baseline must be one of {', '.join(BASELINES)}, got {self.baseline!r}")
         return self

@@ -17,7 +17,8 @@ import torch
 from PIL import Image
 
 from ..errors import CortexError
-from ..seeding import generator_for
+from ..philox import gumbel as gumbel_noise, keys_tensor
+from ..seeding import derive_seed, generator_for
 
 StepCallback = Callable[[int, int], None]
 
@@ -31,14 +32,23 @@ class SamplerSettings:
     temperature: float = 1.0
     greedy: bool = False  # argmax instead of sampling
     guidance: float | None = None  # classifier-free guidance scale (text-conditional priors); None: no guidance
+    # 'philox': the GPU-native sampler, noise keyed by image identity and step, drawn on the device (`philox`);
+    # 'host': the older sampler, each image's torch.Generator drawn on the host every step (older stores' images)
+    noise: str = "philox"
+    precision: str = "fp32"  # the prior's weights and activations while sampling: 'fp32' or 'bf16' (philox only)
 
     def label(self) -> str:
-        """The sampler's part of an image's identity (unchanged for samplers without guidance)."""
+        """The sampler's part of an image's identity: the older host sampler's label as it always was,
+        the philox sampler's with `,noise=philox` (and its precision when not fp32), so the two never share rows."""
         if self.greedy:
             base = "greedy"
         else:
             base = f"top_k={self.top_k},top_p={self.top_p:g},temperature={self.temperature:g}"
-        return base if self.guidance is None else f"{base},guidance={self.guidance:g}"
+        if self.guidance is not None:
+            base = f"{base},guidance={self.guidance:g}"
+        if self.noise == "host":
+            return base
+        return f"{base},noise={self.noise}" + ("" if self.precision == "fp32" else f",precision={self.precision}")
 
 
 class Concept(Protocol):
@@ -83,14 +93,14 @@ class VQGM(Protocol):
     def sample(
         self,
         classes: Sequence[Concept],
-        generators: Sequence[torch.Generator],
+        streams: "Streams",
         settings: SamplerSettings,
         on_step: StepCallback | None = None,
     ) -> torch.Tensor:
-        """Conditional token grids (B x m x m, raster order), one image per class and generator.
+        """Conditional token grids (B x m x m, raster order), one image per class and stream.
 
-        Every image draws its randomness from its own generator only, so an image's tokens do not
-        depend on the batch it was sampled in.
+        Every image draws its randomness from its own stream only (`image_streams`: philox keys, or the
+        host sampler's generators), so an image's tokens do not depend on the batch it was sampled in.
         """
         ...
 
@@ -186,24 +196,45 @@ def top_k_top_p_filtering(
     return logits
 
 
-def pick_tokens(logits: torch.Tensor, generators: Sequence[torch.Generator], settings: SamplerSettings) -> torch.Tensor:
+Streams = Sequence[int] | Sequence[torch.Generator]  # philox stream keys, or the host sampler's generators
+
+
+def pick_tokens(logits: torch.Tensor, streams: Streams, settings: SamplerSettings, step: int = 0) -> torch.Tensor:
     """One next token per row of float logits (B x K) -> B x 1.
 
-    Sampling is the Gumbel-max trick on the filtered logits with each row's own generator, so a
-    row's draw never depends on the other rows of the batch.
+    Sampling is the Gumbel-max trick on the filtered logits with each row's own stream, so a row's draw
+    never depends on the other rows of the batch: philox stream keys (ints) draw on the logits' device at
+    counter `step`; torch generators (the host sampler) draw on the host and are copied over.
     """
     if settings.greedy:
         return logits.argmax(dim=-1, keepdim=True)
     logits = logits / settings.temperature
     logits = top_k_top_p_filtering(logits, top_k=settings.top_k or 0, top_p=settings.top_p)
-    noise = torch.stack([torch.rand(logits.shape[-1], generator=g) for g in generators]).to(logits.device)
+    if streams and not isinstance(streams[0], torch.Generator):
+        noise = gumbel_noise(keys_tensor(streams, logits.device), logits.shape[-1], stream=step)
+        return (logits + noise).argmax(dim=-1, keepdim=True)
+    noise = torch.stack([torch.rand(logits.shape[-1], generator=g) for g in streams]).to(logits.device)
     gumbel = -torch.log((-torch.log(noise.clamp_min(1e-20))).clamp_min(1e-20))
     return (logits + gumbel).argmax(dim=-1, keepdim=True)
 
 
 def image_generators(classes: Sequence[Concept], seeds: Sequence[int]) -> list[torch.Generator]:
-    """Each image's sampling generator, keyed by (image seed, class id): the streams `generate` stores."""
+    """Each image's host-sampler generator, keyed by (image seed, class id): the streams older stores hold."""
     return [generator_for("sample", int(seed), int(c.class_id)) for c, seed in zip(classes, seeds, strict=True)]
+
+
+def stream_key(model: str, class_id: int, split: str, seed: int) -> int:
+    """The philox sampler's stream key of an image: its identity (model, class id, split, image seed)."""
+    return derive_seed("sample-philox", model, int(class_id), split, int(seed))
+
+
+def image_streams(settings: SamplerSettings, model: str, classes: Sequence[Concept], splits: Sequence[str],
+                  seeds: Sequence[int]) -> list[int] | list[torch.Generator]:
+    """Each image's random stream under `settings`: a philox key (`stream_key`), or the host sampler's generator
+    seeded by (`derive_seed(seed, split)`, class id) as older stores were sampled."""
+    if settings.noise == "host":
+        return image_generators(classes, [derive_seed(int(s), sp) for s, sp in zip(seeds, splits, strict=True)])
+    return [stream_key(model, c.class_id, sp, s) for c, sp, s in zip(classes, splits, seeds, strict=True)]
 
 
 def to_pil(images: torch.Tensor) -> list[Image.Image]:

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import CortexError, first_line
-from .base import Concept, ModelFiles, ModelShape, SamplerSettings, StepCallback, pick_tokens, token_rows
+from .base import Concept, ModelFiles, ModelShape, SamplerSettings, StepCallback, Streams, pick_tokens, token_rows
 
 NAME = "janus"
 PROMPT = "a photo of a {name}"
@@ -208,7 +208,7 @@ class JanusVQGM:
     def sample(
         self,
         classes: Sequence[Concept],
-        generators: Sequence[torch.Generator],
+        streams: Streams,
         settings: SamplerSettings,
         on_step: StepCallback | None = None,
     ) -> torch.Tensor:
@@ -216,14 +216,15 @@ class JanusVQGM:
 
         The loop is transformers' `JanusForConditionalGeneration.generate(generation_mode="image")`
         (conditional and unconditional halves, the same unconditional prompt), except that each
-        image draws its tokens with its own generator (`base.pick_tokens`) instead of the global
-        RNG. Prompts of equal length share a batch, so no prompt is ever padded.
+        image draws its tokens from its own stream (`base.pick_tokens`: a philox key, counter = step, or the
+        host sampler's generator) instead of the global RNG. transformers' model runs eagerly here (its
+        dynamic cache does not capture), so the GPU-native sampler's compiled step does not apply. Prompts of equal length share a batch, so no prompt is ever padded.
 
         Returns:
             LongTensor (B x m x m) of token ids in raster order.
         """
-        if len(classes) != len(generators):
-            raise ValueError("classes and generators must have the same length")
+        if len(classes) != len(streams):
+            raise ValueError("classes and streams must have the same length")
         prompts = [self.prompt_ids(c.name, getattr(c, "prompt", "")) for c in classes]
         groups: dict[int, list[int]] = {}
         for i, ids in enumerate(prompts):
@@ -241,10 +242,10 @@ class JanusVQGM:
 
         for members in groups.values():
             ids = torch.stack([prompts[i] for i in members]).to(self.device)
-            out[members] = self._sample_group(ids, [generators[i] for i in members], settings, step)
+            out[members] = self._sample_group(ids, [streams[i] for i in members], settings, step)
         return out.reshape(len(classes), self.grid, self.grid)
 
-    def _sample_group(self, ids: torch.Tensor, generators: Sequence[torch.Generator], settings: SamplerSettings,
+    def _sample_group(self, ids: torch.Tensor, streams: Streams, settings: SamplerSettings,
                       on_step: StepCallback) -> torch.Tensor:
         net, lm = self.net, self.net.model.language_model
         guided = settings.guidance is not None and settings.guidance != 1.0
@@ -252,7 +253,7 @@ class JanusVQGM:
             uncond = ids.clone()
             uncond[(ids != self._bos) & (ids != self._boi)] = self._pad
             ids = torch.cat([ids, uncond])
-        batch = len(generators)
+        batch = len(streams)
         steps = self.grid * self.grid
         cache = _transformers().DynamicCache(config=lm.config)
         embeds = net.get_input_embeddings()(ids)
@@ -263,7 +264,7 @@ class JanusVQGM:
             if guided:
                 cond, uncond_logits = logits.chunk(2)
                 logits = uncond_logits + settings.guidance * (cond - uncond_logits)
-            x = pick_tokens(logits, generators, settings)
+            x = pick_tokens(logits, streams, settings, step=n)
             out[:, n] = x[:, 0]
             embeds = net.prepare_embeddings_for_image_generation(torch.cat([x, x]) if guided else x)
             on_step(n + 1, steps)

@@ -26,7 +26,9 @@ from safetensors.torch import load_file
 
 from . import taming_shim
 from ..errors import CortexError, first_line
-from .base import Concept, ModelFiles, ModelShape, SamplerSettings, StepCallback, pick_tokens, token_rows
+from ..philox import keys_tensor
+from .base import Concept, ModelFiles, ModelShape, SamplerSettings, StepCallback, Streams, pick_tokens, token_rows
+from .sampler import sample_tokens
 
 NAME = "taming"
 DUMMY_LOSS = {"target": "taming.modules.losses.DummyLoss"}
@@ -36,6 +38,7 @@ IGNORABLE_PREFIXES = ("first_stage_model.loss.", "cond_stage_model.loss.")
 # taming's README samples the ImageNet cin_transformer with `-k 600 -t 1.0 -p 0.92`; models whose
 # config has no `cortex.sampler` section get that setting (top-k capped at the codebook size).
 IMAGENET_SAMPLER = SamplerSettings(top_k=600, top_p=0.92, temperature=1.0)
+PRECISION_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 def _load_yaml(config_path: Path) -> Any:
@@ -121,6 +124,7 @@ class TamingVQGM:
         self.image_size: int = shape.image_size
         self.grid: int = shape.grid
         self.n_classes: int = shape.n_classes
+        self._decoders: dict[str, TamingDecoder] = {}
 
     # -- codebook and embeddings ---------------------------------------------------------
     @property
@@ -176,35 +180,60 @@ class TamingVQGM:
     def sample(
         self,
         classes: Sequence[Concept],
-        generators: Sequence[torch.Generator],
+        streams: Streams,
         settings: SamplerSettings,
         on_step: StepCallback | None = None,
     ) -> torch.Tensor:
-        """Class-conditional token grids with a preallocated KV cache (`forward_cached`).
+        """Class-conditional token grids, one image per class and stream.
 
-        Every image draws its randomness from its own generator (`base.pick_tokens`), so an
-        image's tokens do not depend on its batch (up to float ties between batched matmuls,
-        which did not occur in our tests).
+        The philox sampler (`settings.noise`, the default) decodes with `TamingDecoder` through the GPU-native
+        sampler (`sampler.sample_tokens`): weights cast once to `settings.precision`, a static KV cache, noise
+        drawn on the device keyed by each image's stream key. The host sampler is the older loop
+        (`forward_cached` + per-image host generators), kept so older stores' images reproduce.
 
         Returns:
             LongTensor (B x m x m) of token ids in raster order.
         """
-        if len(classes) != len(generators):
-            raise ValueError("classes and generators must have the same length")
+        if len(classes) != len(streams):
+            raise ValueError("classes and streams must have the same length")
         class_ids = [int(c.class_id) for c in classes]
         for cid in class_ids:
             if self.n_classes and not 0 <= cid < self.n_classes:
                 raise CortexError(f"class id {cid} is outside this model's {self.n_classes} classes")
-        gpt = self.net.transformer
+        if settings.guidance is not None:
+            raise CortexError("taming's class-conditional GPT has no null class; classifier-free guidance needs one")
         steps = self.grid * self.grid
         batch = len(class_ids)
         cond = torch.tensor(class_ids, device=self.device, dtype=torch.long)[:, None]
         _, cond = self.net.encode_to_c(cond)
-        cond_len = cond.shape[1]
+        if settings.noise == "host":
+            out = self._sample_host(cond, list(streams), settings, on_step)
+        else:
+            if isinstance(streams[0], torch.Generator):
+                raise ValueError("the philox sampler takes stream keys (`base.image_streams`), not torch generators")
+            keys = keys_tensor(streams, self.device)
+            out = sample_tokens(self.decoder(settings.precision), cond, steps, self.n_embed, keys, settings, on_step)
+        out = self.net.permuter(out, reverse=True)
+        return out.reshape(batch, self.grid, self.grid)
+
+    def decoder(self, precision: str = "fp32") -> "TamingDecoder":
+        """The GPT as a `TamingDecoder` in `precision` ('fp32' or 'bf16'), built once per precision and kept."""
+        if precision not in PRECISION_DTYPES:
+            raise CortexError(f"sampling precision must be one of {', '.join(PRECISION_DTYPES)}, got {precision!r}")
+        if precision not in self._decoders:
+            self._decoders[precision] = TamingDecoder(self.net.transformer, PRECISION_DTYPES[precision])
+        return self._decoders[precision]
+
+    def _sample_host(self, cond: torch.Tensor, generators: list[torch.Generator], settings: SamplerSettings,
+                     on_step: StepCallback | None) -> torch.Tensor:
+        """The older sampler: taming's GPT eagerly over a preallocated cache, each image's noise from its host generator."""
+        gpt = self.net.transformer
+        steps = self.grid * self.grid
+        batch = cond.shape[0]
         x = cond
         out = torch.empty(batch, steps, dtype=torch.long, device=self.device)
         dtype = torch.get_autocast_dtype(self.device.type) if torch.is_autocast_enabled(self.device.type) else gpt.pos_emb.dtype
-        cache = KVCache(gpt, batch, cond_len + steps, self.device, dtype)
+        cache = KVCache(gpt, batch, cond.shape[1] + steps, self.device, dtype)
         for n in range(steps):
             logits = forward_cached(gpt, x, cache)
             logits = logits[:, -1, : self.n_embed].float()  # the GPT vocabulary may also hold class ids
@@ -212,8 +241,7 @@ class TamingVQGM:
             out[:, n] = x[:, 0]
             if on_step is not None:
                 on_step(n + 1, steps)
-        out = self.net.permuter(out, reverse=True)
-        return out.reshape(batch, self.grid, self.grid)
+        return out
 
     @torch.no_grad()
     def prior_nll(self, tokens: torch.Tensor, classes: Sequence[Concept], batch_size: int = 32) -> torch.Tensor:
@@ -373,6 +401,81 @@ def forward_cached(gpt: Any, idx: torch.Tensor, cache: KVCache) -> torch.Tensor:
         x = x + block.mlp(block.ln2(x))
     cache.length += t
     return gpt.head(gpt.ln_f(x))
+
+
+class TamingDecoder(torch.nn.Module):
+    """taming's mingpt `GPT` ready for the GPU-native sampler (`sampler.Decoder`).
+
+    Its weights are cast once to the sampling dtype (autocast would re-cast every frozen weight at every
+    step); the three q/k/v Linears are one fused matmul; attention is `scaled_dot_product_attention` over a
+    static KV cache (module buffers, so a captured step keeps their addresses) with the causal mask of the
+    positions written, which gives taming's `forward_with_past` arithmetic up to float rounding.
+    """
+
+    def __init__(self, gpt: Any, dtype: torch.dtype):
+        super().__init__()
+        cfg = gpt.config
+        self.n_head, self.n_embd, self.block_size = cfg.n_head, cfg.n_embd, cfg.block_size
+        self.dtype = dtype
+        self.tok_emb = copy.deepcopy(gpt.tok_emb).to(dtype)
+        self.register_buffer("pos_emb", gpt.pos_emb.detach()[0].to(dtype).clone(), persistent=False)
+        self.ln1 = torch.nn.ModuleList()
+        self.qkv = torch.nn.ModuleList()
+        self.proj = torch.nn.ModuleList()
+        self.ln2 = torch.nn.ModuleList()
+        self.mlp = torch.nn.ModuleList()
+        for block in gpt.blocks:
+            attn = block.attn
+            fused = torch.nn.Linear(self.n_embd, 3 * self.n_embd, bias=attn.query.bias is not None)
+            fused.weight.data = torch.cat([attn.query.weight, attn.key.weight, attn.value.weight]).detach().clone()
+            if fused.bias is not None:
+                fused.bias.data = torch.cat([attn.query.bias, attn.key.bias, attn.value.bias]).detach().clone()
+            self.qkv.append(fused)
+            self.ln1.append(copy.deepcopy(block.ln1))
+            self.proj.append(copy.deepcopy(attn.proj))
+            self.ln2.append(copy.deepcopy(block.ln2))
+            self.mlp.append(copy.deepcopy(block.mlp))
+        self.ln_f = copy.deepcopy(gpt.ln_f)
+        self.head = copy.deepcopy(gpt.head)
+        self.to(device=gpt.pos_emb.device, dtype=dtype).eval().requires_grad_(False)
+        self._caches: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        self.k_cache = self.v_cache = self.causal = None
+
+    def setup_cache(self, batch: int, length: int) -> None:
+        """Select the static KV cache for `batch` rows of `length` positions (allocated, zeroed, on first use)."""
+        if length > self.block_size:
+            raise CortexError(f"the GPT's block size {self.block_size} is shorter than {length} positions")
+        if (batch, length) not in self._caches:
+            device = self.pos_emb.device
+            shape = (len(self.qkv), batch, self.n_head, length, self.n_embd // self.n_head)
+            causal = torch.ones(length, length, dtype=torch.bool, device=device).tril()
+            self._caches[(batch, length)] = (torch.zeros(shape, device=device, dtype=self.dtype),
+                                             torch.zeros(shape, device=device, dtype=self.dtype), causal)
+        self.k_cache, self.v_cache, self.causal = self._caches[(batch, length)]
+
+    def forward(self, tokens: torch.Tensor, positions: torch.Tensor, visible: int | None = None) -> torch.Tensor:
+        """Logits (B x T x V) of tokens (B x T) at cache positions (T,); their keys and values go to the cache.
+
+        `visible` (eager callers only: a Python int changes the graph): attend to the first `visible` cache
+        positions instead of the whole masked cache, the same numbers for a fraction of the work on a CPU.
+        """
+        b, t = tokens.shape
+        heads, width = self.n_head, self.n_embd
+        x = self.tok_emb(tokens) + self.pos_emb[positions]
+        end = self.k_cache.shape[3] if visible is None else visible
+        mask = self.causal[positions, :end]  # T x L: a position sees itself and what came before
+        for layer in range(len(self.qkv)):
+            q, k, v = self.qkv[layer](self.ln1[layer](x)).view(b, t, 3, heads, width // heads).permute(2, 0, 3, 1, 4)
+            self.k_cache[layer, :, :, positions] = k
+            self.v_cache[layer, :, :, positions] = v
+            keys, values = self.k_cache[layer, :, :, :end], self.v_cache[layer, :, :, :end]
+            if visible is not None and t == 1:  # eager, one query: plain matmuls beat the fused kernel's set-up on a CPU
+                y = ((q @ keys.transpose(-2, -1)) * (1.0 / math.sqrt(keys.shape[-1]))).softmax(dim=-1) @ values
+            else:
+                y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
+            x = x + self.proj[layer](y.transpose(1, 2).reshape(b, t, width))
+            x = x + self.mlp[layer](self.ln2[layer](x))
+        return self.head(self.ln_f(x))
 
 
 class TamingBackend:

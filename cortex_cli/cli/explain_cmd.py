@@ -10,8 +10,8 @@ import typer
 from ..errors import CortexError
 from .app import command, workspace
 from ..targets import DEFAULT_RULE
-from .options import (SALIENCY, Alpha, AsJson, ConceptScoreRule, ExplainTarget, Extractor, IgBaseline, IgSteps, Method, Precision,
-                      Reduce, Samples, Seed)
+from .options import (SALIENCY, Alpha, AsJson, ConceptScoreRule, ExplainTarget, Extractor, IgBaseline, IgSteps, Method, Noise,
+                      Precision, Reduce, Samples, Seed)
 from .render import console, print_json, table
 
 
@@ -41,6 +41,7 @@ def show(
     target: ExplainTarget = None,
     score: ConceptScoreRule = DEFAULT_RULE,
     seed: Seed = SALIENCY.seed,
+    noise: Noise = SALIENCY.noise,
     as_json: AsJson = False,
 ) -> None:
     """Draw red boxes on an image's top-n TSV tokens (paper Figure 2), or a class's images with one token boxed (Figure 5).
@@ -72,7 +73,7 @@ def show(
     if image is None:
         raise CortexError("give a stored image id or a cortex PNG, or --class C --token T")
     result = ws.show(int(image) if image.isdigit() else Path(image), out, top_n=top_n, extractor=extractor, model=model, seed=seed,
-                     target=target, score=score)
+                     noise=noise, target=target, score=score)
     if as_json:
         print_json(result)
         return
@@ -95,6 +96,7 @@ def explain(
     ig_baseline: IgBaseline = SALIENCY.baseline,
     reduce: Reduce = SALIENCY.reduce,
     precision: Precision = SALIENCY.precision,
+    noise: Noise = SALIENCY.noise,
     target: ExplainTarget = None,
     score: ConceptScoreRule = DEFAULT_RULE,
     as_json: AsJson = False,
@@ -109,7 +111,7 @@ def explain(
     """
     result = workspace(ctx).explain(image, top_n=top_n, out=out, extractor=extractor, model=model, method=method, samples=samples,
                                     alpha=alpha, ig_steps=ig_steps, ig_baseline=ig_baseline, reduce=reduce, precision=precision,
-                                    seed=seed, target=target, score=score)
+                                    noise=noise, seed=seed, target=target, score=score)
     if as_json:
         print_json(result)
         return

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from .app import command, workspace
-from .options import AsJson, BatchSize, ClassName, Classes, FirstSeed, Model, Quiet, Split, class_choice
+from .options import AsJson, ClassName, Classes, FirstSeed, Model, Quiet, Split, class_choice
 from .render import console, print_json, deferred_progress
 
 
@@ -21,11 +21,16 @@ def generate(
     model: Model = None,
     split: Split = "train",
     first_seed: FirstSeed = 0,
-    batch_size: BatchSize = 16,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Images per sampling batch, mixed over classes (does not change "
+                                           "the images); default: what the device holds (CUDA: by free memory; CPU: 32).")] = None,
     out: Path = typer.Option(None, "--out", "-o", help="Also write PNGs <class>_<split>_<seed>.png carrying their tokens here."),
     top_k: int = typer.Option(None, "--top-k", help="Keep the k most likely tokens per step; 0 disables (default: the model's)."),
     top_p: float = typer.Option(None, "--top-p", help="Nucleus sampling mass in (0, 1]; 1 disables (default: the model's)."),
     temperature: float = typer.Option(None, "--temperature", help="Softmax temperature > 0 (default: the model's)."),
+    sampler: str = typer.Option(None, "--sampler", help="philox (default: the GPU-native sampler, noise keyed by image and step, "
+                                "drawn on the device) or host (the older sampler, as older stores' images were made)."),
+    precision: str = typer.Option(None, "--precision", help="The prior's precision while sampling: fp32 (default) or bf16 "
+                                  "(philox; part of each image's identity)."),
     as_json: AsJson = False,
     quiet: Quiet = False,
 ) -> None:
@@ -36,8 +41,8 @@ def generate(
     the model's (the mini model: top-k 16; others: top-k 600, top-p 0.92, as in taming's README).
     PNGs carry their token grid and model name in PNG text metadata, for `cortex edit img.png`.
 
-    Under torchrun the seeds are dealt out in blocks of --batch-size (block i to rank (i + class id) % WORLD_SIZE),
-    so the rows are those of one process; rank 0 prints the totals.
+    The missing images of all classes form one job in full batches; under torchrun rank r takes every
+    WORLD_SIZE-th of them and the rows are those of one process; rank 0 prints the totals.
 
     Example: cortex generate --class goldfinch -n 32 --split train --out samples/
     Example: cortex generate --classes @birds.txt -n 100
@@ -47,7 +52,7 @@ def generate(
     chosen = class_choice(class_spec, classes)
     with deferred_progress(f"sampling ({split})", quiet=quiet or as_json or not ws.is_main) as update:
         results = ws.generate(chosen, n, model=model, split=split, first_seed=first_seed, batch_size=batch_size, out=out, top_k=top_k,
-                              top_p=top_p, temperature=temperature, progress=update)
+                              top_p=top_p, temperature=temperature, sampler=sampler, precision=precision, progress=update)
     if not ws.is_main:
         return
     if as_json:

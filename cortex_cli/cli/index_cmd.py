@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import time
 
+from typing import Annotated
+
 import typer
 
 from .app import command, workspace
-from .options import (SALIENCY, Alpha, ConceptScoreRule, AsJson, BatchSize, ClassName, Classes, Extractor, FirstSeed, IgBaseline, IgSteps, Images, Method,
-                      Model, Precision, Quiet, Reduce, Samples, Seed, Split, TopN, class_choice)
+from .options import (SALIENCY, Alpha, ConceptScoreRule, AsJson, ClassName, Classes, Extractor, FirstSeed, IgBaseline, IgSteps, Images, Method,
+                      Model, Noise, Precision, Quiet, Reduce, Samples, Seed, Split, TopN, class_choice)
 from ..targets import DEFAULT_RULE
 from .render import console, print_json, deferred_progress
 
@@ -47,14 +49,17 @@ def index(
     top_n: TopN = SALIENCY.top_n,
     reduce: Reduce = SALIENCY.reduce,
     precision: Precision = SALIENCY.precision,
-    batch_size: BatchSize = 16,
+    noise: Noise = SALIENCY.noise,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Images per saliency batch, mixed over classes (does not change "
+                                           "the maps); default: 256 on an accelerator, 16 on a CPU.")] = None,
     score: ConceptScoreRule = DEFAULT_RULE,
     as_json: AsJson = False,
     quiet: Quiet = False,
 ) -> None:
     """Run CORTEX saliency over a class's generated images and store each image's top-n tokens and TSV map.
 
-    Indexes image seeds --first-seed .. +N-1 (N = --images); --seed keys the saliency noise.
+    Indexes image seeds --first-seed .. +N-1 (N = --images); --seed keys the saliency noise, drawn on the device
+    (--noise philox; --noise host: the per-image CPU generators of runs made before it, another run).
     Target = the class's logit of the extractor f_Y; TSV(t) = max over channels of the absolute mean
     gradient over N noisy copies (paper §3.3, --method smoothgrad, the default). --method gradient,
     gradient-x-input or integrated-gradients (Captum; --ig-steps, --ig-baseline) index the same images
@@ -63,8 +68,8 @@ def index(
     parameters; results are committed every 512 images or 1 s of work while the next batch computes, so
     a killed run loses at most what was not yet committed. Defaults: the authors' (N=20, alpha=0.2, n=20).
 
-    Under torchrun the seeds are dealt out in blocks of --batch-size (block i to rank (i + class id) % WORLD_SIZE), each
-    rank on cuda:LOCAL_RANK or the CPU; the rows are those of one process, and rank 0 prints the totals.
+    The images of all classes form one job in mixed batches; under torchrun rank r takes every WORLD_SIZE-th
+    batch, on cuda:LOCAL_RANK or the CPU; the rows are those of one process, and rank 0 prints the totals.
 
     A named concept (`cortex concepts add`) indexes seeds --first-seed .. +N-1 of each member class and
     explains the concept's score (--score), in a run of its own.
@@ -80,7 +85,7 @@ def index(
     with deferred_progress("indexing", quiet=quiet or as_json or not ws.is_main) as update:
         results = ws.index(chosen, images, model=model, extractor=extractor, split=split, first_seed=first_seed, method=method,
                            samples=samples, alpha=alpha, ig_steps=ig_steps, ig_baseline=ig_baseline, top_n=top_n, reduce=reduce,
-                           precision=precision, seed=seed, batch_size=batch_size, score=score, progress=_rate(update))
+                           precision=precision, noise=noise, seed=seed, batch_size=batch_size, score=score, progress=_rate(update))
     if not ws.is_main:
         return
     if as_json:

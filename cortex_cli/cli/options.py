@@ -53,6 +53,7 @@ IgBaseline = Annotated[str, typer.Option("--ig-baseline", help=field_help("basel
 TopN = Annotated[int, typer.Option("--top-n", help=field_help("top_n"))]
 Reduce = Annotated[str, typer.Option("--reduce", help=field_help("reduce"))]
 Precision = Annotated[str, typer.Option("--precision", help=field_help("precision"))]
+Noise = Annotated[str, typer.Option("--noise", help=field_help("noise"))]
 
 # what is explained or optimised: a class or a named concept (`cortex concepts add`)
 TARGET_HELP = "Target class or concept: a class id or name, or a named concept (`cortex concepts add`)"
@@ -69,7 +70,6 @@ MethodOfRuns = Annotated[Optional[str], typer.Option("--method", help="Read the 
 Run = Annotated[Optional[int], typer.Option("--run", help="Read this saliency run (its run_id in `cortex index --json`) instead of the newest.")]
 
 # run control and output
-BatchSize = Annotated[int, typer.Option("--batch-size", "-b", help="Images per batch and per transaction (does not change the results).")]
 TopK = Annotated[int, typer.Option("-k", help="Tokens per concept (the paper uses 100).")]
 Region = Annotated[str, typer.Option("--region", "-r", help="Token rectangle R0:R1,C0:C1, half-open rows then columns (4:8,4:8 = 16 tokens); also R,C or all.")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print the result as JSON (no progress bar).")]
@@ -113,9 +113,11 @@ MEANINGS = {
     "--lr": "adam learning rate",
     "--method": "attribution method",
     "--model": "model",
+    "--noise": "noise generator",
     "--ns": "n|top-n",
     "--objective": "target logit",
     "--out": "write|directory|file",
+    "--precision": "fp32.*bf16",
     "--quiet": "no progress bar",
     "--region": "token rectangle|box",
     "--run": "saliency run",

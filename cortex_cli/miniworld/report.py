@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..backends.base import SamplerSettings, VQGM, image_generators
+from ..backends.base import SamplerSettings, VQGM, image_generators, image_streams
 from ..results import Result
 from ..classnames import ClassName
 from ..judges import Judge
@@ -68,7 +68,12 @@ def mini_report(
     generated: dict[str, dict[str, float]] = {j.name: {} for j in judges}
     for c in range(n_concepts):
         classes = [ClassName(c, world.CONCEPTS[c].name)] * generated_per_concept
-        tokens = vqgm.sample(classes, image_generators(classes, [seed + i for i in range(generated_per_concept)]), sampler)
+        seeds = [seed + i for i in range(generated_per_concept)]
+        if sampler.noise == "host":  # the older report's streams: (seed, class id), no split
+            streams = image_generators(classes, seeds)
+        else:
+            streams = image_streams(sampler, "mini-report", classes, ["report"] * len(seeds), seeds)
+        tokens = vqgm.sample(classes, streams, sampler)
         imgs = vqgm.decode_tokens(tokens)
         for j in judges:
             generated[j.name][world.CONCEPTS[c].name] = (j.probabilities(imgs).argmax(-1).cpu() == c).float().mean().item()

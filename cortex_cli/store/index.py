@@ -29,6 +29,7 @@ class RunKey:
     method: str = "smoothgrad"  # attribution method; the columns below are its parameters (neutral when unused)
     steps: int = 0
     baseline: str = "none"
+    noise: str = "philox"  # SmoothGrad's noise generator: 'philox', 'host' (runs made before migration 0013), 'none' (other methods)
     target: str = "class"  # what the run explains: each image's class logit, or a concept target (`cortex_cli.targets`)
 
 
@@ -48,6 +49,7 @@ class RunInfo:
     method: str = "smoothgrad"
     steps: int = 0
     baseline: str = "none"
+    noise: str = "philox"
     target: str = "class"
 
 

@@ -148,7 +148,7 @@ class SaliencyRunRow(Base):
     __tablename__ = "saliency_runs"
     __table_args__ = (
         UniqueConstraint("extractor_id", "samples", "alpha", "top_n", "reduce", "precision", "seed", "method", "steps", "baseline",
-                         "target", name="uq_saliency_run"),
+                         "noise", "target", name="uq_saliency_run"),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
     model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
@@ -163,6 +163,9 @@ class SaliencyRunRow(Base):
     method: Mapped[str] = mapped_column(String(40), server_default="smoothgrad")
     steps: Mapped[int] = mapped_column(Integer, server_default="0")
     baseline: Mapped[str] = mapped_column(String(40), server_default="none")
+    # SmoothGrad's noise generator (migration 0013): 'philox' (device-side, counter-based; new runs), 'host' (per-image CPU
+    # generators: every SmoothGrad run made before 0013), 'none' for methods that draw no noise
+    noise: Mapped[str] = mapped_column(String(16), server_default="philox")
     # what the run explains (migration 0012): 'class' (each image's own class logit) or a concept target (`cortex_cli.targets`)
     target: Mapped[str] = mapped_column(String(400), server_default="class")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

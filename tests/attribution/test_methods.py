@@ -33,7 +33,7 @@ def test_run_key_is_every_key_field_and_the_default_is_todays_smoothgrad():
     assert key_fields() == tuple(f.name for f in fields(SaliencySettings) if f.name != "chunk")
     key = SaliencySettings(chunk=7).run_key()
     assert key == {"samples": 20, "alpha": 0.2, "top_n": 20, "reduce": "max-abs", "precision": "fp32", "seed": 0,
-                   "method": "smoothgrad", "steps": 0, "baseline": "none"}
+                   "method": "smoothgrad", "steps": 0, "baseline": "none", "noise": "philox"}
     # smoothgrad ignores IG's parameters, so they do not split its runs
     assert SaliencySettings(steps=9, baseline="codebook-mean").run_key() == key
     assert SaliencySettings(method="gradient").run_key() != SaliencySettings(method="gradient-x-input").run_key()

@@ -43,3 +43,13 @@ def test_field_help_is_each_fields_own_text():
     assert field_help("samples").startswith("N, noisy copies")
     assert field_help("chunk") != field_help("samples")
     assert key_fields()[0] == "samples" and "chunk" not in key_fields()
+
+
+def test_noise_is_smoothgrads_and_part_of_its_run_key():
+    assert SaliencySettings().noise == "philox" and SaliencySettings().run_key()["noise"] == "philox"
+    assert SaliencySettings(noise="host").run_key() != SaliencySettings().run_key()  # another run
+    assert SaliencySettings(method="gradient", noise="host").run_key()["noise"] == "none"  # a method without noise: neutral
+    assert SaliencySettings(method="gradient", noise="bogus").validate().noise == "bogus"  # ignored, as IG's parameters are
+    with pytest.raises(CortexError, match="--noise must be one of philox, host, got 'gpu'"):
+        SaliencySettings(noise="gpu").validate()
+    assert "philox" in field_help("noise") and "host" in field_help("noise")

@@ -10,12 +10,14 @@ from cortex_cli.backends.base import (
     SamplerSettings,
     from_pil,
     image_generators,
+    image_streams,
     pick_tokens,
+    stream_key,
     to_pil,
     top_k_top_p_filtering,
 )
 from cortex_cli.classnames import ClassName
-from cortex_cli.seeding import generator_for
+from cortex_cli.seeding import derive_seed, generator_for
 
 
 def test_top_k_keeps_exactly_k_largest():
@@ -78,10 +80,36 @@ def test_temperature_sharpens_sampling_towards_the_argmax():
 
 
 def test_sampler_label_names_every_setting_that_changes_a_sample():
-    assert SamplerSettings().label() == "top_k=100,top_p=1,temperature=1"
-    assert SamplerSettings(greedy=True, top_k=5).label() == "greedy"
-    assert SamplerSettings(top_k=None, top_p=0.9, temperature=0.5).label() == "top_k=None,top_p=0.9,temperature=0.5"
-    assert SamplerSettings(guidance=3.0).label() == "top_k=100,top_p=1,temperature=1,guidance=3"
+    host = dict(noise="host")  # the older sampler keeps the labels older stores hold, unchanged
+    assert SamplerSettings(**host).label() == "top_k=100,top_p=1,temperature=1"
+    assert SamplerSettings(greedy=True, top_k=5, **host).label() == "greedy"
+    assert SamplerSettings(top_k=None, top_p=0.9, temperature=0.5, **host).label() == "top_k=None,top_p=0.9,temperature=0.5"
+    assert SamplerSettings(guidance=3.0, **host).label() == "top_k=100,top_p=1,temperature=1,guidance=3"
+    # the philox sampler is a new identity: its rows never share a key with the host sampler's
+    assert SamplerSettings().label() == "top_k=100,top_p=1,temperature=1,noise=philox"
+    assert SamplerSettings(precision="bf16").label() == "top_k=100,top_p=1,temperature=1,noise=philox,precision=bf16"
+    assert SamplerSettings(guidance=4.0).label() == "top_k=100,top_p=1,temperature=1,guidance=4,noise=philox"
+
+
+def test_philox_streams_draw_per_row_and_step():
+    logits = torch.zeros(4, 64)
+    settings = SamplerSettings(top_k=None)
+    keys = [11, 12, 13, 14]
+    together = pick_tokens(logits, keys, settings, step=3)
+    alone = torch.cat([pick_tokens(logits[i:i + 1], [k], settings, step=3) for i, k in enumerate(reversed(keys))])
+    assert torch.equal(together, alone.flip(0))  # a row's draw depends on its key and step only
+    steps = torch.cat([pick_tokens(logits[:1], [11], settings, step=s) for s in range(40)])
+    assert len(set(steps.flatten().tolist())) > 20  # every step draws afresh (uniform over 64 tokens)
+    assert torch.equal(pick_tokens(logits[:1], [11], settings, step=5), pick_tokens(logits[:1], [11], settings, step=5))
+
+
+def test_image_streams_key_philox_by_identity_and_keep_the_host_generators():
+    classes = [ClassName(3, "c"), ClassName(5, "e"), ClassName(3, "c")]
+    keys = image_streams(SamplerSettings(), "mini", classes, ["train", "train", "val"], [7, 7, 7])
+    assert keys == [stream_key("mini", 3, "train", 7), stream_key("mini", 5, "train", 7), stream_key("mini", 3, "val", 7)]
+    assert len(set(keys)) == 3 and stream_key("other", 3, "train", 7) != keys[0]  # the model is part of the identity
+    gens = image_streams(SamplerSettings(noise="host"), "mini", classes[:1], ["val"], [7])
+    assert torch.equal(torch.rand(4, generator=gens[0]), torch.rand(4, generator=generator_for("sample", derive_seed(7, "val"), 3)))
 
 
 def test_image_generators_are_keyed_by_seed_and_class():

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from cortex_cli.backends.base import SamplerSettings, image_generators
+from cortex_cli.backends.base import SamplerSettings, image_streams
 from cortex_cli.backends.taming import load_vqgm
 from cortex_cli.classnames import ClassName
 from cortex_cli.errors import CortexError
@@ -25,7 +25,7 @@ def _classes(*class_ids):
 
 
 def _sample(vqgm, classes, seeds, settings):
-    return vqgm.sample(classes, image_generators(classes, seeds), settings)
+    return vqgm.sample(classes, image_streams(settings, "tiny", classes, ["train"] * len(classes), list(seeds)), settings)
 
 
 def _reference(vqgm, grid: torch.Tensor, class_id: int) -> float:

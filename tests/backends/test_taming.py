@@ -6,16 +6,16 @@ import pytest
 import torch
 import yaml
 
-from cortex_cli.backends.base import VQGM, SamplerSettings, from_pil, image_generators, to_pil
+from cortex_cli.backends.base import VQGM, SamplerSettings, from_pil, image_streams, to_pil
 from cortex_cli.backends.taming import load_vqgm, read_state_dict
 from cortex_cli.classnames import ClassName
 from cortex_cli.errors import CortexError
 
 
 def sample(vqgm, class_ids, seeds, settings=SamplerSettings(), on_step=None):
-    """`VQGM.sample` with the generators `generate` uses: keyed by (seed, class id)."""
+    """`VQGM.sample` with the streams `generate` uses: keyed by (model, class id, split, seed)."""
     classes = [ClassName(c, f"class {c}") for c in class_ids]
-    return vqgm.sample(classes, image_generators(classes, seeds), settings, on_step)
+    return vqgm.sample(classes, image_streams(settings, "tiny", classes, ["train"] * len(classes), seeds), settings, on_step)
 
 
 def _load(config, ckpt):

@@ -125,11 +125,11 @@ def test_eval_commands_defaults_are_the_settings_dataclass_defaults(monkeypatch,
 def test_index_defaults_are_the_saliency_settings_and_seed_keys_only_the_noise(monkeypatch, db_url):
     seen = {}
 
-    def capture(store, model, extractor_info, cls, *, n_images, image_seed, settings, **_):
+    def capture(store, model, extractor_info, jobs, *, n_images, image_seed, settings, **_):
         seen.update(images=n_images, first_seed=image_seed, settings=settings)
         raise SystemExit(0)
 
-    monkeypatch.setattr(indexing, "index_class", capture)
+    monkeypatch.setattr(indexing, "index_jobs", capture)
     runner.invoke(app, ["--db", db_url, "index", "--class", "0"])
     assert seen["settings"] == SaliencySettings() and (seen["images"], seen["first_seed"]) == (100, 0)
     runner.invoke(app, ["--db", db_url, "index", "--class", "0", "-n", "8", "--first-seed", "3", "--seed", "9", "--ig-steps", "7"])

@@ -63,7 +63,7 @@ def test_bundled_model_loads_strictly_through_the_adapter():
 
 
 def test_generated_concepts_are_recognised_by_a_judge():
-    from cortex_cli.backends.base import SamplerSettings, image_generators
+    from cortex_cli.backends.base import SamplerSettings, image_streams
     from cortex_cli.backends.taming import load_vqgm
     from cortex_cli.classnames import ClassName
     from cortex_cli.judges import mini_judges
@@ -74,7 +74,7 @@ def test_generated_concepts_are_recognised_by_a_judge():
     n = len(world.CONCEPTS)
     classes = [c for c in range(n) for _ in range(2)]
     concepts = [ClassName(c, world.CONCEPTS[c].name) for c in classes]
-    tokens = vqgm.sample(concepts, image_generators(concepts, list(range(len(classes)))), sampler)
+    tokens = vqgm.sample(concepts, image_streams(sampler, "mini", concepts, ["train"] * len(classes), list(range(len(classes)))), sampler)
     images = vqgm.decode_tokens(tokens)
     judge = mini_judges()[0]
     accuracy = (judge.probabilities(images).argmax(-1) == torch.tensor(classes)).float().mean().item()

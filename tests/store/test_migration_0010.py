@@ -30,7 +30,7 @@ def test_upgrade_of_a_filled_0009_database_keeps_every_row_and_defaults_to_smoot
     assert not NEW & {c["name"] for c in inspect(engine).get_columns("saliency_runs")}
     store, legacy_columns, rows = upgraded_keeping_every_row(url, engine)  # every row of every table (maps, tokens, counts), unchanged
     assert set(uq_saliency_run(store.engine)) == {"extractor_id", "samples", "alpha", "top_n", "reduce", "precision", "seed", *NEW,
-                                                  "target"}  # and 0012's target
+                                                  "target", "noise"}  # and 0012's target, 0013's noise
     old = index.runs(store, 1)
     assert [(r.id, r.method, r.steps, r.baseline) for r in old] == [(1, "smoothgrad", 0, "none")]
 

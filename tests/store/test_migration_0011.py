@@ -169,6 +169,7 @@ def test_downgrade_refuses_while_a_derived_row_refers_to_nothing_and_keeps_every
         conn.execute(insert(t["salient_tokens"]).values(run_id=1, image_id=999, rank=0, class_pk=10, position=0, token=1, tsv=0.1))
         conn.execute(insert(t["run_token_counts"]).values(run_id=2, split="train", class_pk=999, token=1, salient=1, salient_images=1,
                                                           occurrences=1, occurrence_images=1))
+        conn.execute(t["saliency_runs"].update().values(noise="host"))  # 0013 keeps a philox run from going below it
     migrate(store, "0011")  # later revisions first: a refused step must be the only one of its downgrade (SQLite commits each)
     rows = contents(store.engine)
     with pytest.raises(RuntimeError, match=r"1 salient_tokens row\(s\), 1 run_token_counts row\(s\) refer to a run, image or class"):
