@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# One run on a lent GPU machine: the paper-scale benchmark at paper size, the Python API on the device beside
-# the CPU (benchmarks/api_device_check.py), a one-rank torchrun `cortex index`, and the CUDA-marked tests.
+# One run on a lent GPU machine, most needed first: the paper-scale benchmark at paper size (every stage timed as
+# the commands run it; its JSON is named after the card), the CUDA-marked tests, a one-rank torchrun `cortex index`,
+# the Python API on the device beside the CPU (benchmarks/api_device_check.py), and the sampling (and, where it
+# takes --device, saliency) benchmarks on the device.
 #
 # Run from the repository root with OUT set (a folder whose files come back) and the wheels of the
 # packages the machine lacks in .whl/ (carried beside the checkout):
@@ -12,7 +14,8 @@
 # checkout). cortex's backends are entry points, so a minimal cortex_cli dist-info carrying
 # pyproject.toml's entry points is written into that folder too. Each step tees its own log into
 # $OUT and a failing step does not stop the next; the exit status is 0 only when every step passed.
-# Each long step runs under a time limit, so the whole run ends inside about 9 minutes.
+# Each long step runs under a time limit, capped by what is left of the whole run's GPU_CHECK_TOTAL_S, so the
+# whole run ends inside about 9 minutes (a step with under 20 s left is skipped and counted as failed).
 #
 # The wheels (about 6 MiB; .whl/ is listed in .git/info/exclude, never committed): what cortex needs beyond
 # the machine's image (the device README's KINDS.md package list), fetched here for CPython 3.12 with
@@ -28,9 +31,14 @@
 #   GPU_CHECK_PYTHON     python3        the interpreter that holds torch
 #   GPU_CHECK_SIZE       paper          paper_scale.py --size
 #   GPU_CHECK_DEVICE     cuda           paper_scale.py --device, and CORTEX_TEST_DEVICE for the tests
-#   GPU_CHECK_BUDGET_S   300            paper_scale.py --budget-s (skips optional baselines once spent)
-#   GPU_CHECK_PS_LIMIT_S 360            wall-clock limit of paper_scale.py
-#   GPU_CHECK_TEST_LIMIT_S 120          wall-clock limit of the CUDA tests
+#   GPU_CHECK_TOTAL_S    530            the whole run's wall-clock limit: every step's limit is capped by what is left
+#   GPU_CHECK_PS_LIMIT_S 300            wall-clock limit of paper_scale.py (its JSON is rewritten after every stage)
+#   GPU_CHECK_BUDGET_S   PS limit - 90  paper_scale.py --budget-s (skips optional rows once spent: bf16 generation, baselines)
+#   GPU_CHECK_API_LIMIT_S 150           wall-clock limit of api_device_check.py (it also runs the calls on the CPU)
+#   GPU_CHECK_TORCHRUN_LIMIT_S 60       wall-clock limit of the torchrun index
+#   GPU_CHECK_TEST_LIMIT_S 90           wall-clock limit of the CUDA tests
+#   GPU_CHECK_BENCH_LIMIT_S 60          wall-clock limit of bench_sampling.py and of bench_saliency.py, each
+#   GPU_CHECK_SAMPLING_BATCH 64 (CPU 8) bench_sampling.py --batch
 #   GPU_CHECK_PAPER_SCALE 1             0 skips paper_scale.py (already measured)
 #   GPU_CHECK_SITE       /tmp/site      where the wheels are installed
 #   GPU_CHECK_WHEELS     .whl           the carried wheels
@@ -42,9 +50,17 @@ mkdir -p "$OUT"
 PY=${GPU_CHECK_PYTHON:-python3}
 SIZE=${GPU_CHECK_SIZE:-paper}
 DEVICE=${GPU_CHECK_DEVICE:-cuda}
-BUDGET=${GPU_CHECK_BUDGET_S:-300}
-PS_LIMIT=${GPU_CHECK_PS_LIMIT_S:-360}
-TEST_LIMIT=${GPU_CHECK_TEST_LIMIT_S:-120}
+TOTAL=${GPU_CHECK_TOTAL_S:-530}
+PS_LIMIT=${GPU_CHECK_PS_LIMIT_S:-300}
+BUDGET=${GPU_CHECK_BUDGET_S:-$(( PS_LIMIT - 90 ))}
+API_LIMIT=${GPU_CHECK_API_LIMIT_S:-150}
+TORCHRUN_LIMIT=${GPU_CHECK_TORCHRUN_LIMIT_S:-60}
+TEST_LIMIT=${GPU_CHECK_TEST_LIMIT_S:-90}
+BENCH_LIMIT=${GPU_CHECK_BENCH_LIMIT_S:-60}
+case "$DEVICE" in  # a CPU dry run: one torch thread (steadier on a shared CPU), small sampling batches
+    cuda*) SAMPLING_BATCH=${GPU_CHECK_SAMPLING_BATCH:-64}; REPEATS=3; THREADS=0 ;;
+    *) SAMPLING_BATCH=${GPU_CHECK_SAMPLING_BATCH:-8}; REPEATS=1; THREADS=1 ;;
+esac
 SITE=${GPU_CHECK_SITE:-/tmp/site}
 WHEELS=${GPU_CHECK_WHEELS:-.whl}
 export PYTHONUNBUFFERED=1 MPLBACKEND=Agg
@@ -55,6 +71,31 @@ FAILED=""
 step() {  # step NAME: a banner with the seconds since the start
     echo
     echo "=== $1 ($(( $(date +%s) - START )) s) ==="
+}
+
+limit() {  # limit SECONDS: SECONDS, or what is left of the run's TOTAL if less (never below 0)
+    local left=$(( TOTAL - ($(date +%s) - START) - 5 ))
+    [ "$left" -lt 0 ] && left=0
+    if [ "$left" -lt "$1" ]; then echo "$left"; else echo "$1"; fi
+}
+
+enough() {  # enough NAME LIMIT: false (and NAME counted as failed) when LIMIT leaves a step under 20 s
+    if [ "$2" -lt 20 ]; then
+        echo "$1: skipped, ${2} s left of the run's ${TOTAL} s"
+        FAILED="$FAILED $1(no time)"
+        return 1
+    fi
+}
+
+card_slug() {  # the card's name as a file-name part: 'NVIDIA H100 80GB HBM3' -> h100_80gb_hbm3; cpu on a CPU run
+    local name=""
+    case "$DEVICE" in
+        cuda*) name=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n 1)
+               [ -n "$name" ] || name=$("$PY" -c 'import torch; print(torch.cuda.get_device_name() if torch.cuda.is_available() else "")' 2>/dev/null) ;;
+        *) name=cpu ;;
+    esac
+    name=$(printf '%s' "${name:-unknown}" | tr '[:upper:]' '[:lower:]' | sed -e 's/^nvidia[ _-]*//' -e 's/[^a-z0-9][^a-z0-9]*/_/g' -e 's/^_//' -e 's/_$//')
+    echo "${name:-unknown}"
 }
 
 step "machine"
@@ -111,31 +152,65 @@ if device.startswith("cuda") and not torch.cuda.is_available():
 EOF
 [ "${PIPESTATUS[0]}" -eq 0 ] || FAILED="$FAILED environment"
 
+CARD=$(card_slug)
 if [ "${GPU_CHECK_PAPER_SCALE:-1}" != 0 ]; then
-    step "paper_scale.py --size $SIZE --device $DEVICE --budget-s $BUDGET (limit ${PS_LIMIT} s)"
-    timeout -k 15 "$PS_LIMIT" "$PY" benchmarks/paper_scale.py --size "$SIZE" --device "$DEVICE" --budget-s "$BUDGET" \
-        --json-out "$OUT/paper_scale_h200.json" 2>&1 | tee "$OUT/paper_scale.txt"
-    rc=${PIPESTATUS[0]}
-    [ "$rc" -eq 0 ] || { FAILED="$FAILED paper_scale"; echo "paper_scale.py: exit $rc (124: over its ${PS_LIMIT} s limit)"; }
+    L=$(limit "$PS_LIMIT")
+    B=$(( BUDGET < L - 60 ? BUDGET : L - 60 ))
+    [ "$B" -gt 0 ] || B=0
+    step "paper_scale.py --size $SIZE --device $DEVICE --budget-s $B (limit ${L} s) -> paper_scale_${CARD}.json"
+    if enough paper_scale "$L"; then
+        timeout -k 15 "$L" "$PY" benchmarks/paper_scale.py --size "$SIZE" --device "$DEVICE" --budget-s "$B" --threads "$THREADS" \
+            --json-out "$OUT/paper_scale_${CARD}.json" 2>&1 | tee "$OUT/paper_scale_${CARD}.txt"
+        rc=${PIPESTATUS[0]}
+        [ "$rc" -eq 0 ] || { FAILED="$FAILED paper_scale"; echo "paper_scale.py: exit $rc (124: over its ${L} s limit; the JSON holds the stages it finished)"; }
+    fi
 fi
 
-step "api_device_check.py --device $DEVICE (limit 240 s)"
-timeout -k 15 240 "$PY" benchmarks/api_device_check.py --device "$DEVICE" --images 50 --json-out "$OUT/api_device.json" 2>&1 \
-    | tee "$OUT/api_device.txt"
-rc=${PIPESTATUS[0]}
-[ "$rc" -eq 0 ] || { FAILED="$FAILED api_device"; echo "api_device_check.py: exit $rc"; }
+L=$(limit "$TEST_LIMIT")
+step "pytest -m cuda tests/test_cuda.py, CORTEX_TEST_DEVICE=$DEVICE (limit ${L} s)"
+if enough cuda_tests "$L"; then
+    CORTEX_TEST_DEVICE="$DEVICE" timeout -k 15 "$L" "$PY" -m pytest -q -m cuda tests/test_cuda.py -p no:cacheprovider \
+        --durations=5 2>&1 | tee "$OUT/cuda_tests.txt"
+    rc=${PIPESTATUS[0]}
+    [ "$rc" -eq 0 ] || { FAILED="$FAILED cuda_tests"; echo "pytest: exit $rc (124: over its ${L} s limit)"; }
+fi
 
-step "torchrun --nproc-per-node 1 -m cortex_cli --device $DEVICE index (limit 120 s)"
-CORTEX_HOME=$(mktemp -d) timeout -k 15 120 "$PY" -m torch.distributed.run --nproc-per-node 1 -m cortex_cli --device "$DEVICE" \
-    index --class "red-capped bird" -n 32 --json 2>&1 | tee "$OUT/torchrun_index.txt"
-rc=${PIPESTATUS[0]}
-[ "$rc" -eq 0 ] || { FAILED="$FAILED torchrun_index"; echo "torchrun index: exit $rc"; }
+L=$(limit "$TORCHRUN_LIMIT")
+step "torchrun --nproc-per-node 1 -m cortex_cli --device $DEVICE index (limit ${L} s)"
+if enough torchrun_index "$L"; then
+    CORTEX_HOME=$(mktemp -d) timeout -k 15 "$L" "$PY" -m torch.distributed.run --nproc-per-node 1 -m cortex_cli --device "$DEVICE" \
+        index --class "red-capped bird" -n 32 --json 2>&1 | tee "$OUT/torchrun_index.txt"
+    rc=${PIPESTATUS[0]}
+    [ "$rc" -eq 0 ] || { FAILED="$FAILED torchrun_index"; echo "torchrun index: exit $rc (124: over its ${L} s limit)"; }
+fi
 
-step "pytest -m cuda tests/test_cuda.py, CORTEX_TEST_DEVICE=$DEVICE (limit ${TEST_LIMIT} s)"
-CORTEX_TEST_DEVICE="$DEVICE" timeout -k 15 "$TEST_LIMIT" "$PY" -m pytest -q -m cuda tests/test_cuda.py -p no:cacheprovider \
-    --durations=5 2>&1 | tee "$OUT/cuda_tests.txt"
-rc=${PIPESTATUS[0]}
-[ "$rc" -eq 0 ] || { FAILED="$FAILED cuda_tests"; echo "pytest: exit $rc (124: over its ${TEST_LIMIT} s limit)"; }
+L=$(limit "$API_LIMIT")
+step "api_device_check.py --device $DEVICE (limit ${L} s)"
+if enough api_device "$L"; then
+    timeout -k 15 "$L" "$PY" benchmarks/api_device_check.py --device "$DEVICE" --images 50 --json-out "$OUT/api_device.json" 2>&1 \
+        | tee "$OUT/api_device.txt"
+    rc=${PIPESTATUS[0]}
+    [ "$rc" -eq 0 ] || { FAILED="$FAILED api_device"; echo "api_device_check.py: exit $rc (124: over its ${L} s limit)"; }
+fi
+
+L=$(limit "$BENCH_LIMIT")
+step "bench_sampling.py --device $DEVICE --batch $SAMPLING_BATCH (limit ${L} s)"
+if enough bench_sampling "$L"; then
+    timeout -k 15 "$L" "$PY" benchmarks/bench_sampling.py --device "$DEVICE" --batch "$SAMPLING_BATCH" --repeats "$REPEATS" --threads "$THREADS" 2>&1 \
+        | tee "$OUT/bench_sampling_${CARD}.txt"
+    rc=${PIPESTATUS[0]}
+    [ "$rc" -eq 0 ] || { FAILED="$FAILED bench_sampling"; echo "bench_sampling.py: exit $rc (124: over its ${L} s limit)"; }
+fi
+
+L=$(limit "$BENCH_LIMIT")
+step "bench_saliency.py --device $DEVICE (limit ${L} s)"
+if ! "$PY" benchmarks/bench_saliency.py --help 2>/dev/null | grep -q -- "--device"; then
+    echo "bench_saliency.py: skipped, it takes no --device (it measures on the CPU)" | tee "$OUT/bench_saliency_${CARD}.txt"
+elif enough bench_saliency "$L"; then
+    timeout -k 15 "$L" "$PY" benchmarks/bench_saliency.py --device "$DEVICE" 2>&1 | tee "$OUT/bench_saliency_${CARD}.txt"
+    rc=${PIPESTATUS[0]}
+    [ "$rc" -eq 0 ] || { FAILED="$FAILED bench_saliency"; echo "bench_saliency.py: exit $rc (124: over its ${L} s limit)"; }
+fi
 
 step "done"
 ls -l "$OUT"

@@ -28,7 +28,7 @@ import torch
 from PIL import Image
 
 from . import generation, indexing, model_registry
-from .attribution import SaliencySettings
+from .attribution import SaliencySettings, default_precision
 from .audit import DEFAULT_K as DEFAULT_AUDIT_K, DEFAULT_RESAMPLES as DEFAULT_AUDIT_RESAMPLES
 from . import concepts
 from .class_subsets import parse_class_list, resolve_classes
@@ -327,7 +327,7 @@ class Workspace:
     def index(self, classes: ClassSpec, images: int = 100, *, model: str | None = None, extractor: str = "ce", split: str = "train",
               first_seed: int = 0, method: str = SALIENCY.method, samples: int = SALIENCY.samples, alpha: float = SALIENCY.alpha,
               ig_steps: int = SALIENCY.steps, ig_baseline: str = SALIENCY.baseline, top_n: int = SALIENCY.top_n,
-              reduce: str = SALIENCY.reduce, precision: str = SALIENCY.precision, seed: int = SALIENCY.seed, batch_size: int | None = None,
+              reduce: str = SALIENCY.reduce, precision: str | None = None, seed: int = SALIENCY.seed, batch_size: int | None = None,
               score: str = DEFAULT_RULE, progress: Progress | None = None, noise: str = SALIENCY.noise) -> list[indexing.IndexResult]:
         """Index the saliency (TSV maps and top-n tokens) of image seeds `first_seed .. +images-1` of each class.
 
@@ -340,7 +340,8 @@ class Workspace:
         of that target; one result per member.
         """
         settings = SaliencySettings(method=method, samples=samples, alpha=alpha, steps=ig_steps, baseline=ig_baseline, top_n=top_n,
-                                    reduce=reduce, precision=precision, seed=seed, noise=noise).validate()
+                                    reduce=reduce, precision=precision or default_precision(self.device), seed=seed,
+                                    noise=noise).validate()
         with self._home():
             info = self._model(model)
             if images < 1:
@@ -415,7 +416,7 @@ class Workspace:
     def explain(self, image: str | Path | Image.Image | torch.Tensor, *, top_n: int = 10, out: str | Path | None = None,
                 extractor: str = "ce", model: str | None = None, method: str = SALIENCY.method, samples: int = SALIENCY.samples,
                 alpha: float = SALIENCY.alpha, ig_steps: int = SALIENCY.steps, ig_baseline: str = SALIENCY.baseline,
-                reduce: str = SALIENCY.reduce, precision: str = SALIENCY.precision, seed: int = SALIENCY.seed,
+                reduce: str = SALIENCY.reduce, precision: str | None = None, seed: int = SALIENCY.seed,
                 target: str | int | None = None, score: str = DEFAULT_RULE, noise: str = SALIENCY.noise):
         """The top-n tokens of one picture (a cortex PNG's tokens, else the VQGAN's encoding); drawn to `out` if given.
 
@@ -424,7 +425,7 @@ class Workspace:
         from .explain import explain_png
 
         settings = SaliencySettings(method=method, samples=samples, alpha=alpha, steps=ig_steps, baseline=ig_baseline, reduce=reduce,
-                                    precision=precision, seed=seed, noise=noise).validate()
+                                    precision=precision or default_precision(self.device), seed=seed, noise=noise).validate()
         with self._home(), self._picture(image) as path:
             result = explain_png(self.store, path, model_name=model, extractor_name=extractor, top_n=top_n, settings=settings,
                                  device=self.device, out=Path(out) if out is not None else None, target=target, score=score)

@@ -90,7 +90,7 @@ def test_readme_main_example(tmp_path):
     # the edit: both judges' P(target) and P(source) before -> after, and how many tokens changed
     edit = outputs["edit"]
     p = {row["scorer"]: row for row in edit["probabilities"]}
-    resnet = _figure(r"the ResNet judge already gave this source image P\(([^)]+)\) = ([\d.]+) \(P\([^)]+\) ([\d.]+)\); "
+    resnet = _figure(r"the ResNet judge gave this source image P\(([^)]+)\) = ([\d.]+) \(P\([^)]+\) ([\d.]+)\); "
                      r"after changing (\d+) tokens it gives ([\d.]+) \([^)]*? ([\d.]+)\)", prose)
     target, t_before, s_before, changed, t_after, s_after = resnet
     assert edit["target_name"] == target and len(edit["changed"]) == int(changed)

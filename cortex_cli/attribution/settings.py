@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+import torch
+
 from ..errors import CortexError
 from .common import PRECISIONS, REDUCTIONS
 from .integrated_gradients import BASELINES
@@ -29,7 +31,8 @@ class SaliencySettings:
     top_n: int = _opt(20, "Tokens stored per image (its T*_image).")
     reduce: str = _opt("max-abs", "Channel reduction: max-abs (paper eq. 5), signed-max (authors' code), mean (mean |attribution|), "
                        "sum (signed sum; completeness for integrated-gradients).")
-    precision: str = _opt("fp32", "fp32, or bf16 autocast (faster on bf16 hardware; changes rankings slightly).")
+    precision: str = _opt("fp32", "fp32, or bf16 autocast (faster on bf16 hardware; its maps keep 98% of fp32's top 20, a second "
+                          "noise seed keeps 80%); default: bf16 on CUDA, fp32 elsewhere (`default_precision`).")
     seed: int = _opt(0, "Noise seed (smoothgrad).", neutral=0)
     chunk: int | None = _opt(None, "Inputs per forward/backward pass; None: by device (`default_chunk`).", key=False)
     method: str = _opt("smoothgrad", "Attribution method: " + ", ".join(METHODS) + ".")
@@ -75,6 +78,17 @@ class SaliencySettings:
     def as_dict(self) -> dict[str, Any]:
         """The settings as JSON reports them: the run key (what the method used)."""
         return self.run_key()
+
+
+def default_precision(device: torch.device | str) -> str:
+    """The saliency precision a command takes when none is named: bf16 on CUDA, fp32 elsewhere.
+
+    bf16 changes the maps less than the method's own variation does (trained mini CE / RE, 39 images, N = 20:
+    bf16 keeps 98.2% / 98.3% of fp32's top-20 tokens, a second noise seed 81.3% / 79.9%; `cortex eval
+    stability`), so on hardware where it pays it is the default; a CPU gains nothing from it. It is part of
+    the run key, so a CUDA run and a CPU run of one command are two runs, never mixed.
+    """
+    return "bf16" if torch.device(device).type == "cuda" else "fp32"
 
 
 def field_help(name: str) -> str:

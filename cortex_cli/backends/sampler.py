@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import warnings
-import weakref
 from typing import Callable, Protocol
 
 import torch
@@ -108,13 +107,13 @@ class DecodeStep:
             return self.eager(token, position, step, keys, visible)
 
 
-_STEPS: "weakref.WeakKeyDictionary[Decoder, dict]" = weakref.WeakKeyDictionary()
-
-
 def decode_step(decoder: Decoder, rows: int, settings: SamplerSettings, vocab: int, device: torch.device) -> DecodeStep:
-    """The decoder's step for `rows` cache rows under `settings`: made (and compiled) on first use, then reused."""
+    """The decoder's step for `rows` cache rows under `settings`: made (and compiled) on first use, then reused.
+
+    The steps live on the decoder itself, so they (and their captured graphs) go when the decoder goes.
+    """
     mode = compile_mode(device)
-    steps = _STEPS.setdefault(decoder, {})
+    steps = decoder.__dict__.setdefault("_decode_steps", {})
     key = (rows, settings, vocab, mode)
     if key not in steps:
         steps[key] = DecodeStep(decoder, settings, vocab, mode, device)

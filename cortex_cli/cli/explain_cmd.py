@@ -95,7 +95,7 @@ def explain(
     ig_steps: IgSteps = SALIENCY.steps,
     ig_baseline: IgBaseline = SALIENCY.baseline,
     reduce: Reduce = SALIENCY.reduce,
-    precision: Precision = SALIENCY.precision,
+    precision: Precision = None,
     noise: Noise = SALIENCY.noise,
     target: ExplainTarget = None,
     score: ConceptScoreRule = DEFAULT_RULE,

@@ -36,6 +36,7 @@ def train_extractor_cmd(
     fc_width: int = typer.Option(None, "--fc-width", help="Hidden FC width (default: 4096 (ce) / 2048 (re); mini: 512 / 256)."),
     seed: Seed = TRAIN.seed,
     first_seed: Annotated[int, typer.Option("--first-seed", help="First image seed of every split (CE and RE share images by default).")] = TRAIN.data_seed,
+    precision: str = typer.Option(TRAIN.precision, "--precision", help="Training precision: fp32, or bf16 (autocast around forward and loss; faster on bf16 hardware; a run of its own)."),
     restart: bool = typer.Option(False, "--restart", help="Discard an interrupted or finished run of this name and start over."),
     bundle: bool = typer.Option(False, "--bundle", help="Also write extractor_<name>.safetensors (fp16) + .json into the package's bundled/mini/ (maintainers: ships it as the default)."),
     as_json: AsJson = False,
@@ -70,7 +71,8 @@ def train_extractor_cmd(
     label = f"training {name or arch}" + (f" ({ws.world_size} ranks)" if ws.world_size > 1 else "")
     with deferred_progress(label, quiet=quiet or as_json or not ws.is_main) as update:
         trained = ws.train_extractor(
-            arch, model=model, name=name, classes=classes, concept=concept, restart=restart, bundle=bundle, progress=update, epochs=epochs,
+            arch, model=model, name=name, classes=classes, concept=concept, restart=restart, bundle=bundle, precision=precision,
+            progress=update, epochs=epochs,
             batch_size=batch_size, lr=lr, weight_decay=weight_decay, step_size=step_size, gamma=gamma, train_per_class=train_per_class,
             val_per_class=val_per_class, test_per_class=test_per_class, width=width, fc_width=fc_width, seed=seed, data_seed=first_seed,
         )

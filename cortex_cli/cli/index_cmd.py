@@ -48,7 +48,7 @@ def index(
     ig_baseline: IgBaseline = SALIENCY.baseline,
     top_n: TopN = SALIENCY.top_n,
     reduce: Reduce = SALIENCY.reduce,
-    precision: Precision = SALIENCY.precision,
+    precision: Precision = None,
     noise: Noise = SALIENCY.noise,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Images per saliency batch, mixed over classes (does not change "
                                            "the maps); default: 256 on an accelerator, 16 on a CPU.")] = None,

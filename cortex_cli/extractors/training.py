@@ -13,9 +13,15 @@ and ends with the same weights as an uninterrupted one.
 Under torchrun (`dist`), the model is wrapped in DistributedDataParallel and every global batch of
 the single-process order is split between the ranks (rank r takes its every world_size-th sample), so
 the global batch size and the epoch's sample order are those of one process; gradients are averaged
-by DDP. Batch norm normalises each rank's part of the batch (within noise of one process). Rank 0
-generates missing images first, writes the checkpoints and registers the extractor; a resumed run
-starts every rank from rank 0's state.
+by DDP. Batch norm normalises each rank's part of the batch (within noise of one process). Every rank
+generates its share of the missing images first (`generation.generate_requests`, dealt by image); rank 0
+writes the checkpoints and registers the extractor; a resumed run starts every rank from rank 0's state. Validation is sharded too: each rank evaluates its every
+world_size-th validation image (with rank 0's batch-norm statistics) and the sums are all-reduced.
+
+Speed (issue 29): a step never waits for the host (loss and accuracy are summed on the device and read once
+an epoch, the progress line at most once a second); on CUDA the model and its inputs are channels-last, Adam
+is fused and the token grids stay on the device when they fit. `precision='bf16'` runs forward and loss
+under bf16 autocast (weights and Adam stay fp32). fp32 on the CPU computes exactly what it did before.
 """
 
 from __future__ import annotations
@@ -24,9 +30,11 @@ import hashlib
 import json
 import os
 import random
+import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, ContextManager
 
 import numpy as np
 import torch
@@ -44,10 +52,14 @@ from ..seeding import derive_seed, generator_for, set_all_random_seeds
 from ..environment import artifacts_dir
 from ..store.database import Store
 from .architectures import ExtractorConfig, build_extractor, count_parameters
-from .evaluation import SplitData, binary_accuracy, embed_batch, extractor_logits, load_concept_split, load_split, topk_accuracy
+from ..generation import Request, generate_requests
+from .evaluation import (SplitData, binary_accuracy, concept_counts, embed_batch, extractor_logits, load_concept_split, load_split,
+                         topk_accuracy)
 from .registry import ExtractorInfo, _check_name, read_state_dict, register_extractor
 
 STATE_VERSION = 1
+PRECISIONS = ("fp32", "bf16")  # what --precision means in every stage: fp32, or bf16 autocast around the forward pass
+RESIDENT_SHARE = 0.25  # token grids stay on a CUDA device when they take at most this share of its free memory
 MINI_WIDTH = 64
 MINI_FC_WIDTH = {"ce": 512, "re": 256, "re-authors": 256}
 
@@ -67,6 +79,7 @@ class TrainConfig:
     val_per_class: int = 300
     test_per_class: int = 50
     data_seed: int = 0  # first image seed of every split; CE and RE share the data by default
+    precision: str = "fp32"  # or 'bf16': autocast around forward and loss (recorded only when not fp32)
 
     def validate(self) -> "TrainConfig":
         for key in ("epochs", "batch_size", "step_size", "train_per_class", "val_per_class", "test_per_class"):
@@ -80,7 +93,17 @@ class TrainConfig:
             raise CortexError(f"weight-decay must be >= 0, got {self.weight_decay}")
         if not 0 < self.gamma <= 1:
             raise CortexError(f"gamma must be in (0, 1], got {self.gamma}")
+        if self.precision not in PRECISIONS:
+            raise CortexError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         return self
+
+    def record(self) -> dict[str, Any]:
+        """The recipe as a run records it (fingerprint, run.json, hparams): fp32 is left out, so runs from before
+        --precision existed keep their identity."""
+        out = asdict(self)
+        if out["precision"] == "fp32":
+            del out["precision"]
+        return out
 
     @classmethod
     def mini(cls, **overrides: Any) -> "TrainConfig":
@@ -157,7 +180,7 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 def _fingerprint(model: ModelInfo, cfg: ExtractorConfig, tc: TrainConfig, data: list[SplitData] | None = None) -> str:
     """Identifies a run: same model, sizes, recipe (and images) -> same fingerprint (resumable)."""
-    payload: dict[str, Any] = {"model": [model.name, model.ckpt_path], "config": cfg.to_dict(), "train": asdict(tc)}
+    payload: dict[str, Any] = {"model": [model.name, model.ckpt_path], "config": cfg.to_dict(), "train": tc.record()}
     if data is not None:
         payload["images"] = {d.split: d.image_ids for d in data}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
@@ -241,6 +264,126 @@ def _evaluate(net: torch.nn.Module, vqgm: Any, data: SplitData, batch_size: int)
     return loss, acc, logits
 
 
+def autocast(device_type: str, precision: str) -> ContextManager:
+    """bf16 autocast on `device_type` for precision 'bf16'; nothing for 'fp32'."""
+    return torch.autocast(device_type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
+
+
+def memory_format(device_type: str) -> torch.memory_format:
+    """channels-last on CUDA (cuDNN's NHWC convolutions); NCHW elsewhere, as before."""
+    return torch.channels_last if device_type == "cuda" else torch.contiguous_format
+
+
+def make_optimizer(net: torch.nn.Module, tc: TrainConfig, device_type: str) -> torch.optim.Adam:
+    """The recipe's Adam: fused (one kernel a step for all parameters) on CUDA, the plain implementation elsewhere."""
+    fused = {"fused": True} if device_type == "cuda" else {}
+    return torch.optim.Adam(net.parameters(), lr=tc.lr, weight_decay=tc.weight_decay, **fused)
+
+
+def keeps_resident(nbytes: int, device: torch.device | str, free_bytes: int | None = None) -> bool:
+    """Whether `nbytes` of token grids stay on `device`: a CUDA device where they take at most RESIDENT_SHARE of the free memory."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return False
+    free = torch.cuda.mem_get_info(device)[0] if free_bytes is None else free_bytes
+    return nbytes <= RESIDENT_SHARE * free
+
+
+def _placed(data: SplitData, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(tokens, labels) of `data`, on `device` when they fit there (`keeps_resident`), else on the host."""
+    if keeps_resident(data.tokens.numel() * data.tokens.element_size() + data.labels.numel() * data.labels.element_size(), device):
+        return data.tokens.to(device), data.labels.to(device)
+    return data.tokens, data.labels
+
+
+def _split_requests(store: Store, model: ModelInfo, cfg: ExtractorConfig, tc: TrainConfig, subset: list | None) -> list[Request]:
+    """The images the three splits read (`load_split` / `load_concept_split`), as one generation job."""
+    sizes = (("train", tc.train_per_class), ("val", tc.val_per_class), ("test", tc.test_per_class))
+    if cfg.concept is not None:
+        wanted = set(cfg.concept_class_ids or ())
+        classes = model_registry.classes(store, model)
+        members, others = [c for c in classes if c.class_id in wanted], [c for c in classes if c.class_id not in wanted]
+        if not members or not others:
+            return []  # load_concept_split says what is wrong
+        plan = [(split, cls, n) for split, per in sizes for cls, n in concept_counts(per, members, others)]
+    else:
+        plan = [(split, cls, per) for split, per in sizes for cls in (subset if subset is not None else model_registry.classes(store, model))]
+    return [Request(cls, split, tuple(range(tc.data_seed, tc.data_seed + n))) for split, cls, n in plan if n > 0]
+
+
+def train_epoch(
+    step: torch.nn.Module, optimizer: torch.optim.Optimizer, vqgm: Any, tokens: torch.Tensor, labels: torch.Tensor,
+    order: torch.Tensor, batches: list[tuple[int, int]], *, device: torch.device, precision: str = "fp32", rank: int = 0,
+    world_size: int = 1, on_step: Callable[[int, torch.Tensor, torch.Tensor, int], None] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """One epoch of training steps, none of which waits for the host.
+
+    Step b trains on the samples order[lo:hi] of batches[b] (this rank's every world_size-th of them); `tokens`
+    and `labels` lie on the host or on `device`, `order` beside them. Returns this rank's (loss sum, correct,
+    samples), the first two as device tensors, unread (float64 and int64: the sums of the per-step
+    float(loss) * n and int(correct) they replace, bit for bit). `on_step(b, loss_sum, correct, seen)` runs after each step.
+    """
+    fmt = memory_format(device.type)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    seen = 0
+    for b, (lo, hi) in enumerate(batches):
+        idx = order[lo:hi][rank::world_size]
+        x = embed_batch(vqgm, tokens[idx]).to(device).contiguous(memory_format=fmt)
+        y = labels[idx].to(device)
+        with autocast(device.type, precision):
+            logits = step(x)
+            loss = F.cross_entropy(logits, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss_sum += loss.detach().double() * len(idx)
+        correct += (logits.detach().argmax(1) == y).sum()
+        seen += len(idx)
+        if on_step is not None:
+            on_step(b, loss_sum, correct, seen)
+    return loss_sum, correct, seen
+
+
+@torch.no_grad()
+def _logits(net: torch.nn.Module, vqgm: Any, tokens: torch.Tensor, batch_size: int, device: torch.device, precision: str) -> torch.Tensor:
+    """fp32 logits on `device` of `net` in eval mode (on the CPU in fp32: exactly `extractor_logits`' values)."""
+    was_training = net.training
+    net.eval()
+    fmt = memory_format(device.type)
+    outs = []
+    for chunk in tokens.split(batch_size):
+        with autocast(device.type, precision):
+            outs.append(net(embed_batch(vqgm, chunk).to(device).contiguous(memory_format=fmt)).float())
+    net.train(was_training)
+    return torch.cat(outs)
+
+
+def validate(
+    net: torch.nn.Module, vqgm: Any, tokens: torch.Tensor, labels: torch.Tensor, batch_size: int, *, device: torch.device,
+    precision: str = "fp32", dist: DistContext | None = None,
+) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) of `net` in eval mode on a split's `tokens` and `labels`.
+
+    Under torchrun each rank evaluates its every world_size-th image and the sums are all-reduced, so every rank
+    returns one process's figures up to the order of float summation (every rank needs the same weights and
+    batch-norm statistics: see `DistContext.broadcast_tensors`). One process computes what rank 0 alone did before.
+    """
+    if dist is None or not dist.distributed:
+        logits = _logits(net, vqgm, tokens, batch_size, device, precision)
+        labels = labels.to(logits.device)
+        return float(F.cross_entropy(logits, labels)), float((logits.argmax(1) == labels).float().mean())
+    tokens, labels = tokens[dist.rank::dist.world_size], labels[dist.rank::dist.world_size]
+    loss_sum, correct = 0.0, 0.0
+    if len(labels):
+        logits = _logits(net, vqgm, tokens, batch_size, device, precision)
+        labels = labels.to(logits.device)
+        loss_sum = float(F.cross_entropy(logits, labels, reduction="sum"))
+        correct = float((logits.argmax(1) == labels).sum())
+    loss_sum, correct, n = dist.all_reduce_counts([loss_sum, correct, float(len(labels))])
+    return loss_sum / n, correct / n
+
+
 def train_extractor(
     store: Store, model: ModelInfo, cfg: ExtractorConfig, tc: TrainConfig, *, name: str | None = None,
     out_dir: Path | None = None, device: torch.device | str = "cpu", progress: Progress | None = None,
@@ -274,6 +417,7 @@ def train_extractor(
     """
     ddp = dist is not None and dist.distributed
     main = not ddp or dist.is_main
+    device = torch.device(device)
     if ddp and tc.batch_size < 2 * dist.world_size:
         raise CortexError(f"batch-size {tc.batch_size} gives a rank fewer than 2 samples (batch norm) on {dist.world_size} ranks; "
                           f"use --batch-size >= {2 * dist.world_size}")
@@ -294,14 +438,17 @@ def train_extractor(
                                         classes=subset), cfg)
                 for split, per_class in (("train", tc.train_per_class), ("val", tc.val_per_class), ("test", tc.test_per_class))]
 
-    # rank 0 generates missing images; the others then only read them
-    train, val, test = dist.main_first(splits) if ddp else splits()
+    # every rank generates its share of the missing images of every class and split (one job dealt by image),
+    # then each rank only reads them
+    generate_requests(store, model, _split_requests(store, model, cfg, tc, subset), device=device, dist=dist if ddp else None,
+                      progress=None if progress is None else (lambda done, total, info="": report(progress, done, total, "generating images")))
+    train, val, test = splits()
     settings, fingerprint = _fingerprint(model, cfg, tc), _fingerprint(model, cfg, tc, [train, val, test])
     vqgm = model_registry.load_model(model, device)
 
     set_all_random_seeds(tc.seed)
-    net = build_extractor(cfg).to(device)
-    optimizer = torch.optim.Adam(net.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    net = build_extractor(cfg).to(device, memory_format=memory_format(device.type))
+    optimizer = make_optimizer(net, tc, device.type)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=tc.step_size, gamma=tc.gamma)
     start_epoch, history, best_epoch, best_val_acc, resumed = 0, [], 0, -1.0, None
 
@@ -327,7 +474,7 @@ def train_extractor(
             stale.unlink(missing_ok=True)
         # a small readable record of the run's settings, checked before a later rerun generates anything
         (run_dir / "run.json").write_text(json.dumps(
-            {"settings": settings, "model": model.name, "name": name, "config": cfg.to_dict(), "train": asdict(tc)},
+            {"settings": settings, "model": model.name, "name": name, "config": cfg.to_dict(), "train": tc.record()},
             indent=2, sort_keys=True) + "\n")
 
     n_train = len(train)
@@ -339,35 +486,36 @@ def train_extractor(
     step = net
     if ddp:
         step = DistributedDataParallel(net, device_ids=[dist.device.index] if dist.device.type == "cuda" else None)
+    (train_tokens, train_labels), (val_tokens, val_labels) = _placed(train, device), _placed(val, device)
+    rank, world_size = (dist.rank, dist.world_size) if ddp else (0, 1)
+    running, next_read = "", 0.0
+
+    def on_step(b: int, loss_sum: torch.Tensor, correct: torch.Tensor, seen: int) -> None:
+        nonlocal running, next_read
+        if progress is None:
+            return
+        if time.monotonic() >= next_read:  # the running figures cost a host read: at most one a second
+            running = f" loss {float(loss_sum) / seen:.3f} acc {float(correct) / seen:.3f}"
+            next_read = time.monotonic() + 1.0
+        report(progress, (epoch - 1) * len(batches) + b + 1, total_steps, f"epoch {epoch}/{tc.epochs}{running}")
+
     for epoch in range(start_epoch + 1, tc.epochs + 1):
         net.train()
         if ddp:  # each rank its own dropout stream, a function of (seed, epoch, rank) so that a resume repeats it
             torch.manual_seed(derive_seed(tc.seed, "extractor-dropout", epoch, dist.rank))
         order = torch.randperm(n_train, generator=generator_for(tc.seed, "extractor-shuffle", epoch))
         lr = optimizer.param_groups[0]["lr"]
-        loss_sum, correct, seen = 0.0, 0, 0
-        for b, (lo, hi) in enumerate(batches):
-            idx = order[lo:hi]
-            if ddp:
-                idx = idx[dist.rank::dist.world_size]
-            x = embed_batch(vqgm, train.tokens[idx]).to(device)
-            y = train.labels[idx].to(device)
-            logits = step(x)
-            loss = F.cross_entropy(logits, y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_sum += float(loss.detach()) * len(idx)
-            correct += int((logits.argmax(1) == y).sum())
-            seen += len(idx)
-            report(progress, (epoch - 1) * len(batches) + b + 1, total_steps,
-                   f"epoch {epoch}/{tc.epochs} loss {loss_sum / seen:.3f} acc {correct / seen:.3f}")
+        running, next_read = "", 0.0
+        loss_sum, correct, seen = train_epoch(step, optimizer, vqgm, train_tokens, train_labels, order.to(train_tokens.device), batches,
+                                              device=device, precision=tc.precision, rank=rank, world_size=world_size, on_step=on_step)
         scheduler.step()
+        loss_sum, correct = float(loss_sum), float(correct)  # the epoch's one read of its training figures
         if ddp:
-            loss_sum, correct, seen = dist.all_reduce_counts([float(loss_sum), float(correct), float(seen)])
+            loss_sum, correct, seen = dist.all_reduce_counts([loss_sum, correct, float(seen)])
+            dist.broadcast_tensors(net.buffers())  # every rank validates with rank 0's batch-norm statistics
+        val_loss, val_acc = validate(net, vqgm, val_tokens, val_labels, tc.batch_size, device=device, precision=tc.precision, dist=dist)
         if not main:
-            continue  # rank 0 validates and writes the checkpoints
-        val_loss, val_acc, _ = _evaluate(net, vqgm, val, tc.batch_size)
+            continue  # rank 0 writes the checkpoints
         history.append({"epoch": epoch, "lr": lr, "train_loss": loss_sum / seen, "train_acc": correct / seen,
                         "val_loss": val_loss, "val_acc": val_acc})
         if val_acc > best_val_acc:
@@ -393,7 +541,7 @@ def train_extractor(
         # a concept extractor's test accuracy is binary (Y vs not-Y, balanced); top-k over 2 outputs says nothing
         "test": binary_accuracy(test_logits, test.labels) if cfg.concept is not None else topk_accuracy(test_logits, test.labels),
     }
-    hparams = {**asdict(tc), "preset": "mini" if model.is_mini else "paper", "optimizer": "adam", "scheduler": "steplr",
+    hparams = {**tc.record(), "preset": "mini" if model.is_mini else "paper", "optimizer": "adam", "scheduler": "steplr",
                "loss": "cross_entropy"}
     if cfg.concept is not None:
         hparams["data"] = "concept-balanced"  # *_per_class images of each member (Y), as many of the other classes (not-Y)

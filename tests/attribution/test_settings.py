@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from cortex_cli.attribution import SaliencySettings, field_help, key_fields
 from cortex_cli.errors import CortexError
@@ -53,3 +54,10 @@ def test_noise_is_smoothgrads_and_part_of_its_run_key():
     with pytest.raises(CortexError, match="--noise must be one of philox, host, got 'gpu'"):
         SaliencySettings(noise="gpu").validate()
     assert "philox" in field_help("noise") and "host" in field_help("noise")
+
+
+def test_the_default_precision_is_bf16_on_cuda_only():
+    from cortex_cli.attribution import default_precision
+
+    assert default_precision("cpu") == "fp32" and default_precision(torch.device("cuda", 0)) == "bf16"
+    assert SaliencySettings().precision == "fp32"  # the run key's stored default is unchanged

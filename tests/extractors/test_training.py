@@ -174,3 +174,182 @@ def test_bundled_extractors_register_for_the_mini_model_only_and_yield_to_user_o
     assert info.ckpt_path == str((bundle / "extractor_ce.safetensors").resolve())
     assert info.metrics == result.info.metrics and info.config == cfg
     load_extractor(info)  # fp16 file, sha verified
+
+
+# -- the training loop at the benchmark's speed (issue 29): precision, no host sync, sharded validation -------------
+
+from cortex_cli.extractors.architectures import ExtractorConfig, build_extractor  # noqa: E402
+from cortex_cli.extractors.training import (  # noqa: E402
+    _fingerprint, keeps_resident, make_optimizer, memory_format, train_epoch, validate,
+)
+
+
+class TableVQGM:
+    """The one part of a VQGM the loop reads: `embed`, a fixed random codebook (d=4, m=8, K=16)."""
+
+    def __init__(self):
+        self.codebook = torch.randn(16, 4, generator=torch.Generator().manual_seed(1))
+
+    def embed(self, tokens):
+        return self.codebook[tokens.long()].permute(0, 3, 1, 2).contiguous()
+
+
+def toy(n=40, seed=0):
+    """(config, network, tokens, labels) of a tiny CE on 8x8 grids whose tokens depend on the class."""
+    cfg = ExtractorConfig("ce", in_channels=4, grid=8, width=8, fc_width=16, n_classes=3)
+    gen = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % 3
+    tokens = torch.where(torch.rand(n, 8, 8, generator=gen) < 0.7, (labels * 5)[:, None, None] + torch.randint(0, 5, (n, 8, 8), generator=gen),
+                         torch.randint(0, 16, (n, 8, 8), generator=gen)).to(torch.int32)
+    torch.manual_seed(seed)
+    return cfg, build_extractor(cfg), tokens, labels
+
+
+def test_fp32_runs_keep_the_identity_they_had_before_precision_existed(tiny_model):
+    import hashlib
+    import json
+    from dataclasses import asdict, replace
+
+    cfg, tc = small(tiny_model)
+    assert tc.precision == "fp32" and "precision" not in tc.record()
+    before = {"model": [tiny_model.name, tiny_model.ckpt_path], "config": cfg.to_dict(),
+              "train": {k: v for k, v in asdict(tc).items() if k != "precision"}}  # the payload of older cortex
+    assert _fingerprint(tiny_model, cfg, tc) == hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest()
+    bf16 = replace(tc, precision="bf16")
+    assert bf16.record()["precision"] == "bf16" and _fingerprint(tiny_model, cfg, bf16) != _fingerprint(tiny_model, cfg, tc)
+    with pytest.raises(CortexError, match=r"^--precision must be one of fp32, bf16, got 'fp16'$"):
+        default_configs(tiny_model, "ce", precision="fp16")
+
+
+def test_an_epoch_sums_on_the_device_what_the_per_step_host_reads_summed():
+    import copy
+    import torch.nn.functional as F
+
+    cfg, net, tokens, labels = toy()
+    ref_net = copy.deepcopy(net)
+    tc = TrainConfig(lr=1e-2)
+    opt, ref_opt = make_optimizer(net, tc, "cpu"), torch.optim.Adam(ref_net.parameters(), lr=1e-2, weight_decay=tc.weight_decay)
+    vqgm, batches, order = TableVQGM(), [(0, 16), (16, 32), (32, 40)], torch.randperm(40, generator=torch.Generator().manual_seed(2))
+    torch.manual_seed(3)  # dropout
+    loss_sum, correct, seen = train_epoch(net, opt, vqgm, tokens, labels, order, batches, device=torch.device("cpu"))
+    # the loop this replaced: two host reads a step
+    torch.manual_seed(3)
+    ref_loss, ref_correct, ref_seen = 0.0, 0, 0
+    for lo, hi in batches:
+        idx = order[lo:hi]
+        logits = ref_net(vqgm.embed(tokens[idx]).float())
+        loss = F.cross_entropy(logits, labels[idx])
+        ref_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        ref_opt.step()
+        ref_loss += float(loss.detach()) * len(idx)
+        ref_correct += int((logits.argmax(1) == labels[idx]).sum())
+        ref_seen += len(idx)
+    assert isinstance(loss_sum, torch.Tensor) and isinstance(correct, torch.Tensor)  # unread until the epoch ends
+    assert (float(loss_sum), int(correct), seen) == (ref_loss, ref_correct, ref_seen)
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), ref_net.state_dict().values()))
+
+    # a rank's share: its every world_size-th sample of each batch
+    _, net2, _, _ = toy()
+    _, _, seen1 = train_epoch(net2, make_optimizer(net2, tc, "cpu"), vqgm, tokens, labels, order, batches, device=torch.device("cpu"),
+                              rank=1, world_size=3)
+    assert seen1 == sum(len(range(lo, hi)[1::3]) for lo, hi in batches)
+
+
+def test_bf16_autocasts_forward_and_loss_and_leaves_weights_fp32():
+    cfg, net, tokens, labels = toy()
+    seen_dtypes = []
+    net.register_forward_hook(lambda module, inputs, output: seen_dtypes.append(output.dtype))
+    opt = make_optimizer(net, TrainConfig(), "cpu")
+    loss_sum, _, _ = train_epoch(net, opt, TableVQGM(), tokens, labels, torch.arange(40), [(0, 20), (20, 40)],
+                                 device=torch.device("cpu"), precision="bf16")
+    assert seen_dtypes == [torch.bfloat16, torch.bfloat16] and torch.isfinite(loss_sum)
+    assert all(p.dtype == torch.float32 for p in net.parameters())
+    assert all(s["exp_avg"].dtype == torch.float32 for s in opt.state.values())
+
+
+def test_devices_pick_their_optimizer_layout_and_token_residence():
+    _, net, _, _ = toy()
+    tc = TrainConfig()
+    plain = torch.optim.Adam(net.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    assert make_optimizer(net, tc, "cpu").defaults == plain.defaults  # the CPU keeps the Adam it always had
+    assert make_optimizer(net, tc, "cuda").defaults["fused"] is True  # (built on CPU parameters: the flag is what is checked)
+    assert memory_format("cuda") == torch.channels_last and memory_format("cpu") == torch.contiguous_format
+    assert not keeps_resident(1, "cpu")
+    assert keeps_resident(25, "cuda", free_bytes=100) and not keeps_resident(26, "cuda", free_bytes=100)
+
+
+def _validate_on_rank(rank, world_size, init, out):
+    import torch.distributed as tdist
+    from cortex_cli.distributed import DistContext
+
+    tdist.init_process_group("gloo", init_method=init, rank=rank, world_size=world_size)
+    ctx = DistContext(rank=rank, world_size=world_size, backend="gloo")
+    _, net, tokens, labels = toy(n=37)
+    bn = next(m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    bn.running_mean.fill_(0.5 * rank)  # as after a DDP epoch: each rank's own last update of the statistics
+    ctx.broadcast_tensors(net.buffers())
+    got = validate(net, TableVQGM(), tokens, labels, 8, device=torch.device("cpu"), dist=ctx)
+    torch.save({"result": got, "mean": bn.running_mean.clone()}, out / f"rank{rank}.pt")
+    ctx.destroy()
+
+
+def test_validation_sharded_over_ranks_equals_one_process(tmp_path):
+    import torch.multiprocessing as mp
+
+    mp.spawn(_validate_on_rank, args=(2, f"file://{tmp_path / 'rendezvous'}", tmp_path), nprocs=2)
+    _, net, tokens, labels = toy(n=37)
+    next(m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)).running_mean.fill_(0.0)  # rank 0's
+    loss, acc = validate(net, TableVQGM(), tokens, labels, 8, device=torch.device("cpu"))
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
+    for r in ranks:
+        assert torch.equal(r["mean"], torch.zeros_like(r["mean"]))  # rank 1 took rank 0's statistics
+        assert r["result"][0] == pytest.approx(loss, rel=1e-6) and r["result"][1] == pytest.approx(acc, rel=1e-6)
+    assert 0 < acc < 1  # a real accuracy of 37 images, not a degenerate one
+
+
+def test_bf16_training_on_the_cpu_stays_within_a_margin_of_fp32(store, learnable, tmp_path):
+    tiny_model = learnable
+    runs = {}
+    for precision in ("fp32", "bf16"):
+        cfg, tc = small(tiny_model, epochs=5, lr=1e-2, train_per_class=24, val_per_class=4, test_per_class=4, precision=precision)
+        runs[precision] = train_extractor(store, tiny_model, cfg, tc, name=precision, out_dir=tmp_path / precision)
+    fp32, bf16 = runs["fp32"], runs["bf16"]
+    assert "precision" not in fp32.info.hparams and bf16.info.hparams["precision"] == "bf16"
+    assert bf16.history != fp32.history  # autocast changed the arithmetic
+    losses = [h["train_loss"] for h in bf16.history]
+    assert losses[-1] < 0.8 * losses[0]
+    # the margin: 4 of the 16 test images (4 classes, chance 0.25)
+    assert bf16.info.metrics["test"]["top1"] >= fp32.info.metrics["test"]["top1"] - 0.25
+    assert bf16.info.metrics["test"]["top1"] >= 0.75
+
+
+def test_bad_precision_is_a_one_line_error(db_url, learnable):
+    from typer.testing import CliRunner
+    from cortex_cli.cli import app
+
+    result = CliRunner().invoke(app, ["--db", db_url, "train-extractor", "--arch", "ce", "--model", "tiny", "--precision", "bad"])
+    lines = result.stderr.strip().splitlines()
+    assert result.exit_code == 1 and len(lines) == 1 and "Traceback" not in result.output, result.output
+    assert "--precision must be one of fp32, bf16, got 'bad'" in lines[0]
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here; runs where a GPU is present")
+def test_a_cuda_epoch_is_channels_last_fused_and_never_syncs():
+    device = torch.device("cuda")
+    _, net, tokens, labels = toy()
+    net = net.to(device, memory_format=memory_format("cuda"))
+    opt = make_optimizer(net, TrainConfig(), "cuda")
+    vqgm = TableVQGM()
+    vqgm.codebook = vqgm.codebook.to(device)
+    tokens, labels, order = tokens.to(device), labels.to(device), torch.arange(40, device=device)
+    train_epoch(net, opt, vqgm, tokens, labels, order, [(0, 20)], device=device, precision="bf16")  # warm-up: Adam's state
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        loss_sum, correct, seen = train_epoch(net, opt, vqgm, tokens, labels, order, [(0, 20), (20, 40)], device=device, precision="bf16")
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert opt.defaults["fused"] and next(p for p in net.parameters() if p.dim() == 4).is_contiguous(memory_format=torch.channels_last)
+    assert torch.isfinite(loss_sum) and 0 <= int(correct) <= seen == 40
