@@ -18,7 +18,7 @@ pytest.importorskip("transformers")
 
 from cortex_cli import generation, model_registry  # noqa: E402
 from cortex_cli.backends import get_backend  # noqa: E402
-from cortex_cli.backends.base import VQGM, SamplerSettings, image_generators  # noqa: E402
+from cortex_cli.backends.base import VQGM, SamplerSettings, image_generators, image_streams  # noqa: E402
 from cortex_cli.backends.janus import JANUS_SAMPLER  # noqa: E402
 from cortex_cli.classnames import ClassName  # noqa: E402
 from cortex_cli.cli import app  # noqa: E402
@@ -78,7 +78,7 @@ def test_greedy_cfg_sampling_equals_transformers_generate(vqgm):
 
 def test_seeded_sampling_is_reproducible_and_batch_independent(vqgm):
     settings = vqgm.default_sampler()
-    assert settings == JANUS_SAMPLER and settings.label() == "top_k=None,top_p=1,temperature=1,guidance=5"
+    assert settings == JANUS_SAMPLER and settings.label() == "top_k=None,top_p=1,temperature=1,guidance=5,noise=philox"
     classes = concepts("goldfinch", "water ouzel") + [ClassName(0, "goldfinch")]  # prompts of two lengths
     steps = []
     together = vqgm.sample(classes, image_generators(classes, [5, 5, 6]), settings, on_step=lambda d, t: steps.append((d, t)))
@@ -87,6 +87,10 @@ def test_seeded_sampling_is_reproducible_and_batch_independent(vqgm):
     alone = torch.cat([vqgm.sample([c], image_generators([c], [s]), settings) for c, s in zip(classes, [5, 5, 6])])
     assert torch.equal(together, alone)
     assert not torch.equal(together[0], together[2])  # another seed, another image
+    keys = image_streams(settings, "janus", classes, ["train"] * 3, [5, 5, 6])  # the philox streams `generate` uses
+    keyed = vqgm.sample(classes, keys, settings)
+    assert torch.equal(keyed, torch.cat([vqgm.sample([c], [k], settings) for c, k in zip(classes, keys)]))
+    assert not torch.equal(keyed[0], keyed[2])
 
 
 def test_decoding_is_transformers_and_encoding_picks_the_nearest_normalised_code(vqgm):

@@ -37,7 +37,7 @@ def _stepwise_nll(vqgm, grid: torch.Tensor, concept, monkeypatch) -> float:
     known = grid.reshape(-1)
     logps: list[float] = []
 
-    def feed_known(logits, generators, settings):
+    def feed_known(logits, generators, settings, step=0):
         n = len(logps)
         logps.append(float(logits.double().log_softmax(dim=-1)[0, known[n]]))
         return known[n].reshape(1, 1).to(logits.device)
