@@ -320,7 +320,7 @@ class Workspace:
             seeds = tuple(range(first_seed, first_seed + images))
             requests = [generation.Request(cls, split, seeds) for cls in targets]
             return generation.generate_requests(self.store, info, requests, batch_size=batch_size, sampler=settings, out_dir=out_dir,
-                                                device=self.device, progress=progress, dist=dist)
+                                                device=self.device, progress=_named(progress, ", ".join(c.name for c in targets)), dist=dist)
 
     # -- the index and its questions --------------------------------------------------------------------------------
 

@@ -27,7 +27,7 @@ from .errors import CortexError
 from .results import Result
 from .progress import Progress, report
 from .extractors.registry import load_extractor
-from .generation import Request, deal_batches, generate_requests, image_keys, image_tokens
+from .generation import Request, generate_requests, image_keys, image_tokens
 from .index_writer import CommitPolicy, IndexWriter
 from .model_registry import ClassInfo, ModelInfo
 from .attribution import SaliencySettings, prepare_extractor, token_saliency
@@ -144,12 +144,11 @@ def index_jobs(
 ) -> list[IndexResult]:
     """Index the first `n_images` generated images of every job's class, in batches dealt by image.
 
-    Missing images of all classes are generated first, as one job (`generation.generate_requests`). The
-    images not yet indexed under their run, in job order, then form full saliency batches across classes
-    (jobs of one target share a run and a batch; each image is explained by its own class's target and keyed
-    by its identity, so its map does not depend on its batch). Under torchrun the ranks take interleaved batches
-    (`generation.deal_batches`: the batches of one process), after every rank has read what is indexed, and every
-    result covers the whole job.
+    Missing images of all classes are generated first, as one job dealt by image (`generation.generate_requests`).
+    The images not yet indexed under their run then form saliency batches class by class (each class's writer
+    commits when it closes; each image is keyed by its identity, so its map does not depend on its batch), and
+    the job's batches, in job order, are dealt to torchrun ranks in turn (batch b to rank b mod W: the batches
+    of one process), after every rank has read what is indexed; every result covers the whole job.
 
     Args:
         store: the open database.
@@ -195,9 +194,12 @@ def index_jobs(
         todo_of.append([i for i in ids_of[job.cls.pk] if i not in done])
     if dist is not None:
         dist.barrier()  # every rank deals the same list
-    work = [(j, image_id) for j, todo in enumerate(todo_of) for image_id in todo]
-    mine = {run_id: deal_batches([w for w in work if runs[w[0]] == run_id], batch_size, rank, world) for run_id in dict.fromkeys(runs)}
-    total = sum(len(batch) for batches in mine.values() for batch in batches)
+    # batches within a class (each class's writer commits when it closes, so a kill loses little), dealt to the
+    # ranks over the whole job: batch b of every class's batches in job order goes to rank b mod W
+    every = [[(j, image_id) for image_id in todo[i:i + batch_size]] for j, todo in enumerate(todo_of) for i in range(0, len(todo), batch_size)]
+    dealt = every[rank::world]
+    mine = {j: [batch for batch in dealt if batch[0][0] == j] for j in range(len(jobs))}
+    total = sum(len(batch) for batch in dealt)
     report(progress, 0, total)
     added = [0] * len(jobs)
     start = time.perf_counter()
@@ -212,12 +214,15 @@ def index_jobs(
             committed[0] += images
             report(progress, committed[0], total)
 
-        for run_id, batches in mine.items():
+        explained_by: dict[str, nn.Module] = {}
+        for j, batches in mine.items():
             if not batches:
                 continue
-            target = jobs[batches[0][0][0]].target
-            explained = prepare_extractor(target.explained(extractor))
-            with IndexWriter(store, run_id, commit, on_commit=on_commit) as writer:
+            target = jobs[j].target
+            if target.key not in explained_by:
+                explained_by[target.key] = prepare_extractor(target.explained(extractor))
+            explained = explained_by[target.key]
+            with IndexWriter(store, runs[j], commit, on_commit=on_commit) as writer:
                 for batch in batches:
                     ids = [image_id for _, image_id in batch]
                     tokens = _load_tokens(store, model, ids)

@@ -51,7 +51,7 @@ def test_report_counts_judges_codebook_and_bars(world_sized_model):
     report = mini_report(vqgm, judges, heldout_per_concept=2, generated_per_concept=1, sampler=SamplerSettings(greedy=True),
                          progress=lambda done, total, info="": seen.append((done, total)))
     n = len(world.CONCEPTS)
-    assert report.heldout_images == 2 * n and report.generated_per_concept == 1 and report.sampler == "greedy"
+    assert report.heldout_images == 2 * n and report.generated_per_concept == 1 and report.sampler == "greedy,noise=philox"
     # a judge that always answers class c is right on exactly the held-out images and samples of concept c
     assert report.judge_heldout_accuracy == pytest.approx({"zero": 1 / n, "two": 1 / n})
     zero = report.judge_generated_accuracy["zero"]
