@@ -181,7 +181,7 @@ def test_a_compiled_decode_step_is_reported_and_released(tiny_vqgm, monkeypatch)
     (row,) = out["rows"]
     assert row["product"] and row["compiled"] is True and out["product_by_precision"]["fp32"]["compiled"] is True
     assert row["first_call_s"] > 0 and out["product_grids_per_s"] == row["grids_per_s"] > 0
-    assert not tiny_vqgm._decoders and not any(True for _ in sampler_module._STEPS.keys())  # released
+    assert not tiny_vqgm._decoders  # released, with the decode steps it holds (sampler.decode_step keeps them on the decoder)
 
 
 def test_bf16_is_measured_only_where_the_device_has_it():
