@@ -26,9 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from cortex_cli.extractors.architectures import ExtractorConfig, build_extractor, count_parameters, forward_flops
-from cortex_cli.extractors.training import (
-    MINI_FC_WIDTH, MINI_WIDTH, PRECISIONS, TrainConfig, autocast, make_optimizer, memory_format, train_epoch,
-)
+from cortex_cli.extractors.training import MINI_FC_WIDTH, MINI_WIDTH, PRECISIONS, TrainConfig, autocast, make_optimizer, memory_format, train_epoch
 
 
 class Codebook:
@@ -46,7 +44,7 @@ def mini_codebook() -> Codebook:
     """The bundled mini model's codebook (through its registered `embed`)."""
     import tempfile
 
-    from cortex_cli import model_registry
+    from cortex_cli.models import registry as model_registry
     from cortex_cli.store.database import open_store
 
     with tempfile.TemporaryDirectory() as tmp:

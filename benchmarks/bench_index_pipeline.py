@@ -30,8 +30,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from cortex_cli import index_writer, indexing, model_registry
-from cortex_cli.generation import _store_batch, default_sampler
+from cortex_cli.index import writer as index_writer, build as indexing
+from cortex_cli.models import registry as model_registry
+from cortex_cli.images.generation import _store_batch, default_sampler
 from cortex_cli.attribution import SaliencySettings
 from cortex_cli.store.database import open_store
 from cortex_cli.store.extractors import upsert_extractor

@@ -17,7 +17,7 @@ import time
 import torch
 
 from cortex_cli.extractors.architectures import ExtractorConfig, build_extractor
-from cortex_cli.token_selection import OptimizeSettings, optimize_tokens
+from cortex_cli.search.token_selection import OptimizeSettings, optimize_tokens
 
 SIZES = {
     "mini": dict(d=32, K=128, cfg=ExtractorConfig(arch="ce", in_channels=32, grid=16, width=64, n_classes=13, fc_width=512)),

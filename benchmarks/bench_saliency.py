@@ -25,15 +25,7 @@ import torch
 
 from cortex_cli.extractors.architectures import ExtractorConfig, build_extractor, forward_flops
 from cortex_cli.attribution.smoothgrad import smoothgrad
-from cortex_cli.attribution import (
-    SaliencySettings,
-    default_chunk,
-    noise_scale,
-    prepare_extractor,
-    reduce_channels,
-    token_saliency,
-    top_positions,
-)
+from cortex_cli.attribution import SaliencySettings, default_chunk, noise_scale, prepare_extractor, reduce_channels, token_saliency, top_positions
 
 SIZES = {
     # d, m, width, fc, classes, images

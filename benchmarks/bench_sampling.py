@@ -30,7 +30,7 @@ def build_model(device: str):
 
     from cortex_cli.backends.taming import build_net, load_vqgm
     from cortex_cli.miniworld.training import MiniRecipe
-    from cortex_cli.model_configs import write_config
+    from cortex_cli.models.configs import write_config
 
     cfg = MiniRecipe().config()
     tmp = Path(tempfile.mkdtemp(prefix="cortex-bench-"))
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
 
     from cortex_cli.backends.base import SamplerSettings, image_streams
-    from cortex_cli.classnames import ClassName
+    from cortex_cli.models.classnames import ClassName
 
     vqgm = build_model(args.device)
     greedy = SamplerSettings(greedy=True)

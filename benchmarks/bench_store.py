@@ -29,10 +29,10 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from cortex_cli.index_writer import CommitPolicy, IndexWriter
-from cortex_cli.indexing import index_rows
-from cortex_cli.rankings import token_usage, top_tokens
-from cortex_cli.model_registry import ClassInfo, ModelInfo
+from cortex_cli.index.writer import CommitPolicy, IndexWriter
+from cortex_cli.index.build import index_rows
+from cortex_cli.index.rankings import token_usage, top_tokens
+from cortex_cli.models.registry import ClassInfo, ModelInfo
 from cortex_cli.store import index as index_store
 from cortex_cli.store.index import IndexRows, write_ceiling
 from cortex_cli.store.database import open_store

@@ -76,16 +76,18 @@ from omegaconf import OmegaConf
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_saliency import authors_algorithm, captum_smoothgrad  # noqa: E402  (same loop and Captum call as bench_saliency)
 
-from cortex_cli import attribution, generation, indexing  # noqa: E402
+from cortex_cli import attribution
+from cortex_cli.images import generation
+from cortex_cli.index import build as indexing  # noqa: E402
 from cortex_cli.attribution import SaliencySettings, default_chunk, prepare_extractor, token_saliency  # noqa: E402
 from cortex_cli.backends import sampler as sampler_module, taming_shim  # noqa: E402
 from cortex_cli.backends.base import SamplerSettings, image_streams  # noqa: E402
 from cortex_cli.backends.taming import TamingVQGM, build_net  # noqa: E402
-from cortex_cli.classnames import ClassName  # noqa: E402
+from cortex_cli.models.classnames import ClassName  # noqa: E402
 from cortex_cli.extractors import training  # noqa: E402
 from cortex_cli.extractors.architectures import ExtractorConfig, build_extractor, forward_flops  # noqa: E402
 from cortex_cli.extractors.training import TrainConfig, keeps_resident, make_optimizer, memory_format, train_epoch, validate  # noqa: E402
-from cortex_cli.model_configs import net2net_config  # noqa: E402
+from cortex_cli.models.configs import net2net_config  # noqa: E402
 
 # The paper's full experiment (sections 3-4, appendix A): the work each stage does.
 PAPER_JOB = {

@@ -10,7 +10,8 @@ The Python API is `Workspace` (see `cortex_cli.api`); every library error is a `
 
 from typing import Any
 
-__version__ = "0.1.0"
+from .core.version import __version__
+
 __all__ = ["CortexError", "Workspace", "__version__"]
 
 
@@ -21,7 +22,7 @@ def __getattr__(name: str) -> Any:
 
         return Workspace
     if name == "CortexError":
-        from .errors import CortexError
+        from .core.errors import CortexError
 
         return CortexError
     raise AttributeError(f"module 'cortex_cli' has no attribute {name!r}")

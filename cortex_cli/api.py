@@ -8,7 +8,7 @@
     top.to_pandas()                                     # or top.to_dict(), or just `top` in a notebook
 
 Inputs are plain values: class names or ids, paths, PIL images or image tensors. Results are frozen
-dataclasses (`cortex_cli.results.Result`: `to_dict()` equals the CLI's `--json`, `to_pandas()`, an
+dataclasses (`cortex_cli.core.results.Result`: `to_dict()` equals the CLI's `--json`, `to_pandas()`, an
 HTML table in a notebook); pictures come back as paths to PNGs written where you asked. Errors are
 `CortexError` with one line that says what to do. Long methods take `progress(done, total, info)`.
 Under torchrun, `generate`, `index` and `train_extractor` deal their work to the ranks and return the
@@ -27,22 +27,24 @@ from typing import Any
 import torch
 from PIL import Image
 
-from . import generation, indexing, model_registry
+from .images import generation
+from .index import build as indexing
+from .models import registry as model_registry
 from .attribution import SaliencySettings, default_precision
-from .audit import DEFAULT_K as DEFAULT_AUDIT_K, DEFAULT_RESAMPLES as DEFAULT_AUDIT_RESAMPLES
-from . import concepts
-from .class_subsets import parse_class_list, resolve_classes
-from .concepts import ConceptInfo
-from .distributed import DistContext, in_torchrun, torchrun_job
-from .environment import default_db_url, home_override, resolve_device
-from .errors import CortexError
+from .index.audit import DEFAULT_K as DEFAULT_AUDIT_K, DEFAULT_RESAMPLES as DEFAULT_AUDIT_RESAMPLES
+from .models import concepts
+from .models.class_subsets import parse_class_list, resolve_classes
+from .models.concepts import ConceptInfo
+from .core.distributed import DistContext, in_torchrun, torchrun_job
+from .core.environment import default_db_url, home_override, resolve_device
+from .core.errors import CortexError
 from .extractors.registry import ensure_bundled_extractors, get_extractor, load_extractor
 from .extractors.subsets import require_classes
-from .model_registry import ClassInfo, ModelInfo
-from .progress import Progress
-from .results import Result, attach_thumbnails
+from .models.registry import ClassInfo, ModelInfo
+from .core.progress import Progress
+from .core.results import Result, attach_thumbnails
 from .store.database import Store, check_url, open_store
-from .targets import BINARY, DEFAULT_RULE
+from .models.targets import BINARY, DEFAULT_RULE
 
 SALIENCY = SaliencySettings()
 ClassSpec = str | int | Sequence[str | int]
@@ -371,7 +373,7 @@ class Workspace:
         images without an extractor; `images` counts exactly seeds 0..N-1; the newest run is read unless
         `extractor`, `method` or `run` says which.
         """
-        from .rankings import top_tokens
+        from .index.rankings import top_tokens
 
         info = self._model(model)
         result = top_tokens(self.store, info, self._target(info, concept), extractor=extractor, k=k, baseline=baseline, split=split,
@@ -391,7 +393,7 @@ class Workspace:
         intervals over images (`bootstrap` resamples keyed by neutral, groups, split and `seed`); JSON and a plot go
         to `out` (default `$CORTEX_HOME/reports/<model>/`).
         """
-        from .audit import run_audit
+        from .index.audit import run_audit
 
         names = groups.split(",") if isinstance(groups, str) else list(groups)
         with self._home():
@@ -408,7 +410,7 @@ class Workspace:
     def token(self, token: int, *, top: int = 20, images: int | None = None, extractor: str | None = None, model: str | None = None,
               split: str = "train"):
         """Which classes use a codebook token most: as a salient token (the index) and as a plain occurrence."""
-        from .rankings import token_usage
+        from .index.rankings import token_usage
 
         info = self._model(model)
         return token_usage(self.store, info, token, top=top, extractor=extractor, split=split, images=images)
@@ -422,7 +424,7 @@ class Workspace:
 
         `target`: explain this class or named concept (its score `score`) instead of the PNG's (or predicted) class.
         """
-        from .explain import explain_png
+        from .index.explain import explain_png
 
         settings = SaliencySettings(method=method, samples=samples, alpha=alpha, steps=ig_steps, baseline=ig_baseline, reduce=reduce,
                                     precision=precision or default_precision(self.device), seed=seed, noise=noise).validate()
@@ -438,7 +440,7 @@ class Workspace:
 
         `target`: explain this class or named concept (its score `score`; read from its own runs when indexed).
         """
-        from .explain import explain_png, show_image
+        from .index.explain import explain_png, show_image
 
         with self._home():
             if isinstance(image, int) and not isinstance(image, bool):
@@ -453,7 +455,7 @@ class Workspace:
     def show_token(self, concept: str | int, token: int, out: str | Path, *, limit: int = 12, extractor: str | None = None,
                    model: str | None = None):
         """Paper Figure 5: a concept's indexed images with one token boxed wherever it is salient, written to `out`."""
-        from .explain import show_token
+        from .index.explain import show_token
 
         info = self._model(model)
         with self._home():
@@ -474,9 +476,9 @@ class Workspace:
         moves: 'token' (Gumbel-Softmax token selection, the paper's) or 'embedding' (optimise E, snap to the
         nearest tokens: the baseline).
         """
-        from .editing import edit_image
-        from .regions import parse_region
-        from .token_selection import OptimizeSettings
+        from .search.edit import edit_image
+        from .search.regions import parse_region
+        from .search.token_selection import OptimizeSettings
 
         defaults = OptimizeSettings()
         with self._home():
@@ -502,9 +504,9 @@ class Workspace:
                  objective: str | None = None, seed: int = 0, out: str | Path | None = None, progress: Progress | None = None):
         """The tokens that best express a class or named concept from no input (paper §3.4, eq. 7-9), beside its salient
         tokens; stored."""
-        from . import optimize
-        from .regions import parse_region
-        from .token_selection import OptimizeSettings
+        from .search import concept_search as optimize
+        from .search.regions import parse_region
+        from .search.token_selection import OptimizeSettings
 
         defaults = OptimizeSettings()
         with self._home():
@@ -570,7 +572,7 @@ class Workspace:
                         progress: Progress | None = None) -> ExtractorTests:
         """The paper's Table 1: top-1/3/5/10 accuracy of every registered extractor on generated test images."""
         from .extractors import test_extractors
-        from .extractors.evaluation import require_extractors
+        from .extractors.accuracy import require_extractors
 
         with self._home():
             info = self._model(model)
@@ -605,7 +607,7 @@ class Workspace:
 
     def evaluate_all(self, out: str | Path, *, progress: Progress | None = None):
         """Every evaluation with its defaults on the mini model, in a fresh temporary store, and report.md in `out`."""
-        from .environment import writable_dir
+        from .core.environment import writable_dir
         from .evaluation.run_all import run_all
 
         with self._home():
@@ -660,9 +662,9 @@ class Workspace:
     def mini_report(self, *, heldout_per_concept: int = 40, generated_per_concept: int = 16, seed: int = 0,
                     progress: Progress | None = None):
         """Quality of the bundled mini model: VQGAN PSNR, codebook use, judges' accuracy (held-out and generated)."""
-        from .generation import default_sampler
-        from .judges import mini_judges
-        from .miniworld.report import mini_report
+        from .images.generation import default_sampler
+        from .judges.pixel_judges import mini_judges
+        from .miniworld.mini_report import mini_report
 
         vqgm = model_registry.load_model(self._model(model_registry.MINI_NAME), self.device)
         return mini_report(vqgm, mini_judges(self.device), heldout_per_concept=heldout_per_concept,

@@ -15,23 +15,23 @@ from pathlib import Path
 
 import torch
 
-from . import model_registry
+from .models import registry as model_registry
 from .backends.base import to_pil
-from .errors import CortexError
-from .results import Result
+from .core.errors import CortexError
+from .core.results import Result
 from .atlas import AtlasResult, PageSettings, build_atlas
-from .figures import draw_token_boxes, image_grid
-from .generation import generate, image_tokens
-from .editing import EditResult, edit_image
+from .images.figures import draw_token_boxes, image_grid
+from .images.generation import generate, image_tokens
+from .search.edit import EditResult, edit_image
 from .evaluation.edit_eval import EditEvalSettings, run_edit_eval
 from .extractors.registry import get_extractor, load_extractor
-from .indexing import IndexResult, index_class, unpack_tsv
+from .index.build import IndexResult, index_class, unpack_tsv
 from .miniworld.world import CONCEPTS
-from .pngmeta import save_png
-from .progress import Progress, report
-from .token_selection import OptimizeSettings
-from .regions import Region
-from .rankings import TopTokensResult, top_tokens
+from .images.pngmeta import save_png
+from .core.progress import Progress, report
+from .search.token_selection import OptimizeSettings
+from .search.regions import Region
+from .index.rankings import TopTokensResult, top_tokens
 from .attribution import SaliencySettings, top_positions
 from .store.database import Store
 from .store.index import saliency_maps

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from cortex_cli import model_registry
-from cortex_cli.model_configs import net2net_config, write_config
+from cortex_cli.models import registry as model_registry
+from cortex_cli.models.configs import net2net_config, write_config
 from cortex_cli.store.database import open_store
 
 BACKENDS = ("sqlite", "postgresql")

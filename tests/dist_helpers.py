@@ -11,14 +11,11 @@ import torch
 from safetensors.torch import save_file
 from sqlalchemy import select
 
-from cortex_cli import model_registry
+from cortex_cli.models import registry as model_registry
 from cortex_cli.extractors.architectures import ExtractorConfig, build_extractor
 from cortex_cli.extractors.registry import register_extractor
 from cortex_cli.store.database import open_store
-from cortex_cli.store.schema import (
-    ClassRow, ExtractorRow, ImageRow, RunClassCountRow, RunTokenCountRow, SaliencyMapRow, SaliencyRunRow, SalientTokenRow,
-    TokenCountRow,
-)
+from cortex_cli.store.schema import ClassRow, ExtractorRow, ImageRow, RunClassCountRow, RunTokenCountRow, SaliencyMapRow, SaliencyRunRow, SalientTokenRow, TokenCountRow
 
 
 def make_ckpt(directory: Path) -> tuple[Path, ExtractorConfig]:

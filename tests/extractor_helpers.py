@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from cortex_cli import model_registry
+from cortex_cli.models import registry as model_registry
 
 
 def learnable_tiny_model(store, tiny_model_files, tmp_path, n_train: int = 24, n_eval: int = 4):
@@ -23,9 +23,9 @@ def learnable_tiny_model(store, tiny_model_files, tmp_path, n_train: int = 24, n
     scaled = tmp_path / "scaled.ckpt"
     torch.save(state, scaled)
     tiny_model = model_registry.add_model(store, "tiny", config, scaled, str(labels))
-    from cortex_cli.generation import default_sampler
+    from cortex_cli.images.generation import default_sampler
     from cortex_cli.store.schema import ImageRow
-    from cortex_cli.tokens import pack_tokens
+    from cortex_cli.images.token_blobs import pack_tokens
 
     label = default_sampler(model_registry.load_model(tiny_model)).label()
     gen = torch.Generator().manual_seed(0)

@@ -57,10 +57,10 @@ def store_random_images(store, model, cls, n: int, *, split: str = "train", seed
     """
     from collections import Counter
 
-    from cortex_cli import model_registry
-    from cortex_cli.generation import default_sampler
+    from cortex_cli.models import registry as model_registry
+    from cortex_cli.images.generation import default_sampler
     from cortex_cli.store.schema import ImageRow, TokenCountRow
-    from cortex_cli.tokens import pack_tokens
+    from cortex_cli.images.token_blobs import pack_tokens
 
     label = default_sampler(model_registry.load_model(model)).label()
     gen = torch.Generator().manual_seed(1000 * cls.class_id + seed)
@@ -83,8 +83,8 @@ def store_random_images(store, model, cls, n: int, *, split: str = "train", seed
 
 def index_three_classes(store, model, settings) -> tuple[ToyInfo, list]:
     """Classes 0..2 with random images (class 0: 7 stored, 5 indexed; the others 5 and 5), indexed by the toy extractor."""
-    from cortex_cli import model_registry
-    from cortex_cli.indexing import index_classes
+    from cortex_cli.models import registry as model_registry
+    from cortex_cli.index.build import index_classes
 
     info = register_toy(store, model)
     all_classes = model_registry.classes(store, model)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cortex_cli.store import images, models
+from cortex_cli.store import images, registered_models as models
 from cortex_cli.store.extractors import upsert_extractor
 
 GRID = 2  # 2x2 token grids, one byte pair per token

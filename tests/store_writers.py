@@ -10,11 +10,11 @@ import traceback
 
 import torch
 
-from cortex_cli import model_registry
+from cortex_cli.models import registry as model_registry
 from cortex_cli.backends import taming_shim
 from cortex_cli.extractors.registry import ensure_bundled_extractors
-from cortex_cli.generation import generate
-from cortex_cli.indexing import index_class
+from cortex_cli.images.generation import generate
+from cortex_cli.index.build import index_class
 from cortex_cli.attribution import SaliencySettings
 from cortex_cli.store.database import open_store
 

@@ -18,13 +18,13 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from cortex_cli import model_registry
-from cortex_cli import philox
+from cortex_cli.models import registry as model_registry
+from cortex_cli.core import philox
 from cortex_cli.backends.base import SamplerSettings, image_streams
 from cortex_cli.cli import app
 from cortex_cli.attribution import SaliencySettings, token_saliency, top_positions
 from extractor_helpers import learnable_tiny_model
-from tests.test_editing import register_tiny_ce, tiny_png
+from tests.search.test_edit import register_tiny_ce, tiny_png
 
 DEVICE = os.environ.get("CORTEX_TEST_DEVICE", "cuda")
 pytestmark = [

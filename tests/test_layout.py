@@ -46,8 +46,8 @@ def mirrored(module: str) -> Path:
 
 def test_mirroring_maps_a_module_to_its_test_path():
     assert mirrored("store/bulk.py") == TESTS / "store" / "test_bulk.py"
-    assert mirrored("errors.py") == TESTS / "test_errors.py"
-    assert "store/bulk.py" in _modules() and "errors.py" in _modules()
+    assert mirrored("core/errors.py") == TESTS / "core" / "test_errors.py"
+    assert "store/bulk.py" in _modules() and "core/errors.py" in _modules()
     assert not [m for m in _modules() if m.endswith("__init__.py") or m.startswith(("data/", "bundled/"))]
 
 

@@ -19,7 +19,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import paper_scale  # noqa: E402
 
-from cortex_cli import attribution, indexing  # noqa: E402
+from cortex_cli import attribution
+from cortex_cli.index import build as indexing  # noqa: E402
 from cortex_cli.backends import sampler as sampler_module  # noqa: E402
 from cortex_cli.extractors.training import TrainConfig  # noqa: E402
 

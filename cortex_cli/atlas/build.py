@@ -28,24 +28,23 @@ from typing import Any, Sequence
 
 import torch
 
-from .. import __version__, model_registry
-from ..errors import CortexError
-from ..results import Result
+from ..core.version import __version__
+from ..models import registry as model_registry
+from ..core.errors import CortexError
+from ..core.results import Result
 from ..evaluation.common import MASKING_KINDS, PAPER_FILL, latest_variants
-from ..progress import Progress, report
-from ..rankings import BASELINES, pick_run
-from ..model_registry import ClassInfo, ModelInfo
-from ..environment import writable_dir
+from ..core.progress import Progress, report
+from ..index.rankings import BASELINES, pick_run
+from ..models.registry import ClassInfo, ModelInfo
+from ..core.environment import writable_dir
 from ..store import atlas as atlas_store
 from ..store import extractors as extractor_store
 from ..store.database import Store
-from ..concepts import ConceptInfo, list_concepts
+from ..models.concepts import ConceptInfo, list_concepts
 from .evaluations import PATH as EVALUATIONS, anchor_of, evaluations_page
 from .html import CSS, STYLESHEET, render_concept, render_evaluations, render_index, render_named_concept, render_token
 from .named import named_concept_page, stored_audits
-from .pages import (
-    ConceptSummary, PageSettings, Site, concept_page, concept_path, summary_of, token_page, token_path,
-)
+from .pages import ConceptSummary, PageSettings, Site, concept_page, concept_path, summary_of, token_page, token_path
 from .thumbnails import THUMB_DIR, Thumbnails, decoder_identity
 
 ATLAS_FORMAT = 1  # the manifest's layout

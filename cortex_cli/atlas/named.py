@@ -14,9 +14,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..concepts import ConceptInfo
-from ..errors import CortexError
-from ..rankings import pick_run, top_tokens
+from ..models.concepts import ConceptInfo
+from ..core.errors import CortexError
+from ..index.rankings import pick_run, top_tokens
 from ..store import evaluations as evaluation_store
 from .pages import Site
 

@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import CortexError
-from ..rankings import RunInfo, run_images, token_usage, top_tokens
-from ..regions import parse_region
-from ..model_registry import ClassInfo, ModelInfo
+from ..core.errors import CortexError
+from ..index.rankings import RunInfo, run_images, token_usage, top_tokens
+from ..search.regions import parse_region
+from ..models.registry import ClassInfo, ModelInfo
 from ..store import atlas as atlas_store
 from ..store import images as image_store
 from ..store.database import Store

@@ -19,9 +19,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from ..figures import draw_token_boxes
-from ..model_registry import ModelInfo
-from ..tokens import pack_tokens, unpack_tokens
+from ..images.figures import draw_token_boxes
+from ..models.registry import ModelInfo
+from ..images.token_blobs import pack_tokens, unpack_tokens
 
 THUMB_VERSION = 1  # bump when drawing changes, so every picture is redrawn under a new name
 THUMB_DIR = "img"

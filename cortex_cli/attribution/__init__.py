@@ -9,9 +9,9 @@ and `attribute`, the common signature).
 from . import gradient, gradient_x_input, integrated_gradients, smoothgrad
 from .common import PRECISIONS, REDUCTIONS, default_chunk, input_gradients, prepare_extractor, reduce_channels, top_positions
 from .integrated_gradients import BASELINES, baseline_embedding
-from .methods import METHODS, attribute, method_named, token_saliency
-from .noise_tunnel import (NOISES, PhiloxNoise, noise_scale, noise_tunnel, philox_noise, scaled_noise, seeded_noise,
-                           smoothgrad_noise)
+from .methods import attribute, token_saliency
+from .registry import METHODS, method_named
+from .noise_tunnel import NOISES, PhiloxNoise, noise_scale, noise_tunnel, philox_noise, scaled_noise, seeded_noise, smoothgrad_noise
 from .settings import SaliencySettings, default_precision, field_help, key_fields
 
 __all__ = [

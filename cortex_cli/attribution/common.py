@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
-from ..errors import CortexError
+from ..core.errors import CortexError
 
 REDUCTIONS = ("max-abs", "signed-max", "mean", "sum")
 PRECISIONS = ("fp32", "bf16")

@@ -15,7 +15,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from ..errors import CortexError
+from ..core.errors import CortexError
 from .common import autocast, default_chunk, target_tensor
 
 NAME = "integrated-gradients"

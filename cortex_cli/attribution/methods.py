@@ -1,38 +1,24 @@
-"""The attribution methods by name, and `token_saliency`: settings -> method -> TSV maps.
+"""`attribute` and `token_saliency`: settings -> the named method -> TSV maps.
 
 Every method module has NAME, PARAMETERS (the settings fields it reads besides top_n, reduce,
 precision and chunk) and one signature:
 
     attribute(extractor, embeddings (B, d, m, m), targets, keys, settings, *, codebook=None) -> (B, d, m, m)
 
-To add a method: a module beside these with that signature, and a line in METHODS.
+To add a method: a module beside these with that signature, and a line in `registry.METHODS`.
 """
 
 from __future__ import annotations
 
-from types import ModuleType
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 import torch
 from torch import nn
 
-from ..errors import CortexError
 from ..extractors.subsets import require_classes
-from . import gradient, gradient_x_input, integrated_gradients, smoothgrad
 from .common import prepare_extractor, reduce_channels
-
-if TYPE_CHECKING:
-    from .settings import SaliencySettings
-
-METHODS: dict[str, ModuleType] = {m.NAME: m for m in (smoothgrad, gradient, gradient_x_input, integrated_gradients)}
-
-
-def method_named(name: str) -> ModuleType:
-    """The module of attribution method `name`; CortexError listing the known ones."""
-    try:
-        return METHODS[name]
-    except KeyError:
-        raise CortexError(f"unknown attribution method {name!r}; use one of {', '.join(METHODS)}") from None
+from .registry import method_named
+from .settings import SaliencySettings
 
 
 def attribute(
@@ -87,7 +73,5 @@ def token_saliency(
         TSV maps (B, m, m), float32 on the embeddings' device.
     """
     if settings is None:
-        from .settings import SaliencySettings  # cycle: attribution.settings imports this module
-
         settings = SaliencySettings()
     return reduce_channels(attribute(extractor, embeddings, targets, keys, settings, codebook=codebook), settings.reduce)

@@ -5,7 +5,7 @@ its identity key and the run's seed only, so an image's attribution does not dep
 its batch, in which order, the chunk size, the rank count or the device. Two generators (`NOISES`, the
 run key's `noise`):
 
-- 'philox' (the default): counter-based Philox4x32-10 (`cortex_cli.philox`) drawn on the embeddings'
+- 'philox' (the default): counter-based Philox4x32-10 (`cortex_cli.core.philox`) drawn on the embeddings'
   device, a chunk of noisy copies at a time, inside the loop that attributes them (`PhiloxNoise`). Image
   i's copies are its stream under (key_i, seed) (`philox_copies`); its words are bit-identical on every
   device, its normals up to float rounding of log/sqrt/cos.
@@ -26,9 +26,9 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-from .. import philox
+from ..core import philox
 from ..backends.sampler import compile_mode
-from ..seeding import generator_for
+from ..core.seeding import generator_for
 from .common import Attribution, default_chunk, target_tensor
 
 NOISES = ("philox", "host")  # SmoothGrad's noise generators: device-side counter-based (default); per-image host generators

@@ -7,10 +7,10 @@ from typing import Any
 
 import torch
 
-from ..errors import CortexError
+from ..core.errors import CortexError
 from .common import PRECISIONS, REDUCTIONS
 from .integrated_gradients import BASELINES
-from .methods import METHODS, method_named
+from .registry import METHODS, method_named
 from .noise_tunnel import NOISES
 
 

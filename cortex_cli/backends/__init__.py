@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from importlib.metadata import EntryPoint, entry_points
 
-from ..errors import CortexError, first_line
+from ..core.errors import CortexError, first_line
 from .base import Backend, ModelFiles, ModelShape, SamplerSettings, VQGM
 
 GROUP = "cortex.backends"

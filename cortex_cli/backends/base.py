@@ -16,9 +16,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..errors import CortexError
-from ..philox import gumbel as gumbel_noise, keys_tensor
-from ..seeding import derive_seed, generator_for
+from ..core.errors import CortexError
+from ..core.philox import gumbel as gumbel_noise, keys_tensor
+from ..core.seeding import derive_seed, generator_for
 
 StepCallback = Callable[[int, int], None]
 

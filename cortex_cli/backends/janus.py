@@ -28,7 +28,7 @@ from typing import Any, Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
-from ..errors import CortexError, first_line
+from ..core.errors import CortexError, first_line
 from .base import Concept, ModelFiles, ModelShape, SamplerSettings, StepCallback, Streams, pick_tokens, token_rows
 
 NAME = "janus"

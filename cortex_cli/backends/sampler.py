@@ -3,7 +3,7 @@
 A backend hands over a `Decoder`: its prior with weights cast once to the sampling precision and a static,
 preallocated KV cache, whose `forward(tokens, positions)` has fixed shapes (B x 1 tokens at one position
 per decode step). The loop here never leaves the device: each step's token comes from `choose` (guidance,
-temperature, top-k / top-p and the Gumbel-max draw of `cortex_cli.philox` noise keyed by image identity and step),
+temperature, top-k / top-p and the Gumbel-max draw of `cortex_cli.core.philox` noise keyed by image identity and step),
 all tensor ops with no host sync, so the decode step compiles with `fullgraph=True` and, on CUDA, is
 captured once per (decoder, batch, settings) as a CUDA graph (`mode="reduce-overhead"`). Where compiling or
 capture fails the step falls back to eager with one warning.
@@ -21,7 +21,7 @@ from typing import Callable, Protocol
 
 import torch
 
-from ..philox import gumbel
+from ..core.philox import gumbel
 from .base import SamplerSettings, StepCallback, top_k_top_p_filtering
 
 COMPILE_ENV = "CORTEX_COMPILE"

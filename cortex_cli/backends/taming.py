@@ -25,8 +25,8 @@ from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
 from . import taming_shim
-from ..errors import CortexError, first_line
-from ..philox import keys_tensor
+from ..core.errors import CortexError, first_line
+from ..core.philox import keys_tensor
 from .base import Concept, ModelFiles, ModelShape, SamplerSettings, StepCallback, Streams, pick_tokens, token_rows
 from .sampler import sample_tokens
 

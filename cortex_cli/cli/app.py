@@ -13,7 +13,7 @@ from typer import _click
 from typer.core import TyperGroup
 
 from ..api import Workspace
-from ..errors import CortexError, first_line
+from ..core.errors import CortexError, first_line
 from ..store.database import lost_database
 from .render import err_console
 

@@ -9,7 +9,7 @@ import typer
 from typing import Annotated
 
 from ..atlas import PageSettings
-from ..errors import CortexError
+from ..core.errors import CortexError
 from .app import command, workspace
 from .options import AsJson, ExtractorOfRuns, MethodOfRuns, Model, Quiet, Run, Split
 from .render import console, deferred_progress, print_json

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from ..audit import DEFAULT_K, DEFAULT_RESAMPLES
+from ..index.audit import DEFAULT_K, DEFAULT_RESAMPLES
 from .app import command, workspace
 from .options import AsJson, CountedImages, EvalOut, ExtractorOfRuns, Model, Quiet, Run, Seed
 from .render import console, deferred_progress, print_json, table

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .. import token_selection
+from ..search import token_selection
 from .app import command, workspace
 from .options import TARGET_HELP, AsJson, L2Weight, Model, Quiet, Region, Seed, Steps
 from .render import console, deferred_progress, print_json, prior_nll_line, table

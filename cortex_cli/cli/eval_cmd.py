@@ -9,7 +9,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from ..attribution import METHODS
-from ..errors import CortexError
+from ..core.errors import CortexError
 from ..evaluation.concept_level import ConceptLevelSettings
 from ..evaluation.edit_eval import EditEvalSettings
 from ..evaluation.image_level import ImageLevelSettings
@@ -18,8 +18,7 @@ from ..evaluation.report import tables_for
 from ..evaluation.sanity import SanitySettings
 from ..evaluation.stability import StabilitySettings
 from .app import app, command, sub_command, workspace
-from .options import (AsJson, ConceptScoreRule, EvalClasses, EvalOut, Extractors, Fill, FirstSeed, ImagesPerClass, JudgeWeights, Model, Ns,
-                      Quiet, RandomDraws, Samples, Seed, Steps, TopN)
+from .options import AsJson, ConceptScoreRule, EvalClasses, EvalOut, Extractors, Fill, FirstSeed, ImagesPerClass, JudgeWeights, Model, Ns, Quiet, RandomDraws, Samples, Seed, Steps, TopN
 from .render import console, deferred_progress, print_json, table
 
 eval_app = typer.Typer(

@@ -7,11 +7,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..errors import CortexError
+from ..core.errors import CortexError
 from .app import command, workspace
-from ..targets import DEFAULT_RULE
-from .options import (SALIENCY, Alpha, AsJson, ConceptScoreRule, ExplainTarget, Extractor, IgBaseline, IgSteps, Method, Noise,
-                      Precision, Reduce, Samples, Seed)
+from ..models.targets import DEFAULT_RULE
+from .options import SALIENCY, Alpha, AsJson, ConceptScoreRule, ExplainTarget, Extractor, IgBaseline, IgSteps, Method, Noise, Precision, Reduce, Samples, Seed
 from .render import console, print_json, table
 
 

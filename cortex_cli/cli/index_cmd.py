@@ -9,9 +9,8 @@ from typing import Annotated
 import typer
 
 from .app import command, workspace
-from .options import (SALIENCY, Alpha, ConceptScoreRule, AsJson, ClassName, Classes, Extractor, FirstSeed, IgBaseline, IgSteps, Images, Method,
-                      Model, Noise, Precision, Quiet, Reduce, Samples, Seed, Split, TopN, class_choice)
-from ..targets import DEFAULT_RULE
+from .options import SALIENCY, Alpha, ConceptScoreRule, AsJson, ClassName, Classes, Extractor, FirstSeed, IgBaseline, IgSteps, Images, Method, Model, Noise, Precision, Quiet, Reduce, Samples, Seed, Split, TopN, class_choice
+from ..models.targets import DEFAULT_RULE
 from .render import console, print_json, deferred_progress
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from .. import optimize, token_selection
+from ..search import concept_search as optimize, token_selection
 from .app import command, workspace
 from .options import AsJson, L2Weight, Model, Quiet, Seed, Steps
 from .render import console, deferred_progress, print_json, prior_nll_line, table

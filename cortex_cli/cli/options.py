@@ -83,7 +83,7 @@ RandomDraws = Annotated[int, typer.Option("--random-draws", help="Seeded random 
 
 def class_choice(class_spec: str | None, classes: str | None) -> str:
     """The classes of a command with `--class C` or `--classes LIST`: exactly one of the two."""
-    from ..errors import CortexError
+    from ..core.errors import CortexError
 
     if (class_spec is None) == (classes is None):
         raise CortexError("give one of --class C (an id, a name or 'all') and --classes 'a,b,c' / --classes @file.txt")

@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from ..errors import CortexError
+from ..core.errors import CortexError
 from .app import command, workspace
 from .options import AsJson, CountedImages, ExtractorOfRuns, MethodOfRuns, Model, RankingBaseline, Run, Split, TopK
 from .render import console, print_json, table

@@ -14,8 +14,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgres
 from rich.table import Table
 from rich.text import Text
 
-from ..jsonable import to_jsonable
-from ..progress import Progress
+from ..core.jsonable import to_jsonable
+from ..core.progress import Progress
 
 console = Console()
 err_console = Console(stderr=True)

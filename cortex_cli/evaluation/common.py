@@ -10,18 +10,18 @@ from typing import Any, ClassVar, Sequence, TypeVar
 
 import torch
 
-from .. import model_registry
-from ..errors import CortexError
+from ..models import registry as model_registry
+from ..core.errors import CortexError
 from ..extractors import registry as extractor_registry
 from ..extractors.registry import ExtractorInfo
-from ..generation import ensure_images, image_tokens
-from ..jsonable import to_jsonable
-from ..results import Result
-from ..judges import Judge, judges_for
-from ..progress import Progress, report
-from ..model_registry import ClassInfo, ModelInfo
+from ..images.generation import ensure_images, image_tokens
+from ..core.jsonable import to_jsonable
+from ..core.results import Result
+from ..judges.pixel_judges import Judge, judges_for
+from ..core.progress import Progress, report
+from ..models.registry import ClassInfo, ModelInfo
 from ..attribution import SaliencySettings, prepare_extractor, token_saliency
-from ..environment import artifacts_dir, writable_dir
+from ..core.environment import artifacts_dir, writable_dir
 from ..store import evaluations as evaluation_store
 from ..store.database import Store
 

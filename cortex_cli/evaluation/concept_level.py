@@ -24,16 +24,16 @@ from typing import ClassVar, Sequence
 
 import torch
 
-from .. import model_registry
-from ..errors import CortexError
-from ..judges import judge_probabilities
+from ..models import registry as model_registry
+from ..core.errors import CortexError
+from ..judges.pixel_judges import judge_probabilities
 from .common import EvaluationResult
 from ..extractors.registry import load_extractor
-from ..generation import ensure_images, resolve_sampler
-from ..indexing import index_class
-from ..judges import Judge
-from ..rankings import ImageSet, frequency_baseline, specific_baseline, top_tokens
-from ..model_registry import ModelInfo
+from ..images.generation import ensure_images, resolve_sampler
+from ..index.build import index_class
+from ..judges.pixel_judges import Judge
+from ..index.rankings import ImageSet, frequency_baseline, specific_baseline, top_tokens
+from ..models.registry import ModelInfo
 from ..attribution import SaliencySettings
 from ..store.database import Store
 from . import common, plots

@@ -73,18 +73,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .. import model_registry, realism
-from ..errors import CortexError
+from ..models import registry as model_registry
+from ..search import realism
+from ..core.errors import CortexError
 from .common import EvaluationResult
 from ..extractors.registry import load_extractor
-from ..generation import generate, image_tokens
+from ..images.generation import generate, image_tokens
 from ..miniworld import world
-from ..judges import judge_probabilities
-from ..token_selection import OptimizeSettings, optimize_batch
-from ..model_registry import ModelInfo
-from ..regions import Region, parse_region
+from ..judges.pixel_judges import judge_probabilities
+from ..search.token_selection import OptimizeSettings, optimize_batch
+from ..models.registry import ModelInfo
+from ..search.regions import Region, parse_region
 from ..attribution import SaliencySettings
-from ..seeding import derive_seed, image_key
+from ..core.seeding import derive_seed, image_key
 from ..store.database import Store
 from . import common, plots
 from .metrics import BootstrapCI, EditEffect, edit_effect, paired_bootstrap_ci, verdict

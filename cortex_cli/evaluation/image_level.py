@@ -28,16 +28,16 @@ from typing import Callable, ClassVar, Sequence
 
 import torch
 
-from .. import model_registry
-from ..errors import CortexError
+from ..models import registry as model_registry
+from ..core.errors import CortexError
 from .common import EvaluationResult
 from ..extractors.registry import load_extractor
-from ..generation import ensure_images, image_keys
-from ..judges import Judge
-from ..model_registry import ModelInfo
+from ..images.generation import ensure_images, image_keys
+from ..judges.pixel_judges import Judge
+from ..models.registry import ModelInfo
 from ..attribution import METHODS, SaliencySettings, method_named
-from ..rankings import token_counts_of
-from ..seeding import derive_seed, generator_for
+from ..index.rankings import token_counts_of
+from ..core.seeding import derive_seed, generator_for
 from ..store.database import Store
 from . import common, plots
 from .localization import frequency_ranking

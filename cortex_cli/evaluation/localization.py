@@ -31,19 +31,19 @@ from typing import ClassVar, Sequence
 import numpy as np
 import torch
 
-from .. import concepts, model_registry
-from ..concepts import ConceptInfo
-from ..errors import CortexError
+from ..models import concepts, registry as model_registry
+from ..models.concepts import ConceptInfo
+from ..core.errors import CortexError
 from .common import EvaluationResult
 from ..extractors.registry import load_extractor
-from ..generation import ensure_images, resolve_sampler
+from ..images.generation import ensure_images, resolve_sampler
 from ..miniworld import world
-from ..rankings import ImageSet, specificity, token_counts_of
-from ..model_registry import ClassInfo, ModelInfo
+from ..index.rankings import ImageSet, specificity, token_counts_of
+from ..models.registry import ClassInfo, ModelInfo
 from ..attribution import SaliencySettings
-from ..seeding import derive_seed, generator_for
+from ..core.seeding import derive_seed, generator_for
 from ..store.database import Store
-from ..targets import DEFAULT_RULE, UNION_RULES, Target
+from ..models.targets import DEFAULT_RULE, UNION_RULES, Target
 from . import common, plots
 from .metrics import INSIDE_FRACTION, mean, patches_inside, pointing_game, precision_at_n, random_floor, ranked_positions
 

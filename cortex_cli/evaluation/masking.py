@@ -34,7 +34,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from ..errors import CortexError
+from ..core.errors import CortexError
 
 PIXEL_FILLS = ("black", "mean", "blur")
 TOKEN_FILL = "tokens"

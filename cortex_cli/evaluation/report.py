@@ -12,9 +12,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ..errors import CortexError
-from ..results import Result
-from ..model_registry import ModelInfo
+from ..core.errors import CortexError
+from ..core.results import Result
+from ..models.registry import ModelInfo
 from ..store.database import Store
 from ..store import evaluations as evaluation_store
 from .common import KINDS, MASKING_KINDS, PAPER_FILL, StoredEvaluation, default_out_dir, latest_variants, stored_evaluation

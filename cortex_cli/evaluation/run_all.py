@@ -21,11 +21,11 @@ from typing import Any
 
 import torch
 
-from .. import model_registry
-from ..results import Result
+from ..models import registry as model_registry
+from ..core.results import Result
 from ..extractors.registry import ensure_bundled_extractors
-from ..progress import Progress, report
-from ..environment import writable_dir
+from ..core.progress import Progress, report
+from ..core.environment import writable_dir
 from ..store.database import open_store
 from .concept_level import ConceptLevelSettings, run_concept_level
 from .edit_eval import EditEvalSettings, run_edit_eval

@@ -44,17 +44,17 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import nn
 
-from .. import model_registry
-from ..environment import artifacts_dir
-from ..errors import CortexError
+from ..models import registry as model_registry
+from ..core.environment import artifacts_dir
+from ..core.errors import CortexError
 from ..extractors.architectures import build_extractor
-from ..extractors.evaluation import embed_batch, load_split
+from ..extractors.accuracy import embed_batch, load_split
 from ..extractors.registry import ExtractorInfo, load_extractor, read_state_dict
 from ..extractors.training import TrainConfig
 from ..attribution import SaliencySettings
 from ..miniworld import world
-from ..model_registry import ModelInfo
-from ..seeding import derive_seed, generator_for
+from ..models.registry import ModelInfo
+from ..core.seeding import derive_seed, generator_for
 from ..store.database import Store
 from . import common, plots
 from .common import EvaluationResult

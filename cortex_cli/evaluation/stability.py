@@ -23,14 +23,14 @@ from pathlib import Path
 
 import torch
 
-from .. import model_registry
-from ..errors import CortexError
+from ..models import registry as model_registry
+from ..core.errors import CortexError
 from .common import EvaluationResult
 from ..extractors.registry import load_extractor
-from ..generation import image_keys
-from ..model_registry import ModelInfo
+from ..images.generation import image_keys
+from ..models.registry import ModelInfo
 from ..attribution import SaliencySettings
-from ..seeding import derive_seed
+from ..core.seeding import derive_seed
 from ..store.database import Store
 from . import common, plots
 from .metrics import mean, top_n_overlap

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import CortexError
+from ..core.errors import CortexError
 
 ARCHS = ("ce", "re", "re-authors")
 PAPER_FC_WIDTH = {"ce": 4096, "re": 2048, "re-authors": 2048}  # A.1.1: 4096 -> 4096; A.1.2: 512 -> 2048

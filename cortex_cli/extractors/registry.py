@@ -11,11 +11,11 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..errors import CortexError, first_line
-from ..model_registry import BUNDLED_DIR, MINI_NAME, ModelInfo
+from ..core.errors import CortexError, first_line
+from ..models.registry import BUNDLED_DIR, MINI_NAME, ModelInfo
 from ..store import extractors as extractor_store
 from ..store.database import Store
-from ..store.models import model_named
+from ..store.registered_models import model_named
 from .architectures import ExtractorConfig, build_extractor
 from .subsets import ClassSpace, ConceptHead
 

@@ -18,7 +18,7 @@ from typing import Any, Iterable
 import torch
 from torch import nn
 
-from ..errors import CortexError
+from ..core.errors import CortexError
 
 
 class ClassSpace(nn.Module):

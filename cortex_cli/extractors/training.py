@@ -42,19 +42,18 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch.nn.parallel import DistributedDataParallel
 
-from .. import model_registry
-from ..distributed import DistContext
-from ..errors import CortexError, first_line
-from ..results import Result
-from ..progress import Progress, report
-from ..model_registry import ModelInfo
-from ..seeding import derive_seed, generator_for, set_all_random_seeds
-from ..environment import artifacts_dir
+from ..models import registry as model_registry
+from ..core.distributed import DistContext
+from ..core.errors import CortexError, first_line
+from ..core.results import Result
+from ..core.progress import Progress, report
+from ..models.registry import ModelInfo
+from ..core.seeding import derive_seed, generator_for, set_all_random_seeds
+from ..core.environment import artifacts_dir
 from ..store.database import Store
 from .architectures import ExtractorConfig, build_extractor, count_parameters
-from ..generation import Request, generate_requests
-from .evaluation import (SplitData, binary_accuracy, concept_counts, embed_batch, extractor_logits, load_concept_split, load_split,
-                         topk_accuracy)
+from ..images.generation import Request, generate_requests
+from .accuracy import SplitData, binary_accuracy, concept_counts, embed_batch, extractor_logits, load_concept_split, load_split, topk_accuracy
 from .registry import ExtractorInfo, _check_name, read_state_dict, register_extractor
 
 STATE_VERSION = 1

@@ -18,13 +18,13 @@ import torch
 import torch.nn.functional as F
 
 from ..backends.taming import build_net
-from ..results import Result
-from ..model_configs import net2net_config, write_config
-from ..progress import Progress, report
-from ..seeding import set_all_random_seeds
-from ..weights import load_weights, save_weights
+from ..core.results import Result
+from ..models.configs import net2net_config, write_config
+from ..core.progress import Progress, report
+from ..core.seeding import set_all_random_seeds
+from ..core.weights import load_weights, save_weights
 from . import world
-from .judges import build_judge, judge_input
+from .judge_training import build_judge, judge_input
 
 
 

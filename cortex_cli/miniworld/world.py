@@ -22,8 +22,8 @@ from typing import Callable, Mapping
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ..errors import CortexError
-from ..seeding import derive_seed
+from ..core.errors import CortexError
+from ..core.seeding import derive_seed
 
 SIZE = 64  # image side in pixels
 SUPER = 4  # supersampling factor for drawing

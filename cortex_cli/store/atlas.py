@@ -15,16 +15,7 @@ from sqlalchemy import case, func, or_, select
 
 from .database import Store
 from .images import SQL_CHUNK
-from .schema import (
-    ClassRow,
-    ConceptSearchRow,
-    EditRow,
-    ExtractorRow,
-    ImageRow,
-    RunClassCountRow,
-    RunTokenCountRow,
-    SalientTokenRow,
-)
+from .schema import ClassRow, ConceptSearchRow, EditRow, ExtractorRow, ImageRow, RunClassCountRow, RunTokenCountRow, SalientTokenRow
 
 
 @dataclass(frozen=True)

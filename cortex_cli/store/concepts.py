@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 
-from ..errors import CortexError
+from ..core.errors import CortexError
 from .database import Store
 from .schema import ClassRow, ConceptMemberRow, ConceptRow, utcnow
 

@@ -16,7 +16,7 @@ from sqlalchemy import Row, Table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from ..errors import CortexError
+from ..core.errors import CortexError
 
 SUPPORTED = ("sqlite", "postgresql")
 _INSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}

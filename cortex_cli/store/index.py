@@ -30,7 +30,7 @@ class RunKey:
     steps: int = 0
     baseline: str = "none"
     noise: str = "philox"  # SmoothGrad's noise generator: 'philox', 'host' (runs made before migration 0013), 'none' (other methods)
-    target: str = "class"  # what the run explains: each image's class logit, or a concept target (`cortex_cli.targets`)
+    target: str = "class"  # what the run explains: each image's class logit, or a concept target (`cortex_cli.models.targets`)
 
 
 @dataclass(frozen=True)

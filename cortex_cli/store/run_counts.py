@@ -16,7 +16,7 @@ import numpy as np
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
-from ..errors import CortexError
+from ..core.errors import CortexError
 from .database import Store
 from .images import SQL_CHUNK
 from .schema import ClassRow, ImageRow, RunClassCountRow, RunTokenCountRow

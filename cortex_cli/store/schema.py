@@ -166,7 +166,7 @@ class SaliencyRunRow(Base):
     # SmoothGrad's noise generator (migration 0013): 'philox' (device-side, counter-based; new runs), 'host' (per-image CPU
     # generators: every SmoothGrad run made before 0013), 'none' for methods that draw no noise
     noise: Mapped[str] = mapped_column(String(16), server_default="philox")
-    # what the run explains (migration 0012): 'class' (each image's own class logit) or a concept target (`cortex_cli.targets`)
+    # what the run explains (migration 0012): 'class' (each image's own class logit) or a concept target (`cortex_cli.models.targets`)
     target: Mapped[str] = mapped_column(String(400), server_default="class")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -253,7 +253,7 @@ class EditRow(Base):
     probabilities: Mapped[str] = mapped_column(Text)  # JSON
     source_path: Mapped[str] = mapped_column(Text, default="")
     output_path: Mapped[str] = mapped_column(Text, default="")
-    # what the edit optimised (migration 0012): 'class' (target_class's logit) or a concept target (`cortex_cli.targets`)
+    # what the edit optimised (migration 0012): 'class' (target_class's logit) or a concept target (`cortex_cli.models.targets`)
     target: Mapped[str] = mapped_column(String(400), server_default="class")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -300,7 +300,7 @@ class ConceptSearchRow(Base):
     objective: Mapped[float] = mapped_column(Float)  # extractor's target logit (or log-prob) of `tokens`
     p_target: Mapped[float] = mapped_column(Float)  # extractor's softmax P(target) of `tokens`
     judges: Mapped[str] = mapped_column(Text)  # JSON {judge: P(target) of the decoded grid}
-    # what the search optimised (migration 0012): 'class' (class_pk's logit) or a concept target (`cortex_cli.targets`;
+    # what the search optimised (migration 0012): 'class' (class_pk's logit) or a concept target (`cortex_cli.models.targets`;
     # class_pk is then the concept's first member)
     target: Mapped[str] = mapped_column(String(400), server_default="class")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

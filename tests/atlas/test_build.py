@@ -26,11 +26,11 @@ from PIL import Image
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from cortex_cli import model_registry
+from cortex_cli.models import registry as model_registry
 from cortex_cli.atlas import PageSettings, build_atlas, nearest_neighbours
 from cortex_cli.cli import app
-from cortex_cli.indexing import index_classes
-from cortex_cli.rankings import token_usage, top_tokens
+from cortex_cli.index.build import index_classes
+from cortex_cli.index.rankings import token_usage, top_tokens
 from cortex_cli.attribution import SaliencySettings
 from cortex_cli.store.database import open_store
 from cortex_cli.store.edits import NewEdit, pending_edit

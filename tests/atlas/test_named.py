@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 
-from cortex_cli import concepts, model_registry
+from cortex_cli.models import concepts, registry as model_registry
 from cortex_cli.atlas import PageSettings, build_atlas
 from cortex_cli.attribution import SaliencySettings
-from cortex_cli.indexing import index_class
-from cortex_cli.rankings import top_tokens
+from cortex_cli.index.build import index_class
+from cortex_cli.index.rankings import top_tokens
 from cortex_cli.store.database import open_store
 from cortex_cli.store.evaluations import insert_evaluation
 

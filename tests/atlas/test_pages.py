@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from cortex_cli.atlas.pages import _evaluation_lines, _region_box, concept_path, token_path
-from cortex_cli.store.models import ClassInfo
+from cortex_cli.store.registered_models import ClassInfo
 
 
 def _cls(class_id: int, name: str) -> ClassInfo:

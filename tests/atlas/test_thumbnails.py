@@ -7,10 +7,10 @@ import pytest
 import torch
 from PIL import Image
 
-from cortex_cli import model_registry
+from cortex_cli.models import registry as model_registry
 from cortex_cli.atlas.thumbnails import Picture, Thumbnails, decoder_identity, token_tile
 from cortex_cli.backends.base import to_pil
-from cortex_cli.tokens import pack_tokens, unpack_tokens
+from cortex_cli.images.token_blobs import pack_tokens, unpack_tokens
 
 
 class Counting:

@@ -8,7 +8,7 @@ import torch
 from attribution_helpers import D, LinearExtractor, Quadratic, embeddings
 from cortex_cli.attribution import SaliencySettings, baseline_embedding, token_saliency
 from cortex_cli.attribution.integrated_gradients import integrated_gradients
-from cortex_cli.errors import CortexError
+from cortex_cli.core.errors import CortexError
 
 pytest.importorskip("captum")
 

@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from attribution_helpers import SmallCNN, freeze
-from cortex_cli import philox
+from cortex_cli.core import philox
 from cortex_cli.attribution import SaliencySettings, input_gradients, prepare_extractor, reduce_channels, token_saliency
 from cortex_cli.attribution.noise_tunnel import noise_scale, philox_copies, philox_noise, scaled_noise, seeded_noise, smoothgrad_noise
 from cortex_cli.extractors.architectures import ExtractorConfig, build_extractor
-from cortex_cli.seeding import generator_for
+from cortex_cli.core.seeding import generator_for
 
 noise_module = sys.modules["cortex_cli.attribution.noise_tunnel"]  # the module (the package exports a function of its name)
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from cortex_cli.attribution import SaliencySettings, field_help, key_fields
-from cortex_cli.errors import CortexError
+from cortex_cli.core.errors import CortexError
 
 
 @pytest.mark.parametrize(

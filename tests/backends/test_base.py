@@ -6,18 +6,9 @@ import pytest
 import torch
 from PIL import Image
 
-from cortex_cli.backends.base import (
-    SamplerSettings,
-    from_pil,
-    image_generators,
-    image_streams,
-    pick_tokens,
-    stream_key,
-    to_pil,
-    top_k_top_p_filtering,
-)
-from cortex_cli.classnames import ClassName
-from cortex_cli.seeding import derive_seed, generator_for
+from cortex_cli.backends.base import SamplerSettings, from_pil, image_generators, image_streams, pick_tokens, stream_key, to_pil, top_k_top_p_filtering
+from cortex_cli.models.classnames import ClassName
+from cortex_cli.core.seeding import derive_seed, generator_for
 
 
 def test_top_k_keeps_exactly_k_largest():

@@ -16,13 +16,14 @@ from typer.testing import CliRunner
 
 pytest.importorskip("transformers")
 
-from cortex_cli import generation, model_registry  # noqa: E402
+from cortex_cli.images import generation
+from cortex_cli.models import registry as model_registry  # noqa: E402
 from cortex_cli.backends import get_backend  # noqa: E402
 from cortex_cli.backends.base import VQGM, SamplerSettings, image_generators, image_streams  # noqa: E402
 from cortex_cli.backends.janus import JANUS_SAMPLER  # noqa: E402
-from cortex_cli.classnames import ClassName  # noqa: E402
+from cortex_cli.models.classnames import ClassName  # noqa: E402
 from cortex_cli.cli import app  # noqa: E402
-from cortex_cli.errors import CortexError  # noqa: E402
+from cortex_cli.core.errors import CortexError  # noqa: E402
 from janus_helpers import build_tiny_janus  # noqa: E402
 
 TWO_LABELS = "0\tgoldfinch\n1\twater ouzel\n"
@@ -141,12 +142,12 @@ def test_models_add_backend_janus(db_url, snapshot, tmp_path):
 
 def test_generation_extractor_index_and_edit_run_on_janus(store, janus_model, tmp_path):
     """cortex's own code paths, unchanged, on a janus model: generate -> train-extractor -> index -> edit."""
-    from cortex_cli.editing import edit_image
+    from cortex_cli.search.edit import edit_image
     from cortex_cli.extractors.training import default_configs, train_extractor
-    from cortex_cli.indexing import index_class
-    from cortex_cli.token_selection import OptimizeSettings
-    from cortex_cli.pngmeta import read_png
-    from cortex_cli.regions import parse_region
+    from cortex_cli.index.build import index_class
+    from cortex_cli.search.token_selection import OptimizeSettings
+    from cortex_cli.images.pngmeta import read_png
+    from cortex_cli.search.regions import parse_region
     from cortex_cli.attribution import SaliencySettings
 
     gold, ouzel = (model_registry.resolve_class(store, janus_model, c) for c in ("goldfinch", "water ouzel"))

@@ -9,12 +9,12 @@ import torch
 
 pytest.importorskip("transformers")
 
-from cortex_cli import realism  # noqa: E402
+from cortex_cli.search import realism  # noqa: E402
 from cortex_cli.backends import get_backend, janus  # noqa: E402
 from cortex_cli.backends.base import SamplerSettings, image_generators  # noqa: E402
-from cortex_cli.classnames import ClassName  # noqa: E402
-from cortex_cli.errors import CortexError  # noqa: E402
-from cortex_cli.store.models import ClassInfo  # noqa: E402
+from cortex_cli.models.classnames import ClassName  # noqa: E402
+from cortex_cli.core.errors import CortexError  # noqa: E402
+from cortex_cli.store.registered_models import ClassInfo  # noqa: E402
 from janus_helpers import build_tiny_janus  # noqa: E402
 
 UNGUIDED_GREEDY = SamplerSettings(greedy=True, guidance=None)

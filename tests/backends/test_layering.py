@@ -52,8 +52,8 @@ def test_the_checker_sees_dynamic_imports():
 
 
 def _above(sources) -> list[str]:
-    """Imports of cortex_cli modules other than backends/ itself and the leaves errors.py, seeding.py and philox.py."""
-    allowed = ("cortex_cli.backends", "cortex_cli.errors", "cortex_cli.seeding", "cortex_cli.philox")
+    """Imports of cortex_cli modules other than backends/ itself and the leaves core/errors.py, core/seeding.py and core/philox.py."""
+    allowed = ("cortex_cli.backends", "cortex_cli.core.errors", "cortex_cli.core.seeding", "cortex_cli.core.philox")
     return [f"{path.relative_to(PACKAGE.parent)}:{line}: {name}" for path, source in sources for line, name in _imports(path, source)
             if (name == "cortex_cli" or name.startswith("cortex_cli.")) and not any(name == a or name.startswith(a + ".") for a in allowed)]
 
@@ -65,5 +65,5 @@ def test_backends_import_nothing_above_them_but_the_leaves():
 
 def test_the_backend_checker_sees_an_import_from_above():
     taming = PACKAGE / "backends" / "taming.py"
-    assert _above([(taming, "from ..model_registry import ModelInfo\nfrom . import taming_shim\nfrom ..errors import CortexError\n")]) \
-        == ["cortex_cli/backends/taming.py:1: cortex_cli.model_registry", "cortex_cli/backends/taming.py:1: cortex_cli.model_registry.ModelInfo"]
+    assert _above([(taming, "from ..models.registry import ModelInfo\nfrom . import taming_shim\nfrom ..core.errors import CortexError\n")]) \
+        == ["cortex_cli/backends/taming.py:1: cortex_cli.models.registry", "cortex_cli/backends/taming.py:1: cortex_cli.models.registry.ModelInfo"]

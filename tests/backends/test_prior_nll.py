@@ -9,8 +9,8 @@ import torch
 
 from cortex_cli.backends.base import SamplerSettings, image_streams
 from cortex_cli.backends.taming import load_vqgm
-from cortex_cli.classnames import ClassName
-from cortex_cli.errors import CortexError
+from cortex_cli.models.classnames import ClassName
+from cortex_cli.core.errors import CortexError
 
 
 @pytest.fixture(scope="module")

@@ -6,9 +6,10 @@ from importlib.metadata import EntryPoint
 
 import pytest
 
-from cortex_cli import backends, model_registry
+from cortex_cli import backends
+from cortex_cli.models import registry as model_registry
 from cortex_cli.backends.taming import BACKEND as TAMING
-from cortex_cli.errors import CortexError
+from cortex_cli.core.errors import CortexError
 
 
 class ToyBackend:

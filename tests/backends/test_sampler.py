@@ -15,7 +15,7 @@ import torch
 from cortex_cli.backends import sampler
 from cortex_cli.backends.base import SamplerSettings, image_streams
 from cortex_cli.backends.taming import TamingDecoder, load_vqgm
-from cortex_cli.classnames import ClassName
+from cortex_cli.models.classnames import ClassName
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,8 @@ import yaml
 
 from cortex_cli.backends.base import VQGM, SamplerSettings, from_pil, image_streams, to_pil
 from cortex_cli.backends.taming import load_vqgm, read_state_dict
-from cortex_cli.classnames import ClassName
-from cortex_cli.errors import CortexError
+from cortex_cli.models.classnames import ClassName
+from cortex_cli.core.errors import CortexError
 
 
 def sample(vqgm, class_ids, seeds, settings=SamplerSettings(), on_step=None):

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from cortex_cli.cli import app
 from cortex_cli.store.schema import EditRow
 
-from tests.test_editing import register_tiny_ce, tiny_png
+from tests.search.test_edit import register_tiny_ce, tiny_png
 
 
 @pytest.fixture

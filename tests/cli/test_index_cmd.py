@@ -12,11 +12,11 @@ from safetensors.torch import save_file
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
-from cortex_cli import model_registry
+from cortex_cli.models import registry as model_registry
 from cortex_cli.cli import app
 from cortex_cli.extractors.architectures import ExtractorConfig, build_extractor
 from cortex_cli.extractors.registry import register_extractor
-from cortex_cli.pngmeta import read_png
+from cortex_cli.images.pngmeta import read_png
 from cortex_cli.store.schema import SaliencyMapRow, SalientTokenRow
 
 from index_helpers import store_random_images

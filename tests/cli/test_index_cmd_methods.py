@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from cortex_cli import model_registry
+from cortex_cli.models import registry as model_registry
 from cortex_cli.store import index as index_store
 from tests.cli.test_index_cmd import cli, index, setup  # noqa: F401  (setup is a fixture: the tiny model, an extractor, 8 images)
 

@@ -6,9 +6,10 @@ from tests.store.test_layering import PACKAGE, _imports, _sources
 
 CLI = PACKAGE / "cli"
 # modules that do the work: a command reaches them only through `Workspace` (cortex_cli/api.py)
-WORKERS = ("distributed", "generation", "indexing", "rankings", "explain", "editing", "optimize.search_concept", "model_registry",
-           "class_subsets", "extractors.registry", "extractors.training.train_extractor", "evaluation.run_all", "atlas.build",
-           "miniworld.training", "miniworld.report", "judges", "store")
+WORKERS = ("core.distributed", "images.generation", "index.build", "index.rankings", "index.explain", "search.edit",
+           "search.concept_search.search_concept", "models.registry", "models.class_subsets", "extractors.registry",
+           "extractors.training.train_extractor", "evaluation.run_all", "atlas.build", "miniworld.training",
+           "miniworld.mini_report", "judges", "store")
 ALLOWED = {("cli/app.py", "cortex_cli.store.database"), ("cli/app.py", "cortex_cli.store.database.lost_database")}  # turning a lost connection into one line is rendering
 
 
@@ -30,9 +31,9 @@ def test_commands_reach_the_library_only_through_the_workspace():
 
 
 def test_the_checker_sees_a_command_that_orchestrates():
-    source = "from ..distributed import init_from_env\nfrom .. import model_registry\nfrom ..store.database import open_store\n"
+    source = "from ..core.distributed import init_from_env\nfrom ..models import registry\nfrom ..store.database import open_store\n"
     found = _violations([CLI / "index_cmd.py"], source)
-    assert [v.split(": ")[1] for v in found] == ["cortex_cli.distributed", "cortex_cli.distributed.init_from_env",
-                                                 "cortex_cli.model_registry", "cortex_cli.store.database",
+    assert [v.split(": ")[1] for v in found] == ["cortex_cli.core.distributed", "cortex_cli.core.distributed.init_from_env",
+                                                 "cortex_cli.models.registry", "cortex_cli.store.database",
                                                  "cortex_cli.store.database.open_store"]
     assert _violations([CLI / "app.py"], "from ..store.database import lost_database\n") == []

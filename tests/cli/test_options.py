@@ -8,7 +8,8 @@ import pytest
 import typer.main
 from typer.testing import CliRunner
 
-from cortex_cli import demo, indexing
+from cortex_cli import demo
+from cortex_cli.index import build as indexing
 from cortex_cli.attribution import SaliencySettings
 from cortex_cli.cli import app
 from cortex_cli.cli.options import MEANINGS, SEED_HELP

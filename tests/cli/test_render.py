@@ -80,7 +80,7 @@ def test_read_commands_fit_80_columns(store, tiny_model, db_url, tmp_path, monke
     import torch
     from safetensors.torch import save_file
 
-    from cortex_cli import model_registry
+    from cortex_cli.models import registry as model_registry
     from cortex_cli.extractors.architectures import ExtractorConfig, build_extractor
     from cortex_cli.extractors.registry import register_extractor
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cortex_cli import model_registry
+from cortex_cli.models import registry as model_registry
 
 from eval_helpers import register_small_extractor
 from index_helpers import store_random_images

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cortex_cli.errors import CortexError
+from cortex_cli.core.errors import CortexError
 from cortex_cli.evaluation.common import latest_evaluations, record_evaluation, resolve_classes, resolve_extractors
 
 from eval_helpers import register_small_extractor

@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cortex_cli import model_registry
+from cortex_cli.models import registry as model_registry
 from dataclasses import replace
 
-from cortex_cli.errors import CortexError
+from cortex_cli.core.errors import CortexError
 from cortex_cli.evaluation.concept_level import ConceptLevelSettings, cut_positions, positions_of, run_concept_level
 from cortex_cli.evaluation.masking import background_token, fill_tokens
-from cortex_cli.generation import image_tokens, list_images
+from cortex_cli.images.generation import image_tokens, list_images
 
 from eval_helpers import toy_judge
 

@@ -12,24 +12,22 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from cortex_cli import model_registry
-from cortex_cli.errors import CortexError
+from cortex_cli.models import registry as model_registry
+from cortex_cli.core.errors import CortexError
 from cortex_cli.evaluation.common import latest_evaluations
-from cortex_cli.evaluation.edit_eval import (
-    EditEvalSettings, edit_seed, fixed_box, max_sum_window, run_edit_eval, window_around,
-)
+from cortex_cli.evaluation.edit_eval import EditEvalSettings, edit_seed, fixed_box, max_sum_window, run_edit_eval, window_around
 from cortex_cli.evaluation.metrics import paired_bootstrap_ci, verdict
 from cortex_cli.evaluation.report import tables_for
 from cortex_cli.backends.base import to_pil
-from cortex_cli.editing import edit_image
+from cortex_cli.search.edit import edit_image
 from cortex_cli.evaluation import edit_eval
 from cortex_cli.extractors.registry import get_extractor
-from cortex_cli.generation import default_sampler
-from cortex_cli.optimize import search_concept
-from cortex_cli.pngmeta import save_png
-from cortex_cli.token_selection import OptimizeSettings, optimize_batch
-from cortex_cli.regions import Region, parse_region
-from cortex_cli.seeding import image_key
+from cortex_cli.images.generation import default_sampler
+from cortex_cli.search.concept_search import search_concept
+from cortex_cli.images.pngmeta import save_png
+from cortex_cli.search.token_selection import OptimizeSettings, optimize_batch
+from cortex_cli.search.regions import Region, parse_region
+from cortex_cli.core.seeding import image_key
 from cortex_cli.store.database import open_store
 
 from eval_helpers import register_small_extractor, toy_judge
@@ -251,7 +249,7 @@ def test_edit_eval_on_world_sources_reports_the_oracle_apart(store, tiny_model, 
 # -- realism: the edits' prior NLL against the generated range -----------------------------------
 
 def test_edit_eval_reports_the_prior_nll_of_its_edits_per_method(tiny_model_files, tmp_path, monkeypatch):
-    from cortex_cli import realism
+    from cortex_cli.search import realism
 
     store, model, names = _tiny_store(tmp_path / "db.sqlite", tiny_model_files, unrelated=False)
     vqgm = model_registry.load_model(model)

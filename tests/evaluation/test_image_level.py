@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from cortex_cli import model_registry
-from cortex_cli.errors import CortexError
+from cortex_cli.models import registry as model_registry
+from cortex_cli.core.errors import CortexError
 from cortex_cli.evaluation.common import latest_evaluations
 from cortex_cli.evaluation.image_level import ImageLevelSettings, auc_comparisons, curve_name, run_image_level
 from cortex_cli.evaluation.masking import background_token
 from cortex_cli.evaluation.metrics import curve_auc, paired_bootstrap_ci
-from cortex_cli.generation import image_tokens, list_images
+from cortex_cli.images.generation import image_tokens, list_images
 
 from eval_helpers import toy_judge
 

@@ -7,7 +7,7 @@ import torch
 
 from cortex_cli.evaluation.localization import frequency_ranking, world_images
 from cortex_cli.evaluation.metrics import mean, patches_inside, precision_at_n, random_floor
-from cortex_cli.model_registry import ClassInfo
+from cortex_cli.models.registry import ClassInfo
 
 
 def test_frequency_ranking_orders_positions_by_class_frequency():
@@ -36,9 +36,9 @@ def test_world_images_carry_their_masks():
 def test_unit_targets_read_a_concept_off_a_class_extractor_and_keep_concept_extractors_to_their_own():
     from types import SimpleNamespace
 
-    from cortex_cli.concepts import ConceptInfo
+    from cortex_cli.models.concepts import ConceptInfo
     from cortex_cli.evaluation.localization import unit_targets
-    from cortex_cli.targets import BINARY, Target
+    from cortex_cli.models.targets import BINARY, Target
 
     members = [ClassInfo(1, 0, "red-capped bird", ()), ClassInfo(5, 4, "red mushroom", ())]
     red = ConceptInfo(1, "mini", "red", "classes", members)
@@ -54,7 +54,7 @@ def test_unit_targets_read_a_concept_off_a_class_extractor_and_keep_concept_extr
 
 @pytest.fixture
 def mini(store):
-    from cortex_cli import concepts, model_registry
+    from cortex_cli.models import concepts, registry as model_registry
 
     model_registry.ensure_bundled(store)
     model = model_registry.get_model(store, "mini")
@@ -71,15 +71,15 @@ def _settings(**kw):
 
 
 def test_a_concept_is_one_unit_scored_on_its_attribute_and_a_class_as_before(mini, tmp_path):
-    from cortex_cli import model_registry
+    from cortex_cli.models import registry as model_registry
     from cortex_cli.attribution import SaliencySettings
     from cortex_cli.evaluation import common
     from cortex_cli.evaluation.localization import LocalizationSettings, run_localization
     from cortex_cli.evaluation.metrics import ranked_positions
     from cortex_cli.extractors.registry import get_extractor, load_extractor
     from cortex_cli.miniworld import world
-    from cortex_cli.seeding import derive_seed
-    from cortex_cli.targets import DEFAULT_RULE
+    from cortex_cli.core.seeding import derive_seed
+    from cortex_cli.models.targets import DEFAULT_RULE
 
     store, model = mini
     assert LocalizationSettings().score == DEFAULT_RULE
@@ -115,7 +115,7 @@ def test_a_concept_is_one_unit_scored_on_its_attribute_and_a_class_as_before(min
 
 
 def test_bad_concept_evaluations_are_one_line_errors(mini, tmp_path):
-    from cortex_cli.errors import CortexError
+    from cortex_cli.core.errors import CortexError
     from cortex_cli.evaluation.localization import run_localization
 
     store, model = mini

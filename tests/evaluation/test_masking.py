@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cortex_cli.errors import CortexError
+from cortex_cli.core.errors import CortexError
 from cortex_cli.evaluation.masking import background_token, fill_tokens, insertion_images, mask_images, mask_patches, patch_mask
 from cortex_cli.evaluation.metrics import masking_effect
-from cortex_cli.judges import Judge
+from cortex_cli.judges.pixel_judges.pixel_judges import Judge
 
 
 def test_patch_mask_covers_exactly_the_patches():

@@ -7,19 +7,7 @@ import math
 import pytest
 import torch
 
-from cortex_cli.evaluation.metrics import (
-    accuracy_and_probability,
-    curve_auc,
-    edit_effect,
-    masking_effect,
-    paired_bootstrap_ci,
-    patches_inside,
-    pointing_game,
-    precision_at_n,
-    random_floor,
-    ranked_positions,
-    top_n_overlap,
-)
+from cortex_cli.evaluation.metrics import accuracy_and_probability, curve_auc, edit_effect, masking_effect, paired_bootstrap_ci, patches_inside, pointing_game, precision_at_n, random_floor, ranked_positions, top_n_overlap
 
 
 def test_delta_a_delta_p_arithmetic_on_a_toy():

@@ -155,7 +155,7 @@ def test_report_cli_prints_the_trust_summary_whole_in_80_columns(db_url, store, 
 
 
 def test_tables_for_unknown_kind_is_an_error():
-    from cortex_cli.errors import CortexError
+    from cortex_cli.core.errors import CortexError
 
     with pytest.raises(CortexError, match="unknown evaluation kind"):
         tables_for("nope", {})

@@ -9,13 +9,12 @@ from typer.testing import CliRunner
 
 from cortex_cli.evaluation.metrics import top_n_overlap
 from cortex_cli.cli import app
-from cortex_cli.evaluation.sanity import (SanitySettings, average_ranks, layers_of, random_pairs, randomised,
-                                          run_sanity, spearman, train_permuted)
+from cortex_cli.evaluation.sanity import SanitySettings, average_ranks, layers_of, random_pairs, randomised, run_sanity, spearman, train_permuted
 
 
 @pytest.fixture
 def mini(store):
-    from cortex_cli import model_registry
+    from cortex_cli.models import registry as model_registry
     from cortex_cli.extractors.registry import ensure_bundled_extractors
 
     model_registry.ensure_bundled(store)
@@ -91,7 +90,7 @@ def test_metrics_on_known_maps():
 def test_the_label_permuted_extractor_is_cached_and_retrains_to_the_same_weights(mini, cortex_home):
     import shutil
 
-    from cortex_cli import model_registry
+    from cortex_cli.models import registry as model_registry
     from cortex_cli.extractors.registry import get_extractor, list_extractors
 
     store, model = mini

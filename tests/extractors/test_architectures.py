@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cortex_cli.errors import CortexError
+from cortex_cli.core.errors import CortexError
 from cortex_cli.extractors.architectures import ExtractorConfig, build_extractor, count_parameters, forward_flops
 
 

@@ -8,14 +8,13 @@ import json
 import pytest
 import torch
 
-from cortex_cli import Workspace, concepts, model_registry
-from cortex_cli.errors import CortexError
+from cortex_cli import Workspace
+from cortex_cli.models import concepts, registry as model_registry
+from cortex_cli.core.errors import CortexError
 from cortex_cli.evaluation.common import resolve_extractors
-from cortex_cli.extractors import (
-    ExtractorConfig, default_configs, get_extractor, load_concept_split, load_extractor, load_split, train_extractor,
-)
-from cortex_cli.extractors import evaluation as extractor_evaluation
-from cortex_cli.extractors.evaluation import binary_accuracy, concept_counts, extractor_logits
+from cortex_cli.extractors import ExtractorConfig, default_configs, get_extractor, load_concept_split, load_extractor, load_split, train_extractor
+from cortex_cli.extractors import accuracy as extractor_evaluation
+from cortex_cli.extractors.accuracy import binary_accuracy, concept_counts, extractor_logits
 from cortex_cli.extractors.subsets import ConceptHead, require_classes
 from extractor_helpers import learnable_tiny_model
 

@@ -7,17 +7,9 @@ import json
 import pytest
 import torch
 
-from cortex_cli.errors import CortexError
+from cortex_cli.core.errors import CortexError
 from cortex_cli.extractors.architectures import build_extractor
-from cortex_cli.extractors.registry import (
-    export_bundled,
-    file_sha256,
-    get_extractor,
-    list_extractors,
-    load_extractor,
-    read_state_dict,
-    register_extractor,
-)
+from cortex_cli.extractors.registry import export_bundled, file_sha256, get_extractor, list_extractors, load_extractor, read_state_dict, register_extractor
 
 from eval_helpers import register_small_extractor
 

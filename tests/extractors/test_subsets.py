@@ -10,18 +10,18 @@ import torch.nn.functional as F
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
-from cortex_cli import model_registry
+from cortex_cli.models import registry as model_registry
 from cortex_cli.cli import app
-from cortex_cli.errors import CortexError
+from cortex_cli.core.errors import CortexError
 from cortex_cli.extractors import get_extractor, load_extractor
 from cortex_cli.extractors.architectures import ExtractorConfig, build_extractor
 from cortex_cli.extractors.subsets import ClassSpace, require_classes
-from cortex_cli.generation import image_tokens
+from cortex_cli.images.generation import image_tokens
 from cortex_cli.attribution import SaliencySettings, token_saliency
 from cortex_cli.store.schema import ImageRow, SaliencyMapRow, SalientTokenRow
 
 from extractor_helpers import learnable_tiny_model
-from tests.test_editing import tiny_png
+from tests.search.test_edit import tiny_png
 
 runner = CliRunner()
 SMALL = ["--model", "tiny", "--width", "8", "--fc-width", "16", "--epochs", "2", "--batch-size", "8",

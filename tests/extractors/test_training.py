@@ -6,19 +6,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from cortex_cli import model_registry
-from cortex_cli.errors import CortexError
-from cortex_cli.extractors import (
-    TrainConfig,
-    default_configs,
-    ensure_bundled_extractors,
-    export_bundled,
-    get_extractor,
-    list_extractors,
-    load_extractor,
-    train_extractor,
-)
-from cortex_cli.extractors.evaluation import extractor_logits, load_split, topk_accuracy
+from cortex_cli.models import registry as model_registry
+from cortex_cli.core.errors import CortexError
+from cortex_cli.extractors import TrainConfig, default_configs, ensure_bundled_extractors, export_bundled, get_extractor, list_extractors, load_extractor, train_extractor
+from cortex_cli.extractors.accuracy import extractor_logits, load_split, topk_accuracy
 from extractor_helpers import learnable_tiny_model
 
 SMALL = dict(width=8, fc_width=16, epochs=3, batch_size=8, train_per_class=6, val_per_class=2, test_per_class=2)  # on `learnable` rows
@@ -179,9 +170,7 @@ def test_bundled_extractors_register_for_the_mini_model_only_and_yield_to_user_o
 # -- the training loop at the benchmark's speed (issue 29): precision, no host sync, sharded validation -------------
 
 from cortex_cli.extractors.architectures import ExtractorConfig, build_extractor  # noqa: E402
-from cortex_cli.extractors.training import (  # noqa: E402
-    _fingerprint, keeps_resident, make_optimizer, memory_format, train_epoch, validate,
-)
+from cortex_cli.extractors.training import _fingerprint, keeps_resident, make_optimizer, memory_format, train_epoch, validate
 
 
 class TableVQGM:
@@ -281,7 +270,7 @@ def test_devices_pick_their_optimizer_layout_and_token_residence():
 
 def _validate_on_rank(rank, world_size, init, out):
     import torch.distributed as tdist
-    from cortex_cli.distributed import DistContext
+    from cortex_cli.core.distributed import DistContext
 
     tdist.init_process_group("gloo", init_method=init, rank=rank, world_size=world_size)
     ctx = DistContext(rank=rank, world_size=world_size, backend="gloo")

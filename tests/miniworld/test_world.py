@@ -55,7 +55,7 @@ def test_local_part_pairs():
 
 def test_bundled_model_loads_strictly_through_the_adapter():
     from cortex_cli.backends.taming import load_vqgm
-    from cortex_cli.model_registry import MINI_CONFIG, MINI_WEIGHTS
+    from cortex_cli.models.registry import MINI_CONFIG, MINI_WEIGHTS
 
     vqgm = load_vqgm(MINI_CONFIG, MINI_WEIGHTS)
     assert (vqgm.grid, vqgm.image_size, vqgm.n_classes) == (16, 64, len(world.CONCEPTS))
@@ -65,9 +65,9 @@ def test_bundled_model_loads_strictly_through_the_adapter():
 def test_generated_concepts_are_recognised_by_a_judge():
     from cortex_cli.backends.base import SamplerSettings, image_streams
     from cortex_cli.backends.taming import load_vqgm
-    from cortex_cli.classnames import ClassName
-    from cortex_cli.judges import mini_judges
-    from cortex_cli.model_registry import MINI_CONFIG, MINI_WEIGHTS
+    from cortex_cli.models.classnames import ClassName
+    from cortex_cli.judges.pixel_judges.pixel_judges import mini_judges
+    from cortex_cli.models.registry import MINI_CONFIG, MINI_WEIGHTS
 
     vqgm = load_vqgm(MINI_CONFIG, MINI_WEIGHTS)
     sampler = SamplerSettings(**vqgm.config.cortex.sampler)
@@ -125,7 +125,7 @@ def test_attribute_masks_are_deterministic_and_named_loosely():
     assert np.array_equal(world.attribute_mask(a, "red"), world.attribute_mask(b, " Red "))
     assert not np.array_equal(world.attribute_mask(a, "red"), world.attribute_mask(world.sample(concept, 6, "loc"), "red"))
     assert world.attribute_named("RED") == "red" and world.attribute_named("shiny") is None
-    from cortex_cli.errors import CortexError
+    from cortex_cli.core.errors import CortexError
 
     with pytest.raises(CortexError, match="'shiny' is not an attribute of the mini world"):
         world.attribute_mask(a, "shiny")

@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from cortex_cli.atlas import PageSettings, build_atlas
 from cortex_cli.attribution import SaliencySettings
-from cortex_cli.rankings import top_tokens
+from cortex_cli.index.rankings import top_tokens
 from cortex_cli.store import atlas as atlas_store
 from cortex_cli.store.schema import RunTokenCountRow, SalientTokenRow
 

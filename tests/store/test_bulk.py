@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import exc, select
 
 from cortex_cli.store import bulk, index
-from cortex_cli.store.models import model_classes
+from cortex_cli.store.registered_models import model_classes
 from cortex_cli.store.schema import RunClassCountRow, RunTokenCountRow, SaliencyMapRow, SalientTokenRow
 
 from store_rows import add_extractor, add_images, add_model

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import delete, select
 
-from cortex_cli.errors import CortexError
+from cortex_cli.core.errors import CortexError
 from cortex_cli.store import concepts as concept_store
 from cortex_cli.store.schema import ClassRow, ConceptMemberRow, ModelRow
 

@@ -5,7 +5,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
 
-from cortex_cli.errors import CortexError
+from cortex_cli.core.errors import CortexError
 from cortex_cli.store.database import head_revision, open_store
 from cortex_cli.store.schema import Base, ModelRow
 

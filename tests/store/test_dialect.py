@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from cortex_cli.errors import CortexError
+from cortex_cli.core.errors import CortexError
 from cortex_cli.store.dialect import _insert, insert_ignore, upsert_add, upsert_replace
 from cortex_cli.store.schema import ClassRow, ExtractorRow, ImageRow, ModelRow, TokenCountRow
 

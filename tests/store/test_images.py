@@ -2,7 +2,7 @@ import pytest
 from sqlalchemy import text
 
 from cortex_cli.store import images
-from cortex_cli.store.models import model_classes
+from cortex_cli.store.registered_models import model_classes
 
 from store_rows import add_images, add_model, grid_blob
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from cortex_cli.store import index
-from cortex_cli.store.models import model_classes
+from cortex_cli.store.registered_models import model_classes
 from cortex_cli.store.run_counts import classes_using, images_indexed
 
 from store_rows import add_extractor, add_images, add_model

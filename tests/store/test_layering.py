@@ -61,7 +61,7 @@ def test_only_store_imports_sqlalchemy_or_the_schema():
 
 
 def test_store_imports_nothing_above_it_but_errors():
-    allowed = ("cortex_cli.store", "cortex_cli.errors")
+    allowed = ("cortex_cli.store", "cortex_cli.core.errors")
     offenders = [
         f"{path.relative_to(PACKAGE.parent)}:{line}: {name}"
         for path in _sources(STORE)

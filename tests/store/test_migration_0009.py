@@ -6,7 +6,7 @@ import pytest
 from alembic import command
 from sqlalchemy import insert, inspect
 
-from cortex_cli.store import models as model_store
+from cortex_cli.store import registered_models as model_store
 from cortex_cli.store.database import _alembic_config, _make_engine, head_revision, open_store
 from cortex_cli.store.schema import Base
 from tests.store.test_migrations import columns_of, contents, empty_url, fill  # noqa: F401  (empty_url is a fixture)

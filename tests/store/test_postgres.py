@@ -12,17 +12,16 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, select, text
 from typer.testing import CliRunner
 
-from cortex_cli import environment, model_registry
+from cortex_cli.core import environment
+from cortex_cli.models import registry as model_registry
 from cortex_cli.cli import app
-from cortex_cli.errors import CortexError
-from cortex_cli.generation import generate
-from cortex_cli.indexing import ensure_run, index_class
-from cortex_cli.rankings import token_usage, top_tokens
+from cortex_cli.core.errors import CortexError
+from cortex_cli.images.generation import generate
+from cortex_cli.index.build import ensure_run, index_class
+from cortex_cli.index.rankings import token_usage, top_tokens
 from cortex_cli.attribution import SaliencySettings
 from cortex_cli.store.database import head_revision, open_store
-from cortex_cli.store.schema import (
-    Base, ClassRow, ImageRow, ModelRow, SaliencyMapRow, SaliencyRunRow, SalientTokenRow, TokenCountRow,
-)
+from cortex_cli.store.schema import Base, ClassRow, ImageRow, ModelRow, SaliencyMapRow, SaliencyRunRow, SalientTokenRow, TokenCountRow
 
 from index_helpers import ToyExtractor, register_toy, store_random_images
 

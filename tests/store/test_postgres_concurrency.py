@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from cortex_cli import model_registry
-from cortex_cli.generation import image_tokens
+from cortex_cli.models import registry as model_registry
+from cortex_cli.images.generation import image_tokens
 from cortex_cli.store.schema import ExtractorRow, ImageRow, ModelRow, RunClassCountRow, RunTokenCountRow, SaliencyMapRow, SaliencyRunRow, SalientTokenRow, TokenCountRow
 
 import store_writers

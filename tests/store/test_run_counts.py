@@ -6,9 +6,9 @@ import pytest
 from alembic import command
 from sqlalchemy import select
 
-from cortex_cli.generation import image_tokens
-from cortex_cli.indexing import index_classes, write_batch
-from cortex_cli.rankings import pick_run, token_usage
+from cortex_cli.images.generation import image_tokens
+from cortex_cli.index.build import index_classes, write_batch
+from cortex_cli.index.rankings import pick_run, token_usage
 from cortex_cli.attribution import SaliencySettings
 from cortex_cli.store.database import _alembic_config
 from cortex_cli.store.schema import RunClassCountRow, RunTokenCountRow, SalientTokenRow

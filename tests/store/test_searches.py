@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from cortex_cli.store.models import model_classes
+from cortex_cli.store.registered_models import model_classes
 from cortex_cli.store.searches import RESULT_COLUMNS, insert_restarts, stored_restarts
 
 from store_rows import add_extractor, add_model

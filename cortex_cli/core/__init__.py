@@ -1,0 +1,1 @@
+"""Shared leaves: errors, progress, JSON values, results, environment, torchrun, seeds, random streams, weights."""

@@ -1,0 +1,1 @@
+"""The token index: building it, its writer, the rankings read from it, explain/show, the bias audit."""

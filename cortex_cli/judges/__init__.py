@@ -1,0 +1,1 @@
+"""Independent judges: pixel classifiers that score decoded images."""

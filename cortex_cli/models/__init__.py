@@ -1,0 +1,1 @@
+"""Registered generators and what a command is about: classes, class names, concepts, targets."""
