@@ -14,7 +14,7 @@ samples, and the concept's one member).
   older row did, or a concept target; a search's class_pk is then the concept's first member);
 - `saliency_runs.target`: what a run explains, part of its key (`uq_saliency_run`): 'class' (each
   image's own class logit, every run before this revision; the server default) or a concept target
-  such as 'logsumexp:0,4,7,10' (`cortex_cli.targets`).
+  such as 'logsumexp:0,4,7,10' (`cortex_cli.models.targets`).
 
 The constraint is rebuilt as 0010 rebuilds it: in place on PostgreSQL, by Alembic's batch mode with
 SQLite foreign-key enforcement off (the rebuild's DROP TABLE would otherwise cascade into the index).

@@ -1,7 +1,7 @@
 """saliency_runs.noise: SmoothGrad's noise generator is part of a run's key
 
 SmoothGrad's noise now comes from a counter-based generator drawn on the device ('philox',
-`cortex_cli/philox.py`: keyed by the image's identity and the run's seed, so a map does not depend on
+`cortex_cli/core/philox.py`: keyed by the image's identity and the run's seed, so a map does not depend on
 its batch, the rank count or the device); the per-image CPU generators of every earlier run ('host')
 stay available, so those runs reproduce. The two give different maps, so `noise` joins the run key
 (`uq_saliency_run`): a 'host' run and a 'philox' run of the same extractor and parameters are two runs,
