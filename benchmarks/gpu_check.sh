@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # One run on a lent GPU machine, most needed first: the paper-scale benchmark at paper size (every stage timed as
 # the commands run it; its JSON is named after the card), the CUDA-marked tests, a one-rank torchrun `cortex index`,
-# the Python API on the device beside the CPU (benchmarks/api_device_check.py), and the sampling (and, where it
-# takes --device, saliency) benchmarks on the device.
+# the Python API on the device beside the CPU (benchmarks/api_device_check.py), the sampling (and, where it
+# takes --device, saliency) benchmarks on the device, and last the paper-scale projection on LlamaGen GPT-L at 384 px
+# (paper_scale.py --model llamagen; issue 31), whose time is held back from the steps before it.
 #
 # Run from the repository root with OUT set (a folder whose files come back) and the wheels of the
 # packages the machine lacks in .whl/ (carried beside the checkout):
@@ -15,7 +16,9 @@
 # pyproject.toml's entry points is written into that folder too. Each step tees its own log into
 # $OUT and a failing step does not stop the next; the exit status is 0 only when every step passed.
 # Each long step runs under a time limit, capped by what is left of the whole run's GPU_CHECK_TOTAL_S, so the
-# whole run ends inside about 9 minutes (a step with under 20 s left is skipped and counted as failed).
+# whole run ends inside about 9 minutes (a step with under 20 s left is skipped and counted as failed). The
+# LlamaGen projection's limit (GPU_CHECK_LLAMAGEN_LIMIT_S) is kept out of what the steps before it may use, so
+# it still has its time at the end; the total stays GPU_CHECK_TOTAL_S.
 #
 # The wheels (about 6 MiB; .whl/ is listed in .git/info/exclude, never committed): what cortex needs beyond
 # the machine's image (the device README's KINDS.md package list), fetched here for CPython 3.12 with
@@ -40,6 +43,10 @@
 #   GPU_CHECK_BENCH_LIMIT_S 60          wall-clock limit of bench_sampling.py and of bench_saliency.py, each
 #   GPU_CHECK_SAMPLING_BATCH 64 (CPU 8) bench_sampling.py --batch
 #   GPU_CHECK_PAPER_SCALE 1             0 skips paper_scale.py (already measured)
+#   GPU_CHECK_LLAMAGEN   1              0 skips the LlamaGen projection (and holds no time back for it)
+#   GPU_CHECK_LLAMAGEN_LIMIT_S 150      wall-clock limit of paper_scale.py --model llamagen (--budget-s: limit - 90)
+#   GPU_CHECK_LLAMAGEN_GPT GPT-L (CPU GPT-B)    its --gpt-model (a released size, llamagen.GPT_MODELS)
+#   GPU_CHECK_LLAMAGEN_IMAGE_SIZE 384 (CPU 256) its --image-size
 #   GPU_CHECK_SITE       /tmp/site      where the wheels are installed
 #   GPU_CHECK_WHEELS     .whl           the carried wheels
 
@@ -57,9 +64,15 @@ API_LIMIT=${GPU_CHECK_API_LIMIT_S:-150}
 TORCHRUN_LIMIT=${GPU_CHECK_TORCHRUN_LIMIT_S:-60}
 TEST_LIMIT=${GPU_CHECK_TEST_LIMIT_S:-90}
 BENCH_LIMIT=${GPU_CHECK_BENCH_LIMIT_S:-60}
-case "$DEVICE" in  # a CPU dry run: one torch thread (steadier on a shared CPU), small sampling batches
-    cuda*) SAMPLING_BATCH=${GPU_CHECK_SAMPLING_BATCH:-64}; REPEATS=3; THREADS=0 ;;
-    *) SAMPLING_BATCH=${GPU_CHECK_SAMPLING_BATCH:-8}; REPEATS=1; THREADS=1 ;;
+LLAMAGEN=${GPU_CHECK_LLAMAGEN:-1}
+LG_LIMIT=${GPU_CHECK_LLAMAGEN_LIMIT_S:-150}
+RESERVED=0  # seconds of TOTAL held back for the LlamaGen projection until its step
+[ "$LLAMAGEN" != 0 ] && RESERVED=$LG_LIMIT
+case "$DEVICE" in  # a CPU dry run: one torch thread (steadier on a shared CPU), small sampling batches, LlamaGen GPT-B at 256 px
+    cuda*) SAMPLING_BATCH=${GPU_CHECK_SAMPLING_BATCH:-64}; REPEATS=3; THREADS=0
+           LG_GPT=${GPU_CHECK_LLAMAGEN_GPT:-GPT-L}; LG_IMAGE_SIZE=${GPU_CHECK_LLAMAGEN_IMAGE_SIZE:-384} ;;
+    *) SAMPLING_BATCH=${GPU_CHECK_SAMPLING_BATCH:-8}; REPEATS=1; THREADS=1
+       LG_GPT=${GPU_CHECK_LLAMAGEN_GPT:-GPT-B}; LG_IMAGE_SIZE=${GPU_CHECK_LLAMAGEN_IMAGE_SIZE:-256} ;;
 esac
 SITE=${GPU_CHECK_SITE:-/tmp/site}
 WHEELS=${GPU_CHECK_WHEELS:-.whl}
@@ -73,8 +86,8 @@ step() {  # step NAME: a banner with the seconds since the start
     echo "=== $1 ($(( $(date +%s) - START )) s) ==="
 }
 
-limit() {  # limit SECONDS: SECONDS, or what is left of the run's TOTAL if less (never below 0)
-    local left=$(( TOTAL - ($(date +%s) - START) - 5 ))
+limit() {  # limit SECONDS: SECONDS, or what is left of the run's TOTAL (less RESERVED) if less (never below 0)
+    local left=$(( TOTAL - ($(date +%s) - START) - 5 - RESERVED ))
     [ "$left" -lt 0 ] && left=0
     if [ "$left" -lt "$1" ]; then echo "$left"; else echo "$1"; fi
 }
@@ -210,6 +223,21 @@ elif enough bench_saliency "$L"; then
     timeout -k 15 "$L" "$PY" benchmarks/bench_saliency.py --device "$DEVICE" 2>&1 | tee "$OUT/bench_saliency_${CARD}.txt"
     rc=${PIPESTATUS[0]}
     [ "$rc" -eq 0 ] || { FAILED="$FAILED bench_saliency"; echo "bench_saliency.py: exit $rc (124: over its ${L} s limit)"; }
+fi
+
+if [ "$LLAMAGEN" != 0 ]; then
+    RESERVED=0
+    L=$(limit "$LG_LIMIT")
+    B=$(( L - 90 ))  # the generation stage compiles last: leave it its time
+    [ "$B" -gt 0 ] || B=0
+    step "paper_scale.py --model llamagen --gpt-model $LG_GPT --image-size $LG_IMAGE_SIZE --size $SIZE --device $DEVICE --budget-s $B (limit ${L} s) -> paper_scale_llamagen_${CARD}.json"
+    if enough paper_scale_llamagen "$L"; then
+        timeout -k 15 "$L" "$PY" benchmarks/paper_scale.py --model llamagen --gpt-model "$LG_GPT" --image-size "$LG_IMAGE_SIZE" \
+            --size "$SIZE" --device "$DEVICE" --budget-s "$B" --threads "$THREADS" \
+            --json-out "$OUT/paper_scale_llamagen_${CARD}.json" 2>&1 | tee "$OUT/paper_scale_llamagen_${CARD}.txt"
+        rc=${PIPESTATUS[0]}
+        [ "$rc" -eq 0 ] || { FAILED="$FAILED paper_scale_llamagen"; echo "paper_scale.py --model llamagen: exit $rc (124: over its ${L} s limit; the JSON holds the stages it finished)"; }
+    fi
 fi
 
 step "done"

@@ -52,6 +52,20 @@ On one H100 the paper size is meant to finish in about 5 minutes: the product ro
 `--budget-s` skips the remaining optional measurements (bf16 generation, the baselines) once the budget is
 spent; the generation stage runs last (its decode step compiles, which takes the longest). Captum is
 optional (`pip install -e ".[bench]"`); without it the Captum row says so.
+
+`--model llamagen` projects the same job onto a LlamaGen generator instead (issue 31): a random `LlamaGenVQGM`
+of `--gpt-model` (a released size, `llamagen.GPT_MODELS`; default GPT-L) with the VQ-16 tokenizer at
+`--image-size` px (default 384: 24 x 24 tokens), built on the meta device and materialised on the device with a
+seeded init. The same stages are timed where they apply: generation through the model's `sample` with its
+default sampler (the official top-k 2000 and classifier-free guidance 4.0, so every image is two rows) at the
+product's batch rule, and the host sampler and the philox sampler at the common batch as baselines (taming's
+`sample_with_past` does not apply); saliency, training and validation with the size's CE and RE on LlamaGen's
+embeddings (in_channels 8, grid = image size / 16); the VQ-16 decode. `--size` then picks the extractors' widths,
+batches and repeats. The JSON has the same keys plus `model` ({"backend": "llamagen", "gpt_model", "image_size"});
+issue 29's bars are taming's (the paper's model), so they are "not measured" for LlamaGen.
+
+    python benchmarks/paper_scale.py --model llamagen --device cuda --json-out paper_scale_llamagen_h100.json
+    python benchmarks/paper_scale.py --model llamagen --gpt-model GPT-B --image-size 256 --size tiny --device cpu
 """
 
 from __future__ import annotations
@@ -81,7 +95,9 @@ from cortex_cli.images import generation
 from cortex_cli.index import build as indexing  # noqa: E402
 from cortex_cli.attribution import SaliencySettings, default_chunk, prepare_extractor, token_saliency  # noqa: E402
 from cortex_cli.backends import sampler as sampler_module, taming_shim  # noqa: E402
+from cortex_cli.backends import llamagen  # noqa: E402
 from cortex_cli.backends.base import SamplerSettings, image_streams  # noqa: E402
+from cortex_cli.backends.llamagen import LlamaGenVQGM  # noqa: E402
 from cortex_cli.backends.taming import TamingVQGM, build_net  # noqa: E402
 from cortex_cli.models.classnames import ClassName  # noqa: E402
 from cortex_cli.extractors import training  # noqa: E402
@@ -102,6 +118,9 @@ INDEX_STAGES = ("index CE", "index RE")  # the stages that also write to the dat
 BACKENDS = ("sqlite", "postgresql")  # the per-backend objects of bench_store.py's JSON
 PRECISIONS = ("fp32", "bf16")
 MODEL_NAME = "paper-scale"  # the model name the philox stream keys are derived from (any name costs the same)
+MODELS = ("taming", "llamagen")  # --model: the paper's taming generator, or a LlamaGen one (issue 31)
+LLAMAGEN_DOWNSAMPLE = 16  # LlamaGen's VQ-16 (the released ImageNet GPTs' tokenizer)
+AnyVQGM = TamingVQGM | LlamaGenVQGM  # the generators this benchmark builds
 
 
 @dataclass(frozen=True)
@@ -224,6 +243,51 @@ def build_generator(size: Size, device: torch.device) -> TamingVQGM:
     return TamingVQGM(net, OmegaConf.create(cfg), device)
 
 
+@torch.no_grad()
+def seeded_init(module: torch.nn.Module, seed: int, device: torch.device) -> torch.nn.Module:
+    """Seeded random weights for a module materialised with `to_empty`: normal(0, 0.02) for every linear, convolution
+    and embedding (the official LlamaGen init; its zero-initialised output layer is random here too), zero biases,
+    unit norms."""
+    gen = torch.Generator(device=device).manual_seed(seed)
+    for sub in module.modules():
+        if isinstance(sub, (torch.nn.Linear, torch.nn.Conv2d, torch.nn.Embedding)):
+            sub.weight.normal_(0.0, 0.02, generator=gen)
+            if getattr(sub, "bias", None) is not None:
+                sub.bias.zero_()
+        elif isinstance(sub, (llamagen.RMSNorm, torch.nn.GroupNorm)):
+            sub.weight.fill_(1.0)
+            if getattr(sub, "bias", None) is not None:
+                sub.bias.zero_()
+    return module
+
+
+def build_llamagen(gpt_model: str, image_size: int, device: torch.device) -> LlamaGenVQGM:
+    """A LlamaGen of the released size `gpt_model` with the VQ-16 tokenizer at `image_size` px, random (seeded):
+    built on the meta device, materialised on `device` with `to_empty`, then initialised (`seeded_init`)."""
+    vq_cfg = llamagen.VQ_MODELS[LLAMAGEN_DOWNSAMPLE]
+    if image_size < vq_cfg.downsample or image_size % vq_cfg.downsample:
+        raise SystemExit(f"--image-size must be a positive multiple of the VQ's downsampling {vq_cfg.downsample}, got {image_size}")
+    gpt_cfg = replace(llamagen.GPT_MODELS[gpt_model], vocab_size=vq_cfg.codebook_size, grid=image_size // vq_cfg.downsample)
+    spec = llamagen.LlamaGenSpec(gpt=gpt_cfg, vq=vq_cfg, image_size=image_size, gpt_name=gpt_model)
+    with torch.device("meta"):
+        gpt, vq = llamagen.LlamaGenGPT(gpt_cfg), llamagen.LlamaGenVQ(vq_cfg)
+    gpt = seeded_init(gpt.to_empty(device=device), 0, device)
+    vq = seeded_init(vq.to_empty(device=device), 1, device)
+    gpt.rope = llamagen.rope_table(gpt_cfg).to(device)  # a buffer `to_empty` left uninitialised
+    return LlamaGenVQGM(gpt.eval().requires_grad_(False), vq.eval().requires_grad_(False), spec, device)
+
+
+def llamagen_size(size: Size, vqgm: LlamaGenVQGM) -> Size:
+    """The size's extractors on LlamaGen's embeddings: in_channels its code width (8), grid its token grid."""
+    return replace(size, ce=replace(size.ce, in_channels=vqgm.embed_dim, grid=vqgm.grid),
+                   re=replace(size.re, in_channels=vqgm.embed_dim, grid=vqgm.grid))
+
+
+def prior_of(vqgm: AnyVQGM) -> torch.nn.Module:
+    """The generator's GPT (the prior the sampler runs)."""
+    return vqgm.gpt if isinstance(vqgm, LlamaGenVQGM) else vqgm.net.transformer
+
+
 def _module_default(module: Any, device: torch.device, fallback: str) -> str:
     """A stage's default precision on `device`: its module's `default_precision(device)` where it has one
     (the commands call it when no --precision is named), else the settings' own default."""
@@ -231,7 +295,7 @@ def _module_default(module: Any, device: torch.device, fallback: str) -> str:
     return rule(device) if callable(rule) else fallback
 
 
-def product_defaults(vqgm: TamingVQGM, size: Size, device: torch.device) -> dict[str, Any]:
+def product_defaults(vqgm: AnyVQGM, size: Size, device: torch.device) -> dict[str, Any]:
     """What the commands run when nothing is named: sampler, precision and batch rule of each stage.
 
     generate: `generation.default_sampler` (the model's sampler: philox noise) in the generation default
@@ -264,7 +328,7 @@ def _sampler(defaults: dict[str, Any], **changes: Any) -> SamplerSettings:
     return replace(SamplerSettings(**defaults["generate"]["sampler"]), **changes)
 
 
-def compiled(vqgm: TamingVQGM, precision: str) -> bool | None:
+def compiled(vqgm: AnyVQGM, precision: str) -> bool | None:
     """Whether the decode steps of the sampler's `precision` decoder ran compiled (None: compiling is off here, or no
     step was made); False where a compile failed and the sampler fell back to eager (it warned once)."""
     decoder = vqgm._decoders.get(precision)  # noqa: SLF001
@@ -273,7 +337,7 @@ def compiled(vqgm: TamingVQGM, precision: str) -> bool | None:
     return all(step.fn != step.eager for step in steps) if steps else None
 
 
-def release_decoder(vqgm: TamingVQGM, precision: str) -> None:
+def release_decoder(vqgm: AnyVQGM, precision: str) -> None:
     """Drop the sampler's decoder of `precision` with its static KV caches and compiled steps, so the next batch rule
     sees the memory of a process that samples in one precision only, as a command does (a benchmark's concern)."""
     decoder = vqgm._decoders.pop(precision, None)  # noqa: SLF001
@@ -286,13 +350,13 @@ def release_decoder(vqgm: TamingVQGM, precision: str) -> None:
         torch.cuda.empty_cache()
 
 
-def bench_generation(vqgm: TamingVQGM, size: Size, clock: Clock, precisions: tuple[str, ...], defaults: dict[str, Any],
+def bench_generation(vqgm: AnyVQGM, size: Size, clock: Clock, precisions: tuple[str, ...], defaults: dict[str, Any],
                      baselines: bool) -> dict[str, Any]:
     """The product rows (philox, the product's batch, each precision; the default first) and the baselines."""
     device = vqgm.device
     steps = vqgm.grid ** 2
     default = defaults["generate"]["precision"]
-    out: dict[str, Any] = {"gpt_parameters": sum(p.numel() for p in vqgm.net.transformer.parameters()), "steps": steps,
+    out: dict[str, Any] = {"gpt_parameters": sum(p.numel() for p in prior_of(vqgm).parameters()), "steps": steps,
                            "sampler": defaults["generate"]["label"], "compile": defaults["generate"]["compile"],
                            "product_precision": default, "product_batch": None, "product_grids_per_s": None,
                            "product_by_precision": {}, "rows": []}
@@ -350,16 +414,17 @@ def bench_generation(vqgm: TamingVQGM, size: Size, clock: Clock, precisions: tup
             row("host", "fp32", b, False, call(host, b))
         else:
             skipped("host", "fp32", b, False, "time budget spent")
-        if clock.left() > 0:
-            taming_shim.install()  # taming's mingpt imports a helper that current transformers no longer has
-            from taming.modules.transformer.mingpt import sample_with_past
+        if isinstance(vqgm, TamingVQGM):  # taming's own sampler: a baseline of taming's model only
+            if clock.left() > 0:
+                taming_shim.install()  # taming's mingpt imports a helper that current transformers no longer has
+                from taming.modules.transformer.mingpt import sample_with_past
 
-            _, cond = vqgm.net.encode_to_c(torch.arange(b, device=device)[:, None] % vqgm.n_classes)
-            top_p = base.top_p if base.top_p < 1.0 else None
-            row("taming_sample_with_past", "fp32", b, False,
-                lambda: sample_with_past(cond, vqgm.net.transformer, steps=steps, top_k=base.top_k, top_p=top_p).cpu())
-        else:
-            skipped("taming_sample_with_past", "fp32", b, False, "time budget spent")
+                _, cond = vqgm.net.encode_to_c(torch.arange(b, device=device)[:, None] % vqgm.n_classes)
+                top_p = base.top_p if base.top_p < 1.0 else None
+                row("taming_sample_with_past", "fp32", b, False,
+                    lambda: sample_with_past(cond, vqgm.net.transformer, steps=steps, top_k=base.top_k, top_p=top_p).cpu())
+            else:
+                skipped("taming_sample_with_past", "fp32", b, False, "time budget spent")
         if clock.left() > 0:  # on CUDA another compile: the least needed row, so the last
             row("philox", "fp32", b, False, call(base, b))["compiled"] = compiled(vqgm, "fp32")
             release_decoder(vqgm, "fp32")
@@ -375,7 +440,7 @@ def bench_generation(vqgm: TamingVQGM, size: Size, clock: Clock, precisions: tup
     return out
 
 
-def bench_decode(vqgm: TamingVQGM, size: Size, clock: Clock, precisions: tuple[str, ...]) -> dict[str, float]:
+def bench_decode(vqgm: AnyVQGM, size: Size, clock: Clock, precisions: tuple[str, ...]) -> dict[str, float]:
     """VQGAN decode images/s (fp32 as the commands decode PNGs; bf16 autocast as a what-if)."""
     tokens = torch.randint(0, vqgm.n_embed, (size.decode_batch, vqgm.grid, vqgm.grid), device=vqgm.device)
     out = {}
@@ -389,7 +454,7 @@ def bench_decode(vqgm: TamingVQGM, size: Size, clock: Clock, precisions: tuple[s
     return out
 
 
-def bench_saliency(cfg: ExtractorConfig, vqgm: TamingVQGM, size: Size, clock: Clock, peaks: dict[str, float],
+def bench_saliency(cfg: ExtractorConfig, vqgm: AnyVQGM, size: Size, clock: Clock, peaks: dict[str, float],
                    precisions: tuple[str, ...], defaults: dict[str, Any], baselines: bool) -> dict[str, Any]:
     """The index's per-batch work (product rows), `token_saliency` alone, and the baselines, on one random extractor."""
     device = vqgm.device
@@ -463,7 +528,7 @@ def bench_saliency(cfg: ExtractorConfig, vqgm: TamingVQGM, size: Size, clock: Cl
     return out
 
 
-def bench_training(cfg: ExtractorConfig, vqgm: TamingVQGM, size: Size, clock: Clock, precisions: tuple[str, ...],
+def bench_training(cfg: ExtractorConfig, vqgm: AnyVQGM, size: Size, clock: Clock, precisions: tuple[str, ...],
                    defaults: dict[str, Any]) -> dict[str, Any]:
     """Images/s of the product's loop (`train_epoch`), of the benchmark's ideal loop, and of `validate`, per precision."""
     device = vqgm.device
@@ -697,7 +762,9 @@ def bars(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Each bar with its measured value and `status`: 'pass', 'fail', or 'not measured' (a CPU run checks code paths,
     not bars; the bars are set at paper size; or the value was not measured), `note` saying why."""
     values = bar_values(results)
+    model = results.get("model")  # absent for taming, the paper's model
     why = ("a CPU run exercises the code paths; the bars are for the GPU" if results.get("device") != "cuda"
+           else f"the bars are set for the paper's taming model, this is {describe_model(model)}" if model is not None
            else None if results.get("size") == "paper" else f"the bars are set at paper size, this is {results.get('size')}")
     out = {}
     for key, op, threshold, what in BARS:
@@ -711,7 +778,12 @@ def bars(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return out
 
 
-KEY_ORDER = ("date", "device", "device_name", "size", "complete", "seconds", "product", "generation", "generate_grids_per_s",
+def describe_model(model: dict[str, Any] | None) -> str:
+    """The JSON's `model` in words: 'llamagen GPT-L at 384 px'; taming (no `model`) is the paper's model."""
+    return "taming" if model is None else f"{model['backend']} {model['gpt_model']} at {model['image_size']} px"
+
+
+KEY_ORDER = ("date", "device", "device_name", "size", "model", "complete", "seconds", "product", "generation", "generate_grids_per_s",
              "saliency_ce", "saliency_re", "training_ce", "training_re", "validation_ce", "validation_re", "decode_judge",
              "total_hours_1_gpu", "total_hours_8_gpus", "total_hours_8_gpus_fp32", "total_hours_8_gpus_bf16", "bars", "projection")
 
@@ -743,7 +815,9 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
 
 def print_projection(results: dict[str, Any]) -> None:
     rows, write = results["projection"], results.get("write_stage")
-    print(f"\nProjected wall time (hours) of the paper's job, {results['size']}-size models, {results['device_name'] or results['device']};")
+    model = results.get("model")
+    what = f"{results['size']}-size models" if model is None else f"{describe_model(model)}, {results['size']}-size extractors"
+    print(f"\nProjected wall time (hours) of the paper's job, {what}, {results['device_name'] or results['device']};")
     print("8 GPUs: 1-device compute / 8 (linear scaling, assumed); '-': not measured")
     print(f"{'stage':14s} {'work':>10s} {'rate/s':>8s} {'h fp32':>8s} {'h bf16':>8s} {'h 8xfp32':>8s} {'h 8xbf16':>8s} {'bound 1/8':>9s}")
 
@@ -788,19 +862,25 @@ def print_projection(results: dict[str, Any]) -> None:
 
 
 def run(size_name: str, device: torch.device, budget_s: float, baselines: bool = True, repeats: int | None = None,
-        write: dict[str, Any] | None = None, json_out: Path | None = None, precisions: str = "auto") -> dict[str, Any]:
+        write: dict[str, Any] | None = None, json_out: Path | None = None, precisions: str = "auto", model: str = "taming",
+        gpt_model: str = "GPT-L", image_size: int = 384) -> dict[str, Any]:
     """Every measurement at one size on one device; the result dictionary that is written as JSON.
 
     `repeats`: timed calls per measurement (median); default 1 at paper size, 3 otherwise (a shared CPU is noisy).
     `write`: the index's database write stage (`write_stage`); not given by default. `json_out`: rewritten after
     every stage. `precisions`: 'auto' (bf16 where the device computes it natively), or a comma list ('fp32,bf16').
+    `model`: 'taming' (the size's taming generator) or 'llamagen' (`gpt_model` at `image_size` px with VQ-16, and the
+    size's extractors on its embeddings).
     """
+    if model not in MODELS:
+        raise SystemExit(f"--model must be one of {', '.join(MODELS)}, got {model!r}")
     size = SIZES[size_name]
     clock = Clock(device, budget_s, repeats=repeats or (1 if size_name == "paper" else 3))
     torch.set_grad_enabled(True)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine() or "cpu"
     peaks = {"fp32_tflops": matmul_peak(device, torch.float32), "bf16_tflops": matmul_peak(device, torch.bfloat16)}
-    print(f"== paper_scale: {size_name} size on {device} ({name}), torch {torch.__version__}, "
+    what = f"{size_name} size" if model == "taming" else f"llamagen {gpt_model} at {image_size} px, {size_name}-size extractors,"
+    print(f"== paper_scale: {what} on {device} ({name}), torch {torch.__version__}, "
           f"{torch.get_num_threads()} CPU threads; matmul peak fp32 {peaks['fp32_tflops']:.3g}, "
           f"bf16 {peaks['bf16_tflops']:.3g} TFLOP/s ==", flush=True)
     chosen = precisions_for(peaks) if precisions == "auto" else tuple(p for p in PRECISIONS if p in precisions.split(","))
@@ -808,7 +888,11 @@ def run(size_name: str, device: torch.device, budget_s: float, baselines: bool =
         raise SystemExit(f"--precisions must include fp32 (the bars' and the baselines' precision), got {precisions!r}")
     if chosen == ("fp32",) and precisions == "auto":
         print("  bf16 not measured: this device's bf16 matmul is slower than half its fp32 (no native bf16)", flush=True)
-    vqgm = build_generator(size, device)
+    if model == "llamagen":
+        vqgm = build_llamagen(gpt_model, image_size, device)
+        size = llamagen_size(size, vqgm)
+    else:
+        vqgm = build_generator(size, device)
     defaults = product_defaults(vqgm, size, device)
     missing = sorted({d["precision"] for d in defaults.values()} - set(chosen))
     if missing:
@@ -818,6 +902,8 @@ def run(size_name: str, device: torch.device, budget_s: float, baselines: bool =
                                "device": device.type, "device_name": name, "size": size_name, "torch": torch.__version__,
                                "cuda_version": torch.version.cuda, "peaks": peaks, "precisions": list(chosen), "product": defaults,
                                "paper_job": PAPER_JOB, "write_stage": write or write_stage(), "complete": False}
+    if model == "llamagen":  # taming's JSON is as it always was: no `model`
+        results["model"] = {"backend": "llamagen", "gpt_model": gpt_model, "image_size": image_size}
 
     def checkpoint() -> None:
         results["seconds"] = round(time.perf_counter() - clock.start, 1)
@@ -847,7 +933,13 @@ def run(size_name: str, device: torch.device, budget_s: float, baselines: bool =
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", choices=sorted(SIZES), default=None, help="[paper on a GPU, mini on a CPU]")
+    parser.add_argument("--size", choices=sorted(SIZES), default=None,
+                        help="[paper on a GPU, mini on a CPU]; with --model llamagen: the extractors, batches and repeats")
+    parser.add_argument("--model", choices=MODELS, default="taming",
+                        help="taming: the size's taming generator; llamagen: a LlamaGen GPT with the VQ-16 tokenizer [taming]")
+    parser.add_argument("--gpt-model", choices=list(llamagen.GPT_MODELS), default=None,
+                        help="--model llamagen: the released GPT size [GPT-L]")
+    parser.add_argument("--image-size", type=int, default=None, help="--model llamagen: pixels per side, a multiple of 16 [384]")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     parser.add_argument("--budget-s", type=float, default=240, help="skip optional measurements once this is spent [240]")
     parser.add_argument("--no-baselines", action="store_true",
@@ -866,6 +958,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--from-json", type=Path, default=None, metavar="PATH",
                         help="measure nothing: re-project the measurements of an earlier --json-out (with new write rates)")
     args = parser.parse_args(argv)
+    if args.model != "llamagen" and (args.gpt_model is not None or args.image_size is not None):
+        parser.error("--gpt-model and --image-size are --model llamagen's")
     write = write_stage(args.write_rate, args.write_json, args.write_backend)
     if args.from_json:
         results = json.loads(args.from_json.read_text())
@@ -888,7 +982,8 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     try:
         results = run(size, device, args.budget_s, baselines=not args.no_baselines, repeats=args.repeats, write=write,
-                      json_out=args.json_out, precisions=args.precisions)
+                      json_out=args.json_out, precisions=args.precisions, model=args.model,
+                      gpt_model=args.gpt_model or "GPT-L", image_size=args.image_size or 384)
     finally:
         torch.set_num_threads(threads)  # main() is also called in-process (the tests)
     print_projection(results)

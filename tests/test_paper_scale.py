@@ -21,7 +21,7 @@ import paper_scale  # noqa: E402
 
 from cortex_cli import attribution
 from cortex_cli.index import build as indexing  # noqa: E402
-from cortex_cli.backends import sampler as sampler_module  # noqa: E402
+from cortex_cli.backends import llamagen, sampler as sampler_module  # noqa: E402
 from cortex_cli.extractors.training import TrainConfig  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -183,6 +183,49 @@ def test_a_compiled_decode_step_is_reported_and_released(tiny_vqgm, monkeypatch)
     assert row["product"] and row["compiled"] is True and out["product_by_precision"]["fp32"]["compiled"] is True
     assert row["first_call_s"] > 0 and out["product_grids_per_s"] == row["grids_per_s"] > 0
     assert not tiny_vqgm._decoders  # released, with the decode steps it holds (sampler.decode_step keeps them on the decoder)
+
+
+@pytest.fixture
+def tiny_llamagen(monkeypatch):
+    """A LlamaGen GPT and VQ-16 of tiny widths under a size name the script accepts (a released size takes minutes on
+    a CPU; benchmarks/gpu_check.sh runs GPT-L at 384 px)."""
+    monkeypatch.setitem(llamagen.GPT_MODELS, "GPT-tiny", llamagen.GPTConfig(n_layer=2, n_head=2, dim=32, multiple_of=32))
+    monkeypatch.setitem(llamagen.VQ_MODELS, 16, llamagen.VQConfig(codebook_size=64, ch_mult=(1, 1, 1, 1, 1), channels=32,
+                                                                  z_channels=32, res_blocks=0))
+
+
+def test_llamagen_is_projected_through_the_same_stages(tiny_llamagen, tmp_path):
+    out = tmp_path / "lg.json"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        paper_scale.main(["--model", "llamagen", "--gpt-model", "GPT-tiny", "--image-size", "128", "--size", "tiny", "--device", "cpu",
+                          "--repeats", "1", "--threads", "1", "--json-out", str(out)])
+    result = json.loads(out.read_text())
+    assert list(result)[:5] == ["date", "device", "device_name", "size", "model"] and result["complete"] is True
+    assert result["model"] == {"backend": "llamagen", "gpt_model": "GPT-tiny", "image_size": 128}
+    assert set(paper_scale.KEY_ORDER) <= set(result)  # the taming run's keys, and `model`
+    for key in ("saliency_ce", "saliency_re", "training_ce", "training_re", "validation_ce", "validation_re", "decode_judge",
+                "generate_grids_per_s", "total_hours_8_gpus"):
+        assert result[key] > 0, key
+    sampler = result["product"]["generate"]["sampler"]
+    assert (sampler["top_k"], sampler["guidance"], sampler["noise"]) == (64, 4.0, "philox")  # the official sampler, top-k capped at K
+    gen = result["generation"]
+    assert gen["steps"] == 64 and gen["product_batch"] == paper_scale.SIZES["tiny"].gen_batch and "guidance=4" in gen["sampler"]
+    assert sorted((r["sampler"], r["product"]) for r in gen["rows"]) == [("host", False), ("philox", False), ("philox", True)]
+    assert gen["product_over_host"] > 0 and gen["product_over_taming"] is None  # taming's sample_with_past: not this model
+    assert all(bar["status"] == "not measured" for bar in result["bars"].values())
+    assert "llamagen GPT-tiny at 128 px, tiny-size extractors" in printed.getvalue()
+    assert max(len(line) for line in _table(printed.getvalue())) <= 80
+
+    vqgm = paper_scale.build_llamagen("GPT-tiny", 128, torch.device("cpu"))
+    size = paper_scale.llamagen_size(paper_scale.SIZES["paper"], vqgm)
+    assert (size.ce.in_channels, size.ce.grid, size.re.in_channels, size.re.grid, size.ce.width) == (8, 8, 8, 8, 512)
+    gpu = {**result, "device": "cuda", "size": "paper", "model": {"backend": "llamagen", "gpt_model": "GPT-L", "image_size": 384}}
+    notes = {bar["status"] + ": " + bar["note"] for bar in paper_scale.bars(gpu).values()}
+    assert notes == {"not measured: the bars are set for the paper's taming model, this is llamagen GPT-L at 384 px"}
+    with pytest.raises(SystemExit):  # taming takes no LlamaGen options
+        with contextlib.redirect_stderr(io.StringIO()):
+            paper_scale.main(["--gpt-model", "GPT-B", "--json-out", str(tmp_path / "no.json")])
 
 
 def test_bf16_is_measured_only_where_the_device_has_it():

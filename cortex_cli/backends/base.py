@@ -156,6 +156,18 @@ class Backend(Protocol):
         ...
 
 
+def decode_in_chunks(vqgm: VQGM, tokens: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
+    """Token grids (B x m x m or B x m^2) -> images in [-1, 1], through `embed` and `decode_embedding` `batch_size` at a time."""
+    tokens = tokens.reshape(-1, vqgm.grid, vqgm.grid)
+    return torch.cat([vqgm.decode_embedding(vqgm.embed(chunk)) for chunk in tokens.split(batch_size)])
+
+
+def check_image_size(images: torch.Tensor, image_size: int) -> None:
+    """CortexError unless `images` (... x H x W) are `image_size` pixels a side, what a VQ encoder takes."""
+    if images.shape[-1] != image_size or images.shape[-2] != image_size:
+        raise CortexError(f"images are {tuple(images.shape[-2:])} px; this model takes {image_size}x{image_size}")
+
+
 def token_rows(tokens: torch.Tensor, classes: Sequence[Concept], grid: int, n_embed: int) -> torch.Tensor:
     """`prior_nll`'s checked input: token grids (B x m x m or B x m^2) as B x m^2 long rows, one class per grid.
 

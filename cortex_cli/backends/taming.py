@@ -27,7 +27,8 @@ from safetensors.torch import load_file
 from . import taming_shim
 from ..core.errors import CortexError, first_line
 from ..core.philox import keys_tensor
-from .base import Concept, ModelFiles, ModelShape, SamplerSettings, StepCallback, Streams, pick_tokens, token_rows
+from .base import (Concept, ModelFiles, ModelShape, SamplerSettings, StepCallback, Streams, check_image_size, decode_in_chunks,
+                   pick_tokens, token_rows)
 from .sampler import sample_tokens
 
 NAME = "taming"
@@ -126,6 +127,12 @@ class TamingVQGM:
         self.n_classes: int = shape.n_classes
         self._decoders: dict[str, TamingDecoder] = {}
 
+    @property
+    def prior_shape(self) -> tuple[int, int]:
+        """The GPT's (layers, width): what one image's KV cache holds per position."""
+        config = self.net.transformer.config
+        return int(config.n_layer), int(config.n_embd)
+
     # -- codebook and embeddings ---------------------------------------------------------
     @property
     def codebook(self) -> torch.Tensor:
@@ -145,14 +152,12 @@ class TamingVQGM:
 
     def decode_tokens(self, tokens: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
         """Token grids -> images in [-1, 1]."""
-        tokens = tokens.reshape(-1, self.grid, self.grid)
-        return torch.cat([self.decode_embedding(self.embed(chunk)) for chunk in tokens.split(batch_size)])
+        return decode_in_chunks(self, tokens, batch_size)
 
     @torch.no_grad()
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         """Images in [-1, 1] (B x 3 x H x W at the model's resolution) -> token grids (B x m x m)."""
-        if images.shape[-1] != self.image_size or images.shape[-2] != self.image_size:
-            raise CortexError(f"images are {tuple(images.shape[-2:])} px; this model takes {self.image_size}x{self.image_size}")
+        check_image_size(images, self.image_size)
         _, _, info = self.net.first_stage_model.encode(images.to(self.device))
         return info[2].reshape(images.shape[0], self.grid, self.grid)
 

@@ -31,6 +31,8 @@ def generate(
                                 "drawn on the device) or host (the older sampler, as older stores' images were made)."),
     precision: str = typer.Option(None, "--precision", help="The prior's precision while sampling: fp32 (default) or bf16 "
                                   "(philox; part of each image's identity)."),
+    cfg_scale: float = typer.Option(None, "--cfg-scale", help="Classifier-free guidance scale (llamagen: default 4.0, "
+                                    "its official sampler's; 1 disables; taming has no null class and refuses it)."),
     as_json: AsJson = False,
     quiet: Quiet = False,
 ) -> None:
@@ -52,7 +54,8 @@ def generate(
     chosen = class_choice(class_spec, classes)
     with deferred_progress(f"sampling ({split})", quiet=quiet or as_json or not ws.is_main) as update:
         results = ws.generate(chosen, n, model=model, split=split, first_seed=first_seed, batch_size=batch_size, out=out, top_k=top_k,
-                              top_p=top_p, temperature=temperature, sampler=sampler, precision=precision, progress=update)
+                              top_p=top_p, temperature=temperature, sampler=sampler, precision=precision,
+                              cfg_scale=cfg_scale, progress=update)
     if not ws.is_main:
         return
     if as_json:

@@ -19,10 +19,15 @@ def models_add(
     ctx: typer.Context,
     name: str = typer.Argument(..., help="Short name to pass as --model later, e.g. cin."),
     path: Path = typer.Argument(None, help="janus: a local snapshot directory of the weights (config.json, *.safetensors, tokenizer)."),
-    backend: str = typer.Option("taming", "--backend", help="Which backend loads it: taming (default), janus, or one another package registers."),
+    backend: str = typer.Option("taming", "--backend", help="Which backend loads it: taming (default), janus, llamagen, or one another package registers."),
     config: Path = typer.Option(None, "--config", help="taming: config yaml (model.target Net2NetTransformer)."),
     ckpt: Path = typer.Option(None, "--ckpt", help="taming: checkpoint, last.ckpt (Lightning), a state dict, or .safetensors."),
     labels: str = typer.Option(None, "--labels", help="Class names: 'imagenet', 'mini' or a TSV file 'id<TAB>name, synonym...'; janus prompts with them."),
+    gpt_ckpt: str = typer.Option(None, "--gpt-ckpt", help="llamagen: the GPT checkpoint as released (c2i_L_384.pt; or hf://FoundationVision/LlamaGen/c2i_L_384.pt)."),
+    vq_ckpt: str = typer.Option(None, "--vq-ckpt", help="llamagen: the VQ tokenizer checkpoint as released (vq_ds16_c2i.pt)."),
+    gpt_model: str = typer.Option(None, "--gpt-model", help="llamagen: GPT-B, GPT-L, GPT-XL, GPT-XXL, GPT-XXXL, GPT-1B or GPT-3B (default: read off the checkpoint)."),
+    image_size: int = typer.Option(None, "--image-size", help="llamagen: the pixels per side the GPT was trained for (256 or 384; required)."),
+    downsample: int = typer.Option(None, "--downsample", help="llamagen: the VQ's downsampling, 16 (VQ-16, default) or 8 (VQ-8)."),
     as_json: AsJson = False,
 ) -> None:
     """Register a model, loading it strictly first.
@@ -32,8 +37,16 @@ def models_add(
 
     janus (DeepSeek Janus-Pro, text-conditional; each class name becomes the prompt "a photo of a NAME"; needs
     pip install "cortex-cli[janus]"): cortex models add janus-pro --backend janus ./Janus-Pro-1B --labels imagenet
+
+    llamagen (LlamaGen class-conditional GPT + VQ-16, FoundationVision/LlamaGen; the official checkpoints are published
+    on the Hugging Face Hub at FoundationVision/LlamaGen and linked from the GitHub README; hf:// names need
+    pip install "cortex-cli[hub]"): cortex models add lg-l --backend llamagen --gpt-ckpt c2i_L_384.pt
+    --vq-ckpt vq_ds16_c2i.pt --gpt-model GPT-L --image-size 384 --labels imagenet
+
+    Any file may be named on the Hub as hf://OWNER/REPO/path (fetched into the Hugging Face cache once).
     """
-    info = workspace(ctx).add_model(name, path, backend=backend, config=config, ckpt=ckpt, labels=labels)
+    info = workspace(ctx).add_model(name, path, backend=backend, config=config, ckpt=ckpt, labels=labels, gpt_ckpt=gpt_ckpt,
+                                    vq_ckpt=vq_ckpt, gpt_model=gpt_model, image_size=image_size, downsample=downsample)
     if as_json:
         print_json(info)
     else:

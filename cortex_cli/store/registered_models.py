@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
@@ -31,6 +32,12 @@ class ModelInfo:
     labels: str
     n_classes: int
     backend: str = "taming"  # the `cortex.backends` entry point that loads it
+    options: tuple[tuple[str, str], ...] = ()  # what the backend needs besides the two paths, as (name, value) pairs
+
+    @property
+    def backend_options(self) -> dict[str, str]:
+        """`options` as the backend takes them."""
+        return dict(self.options)
 
     @property
     def is_mini(self) -> bool:
@@ -63,6 +70,7 @@ class NewModel:
     image_size: int
     labels: str
     backend: str = "taming"
+    options: str = "{}"  # a JSON object of the backend's options (migration 0014)
 
 
 @dataclass(frozen=True)
@@ -75,7 +83,9 @@ class NewClass:
 
 
 def _info(row: ModelRow, n_classes: int) -> ModelInfo:
-    return ModelInfo(row.id, row.name, row.config_path, row.ckpt_path, row.n_embed, row.embed_dim, row.grid, row.image_size, row.labels, n_classes, row.backend)
+    options = tuple(sorted(json.loads(row.options or "{}").items()))
+    return ModelInfo(row.id, row.name, row.config_path, row.ckpt_path, row.n_embed, row.embed_dim, row.grid, row.image_size, row.labels, n_classes,
+                     row.backend, options)
 
 
 def _class_rows(model_id: int, classes: Sequence[NewClass]) -> list[dict]:

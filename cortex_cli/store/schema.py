@@ -56,6 +56,8 @@ class ModelRow(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     # the `cortex.backends` entry point that loads it (migration 0009; older rows are taming models)
     backend: Mapped[str] = mapped_column(String(100), server_default="taming")
+    # what the backend needs besides the two paths, a JSON object (migration 0014; e.g. LlamaGen's GPT size)
+    options: Mapped[str] = mapped_column(Text, server_default="{}")
 
 
 class ClassRow(Base):

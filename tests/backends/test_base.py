@@ -124,3 +124,26 @@ def test_pil_round_trip_and_centre_crop():
     wide = Image.new("RGB", (12, 4), (0, 0, 0))
     wide.paste((255, 255, 255), (4, 0, 8, 4))  # the white centre square
     assert torch.equal(from_pil([wide], 4), torch.ones(1, 3, 4, 4))
+
+
+def test_decoding_in_chunks_gives_the_whole_batchs_images_and_a_wrong_size_is_one_line():
+    from types import SimpleNamespace
+
+    from cortex_cli.backends.base import check_image_size, decode_in_chunks
+    from cortex_cli.core.errors import CortexError
+
+    codebook = torch.arange(12.0).reshape(4, 3)
+    seen = []
+
+    def decode_embedding(e):
+        seen.append(e.shape[0])
+        return e.sum(dim=1, keepdim=True).repeat(1, 3, 1, 1)
+
+    vqgm = SimpleNamespace(grid=2, embed=lambda t: codebook[t.reshape(-1, 2, 2)].permute(0, 3, 1, 2), decode_embedding=decode_embedding)
+    tokens = torch.tensor([[0, 1, 2, 3], [3, 3, 0, 0], [1, 1, 1, 1]])
+    images = decode_in_chunks(vqgm, tokens, batch_size=2)
+    assert seen == [2, 1] and images.shape == (3, 3, 2, 2)
+    assert torch.equal(images[1, 0], codebook.sum(dim=1)[torch.tensor([[3, 3], [0, 0]])])
+    check_image_size(torch.zeros(1, 3, 8, 8), 8)
+    with pytest.raises(CortexError, match=r"images are \(8, 6\) px; this model takes 8x8"):
+        check_image_size(torch.zeros(1, 3, 8, 6), 8)

@@ -16,6 +16,7 @@ OWNERS = {
     "taming": {"backends/taming.py", "backends/taming_shim.py"},
     "cortex_cli.backends.taming_shim": {"backends/taming.py"},
     "transformers": {"backends/janus.py"},
+    "huggingface_hub": {"backends/hub.py"},
 }
 
 

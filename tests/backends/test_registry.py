@@ -47,7 +47,7 @@ def test_cortex_declares_its_own_backends():
 
 
 def test_unknown_backend_is_one_line_listing_the_known_ones():
-    with pytest.raises(CortexError, match=r"^unknown backend 'nosuch' \(known: .*janus, taming\)$"):
+    with pytest.raises(CortexError, match=r"^unknown backend 'nosuch' \(known: .*janus, llamagen, taming\)$"):
         backends.get_backend("nosuch")
 
 
