@@ -9,7 +9,7 @@ from torch import nn
 
 from cortex_cli.extractors.architectures import ExtractorConfig, build_extractor
 from cortex_cli.extractors.registry import register_extractor
-from cortex_cli.judges.pixel_judges.pixel_judges import Judge
+from cortex_cli.judges.pixel_judges import Judge
 
 
 def register_small_extractor(store, model, tmp: Path, name: str = "ce", arch: str = "ce", seed: int = 0):

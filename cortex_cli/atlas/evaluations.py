@@ -12,7 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from ..evaluation.common import KINDS, MASKING_KINDS, PAPER_FILL, StoredEvaluation
+from ..evaluation.common import MASKING_KINDS, PAPER_FILL, StoredEvaluation
+from ..evaluation.registry import KINDS
 from ..evaluation.report import TITLES, TableSpec, command_line, tables_for, trust_tables
 
 PATH = "evaluations.html"

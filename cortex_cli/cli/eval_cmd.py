@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, Callable, Optional
 
 import typer
 
@@ -14,7 +16,7 @@ from ..evaluation.concept_level import ConceptLevelSettings
 from ..evaluation.edit_eval import EditEvalSettings
 from ..evaluation.image_level import ImageLevelSettings
 from ..evaluation.localization import LocalizationSettings
-from ..evaluation.report import tables_for
+from ..evaluation.registry import evaluation_named
 from ..evaluation.sanity import SanitySettings
 from ..evaluation.stability import StabilitySettings
 from .app import app, command, sub_command, workspace
@@ -68,27 +70,66 @@ def _pairs(text: str | None) -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
-def _evaluate(ctx: typer.Context, kind: str, *, model: str | None, extractor: str, out: Path | None, as_json: bool, quiet: bool,
-              judge_weights: Path | None = None, **settings: Any) -> None:
-    """The body of every `cortex eval` command: run one evaluation under a progress bar and render its result."""
-    with deferred_progress(kind, quiet=quiet or as_json) as update:  # errors before the first update print alone
-        result = workspace(ctx).evaluate(kind, model=model, extractors=extractor, out=out, judge_weights=judge_weights, progress=update,
-                                         **settings)
+# how a command's option becomes its evaluation's setting: the parser of its text (others pass as they are) and the
+# setting's name where it differs from the option's (`cortex eval stability --noise-seeds` sets `seeds`)
+PARSED = {"ns": lambda text: _ints(text, "--ns"), "noise_seeds": lambda text: _ints(text, "--noise-seeds"),
+          "sample_counts": lambda text: _ints(text, "--sample-counts"), "classes": _names, "method": _methods, "pairs": _pairs,
+          "regions": lambda text: _names(text) or EDIT.regions}
+FIELDS = {"method": "methods", "noise_seeds": "seeds", "permuted_images": "permuted_per_class"}
+
+
+def _option(name: str, annotation: Any, default: Any = inspect.Parameter.empty) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default, annotation=annotation)
+
+
+# the options of every `cortex eval <kind>` command that are the run's, not its evaluation's settings: the first and
+# the last ones of each command (a command may declare its own --model and --extractor, with their own help)
+RUN_HEAD = (_option("ctx", typer.Context), _option("model", Model, None), _option("extractor", Extractors, "all"))
+RUN_TAIL = (_option("out", EvalOut, None), _option("as_json", AsJson, False), _option("quiet", Quiet, False))
+RUN_OPTIONS = {p.name for p in RUN_HEAD + RUN_TAIL} | {"judge_weights"}  # judge weights: the evaluations that have judges
+
+
+def eval_command(kind: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """`cortex eval <kind>`: the decorated function declares the command's help (its docstring) and its own options
+    (its signature: the settings, and --model/--extractor where its help differs); the run's options (`RUN_HEAD`,
+    `RUN_TAIL`) come first and last. Running the command runs the evaluation with them (`_evaluate`)."""
+
+    def decorator(declared: Callable[..., None]) -> Callable[..., None]:
+        own = inspect.signature(declared, eval_str=True).parameters
+        params = ([own.get(p.name, p) for p in RUN_HEAD] + [p for name, p in own.items() if name not in ("model", "extractor")]
+                  + list(RUN_TAIL))
+
+        @functools.wraps(declared)
+        def evaluate(**options: Any) -> None:
+            _evaluate(kind, {p.name: options[p.name] for p in params})  # in the declared order, not the typed one
+
+        evaluate.__signature__ = inspect.Signature(params)  # what Typer reads the options off
+        evaluate.__annotations__ = {p.name: p.annotation for p in params}
+        return sub_command(eval_app, kind)(evaluate)
+
+    return decorator
+
+
+def _evaluate(kind: str, options: dict[str, Any]) -> None:
+    """Run one evaluation under a progress bar and render its result. `options`: the command's parameters; every one
+    but `RUN_OPTIONS` is a setting of the evaluation (`PARSED`, `FIELDS`)."""
+    settings = {FIELDS.get(name, name): PARSED[name](value) if name in PARSED else value
+                for name, value in options.items() if name not in RUN_OPTIONS}
+    as_json = options["as_json"]
+    with deferred_progress(kind, quiet=options["quiet"] or as_json) as update:  # errors before the first update print alone
+        result = workspace(options["ctx"]).evaluate(kind, model=options["model"], extractors=options["extractor"], out=options["out"],
+                                                    judge_weights=options.get("judge_weights"), progress=update, **settings)
     if as_json:  # the reproducible part only: the same command prints the same bytes in any home
         print_json(result.to_dict())
         return
-    data = asdict(result)
-    for spec in tables_for(kind, data):
+    for spec in evaluation_named(kind).tables(asdict(result)):
         table(spec.title, spec.columns, spec.rows)
     console.print(f"{result.seconds:.1f} s; wrote {result.json_path} and {result.plot_path} (evaluation #{result.evaluation_id})",
                   highlight=False, soft_wrap=True)
 
 
-@sub_command(eval_app, "image-level")
+@eval_command("image-level")
 def image_level(
-    ctx: typer.Context,
-    model: Model = None,
-    extractor: Extractors = "all",
     images_per_class: ImagesPerClass = IMAGE_LEVEL.images_per_class,
     first_seed: FirstSeed = IMAGE_LEVEL.first_seed,
     seed: Seed = IMAGE_LEVEL.seed,
@@ -105,9 +146,6 @@ def image_level(
                          "(CORTEX - random, CORTEX - frequency; over images).")] = IMAGE_LEVEL.bootstrap,
     classes: EvalClasses = None,
     judge_weights: JudgeWeights = None,
-    out: EvalOut = None,
-    as_json: AsJson = False,
-    quiet: Quiet = False,
 ) -> None:
     """Figure 3: judges' mean P(true class) as the top-n TSV tokens' patches are masked, vs n random ones; and insertion.
 
@@ -124,17 +162,10 @@ def image_level(
     Example: cortex eval image-level --model mini --fill tokens --random-draws 1
     Example: cortex eval image-level --model mini --method smoothgrad,gradient,gradient-x-input
     """
-    _evaluate(ctx, "image-level", model=model, extractor=extractor, out=out, as_json=as_json, quiet=quiet, judge_weights=judge_weights,
-              images_per_class=images_per_class, ns=_ints(ns, "--ns"), fill=fill, random_draws=random_draws, seed=seed,
-              first_seed=first_seed, classes=_names(classes), samples=samples, methods=_methods(method), train_images=train_images,
-              bootstrap=bootstrap)
 
 
-@sub_command(eval_app, "concept-level")
+@eval_command("concept-level")
 def concept_level(
-    ctx: typer.Context,
-    model: Model = None,
-    extractor: Extractors = "all",
     k: Annotated[Optional[int], typer.Option("-k", help="Tokens per concept (default: 100 as the paper; K/16 for codebooks under 1600 tokens (8 for the mini model)).")]
     = CONCEPT_LEVEL.k,
     top_n: TopN = CONCEPT_LEVEL.top_n,
@@ -147,9 +178,6 @@ def concept_level(
     samples: Samples = CONCEPT_LEVEL.samples,
     classes: EvalClasses = None,
     judge_weights: JudgeWeights = None,
-    out: EvalOut = None,
-    as_json: AsJson = False,
-    quiet: Quiet = False,
 ) -> None:
     """Table 2: mask every position whose token is in T*_concept; Acc, P, ΔA, ΔP and mean n per judge.
 
@@ -162,16 +190,10 @@ def concept_level(
     Example: cortex eval concept-level --model mini --train-images 20 --images-per-class 4
     Example: cortex eval concept-level --model mini --fill tokens
     """
-    _evaluate(ctx, "concept-level", model=model, extractor=extractor, out=out, as_json=as_json, quiet=quiet, judge_weights=judge_weights,
-              k=k, top_n=top_n, train_images=train_images, images_per_class=images_per_class, fill=fill, seed=seed,
-              first_seed=first_seed, samples=samples, classes=_names(classes))
 
 
-@sub_command(eval_app, "edit")
+@eval_command("edit")
 def edit(
-    ctx: typer.Context,
-    model: Model = None,
-    extractor: Extractors = "all",
     images_per_direction: Annotated[int, typer.Option("--images-per-direction", help="Source images per (source -> target) direction: seeds --first-seed .. +N-1.")]
     = EDIT.images_per_direction,
     first_seed: FirstSeed = EDIT.first_seed,
@@ -189,9 +211,6 @@ def edit(
     realism_images: Annotated[int, typer.Option("--realism-images", help="Generated train images per target class in its prior-NLL "
                               "range (the realism table; 0: no realism).")] = EDIT.realism_images,
     judge_weights: JudgeWeights = None,
-    out: EvalOut = None,
-    as_json: AsJson = False,
-    quiet: Quiet = False,
 ) -> None:
     """Table 3: token selection vs embedding optimisation toward the paired concept, scored by judges.
 
@@ -210,17 +229,11 @@ def edit(
 
     Example: cortex eval edit --model mini --regions all --opt-seeds 3
     """
-    _evaluate(ctx, "edit", model=model, extractor=extractor, out=out, as_json=as_json, quiet=quiet, judge_weights=judge_weights,
-              images_per_direction=images_per_direction, opt_seeds=opt_seeds, steps=steps, seed=seed, first_seed=first_seed,
-              pairs=_pairs(pairs), region=region, regions=_names(regions) or EDIT.regions, samples=samples, bootstrap=bootstrap,
-              realism_images=realism_images)
 
 
-@sub_command(eval_app, "localization")
+@eval_command("localization")
 def localization(
-    ctx: typer.Context,
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="The mini model (the only one with ground-truth masks) (default: mini).")] = None,
-    extractor: Extractors = "all",
     images_per_class: Annotated[int, typer.Option("--images-per-class", help="Mini-world images per concept: seeds --first-seed .. +N-1.")]
     = LOCALIZATION.images_per_class,
     first_seed: FirstSeed = LOCALIZATION.first_seed,
@@ -232,9 +245,6 @@ def localization(
                        "(each one unit: its members' images; 'red' scored on the red pixels) (default: every class of the model).")]
     = None,
     score: ConceptScoreRule = LOCALIZATION.score,
-    out: EvalOut = None,
-    as_json: AsJson = False,
-    quiet: Quiet = False,
 ) -> None:
     """Ground truth (mini world only): precision@n and pointing game of the top tokens on the object.
 
@@ -247,16 +257,10 @@ def localization(
 
     Example: cortex eval localization --images-per-class 5; cortex eval localization --classes red
     """
-    _evaluate(ctx, "localization", model=model, extractor=extractor, out=out, as_json=as_json, quiet=quiet,
-              images_per_class=images_per_class, ns=_ints(ns, "--ns"), random_draws=random_draws, seed=seed, first_seed=first_seed,
-              samples=samples, classes=_names(classes), score=score)
 
 
-@sub_command(eval_app, "stability")
+@eval_command("stability")
 def stability(
-    ctx: typer.Context,
-    model: Model = None,
-    extractor: Extractors = "all",
     images_per_class: ImagesPerClass = STABILITY.images_per_class,
     first_seed: FirstSeed = STABILITY.first_seed,
     noise_seeds: Annotated[str, typer.Option("--noise-seeds", help="Saliency noise seeds compared pairwise (this command's randomness).")]
@@ -264,9 +268,6 @@ def stability(
     sample_counts: Annotated[str, typer.Option("--sample-counts", help="SmoothGrad N values.")] = _csv(STABILITY.sample_counts),
     ns: Annotated[str, typer.Option("--ns", help="Top-n sizes compared.")] = _csv(STABILITY.ns),
     classes: EvalClasses = None,
-    out: EvalOut = None,
-    as_json: AsJson = False,
-    quiet: Quiet = False,
 ) -> None:
     """Stability: top-n overlap of saliency maps across noise seeds, across N, and fp32 vs bf16.
 
@@ -275,14 +276,10 @@ def stability(
 
     Example: cortex eval stability --noise-seeds 0,1,2 --sample-counts 5,10,20,50
     """
-    _evaluate(ctx, "stability", model=model, extractor=extractor, out=out, as_json=as_json, quiet=quiet, images_per_class=images_per_class,
-              seeds=_ints(noise_seeds, "--noise-seeds"), sample_counts=_ints(sample_counts, "--sample-counts"), ns=_ints(ns, "--ns"),
-              first_seed=first_seed, classes=_names(classes))
 
 
-@sub_command(eval_app, "sanity")
+@eval_command("sanity")
 def sanity(
-    ctx: typer.Context,
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="The mini model (its world's masks give precision@5) (default: mini).")] = None,
     extractor: Annotated[str, typer.Option("--extractor", "-e", help="Extractor to check (default ce); several comma-separated or 'all' "
                          "check each, the first one's variants being the JSON's top-level keys.")] = "ce",
@@ -302,9 +299,6 @@ def sanity(
                                "fast) or 'generated' (sampled from the prior as the recipe does; minutes on a CPU).")]
     = SANITY.permuted_source,
     classes: EvalClasses = None,
-    out: EvalOut = None,
-    as_json: AsJson = False,
-    quiet: Quiet = False,
 ) -> None:
     """Sanity checks (Adebayo et al. 2018): do the TSV maps change when the extractor's weights or labels are randomised?
 
@@ -319,10 +313,6 @@ def sanity(
 
     Example: cortex eval sanity --extractor ce --images-per-class 2 --json
     """
-    _evaluate(ctx, "sanity", model=model, extractor=extractor, out=out, as_json=as_json, quiet=quiet, images_per_class=images_per_class,
-              first_seed=first_seed, seed=seed, samples=samples, random_draws=random_draws, independent=independent,
-              permuted_per_class=permuted_images, permuted_epochs=permuted_epochs, permuted_source=permuted_source,
-              classes=_names(classes))
 
 
 @sub_command(eval_app, "all")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -24,10 +25,11 @@ from ..attribution import SaliencySettings, prepare_extractor, token_saliency
 from ..core.environment import artifacts_dir, writable_dir
 from ..store import evaluations as evaluation_store
 from ..store.database import Store
+from .tables import first_table_rows
 
-KINDS = ("image-level", "concept-level", "edit", "localization", "stability", "sanity")
 MASKING_KINDS = ("image-level", "concept-level")  # their runs differ by fill; the report keeps the newest of each
 PAPER_FILL = "black"
+QUICK_CLASSES = ("red-capped bird", "blue-capped bird")  # two mini classes: the evaluations' `presets(quick=True)`
 
 
 def result_stem(kind: str, fill: str = PAPER_FILL) -> str:
@@ -166,11 +168,33 @@ class Evaluation:
     judges: list[Judge]
     device: torch.device | str
     progress: Progress | None
+    vqgm: Any = None  # the model's generator, loaded by `begin`
     started: float = field(default_factory=time.perf_counter)
 
     def report(self, done: int, total: int, info: str = "") -> None:
         """Forward to the caller's progress callback, if any."""
         report(self.progress, done, total, info)
+
+    def reporter(self, prefix: str) -> Progress:
+        """A progress callback that reports under `prefix` (its own info, when given, after it)."""
+        return lambda done, total, info="": self.report(done, total, f"{prefix} {info}")
+
+    def decode(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Token grids -> images in [-1, 1] on the model's device (`decode`)."""
+        return decode(self.vqgm, tokens)
+
+
+@dataclass
+class Jobs:
+    """A count of finished jobs out of `total`, for progress."""
+
+    total: int
+    done: int = 0
+
+    def next(self, count: int = 1) -> int:
+        """Count `count` more finished jobs; the number finished."""
+        self.done += count
+        return self.done
 
 
 def begin(
@@ -186,11 +210,13 @@ def begin(
     judge_weights: str | Path | None = None,
     with_judges: bool = True,
 ) -> Evaluation:
-    """The prologue of every evaluation: out dir, extractors, judges (when it uses them) and classes."""
+    """The prologue of every evaluation: out dir, extractors, judges (when it uses them), classes, then the model."""
     out = prepare_out_dir(out_dir, model)
     infos = resolve_extractors(store, model, extractors)
     judge_list = list(judges) if judges is not None else load_judges(model, device, judge_weights) if with_judges else []
-    return Evaluation(store, model, out, infos, resolve_classes(store, model, classes), judge_list, device, progress)
+    run = Evaluation(store, model, out, infos, resolve_classes(store, model, classes), judge_list, device, progress)
+    run.vqgm = model_registry.load_model(model, device)
+    return run
 
 
 ResultT = TypeVar("ResultT")
@@ -207,17 +233,18 @@ def finish(evaluation: Evaluation, kind: str, result: ResultT, plot: str | Path,
     return result
 
 
+def settings_params(settings: Any, extractors: str, **extra: Any) -> dict[str, Any]:
+    """The stored parameters of a run (what `report.command_line` rebuilds its command from): the settings, the
+    extractors as asked, and `extra`."""
+    return asdict(settings) | {"extractors": extractors} | extra
+
+
 def record_evaluation(store: Store, model: ModelInfo, kind: str, params: dict[str, Any], result: dict[str, Any], plot_path: str | Path | None) -> int:
     """Store one evaluation (kind, params, result JSON, plot) and return its row id."""
     return evaluation_store.insert_evaluation(
         store, model.id, kind, params=json.dumps(params, sort_keys=True, default=str),
         result=json.dumps(result, default=str), plot_path=str(plot_path or ""),
     )
-
-
-def latest_evaluations(store: Store, model: ModelInfo) -> dict[str, StoredEvaluation]:
-    """kind -> the newest stored evaluation of that kind for `model`."""
-    return {r.kind: stored_evaluation(r, model) for r in evaluation_store.model_evaluations(store, model.id)}
 
 
 def stored_evaluation(row, model: ModelInfo) -> StoredEvaluation:
@@ -253,11 +280,12 @@ class EvaluationResult(Result):
         return result_payload(self)
 
     def table_rows(self) -> list[dict[str, Any]]:
-        """The rows of the evaluation's first table in `cortex report`, keyed by its column names."""
-        from .report import tables_for  # the report module reads results; results do not need it to exist
+        """The rows of the evaluation's first table in `cortex report`, keyed by its column names.
 
-        spec = tables_for(self.KIND, asdict(self))[0]
-        return [dict(zip(spec.columns, row)) for row in spec.rows]
+        The tables are built by the module that defines the result (its `tables(result)`, as the registry's modules
+        declare it): that module is loaded, since this object is one of its classes, and nothing is imported.
+        """
+        return first_table_rows(sys.modules[type(self).__module__].tables(asdict(self)))
 
 
 def result_payload(result: Any) -> Any:

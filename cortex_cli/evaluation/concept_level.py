@@ -18,7 +18,7 @@ grid decoded by the model's VQGAN), so the judged image is one the decoder can p
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import ClassVar, Sequence
 
@@ -37,8 +37,13 @@ from ..models.registry import ModelInfo
 from ..attribution import SaliencySettings
 from ..store.database import Store
 from . import common, plots
-from .masking import FILLS, background_token, mask_images
+from .masking import FILLS, Masking, mask_images, masking_of
 from .metrics import MaskingEffect, masking_effect
+from .tables import TableSpec, method_label, num, pct, signed_pct
+
+KIND = "concept-level"
+TITLE = "Concept level (paper Table 2): masking every token of T*_concept"
+USES_JUDGES = True  # takes judge_weights
 
 PAPER_K = 100  # the paper's k for ImageNet's 16384-token codebook
 SMALL_CODEBOOK_SHARE = 1 / 16  # k for small codebooks: this share of K (k = 8 for the mini model's K = 128)
@@ -71,10 +76,21 @@ class ConceptLevelSettings:
     batch_size: int = 16
 
 
+SETTINGS = ConceptLevelSettings
+
+
+def presets(quick: bool) -> dict[str, ConceptLevelSettings]:
+    """The runs of `cortex eval all`: the defaults (or its quick test's tiny settings), with the paper's fill and with tokens."""
+    base = ConceptLevelSettings(k=4, train_images=2, images_per_class=1, samples=2,
+                                classes=common.QUICK_CLASSES) if quick else ConceptLevelSettings()
+    return {KIND: base, f"{KIND} tokens": replace(base, fill="tokens")}
+
+
 @dataclass(frozen=True)
 class ConceptLevelResult(EvaluationResult):
+    """Table 2: the judges before and after masking each selection's tokens, and the tokens of each class."""
 
-    KIND: ClassVar[str] = 'concept-level'
+    KIND: ClassVar[str] = KIND
     model: str
     k: int
     n_classes: int
@@ -132,6 +148,36 @@ def run_concept_level(
     Returns:
         ConceptLevelResult (also stored in the `evaluations` table).
     """
+    k = _validate(settings, model)
+    run = common.begin(store, model, extractors=extractors, classes=settings.classes, device=device, out_dir=out_dir,
+                       progress=progress, judges=judges, judge_weights=judge_weights)
+    concept_tokens = _cortex_tokens(run, settings, k) | _baseline_tokens(run, settings, k)
+    ids, labels, tokens = common.test_images(store, model, run.classes, settings.images_per_class, seed=settings.first_seed,
+                                             device=device, progress=run.reporter("test images"))
+    names = {c.class_id: c.name for c in run.classes}
+    selections: dict[str, list[list[int]]] = {}
+    for method in [i.name for i in run.extractors] + ["baseline", "specific"]:
+        selections[method] = [positions_of(t, concept_tokens[method][names[int(c)]]) for t, c in zip(tokens, labels)]
+    for info in run.extractors:
+        selections[f"baseline@{info.name}"] = [
+            cut_positions(t, concept_tokens["baseline"][names[int(c)]], len(n)) for t, c, n in zip(tokens, labels, selections[info.name])
+        ]
+    table = _masking_effects(run, masking_of(run.decode(tokens), tokens, model.grid, settings.fill, run.decode), labels, selections)
+    result = ConceptLevelResult(
+        model=model.name, k=k, n_classes=len(run.classes), n_images=len(ids), judges=[j.name for j in run.judges],
+        methods=list(selections), table=table, concept_tokens=concept_tokens, seconds=0.0,
+        settings=asdict(settings) | {"k": k},
+    )
+    stem = common.result_stem(KIND, settings.fill)  # a token-filled run does not overwrite the black one
+    return common.finish(run, KIND, result, _plot(result, settings.fill, run.out / f"{stem}.png"), name=stem,
+                         params=common.settings_params(settings, extractors, k=k))
+
+
+run = run_concept_level
+
+
+def _validate(settings: ConceptLevelSettings, model: ModelInfo) -> int:
+    """k (the settings' or `default_k`), or a CortexError naming the bad setting."""
     if settings.fill not in FILLS:
         raise CortexError(f"--fill must be one of {', '.join(FILLS)}, got {settings.fill!r}")
     k = settings.k if settings.k is not None else default_k(model.n_embed)
@@ -139,72 +185,86 @@ def run_concept_level(
         raise CortexError(f"-k must be >= 1, got {k}")
     if settings.train_images < 1 or settings.images_per_class < 1:
         raise CortexError("--train-images and --images-per-class must be >= 1")
-    run = common.begin(store, model, extractors=extractors, classes=settings.classes, device=device, out_dir=out_dir,
-                       progress=progress, judges=judges, judge_weights=judge_weights)
-    infos, judge_list, classes = run.extractors, run.judges, run.classes
-    vqgm = model_registry.load_model(model, device)
-    sal = SaliencySettings(samples=settings.samples, top_n=settings.top_n, seed=settings.seed)
+    return k
 
+
+def _cortex_tokens(run: common.Evaluation, settings: ConceptLevelSettings, k: int) -> dict[str, dict[str, list[int]]]:
+    """extractor -> class name -> T*_concept: the k tokens most frequent in its index's per-image top-n (indexed now if needed)."""
+    sal = SaliencySettings(samples=settings.samples, top_n=settings.top_n, seed=settings.seed)
     concept_tokens: dict[str, dict[str, list[int]]] = {}
-    baselines: dict[str, dict[int, list[int]]] = {"baseline": {}, "specific": {}}
-    total = len(infos) * len(classes)
+    total = len(run.extractors) * len(run.classes)
     done = 0
-    for info in infos:
-        net = load_extractor(info, device)
+    for info in run.extractors:
+        net = load_extractor(info, run.device)
         concept_tokens[info.name] = {}
-        for cls in classes:
+        for cls in run.classes:
             run.report(done, total, f"index {info.name} / {cls.name}")
-            run_id = index_class(store, model, info, cls, split="train", n_images=settings.train_images, settings=sal,
-                                 device=device, batch_size=settings.batch_size, extractor=net).run_id
-            top = top_tokens(store, model, cls, k=k, run=run_id, split="train", images=settings.train_images)
+            run_id = index_class(run.store, run.model, info, cls, split="train", n_images=settings.train_images, settings=sal,
+                                 device=run.device, batch_size=settings.batch_size, extractor=net).run_id
+            top = top_tokens(run.store, run.model, cls, k=k, run=run_id, split="train", images=settings.train_images)
             concept_tokens[info.name][cls.name] = [r.token for r in top.rows]
             done += 1
-    # the extractor-free rankings read the same training images (seeds 0..train_images-1); the
-    # specific one compares them with the same seeds of every class of the model
-    for other in model_registry.classes(store, model):
-        ensure_images(store, model, other, "train", settings.train_images, device=device)
-    for cls in classes:
-        image_set = ImageSet((cls.pk,), "train", *_train_set(store, model, cls, settings.train_images))
-        baselines["baseline"][cls.class_id] = [r.token for r in frequency_baseline(store, model, image_set, k)]
-        baselines["specific"][cls.class_id] = [r.token for r in specific_baseline(store, model, cls, image_set, k)[0]]
-    for name, ranked in baselines.items():
-        concept_tokens[name] = {cls.name: ranked[cls.class_id] for cls in classes}
-    baseline = baselines["baseline"]
+    return concept_tokens
 
-    ids, labels, tokens = common.test_images(store, model, classes, settings.images_per_class, seed=settings.first_seed, device=device,
-                                             progress=lambda d, t, info="": run.report(d, t, f"test images {info}"))
-    names = {c.class_id: c.name for c in classes}
-    images = common.decode(vqgm, tokens)
-    before = judge_probabilities(judge_list, images)
-    selections: dict[str, list[list[int]]] = {}
-    for method in [i.name for i in infos] + ["baseline", "specific"]:
-        selections[method] = [positions_of(t, concept_tokens[method][names[int(c)]]) for t, c in zip(tokens, labels)]
-    for info in infos:
-        selections[f"baseline@{info.name}"] = [
-            cut_positions(t, baseline[int(c)], len(n)) for t, c, n in zip(tokens, labels, selections[info.name])
-        ]
-    table: dict[str, dict[str, MaskingEffect]] = {j.name: {} for j in judge_list}
-    fallback = background_token(tokens) if settings.fill == "tokens" else None
+
+def _baseline_tokens(run: common.Evaluation, settings: ConceptLevelSettings, k: int) -> dict[str, dict[str, list[int]]]:
+    """'baseline' (frequency) and 'specific' -> class name -> their k tokens, from the same training images.
+
+    The extractor-free rankings read the training images of seeds 0..train_images-1; the specific one compares
+    them with the same seeds of every class of the model.
+    """
+    store, model = run.store, run.model
+    for other in model_registry.classes(store, model):
+        ensure_images(store, model, other, "train", settings.train_images, device=run.device)
+    baselines: dict[str, dict[str, list[int]]] = {"baseline": {}, "specific": {}}
+    for cls in run.classes:
+        image_set = ImageSet((cls.pk,), "train", *_train_set(store, model, cls, settings.train_images))
+        baselines["baseline"][cls.name] = [r.token for r in frequency_baseline(store, model, image_set, k)]
+        baselines["specific"][cls.name] = [r.token for r in specific_baseline(store, model, cls, image_set, k)[0]]
+    return baselines
+
+
+def _masking_effects(run: common.Evaluation, masking: Masking, labels: torch.Tensor,
+                     selections: dict[str, list[list[int]]]) -> dict[str, dict[str, MaskingEffect]]:
+    """judge -> selection -> the effect of masking each image's selected positions."""
+    before = judge_probabilities(run.judges, masking.images)
+    table: dict[str, dict[str, MaskingEffect]] = {j.name: {} for j in run.judges}
     for method, positions in selections.items():
         run.report(0, 1, f"masking {method}")
-        masked = mask_images(images, positions, model.grid, settings.fill, tokens=tokens, decode=lambda t: common.decode(vqgm, t),
-                             fallback=fallback)
-        after = judge_probabilities(judge_list, masked)
-        for j in judge_list:
+        after = judge_probabilities(run.judges, mask_images(masking, positions))
+        for j in run.judges:
             table[j.name][method] = masking_effect(before[j.name], after[j.name], labels, [len(p) for p in positions])
-    result = ConceptLevelResult(
-        model=model.name, k=k, n_classes=len(classes), n_images=len(ids), judges=[j.name for j in judge_list],
-        methods=list(selections), table=table, concept_tokens=concept_tokens, seconds=0.0,
-        settings=asdict(settings) | {"k": k},
-    )
-    plot = plots.bar_panels(
+    return table
+
+
+def _plot(result: ConceptLevelResult, fill: str, path: Path) -> Path:
+    """ΔA and ΔP of every selection, per judge."""
+    table = result.table
+    return plots.bar_panels(
         list(table),
         {
-            "ΔA (accuracy change)": {m: [table[j][m].delta_acc for j in table] for m in selections},
-            "ΔP (probability change)": {m: [table[j][m].delta_p for j in table] for m in selections},
+            "ΔA (accuracy change)": {m: [table[j][m].delta_acc for j in table] for m in result.methods},
+            "ΔP (probability change)": {m: [table[j][m].delta_p for j in table] for m in result.methods},
         },
-        run.out / f"{common.result_stem('concept-level', settings.fill)}.png", ylabel="after masking - before",
-        title=f"{model.name}: concept-level masking (k={k}, {settings.fill} fill, {len(ids)} test images)",
+        path, ylabel="after masking - before",
+        title=f"{result.model}: concept-level masking (k={result.k}, {fill} fill, {result.n_images} test images)",
     )
-    stem = common.result_stem("concept-level", settings.fill)  # a token-filled run does not overwrite the black one
-    return common.finish(run, "concept-level", result, plot, name=stem, params=asdict(settings) | {"k": k, "extractors": extractors})
+
+
+# -- tables (`cortex report`, the terminal, the atlas) -----------------------------------------------------------
+
+def tables(r: dict) -> list[TableSpec]:
+    """Before-numbers per judge, then one row per judge x selection (fits 80 columns)."""
+    before, rows = [], []
+    for judge, cells in r["table"].items():
+        first = next(iter(cells.values()))
+        before.append([judge, pct(first["acc"]), num(first["p"])])
+        for m in r["methods"]:
+            e = cells[m]
+            rows.append([judge, method_label(m), num(e["mean_n"], 1), signed_pct(e["delta_acc"]), num(e["delta_p"])])
+    scope = f"k={r['k']} tokens per concept, {r['n_classes']} classes, {r['n_images']} test images, {r.get('settings', {}).get('fill', 'black')} fill"
+    return [
+        TableSpec(f"before masking ({scope})", ["judge", "Acc", "P"], before),
+        TableSpec("after masking every position whose token is in the selection (n = mean positions masked)",
+                  ["judge", "selection", "n", "ΔA", "ΔP"], rows),
+    ]

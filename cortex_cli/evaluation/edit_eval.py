@@ -89,7 +89,11 @@ from ..core.seeding import derive_seed, image_key
 from ..store.database import Store
 from . import common, plots
 from .metrics import BootstrapCI, EditEffect, edit_effect, paired_bootstrap_ci, verdict
+from .tables import TableSpec, interval, num, pct
 
+KIND = "edit"
+TITLE = "Editing (paper Table 3): token selection vs embedding optimisation, final step"
+USES_JUDGES = True  # takes judge_weights
 METHODS = ("embedding", "token")
 REGION_KINDS = ("fixed", "saliency", "oracle")
 ORACLE = "oracle"  # the region kind that uses ground truth: an upper bound, never the headline
@@ -117,6 +121,17 @@ class EditEvalSettings:
     bootstrap: int = 2000  # bootstrap resamples of the token - embedding intervals
     batch_size: int = 64  # edits optimised together
     realism_images: int = 16  # generated train images per target class in its prior-NLL range (0: no realism)
+
+
+SETTINGS = EditEvalSettings
+
+
+def presets(quick: bool) -> dict[str, EditEvalSettings]:
+    """The run of `cortex eval all`: every region kind (the paper's fixed box, the saliency box and the oracle, reported
+    apart) at the default sizes, or its quick test's: one source per direction, a few steps, a two-image realism range."""
+    if not quick:
+        return {KIND: EditEvalSettings(regions=("all",))}
+    return {KIND: EditEvalSettings(images_per_direction=1, steps=4, regions=("all",), opt_seeds=1, bootstrap=50, realism_images=2)}
 
 
 @dataclass
@@ -196,8 +211,9 @@ class EditRealism:
 
 @dataclass(frozen=True)
 class EditEvalResult(EvaluationResult):
+    """Table 3: the judges on every edit, per extractor x region kind x method, token - embedding intervals, realism."""
 
-    KIND: ClassVar[str] = 'edit'
+    KIND: ClassVar[str] = KIND
     model: str
     n_sources: int  # source images (each edited per extractor x region x method x seed)
     opt_seeds: int
@@ -374,68 +390,79 @@ def run_edit_eval(
     pairs = _pairs(store, model, settings.pairs)
     run = common.begin(store, model, extractors=extractors, classes=(), device=device, out_dir=out_dir, progress=progress,
                        judges=judges, judge_weights=judge_weights)
-    infos, judge_list = run.extractors, run.judges
-    vqgm = model_registry.load_model(model, device)
     if world_sources:
-        items, source = _world_sources(model, vqgm, pairs, settings.images_per_direction, settings.first_seed)
+        items, source = _world_sources(model, run.vqgm, pairs, settings.images_per_direction, settings.first_seed)
     else:
         items, source = _generated_sources(store, model, pairs, settings.images_per_direction, settings.first_seed, device)
     for it in items:
         it.regions["fixed"] = str(fixed)
-    n_src, n_seeds = len(items), settings.opt_seeds
-    orig = [it.source for it in items]
-    before = judge_probabilities(judge_list, common.decode(vqgm, source))
-    # probabilities after each edit: (extractor, region, method) -> judge -> (sources, seeds, C)
-    after: dict[tuple[str, str, str], dict[str, torch.Tensor]] = {}
+    before = judge_probabilities(run.judges, run.decode(source))
     targets = [it.target for it in items]
-    want_realism = settings.realism_images > 0
-    by_id = {c.class_id: c for c in model_registry.classes(store, model)} if want_realism else {}  # prior NLL's conditions
-    nll: dict[tuple[str, str, str], list[float] | None] = {}
-    total = len(infos) * len(kinds) * sum(n_src * (1 if m in DETERMINISTIC else n_seeds) for m in settings.methods) * settings.steps
-    done = 0
-    size = box_size(model.grid)
-    for info in infos:
-        net = load_extractor(info, device)
-        if "saliency" in kinds:
-            sal = SaliencySettings(samples=settings.samples, seed=settings.seed)
-            keys = [stream_key(it.key) for it in items]
-            tsv = common.saliency_of(net, vqgm, source, orig, keys, sal)
-            for it, scores in zip(items, tsv):
-                it.regions[f"saliency/{info.name}"] = str(max_sum_window(scores, size))
-        for kind in kinds:
-            name = f"saliency/{info.name}" if kind == "saliency" else kind
-            regions = [parse_region(it.regions[name], model.grid) for it in items]
-            for method in settings.methods:
-                reps = 1 if method in DETERMINISTIC else n_seeds
-                edits = [(i, k) for i in range(n_src) for k in range(reps)]
-                opt = OptimizeSettings(steps=settings.steps, method=method)
-                edited = []
-                for lo in range(0, len(edits), settings.batch_size):
-                    chunk = edits[lo:lo + settings.batch_size]
-                    seeds = [edit_seed(model.name, items[i].key, items[i].target, kind, settings.seed, k) for i, k in chunk]
-                    edited.append(optimize_batch(
-                        net, vqgm.codebook, source[[i for i, _ in chunk]],
-                        torch.stack([regions[i].mask(model.grid) for i, _ in chunk]),
-                        [items[i].target for i, _ in chunk], seeds, opt,
-                    ).tokens)
-                    done += len(chunk) * settings.steps
-                    run.report(done, total, f"{info.name} / {kind} / {method}")
-                probs = judge_probabilities(judge_list, common.decode(vqgm, torch.cat(edited)))
-                if want_realism:
-                    nll[(info.name, kind, method)] = realism.prior_nll_or_none(vqgm, torch.cat(edited), [by_id[targets[i]] for i, _ in edits])
-                after[(info.name, kind, method)] = {
-                    j: p.reshape(n_src, reps, -1).expand(n_src, n_seeds, -1) for j, p in probs.items()
-                }
-    rows, comparisons, beats = _summarise(model, settings, items, judge_list, infos, kinds, before, after)
-    realism_result = _realism(store, model, vqgm, settings, source, targets, by_id, nll, device) if want_realism else None
+    # the prior NLL's conditions: class id -> class
+    by_id = {c.class_id: c for c in model_registry.classes(store, model)} if settings.realism_images > 0 else {}
+    after, nll = _edit_all(run, settings, items, source, kinds, by_id)
+    rows, comparisons, beats = _summarise(model, settings, items, run.judges, run.extractors, kinds, before, after)
+    realism_result = _realism(store, model, run.vqgm, settings, source, targets, by_id, nll, device) if settings.realism_images > 0 else None
     result = EditEvalResult(
-        model=model.name, n_sources=n_src, opt_seeds=n_seeds, judges=[j.name for j in judge_list],
-        extractors=[i.name for i in infos], methods=list(settings.methods), regions=kinds, steps=settings.steps,
+        model=model.name, n_sources=len(items), opt_seeds=settings.opt_seeds, judges=[j.name for j in run.judges],
+        extractors=[i.name for i in run.extractors], methods=list(settings.methods), regions=kinds, steps=settings.steps,
         rows=rows, comparisons=comparisons, token_beats_embedding=beats, items=items, seconds=0.0, settings=asdict(settings),
         realism=realism_result,
     )
-    plot = _plot(result, run.out / "edit.png")
-    return common.finish(run, "edit", result, plot, asdict(settings) | {"extractors": extractors, "regions": ",".join(kinds)})
+    return common.finish(run, KIND, result, _plot(result, run.out / "edit.png"),
+                         common.settings_params(settings, extractors, regions=",".join(kinds)))
+
+
+run = run_edit_eval
+
+Edits = dict[tuple[str, str, str], dict[str, torch.Tensor]]  # (extractor, region kind, method) -> judge -> (sources, seeds, C)
+
+
+def _edit_all(run: common.Evaluation, settings: EditEvalSettings, items: list[EditSource], source: torch.Tensor, kinds: list[str],
+              by_id: dict) -> tuple[Edits, dict[tuple[str, str, str], list[float] | None]]:
+    """Every edit of every extractor, region kind and method: the judges' probabilities after it and, with `by_id`
+    (class id -> class), each edited grid's prior NLL under its target."""
+    n_src, n_seeds = len(items), settings.opt_seeds
+    total = len(run.extractors) * len(kinds) * sum(n_src * (1 if m in DETERMINISTIC else n_seeds) for m in settings.methods)
+    jobs = common.Jobs(total * settings.steps)
+    after: Edits = {}
+    nll: dict[tuple[str, str, str], list[float] | None] = {}
+    for info in run.extractors:
+        net = load_extractor(info, run.device)
+        if "saliency" in kinds:
+            sal = SaliencySettings(samples=settings.samples, seed=settings.seed)
+            tsv = common.saliency_of(net, run.vqgm, source, [it.source for it in items], [stream_key(it.key) for it in items], sal)
+            for it, scores in zip(items, tsv):
+                it.regions[f"saliency/{info.name}"] = str(max_sum_window(scores, box_size(run.model.grid)))
+        for kind in kinds:
+            name = f"saliency/{info.name}" if kind == "saliency" else kind
+            regions = [parse_region(it.regions[name], run.model.grid) for it in items]
+            for method in settings.methods:
+                reps = 1 if method in DETERMINISTIC else n_seeds
+                edits = [(i, k) for i in range(n_src) for k in range(reps)]
+                edited = _edited(run, net, settings, items, source, regions, kind, method, edits, jobs, f"{info.name} / {kind} / {method}")
+                probs = judge_probabilities(run.judges, run.decode(edited))
+                if by_id:
+                    nll[(info.name, kind, method)] = realism.prior_nll_or_none(run.vqgm, edited, [by_id[items[i].target] for i, _ in edits])
+                after[(info.name, kind, method)] = {j: p.reshape(n_src, reps, -1).expand(n_src, n_seeds, -1) for j, p in probs.items()}
+    return after, nll
+
+
+def _edited(run: common.Evaluation, net, settings: EditEvalSettings, items: list[EditSource], source: torch.Tensor,
+            regions: list[Region], kind: str, method: str, edits: list[tuple[int, int]], jobs: common.Jobs, label: str) -> torch.Tensor:
+    """The final token grids of `edits` ((source, seed index) pairs), `settings.batch_size` at a time (`optimize_batch`)."""
+    opt = OptimizeSettings(steps=settings.steps, method=method)
+    edited = []
+    for lo in range(0, len(edits), settings.batch_size):
+        chunk = edits[lo:lo + settings.batch_size]
+        seeds = [edit_seed(run.model.name, items[i].key, items[i].target, kind, settings.seed, k) for i, k in chunk]
+        edited.append(optimize_batch(
+            net, run.vqgm.codebook, source[[i for i, _ in chunk]],
+            torch.stack([regions[i].mask(run.model.grid) for i, _ in chunk]),
+            [items[i].target for i, _ in chunk], seeds, opt,
+        ).tokens)
+        run.report(jobs.next(len(chunk) * settings.steps), jobs.total, label)
+    return torch.cat(edited)
 
 
 def _realism(store: Store, model: ModelInfo, vqgm, settings: EditEvalSettings, source: torch.Tensor, targets: list[int],
@@ -544,3 +571,74 @@ def _plot(result: EditEvalResult, path: Path) -> Path:
          "ΔP_targ (higher is better)": {m: [r.effect.delta_p_targ for r in result.rows if r.method == m] for m in result.methods}},
         path, ylabel="change in judge probability", title=f"{result.model}: edits toward the paired concept (* oracle)",
     )
+
+
+# -- tables (`cortex report`, the terminal, the atlas) -----------------------------------------------------------
+
+def tables(r: dict) -> list[TableSpec]:
+    """Before-numbers, the paper-protocol rows, the oracle rows apart, and token - embedding intervals."""
+    if "rows" not in r:  # stored before the region kinds and intervals (one GT-centred box, no CI)
+        return _edit_tables_v1(r)
+    n, k = r["n_sources"], r["opt_seeds"]
+    before: dict[str, list[str]] = {}
+    for row in r["rows"]:
+        e = row["effect"]
+        before.setdefault(row["judge"], [row["judge"], pct(e["acc_orig"]), num(e["p_orig"]), num(e["p_targ"])])
+    out = [TableSpec(f"before editing: judges on the {n} source images", ["judge", "Acc_orig", "P_orig", "P_targ"], list(before.values()))]
+    columns = ["judge", "extr.", "region", "method", "ΔP_orig", "ΔP_targ", "Acc_targ"]
+
+    def cells(row: dict) -> list[str]:
+        e = row["effect"]
+        return [row["judge"], row["extractor"].upper(), row["region"], row["method"], num(e["delta_p_orig"]),
+                num(e["delta_p_targ"]), pct(e["acc_targ_after"])]
+
+    main = [cells(row) for row in r["rows"] if not row["oracle"]]
+    oracle = [cells(row) for row in r["rows"] if row["oracle"]]
+    if main:
+        out.append(TableSpec(f"after step {r['steps']} (final), mean of {n} sources x {k} seeds; boxes (m/4)^2: "
+                             "fixed = centre (paper), saliency = max summed TSV", columns, main))
+    if oracle:
+        out.append(TableSpec("ORACLE, an upper bound, not the paper's protocol: box centred on the ground-truth part",
+                             columns, oracle))
+    for metric, name, better in (("delta_p_targ", "ΔP_targ", "above"), ("delta_p_orig", "ΔP_orig", "below")):
+        rows = [[c["judge"], c["extractor"].upper(), "oracle (UB)" if c["oracle"] else c["region"], f"{c[metric]['mean']:+.3f}",
+                 interval(c[metric]), c["verdict"] if metric == "delta_p_targ" else c["orig_verdict"]] for c in r.get("comparisons", [])]
+        if rows:
+            out.append(TableSpec(f"token - embedding of {name}: paired bootstrap 95% CI over {n} sources (seeds averaged); "
+                                 f"win = CI {better} 0", ["judge", "extr.", "region", "diff", "95% CI", "verdict"], rows))
+    real = r.get("realism")
+    if real and real.get("rows"):
+        gen = real["generated"]
+        span = (f"mean {num(sum(g['mean'] for g in gen) / len(gen))}, p5-p95 {num(min(g['p5'] for g in gen))}-"
+                f"{num(max(g['p95'] for g in gen))}")
+        rows = [[x["extractor"].upper(), "oracle (UB)" if x["oracle"] else x["region"], x["method"], str(x["n_edits"]),
+                 num(x["mean_nll"]), f"{x['mean_delta_nll']:+.3f}" if "mean_delta_nll" in x else "n/a", pct(x["adversarial_share"])]
+                for x in real["rows"]]
+        sources = f"sources {num(real['source_mean_nll'])}" + (
+            f", {pct(real['source_adversarial_share'])} of them already adversarial" if "source_adversarial_share" in real else "")
+        out.append(TableSpec(
+            f"realism: prior NLL per token under the target class ({sources}; generated {real['images_per_class']}/class: "
+            f"{span}); rise = edit - its source; adversarial = above p95 + {real['margin']:g} x (p95 - p5)",
+            ["extr.", "region", "method", "edits", "NLL", "rise", "adversarial"], rows))
+        if real.get("comparisons"):
+            n_boot = real["comparisons"][0]["delta_nll"]["resamples"]
+            out.append(TableSpec(
+                f"realism: token - embedding of the NLL rise, paired bootstrap 95% CI over {n} sources ({n_boot} resamples); "
+                "win = CI below 0 (token selection's edits likelier under the prior)",
+                ["extr.", "region", "diff", "95% CI", "verdict"],
+                [[c["extractor"].upper(), "oracle (UB)" if c["oracle"] else c["region"], f"{c['delta_nll']['mean']:+.3f}",
+                  interval(c["delta_nll"]), c["verdict"]] for c in real["comparisons"]]))
+    return out
+
+
+def _edit_tables_v1(r: dict) -> list[TableSpec]:
+    rows = []
+    columns: list[str] = []
+    for judge, cells in r["table"].items():
+        columns = list(cells)
+        first = next(iter(cells.values()))
+        rows.append([judge, pct(first["acc_orig"]), num(first["p_orig"]), num(first["p_targ"])]
+                    + [f"{num(cells[c]['delta_p_orig'])} / {num(cells[c]['delta_p_targ'])}" for c in columns])
+    label = {c: f"{c.split('/')[0]} {c.split('/')[1].upper()} ΔP_orig / ΔP_targ" for c in columns}
+    return [TableSpec(f"{r['n_edits']} source images, {r['steps']} steps (final step scored; GT-centred box, no intervals)",
+                      ["judge", "Acc_orig", "P_orig", "P_targ"] + [label[c] for c in columns], rows)]

@@ -22,13 +22,12 @@ AUC is the mean over its draws). Deletion: lower is better; insertion: higher is
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, ClassVar, Sequence
 
 import torch
 
-from ..models import registry as model_registry
 from ..core.errors import CortexError
 from .common import EvaluationResult
 from ..extractors.registry import load_extractor
@@ -41,8 +40,13 @@ from ..core.seeding import derive_seed, generator_for
 from ..store.database import Store
 from . import common, plots
 from .localization import frequency_ranking
-from .masking import FILLS, background_token, insertion_images, mask_images
+from .masking import FILLS, Masking, insertion_images, mask_images, masking_of
 from .metrics import BootstrapCI, accuracy_and_probability, curve_auc, paired_bootstrap_ci, ranked_positions, verdict
+from .tables import TableSpec, interval, method_label, num, pct
+
+KIND = "image-level"
+TITLE = "Image level (paper Figure 3): mean P(true class) after masking the top-n tokens"
+USES_JUDGES = True  # takes judge_weights
 
 
 @dataclass
@@ -81,6 +85,16 @@ class ImageLevelSettings:
         return self
 
 
+SETTINGS = ImageLevelSettings
+
+
+def presets(quick: bool) -> dict[str, ImageLevelSettings]:
+    """The runs of `cortex eval all`: the defaults (or its quick test's tiny settings), with the paper's fill and with tokens."""
+    base = ImageLevelSettings(images_per_class=1, ns=(5, 20), random_draws=1, samples=2, classes=common.QUICK_CLASSES,
+                              train_images=2) if quick else ImageLevelSettings()
+    return {KIND: base, f"{KIND} tokens": replace(base, fill="tokens")}
+
+
 def curve_name(extractor: str, method: str, methods: Sequence[str]) -> str:
     """A selection's key in the result: the extractor's name, with '/method' when several methods are compared."""
     return extractor if len(methods) == 1 else f"{extractor}/{method}"
@@ -100,7 +114,7 @@ class AucComparison:
 class ImageLevelResult(EvaluationResult):
     """Mean judge probability of the true class vs the number of masked positions."""
 
-    KIND: ClassVar[str] = 'image-level'
+    KIND: ClassVar[str] = KIND
 
     model: str
     extractors: list[str]
@@ -212,6 +226,22 @@ def auc_comparisons(per_image: dict[str, dict[str, torch.Tensor]], cortex: Seque
     return out
 
 
+@dataclass(frozen=True)
+class TestSet:
+    """The masked images of a run: generated test images, their labels and keys, the n grid and how they are masked."""
+
+    labels: torch.Tensor  # (B,) true classes
+    tokens: torch.Tensor  # (B, m, m)
+    keys: list[int]  # each image's identity (noise and random orders are keyed by it)
+    ns: list[int]  # 0 and the sorted distinct n values
+    masking: Masking
+
+    def curves(self, judges: Sequence[Judge], rankings: torch.Tensor) -> SelectionCurves:
+        """Deletion and insertion of one ranking of every image's positions (`masked_probabilities`)."""
+        return masked_probabilities(judges, self.masking.images, self.labels, rankings, self.ns,
+                                    lambda chosen: mask_images(self.masking, chosen), lambda kept: insertion_images(self.masking, kept))
+
+
 def run_image_level(
     store: Store,
     model: ModelInfo,
@@ -243,97 +273,141 @@ def run_image_level(
     settings.validate(model.grid)
     run = common.begin(store, model, extractors=extractors, classes=settings.classes, device=device, out_dir=out_dir,
                        progress=progress, judges=judges, judge_weights=judge_weights)
-    judges, infos = run.judges, run.extractors
-    vqgm = model_registry.load_model(model, device)
-    ids, labels, tokens = common.test_images(
-        store, model, run.classes, settings.images_per_class, seed=settings.first_seed, device=device,
-        progress=lambda d, t, info="": run.report(d, t, f"test images {info}"),
-    )
-    keys = image_keys(store, model, ids)
-    images = common.decode(vqgm, tokens)
-    ns = [0, *sorted(set(settings.ns))]
-    positions = model.grid * model.grid
-    fallback = background_token(tokens) if settings.fill == "tokens" else None
+    test = _test_set(run, settings)
+    cortex = _cortex_curves(run, test, settings)
+    draws = []
+    for draw in range(settings.random_draws):
+        run.report(draw, settings.random_draws, "random positions")
+        draws.append(test.curves(run.judges, random_rankings(test.keys, model.grid * model.grid, settings.seed, draw)))
+    run.report(0, 1, "frequency baseline")
+    frequency = test.curves(run.judges, frequency_rankings(store, model, run.classes, test.tokens, test.labels, test.keys, settings,
+                                                           device))
+    result = _result(run, settings, test, cortex, draws, frequency)
+    stem = common.result_stem(KIND, settings.fill)  # a token-filled run does not overwrite the black one
+    return common.finish(run, KIND, result, _plot(result, run.out / f"{stem}.png"), name=stem,
+                         params=common.settings_params(settings, extractors))
 
-    def mask(chosen: Sequence[torch.Tensor]) -> torch.Tensor:
-        return mask_images(images, chosen, model.grid, settings.fill, tokens=tokens, decode=lambda t: common.decode(vqgm, t),
-                           fallback=fallback)
 
-    def insert(kept: Sequence[torch.Tensor]) -> torch.Tensor:
-        return insertion_images(images, kept, model.grid, settings.fill, tokens=tokens, decode=lambda t: common.decode(vqgm, t),
-                                fallback=fallback)
+run = run_image_level
 
-    probability: dict[str, dict[str, list[float]]] = {j.name: {} for j in judges}
-    accuracy: dict[str, dict[str, list[float]]] = {j.name: {} for j in judges}
-    per_image: dict[str, dict[str, dict[str, torch.Tensor]]] = {j.name: {} for j in judges}  # judge -> selection -> kind -> (B, len(ns))
-    selections = []
 
-    def keep(name: str, found: SelectionCurves) -> None:
-        for j in judges:
-            per_image[j.name][name] = {"deletion": found.deletion[j.name], "insertion": found.insertion[j.name]}
-    for info in infos:
-        net = load_extractor(info, device)
+def _test_set(run: common.Evaluation, settings: ImageLevelSettings) -> TestSet:
+    """The run's generated test images (sampled if missing), decoded, and how they are masked."""
+    ids, labels, tokens = common.test_images(run.store, run.model, run.classes, settings.images_per_class, seed=settings.first_seed,
+                                             device=run.device, progress=run.reporter("test images"))
+    keys = image_keys(run.store, run.model, ids)
+    masking = masking_of(run.decode(tokens), tokens, run.model.grid, settings.fill, run.decode)
+    return TestSet(labels, tokens, keys, [0, *sorted(set(settings.ns))], masking)
+
+
+def _cortex_curves(run: common.Evaluation, test: TestSet, settings: ImageLevelSettings) -> dict[str, SelectionCurves]:
+    """Selection ('ce', or 'ce/<method>' when several methods are compared) -> the curves of its TSV ranking."""
+    out = {}
+    for info in run.extractors:
+        net = load_extractor(info, run.device)
         for method in settings.methods:
             sal = SaliencySettings(samples=settings.samples, seed=settings.seed, method=method)
             name = curve_name(info.name, method, settings.methods)
             tsv = common.saliency_of(
-                net, vqgm, tokens, labels.tolist(), keys, sal, batch_size=settings.batch_size,
+                net, run.vqgm, test.tokens, test.labels.tolist(), test.keys, sal, batch_size=settings.batch_size,
                 progress=lambda d, t, info="", name=name: run.report(d, t, f"saliency {name}"),
             )
             rankings = torch.stack([ranked_positions(m) for m in tsv])
             run.report(0, 1, f"masking {name}")
-            found = masked_probabilities(judges, images, labels, rankings, ns, mask, insert)
-            for j in judges:
-                probability[j.name][name] = found.mean_deletion[j.name]
-                accuracy[j.name][name] = found.accuracy[j.name]
-            keep(name, found)
-            selections.append(name)
-    draws_p: dict[str, list[list[float]]] = {j.name: [] for j in judges}
-    draws_a: dict[str, list[list[float]]] = {j.name: [] for j in judges}
-    draws: list[SelectionCurves] = []
-    for draw in range(settings.random_draws):
-        run.report(draw, settings.random_draws, "random positions")
-        found = masked_probabilities(judges, images, labels, random_rankings(keys, positions, settings.seed, draw), ns, mask, insert)
-        draws.append(found)
-        for j in judges:
-            draws_p[j.name].append(found.mean_deletion[j.name])
-            draws_a[j.name].append(found.accuracy[j.name])
-    for j in judges:  # random's per-image curves: the mean over its draws
-        per_image[j.name]["random"] = {kind: torch.stack([getattr(d, kind)[j.name] for d in draws]).mean(0)
-                                       for kind in ("deletion", "insertion")}
-    run.report(0, 1, "frequency baseline")
-    keep("frequency", masked_probabilities(judges, images, labels, frequency_rankings(store, model, run.classes, tokens, labels, keys,
-                                                                                       settings, device), ns, mask, insert))
-    spread: dict[str, list[float]] = {}
-    beats: dict[str, dict[str, float]] = {}
-    for j in judges:
-        stacked = torch.tensor(draws_p[j.name])
-        probability[j.name]["random"] = stacked.mean(0).tolist()
-        accuracy[j.name]["random"] = torch.tensor(draws_a[j.name]).mean(0).tolist()
-        spread[j.name] = stacked.std(0, unbiased=False).tolist()
-        rnd = probability[j.name]["random"]
-        beats[j.name] = {name: sum(c < r for c, r in zip(probability[j.name][name][1:], rnd[1:])) / (len(ns) - 1) for name in selections}
-    fractions = [n / positions for n in ns]
+            out[name] = test.curves(run.judges, rankings)
+    return out
+
+
+def _per_image(curves: SelectionCurves, judge: str) -> dict[str, torch.Tensor]:
+    return {"deletion": curves.deletion[judge], "insertion": curves.insertion[judge]}
+
+
+def _result(run: common.Evaluation, settings: ImageLevelSettings, test: TestSet, cortex: dict[str, SelectionCurves],
+            draws: list[SelectionCurves], frequency: SelectionCurves) -> ImageLevelResult:
+    """Figure 3's curves (CORTEX selections, then random: the mean of its draws), AUCs and their paired intervals."""
+    ns = test.ns
+    probability, accuracy, spread, beats, per_image = {}, {}, {}, {}, {}
+    for j in (judge.name for judge in run.judges):
+        stacked = torch.tensor([d.mean_deletion[j] for d in draws])
+        probability[j] = {name: c.mean_deletion[j] for name, c in cortex.items()} | {"random": stacked.mean(0).tolist()}
+        accuracy[j] = ({name: c.accuracy[j] for name, c in cortex.items()}
+                       | {"random": torch.tensor([d.accuracy[j] for d in draws]).mean(0).tolist()})
+        spread[j] = stacked.std(0, unbiased=False).tolist()
+        rnd = probability[j]["random"]
+        beats[j] = {name: sum(c < r for c, r in zip(probability[j][name][1:], rnd[1:])) / (len(ns) - 1) for name in cortex}
+        # judge -> selection -> kind -> (B, len(ns)); random's per-image curves: the mean over its draws
+        per_image[j] = ({name: _per_image(c, j) for name, c in cortex.items()}
+                        | {"random": {kind: torch.stack([getattr(d, kind)[j] for d in draws]).mean(0) for kind in ("deletion", "insertion")},
+                           "frequency": _per_image(frequency, j)})
+    fractions = [n / (run.model.grid * run.model.grid) for n in ns]
     curves = {j: {name: {kind: values.mean(0).tolist() for kind, values in kinds.items()} for name, kinds in sels.items()}
               for j, sels in per_image.items()}
     aucs = {j: {name: {kind: curve_auc(fractions, values) for kind, values in kinds.items()} for name, kinds in sels.items()}
             for j, sels in per_image.items()}
     auc = {j: {name: {kind: float(v.mean()) for kind, v in kinds.items()} for name, kinds in sels.items()} for j, sels in aucs.items()}
-    auc_ci = {j: auc_comparisons(sels, selections, derive_seed("image-level-auc", settings.seed), settings.bootstrap)
+    auc_ci = {j: auc_comparisons(sels, list(cortex), derive_seed("image-level-auc", settings.seed), settings.bootstrap)
               for j, sels in aucs.items()}
-    result = ImageLevelResult(
-        model=model.name, extractors=[i.name for i in infos], judges=[j.name for j in judges], n_images=len(ids),
-        ns=ns, fill=settings.fill, random_draws=settings.random_draws, probability=probability, accuracy=accuracy,
-        random_spread=spread, cortex_beats_random=beats, seconds=0.0, settings=asdict(settings), methods=list(settings.methods),
-        curves=curves, auc=auc, auc_ci=auc_ci, auc_range=[fractions[0], fractions[-1]],
+    return ImageLevelResult(
+        model=run.model.name, extractors=[i.name for i in run.extractors], judges=[j.name for j in run.judges],
+        n_images=len(test.keys), ns=ns, fill=settings.fill, random_draws=settings.random_draws, probability=probability,
+        accuracy=accuracy, random_spread=spread, cortex_beats_random=beats, seconds=0.0, settings=asdict(settings),
+        methods=list(settings.methods), curves=curves, auc=auc, auc_ci=auc_ci, auc_range=[fractions[0], fractions[-1]],
     )
+
+
+def _plot(result: ImageLevelResult, path: Path) -> Path:
+    """Deletion and insertion curves, one panel per judge and kind."""
     label = {"random": "random", "frequency": "frequency baseline"}
-    plot = plots.line_grid(
-        ns, {f"{kind} ({'top-n masked' if kind == 'deletion' else 'all but the top n masked'})":
-             {j: {label.get(k, f"CORTEX {k.upper()}"): v[kind] for k, v in lines.items()} for j, lines in curves.items()}
-             for kind in ("deletion", "insertion")},
-        run.out / f"{common.result_stem('image-level', settings.fill)}.png", xlabel="ranked tokens n", ylabel="mean P(true class)",
-        title=f"{model.name}: image-level deletion and insertion ({settings.fill} fill, {len(ids)} images)",
+    return plots.line_grid(
+        result.ns, {f"{kind} ({'top-n masked' if kind == 'deletion' else 'all but the top n masked'})":
+                    {j: {label.get(k, f"CORTEX {k.upper()}"): v[kind] for k, v in lines.items()} for j, lines in result.curves.items()}
+                    for kind in ("deletion", "insertion")},
+        path, xlabel="ranked tokens n", ylabel="mean P(true class)",
+        title=f"{result.model}: image-level deletion and insertion ({result.fill} fill, {result.n_images} images)",
     )
-    stem = common.result_stem("image-level", settings.fill)  # a token-filled run does not overwrite the black one
-    return common.finish(run, "image-level", result, plot, name=stem, params=asdict(settings) | {"extractors": extractors})
+
+
+# -- tables (`cortex report`, the terminal, the atlas) -----------------------------------------------------------
+
+def tables(r: dict) -> list[TableSpec]:
+    """The tables of a stored result (its JSON form)."""
+    ns = r["ns"]
+    show = [i for i, n in enumerate(ns) if n == 0 or n % 10 == 0] or list(range(len(ns)))
+    rows = []
+    for judge, methods in r["probability"].items():
+        for m, ps in methods.items():
+            rows.append([judge, method_label(m)] + [num(ps[i]) for i in show])
+    t1 = TableSpec(f"mean P(true class) vs masked tokens n ({r['n_images']} images, {r['fill']} fill)",
+                   ["judge", "selection"] + [f"n={ns[i]}" for i in show], rows)
+    beats = [[j, method_label(x), pct(v)] for j, d in r["cortex_beats_random"].items() for x, v in d.items()]
+    t2 = TableSpec("share of n values where CORTEX leaves a lower P than random", ["judge", "selection", "share"], beats)
+    return [t1, t2] + _auc_tables(r)
+
+
+def _auc_tables(r: dict) -> list[TableSpec]:
+    """Deletion and insertion AUC per judge and selection, and CORTEX - random / - frequency with intervals (stored since issue 24)."""
+    if not r.get("auc"):
+        return []
+    low, high = r.get("auc_range") or [0.0, 1.0]
+    rows = [[judge, method_label(m), num(a["deletion"]), num(a["insertion"])] for judge, sels in r["auc"].items() for m, a in sels.items()]
+    out = [TableSpec(f"AUC of P(true class) over n/m^2 in [{low:.3f}, {high:.3f}], divided by that range (trapezoid; {r['fill']} fill): "
+                     "deletion masks the top n (lower is better), insertion masks all but the top n (higher is better)",
+                     ["judge", "selection", "deletion AUC", "insertion AUC"], rows)]
+    diffs, held = [], {}
+    for judge, sels in r.get("auc_ci", {}).items():
+        for m, others in sels.items():
+            for other, c in others.items():
+                diffs.append([judge, f"{method_label(m)} - {other}", f"{c['deletion']['mean']:+.3f}", interval(c["deletion"]),
+                              c["deletion_verdict"], f"{c['insertion']['mean']:+.3f}", interval(c["insertion"]), c["insertion_verdict"]])
+                if other == "random":
+                    held.setdefault(m, []).append(c["insertion_verdict"] == "win")
+    if diffs:
+        n_boot = next(c["insertion"]["resamples"] for sels in r["auc_ci"].values() for o in sels.values() for c in o.values())
+        yes = [method_label(m) for m, wins in held.items() if all(wins)]
+        no = [method_label(m) for m, wins in held.items() if not all(wins)]
+        said = (f"insertion AUC above random's with a 95% CI excluding 0 for every judge: {', '.join(yes) or 'none'}"
+                + (f"; not for: {', '.join(no)}" if no else ""))
+        out.append(TableSpec(f"AUC differences, paired bootstrap 95% CI over {r['n_images']} images ({n_boot} resamples); win = deletion "
+                             f"CI below 0, insertion CI above 0. {said}",
+                             ["judge", "comparison", "Δ deletion", "95% CI", "verdict", "Δ insertion", "95% CI", "verdict"], diffs))
+    return out

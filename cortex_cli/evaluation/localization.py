@@ -31,8 +31,8 @@ from typing import ClassVar, Sequence
 import numpy as np
 import torch
 
-from ..models import concepts, registry as model_registry
-from ..models.concepts import ConceptInfo
+from ..models import registry as model_registry, subjects
+from ..models.subjects import Subject, SubjectLike
 from ..core.errors import CortexError
 from .common import EvaluationResult
 from ..extractors.registry import load_extractor
@@ -46,7 +46,11 @@ from ..store.database import Store
 from ..models.targets import DEFAULT_RULE, UNION_RULES, Target
 from . import common, plots
 from .metrics import INSIDE_FRACTION, mean, patches_inside, pointing_game, precision_at_n, random_floor, ranked_positions
+from .tables import TableSpec, method_label, num
 
+KIND = "localization"
+TITLE = "Ground truth (mini world): share of top-n tokens on the object"
+USES_JUDGES = False
 SPLIT = "loc"  # the mini world's split for localization images (disjoint seeds from train/val/test)
 
 
@@ -66,6 +70,17 @@ class LocalizationSettings:
     score: str = DEFAULT_RULE  # a named concept's f_Y read off a class extractor (`targets.UNION_RULES`)
 
 
+SETTINGS = LocalizationSettings
+
+
+def presets(quick: bool) -> dict[str, LocalizationSettings]:
+    """The run of `cortex eval all`: the defaults, or its quick test's tiny settings."""
+    if not quick:
+        return {KIND: LocalizationSettings()}
+    return {KIND: LocalizationSettings(images_per_class=1, ns=(1, 5), random_draws=2, samples=2, train_images=2,
+                                       classes=common.QUICK_CLASSES)}
+
+
 @dataclass
 class MethodScores:
     """Precision@n and pointing game of one ranking method, over all images."""
@@ -77,8 +92,9 @@ class MethodScores:
 
 @dataclass(frozen=True)
 class LocalizationResult(EvaluationResult):
+    """Precision@n and the pointing game of each ranking (CORTEX per extractor, the baselines, random) on the ground truth."""
 
-    KIND: ClassVar[str] = 'localization'
+    KIND: ClassVar[str] = KIND
     model: str
     n_images: int
     ns: list[int]
@@ -93,17 +109,17 @@ class LocalizationResult(EvaluationResult):
     evaluation_id: int = 0
 
 
-Unit = ClassInfo | ConceptInfo  # what one evaluated name stands for: a class, or a named concept (one unit)
+Unit = SubjectLike  # what one evaluated name stands for: a class, or a named concept (one unit; `subjects.Subject`)
 
 
 def members_of(unit: Unit) -> list[ClassInfo]:
     """The classes whose images a unit has: a class itself, a concept its members."""
-    return list(unit.members) if isinstance(unit, ConceptInfo) else [unit]
+    return list(Subject.of(unit).members)
 
 
 def ground_truth_of(unit: Unit) -> str:
     """'attribute:<name>' for a concept named like a mini-world attribute (e.g. "red"), else 'object'."""
-    attribute = world.attribute_named(unit.name) if isinstance(unit, ConceptInfo) else None
+    attribute = None if Subject.of(unit).is_class else world.attribute_named(unit.name)
     return f"attribute:{attribute}" if attribute else "object"
 
 
@@ -135,12 +151,6 @@ def unit_images(units: Sequence[Unit], per_class: int, seed: int) -> WorldImages
     return WorldImages(x, torch.tensor(labels), torch.from_numpy(np.stack(masks)), owners, keys)
 
 
-def world_images(classes: Sequence[ClassInfo], per_class: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(images [-1,1] (B,3,64,64), labels (B,), object masks (B,64,64)) from the mini world's 'loc' split."""
-    found = unit_images(classes, per_class, seed)
-    return found.images, found.labels, found.masks
-
-
 def _class_scores(store: Store, model: ModelInfo, unit: Unit, n: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     """(K,) token counts and (K,) specificity of a class (a concept: all its members) over training seeds 0..n-1
     (every class's must exist)."""
@@ -152,11 +162,11 @@ def _class_scores(store: Store, model: ModelInfo, unit: Unit, n: int, device) ->
 
 
 def resolve_units(store: Store, model: ModelInfo, names: Sequence[str]) -> list[Unit]:
-    """The classes and named concepts in `names` (every class of the model when empty); a class name wins (`concepts.resolve`)."""
+    """The classes and named concepts in `names` (every class of the model when empty); a class name wins (`subjects.subject`)."""
     named = [name.strip() for name in names if name.strip()]
     if not named:
-        return model_registry.classes(store, model)
-    return [concepts.resolve(store, model, name) for name in named]
+        return [Subject.of(c) for c in model_registry.classes(store, model)]
+    return [subjects.subject(store, model, name) for name in named]
 
 
 def _trained_for(info) -> str | None:
@@ -165,12 +175,12 @@ def _trained_for(info) -> str | None:
 
 
 def unit_targets(info, units: Sequence[Unit], score: str) -> list[Target] | None:
-    """What `info` explains for each unit (a class: its logit; a concept: `concepts.index_target`), or None when it
+    """What `info` explains for each unit (a class: its logit; a concept: `subjects.index_target`), or None when it
     cannot explain them all (an extractor trained for a concept explains that concept only)."""
-    if _trained_for(info) is not None and any(not isinstance(u, ConceptInfo) for u in units):
+    if _trained_for(info) is not None and any(Subject.of(u).is_class for u in units):
         return None
     try:
-        return [concepts.index_target(info, unit, score) for unit in units]
+        return [subjects.index_target(info, unit, score) for unit in units]
     except CortexError:
         return None
 
@@ -183,14 +193,23 @@ def frequency_ranking(tokens: torch.Tensor, counts: torch.Tensor, generator: tor
     return order[torch.sort(-score, stable=True).indices]
 
 
-def _scores(rankings: Sequence[torch.Tensor], insides: Sequence[torch.Tensor], labels: Sequence[str], ns: Sequence[int]) -> MethodScores:
-    precision = {str(n): mean([precision_at_n(r, m, n) for r, m in zip(rankings, insides)]) for n in ns}
-    pointing = mean([pointing_game(r, m) for r, m in zip(rankings, insides)])
-    probe = ns[1] if len(ns) > 1 else ns[0]
-    per_class: dict[str, list[float]] = {}
-    for r, m, name in zip(rankings, insides, labels):
-        per_class.setdefault(name, []).append(precision_at_n(r, m, probe))
-    return MethodScores(precision, pointing, {k: mean(v) for k, v in per_class.items()})
+@dataclass(frozen=True)
+class Scorer:
+    """Scores rankings of every image's positions against the images' ground truth: precision@n, pointing game, per unit."""
+
+    insides: Sequence[torch.Tensor]  # per image: which positions lie on its ground truth
+    labels: Sequence[str]  # per image: its unit's name
+    ns: Sequence[int]
+
+    def __call__(self, rankings: Sequence[torch.Tensor]) -> MethodScores:
+        ns = self.ns
+        precision = {str(n): mean([precision_at_n(r, m, n) for r, m in zip(rankings, self.insides)]) for n in ns}
+        pointing = mean([pointing_game(r, m) for r, m in zip(rankings, self.insides)])
+        probe = ns[1] if len(ns) > 1 else ns[0]
+        per_class: dict[str, list[float]] = {}
+        for r, m, name in zip(rankings, self.insides, self.labels):
+            per_class.setdefault(name, []).append(precision_at_n(r, m, probe))
+        return MethodScores(precision, pointing, {k: mean(v) for k, v in per_class.items()})
 
 
 def require_mini(model: ModelInfo) -> None:
@@ -229,6 +248,38 @@ def run_localization(
         CortexError: a model other than the mini world, bad settings, an unknown class or concept, missing extractors,
             a named extractor trained for another concept.
     """
+    _validate(settings, model)
+    units = resolve_units(store, model, settings.classes)
+    member_ids = [str(c.class_id) for u in units for c in members_of(u)] if settings.classes else settings.classes
+    run = common.begin(store, model, extractors=extractors, classes=member_ids, device=device, out_dir=out_dir,
+                       progress=progress, with_judges=False)
+    explaining = _explaining(run.extractors, units, settings.score, named=extractors != "all")
+    encoded = encoded_world(run, units, settings.images_per_class, settings.first_seed, settings.batch_size)
+    scores = Scorer(encoded.insides, [units[u].name for u in encoded.found.units], settings.ns)
+    methods = {info.name: scores(_cortex_rankings(run, encoded, info, targets, settings)) for info, targets in explaining}
+    freq_rankings, specific_rankings = _baseline_rankings(run, units, encoded, settings)
+    methods["frequency"] = scores(freq_rankings)
+    methods["specific"] = scores(specific_rankings)
+    draws = [scores([torch.randperm(model.grid ** 2, generator=generator_for("localization-random", settings.seed, k, d))
+                     for k in encoded.found.keys])
+             for d in range(settings.random_draws)]
+    methods["random"] = MethodScores(
+        {str(n): mean([d.precision[str(n)] for d in draws]) for n in settings.ns},
+        mean([d.pointing_game for d in draws]),
+        {c: mean([d.per_class_precision[c] for d in draws]) for c in draws[0].per_class_precision},
+    )
+    result = LocalizationResult(
+        model=model.name, n_images=len(encoded.found.labels), ns=list(settings.ns), inside_fraction=INSIDE_FRACTION,
+        object_share=mean([random_floor(m) for m in encoded.insides]), methods=methods, seconds=0.0, settings=asdict(settings),
+        ground_truth={u.name: ground_truth_of(u) for u in units},
+    )
+    return common.finish(run, KIND, result, _plot(result, run.out / "localization.png"), common.settings_params(settings, extractors))
+
+
+run = run_localization
+
+
+def _validate(settings: LocalizationSettings, model: ModelInfo) -> None:
     require_mini(model)
     if settings.images_per_class < 1 or settings.random_draws < 1:
         raise CortexError("--images-per-class and --random-draws must be >= 1")
@@ -236,78 +287,105 @@ def run_localization(
         raise CortexError(f"n values must lie in 1..{model.grid ** 2}, got {list(settings.ns)}")
     if settings.score not in UNION_RULES:
         raise CortexError(f"--score must be one of {', '.join(UNION_RULES)}, got {settings.score!r}")
-    units = resolve_units(store, model, settings.classes)
-    member_ids = [str(c.class_id) for u in units for c in members_of(u)] if settings.classes else settings.classes
-    run = common.begin(store, model, extractors=extractors, classes=member_ids, device=device, out_dir=out_dir,
-                       progress=progress, with_judges=False)
-    infos = []
-    for info in run.extractors:
-        targets = unit_targets(info, units, settings.score)
+
+
+def _explaining(infos: Sequence, units: Sequence[Unit], score: str, *, named: bool) -> list[tuple[object, list[Target]]]:
+    """(extractor, what it explains for each unit) of every extractor that can explain them all; an extractor trained for
+    a concept cannot explain others: refused when `named`, skipped among 'all'."""
+    out = []
+    for info in infos:
+        targets = unit_targets(info, units, score)
         if targets is not None:
-            infos.append((info, targets))
-        elif extractors != "all":  # named: refused; among 'all': skipped
+            out.append((info, targets))
+        elif named:
             concept = _trained_for(info)
             raise CortexError(f"extractor {info.name!r} was trained for concept {concept!r} and explains only it; evaluate "
                               f"--classes {concept!r}, or choose a class extractor (--extractor ce)")
-    if not infos:
+    if not out:
         raise CortexError("no extractor can explain every evaluated class and concept (an extractor trained for a concept "
                           "explains only that concept); evaluate fewer --classes or name --extractor")
-    vqgm = model_registry.load_model(model, device)
-    found = unit_images(units, settings.images_per_class, settings.first_seed)
-    images, labels, masks, keys = found.images, found.labels, found.masks, found.keys
+    return out
+
+
+@dataclass(frozen=True)
+class EncodedWorld:
+    """Mini-world images with their ground truth, encoded by the model's VQGAN (`encoded_world`)."""
+
+    found: WorldImages  # the images at the world's size, their labels, units and keys
+    tokens: torch.Tensor  # (B, m, m) their token grids
+    insides: list[torch.Tensor]  # per image: which positions lie on its ground truth (`metrics.patches_inside`)
+
+
+def encoded_world(run: common.Evaluation, units: Sequence[Unit], per_class: int, first_seed: int, batch_size: int) -> EncodedWorld:
+    """The 'loc' images of `units` (`unit_images`), resized to the model's image size when it differs, and encoded."""
+    model, vqgm = run.model, run.vqgm
+    found = unit_images(units, per_class, first_seed)
+    images, masks = found.images, found.masks
     if images.shape[-1] != model.image_size:
         images = torch.nn.functional.interpolate(images, size=model.image_size, mode="bilinear", antialias=True)
         masks = torch.nn.functional.interpolate(masks[:, None].float(), size=model.image_size, mode="nearest")[:, 0] > 0.5
-    tokens = torch.cat([vqgm.encode_images(chunk.to(vqgm.device)).cpu() for chunk in images.split(settings.batch_size)])
-    insides = [patches_inside(m, model.grid) for m in masks]
-    label_names = [units[u].name for u in found.units]
-    methods: dict[str, MethodScores] = {}
+    tokens = torch.cat([vqgm.encode_images(chunk.to(vqgm.device)).cpu() for chunk in images.split(batch_size)])
+    return EncodedWorld(found, tokens, [patches_inside(m, model.grid) for m in masks])
+
+
+def _cortex_rankings(run: common.Evaluation, encoded: EncodedWorld, info, targets: Sequence[Target],
+                     settings: LocalizationSettings) -> list[torch.Tensor]:
+    """Each image's positions ranked by the TSV of what `info` explains for its unit."""
+    found, model = encoded.found, run.model
+    net = load_extractor(info, run.device)
     sal = SaliencySettings(samples=settings.samples, seed=settings.seed)
-    for info, targets in infos:
-        net = load_extractor(info, device)
-        groups: dict[str, tuple[Target, list[int]]] = {}  # images explained alike go through one call, in image order
-        for j, u in enumerate(found.units):
-            groups.setdefault(targets[u].key, (targets[u], []))[1].append(j)
-        tsv = torch.empty(len(keys), model.grid, model.grid)
-        for target, idx in groups.values():
-            tsv[idx] = common.saliency_of(
-                target.explained(net), vqgm, tokens[idx], target.per_image(labels[idx].tolist()), [keys[j] for j in idx], sal,
-                batch_size=settings.batch_size, progress=lambda d, t, info="", name=info.name: run.report(d, t, f"saliency {name}"),
-            )
-        methods[info.name] = _scores([ranked_positions(m) for m in tsv], insides, label_names, settings.ns)
-    # extractor-free rankings, both counted over exactly the training seeds 0..train_images-1
+    groups: dict[str, tuple[Target, list[int]]] = {}  # images explained alike go through one call, in image order
+    for j, u in enumerate(found.units):
+        groups.setdefault(targets[u].key, (targets[u], []))[1].append(j)
+    tsv = torch.empty(len(found.keys), model.grid, model.grid)
+    for target, idx in groups.values():
+        tsv[idx] = common.saliency_of(
+            target.explained(net), run.vqgm, encoded.tokens[idx], target.per_image(found.labels[idx].tolist()),
+            [found.keys[j] for j in idx], sal, batch_size=settings.batch_size,
+            progress=lambda d, t, info="", name=info.name: run.report(d, t, f"saliency {name}"),
+        )
+    return [ranked_positions(m) for m in tsv]
+
+
+def _baseline_rankings(run: common.Evaluation, units: Sequence[Unit], encoded: EncodedWorld,
+                       settings: LocalizationSettings) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """(frequency, specific) rankings of every image's positions, both counted over the training seeds 0..train_images-1."""
+    store, model, keys = run.store, run.model, encoded.found.keys
     freq_rankings, specific_rankings = [], []
     for other in model_registry.classes(store, model):  # the specific score compares every class's images
-        ensure_images(store, model, other, "train", settings.train_images, seed=0, device=device)
+        ensure_images(store, model, other, "train", settings.train_images, seed=0, device=run.device)
     for k, unit in enumerate(units):
         run.report(k, len(units), f"token counts of {unit.name}")
-        counts, specific = _class_scores(store, model, unit, settings.train_images, device)
-        for j in (j for j, u in enumerate(found.units) if u == k):
-            freq_rankings.append(frequency_ranking(tokens[j], counts, generator_for("localization-ties", settings.seed, keys[j])))
-            specific_rankings.append(frequency_ranking(tokens[j], specific, generator_for("localization-ties", settings.seed, keys[j])))
-    methods["frequency"] = _scores(freq_rankings, insides, label_names, settings.ns)
-    methods["specific"] = _scores(specific_rankings, insides, label_names, settings.ns)
-    draws = [
-        _scores([torch.randperm(model.grid ** 2, generator=generator_for("localization-random", settings.seed, k, d)) for k in keys],
-                insides, label_names, settings.ns)
-        for d in range(settings.random_draws)
-    ]
-    methods["random"] = MethodScores(
-        {str(n): mean([d.precision[str(n)] for d in draws]) for n in settings.ns},
-        mean([d.pointing_game for d in draws]),
-        {c: mean([d.per_class_precision[c] for d in draws]) for c in draws[0].per_class_precision},
-    )
-    result = LocalizationResult(
-        model=model.name, n_images=len(labels), ns=list(settings.ns), inside_fraction=INSIDE_FRACTION,
-        object_share=mean([random_floor(m) for m in insides]), methods=methods, seconds=0.0, settings=asdict(settings),
-        ground_truth={u.name: ground_truth_of(u) for u in units},
-    )
+        counts, specific = _class_scores(store, model, unit, settings.train_images, run.device)
+        for j in (j for j, u in enumerate(encoded.found.units) if u == k):
+            freq_rankings.append(frequency_ranking(encoded.tokens[j], counts, generator_for("localization-ties", settings.seed, keys[j])))
+            specific_rankings.append(frequency_ranking(encoded.tokens[j], specific,
+                                                       generator_for("localization-ties", settings.seed, keys[j])))
+    return freq_rankings, specific_rankings
+
+
+def _plot(result: LocalizationResult, path: Path) -> Path:
+    """Precision@n of every ranking."""
     label = {"frequency": "frequency baseline", "specific": "specific baseline", "random": "random"}
-    plot = plots.line_panels(
-        list(settings.ns),
-        {"precision@n": {label.get(k, f"CORTEX {k.upper()}"): [v.precision[str(n)] for n in settings.ns] for k, v in methods.items()}},
-        run.out / "localization.png", xlabel="top-n tokens",
+    ns = result.ns
+    return plots.line_panels(
+        list(ns),
+        {"precision@n": {label.get(k, f"CORTEX {k.upper()}"): [v.precision[str(n)] for n in ns] for k, v in result.methods.items()}},
+        path, xlabel="top-n tokens",
         ylabel="share on the object" if set(result.ground_truth.values()) == {"object"} else "share on the ground truth (object or attribute)",
-        title=f"{model.name}: localization on {len(labels)} mini-world images",
+        title=f"{result.model}: localization on {result.n_images} mini-world images",
     )
-    return common.finish(run, "localization", result, plot, asdict(settings) | {"extractors": extractors})
+
+
+# -- tables (`cortex report`, the terminal, the atlas) -----------------------------------------------------------
+
+def tables(r: dict) -> list[TableSpec]:
+    """The tables of a stored result (its JSON form)."""
+    ns = r["ns"]
+    rows = [[method_label(m)] + [num(s["precision"][str(n)]) for n in ns] + [num(s["pointing_game"])]
+            for m, s in r["methods"].items()]
+    return [TableSpec(
+        f"{r['n_images']} mini-world images; a token is on the object when >= {int(100 * r['inside_fraction'])}% of its patch is; "
+        f"object share of positions {num(r['object_share'])}",
+        ["selection"] + [f"precision@{n}" for n in ns] + ["pointing game"], rows,
+    )]

@@ -30,6 +30,7 @@ tokens over the whole grid and turn insertion into a test of how the kept tokens
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
@@ -188,78 +189,74 @@ def fill_tokens(tokens: torch.Tensor, positions: Sequence[Sequence[int] | torch.
     return values.to(tokens.device)
 
 
-def mask_images(
-    images: torch.Tensor,
-    positions: Sequence[Sequence[int] | torch.Tensor],
-    grid: int,
-    fill: str = "black",
-    *,
-    tokens: torch.Tensor | None = None,
-    decode: Callable[[torch.Tensor], torch.Tensor] | None = None,
-    fallback: int | None = None,
-) -> torch.Tensor:
-    """Copies of `images` with each image's token positions masked by `fill`: in pixels, or in token space.
+@dataclass(frozen=True)
+class Masking:
+    """What a run masks and how: its images, their grid side and the fill; for the token fill also the images'
+    token grids, the decoder and the token of a fully masked grid (`masking_of` picks `background_token`)."""
+
+    images: torch.Tensor  # (B, 3, H, W) in [-1, 1]; with the token fill, the decoded `tokens`
+    grid: int  # m, the token grid side
+    fill: str = "black"  # one of FILLS
+    tokens: torch.Tensor | None = None  # (B, m, m): the token fill only
+    decode: Callable[[torch.Tensor], torch.Tensor] | None = None  # token grids -> images in [-1, 1]: the token fill only
+    fallback: int | None = None  # the token of a grid whose every position is masked: the token fill only
+
+    def _token_grids(self, positions: Sequence) -> torch.Tensor:
+        """The token fill's grids, checked: a decoder, one position list and one grid per image."""
+        if self.tokens is None or self.decode is None:
+            raise CortexError("the token fill needs the images' token grids and the model's decoder")
+        if len(positions) != self.images.shape[0] or self.tokens.shape[0] != self.images.shape[0]:
+            raise CortexError(f"{len(positions)} position lists and {self.tokens.shape[0]} token grids for {self.images.shape[0]} images")
+        return self.tokens
+
+    def _decoded_where(self, changed: torch.Tensor, grids_of: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """The images with the `changed` ones replaced by their decoded `grids_of(indices)`; the others untouched (not decoded)."""
+        images = self.images
+        out = images.clone()
+        if changed.any():
+            idx = changed.nonzero().flatten()
+            out[idx.to(images.device)] = self.decode(grids_of(idx)).to(images.device, images.dtype)
+        return out
+
+
+def masking_of(images: torch.Tensor, tokens: torch.Tensor, grid: int, fill: str,
+               decode: Callable[[torch.Tensor], torch.Tensor]) -> Masking:
+    """How an evaluation masks its test images: the token fill's fully masked grid is their `background_token`."""
+    return Masking(images, grid, fill, tokens, decode, background_token(tokens) if fill == TOKEN_FILL else None)
+
+
+def mask_images(masking: Masking, positions: Sequence[Sequence[int] | torch.Tensor]) -> torch.Tensor:
+    """Copies of the images with each image's token positions masked by the fill: in pixels, or in token space.
 
     Args:
-        images: (B, 3, H, W) in [-1, 1], the decoded `tokens` when `fill` is 'tokens'.
+        masking: the images and the fill; 'tokens' refills the grids (`fill_tokens`) and decodes them.
         positions: one sequence of flat token positions per image (may be empty).
-        grid: m, the token grid side.
-        fill: one of `FILLS`; 'tokens' refills the grids (`fill_tokens`) and decodes them.
-        tokens: (B, m, m) the images' token grids (the token fill only).
-        decode: token grids -> images in [-1, 1], the model's VQGAN (the token fill only).
-        fallback: the token of a grid whose every position is masked (the token fill only).
 
     Returns:
         (B, 3, H, W); an image with no masked position is returned untouched.
     """
-    if fill != TOKEN_FILL:
-        return mask_patches(images, positions, grid, fill)
-    _check_token_fill(images, positions, tokens, decode)
-    changed = torch.tensor([len(_as_positions(p, grid)) > 0 for p in positions])
-    return _decoded_where(images, changed, lambda idx: fill_tokens(tokens[idx], [positions[int(i)] for i in idx], fallback), decode)
+    if masking.fill != TOKEN_FILL:
+        return mask_patches(masking.images, positions, masking.grid, masking.fill)
+    tokens = masking._token_grids(positions)
+    changed = torch.tensor([len(_as_positions(p, masking.grid)) > 0 for p in positions])
+    return masking._decoded_where(changed, lambda idx: fill_tokens(tokens[idx], [positions[int(i)] for i in idx], masking.fallback))
 
 
-def _check_token_fill(images: torch.Tensor, positions: Sequence, tokens: torch.Tensor | None, decode: Callable | None) -> None:
-    """The token fill's inputs: the images' token grids and a decoder, one position list per image."""
-    if tokens is None or decode is None:
-        raise CortexError("the token fill needs the images' token grids and the model's decoder")
-    if len(positions) != images.shape[0] or tokens.shape[0] != images.shape[0]:
-        raise CortexError(f"{len(positions)} position lists and {tokens.shape[0]} token grids for {images.shape[0]} images")
-
-
-def _decoded_where(images: torch.Tensor, changed: torch.Tensor, grids_of: Callable[[torch.Tensor], torch.Tensor],
-                   decode: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-    """`images` with the `changed` ones replaced by `decode(grids_of(their indices))`; the others untouched (not decoded)."""
-    out = images.clone()
-    if changed.any():
-        idx = changed.nonzero().flatten()
-        out[idx.to(images.device)] = decode(grids_of(idx)).to(images.device, images.dtype)
-    return out
-
-
-def insertion_images(
-    images: torch.Tensor,
-    kept: Sequence[Sequence[int] | torch.Tensor],
-    grid: int,
-    fill: str = "black",
-    *,
-    tokens: torch.Tensor | None = None,
-    decode: Callable[[torch.Tensor], torch.Tensor] | None = None,
-    fallback: int | None = None,
-) -> torch.Tensor:
-    """Fully masked copies of `images` with only each image's `kept` positions put back (insertion, RISE).
+def insertion_images(masking: Masking, kept: Sequence[Sequence[int] | torch.Tensor]) -> torch.Tensor:
+    """Fully masked copies of the images with only each image's `kept` positions put back (insertion, RISE).
 
     Pixel fills: every other patch filled (`mask_patches` of the complement). The token fill: a grid of the
     `fallback` token with the kept positions' tokens, decoded. An image that keeps every position is returned
     untouched.
     """
+    grid = masking.grid
     keep = (torch.stack([token_mask(k, grid) for k in kept]) if len(kept)
             else torch.zeros(0, grid, grid, dtype=torch.bool))  # (B, m, m): True where the image keeps its token
-    if fill != TOKEN_FILL:
+    if masking.fill != TOKEN_FILL:
         everything = torch.arange(grid * grid)
-        return mask_patches(images, [everything[~k.flatten()] for k in keep], grid, fill)
-    if fallback is None:
+        return mask_patches(masking.images, [everything[~k.flatten()] for k in keep], grid, masking.fill)
+    if masking.fallback is None:
         raise CortexError("token-fill insertion needs the images' token grids, the model's decoder and the fallback token")
-    _check_token_fill(images, kept, tokens, decode)
-    grids = torch.where(keep, tokens.long().cpu(), int(fallback))
-    return _decoded_where(images, ~keep.flatten(1).all(1), lambda idx: grids[idx].to(tokens.device), decode)
+    tokens = masking._token_grids(kept)
+    grids = torch.where(keep, tokens.long().cpu(), int(masking.fallback))
+    return masking._decoded_where(~keep.flatten(1).all(1), lambda idx: grids[idx].to(tokens.device))

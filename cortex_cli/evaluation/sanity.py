@@ -50,6 +50,7 @@ from ..core.errors import CortexError
 from ..extractors.architectures import build_extractor
 from ..extractors.accuracy import embed_batch, load_split
 from ..extractors.registry import ExtractorInfo, load_extractor, read_state_dict
+from ..extractors.subsets import ClassSpace
 from ..extractors.training import TrainConfig
 from ..attribution import SaliencySettings
 from ..miniworld import world
@@ -58,8 +59,13 @@ from ..core.seeding import derive_seed, generator_for
 from ..store.database import Store
 from . import common, plots
 from .common import EvaluationResult
-from .localization import require_mini, unit_images
-from .metrics import mean, patches_inside, precision_at_n, random_floor, ranked_positions, top_n_overlap
+from .localization import EncodedWorld, encoded_world, require_mini
+from .metrics import mean, precision_at_n, random_floor, ranked_positions, top_n_overlap
+from .tables import TableSpec, num
+
+KIND = "sanity"
+TITLE = "Sanity checks (Adebayo et al. 2018): maps under weight randomisation and label permutation"
+USES_JUDGES = False
 
 TOP_N = 20  # the top-n of the overlap (the issue's top-20)
 PRECISION_N = 5  # localisation precision@5
@@ -89,6 +95,17 @@ class SanitySettings:
     batch_size: int = 16
 
 
+SETTINGS = SanitySettings
+
+
+def presets(quick: bool) -> dict[str, SanitySettings]:
+    """The run of `cortex eval all`: the defaults, or its quick test's tiny settings."""
+    if not quick:
+        return {KIND: SanitySettings()}
+    return {KIND: SanitySettings(images_per_class=1, samples=2, random_draws=2, permuted_per_class=3, permuted_epochs=2,
+                                 independent=False, classes=common.QUICK_CLASSES)}
+
+
 @dataclass(frozen=True)
 class SanityStep:
     """One variant's maps against the trained extractor's, over every image."""
@@ -115,8 +132,9 @@ class ExtractorSanity:
 
 @dataclass(frozen=True)
 class SanityResult(EvaluationResult):
+    """The first extractor's variants against its trained maps (the others in `others`), the random floor and the check."""
 
-    KIND: ClassVar[str] = "sanity"
+    KIND: ClassVar[str] = KIND
     model: str
     extractor: str  # the extractor whose variants the top-level keys describe
     n_images: int
@@ -383,74 +401,73 @@ def run_sanity(
     Raises:
         CortexError: a model other than the mini world, bad settings, unknown classes or extractors.
     """
+    _validate(settings, model)
+    run = common.begin(store, model, extractors=extractors, classes=settings.classes, device=device, out_dir=out_dir,
+                       progress=progress, with_judges=False)
+    encoded = encoded_world(run, run.classes, settings.images_per_class, settings.first_seed, settings.batch_size)
+    random_p5 = mean([random_floor(inside) for inside in encoded.insides])
+    floor_overlap, floor_rho = random_pairs(encoded.found.keys, model.grid ** 2, settings.seed, settings.random_draws)
+    floor = {"top20_overlap": floor_overlap, "expected_top20_overlap": TOP_N / model.grid ** 2, "spearman": floor_rho,
+             "precision_at_5": random_p5}
+    blocks = {info.name: _extractor_sanity(run, info, encoded, settings, floor) for info in run.extractors}
+    first_name, first = next(iter(blocks.items()))
+    n_images = len(encoded.found.keys)
+    result = SanityResult(
+        model=model.name, extractor=first_name, n_images=n_images, cascade=first.cascade, independent=first.independent,
+        label_permuted=first.label_permuted, random_floor=floor, trained_precision_at_5=first.trained_precision_at_5,
+        layers=first.layers, permuted_training=first.permuted_training, checks=first.checks, passed=first.passed, seconds=0.0,
+        others={k: v for k, v in blocks.items() if k != first_name}, settings=asdict(settings),
+    )
+    plot = plot_cascade(blocks, floor, run.out / "sanity.png", f"{model.name}: sanity of the TSV maps on {n_images} mini-world images")
+    return common.finish(run, KIND, result, plot, common.settings_params(settings, extractors))
+
+
+run = run_sanity
+
+
+def _validate(settings: SanitySettings, model: ModelInfo) -> None:
     require_mini(model)
     for key in ("images_per_class", "samples", "random_draws", "permuted_per_class", "permuted_epochs", "batch_size"):
         if int(getattr(settings, key)) < 1:
             raise CortexError(f"--{key.replace('_', '-')} must be >= 1, got {getattr(settings, key)}")
     if settings.permuted_source not in PERMUTED_SOURCES:
         raise CortexError(f"--permuted-source must be one of {', '.join(PERMUTED_SOURCES)}, got {settings.permuted_source!r}")
-    run = common.begin(store, model, extractors=extractors, classes=settings.classes, device=device, out_dir=out_dir,
-                       progress=progress, with_judges=False)
-    vqgm = model_registry.load_model(model, device)
-    found = unit_images(run.classes, settings.images_per_class, settings.first_seed)
-    images, masks, labels, keys = found.images, found.masks, found.labels.tolist(), found.keys
-    if images.shape[-1] != model.image_size:
-        images = F.interpolate(images, size=model.image_size, mode="bilinear", antialias=True)
-        masks = F.interpolate(masks[:, None].float(), size=model.image_size, mode="nearest")[:, 0] > 0.5
-    tokens = torch.cat([vqgm.encode_images(chunk.to(vqgm.device)).cpu() for chunk in images.split(settings.batch_size)])
-    insides = [patches_inside(m, model.grid) for m in masks]
+
+
+def _extractor_sanity(run: common.Evaluation, info: ExtractorInfo, encoded: EncodedWorld, settings: SanitySettings,
+                      floor: dict) -> ExtractorSanity:
+    """Every variant of one extractor against its trained maps: the cascade, each layer alone, the label-permuted twin."""
+    labels, keys, insides = encoded.found.labels.tolist(), encoded.found.keys, encoded.insides
     saliency = SaliencySettings(samples=settings.samples, seed=settings.seed)  # every variant: the same noise keys
-    random_p5 = mean([random_floor(inside) for inside in insides])
-    floor_overlap, floor_rho = random_pairs(keys, model.grid ** 2, settings.seed, settings.random_draws)
-    floor = {"top20_overlap": floor_overlap, "expected_top20_overlap": TOP_N / model.grid ** 2, "spearman": floor_rho,
-             "precision_at_5": random_p5}
+    net = load_extractor(info, run.device)
+    groups = layers_of(net)
+    jobs = common.Jobs(2 + len(groups) * (2 if settings.independent else 1))
 
-    blocks: dict[str, ExtractorSanity] = {}
-    for info in run.extractors:
-        net = load_extractor(info, device)
-        groups = layers_of(net)
-        jobs = 2 + len(groups) * (2 if settings.independent else 1)
-        done = 0
+    def maps_of(variant: nn.Module, what: str) -> torch.Tensor:
+        out = common.saliency_of(variant, run.vqgm, encoded.tokens, labels, keys, saliency, batch_size=settings.batch_size)
+        run.report(jobs.next(), jobs.total, f"{info.name}: {what}")
+        return out
 
-        def maps_of(variant: nn.Module, what: str) -> torch.Tensor:
-            nonlocal done
-            out = common.saliency_of(variant, vqgm, tokens, labels, keys, saliency, batch_size=settings.batch_size)
-            done += 1
-            run.report(done, jobs, f"{info.name}: {what}")
-            return out
-
-        trained = maps_of(net, "trained")
-        cascade, independent = [], []
-        variant = copy.deepcopy(net)
-        for i, layer in enumerate(groups):  # each layer's stream is keyed by its name: step i = layers 0..i re-drawn
-            variant = randomised(variant, [layer], settings.seed)
-            cascade.append(compare(maps_of(variant, f"cascade {i + 1}/{len(groups)}"), trained, insides,
-                                   [n for g in groups[:i + 1] for n in g]))
-        if settings.independent:
-            for i, layer in enumerate(groups):
-                alone = randomised(net, [layer], settings.seed)
-                independent.append(compare(maps_of(alone, f"layer {i + 1}/{len(groups)} alone"), trained, insides, layer))
-        permuted_net, training = train_permuted(store, model, info, settings, vqgm, device=device,
-                                                progress=lambda d, t, info="": run.report(done, jobs, info))
-        if info.config.class_ids is not None:  # answer in the model's class ids, as the trained one does
-            from ..extractors.subsets import ClassSpace
-
-            permuted_net = ClassSpace(permuted_net, info.config.class_ids, info.config.n_classes, permuted_name(info, settings.seed)).eval()
-        permuted = compare(maps_of(permuted_net, "label-permuted"), trained, insides, [n for g in groups for n in g])
-        checks = checks_of(cascade, permuted, floor_overlap, random_p5)
-        blocks[info.name] = ExtractorSanity(
-            groups, mean([precision_at_n(ranked_positions(a), inside, PRECISION_N) for a, inside in zip(trained, insides)]),
-            cascade, independent, permuted, training, checks, all(checks.values()))
-
-    first_name, first = next(iter(blocks.items()))
-    result = SanityResult(
-        model=model.name, extractor=first_name, n_images=len(labels), cascade=first.cascade, independent=first.independent,
-        label_permuted=first.label_permuted, random_floor=floor, trained_precision_at_5=first.trained_precision_at_5,
-        layers=first.layers, permuted_training=first.permuted_training, checks=first.checks, passed=first.passed, seconds=0.0,
-        others={k: v for k, v in blocks.items() if k != first_name}, settings=asdict(settings),
-    )
-    plot = plot_cascade(blocks, floor, run.out / "sanity.png", f"{model.name}: sanity of the TSV maps on {len(labels)} mini-world images")
-    return common.finish(run, "sanity", result, plot, asdict(settings) | {"extractors": extractors})
+    trained = maps_of(net, "trained")
+    cascade, independent = [], []
+    variant = copy.deepcopy(net)
+    for i, layer in enumerate(groups):  # each layer's stream is keyed by its name: step i = layers 0..i re-drawn
+        variant = randomised(variant, [layer], settings.seed)
+        cascade.append(compare(maps_of(variant, f"cascade {i + 1}/{len(groups)}"), trained, insides,
+                               [n for g in groups[:i + 1] for n in g]))
+    if settings.independent:
+        for i, layer in enumerate(groups):
+            alone = randomised(net, [layer], settings.seed)
+            independent.append(compare(maps_of(alone, f"layer {i + 1}/{len(groups)} alone"), trained, insides, layer))
+    permuted_net, training = train_permuted(run.store, run.model, info, settings, run.vqgm, device=run.device,
+                                            progress=lambda d, t, info="": run.report(jobs.done, jobs.total, info))
+    if info.config.class_ids is not None:  # answer in the model's class ids, as the trained one does
+        permuted_net = ClassSpace(permuted_net, info.config.class_ids, info.config.n_classes, permuted_name(info, settings.seed)).eval()
+    permuted = compare(maps_of(permuted_net, "label-permuted"), trained, insides, [n for g in groups for n in g])
+    checks = checks_of(cascade, permuted, floor["top20_overlap"], floor["precision_at_5"])
+    return ExtractorSanity(
+        groups, mean([precision_at_n(ranked_positions(a), inside, PRECISION_N) for a, inside in zip(trained, insides)]),
+        cascade, independent, permuted, training, checks, all(checks.values()))
 
 
 def plot_cascade(blocks: dict[str, ExtractorSanity], floor: dict, path: Path, title: str) -> Path:
@@ -470,3 +487,45 @@ def plot_cascade(blocks: dict[str, ExtractorSanity], floor: dict, path: Path, ti
         }
     return plots.line_panels(x, panels, path, xlabel="layers re-initialised, output -> input", ylabel="vs the trained maps",
                              title=title)
+
+
+# -- tables (`cortex report`, the terminal, the atlas) -----------------------------------------------------------
+
+def sanity_verdict(checks: dict, floor: dict) -> str:
+    """The issue's check in words: which of its four conditions held."""
+    limit = f"top-20 overlap <= {num(floor['top20_overlap'] + 0.1)} (random floor + 0.1) and precision@5 <= {num(1.5 * floor['precision_at_5'])} (1.5 x random)"
+    failed = [name.replace("_", " ") for name, ok in checks.items() if not ok]
+    if not failed:
+        return f"PASSED: after the full cascade and for the label-permuted extractor, {limit}"
+    return (f"FAILED ({', '.join(failed)}): the maps keep more of the trained extractor's than the check allows "
+            f"({limit}); a finding about these explanations, not an error")
+
+
+def tables(r: dict) -> list[TableSpec]:
+    """The cascade (one row per step), the label-permuted extractor and the floor; independent layers second."""
+    floor = r["random_floor"]
+
+    def row(variant: str, step: dict, layers: str) -> list[str]:
+        return [variant, layers, num(step["spearman"]), num(step["top20_overlap"]), num(step["precision_at_5"])]
+
+    def blocks() -> list[tuple[str, dict]]:
+        return [(r["extractor"], r)] + list(r.get("others", {}).items())
+
+    columns = ["variant", "layers re-initialised", "Spearman", "top-20 overlap", "precision@5"]
+    rows, alone = [], []
+    for name, b in blocks():
+        label = name.upper()
+        rows.append([f"{label} trained", "none", "1.000", "1.000", num(b["trained_precision_at_5"])])
+        for i, step in enumerate(b["cascade"]):
+            rows.append(row(f"{label} cascade {i + 1}", step, f"{len(step['layers'])} modules, down to {step['layers'][-1]}"))
+        t = b["permuted_training"]
+        rows.append(row(f"{label} label-permuted", b["label_permuted"],
+                        f"all (trained on permuted labels: fit {num(t.get('acc_permuted_labels'), 2)}, true-label acc {num(t.get('acc_true_labels'), 2)})"))
+        alone += [row(f"{label} layer {i + 1} alone", step, ", ".join(step["layers"])) for i, step in enumerate(b["independent"])]
+    rows.append(["random floor", "two unrelated random maps", num(floor["spearman"]), num(floor["top20_overlap"]), num(floor["precision_at_5"])])
+    verdicts = "; ".join(f"{name.upper()}: {sanity_verdict(b['checks'], floor)}" for name, b in blocks())
+    out = [TableSpec(f"{r['n_images']} mini-world images, each variant against the trained extractor's TSV maps "
+                     f"(layers output -> input); check: {verdicts}", columns, rows)]
+    if alone:
+        out.append(TableSpec("independent randomisation: one layer at a time, the others trained", columns, alone))
+    return out

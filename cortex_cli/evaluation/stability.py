@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import asdict, dataclass, field
-from typing import ClassVar
 from pathlib import Path
+from typing import Callable, ClassVar
 
 import torch
 
-from ..models import registry as model_registry
 from ..core.errors import CortexError
 from .common import EvaluationResult
 from ..extractors.registry import load_extractor
@@ -34,6 +33,11 @@ from ..core.seeding import derive_seed
 from ..store.database import Store
 from . import common, plots
 from .metrics import mean, top_n_overlap
+from .tables import TableSpec, num
+
+KIND = "stability"
+TITLE = "Stability: top-n overlap of saliency maps"
+USES_JUDGES = False
 
 
 def noise_seed(samples: int, seed: int) -> int:
@@ -65,6 +69,17 @@ class StabilitySettings:
     batch_size: int = 16
 
 
+SETTINGS = StabilitySettings
+
+
+def presets(quick: bool) -> dict[str, StabilitySettings]:
+    """The run of `cortex eval all`: the defaults, or its quick test's tiny settings."""
+    if not quick:
+        return {KIND: StabilitySettings()}
+    return {KIND: StabilitySettings(images_per_class=1, seeds=(0, 1), sample_counts=(2, 4), ns=(5,), default_samples=2,
+                                    classes=common.QUICK_CLASSES)}
+
+
 @dataclass
 class ExtractorStability:
     across_seeds: dict[str, dict[str, float]]  # str(N) -> str(n) -> mean pairwise overlap between seeds
@@ -75,8 +90,9 @@ class ExtractorStability:
 
 @dataclass(frozen=True)
 class StabilityResult(EvaluationResult):
+    """Top-n overlaps of each extractor's maps across seeds, N and precision."""
 
-    KIND: ClassVar[str] = 'stability'
+    KIND: ClassVar[str] = KIND
     model: str
     n_images: int
     extractors: dict[str, ExtractorStability]
@@ -116,61 +132,91 @@ def run_stability(
     Returns:
         StabilityResult (also stored in the `evaluations` table).
     """
+    _validate(settings, model)
+    run = common.begin(store, model, extractors=extractors, classes=settings.classes, device=device, out_dir=out_dir,
+                       progress=progress, with_judges=False)
+    ids, labels, tokens = common.test_images(store, model, run.classes, settings.images_per_class, seed=settings.first_seed, device=device)
+    keys = image_keys(store, model, ids)
+    counts = sorted(set(settings.sample_counts))
+    jobs = common.Jobs(len(run.extractors) * (len(settings.seeds) * len(counts) + 1))
+    per_extractor = {}
+    for info in run.extractors:
+        net = load_extractor(info, device)
+
+        def tsv(samples: int, seed: int, precision: str = "fp32") -> torch.Tensor:
+            s = SaliencySettings(samples=samples, seed=noise_seed(samples, seed), precision=precision)
+            maps = common.saliency_of(net, run.vqgm, tokens, labels.tolist(), keys, s, batch_size=settings.batch_size)
+            run.report(jobs.next(), jobs.total, f"{info.name} N={samples} seed={seed} {precision}")
+            return maps
+
+        per_extractor[info.name] = _stability_of(tsv, settings, counts)
+    result = StabilityResult(model=model.name, n_images=len(ids), extractors=per_extractor, seconds=0.0, settings=asdict(settings))
+    return common.finish(run, KIND, result, _plot(result, settings, counts, run.out / "stability.png"), common.settings_params(settings, extractors))
+
+
+run = run_stability
+
+
+def _validate(settings: StabilitySettings, model: ModelInfo) -> None:
     if len(settings.seeds) < 2:
         raise CortexError(f"--noise-seeds needs at least two seeds to compare, got {list(settings.seeds)}")
     if not settings.sample_counts or min(settings.sample_counts) < 1:
         raise CortexError(f"--sample-counts must be positive numbers, got {list(settings.sample_counts)}")
     if not settings.ns or any(not 0 < n <= model.grid ** 2 for n in settings.ns):
         raise CortexError(f"n values must lie in 1..{model.grid ** 2}, got {list(settings.ns)}")
-    run = common.begin(store, model, extractors=extractors, classes=settings.classes, device=device, out_dir=out_dir,
-                       progress=progress, with_judges=False)
-    infos = run.extractors
-    vqgm = model_registry.load_model(model, device)
-    ids, labels, tokens = common.test_images(store, model, run.classes, settings.images_per_class, seed=settings.first_seed, device=device)
-    keys = image_keys(store, model, ids)
-    counts = sorted(set(settings.sample_counts))
-    largest = counts[-1]
-    per_extractor: dict[str, ExtractorStability] = {}
-    jobs = len(infos) * (len(settings.seeds) * len(counts) + 1)
-    done = 0
-    for info in infos:
-        net = load_extractor(info, device)
 
-        def tsv(samples: int, seed: int, precision: str = "fp32") -> torch.Tensor:
-            nonlocal done
-            s = SaliencySettings(samples=samples, seed=noise_seed(samples, seed), precision=precision)
-            maps = common.saliency_of(net, vqgm, tokens, labels.tolist(), keys, s, batch_size=settings.batch_size)
-            done += 1
-            run.report(done, jobs, f"{info.name} N={samples} seed={seed} {precision}")
-            return maps
 
-        maps = {(n_s, seed): tsv(n_s, seed) for n_s in counts for seed in settings.seeds}
-        first = settings.seeds[0]
-        across = {
-            str(n_s): {
-                str(n): mean([mean_overlap(maps[(n_s, a)], maps[(n_s, b)], n) for a, b in itertools.combinations(settings.seeds, 2)])
-                for n in settings.ns
-            }
-            for n_s in counts
+def _stability_of(tsv: Callable[..., torch.Tensor], settings: StabilitySettings, counts: list[int]) -> ExtractorStability:
+    """One extractor's overlaps from its maps `tsv(N, seed[, precision])`: every (N, seed), then fp32 vs bf16."""
+    maps = {(n_s, seed): tsv(n_s, seed) for n_s in counts for seed in settings.seeds}
+    first, second, largest = settings.seeds[0], settings.seeds[1], counts[-1]
+    across = {
+        str(n_s): {
+            str(n): mean([mean_overlap(maps[(n_s, a)], maps[(n_s, b)], n) for a, b in itertools.combinations(settings.seeds, 2)])
+            for n in settings.ns
         }
-        second = settings.seeds[1]
-        vs_largest = {str(n_s): {str(n): mean_overlap(maps[(n_s, first)], maps[(largest, second)], n) for n in settings.ns} for n_s in counts}
-        default = settings.default_samples
-        fp32 = maps.get((default, first))
-        if fp32 is None:
-            fp32 = tsv(default, first)
-        bf16 = tsv(default, first, "bf16")
-        per_extractor[info.name] = ExtractorStability(
-            across, vs_largest, {str(n): mean_overlap(fp32, bf16, n) for n in settings.ns},
-            {str(n): median_gap(fp32, n) for n in settings.ns},
-        )
-    result = StabilityResult(model=model.name, n_images=len(ids), extractors=per_extractor, seconds=0.0, settings=asdict(settings))
+        for n_s in counts
+    }
+    vs_largest = {str(n_s): {str(n): mean_overlap(maps[(n_s, first)], maps[(largest, second)], n) for n in settings.ns} for n_s in counts}
+    default = settings.default_samples
+    fp32 = maps.get((default, first))
+    if fp32 is None:
+        fp32 = tsv(default, first)
+    bf16 = tsv(default, first, "bf16")
+    return ExtractorStability(
+        across, vs_largest, {str(n): mean_overlap(fp32, bf16, n) for n in settings.ns},
+        {str(n): median_gap(fp32, n) for n in settings.ns},
+    )
+
+
+def _plot(result: StabilityResult, settings: StabilitySettings, counts: list[int], path: Path) -> Path:
+    """Top-n overlap between seeds against N, one panel per extractor."""
     panels = {
         f"{name.upper()}: across seeds": {f"top-{n}": [st.across_seeds[str(c)][str(n)] for c in counts] for n in settings.ns}
-        for name, st in per_extractor.items()
+        for name, st in result.extractors.items()
     }
-    plot = plots.line_panels(
-        counts, panels, run.out / "stability.png", xlabel="SmoothGrad samples N", ylabel="top-n overlap between seeds",
-        title=f"{model.name}: saliency stability ({len(ids)} images, seeds {list(settings.seeds)})",
+    return plots.line_panels(
+        counts, panels, path, xlabel="SmoothGrad samples N", ylabel="top-n overlap between seeds",
+        title=f"{result.model}: saliency stability ({result.n_images} images, seeds {list(settings.seeds)})",
     )
-    return common.finish(run, "stability", result, plot, asdict(settings) | {"extractors": extractors})
+
+
+# -- tables (`cortex report`, the terminal, the atlas) -----------------------------------------------------------
+
+def tables(r: dict) -> list[TableSpec]:
+    """The tables of a stored result (its JSON form)."""
+    rows = []
+    ns: list[str] = []
+    for name, st in r["extractors"].items():
+        for n_s, cells in st["across_seeds"].items():
+            ns = list(cells)
+            rows.append([name.upper(), f"N={n_s}", "seeds (pairwise)"] + [num(cells[n]) for n in ns])
+            rows.append([name.upper(), f"N={n_s}", "vs largest N"] + [num(st["vs_largest_n"][n_s][n]) for n in ns])
+        default = f"N={r['settings'].get('default_samples', 20)}"
+        rows.append([name.upper(), default, "fp32 vs bf16"] + [num(st["fp32_vs_bf16"][n]) for n in ns])
+        if st.get("rank_gap"):
+            rows.append([name.upper(), default, "TSV gap at cut"] + [num(st["rank_gap"][n], 4) for n in ns])
+    return [TableSpec(
+        f"top-n overlap on {r['n_images']} images; every (N, seed) draws independent noise; 'vs largest N' compares "
+        "with another seed's largest-N map; 'TSV gap at cut': median (TSV[n-1] - TSV[n]) / TSV[n-1] in fp32",
+        ["extractor", "samples", "comparison"] + [f"top-{n}" for n in ns], rows)]

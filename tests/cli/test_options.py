@@ -102,21 +102,21 @@ def test_seed_is_described_the_same_way_by_every_command_that_has_one():
     assert with_seed["train-mini"].default == MiniRecipe().seed
 
 
-@pytest.mark.parametrize("kind, module, runner_name, defaults", [
-    ("image-level", image_level, "run_image_level", ImageLevelSettings()),
-    ("concept-level", concept_level, "run_concept_level", ConceptLevelSettings()),
-    ("edit", edit_eval, "run_edit_eval", EditEvalSettings()),
-    ("localization", localization, "run_localization", LocalizationSettings()),
-    ("stability", stability, "run_stability", StabilitySettings()),
+@pytest.mark.parametrize("kind, module, defaults", [
+    ("image-level", image_level, ImageLevelSettings()),
+    ("concept-level", concept_level, ConceptLevelSettings()),
+    ("edit", edit_eval, EditEvalSettings()),
+    ("localization", localization, LocalizationSettings()),
+    ("stability", stability, StabilitySettings()),
 ])
-def test_eval_commands_defaults_are_the_settings_dataclass_defaults(monkeypatch, db_url, kind, module, runner_name, defaults):
+def test_eval_commands_defaults_are_the_settings_dataclass_defaults(monkeypatch, db_url, kind, module, defaults):
     seen = {}
 
     def capture(store, model, *, settings, **_):
         seen["settings"] = settings
         raise SystemExit(0)
 
-    monkeypatch.setattr(module, runner_name, capture)
+    monkeypatch.setattr(module, "run", capture)  # what the registry's readers call
     runner.invoke(app, ["--db", db_url, "eval", kind, "--quiet"])
     assert seen["settings"] == defaults
     runner.invoke(app, ["--db", db_url, "eval", kind, "--quiet", "--first-seed", "5"])

@@ -5,18 +5,19 @@ from __future__ import annotations
 import pytest
 
 from cortex_cli.core.errors import CortexError
-from cortex_cli.evaluation.common import latest_evaluations, record_evaluation, resolve_classes, resolve_extractors
+from cortex_cli.evaluation.common import latest_variants, record_evaluation, resolve_classes, resolve_extractors
 
 from eval_helpers import register_small_extractor
 
 
 def test_the_newest_evaluation_of_each_kind_is_read_back_as_json(store, tiny_model, tmp_path):
-    assert latest_evaluations(store, tiny_model) == {}
+    assert latest_variants(store, tiny_model) == {}
     record_evaluation(store, tiny_model, "stability", {"seeds": (0, 1)}, {"n": 1}, None)
     newest = record_evaluation(store, tiny_model, "stability", {"seeds": (0, 2), "out": tmp_path}, {"n": 2}, tmp_path / "s.png")
     record_evaluation(store, tiny_model, "edit", {}, {"n": 3}, "")
-    latest = latest_evaluations(store, tiny_model)
-    assert set(latest) == {"stability", "edit"}
+    variants = latest_variants(store, tiny_model)
+    assert set(variants) == {"stability", "edit"} and all(len(v) == 1 for v in variants.values())
+    latest = {kind: evs[0] for kind, evs in variants.items()}
     stab = latest["stability"]
     assert (stab.id, stab.model, stab.kind, stab.result) == (newest, "tiny", "stability", {"n": 2})
     assert stab.params == {"seeds": [0, 2], "out": str(tmp_path)}  # tuples and paths stored as JSON

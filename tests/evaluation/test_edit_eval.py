@@ -14,7 +14,7 @@ from rich.table import Table
 
 from cortex_cli.models import registry as model_registry
 from cortex_cli.core.errors import CortexError
-from cortex_cli.evaluation.common import latest_evaluations
+from cortex_cli.evaluation.common import latest_variants
 from cortex_cli.evaluation.edit_eval import EditEvalSettings, edit_seed, fixed_box, max_sum_window, run_edit_eval, window_around
 from cortex_cli.evaluation.metrics import paired_bootstrap_ci, verdict
 from cortex_cli.evaluation.report import tables_for
@@ -229,7 +229,7 @@ def test_edit_eval_on_world_sources_reports_the_oracle_apart(store, tiny_model, 
     assert first.regions["oracle"] == str(window_around(sample.part_mask, 16, 4))
     assert set(first.regions) == {"fixed", "oracle", "saliency/ce"}
     # the report: the oracle in its own table, every table within 80 columns
-    specs = tables_for("edit", latest_evaluations(store, model)["edit"].result)
+    specs = tables_for("edit", latest_variants(store, model)["edit"][0].result)
     oracle_tables = [s for s in specs if "ORACLE" in s.title]
     assert len(oracle_tables) == 1 and {row[2] for row in oracle_tables[0].rows} == {"oracle"}
     headline = next(s for s in specs if s.title.startswith("after step"))
@@ -302,7 +302,7 @@ def test_edit_eval_reports_the_prior_nll_of_its_edits_per_method(tiny_model_file
     # JSON and report: a new key, a small table
     stored = json.loads(Path(result.json_path).read_text())
     assert stored["realism"]["rows"] and "rows" in stored and "comparisons" in stored
-    specs = tables_for("edit", latest_evaluations(store, model)["edit"].result)
+    specs = tables_for("edit", latest_variants(store, model)["edit"][0].result)
     table = next(s for s in specs if s.title.startswith("realism"))
     assert {(row[1], row[2]) for row in table.rows} == {("fixed", "embedding"), ("fixed", "token")}
     assert table.columns == ["extr.", "region", "method", "edits", "NLL", "rise", "adversarial"]

@@ -12,7 +12,7 @@ import torch
 
 from cortex_cli.models import registry as model_registry
 from cortex_cli.core.errors import CortexError
-from cortex_cli.evaluation.common import latest_evaluations
+from cortex_cli.evaluation.common import latest_variants
 from cortex_cli.evaluation.image_level import ImageLevelSettings, auc_comparisons, curve_name, run_image_level
 from cortex_cli.evaluation.masking import background_token
 from cortex_cli.evaluation.metrics import curve_auc, paired_bootstrap_ci
@@ -43,7 +43,7 @@ def test_image_level_curves_start_at_the_unmasked_probability(store, setup, tmp_
     assert result.curves["toy"]["ce"]["deletion"] == pytest.approx(curves["ce"], abs=1e-6)
     assert set(result.auc["toy"]) == {"ce", "random", "frequency"} and set(result.auc_ci["toy"]["ce"]) == {"random", "frequency"}
     assert Path(result.plot_path).stat().st_size > 1000 and json.loads(Path(result.json_path).read_text())["ns"] == [0, 5, 40]
-    stored = latest_evaluations(store, model)["image-level"]
+    [stored] = latest_variants(store, model)["image-level"]
     assert stored.result["probability"]["toy"]["ce"] == curves["ce"] and stored.plot_path == result.plot_path
     # the seed drives the random floor (history independence is tests/evaluation/test_reproducible.py)
     other = run_image_level(store, model, settings=replace(settings, seed=1), out_dir=tmp_path / "out2", judges=[judge])

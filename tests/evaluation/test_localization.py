@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cortex_cli.evaluation.localization import frequency_ranking, world_images
+from cortex_cli.evaluation.localization import frequency_ranking, unit_images
 from cortex_cli.evaluation.metrics import mean, patches_inside, precision_at_n, random_floor
 from cortex_cli.models.registry import ClassInfo
 
@@ -21,10 +21,11 @@ def test_frequency_ranking_orders_positions_by_class_frequency():
     assert torch.equal(ranking, again)
 
 
-def test_world_images_carry_their_masks():
+def test_unit_images_carry_their_masks():
     classes = [ClassInfo(1, 0, "red-capped bird", ()), ClassInfo(2, 9, "sun", ())]
-    images, labels, masks = world_images(classes, 2, seed=0)
-    assert images.shape == (4, 3, 64, 64) and labels.tolist() == [0, 0, 9, 9]
+    found = unit_images(classes, 2, seed=0)
+    images, labels, masks = found.images, found.labels, found.masks
+    assert images.shape == (4, 3, 64, 64) and labels.tolist() == [0, 0, 9, 9] and found.units == [0, 0, 1, 1]
     assert images.min() >= -1 and images.max() <= 1
     inside = patches_inside(masks[0], 16)
     assert 0 < inside.sum() < 256
@@ -107,7 +108,8 @@ def test_a_concept_is_one_unit_scored_on_its_attribute_and_a_class_as_before(min
     assert per["roofed"] == per["house"]
     # a plain class is evaluated as before: its own logit on its object mask (the reference path, recomputed here)
     vqgm = model_registry.load_model(model, "cpu")
-    images, labels, masks = world_images([model_registry.resolve_class(store, model, "sun")], 1, seed=0)
+    sun = unit_images([model_registry.resolve_class(store, model, "sun")], 1, seed=0)
+    images, labels, masks = sun.images, sun.labels, sun.masks
     net = load_extractor(get_extractor(store, model, "ce"), "cpu")
     tsv = common.saliency_of(net, vqgm, vqgm.encode_images(images), labels.tolist(), [derive_seed("localization", 9, 0)],
                              SaliencySettings(samples=2, seed=0))

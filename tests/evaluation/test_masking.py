@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from cortex_cli.core.errors import CortexError
-from cortex_cli.evaluation.masking import background_token, fill_tokens, insertion_images, mask_images, mask_patches, patch_mask
+from cortex_cli.evaluation.masking import Masking, background_token, fill_tokens, insertion_images, mask_images, mask_patches, masking_of, patch_mask
 from cortex_cli.evaluation.metrics import masking_effect
-from cortex_cli.judges.pixel_judges.pixel_judges import Judge
+from cortex_cli.judges.pixel_judges import Judge
 
 
 def test_patch_mask_covers_exactly_the_patches():
@@ -134,14 +134,16 @@ def test_mask_images_with_tokens_decodes_the_filled_grids_and_leaves_unmasked_im
     decode.calls = []
     tokens = torch.tensor([[[1, 1, 2, 2]] * 4, [[3, 3, 3, 3]] * 4])
     images = torch.rand(2, 3, 4, 4)  # not the decoded grids: shows which images were re-decoded
-    out = mask_images(images, [[5], []], 4, "tokens", tokens=tokens, decode=decode, fallback=0)
+    out = mask_images(Masking(images, 4, "tokens", tokens, decode, fallback=0), [[5], []])
     assert decode.calls == [1]  # only the image with a masked position is decoded
     assert torch.equal(out[1], images[1])
     assert torch.allclose(out[0], decode(fill_tokens(tokens[:1], [[5]]))[0])
     # pixel fills are mask_patches
-    assert torch.equal(mask_images(images, [[5], []], 4, "mean"), mask_patches(images, [[5], []], 4, "mean"))
+    assert torch.equal(mask_images(Masking(images, 4, "mean"), [[5], []]), mask_patches(images, [[5], []], 4, "mean"))
     with pytest.raises(CortexError, match="decoder"):
-        mask_images(images, [[5], []], 4, "tokens")
+        mask_images(Masking(images, 4, "tokens"), [[5], []])
+    with pytest.raises(CortexError, match="1 token grids for 2 images"):
+        mask_images(Masking(images, 4, "tokens", tokens[:1], decode), [[5], []])
 
 
 def test_insertion_puts_the_kept_tokens_on_a_background_grid_without_spreading_them():
@@ -150,14 +152,23 @@ def test_insertion_puts_the_kept_tokens_on_a_background_grid_without_spreading_t
 
     tokens = torch.tensor([[[1, 2, 3, 4]] * 4, [[5, 6, 7, 8]] * 4])
     images = decode(tokens)
-    out = insertion_images(images, [[0, 5], list(range(16))], 4, "tokens", tokens=tokens, decode=decode, fallback=9)
+    out = insertion_images(Masking(images, 4, "tokens", tokens, decode, fallback=9), [[0, 5], list(range(16))])
     expected = torch.full((4, 4), 9)
     expected[0, 0], expected[1, 1] = 1, 2  # only the kept positions hold their tokens; the neighbour rule would spread them
     assert torch.allclose(out[0], decode(expected[None])[0]) and not torch.allclose(out[0], decode(fill_tokens(tokens[:1], [[p for p in range(16) if p not in (0, 5)]]))[0])
     assert torch.equal(out[1], images[1])  # every position kept: the image itself
     # pixel fills: the fill everywhere but the kept patches, i.e. masking the complement
     rest = [[p for p in range(16) if p not in (0, 5)], []]
-    assert torch.equal(insertion_images(images, [[0, 5], list(range(16))], 4, "black"), mask_patches(images, rest, 4, "black"))
+    assert torch.equal(insertion_images(Masking(images, 4, "black"), [[0, 5], list(range(16))]), mask_patches(images, rest, 4, "black"))
     with pytest.raises(CortexError, match="fallback"):
-        insertion_images(images, [[0], []], 4, "tokens", tokens=tokens, decode=decode)
+        insertion_images(Masking(images, 4, "tokens", tokens, decode), [[0], []])
+
+
+def test_masking_of_an_evaluation_takes_the_background_token_only_for_the_token_fill():
+    tokens = torch.tensor([[[1, 1], [2, 3]], [[3, 3], [3, 0]]])
+    images = torch.zeros(2, 3, 4, 4)
+    decode = lambda grids: grids.float()[:, None].expand(-1, 3, -1, -1)  # noqa: E731
+    assert masking_of(images, tokens, 2, "tokens", decode).fallback == background_token(tokens) == 3
+    pixels = masking_of(images, tokens, 2, "black", decode)
+    assert pixels.fallback is None and pixels.fill == "black" and pixels.grid == 2
 

@@ -13,7 +13,7 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from cortex_cli.cli import app, render
-from cortex_cli.evaluation.common import latest_evaluations, record_evaluation
+from cortex_cli.evaluation.common import latest_variants, record_evaluation
 from cortex_cli.evaluation.concept_level import ConceptLevelResult
 from cortex_cli.evaluation.edit_eval import EditComparison, EditEvalResult, EditRow
 from cortex_cli.evaluation.image_level import AucComparison, ImageLevelResult
@@ -61,7 +61,7 @@ def test_report_gathers_the_latest_of_each_kind(store, tiny_model, tmp_path):
     record_evaluation(store, tiny_model, "image-level", {"images_per_class": 1}, old, "")
     for kind, res in results.items():
         record_evaluation(store, tiny_model, kind, {"images_per_class": 2, "extractors": "all"}, asdict(res), plot if kind == "image-level" else "")
-    assert latest_evaluations(store, tiny_model)["image-level"].result["fill"] == "black"
+    assert [ev.result["fill"] for ev in latest_variants(store, tiny_model)["image-level"]] == ["black"]  # no fill in the params: the paper's
     out = tmp_path / "reports" / "report.md"
     report = write_report(store, tiny_model, out)
     assert report.kinds == ["image-level", "concept-level", "edit", "localization", "stability"] and report.missing == ["sanity"]

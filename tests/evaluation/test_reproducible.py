@@ -12,7 +12,7 @@ from cortex_cli.evaluation import image_level
 from cortex_cli.evaluation.concept_level import ConceptLevelSettings, run_concept_level
 from cortex_cli.evaluation.image_level import ImageLevelSettings, run_image_level
 from cortex_cli.index.build import index_class
-from cortex_cli.judges.pixel_judges.pixel_judges import Judge
+from cortex_cli.judges.pixel_judges import Judge
 from cortex_cli.attribution import SaliencySettings
 from cortex_cli.store.database import open_store
 
