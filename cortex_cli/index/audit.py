@@ -38,10 +38,11 @@ import torch
 
 from ..models import registry as model_registry
 from ..models.classnames import normalize_name
-from ..models.concepts import ConceptInfo, resolve
+from ..models.subjects import Subject, subject
 from ..core.errors import CortexError
 from ..evaluation import common, plots
 from ..evaluation.common import EvaluationResult
+from ..evaluation.tables import TableSpec, num, signed
 from ..images.generation import image_tokens
 from ..judges.pixel_judges import judge_probabilities, judges_or_notice, target_probability
 from ..models.registry import ClassInfo, ModelInfo
@@ -201,22 +202,17 @@ def audit_statistics(a: Sequence[int], b: Sequence[int], *, seed: int, resamples
 
 # -- the audit -----------------------------------------------------------------------------------------------------
 
-def _members(item: ClassInfo | ConceptInfo) -> list[ClassInfo]:
-    return list(item.members) if isinstance(item, ConceptInfo) else [item]
-
-
-def _same(a: ClassInfo | ConceptInfo, b: ClassInfo | ConceptInfo) -> bool:
+def _same(a: Subject, b: Subject) -> bool:
     """The same images: the same member classes (a prompt concept is its own class)."""
-    return {c.pk for c in _members(a)} == {c.pk for c in _members(b)}
+    return set(a.class_pks) == set(b.class_pks)
 
 
-def _resolve_groups(store: Store, model: ModelInfo, neutral: ClassInfo | ConceptInfo,
-                    groups: Sequence[str | int]) -> list[ClassInfo | ConceptInfo]:
+def _resolve_groups(store: Store, model: ModelInfo, neutral: Subject, groups: Sequence[str | int]) -> list[Subject]:
     names = [str(g).strip() for g in groups if str(g).strip()]
     if len(names) != 2:
         given = ", ".join(map(repr, names))
         raise CortexError(f"--groups needs exactly two groups, 'A,B' (classes or concepts); got {len(names)}: {given}")
-    found = [resolve(store, model, name) for name in names]
+    found = [subject(store, model, name) for name in names]
     for name, hit in zip(names, found):
         if _same(hit, neutral):
             raise CortexError(f"group {name!r} is the audited concept {neutral.name!r} itself; audit NEUTRAL against two other groups")
@@ -225,10 +221,10 @@ def _resolve_groups(store: Store, model: ModelInfo, neutral: ClassInfo | Concept
     return found
 
 
-def _neutral_images(store: Store, model: ModelInfo, neutral: ClassInfo | ConceptInfo, split: str) -> list[tuple[int, ClassInfo, int, str]]:
+def _neutral_images(store: Store, model: ModelInfo, neutral: Subject, split: str) -> list[tuple[int, ClassInfo, int, str]]:
     """(image id, class, seed, sampler) of every stored `split` image of the neutral class or concept, in identity order."""
     found = []
-    for cls in _members(neutral):
+    for cls in neutral.members:
         rows = image_store.list_images(store, model.id, cls.pk, split)
         ids = [int(r[0]) for r in rows]
         who = image_store.identities(store, model.id, ids)
@@ -236,11 +232,11 @@ def _neutral_images(store: Store, model: ModelInfo, neutral: ClassInfo | Concept
     return sorted(found, key=lambda r: (r[1].class_id, r[3], r[2]))
 
 
-def _generate_hint(neutral: ClassInfo | ConceptInfo, split: str) -> str:
-    if isinstance(neutral, ConceptInfo) and len(neutral.members) > 1:
+def _generate_hint(neutral: Subject, split: str) -> str:
+    if len(neutral.members) > 1:
         names = ",".join(m.name for m in neutral.members)
         return f"cortex generate --classes '{names}' -n 20 --split {split}"
-    return f"cortex generate --class '{_members(neutral)[0].name}' -n 20 --split {split}"
+    return f"cortex generate --class '{neutral.lead.name}' -n 20 --split {split}"
 
 
 def _positions(tokens: torch.Tensor, wanted: Sequence[int]) -> np.ndarray:
@@ -251,14 +247,14 @@ def _positions(tokens: torch.Tensor, wanted: Sequence[int]) -> np.ndarray:
     return hit.sum(dim=1).numpy().astype(np.int64)
 
 
-def _judge_agreement(model: ModelInfo, tokens: torch.Tensor, groups: Sequence[ClassInfo | ConceptInfo], leans: Sequence[int],
+def _judge_agreement(model: ModelInfo, tokens: torch.Tensor, groups: Sequence[Subject], leans: Sequence[int],
                      device: torch.device | str, notices: list[str], progress: Progress | None) -> dict[str, JudgeAgreement]:
     """Per judge: share of leaning images whose lean (0: A, 1: B) matches the judge's call (more probability on that group's classes)."""
     judges = judges_or_notice(model, device, notices)
     if not judges:
         return {}
     vqgm = model_registry.load_model(model, device)
-    member_ids = [[c.class_id for c in _members(g)] for g in groups]
+    member_ids = [g.class_ids for g in groups]
     probs: dict[str, list[torch.Tensor]] = {}
     for start in range(0, tokens.shape[0], 32):
         images = common.decode(vqgm, tokens[start:start + 32])
@@ -283,6 +279,24 @@ def _judge_agreement(model: ModelInfo, tokens: torch.Tensor, groups: Sequence[Cl
 
 def _slug(text: str) -> str:
     return "-".join(normalize_name(text).replace(" ", "-").split("-"))[:40] or "x"
+
+
+def _leaning_tokens(store: Store, model: ModelInfo, chosen: Sequence[Any], tops: Sequence[Any], sets: Sequence[Any], contrast: bool,
+                    k: int) -> tuple[list[int], list[int], list[list[int]]]:
+    """(tokens in both T*, tokens dropped as common, each group's T* tokens that lean to it); CortexError if a group has none."""
+    lists = [[r.token for r in top.rows] for top in tops]
+    shared = sorted(set(lists[0]) & set(lists[1]))
+    kept = [[t for t in tokens if t not in shared] for tokens in lists]
+    common_tokens: list[int] = []
+    if contrast:  # a token the other group's own images hold as often leans neither way
+        rate = [token_counts_of(store, model, s.ids)[0] / max(1, len(s)) for s in sets]
+        common_tokens = sorted(t for j in (0, 1) for t in kept[j] if rate[j][t] <= rate[1 - j][t])
+        kept = [[t for t in tokens if t not in common_tokens] for tokens in kept]
+    for g, tokens in zip(chosen, kept):
+        if not tokens:
+            raise CortexError(f"none of group {g.name!r}'s top-{k} tokens leans to it (each is in the other group's T* or held as "
+                              "often by its images); raise -k or index more images")
+    return shared, common_tokens, kept
 
 
 def run_audit(
@@ -335,23 +349,12 @@ def run_audit(
         raise CortexError(f"-k must be a positive number of tokens, got {k}")
     if resamples < 1:
         raise CortexError(f"--resamples must be >= 1, got {resamples}")
-    target = resolve(store, model, neutral)
+    target = subject(store, model, neutral)
     chosen = _resolve_groups(store, model, target, groups)
     tops = [top_tokens(store, model, g, extractor=extractor, k=k, run=run, split=groups_split, images=images) for g in chosen]
     sets = [run_images(store, pick_run(store, model, g, run=top.run_id), g, groups_split, images) for g, top in zip(chosen, tops)]
     counted = set(sets[0].ids) | set(sets[1].ids)
-    lists = [[r.token for r in top.rows] for top in tops]
-    shared = sorted(set(lists[0]) & set(lists[1]))
-    kept = [[t for t in tokens if t not in shared] for tokens in lists]
-    common_tokens: list[int] = []
-    if contrast:  # a token the other group's own images hold as often leans neither way
-        rate = [token_counts_of(store, model, s.ids)[0] / max(1, len(s)) for s in sets]
-        common_tokens = sorted(t for j in (0, 1) for t in kept[j] if rate[j][t] <= rate[1 - j][t])
-        kept = [[t for t in tokens if t not in common_tokens] for tokens in kept]
-    for g, tokens in zip(chosen, kept):
-        if not tokens:
-            raise CortexError(f"none of group {g.name!r}'s top-{k} tokens leans to it (each is in the other group's T* or held as "
-                              "often by its images); raise -k or index more images")
+    shared, common_tokens, kept = _leaning_tokens(store, model, chosen, tops, sets, contrast, k)
     found = _neutral_images(store, model, target, split)
     if not found:
         raise CortexError(f"{target.name!r} has no stored {split} images to audit; run `{_generate_hint(target, split)}` first")
@@ -374,13 +377,13 @@ def run_audit(
                  for i, (_, cls, sd, sampler) in enumerate(audited)]
     audit_groups = [
         AuditGroup(g.name, kept[j], round(stats.shares[j], 6), stats.share_cis[j], round(float(counts[j].mean()), 6),
-                   [m.name for m in _members(g)], top.run_id, top.extractor, groups_split, top.images_indexed, top.image_seeds)
+                   [m.name for m in g.members], top.run_id, top.extractor, groups_split, top.images_indexed, top.image_seeds)
         for j, (g, top) in enumerate(zip(chosen, tops))
     ]
     settings = {"neutral": target.name, "groups": names, "split": split, "k": k, "extractor": extractor, "run": run,
                 "images": images, "groups_split": groups_split, "seed": seed, "resamples": resamples, "contrast": contrast}
     result = AuditResult(
-        model=model.name, neutral=target.name, neutral_members=[m.name for m in _members(target)], split=split, images=len(audited),
+        model=model.name, neutral=target.name, neutral_members=[m.name for m in target.members], split=split, images=len(audited),
         groups=audit_groups, cliff_delta=round(stats.cliff_delta, 6), cliff_delta_ci=stats.cliff_delta_ci, ties=round(stats.ties, 6),
         excluded=excluded, shared_tokens=shared, common_tokens=common_tokens, contrast=contrast, k=k, resamples=resamples, level=LEVEL,
         seed=seed, per_image=per_image,
@@ -405,6 +408,21 @@ def plot_counts(result: AuditResult, counts: Sequence[np.ndarray], path: Path) -
                             title=f"Cliff's delta {result.cliff_delta:+.2f}{interval}")
 
 
+def tables(r: dict) -> list[TableSpec]:
+    """One row per group (its tokens, share and interval), Cliff's delta in the title (`cortex audit`)."""
+    ci = r.get("cliff_delta_ci")
+    delta = f"Cliff's delta {signed(r['cliff_delta'])}" + (f" [{signed(ci[0])}, {signed(ci[1])}]" if ci else "")
+    rows = [[g["name"], " ".join(map(str, g["tokens"])), num(g["mean_count"], 2), num(g["share"], 2),
+             f"[{num(g['share_ci'][0], 2)}, {num(g['share_ci'][1], 2)}]" if g.get("share_ci") else "n/a"] for g in r["groups"]]
+    out = [TableSpec(f"{r['neutral']}: {r['images']} {r['split']} images audited; {delta} (> 0: toward the first group); "
+                     f"ties {num(r['ties'], 2)}", ["group", "tokens", "mean count", "share", "95% CI"], rows)]
+    judges = [[name, num(j["agreement"], 2), str(j["compared"])] for name, j in r.get("judges", {}).items()]
+    if judges:
+        out.append(TableSpec("each image's lean vs the judge's call (more probability on that group's classes)",
+                             ["judge", "agreement", "leaning images"], judges))
+    return out
+
+
 __all__ = ["AuditGroup", "AuditImage", "AuditResult", "AuditStatistics", "DEFAULT_K", "DEFAULT_RESAMPLES", "JudgeAgreement",
-           "audit_statistics", "cliff_delta", "plot_counts", "run_audit"]
+           "audit_statistics", "cliff_delta", "plot_counts", "run_audit", "tables"]
 

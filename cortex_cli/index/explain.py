@@ -5,7 +5,7 @@ the fly with the run's settings; never writes to the index.
 
 What is explained: by default a class's logit (the PNG's or stored image's class, else the one the
 extractor predicts); with `target`, a given class's logit or a named concept's score
-(`concepts.index_target`: its union score `score` read off a class extractor, or an extractor trained
+(`subjects.index_target`: its union score `score` read off a class extractor, or an extractor trained
 for it), exactly as `cortex index` explains it, so a computed map equals an indexed one.
 """
 
@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from ..models import concepts, registry as model_registry
+from ..models import registry as model_registry, subjects
 from ..backends.base import from_pil, to_pil
 from ..core.errors import CortexError
 from ..core.results import Result
@@ -34,7 +34,7 @@ from ..store import index as index_store
 from ..store import queries as query_store
 from ..store.database import Store
 from ..store.images import image_class_id
-from ..models.concepts import ConceptInfo
+from ..models.subjects import Subject, SubjectLike
 from ..models.targets import CLASS, DEFAULT_RULE, Target
 
 FIGURE_SIDE = 256  # figures are upscaled (nearest) to at least this many pixels
@@ -132,12 +132,9 @@ def _extractor(store: Store, model: ModelInfo, name: str | None, device, extract
     return info, extractor if extractor is not None else load_extractor(info, device)
 
 
-def _explained(info, item: ClassInfo | ConceptInfo, score: str) -> tuple[Target, int | None, str, str | None]:
-    """(target, class id or None, name, concept name or None) of what `item` explains."""
-    goal = concepts.index_target(info, item, score)
-    if isinstance(item, ConceptInfo):
-        return goal, None, item.name, item.name
-    return goal, item.class_id, item.name, None
+def _explained(info, about: Subject, score: str) -> tuple[Target, int | None, str, str | None]:
+    """(target, class id or None, name, concept name or None) of what `about` explains."""
+    return subjects.index_target(info, about, score), about.class_id, about.name, about.concept_name
 
 
 def _saliency(ext, emb, goal: Target, class_id: int, key: int, settings: SaliencySettings, codebook) -> torch.Tensor:
@@ -166,7 +163,7 @@ def explain_png(
     device: torch.device | str = "cpu",
     out: Path | None = None,
     extractor: torch.nn.Module | None = None,
-    target: ClassInfo | ConceptInfo | str | int | None = None,
+    target: SubjectLike | str | int | None = None,
     score: str = DEFAULT_RULE,
 ) -> ExplainResult:
     """Saliency of one picture; nothing is written to the index.
@@ -185,7 +182,7 @@ def explain_png(
         device: where to compute.
         out: write the Figure-2 style PNG here.
         extractor: an already loaded f_Y (tests).
-        target: explain this class or named concept instead (a name or id is resolved in the picture's model, `concepts.resolve`).
+        target: explain this class or named concept instead (a name or id is resolved in the picture's model, `subjects.subject`).
         score: a concept's union score ('logsumexp' or 'log-prob'; an extractor trained for it: its own).
 
     Returns:
@@ -196,8 +193,8 @@ def explain_png(
         raise CortexError(f"--top-n must be >= 1, got {top_n}")
     png = read_png(Path(path))
     model = model_registry.get_model(store, model_name or png.model_name)
-    if target is not None and not isinstance(target, (ClassInfo, ConceptInfo)):
-        target = concepts.resolve(store, model, target)
+    if target is not None:
+        target = subjects.subject(store, model, target)
     vqgm = model_registry.load_model(model, device)
     picture = to_pil(from_pil([png.image], model.image_size))[0]
     if png.tokens is not None:
@@ -211,13 +208,13 @@ def explain_png(
         emb = vqgm.embed(tokens[None])
     meta_class = png.meta.get("class_id") if png.model_name == model.name else None
     if target is not None:
-        item, source = target, "given concept" if isinstance(target, ConceptInfo) else "given class"
+        item, source = target, f"given {target.kind}"
     elif isinstance(meta_class, int):
-        item, source = _class_by_id(store, model, meta_class), "PNG metadata"
+        item, source = Subject.of(_class_by_id(store, model, meta_class)), "PNG metadata"
     else:
         with torch.no_grad():
             predicted = int(ext(emb.float()).argmax(dim=1)[0])
-        item, source = _class_by_id(store, model, predicted), "predicted by the extractor"
+        item, source = Subject.of(_class_by_id(store, model, predicted)), "predicted by the extractor"
     goal, class_id, name, concept = _explained(info, item, score)
     tsv = _saliency(ext, emb, goal, class_id if class_id is not None else 0, _picture_key(png, model, tokens), settings, vqgm.codebook)
     top = _top(tsv, tokens, top_n)
@@ -242,7 +239,7 @@ def show_image(
     device: torch.device | str = "cpu",
     settings: SaliencySettings = SaliencySettings(),
     extractor: torch.nn.Module | None = None,
-    target: ClassInfo | ConceptInfo | None = None,
+    target: SubjectLike | None = None,
     score: str = DEFAULT_RULE,
 ) -> ExplainResult:
     """A stored image with boxes on its top-n tokens (paper Figure 2).
@@ -273,16 +270,16 @@ def show_image(
     if class_id is None:
         raise CortexError(f"image {image_id} is not a stored image of model {model.name!r}; see `cortex generate --json` for ids")
     cls = _class_by_id(store, model, int(class_id))
-    item = target if target is not None else cls
+    item = Subject.of(target if target is not None else cls)
     tokens = image_tokens(store, model, [image_id])
     ext_id = None
     if extractor_name is not None:
         ext_id = extractor_id(store, model, extractor_name)
-    if isinstance(item, ConceptInfo):  # that concept's runs (of the named extractor: its own score if trained for it)
+    if not item.is_class:  # that concept's runs (of the named extractor: its own score if trained for it)
         named = get_extractor(store, model, extractor_name) if extractor_name is not None else None
-        wanted = {concepts.index_target(named, item, score).key if named is not None else item.target(score).key}
+        wanted = {subjects.index_target(named, item, score).key if named is not None else item.target(score).key}
     else:  # class runs explain each image's own class: another class's logit is never indexed for it
-        wanted = {CLASS} if item.pk == cls.pk else set()
+        wanted = {CLASS} if item.lead.pk == cls.pk else set()
     goal_key = next(iter(wanted), CLASS)
     found = _indexed_map(store, model, image_id, ext_id, wanted)
     if found is not None:
@@ -294,18 +291,17 @@ def show_image(
         settings.validate()
         info, ext = _extractor(store, model, extractor_name, device, extractor)
         ext_name = info.name
-        goal = concepts.index_target(info, item, score)
+        goal = subjects.index_target(info, item, score)
         goal_key = goal.key
         vqgm = model_registry.load_model(model, device)
         with torch.no_grad():
             emb = vqgm.embed(tokens)
         key = image_keys(store, model, [image_id])[0]
-        explained_id = item.class_id if isinstance(item, ClassInfo) else 0
+        explained_id = item.class_id if item.is_class else 0
         tsv, tsv_from = _saliency(ext, emb, goal, explained_id, key, settings, vqgm.codebook), "computed"
         used = _settings_dict(settings)
-    concept = item.name if isinstance(item, ConceptInfo) else None
-    class_out = None if concept is not None else item.class_id
-    source = "stored class" if target is None else "given concept" if concept is not None else "given class"
+    concept, class_out = item.concept_name, item.class_id
+    source = "stored class" if target is None else f"given {item.kind}"
     top = _top(tsv, tokens[0], top_n)
     written = None
     if out is not None:
@@ -318,7 +314,7 @@ def show_image(
 def show_token(
     store: Store,
     model: ModelInfo,
-    cls: ClassInfo | ConceptInfo,
+    about: SubjectLike,
     token: int,
     out: Path,
     *,
@@ -327,13 +323,13 @@ def show_token(
     ncols: int = 6,
     device: torch.device | str = "cpu",
 ) -> TokenFigureResult:
-    """A grid of indexed images of `cls` with `token` boxed wherever it is salient (paper Figure 5).
+    """A grid of indexed images of `about` with `token` boxed wherever it is salient (paper Figure 5).
 
     A concept reads its own run (`rankings.pick_run`) over its member classes' images.
 
     Args:
         store: the open database.
-        model, cls: the model and the class or named concept.
+        model, about: the model and the class or named concept.
         token: a codebook index.
         out: where to write the PNG.
         extractor_name: read the newest run of this extractor [default: any].
@@ -351,12 +347,12 @@ def show_token(
         raise CortexError(f"token {token} is outside model {model.name!r}'s codebook (0..{model.n_embed - 1})")
     if limit < 1:
         raise CortexError(f"--limit must be >= 1, got {limit}")
-    run = pick_run(store, model, cls, extractor=extractor_name)
-    pks = cls.class_pks if isinstance(cls, ConceptInfo) else [cls.pk]
-    rows = query_store.token_positions(store, run.id, pks, token, limit)
-    total = query_store.token_image_count(store, run.id, pks, token)
+    about = Subject.of(about)
+    run = pick_run(store, model, about, extractor=extractor_name)
+    rows = query_store.token_positions(store, run.id, about.class_pks, token, limit)
+    total = query_store.token_image_count(store, run.id, about.class_pks, token)
     if not rows:
-        raise CortexError(f"token {token} is not among the top-{run.top_n} tokens of any indexed {cls.name!r} image; see `cortex top-tokens '{cls.name}'`")
+        raise CortexError(f"token {token} is not among the top-{run.top_n} tokens of any indexed {about.name!r} image; see `cortex top-tokens '{about.name}'`")
     positions: dict[int, list[int]] = {}
     for image_id, position in rows:
         positions.setdefault(int(image_id), []).append(int(position))
@@ -366,8 +362,6 @@ def show_token(
     scale = _scale(model.image_size) if model.image_size < 128 else 1
     tiles = [draw_token_boxes(p, positions[i], model.grid, scale=scale) for p, i in zip(pictures, ids)]
     figure = image_grid(tiles, ncols, labels=[f"image {i}" for i in ids])
-    concept = cls.name if isinstance(cls, ConceptInfo) else None
-    class_id = None if concept is not None else cls.class_id
-    meta = {**_explained_meta(class_id, concept, run.target), "token": token, "figure": "token grid"}
+    meta = {**_explained_meta(about.class_id, about.concept_name, run.target), "token": token, "figure": "token grid"}
     written = save_png(figure, Path(out), None, model.name, meta)
-    return TokenFigureResult(model.name, class_id, cls.name, token, run.id, total, ids, str(written), concept, run.target)
+    return TokenFigureResult(model.name, about.class_id, about.name, token, run.id, total, ids, str(written), about.concept_name, run.target)

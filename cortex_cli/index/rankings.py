@@ -27,8 +27,8 @@ from ..attribution import method_named
 from ..core.errors import CortexError
 from ..core.results import Result
 from ..extractors.registry import get_extractor
-from ..models.concepts import ConceptInfo
 from ..models.registry import ClassInfo, ModelInfo, classes
+from ..models.subjects import Subject, SubjectLike
 from ..store import images as image_store
 from ..store import index as index_store
 from ..store import queries as query_store
@@ -145,18 +145,18 @@ def runs(store: Store, model: ModelInfo, extractor: str | None = None) -> list[R
     return index_store.runs(store, model.id, extractor_id(store, model, extractor) if extractor is not None else None)
 
 
-def _index_hint(cls: ClassInfo | ConceptInfo | None, extractor: str | None) -> str:
-    target = f"'{cls.name}'" if cls is not None else "<class>"
+def _index_hint(about: Subject | None, extractor: str | None) -> str:
+    target = f"'{about.name}'" if about is not None else "<class>"
     ext = f" --extractor {extractor}" if extractor else ""
     return f"run `cortex index --class {target}{ext}` first"
 
 
-def pick_run(store: Store, model: ModelInfo, cls: ClassInfo | ConceptInfo | None = None, *, extractor: str | None = None,
+def pick_run(store: Store, model: ModelInfo, about: SubjectLike | None = None, *, extractor: str | None = None,
              run: int | None = None, method: str | None = None) -> RunInfo:
-    """The run to read: `run` if given, else the newest run (of `extractor`, of attribution `method`) that covers `cls`.
+    """The run to read: `run` if given, else the newest run (of `extractor`, of attribution `method`) that covers `about`.
 
     A class is read from runs that explain each image's class ('class' target), a concept from runs of
-    its own target (`concept_targets`); a given `run` is read whatever it explains.
+    its own target (`run_targets`); a given `run` is read whatever it explains.
 
     Raises:
         CortexError: the extractor does not exist, or nothing (of this class or concept) is indexed yet.
@@ -171,24 +171,26 @@ def pick_run(store: Store, model: ModelInfo, cls: ClassInfo | ConceptInfo | None
         if not chosen:
             raise CortexError(f"saliency run {run} does not exist for model {model.name!r}")
         return chosen[0]
-    wanted = concept_targets(cls, binary=extractor is not None) if isinstance(cls, ConceptInfo) else {CLASS}
-    candidates = [r for r in candidates if r.target in wanted]
-    if cls is None:
+    if about is None:
+        candidates = [r for r in candidates if r.target == CLASS]
         if not candidates:
             raise CortexError(f"nothing is indexed yet for model {model.name!r}; {_index_hint(None, extractor)}")
         return candidates[0]
-    pks = cls.class_pks if isinstance(cls, ConceptInfo) else [cls.pk]
-    covering = query_store.first_run_with_class(store, [r.id for r in candidates], pks)
+    about = Subject.of(about)
+    wanted = run_targets(about, binary=extractor is not None)
+    candidates = [r for r in candidates if r.target in wanted]
+    covering = query_store.first_run_with_class(store, [r.id for r in candidates], about.class_pks)
     if covering is not None:
         return next(r for r in candidates if r.id == covering)
-    kind = "concept" if isinstance(cls, ConceptInfo) else "class"
-    raise CortexError(f"{kind} {cls.name!r} is not indexed yet; {_index_hint(cls, extractor)}")
+    raise CortexError(f"{about.kind} {about.name!r} is not indexed yet; {_index_hint(about, extractor)}")
 
 
-def concept_targets(concept: ConceptInfo, *, binary: bool = False) -> set[str]:
-    """The run targets that explain a concept: its union scores read off a class extractor, and ('binary') an extractor's
-    own concept score when that extractor is named."""
-    keys = {concept.target(rule).key for rule in UNION_RULES}
+def run_targets(about: Subject, *, binary: bool = False) -> set[str]:
+    """The run targets that explain a class (each image's class logit, 'class') or a concept: its union scores read off a
+    class extractor, and ('binary') an extractor's own concept score when that extractor is named."""
+    if about.is_class:
+        return {CLASS}
+    keys = {about.target(rule).key for rule in UNION_RULES}
     return keys | {BINARY} if binary else keys
 
 
@@ -206,7 +208,7 @@ class ImageSet:
         return len(self.ids)
 
 
-def run_images(store: Store, run: RunInfo, cls: ClassInfo | ConceptInfo, split: str, images: int | None = None) -> ImageSet:
+def run_images(store: Store, run: RunInfo, about: SubjectLike, split: str, images: int | None = None) -> ImageSet:
     """The `split` images of a class (a concept: of each member) indexed under `run`; with `images`, exactly seeds 0..images-1.
 
     Raises:
@@ -214,20 +216,20 @@ def run_images(store: Store, run: RunInfo, cls: ClassInfo | ConceptInfo, split: 
     """
     if images is not None and images < 1:
         raise CortexError(f"--images must be >= 1, got {images}")
-    members = cls.members if isinstance(cls, ConceptInfo) else [cls]
-    hint = f"run `cortex index --class '{cls.name}' --extractor {run.extractor} --split {split}"
+    about = Subject.of(about)
+    hint = f"run `cortex index --class '{about.name}' --extractor {run.extractor} --split {split}"
     found: list[tuple[int, int, str]] = []
-    for member in members:
+    for member in about.members:
         mine = query_store.run_class_images(store, run.id, member.pk, split, below_seed=images)
-        of = f" (member {member.name!r})" if member is not cls else ""
+        of = "" if about.is_class else f" (member {member.name!r})"
         if not mine:
-            raise CortexError(f"{cls.name!r}{of} has no indexed {split} images in run {run.id}; {hint}` first")
+            raise CortexError(f"{about.name!r}{of} has no indexed {split} images in run {run.id}; {hint}` first")
         have = len({seed for _, seed, _ in mine})
         if images is not None and have < images:
-            raise CortexError(f"only {have} of the {split} seeds 0..{images - 1} of {cls.name!r}{of} are indexed in run {run.id}; "
+            raise CortexError(f"only {have} of the {split} seeds 0..{images - 1} of {about.name!r}{of} are indexed in run {run.id}; "
                               f"{hint} --images {images}` first")
         found += mine
-    return ImageSet(tuple(m.pk for m in members), split, tuple(int(i) for i, _, _ in found), tuple(int(sd) for _, sd, _ in found),
+    return ImageSet(tuple(about.class_pks), split, tuple(int(i) for i, _, _ in found), tuple(int(sd) for _, sd, _ in found),
                     tuple(sorted({str(sm) for _, _, sm in found})))
 
 
@@ -267,14 +269,14 @@ class Contrast:
     images: int
 
 
-def specificity(store: Store, model: ModelInfo, cls: ClassInfo | ConceptInfo, image_set: ImageSet
+def specificity(store: Store, model: ModelInfo, about: SubjectLike, image_set: ImageSet
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, Contrast]:
     """(K,) smoothed P(class | token), the class's (K,) counts and (K,) holders, and the contrast.
 
     Counts come from the same seeds (and sampler) of every class of the model, so the score is
     P̂(c | t) = (n_c(t) + 1) / (sum_c' n_c'(t) + C): a token used by this class alone scores near 1,
     one spread evenly over all classes near 1/C. A concept counts as one class made of its members
-    (C = the other classes + 1).
+    (C = the other classes + 1). `about` names whose images `image_set` holds (its classes are `image_set.class_pks`).
 
     Raises:
         CortexError: some class lacks images of these seeds (with the command that makes them).
@@ -302,13 +304,13 @@ def specificity(store: Store, model: ModelInfo, cls: ClassInfo | ConceptInfo, im
     return score, own, own_holders, Contrast(len(every), sum(len(v) for v in by_class.values()))
 
 
-def specific_baseline(store: Store, model: ModelInfo, cls: ClassInfo | ConceptInfo, image_set: ImageSet, k: int
+def specific_baseline(store: Store, model: ModelInfo, about: SubjectLike, image_set: ImageSet, k: int
                       ) -> tuple[list[BaselineRow], Contrast]:
     """The k tokens most specific to the class or concept (`specificity`), among those it uses; no extractor.
 
     Ties go to the larger count, then the smaller token id.
     """
-    score, own, holders, contrast = specificity(store, model, cls, image_set)
+    score, own, holders, contrast = specificity(store, model, about, image_set)
     order = sorted((t for t in range(model.n_embed) if own[t] > 0), key=lambda t: (-score[t], -own[t], t))[:k]
     return [BaselineRow(i + 1, t, int(own[t]), int(holders[t]), round(float(score[t]), 6)) for i, t in enumerate(order)], contrast
 
@@ -319,7 +321,7 @@ BASELINES = ("frequency", "specific")
 def top_tokens(
     store: Store,
     model: ModelInfo,
-    cls: ClassInfo | ConceptInfo,
+    about: SubjectLike,
     *,
     extractor: str | None = None,
     k: int = 100,
@@ -336,7 +338,7 @@ def top_tokens(
 
     Args:
         store: the open database.
-        model, cls: the model and the class or concept.
+        model, about: the model and the class or named concept.
         extractor: read the newest run of this extractor ('ce', 're', ...); None: any extractor's newest.
         k: how many tokens (the paper uses 100).
         baseline: also rank tokens without an extractor over the same images: 'frequency' (the
@@ -356,19 +358,19 @@ def top_tokens(
         raise CortexError(f"-k must be a positive number of tokens, got {k}")
     if baseline is not None and baseline not in BASELINES:
         raise CortexError(f"--baseline must be one of {', '.join(BASELINES)}, got {baseline!r}")
-    chosen = pick_run(store, model, cls, extractor=extractor, run=run, method=method)
-    image_set = run_images(store, chosen, cls, split, images)
+    about = Subject.of(about)
+    chosen = pick_run(store, model, about, extractor=extractor, run=run, method=method)
+    image_set = run_images(store, chosen, about, split, images)
     found = query_store.top_salient_tokens(store, chosen.id, image_set.class_pks, image_set.ids, k)
     rows = [TokenRow(i + 1, t, n, ni, m) for i, (t, n, ni, m) in enumerate(found)]
-    concept = isinstance(cls, ConceptInfo)
-    result = TopTokensResult(model.name, None if concept else cls.class_id, cls.name, chosen.extractor, chosen.id, split, k,
+    result = TopTokensResult(model.name, about.class_id, about.name, chosen.extractor, chosen.id, split, k,
                              len(image_set), rows, image_seeds=_seed_ranges(image_set.seeds), target=chosen.target,
-                             concept=cls.name if concept else None, members=[m.name for m in cls.members] if concept else None)
+                             concept=about.concept_name, members=None if about.is_class else [m.name for m in about.members])
     if baseline is not None:
         if baseline == "frequency":
             base, contrast = frequency_baseline(store, model, image_set, k), None
         else:
-            base, contrast = specific_baseline(store, model, cls, image_set, k)
+            base, contrast = specific_baseline(store, model, about, image_set, k)
         ours, theirs = {r.token for r in rows}, {r.token for r in base}
         both, union = len(ours & theirs), len(ours | theirs)
         result = dataclasses.replace(

@@ -2,12 +2,9 @@
 
 `cortex concepts add red --classes "red-capped bird,red mushroom,red sailboat,house"` names an
 attribute by the classes that carry it; `--prompt TEXT` (text-conditional backends) adds a class
-sampled from TEXT verbatim and names it. A concept name then works wherever a class name does.
-
-Resolution order of a name (`resolve`): a class id (digits) is a class; else a class name or
-synonym; else a concept name. Names are compared as class names are (case, '-', '_' and spacing
-ignored). A concept may not take a class's name (refused when it is added), so no name means both.
-A list (`--classes`) that names a concept stands for its member classes (`expand`).
+sampled from TEXT verbatim and names it. A concept name then works wherever a class name does:
+`subjects.py` resolves a name to a class or a concept. Names are compared as class names are (case, '-',
+'_' and spacing ignored); a concept may not take a class's name (refused here when it is added).
 """
 
 from __future__ import annotations
@@ -22,21 +19,15 @@ from .registry import ClassInfo, ModelInfo
 from ..core.results import Result
 from ..store import concepts as concept_store
 from ..store.database import Store
-from .targets import BINARY, DEFAULT_RULE, Target, union_target
+from .targets import DEFAULT_RULE, Target, union_target
 
 KINDS = ("classes", "prompt")
 
 
-@dataclass(frozen=True)
-class ConceptInfo(Result):
-    """A named concept of a model: its kind ('classes' or 'prompt'), its member classes, and a prompt's text."""
+class MemberClasses:
+    """What has member classes (`members`: a named concept, `subjects.Subject`) reads their ids and rows so."""
 
-    pk: int
-    model: str
-    name: str
-    kind: str
-    members: list[ClassInfo] = field(default_factory=list)
-    prompt: str = ""
+    members: Sequence[ClassInfo]
 
     @property
     def class_ids(self) -> list[int]:
@@ -45,6 +36,18 @@ class ConceptInfo(Result):
     @property
     def class_pks(self) -> list[int]:
         return [c.pk for c in self.members]
+
+
+@dataclass(frozen=True)
+class ConceptInfo(MemberClasses, Result):
+    """A named concept of a model: its kind ('classes' or 'prompt'), its member classes, and a prompt's text."""
+
+    pk: int
+    model: str
+    name: str
+    kind: str
+    members: list[ClassInfo] = field(default_factory=list)
+    prompt: str = ""
 
     def target(self, rule: str = DEFAULT_RULE) -> Target:
         """The concept's f_Y read off the class extractor (`targets.union_target`)."""
@@ -144,55 +147,4 @@ def remove_concept(store: Store, model: ModelInfo, name: str) -> ConceptInfo:
     return concept
 
 
-def resolve(store: Store, model: ModelInfo, spec: str | int) -> ClassInfo | ConceptInfo:
-    """A class (by id, name or synonym) or else a concept (by name); see the module docstring for the order.
-
-    Raises:
-        CortexError: neither a class nor a concept (with the class resolver's "did you mean ...?").
-    """
-    text = str(spec).strip()
-    if isinstance(spec, int) or text.lstrip("-").isdigit():
-        return model_registry.resolve_class(store, model, spec)
-    cls = _class_named(store, model, text)
-    if cls is not None:
-        return cls
-    concept = find_concept(store, model, text)
-    if concept is not None:
-        return concept
-    return model_registry.resolve_class(store, model, text)  # raises, with suggestions
-
-
-def index_target(extractor: Any, item: ClassInfo | ConceptInfo, score: str = DEFAULT_RULE) -> Target:
-    """What an extractor explains for a class (its logit) or a concept: an extractor trained for that concept (its config
-    names it) its own score ('binary'); a class extractor the concept's union score `score`.
-
-    Raises:
-        CortexError: an extractor trained for another concept, or an unknown score.
-    """
-    if not isinstance(item, ConceptInfo):
-        return Target()
-    config = getattr(extractor, "config", None)
-    own = getattr(config, "concept", None)
-    if own is not None:
-        if normalize_name(own) != normalize_name(item.name):
-            raise CortexError(f"extractor {extractor.name!r} was trained for concept {own!r}, not {item.name!r}")
-        trained = getattr(config, "concept_class_ids", None)
-        if trained is not None and sorted(trained) != sorted(item.class_ids):
-            raise CortexError(f"extractor {extractor.name!r} was trained for {item.name!r} with classes {sorted(trained)}, "
-                              f"but the concept now has {sorted(item.class_ids)}; train it again (--restart)")
-        return Target(BINARY)
-    return item.target(score)
-
-
-def expand(store: Store, model: ModelInfo, names: Sequence[str | int]) -> list[ClassInfo]:
-    """Classes named in a list, a concept standing for its member classes; each class once, in order."""
-    found: dict[int, ClassInfo] = {}
-    for name in names:
-        hit = resolve(store, model, name)
-        for cls in hit.members if isinstance(hit, ConceptInfo) else [hit]:
-            found.setdefault(cls.class_id, cls)
-    return list(found.values())
-
-
-__all__ = ["ConceptInfo", "KINDS", "add_concept", "expand", "find_concept", "get_concept", "index_target", "list_concepts",
-           "remove_concept", "resolve"]
+__all__ = ["ConceptInfo", "KINDS", "MemberClasses", "add_concept", "find_concept", "get_concept", "list_concepts", "remove_concept"]

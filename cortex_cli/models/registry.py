@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import inspect
+import json
+from collections.abc import Mapping
 from pathlib import Path
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import torch
 
 from . import classnames
 from ..backends import DEFAULT as DEFAULT_BACKEND
-from ..backends import ModelFiles, get_backend
+from ..backends import Backend, ModelFiles, get_backend, hub
 from ..backends.base import VQGM
 from .classnames import ClassName
 from ..core.errors import CortexError
+from ..core.results import Result
 from ..store import registered_models as model_store
 from ..store.database import Store
 from ..store.registered_models import MINI_NAME, ClassInfo, ModelInfo
 
-BUNDLED_DIR = Path(__file__).resolve().parent / "bundled"
+BUNDLED_DIR = Path(__file__).resolve().parents[1] / "bundled"  # cortex_cli/bundled
 MINI_CONFIG = BUNDLED_DIR / "mini" / "config.yaml"
 MINI_WEIGHTS = BUNDLED_DIR / "mini" / "model.safetensors"
 MINI_BACKEND = "taming"
@@ -36,6 +42,7 @@ def add_model(
     *,
     backend: str = DEFAULT_BACKEND,
     path: str | Path | None = None,
+    options: Mapping[str, str] | None = None,
 ) -> ModelInfo:
     """Register a model after loading it strictly; replaces nothing (names are unique).
 
@@ -47,6 +54,10 @@ def add_model(
         backend: the `cortex.backends` entry point that loads it ('taming', 'janus', ...).
         path: one path instead of config and ckpt, for backends that read a directory (janus: a local
             snapshot of the weights).
+        options: what the backend needs besides files (llamagen: gpt_model, image_size, downsample), kept
+            with the model so that loading it later gets them back.
+        Any of path, config, ckpt may name a Hugging Face Hub file, hf://OWNER/REPO[@REVISION]/path
+        (`backends.hub`); the registered model keeps the local copy's path.
 
     Raises:
         CortexError: a bad name or a taken one, an unknown backend, files the backend cannot load.
@@ -54,23 +65,35 @@ def add_model(
     if not name or not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
         raise CortexError(f"model name {name!r} must be letters, digits, '-', '_' or '.'")
     gen = get_backend(backend)
-    files = gen.locate(*(Path(p) if p is not None else None for p in (path, config, ckpt)))
+    given = {k: str(v) for k, v in (options or {}).items() if v is not None}
+    extra = _option_keywords(gen, given)
+    files = gen.locate(*(hub.resolve_path(p) if p is not None else None for p in (path, config, ckpt)), **extra)
     if model_store.model_named(store, name) is not None:
         raise CortexError(f"a model named {name!r} is already registered; pick another name")
-    shape = gen.describe(files)
+    shape = gen.describe(files, **extra)
     if not shape.n_classes and not labels:
         raise CortexError(f"a {backend} model is text-conditional: name its classes (the prompts) with --labels, "
                           "e.g. --labels imagenet or a TSV file 'id<TAB>name'")
-    model = gen.load(files, "cpu")
+    model = gen.load(files, "cpu", **extra)
     labels_list = classnames.load_labels(labels, shape.n_classes)
     row = model_store.NewModel(
         name=name, config_path=str(files.config), ckpt_path=str(files.ckpt), config_hash=shape.config_hash,
         n_embed=model.n_embed, embed_dim=model.embed_dim, grid=model.grid, image_size=model.image_size,
-        labels=labels or "", backend=backend,
+        labels=labels or "", backend=backend, options=json.dumps(given, sort_keys=True),
     )
     info = model_store.insert_model(store, row, _new_classes(labels_list))  # CortexError if registered meanwhile
-    _MODEL_CACHE[(backend, row.config_path, row.ckpt_path, "cpu")] = model
+    _MODEL_CACHE[_cache_key(info, "cpu")] = model
     return info
+
+
+def _option_keywords(backend: Backend, options: Mapping[str, str]) -> dict[str, Any]:
+    """`options=` for a backend's locate/describe/load, or nothing; CortexError if it takes none but some are given."""
+    if not options:
+        return {}
+    if "options" not in inspect.signature(backend.locate).parameters:
+        flags = ", ".join("--" + k.replace("_", "-") for k in sorted(options))
+        raise CortexError(f"the {backend.name} backend takes no {flags}; those are for --backend llamagen")
+    return {"options": dict(options)}
 
 
 def ensure_bundled(store: Store) -> None:
@@ -123,16 +146,38 @@ def resolve_class(store: Store, model: ModelInfo, spec: str | int) -> ClassInfo:
 def text_conditional(model: ModelInfo) -> bool:
     """Whether the model's prior takes any text (janus) rather than a fixed set of class ids (taming); reads its files' shape."""
     files = ModelFiles(Path(model.config_path), Path(model.ckpt_path))
-    return get_backend(model.backend).describe(files).n_classes == 0
+    gen = get_backend(model.backend)
+    return gen.describe(files, **_option_keywords(gen, model.backend_options)).n_classes == 0
 
 
-_MODEL_CACHE: dict[tuple[str, str, str, str], VQGM] = {}
+_MODEL_CACHE: dict[tuple, VQGM] = {}
+
+
+def _cache_key(model: ModelInfo, device: torch.device | str) -> tuple:
+    return (model.backend, model.config_path, model.ckpt_path, model.options, str(device))
 
 
 def load_model(model: ModelInfo, device: torch.device | str = "cpu") -> VQGM:
     """The loaded VQGM of a registered model, by its backend (cached per process and device)."""
-    key = (model.backend, model.config_path, model.ckpt_path, str(device))
+    key = _cache_key(model, device)
     if key not in _MODEL_CACHE:
         files = ModelFiles(Path(model.config_path), Path(model.ckpt_path))
-        _MODEL_CACHE[key] = get_backend(model.backend).load(files, device)
+        gen = get_backend(model.backend)
+        _MODEL_CACHE[key] = gen.load(files, device, **_option_keywords(gen, model.backend_options))
     return _MODEL_CACHE[key]
+
+
+@dataclass(frozen=True)
+class RegisteredModel(ModelInfo, Result):
+    """A registered model and its classes (`cortex models list --json`)."""
+
+    classes: list[ClassInfo] = field(default_factory=list)
+
+    def table_rows(self) -> list[dict[str, Any]]:
+        """One row per class."""
+        return [{"class_id": c.class_id, "name": c.name, "synonyms": ", ".join(c.synonyms)} for c in self.classes]
+
+
+def registered_models(store: Store) -> list[RegisteredModel]:
+    """Every registered model with its classes (the bundled `mini` first)."""
+    return [RegisteredModel(**asdict(m), classes=classes(store, m)) for m in list_models(store)]

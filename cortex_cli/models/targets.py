@@ -67,12 +67,6 @@ class Target:
         return extractor if self.is_class else ConceptScore(extractor, self.rule, self.class_ids)
 
 
-def parse_key(key: str) -> Target:
-    """The target a stored run key names (`Target.key` read back)."""
-    rule, _, ids = key.partition(":")
-    return Target(rule, tuple(int(c) for c in ids.split(",") if c) if ids else ())
-
-
 def union_target(class_ids: Sequence[int], rule: str = DEFAULT_RULE) -> Target:
     """A concept's target read off the class extractor; one member is simply that class's logit ('class')."""
     if rule not in UNION_RULES:
@@ -104,4 +98,4 @@ class ConceptScore(nn.Module):
         return score.unsqueeze(-1).to(logits.dtype)
 
 
-__all__ = ["BINARY", "CLASS", "ConceptScore", "DEFAULT_RULE", "Target", "UNION_RULES", "parse_key", "union_target"]
+__all__ = ["BINARY", "CLASS", "ConceptScore", "DEFAULT_RULE", "Target", "UNION_RULES", "union_target"]

@@ -18,8 +18,8 @@ Starts (`init`):
 Reruns are free: rows are keyed by (search identity, restart) and inserted or skipped; restarts
 already stored are read back, only missing ones are optimised, and the same files are rewritten.
 
-A named concept (`concepts.ConceptInfo`) is searched like a class: the objective is its score
-(`concepts.index_target` with the union score `--objective` names: 'logit' -> logsumexp of the
+A named concept (`subjects.Subject`) is searched like a class: the objective is its score
+(`outcome.aim_at`, with the union score `--objective` names: 'logit' -> logsumexp of the
 members' logits, 'log-prob' -> log P(concept)); P(target) (extractor and judges) is the sum of its
 members' probabilities; T*_concept is compared with the concept's own saliency run. Its rows keep
 the first member's class in `class_pk` and the target key in `target`; the key and the restart
@@ -32,36 +32,33 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from ..backends.base import from_pil, to_pil
-from ..models.concepts import ConceptInfo
-from .edit import edit_goal, source_tokens, target_probabilities
-from ..core.errors import CortexError
-from ..core.results import Result
-from ..extractors.architectures import logits_of
-from ..extractors.registry import load_extractor
-from ..images.figures import edit_strip
-from ..images.generation import class_slug
-from ..judges.pixel_judges import judge_probabilities, judges_or_notice, target_probability
-from ..models.targets import CLASS, Target
-from .token_selection import OptimizeSettings, concept_objective, optimize_tokens
-from ..images.pngmeta import read_png, save_png
-from ..core.progress import Progress, report
-from .realism import prior_nll_or_none
-from ..index.rankings import top_tokens
-from .regions import Region
-from ..models.registry import ClassInfo, ModelInfo, load_model
-from ..core.seeding import derive_seed, generator_for
+from ..backends.base import to_pil
 from ..core.environment import artifacts_dir, writable_dir
+from ..core.errors import CortexError
+from ..core.progress import Progress, report
+from ..core.seeding import derive_seed, generator_for
+from ..extractors.registry import load_extractor
+from ..images.generation import class_slug
+from ..images.pngmeta import read_png
+from ..images.token_blobs import pack_tokens, unpack_tokens
+from ..index.rankings import top_tokens
+from ..judges.pixel_judges import judges_or_notice
+from ..models.registry import ModelInfo, load_model
+from ..models.subjects import Subject, SubjectLike
+from ..models.targets import Target
 from ..store import searches as search_store
 from ..store.database import Store
-from ..images.token_blobs import pack_tokens, unpack_tokens
+from .outcome import (Aim, Outcome, aim_at, check_members, encoded_picture, extractor_logits, prior_nll_pair, source_tokens,
+                      strip_labels, write_pngs)
+from .regions import Region
+from .token_selection import OptimizeSettings, concept_objective, optimize_tokens
 
 RANDOM, NOISE, IMAGE = "random", "noise", "image"
 DEFAULT_STEPS = 300  # the bundled CE saturates (P(target) > 0.999) in about 200 steps from random logits
@@ -111,8 +108,9 @@ class SaliencyComparison:
 
 
 @dataclass(frozen=True)
-class ConceptSearchResult(Result):
-    """What `search_concept` found, stored and wrote."""
+class ConceptSearchFields:
+    """A concept search's own fields; `ConceptSearchResult` ends with `outcome.Outcome`'s (what was aimed at, notices,
+    the prior's NLL)."""
 
     model: str
     extractor: str
@@ -136,19 +134,17 @@ class ConceptSearchResult(Result):
     strip_path: Path
     computed: int  # restarts optimised by this call
     reused: int  # restarts read back from the database
-    params: dict = field(default_factory=dict)
-    notices: list[str] = field(default_factory=list)
-    target: str = CLASS  # what was maximised: 'class', or a concept's target key (`targets.Target.key`)
-    concept: str | None = None  # the concept's name when the target is a concept
-    target_classes: list[int] = field(default_factory=list)  # the class, or the concept's members
-    # per-token NLL under the model's prior of the best grid / of the start grid (an image start only), conditioned on
-    # the target class (a concept: its first member's); None when the backend has no `prior_nll` (`realism.py`)
-    prior_nll: float | None = None
-    prior_nll_source: float | None = None
+
+
+@dataclass(frozen=True)
+class ConceptSearchResult(Outcome, ConceptSearchFields):
+    """What `search_concept` found, stored and wrote: `ConceptSearchFields`, then `Outcome`'s fields (`prior_nll`: of
+    the best grid, `prior_nll_source`: of the start grid, an image start only)."""
 
     def table_rows(self) -> list[dict[str, Any]]:
         """T*_concept of the best restart: one row per token, with the positions that hold it."""
         return [asdict(t) for t in self.t_star]
+
 
 @dataclass
 class _Start:
@@ -164,16 +160,12 @@ def noise_grid(model: ModelInfo, seed: int, restart: int) -> torch.Tensor:
     return torch.randint(0, model.n_embed, (model.grid, model.grid), generator=gen)
 
 
-def restart_seed(model: ModelInfo, cls: ClassInfo | ConceptInfo, region: Region, init: str, seed: int, restart: int,
+def restart_seed(model: ModelInfo, about: SubjectLike, region: Region, init: str, seed: int, restart: int,
                  target: Target = Target()) -> int:
     """The restart's seed, from the search's stable identity (never row ids or insertion order); a concept's by its target key."""
     if not target.is_class:
         return derive_seed("concept-search", model.name, target.key, str(region), init, int(seed), int(restart))
-    return derive_seed("concept-search", model.name, _first_class_id(cls), str(region), init, int(seed), int(restart))
-
-
-def _first_class_id(cls: ClassInfo | ConceptInfo) -> int:
-    return cls.class_ids[0] if isinstance(cls, ConceptInfo) else cls.class_id
+    return derive_seed("concept-search", model.name, Subject.of(about).lead.class_id, str(region), init, int(seed), int(restart))
 
 
 def t_star_of(tokens: torch.Tensor, mask: torch.Tensor) -> list[TokenCount]:
@@ -191,19 +183,16 @@ def _resolve_start(init: str | Path, model: ModelInfo, vqgm, notices: list[str])
         raise CortexError(f"--init {text!r} is neither random, noise nor an existing image; give random, noise or a PNG written by `cortex generate`")
     png = read_png(path)
     tokens = source_tokens(png, model, path, notices)
-    if tokens is None:
-        tokens = vqgm.encode_images(from_pil([png.image], model.image_size))[0].cpu()
-        notices.append(f"{path.name} carries no cortex tokens; encoded it with the VQGAN at {model.image_size}x{model.image_size} px (centre-cropped and resized)")
-    tokens = tokens.long().cpu()
+    tokens = (tokens if tokens is not None else encoded_picture(png, path, model, vqgm, notices)).long().cpu()
     digest = hashlib.sha256(pack_tokens(tokens, model.n_embed)).hexdigest()[:16]
     return _Start(IMAGE, f"image:{digest}", tokens, path.resolve())
 
 
-def _search_key(model: ModelInfo, extractor_info: Any, cls: ClassInfo | ConceptInfo, region: Region, start: _Start,
+def _search_key(model: ModelInfo, extractor_info: Any, about: Subject, region: Region, start: _Start,
                 settings: OptimizeSettings, target: Target = Target()) -> str:
     identity = {
         "model": model.name, "extractor": extractor_info.name, "extractor_sha256": getattr(extractor_info, "ckpt_sha256", ""),
-        "class_id": _first_class_id(cls), "region": str(region), "init": start.identity, "seed": int(settings.seed),
+        "class_id": about.lead.class_id, "region": str(region), "init": start.identity, "seed": int(settings.seed),
         "settings": {k: getattr(settings, k) for k in ("steps", "lr", "tau", "tau_final", "alpha", "objective")},
     }
     if not target.is_class:  # a class search's identity is what it was before concepts (its stored rows stay reused)
@@ -227,9 +216,10 @@ def _unpack_grids(blob: bytes, count: int, n_embed: int, grid: int) -> list[torc
     return [unpack_tokens(blob[i * size:(i + 1) * size], n_embed, grid) for i in range(count)]
 
 
-def _compare(store: Store, model: ModelInfo, cls: ClassInfo | ConceptInfo, extractor: str, k: int, t_star: list[TokenCount]) -> tuple[SaliencyComparison | None, str | None]:
+def _compare(store: Store, model: ModelInfo, about: Subject, extractor: str, k: int,
+             t_star: list[TokenCount]) -> tuple[SaliencyComparison | None, str | None]:
     try:
-        salient = top_tokens(store, model, cls, extractor=extractor, k=k)
+        salient = top_tokens(store, model, about, extractor=extractor, k=k)
     except CortexError as exc:  # not indexed (by this extractor) yet: report, do not fail
         return None, str(exc)
     ranked = [r.token for r in salient.rows]
@@ -247,10 +237,134 @@ def _compare(store: Store, model: ModelInfo, cls: ClassInfo | ConceptInfo, extra
     ), None
 
 
+@dataclass
+class _Search:
+    """One search, checked: its aim, region, start and settings, the key its rows are stored under, and where it writes."""
+
+    model: ModelInfo
+    aim: Aim
+    region: Region
+    start: _Start
+    settings: OptimizeSettings  # `snapshot_steps` set, `init` from the start
+    key: str
+    params: dict[str, Any]
+    vqgm: Any
+    out: Path
+
+    def base_grid(self, restart: int) -> torch.Tensor:
+        """The restart's grid outside the region (and its start inside, but for a random start)."""
+        if self.start.tokens is not None:
+            return self.start.tokens.clone()
+        return noise_grid(self.model, self.settings.seed, restart)
+
+
+def _prepare(model: ModelInfo, about: Subject, settings: OptimizeSettings, extractor_info: Any, device: torch.device | str,
+             region: Region | None, init: str | Path, restarts: int, k: int, out_dir: Path | None, notices: list[str]) -> _Search:
+    """Check every input and fix the search's identity (nothing is written yet)."""
+    region = region if region is not None else Region((0, model.grid), (0, model.grid))
+    region.check(model.grid)
+    if restarts < 1:
+        raise CortexError(f"--restarts must be >= 1, got {restarts}")
+    if k < 1:
+        raise CortexError(f"-k must be a positive number of salient tokens, got {k}")
+    snapshot_steps = _snapshot_steps(int(settings.steps))
+    settings = replace(settings, method="token", snapshot_steps=snapshot_steps).validate()
+    check_members(about, model, "search for", "class")
+    aim = aim_at(extractor_info, about, settings.objective)
+    vqgm = load_model(model, device)
+    start = _resolve_start(init, model, vqgm, notices)
+    out = writable_dir(out_dir if out_dir is not None else artifacts_dir("concept-searches", model.name), "the concept search to")
+    settings = replace(settings, init=RANDOM if start.mode == RANDOM else "source").validate()
+    key = _search_key(model, extractor_info, about, region, start, settings, aim.goal)
+    params = {
+        **{k_: v for k_, v in asdict(settings).items() if k_ not in ("snapshot_steps", "method")},
+        "snapshot_steps": list(snapshot_steps), "extractor": extractor_info.name,
+        "extractor_sha256": getattr(extractor_info, "ckpt_sha256", ""), "init_path": str(start.path) if start.path else None,
+        **aim.concept_params(),
+    }
+    return _Search(model, aim, region, start, settings, key, params, vqgm, out)
+
+
+def _readout(logits: torch.Tensor, aim: Aim, objective: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the selection objective, the extractor's P(target)) of final grids from their logits (B x outputs, on the CPU)."""
+    if aim.goal.is_class:
+        logp = F.log_softmax(logits, dim=-1)[:, aim.objective]
+        return (logits[:, aim.objective] if objective == "logit" else logp), logp.exp()
+    return concept_objective(logits, aim.goal, objective), aim.p_target(F.softmax(logits, dim=-1))
+
+
+def _optimise(job: _Search, todo: list[int], restarts: int, extractor_info: Any, net: torch.nn.Module | None,
+              device: torch.device | str, notices: list[str], progress: Progress | None) -> list[dict[str, Any]]:
+    """Optimise the restarts `todo` and score their final grids: one new `concept_searches` row each (not stored yet)."""
+    if not todo:
+        return []
+    model, settings, mask = job.model, job.settings, job.region.mask(job.model.grid)
+    net = net if net is not None else load_extractor(extractor_info, device)
+    codebook = job.vqgm.codebook.detach()
+    total = len(todo) * settings.steps
+    fresh: dict[int, tuple[int, torch.Tensor, list[torch.Tensor]]] = {}
+    for i, r in enumerate(todo):
+        seed = restart_seed(model, job.aim.subject, job.region, job.start.identity, settings.seed, r, job.aim.goal)
+
+        def restart_progress(done: int, _steps: int, info: str = "", before: int = i * settings.steps, r: int = r) -> None:
+            report(progress, before + done, total, f"restart {r + 1}/{restarts} {info}".rstrip())
+
+        res = optimize_tokens(net, codebook, job.base_grid(r), mask, job.aim.objective, replace(settings, seed=seed), restart_progress)
+        fresh[r] = (seed, res.tokens, [res.snapshots[s] for s in settings.snapshot_steps])
+    grids = torch.stack([fresh[r][1] for r in todo])
+    objective, p_target = _readout(extractor_logits(net, job.vqgm, grids, device).cpu(), job.aim, settings.objective)
+    judge_scores = _judge_scores(job, grids, device, notices)
+    return [dict(
+        search_key=job.key, model_id=model.id, extractor_id=extractor_info.id, region=str(job.region), target=job.aim.goal.key,
+        class_pk=job.aim.subject.lead.pk, init=job.start.identity, params=json.dumps(job.params, sort_keys=True), restart=r,
+        seed=seed, tokens=pack_tokens(tokens, model.n_embed), snapshots=_pack_grids(snaps, model.n_embed),
+        t_star=json.dumps([[e.token, e.positions] for e in t_star_of(tokens, mask)]),
+        objective=float(objective[i]), p_target=float(p_target[i]), judges=json.dumps(judge_scores[i], sort_keys=True),
+    ) for i, (r, (seed, tokens, snaps)) in enumerate((r, fresh[r]) for r in todo)]
+
+
+def _judge_scores(job: _Search, grids: torch.Tensor, device, notices: list[str]) -> list[dict[str, float]]:
+    """Judges' P(target) of every decoded grid (a concept: the sum of its members'); empty dicts (and a notice) when the
+    model has none."""
+    judges = judges_or_notice(job.model, device, notices)
+    scored = job.aim.judged(judges, job.vqgm.decode_tokens(grids)) if judges else {}
+    return [{name: float(p[i]) for name, (_, p) in scored.items() if p is not None} for i in range(len(grids))]
+
+
+def _read_restarts(job: _Search, rows: dict[int, dict[str, Any]], fresh: set[int], restarts: int
+                   ) -> tuple[list[RestartResult], dict[int, torch.Tensor], dict[int, list[torch.Tensor]]]:
+    """Every requested restart from its row (stored or fresh): its scores, final grid and snapshots."""
+    model, steps = job.model, job.settings.snapshot_steps
+    results, grids, snaps = [], {}, {}
+    for r in range(restarts):
+        row = rows[r]
+        grids[r] = unpack_tokens(row["tokens"], model.n_embed, model.grid)
+        snaps[r] = _unpack_grids(row["snapshots"], len(steps), model.n_embed, model.grid)
+        t_star = [TokenCount(int(t), int(n)) for t, n in json.loads(row["t_star"])]
+        results.append(RestartResult(
+            restart=r, seed=int(row["seed"]), objective=float(row["objective"]), p_target=float(row["p_target"]),
+            judges=json.loads(row["judges"]), n_distinct=len(t_star), t_star=t_star, computed=r in fresh,
+        ))
+    return results, grids, snaps
+
+
+def _write(job: _Search, best: int, final: torch.Tensor, snapshots: list[torch.Tensor]) -> tuple[Path, Path]:
+    """The best restart's final PNG and its strip (the start, unless random; each snapshot; the final grid)."""
+    random_start = job.start.mode == RANDOM
+    tiles = ([] if random_start else [job.base_grid(best)]) + snapshots + [final]
+    labels = strip_labels(job.settings.snapshot_steps, job.settings.steps, None if random_start else "start")
+    images = to_pil(job.vqgm.decode_tokens(torch.stack(tiles)))
+    meta = {"class_id": job.aim.class_ids[0], "class_name": job.aim.subject.name, "concept_search": job.key, "restart": best,
+            "region": str(job.region), "init": job.start.identity, "step": job.settings.steps, **job.aim.concept_meta()}
+    whole = job.region.size == job.model.grid * job.model.grid
+    base = job.out / f"{class_slug(job.aim.subject.name)}-{job.key[:10]}-restart{best}"
+    return write_pngs(base, job.model, images[-1], final, images, labels, None if whole else (job.region.rows, job.region.cols), meta)
+
+
 def search_concept(
     store: Store,
     model: ModelInfo,
-    cls: ClassInfo | ConceptInfo,
+    about: SubjectLike,
     *,
     settings: OptimizeSettings,
     extractor_info: Any,
@@ -263,14 +377,14 @@ def search_concept(
     extractor: torch.nn.Module | None = None,
     progress: Progress | None = None,
 ) -> ConceptSearchResult:
-    """Find the token combination that best expresses `cls` under the extractor (paper §3.4).
+    """Find the token combination that best expresses `about` under the extractor (paper §3.4).
 
     Everything is validated before optimising; on bad input nothing is written.
 
     Args:
         store: the opened database (one `concept_searches` row per restart, insert-or-skip).
         model: the registered model whose codebook is searched.
-        cls: the class, or named concept, whose extractor score is maximised (see the module docstring).
+        about: the class, or named concept, whose extractor score is maximised (see the module docstring).
         settings: optimiser settings; `seed` is this search's seed (restart seeds derive from it and
             the search's identity), `init`/`method`/`snapshot_steps` are set here.
         extractor_info: the registered extractor (`extractors.registry.ExtractorInfo`).
@@ -293,143 +407,28 @@ def search_concept(
         outside the extractor's classes.
     """
     notices: list[str] = []
-    region = region if region is not None else Region((0, model.grid), (0, model.grid))
-    region.check(model.grid)
-    if restarts < 1:
-        raise CortexError(f"--restarts must be >= 1, got {restarts}")
-    if k < 1:
-        raise CortexError(f"-k must be a positive number of salient tokens, got {k}")
-    snapshot_steps = _snapshot_steps(int(settings.steps))
-    settings = replace(settings, method="token", snapshot_steps=snapshot_steps).validate()
-    target_ids = cls.class_ids if isinstance(cls, ConceptInfo) else [cls.class_id]
-    if not target_ids:
-        raise CortexError(f"concept {cls.name!r} has no member class to search for")
-    for class_id in target_ids:
-        if not 0 <= class_id < max(model.n_classes, 1):
-            raise CortexError(f"class {class_id} is outside model {model.name!r}'s classes")
-    goal, objective_target = edit_goal(extractor_info, cls, settings.objective)
-    vqgm = load_model(model, device)
-    start = _resolve_start(init, model, vqgm, notices)
-    out = writable_dir(out_dir if out_dir is not None else artifacts_dir("concept-searches", model.name), "the concept search to")
-    settings = replace(settings, init=RANDOM if start.mode == RANDOM else "source").validate()
-    key = _search_key(model, extractor_info, cls, region, start, settings, goal)
-    mask = region.mask(model.grid)
-    params = {
-        **{k_: v for k_, v in asdict(settings).items() if k_ not in ("snapshot_steps", "method")},
-        "snapshot_steps": list(snapshot_steps), "extractor": extractor_info.name,
-        "extractor_sha256": getattr(extractor_info, "ckpt_sha256", ""), "init_path": str(start.path) if start.path else None,
-    }
-    if isinstance(cls, ConceptInfo):
-        params["concept"] = cls.name
-
-    def base_grid(restart: int) -> torch.Tensor:
-        return start.tokens.clone() if start.tokens is not None else noise_grid(model, settings.seed, restart)
-
-    # -- optimise the restarts the database does not hold yet -----------------------------
-    stored = search_store.stored_restarts(store, key)
+    about = Subject.of(about)
+    job = _prepare(model, about, settings, extractor_info, device, region, init, restarts, k, out_dir, notices)
+    stored = search_store.stored_restarts(store, job.key)
     todo = [r for r in range(restarts) if r not in stored]
-    fresh: dict[int, tuple[int, torch.Tensor, list[torch.Tensor]]] = {}
-    if todo:
-        net = extractor if extractor is not None else load_extractor(extractor_info, device)
-        codebook = vqgm.codebook.detach()
-        total = len(todo) * settings.steps
-        for i, r in enumerate(todo):
-            seed = restart_seed(model, cls, region, start.identity, settings.seed, r, goal)
-
-            def restart_progress(done: int, _steps: int, info: str = "", before: int = i * settings.steps, r: int = r) -> None:
-                report(progress, before + done, total, f"restart {r + 1}/{restarts} {info}".rstrip())
-
-            res = optimize_tokens(net, codebook, base_grid(r), mask, objective_target, replace(settings, seed=seed), restart_progress)
-            fresh[r] = (seed, res.tokens, [res.snapshots[s] for s in snapshot_steps])
-        grids = torch.stack([fresh[r][1] for r in todo])
-        with torch.no_grad():
-            out_logits = logits_of(net(vqgm.embed(grids.to(device)))).float().cpu()
-        if goal.is_class:
-            logp = F.log_softmax(out_logits, dim=-1)[:, objective_target]
-            objective = out_logits[:, objective_target] if settings.objective == "logit" else logp
-            p_target = logp.exp()
-        else:
-            objective = concept_objective(out_logits, goal, settings.objective)
-            p_target = target_probabilities(F.softmax(out_logits, dim=-1), cls, goal)
-        judge_scores = _judge_scores(model, vqgm, grids, target_ids, device, notices)
-        new_rows = []
-        for i, r in enumerate(todo):
-            seed, tokens, snaps = fresh[r]
-            new_rows.append(dict(
-                search_key=key, model_id=model.id, extractor_id=extractor_info.id, region=str(region), target=goal.key,
-                class_pk=cls.class_pks[0] if isinstance(cls, ConceptInfo) else cls.pk,
-                init=start.identity, params=json.dumps(params, sort_keys=True), restart=r, seed=seed,
-                tokens=pack_tokens(tokens, model.n_embed), snapshots=_pack_grids(snaps, model.n_embed),
-                t_star=json.dumps([[e.token, e.positions] for e in t_star_of(tokens, mask)]),
-                objective=float(objective[i]), p_target=float(p_target[i]), judges=json.dumps(judge_scores[i], sort_keys=True),
-            ))
-    else:
-        new_rows = []
-
-    # -- every requested restart, stored or fresh -------------------------------------------
-    results: list[RestartResult] = []
-    grids_by_restart: dict[int, torch.Tensor] = {}
-    snaps_by_restart: dict[int, list[torch.Tensor]] = {}
-    fresh_rows = {row["restart"]: row for row in new_rows}
-    for r in range(restarts):
-        row = fresh_rows.get(r) or stored[r]
-        tokens = unpack_tokens(row["tokens"], model.n_embed, model.grid)
-        grids_by_restart[r] = tokens
-        snaps_by_restart[r] = _unpack_grids(row["snapshots"], len(snapshot_steps), model.n_embed, model.grid)
-        t_star = [TokenCount(int(t), int(n)) for t, n in json.loads(row["t_star"])]
-        results.append(RestartResult(
-            restart=r, seed=int(row["seed"]), objective=float(row["objective"]), p_target=float(row["p_target"]),
-            judges=json.loads(row["judges"]), n_distinct=len(t_star), t_star=t_star, computed=r in fresh_rows,
-        ))
+    new_rows = _optimise(job, todo, restarts, extractor_info, extractor, device, notices, progress)
+    results, grids, snaps = _read_restarts(job, {**stored, **{row["restart"]: row for row in new_rows}}, set(todo), restarts)
     best = max(results, key=lambda x: (x.objective, -x.restart))
-    comparison, hint = _compare(store, model, cls, extractor_info.name, k, best.t_star)
+    comparison, hint = _compare(store, model, about, extractor_info.name, k, best.t_star)
     if comparison is not None:
         rank = {t: i + 1 for i, t in enumerate(comparison.salient_tokens)}
         for res in results:
             for e in res.t_star:
                 e.salient_rank = rank.get(e.token)
-
-    # -- write: files first (same names on every rerun), then the rows ----------------------
-    stem = out / f"{class_slug(cls.name)}-{key[:10]}-restart{best.restart}"
-    output_path, strip_path = Path(f"{stem}.png"), Path(f"{stem}-strip.png")
-    final = grids_by_restart[best.restart]
-    tiles, labels = [], []
-    if start.mode != RANDOM:
-        tiles.append(base_grid(best.restart))
-        labels.append("start")
-    tiles += snaps_by_restart[best.restart] + [final]
-    labels += [f"step {s}" for s in snapshot_steps] + [f"final ({settings.steps})"]
-    images = to_pil(vqgm.decode_tokens(torch.stack(tiles)))
-    meta = {"class_id": target_ids[0], "class_name": cls.name, "concept_search": key, "restart": best.restart,
-            "region": str(region), "init": start.identity, "step": settings.steps}
-    if isinstance(cls, ConceptInfo):
-        meta.update(concept=cls.name, target=goal.key)
-    save_png(images[-1], output_path, final, model.name, meta, n_embed=model.n_embed)
-    whole = region.size == model.grid * model.grid
-    save_png(edit_strip(images, labels, None if whole else (region.rows, region.cols), model.grid), strip_path, None, model.name, meta)
+    final = grids[best.restart]
+    output_path, strip_path = _write(job, best.restart, final, snaps[best.restart])  # files first (same names on every rerun)
     search_store.insert_restarts(store, new_rows)  # insert-or-skip on (search_key, restart)
-    scored = [final] + ([base_grid(best.restart)] if start.tokens is not None else [])
-    target_class = cls.members[0] if isinstance(cls, ConceptInfo) else cls  # a concept: its first member
-    realism = prior_nll_or_none(vqgm, torch.stack(scored), [target_class] * len(scored))
-    prior_nll = realism[0] if realism else None
-    prior_nll_source = realism[1] if realism and len(realism) > 1 else None
-
+    prior_nll, prior_nll_source = prior_nll_pair(job.vqgm, final, job.start.tokens, about)
     return ConceptSearchResult(
-        model=model.name, extractor=extractor_info.name, class_id=target_ids[0], class_name=cls.name, region=str(region),
-        init=start.identity, init_path=start.path, search_key=key, steps=settings.steps, objective_kind=settings.objective,
-        best_restart=best.restart, objective=best.objective, p_target=best.p_target, t_star=best.t_star,
-        tokens=final.tolist(), restarts=results, comparison=comparison, hint=hint, output_path=output_path,
-        strip_path=strip_path, computed=len(fresh), reused=restarts - len(fresh), params=params, notices=notices,
-        target=goal.key, concept=cls.name if isinstance(cls, ConceptInfo) else None, target_classes=list(target_ids),
-        prior_nll=prior_nll, prior_nll_source=prior_nll_source,
+        model=model.name, extractor=extractor_info.name, class_id=about.lead.class_id, class_name=about.name, region=str(job.region),
+        init=job.start.identity, init_path=job.start.path, search_key=job.key, steps=job.settings.steps,
+        objective_kind=job.settings.objective, best_restart=best.restart, objective=best.objective, p_target=best.p_target,
+        t_star=best.t_star, tokens=final.tolist(), restarts=results, comparison=comparison, hint=hint, output_path=output_path,
+        strip_path=strip_path, computed=len(todo), reused=restarts - len(todo), params=job.params, notices=notices,
+        prior_nll=prior_nll, prior_nll_source=prior_nll_source, **job.aim.outcome_fields(),
     )
-
-
-
-def _judge_scores(model: ModelInfo, vqgm, grids: torch.Tensor, target_ids: list[int], device, notices: list[str]) -> list[dict[str, float]]:
-    """Judges' P(target) of every decoded grid (a concept: the sum of its members'); empty dicts (and a notice) when the
-    model has none."""
-    judges = judges_or_notice(model, device, notices)
-    probs = judge_probabilities(judges, vqgm.decode_tokens(grids)) if judges else {}
-    scored = {name: target_probability(p, target_ids) for name, p in probs.items()}
-    return [{name: float(p[i]) for name, p in scored.items() if p is not None} for i in range(len(grids))]

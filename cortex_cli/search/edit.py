@@ -4,43 +4,39 @@ Flow: read the PNG (its token grid from cortex metadata, else VQGAN-encoded) -> 
 (`token_selection.optimize_tokens`, a batch of one) -> decode -> score before/after with the extractor and the judges ->
 write the final PNG (with tokens, so edits chain), snapshots and a strip -> one `edits` row.
 
-The target is a class or a named concept (`concepts.ConceptInfo`). A concept's objective is its score
-(`concepts.index_target`, with the union score that `--objective` names: 'logit' -> logsumexp of the
-members' logits, 'log-prob' -> log P(concept)); its P(target) is the sum of its members' probabilities
-(extractor and judges). The row keeps the first member's class id in `target_class` and the
+The target is a class or a named concept (`subjects.Subject`); what is optimised and scored is its aim
+(`outcome.aim_at`): a concept's objective is its score (the union score that `--objective` names: 'logit' ->
+logsumexp of the members' logits, 'log-prob' -> log P(concept)); its P(target) is the sum of its members'
+probabilities (extractor and judges). The row keeps the first member's class id in `target_class` and the
 target's key in `target` ('class' for a class).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from ..models import concepts
-from ..backends.base import from_pil, to_pil
-from ..models.concepts import ConceptInfo
+from ..backends.base import to_pil
 from ..core.errors import CortexError
-from ..core.results import Result
-from ..extractors.architectures import logits_of
-from ..extractors.registry import ensure_bundled_extractors, get_extractor, load_extractor
-from ..images.figures import edit_strip
-from ..images.generation import class_slug
-from ..judges.pixel_judges import judge_probabilities, judges_or_notice, target_probability
-from ..models.targets import BINARY, CLASS, Target
-from .token_selection import UNION_RULE, OptimizeSettings, optimize_tokens
-from ..images.pngmeta import read_png, save_png
 from ..core.progress import Progress
-from .realism import prior_nll_or_none
-from .regions import Region
-from ..models.registry import ClassInfo, ModelInfo, classes, load_model
+from ..extractors.registry import ensure_bundled_extractors, get_extractor, load_extractor
+from ..images.generation import class_slug
+from ..images.pngmeta import read_png, save_png
+from ..images.token_blobs import pack_tokens
+from ..judges.pixel_judges import Judge, judges_or_notice
+from ..models.registry import ModelInfo, classes, load_model
+from ..models.subjects import Subject, SubjectLike
 from ..store.database import Store
 from ..store.edits import NewEdit, pending_edit
-from ..images.token_blobs import pack_tokens
+from .outcome import (Aim, Outcome, aim_at, check_members, encoded_picture, extractor_logits, prior_nll_pair, source_tokens,
+                      strip_labels, write_pngs)
+from .regions import Region
+from .token_selection import OptimizeResult, OptimizeSettings, optimize_tokens
 
 
 @dataclass
@@ -66,8 +62,8 @@ class Probabilities:
 
 
 @dataclass(frozen=True)
-class EditResult(Result):
-    """What `edit_image` did and wrote."""
+class EditFields:
+    """An edit's own fields; `EditResult` ends with `outcome.Outcome`'s (what was aimed at, notices, the prior's NLL)."""
 
     edit_id: int
     model: str
@@ -88,19 +84,17 @@ class EditResult(Result):
     probabilities: list[Probabilities]
     loss_start: float
     loss_end: float
-    params: dict = field(default_factory=dict)
-    notices: list[str] = field(default_factory=list)
-    target: str = CLASS  # what was optimised: 'class', or a concept's target key (`targets.Target.key`)
-    concept: str | None = None  # the concept's name when the target is a concept
-    target_classes: list[int] = field(default_factory=list)  # the class, or the concept's members
-    # per-token NLL under the model's prior of the result / source grid, conditioned on the target class (a concept:
-    # its first member's); None when the backend has no `prior_nll` (`realism.py`)
-    prior_nll: float | None = None
-    prior_nll_source: float | None = None
+
+
+@dataclass(frozen=True)
+class EditResult(Outcome, EditFields):
+    """What `edit_image` did and wrote: `EditFields`, then `Outcome`'s fields (`prior_nll`: of the result grid,
+    `prior_nll_source`: of the source grid)."""
 
     def table_rows(self) -> list[dict[str, Any]]:
         """One row per scorer (the extractor, each judge): P(source) and P(target) before and after."""
         return [asdict(p) for p in self.probabilities]
+
 
 def load_extractor_for(store: Store, model: ModelInfo, name: str | None, device: torch.device | str):
     """(network, registered extractor info) of a registered extractor of `model`."""
@@ -110,43 +104,103 @@ def load_extractor_for(store: Store, model: ModelInfo, name: str | None, device:
     return load_extractor(info, device), info
 
 
-def edit_goal(extractor_info, target: ClassInfo | ConceptInfo, objective: str) -> tuple[Target, int | Target]:
-    """(the target, what the optimiser maximises): a class id, or a concept's `Target` with `objective`'s union score."""
-    goal = concepts.index_target(extractor_info, target, UNION_RULE[objective])
-    if goal.is_class:  # a class, or a concept of one member: that class's logit
-        return goal, (target.class_ids[0] if isinstance(target, ConceptInfo) else target.class_id)
-    return goal, goal
+def _checked(model: ModelInfo, about: Subject, region: Region, settings: OptimizeSettings, out_dir: Path,
+             save_every: int | None) -> OptimizeSettings:
+    """The settings with `snapshot_steps` set from `save_every`, once every input is checked (nothing is written yet)."""
+    if save_every is not None and save_every <= 0:
+        raise CortexError(f"--save-every must be a positive number of steps, got {save_every}")
+    snapshot_steps = tuple(range(save_every, settings.steps, save_every)) if save_every else ()
+    settings = OptimizeSettings(**{**asdict(settings), "snapshot_steps": snapshot_steps}).validate()
+    region.check(model.grid)
+    check_members(about, model, "edit toward", "target class")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise CortexError(f"--out {str(out_dir)!r} is a file; give a directory")
+    return settings
 
 
-def target_probabilities(probs: torch.Tensor, target: ClassInfo | ConceptInfo, goal: Target) -> torch.Tensor | None:
-    """P(target) per row of softmax probabilities (B x outputs): a class's, a concept's members' sum, a binary extractor's
-    concept output; None when the target is beyond these outputs."""
-    if goal.rule == BINARY:
-        return probs[:, 1] if probs.shape[1] == 2 else None
-    return target_probability(probs, target.class_ids if isinstance(target, ConceptInfo) else [target.class_id])
+def _source_class(png: Any, before: torch.Tensor, aim: Aim, extractor: str, class_names: dict[int, str],
+                  notices: list[str]) -> int | None:
+    """The edited picture's class: its metadata's, else (a class extractor) the extractor's prediction, with a notice.
+
+    Raises:
+        CortexError: a target class beyond the extractor's outputs.
+    """
+    if not aim.binary and max(aim.class_ids) >= before.numel():
+        raise CortexError(f"target class {max(aim.class_ids)} is outside extractor {extractor!r}'s {before.numel()} classes")
+    source_class = png.meta.get("class_id") if isinstance(png.meta.get("class_id"), int) else None
+    if aim.binary:  # an extractor trained for the concept: its 2 outputs are not classes
+        return source_class if source_class in class_names else None
+    if source_class is None or not 0 <= source_class < before.numel():
+        source_class = int(before.argmax())
+        notices.append(f"source class taken from the extractor's prediction: {class_names.get(source_class, source_class)}")
+    return source_class
 
 
-def source_tokens(png, model: ModelInfo, png_path: Path, notices: list[str]) -> torch.Tensor | None:
-    """Tokens from the PNG's metadata (checked against `model`), or None when it has none."""
-    if png.tokens is None:
-        return None
-    if png.model_name is not None and png.model_name != model.name:
-        raise CortexError(f"image {str(png_path)!r} was made by model {png.model_name!r}; pass --model {png.model_name}")
-    if tuple(png.tokens.shape) != (model.grid, model.grid):
-        raise CortexError(
-            f"image {str(png_path)!r} carries a {png.tokens.shape[0]}x{png.tokens.shape[1]} token grid; "
-            f"model {model.name!r} uses {model.grid}x{model.grid}"
-        )
-    if int(png.tokens.max()) >= model.n_embed:
-        raise CortexError(f"image {str(png_path)!r} carries token ids up to {int(png.tokens.max())}; model {model.name!r} has {model.n_embed}")
-    return png.tokens.long()
+def _scores(before: torch.Tensor, after: torch.Tensor, images: torch.Tensor, aim: Aim, source_class: int | None,
+            extractor: str, judges: list[Judge], notices: list[str]) -> list[Probabilities]:
+    """P(source class) and P(target) of the source and the edited picture: the extractor's, then each judge's."""
+    ext_target = aim.p_target(torch.stack([before, after]))
+    ext_source = not aim.binary and source_class is not None
+    scores = [Probabilities(f"extractor:{extractor}", float(before[source_class]) if ext_source else None,
+                            float(after[source_class]) if ext_source else None, float(ext_target[0]), float(ext_target[1]))]
+    for name, (p, judged) in aim.judged(judges, images).items():
+        if judged is None:
+            notices.append(f"judge {name} scores {p.shape[1]} classes, not all of the target's; left out")
+            continue
+        has_source = source_class is not None and source_class < p.shape[1]
+        scores.append(Probabilities(
+            f"judge:{name}",
+            float(p[0, source_class]) if has_source else None, float(p[1, source_class]) if has_source else None,
+            float(judged[0]), float(judged[1]),
+        ))
+    return scores
+
+
+@dataclass
+class _Written:
+    edit_id: int
+    output_path: Path
+    snapshot_paths: list[Path]
+    strip_path: Path
+
+
+def _store_and_write(store: Store, model: ModelInfo, row: NewEdit, png_path: Path, out_dir: Path, region: Region, aim: Aim,
+                     settings: OptimizeSettings, result: OptimizeResult, pictures: list[Any]) -> _Written:
+    """Insert the edit's row and write its PNGs (snapshots, final, strip of `pictures`: the source, each snapshot, the
+    final picture); both succeed or neither stays.
+
+    Raises:
+        CortexError: a file of that name exists already (the row is rolled back, nothing is written).
+    """
+    written: list[Path] = []
+    steps = sorted(result.snapshots)
+    try:
+        with pending_edit(store, row) as pending:  # the row commits only if every file below is written
+            base = out_dir / f"{class_slug(png_path.stem)}.edit{pending.id}-{class_slug(aim.subject.name)}"
+            meta = {"edit_id": pending.id, "edit_of": str(png_path.resolve()), "target_class_id": aim.class_ids[0],
+                    "target_name": aim.subject.name, "region": str(region), "method": settings.method, **aim.concept_meta()}
+            snapshot_paths = [Path(f"{base}-step{st:05d}.png") for st in steps]
+            for path in [Path(f"{base}.png"), Path(f"{base}-strip.png"), *snapshot_paths]:
+                if path.exists():
+                    raise CortexError(f"{str(path)!r} already exists; choose another --out directory")
+            for st, pil, path in zip(steps, pictures[1:-1], snapshot_paths):
+                written.append(save_png(pil, path, result.snapshots[st], model.name, {**meta, "step": st}, n_embed=model.n_embed))
+            output_path, strip_path = write_pngs(base, model, pictures[-1], result.tokens, pictures,
+                                                 strip_labels(steps, settings.steps, "source"), (region.rows, region.cols), meta,
+                                                 final_meta={**meta, "step": settings.steps}, written=written)
+            pending.output_path = str(output_path.resolve())
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
+    return _Written(pending.id, output_path, snapshot_paths, strip_path)
 
 
 def edit_image(
     store: Store,
     model: ModelInfo,
     png_path: Path,
-    target: ClassInfo | ConceptInfo,
+    target: SubjectLike,
     region: Region,
     settings: OptimizeSettings,
     *,
@@ -180,133 +234,46 @@ def edit_image(
     Raises:
         CortexError: bad region/settings/image/model, no extractor, or an unwritable out_dir.
     """
-    png_path = Path(png_path)
-    notices: list[str] = []
-    if save_every is not None and save_every <= 0:
-        raise CortexError(f"--save-every must be a positive number of steps, got {save_every}")
-    snapshot_steps = tuple(range(save_every, settings.steps, save_every)) if save_every else ()
-    settings = OptimizeSettings(**{**asdict(settings), "snapshot_steps": snapshot_steps}).validate()
-    region.check(model.grid)
-    target_ids = target.class_ids if isinstance(target, ConceptInfo) else [target.class_id]
-    if not target_ids:
-        raise CortexError(f"concept {target.name!r} has no member class to edit toward")
-    for class_id in target_ids:
-        if class_id < 0 or (model.n_classes and class_id >= model.n_classes):
-            raise CortexError(f"target class {class_id} is outside model {model.name!r}'s classes")
+    png_path, about, notices = Path(png_path), Subject.of(target), []
     out_dir = Path(out_dir).expanduser() if out_dir is not None else png_path.parent
-    if out_dir.exists() and not out_dir.is_dir():
-        raise CortexError(f"--out {str(out_dir)!r} is a file; give a directory")
-
+    settings = _checked(model, about, region, settings, out_dir, save_every)
     png = read_png(png_path)
     tokens = source_tokens(png, model, png_path, notices)
     extractor, ext_info = load_extractor_for(store, model, extractor_name, device)
-    extractor_id, extractor_label = ext_info.id, ext_info.name
-    goal, objective_target = edit_goal(ext_info, target, settings.objective)
+    aim = aim_at(ext_info, about, settings.objective)
     vqgm = load_model(model, device)
-    if tokens is None:
-        tokens = vqgm.encode_images(from_pil([png.image], model.image_size))[0].cpu()
-        notices.append(
-            f"{png_path.name} carries no cortex tokens; encoded it with the VQGAN at {model.image_size}x{model.image_size} px "
-            "(centre-cropped and resized)"
-        )
+    tokens = tokens if tokens is not None else encoded_picture(png, png_path, model, vqgm, notices)
     judges = judges_or_notice(model, device, notices)
     class_names = {c.class_id: c.name for c in classes(store, model)}
-    codebook = vqgm.codebook.detach()
 
     def extractor_probs(grid: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            out = logits_of(extractor(vqgm.embed(grid[None].to(device))))
-            return F.softmax(out.float(), dim=-1)[0].cpu()
+        return F.softmax(extractor_logits(extractor, vqgm, grid[None], device), dim=-1)[0].cpu()
 
     before = extractor_probs(tokens)
-    binary = goal.rule == BINARY  # an extractor trained for the concept: its 2 outputs are not classes
-    if not binary and max(target_ids) >= before.numel():
-        raise CortexError(f"target class {max(target_ids)} is outside extractor {extractor_label!r}'s {before.numel()} classes")
-    source_class = png.meta.get("class_id") if isinstance(png.meta.get("class_id"), int) else None
-    if binary:
-        source_class = source_class if source_class in class_names else None
-    elif source_class is None or not 0 <= source_class < before.numel():
-        source_class = int(before.argmax())
-        notices.append(f"source class taken from the extractor's prediction: {class_names.get(source_class, source_class)}")
-
-    # -- optimise --------------------------------------------------------------------------
-    result = optimize_tokens(extractor, codebook, tokens, region.mask(model.grid), objective_target, settings, progress)
-
-    # -- score -----------------------------------------------------------------------------
-    after = extractor_probs(result.tokens)
-    grids = torch.stack([tokens, result.tokens])
-    images = vqgm.decode_tokens(grids)
-    ext_target = target_probabilities(torch.stack([before, after]), target, goal)
-    ext_source = not binary and source_class is not None
-    scores = [Probabilities(f"extractor:{extractor_label}", float(before[source_class]) if ext_source else None,
-                            float(after[source_class]) if ext_source else None, float(ext_target[0]), float(ext_target[1]))]
-    for name, p in judge_probabilities(judges, images).items():
-        has_source = source_class is not None and source_class < p.shape[1]
-        judged = target_probability(p, target_ids)
-        if judged is None:
-            notices.append(f"judge {name} scores {p.shape[1]} classes, not all of the target's; left out")
-            continue
-        scores.append(Probabilities(
-            f"judge:{name}",
-            float(p[0, source_class]) if has_source else None, float(p[1, source_class]) if has_source else None,
-            float(judged[0]), float(judged[1]),
-        ))
-    m = model.grid
-    changed = [Change(pos, pos // m, pos % m, old, new) for pos, old, new in result.changed]
-    snap_steps = sorted(result.snapshots)
-    snap_images = to_pil(vqgm.decode_tokens(torch.stack([result.snapshots[s] for s in snap_steps]))) if snap_steps else []
+    source_class = _source_class(png, before, aim, ext_info.name, class_names, notices)
+    result = optimize_tokens(extractor, vqgm.codebook.detach(), tokens, region.mask(model.grid), aim.objective, settings, progress)
+    images = vqgm.decode_tokens(torch.stack([tokens, result.tokens]))
+    scores = _scores(before, extractor_probs(result.tokens), images, aim, source_class, ext_info.name, judges, notices)
+    steps = sorted(result.snapshots)
+    snap_images = to_pil(vqgm.decode_tokens(torch.stack([result.snapshots[s] for s in steps]))) if steps else []
     source_pil, final_pil = to_pil(images)
-    params = {**asdict(settings), "extractor": extractor_label, "save_every": save_every}
-    if isinstance(target, ConceptInfo):
-        params["concept"] = target.name
-    params["snapshot_steps"] = list(snap_steps)
-    probabilities = [asdict(s) for s in scores]
-
-    target_class = target.members[0] if isinstance(target, ConceptInfo) else target  # a concept: its first member
-    realism = prior_nll_or_none(vqgm, grids, [target_class] * 2)  # under the target
-
-    # -- write: the row and the files succeed or fail together ----------------------------
-    written: list[Path] = []
-    stem = class_slug(png_path.stem)
-    try:
-        new = NewEdit(
-            model_id=model.id, extractor_id=extractor_id, source_class=source_class, target_class=target_ids[0], target=goal.key,
-            method=settings.method, region=str(region), source_tokens=pack_tokens(tokens, model.n_embed),
-            result_tokens=pack_tokens(result.tokens, model.n_embed), params=json.dumps(params, sort_keys=True),
-            probabilities=json.dumps(probabilities, sort_keys=True), source_path=str(png_path.resolve()),
-        )
-        with pending_edit(store, new) as row:  # the row commits only if every file below is written
-            edit_id = row.id
-            base = out_dir / f"{stem}.edit{edit_id}-{class_slug(target.name)}"
-            meta = {"edit_id": edit_id, "edit_of": str(png_path.resolve()), "target_class_id": target_ids[0],
-                    "target_name": target.name, "region": str(region), "method": settings.method}
-            if isinstance(target, ConceptInfo):
-                meta.update(concept=target.name, target=goal.key)
-            output_path = Path(f"{base}.png")
-            for path in [output_path, Path(f"{base}-strip.png")] + [Path(f"{base}-step{st:05d}.png") for st in snap_steps]:
-                if path.exists():
-                    raise CortexError(f"{str(path)!r} already exists; choose another --out directory")
-            snapshot_paths = []
-            for st, pil in zip(snap_steps, snap_images):
-                path = Path(f"{base}-step{st:05d}.png")
-                written.append(save_png(pil, path, result.snapshots[st], model.name, {**meta, "step": st}, n_embed=model.n_embed))
-                snapshot_paths.append(path)
-            written.append(save_png(final_pil, output_path, result.tokens, model.name, {**meta, "step": settings.steps}, n_embed=model.n_embed))
-            strip = edit_strip([source_pil, *snap_images, final_pil], ["source", *[f"step {st}" for st in snap_steps], f"final ({settings.steps})"], (region.rows, region.cols), m)
-            strip_path = Path(f"{base}-strip.png")
-            written.append(save_png(strip, strip_path, None, model.name, meta))
-            row.output_path = str(output_path.resolve())
-    except BaseException:
-        for path in written:
-            path.unlink(missing_ok=True)
-        raise
-
+    params = {**asdict(settings), "extractor": ext_info.name, "save_every": save_every, **aim.concept_params()}
+    params["snapshot_steps"] = list(steps)
+    prior_nll, prior_nll_source = prior_nll_pair(vqgm, result.tokens, tokens, about)  # under the target
+    row = NewEdit(
+        model_id=model.id, extractor_id=ext_info.id, source_class=source_class, target_class=aim.class_ids[0], target=aim.goal.key,
+        method=settings.method, region=str(region), source_tokens=pack_tokens(tokens, model.n_embed),
+        result_tokens=pack_tokens(result.tokens, model.n_embed), params=json.dumps(params, sort_keys=True),
+        probabilities=json.dumps([asdict(s) for s in scores], sort_keys=True), source_path=str(png_path.resolve()),
+    )
+    done = _store_and_write(store, model, row, png_path, out_dir, region, aim, settings, result, [source_pil, *snap_images, final_pil])
+    m = model.grid
     return EditResult(
-        edit_id=edit_id, model=model.name, extractor=extractor_label, method=settings.method, region=str(region),
-        source_path=png_path, output_path=output_path, snapshot_paths=snapshot_paths, strip_path=strip_path,
-        source_class=source_class, source_class_name=class_names.get(source_class), target_class=target_ids[0],
-        target_name=target.name, source_tokens=tokens.tolist(), result_tokens=result.tokens.tolist(), changed=changed,
-        probabilities=scores, loss_start=result.loss_trace[0], loss_end=result.loss_trace[-1], params=params, notices=notices,
-        target=goal.key, concept=target.name if isinstance(target, ConceptInfo) else None, target_classes=list(target_ids),
-        prior_nll=realism[1] if realism else None, prior_nll_source=realism[0] if realism else None,
+        edit_id=done.edit_id, model=model.name, extractor=ext_info.name, method=settings.method, region=str(region),
+        source_path=png_path, output_path=done.output_path, snapshot_paths=done.snapshot_paths, strip_path=done.strip_path,
+        source_class=source_class, source_class_name=class_names.get(source_class), target_class=aim.class_ids[0],
+        target_name=about.name, source_tokens=tokens.tolist(), result_tokens=result.tokens.tolist(),
+        changed=[Change(pos, pos // m, pos % m, old, new) for pos, old, new in result.changed], probabilities=scores,
+        loss_start=result.loss_trace[0], loss_end=result.loss_trace[-1], params=params, notices=notices,
+        prior_nll=prior_nll, prior_nll_source=prior_nll_source, **aim.outcome_fields(),
     )

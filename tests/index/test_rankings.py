@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from cortex_cli.core.errors import CortexError
 from cortex_cli.images.generation import ensure_images, image_tokens
-from cortex_cli.index.build import index_classes
+from cortex_cli.index.build import IndexJob, index_jobs
 from cortex_cli.index.rankings import pick_run, token_usage, top_tokens
 from cortex_cli.attribution import SaliencySettings
 from cortex_cli.store.schema import SalientTokenRow
@@ -119,7 +119,7 @@ def test_errors(store, tiny_model, indexed):
 def test_pick_run_prefers_newest_run_covering_the_class(store, tiny_model, indexed):
     info, all_classes = indexed
     first = pick_run(store, tiny_model, all_classes[0])
-    index_classes(store, tiny_model, info, all_classes[1:2], n_images=2, settings=SaliencySettings(samples=2, top_n=4), extractor=ToyExtractor())
+    index_jobs(store, tiny_model, info, [IndexJob(all_classes[1])], n_images=2, settings=SaliencySettings(samples=2, top_n=4), extractor=ToyExtractor())
     assert pick_run(store, tiny_model, all_classes[0]).id == first.id
     assert pick_run(store, tiny_model, all_classes[1]).id != first.id
     assert top_tokens(store, tiny_model, all_classes[1], run=first.id).images_indexed == 5

@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 
 from cortex_cli import CortexError, Workspace
 from cortex_cli.models import concepts
+from cortex_cli.models.subjects import Subject, classes, subject
 from cortex_cli.cli import app
 from cortex_cli.models.registry import get_model
 
@@ -66,17 +67,17 @@ def test_a_concept_not_yet_indexed_says_what_to_run(red_home):
     assert [c.name for c in ws.concepts()] == ["red"]
 
 
-def test_resolution_order_and_lists(red_home):
+def test_a_concept_name_works_where_a_class_name_does(red_home):
     home, _, _ = red_home
     ws = Workspace(home=home, device="cpu")
     info = get_model(ws.store, None)
-    assert concepts.resolve(ws.store, info, "0").name == "red-capped bird"  # digits: a class id
-    assert concepts.resolve(ws.store, info, "Red Bird").name == "red-capped bird"  # a synonym, any case
-    assert isinstance(concepts.resolve(ws.store, info, "RED"), concepts.ConceptInfo)
+    assert subject(ws.store, info, "0").name == "red-capped bird"  # digits: a class id
+    assert subject(ws.store, info, "Red Bird").name == "red-capped bird"  # a synonym, any case
+    assert subject(ws.store, info, "RED").concept == ws.concepts()[0]
     # in a --classes list of the evaluations a concept stands for its members, each class once
-    assert [c.name for c in concepts.expand(ws.store, info, ["house", "red", "sun"])] == ["house", *RED[:3], "sun"]
+    assert [c.name for c in classes(ws.store, info, ["house", "red", "sun"])] == ["house", *RED[:3], "sun"]
     with pytest.raises(CortexError, match="did you mean"):
-        concepts.resolve(ws.store, info, "red mushrom")
+        subject(ws.store, info, "red mushrom")
 
 
 @pytest.mark.parametrize(("name", "options", "message"), [
@@ -108,11 +109,11 @@ def test_a_prompt_concept_adds_its_own_class_which_goes_with_it(store, tiny_mode
     assert made.kind == "prompt" and made.prompt == "a photo of a doctor"
     own = made.members[0]
     assert (own.class_id, own.name, own.prompt) == (4, "a photo of a doctor", "a photo of a doctor")  # the next free class id
-    assert concepts.resolve(store, tiny_model, "doctor") == made
-    assert concepts.resolve(store, tiny_model, "a photo of a doctor") == own  # the prompt's class is a class
+    assert subject(store, tiny_model, "doctor") == Subject.of(made)
+    assert subject(store, tiny_model, "a photo of a doctor") == Subject.of(own)  # the prompt's class is a class
     with pytest.raises(CortexError, match="already class 4"):
         concepts.add_concept(store, tiny_model, "medic", prompt="a photo of a doctor", text_conditional=True)
     concepts.remove_concept(store, tiny_model, "doctor")
     assert concepts.list_concepts(store, tiny_model) == []
     with pytest.raises(CortexError, match="unknown class"):
-        concepts.resolve(store, tiny_model, "a photo of a doctor")
+        subject(store, tiny_model, "a photo of a doctor")

@@ -14,3 +14,9 @@ def test_is_mini_holds_for_the_bundled_mini_model_only(store, tiny_model):
     assert not tiny_model.is_mini
     # the mini world's classes make a model mini too (a retrained mini registered under another name)
     assert model_registry.ModelInfo(9, "my-mini", "", "", 128, 32, 16, 64, "mini", 13).is_mini
+
+
+def test_the_bundled_mini_model_is_found_where_the_package_ships_it():
+    from cortex_cli.models.registry import BUNDLED_DIR, MINI_CONFIG, MINI_WEIGHTS
+
+    assert BUNDLED_DIR.parent.name == "cortex_cli" and MINI_CONFIG.is_file() and MINI_WEIGHTS.is_file()

@@ -130,7 +130,8 @@ def test_reruns_insert_nothing_and_results_ignore_unrelated_rows(store, tiny_mod
 def _index_randomly(db_url, class_name):
     """Store a few random images of a mini class and a saliency run over them (fast stand-in for `cortex index`)."""
     from cortex_cli.extractors.registry import ensure_bundled_extractors, get_extractor
-    from cortex_cli.index.build import ensure_run, write_batch
+    from cortex_cli.index.build import ensure_run, index_rows
+    from cortex_cli.store.index import write_index
     from cortex_cli.attribution import SaliencySettings
 
     from index_helpers import store_random_images
@@ -143,7 +144,8 @@ def _index_randomly(db_url, class_name):
     ids = store_random_images(store, model, cls, 3, vocab=model.n_embed)
     run = ensure_run(store, model, get_extractor(store, model, "ce").id, SaliencySettings().validate())
     tokens = torch.stack([unpack_tokens(b, model.n_embed, model.grid) for b in _image_blobs(store, ids)])
-    write_batch(store, run, cls.pk, ids, tokens, torch.rand(len(ids), model.grid, model.grid, generator=torch.Generator().manual_seed(0)), 20)
+    tsv = torch.rand(len(ids), model.grid, model.grid, generator=torch.Generator().manual_seed(0))
+    write_index(store, run, [index_rows(cls.pk, ids, tokens, tsv, 20)])
     store.close()
 
 

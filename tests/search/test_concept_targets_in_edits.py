@@ -21,7 +21,7 @@ from cortex_cli.attribution import SaliencySettings, token_saliency
 from cortex_cli.cli import app
 from cortex_cli.core.errors import CortexError
 from cortex_cli.extractors.registry import get_extractor, load_extractor
-from cortex_cli.judges.pixel_judges.pixel_judges import mini_judges
+from cortex_cli.judges.pixel_judges import mini_judges
 from cortex_cli.images.pngmeta import read_png
 from cortex_cli.store.schema import ConceptSearchRow, EditRow, ImageRow
 from cortex_cli.models.targets import ConceptScore
