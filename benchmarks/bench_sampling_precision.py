@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> None:
     from cortex_cli.backends.base import image_streams
     from cortex_cli.backends.taming import load_vqgm
     from cortex_cli.models.classnames import ClassName
-    from cortex_cli.judges.pixel_judges.pixel_judges import mini_judges
+    from cortex_cli.judges.pixel_judges import mini_judges
     from cortex_cli.miniworld import world
     from cortex_cli.models.registry import MINI_CONFIG, MINI_WEIGHTS
 

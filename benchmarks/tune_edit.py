@@ -24,7 +24,7 @@ from PIL import Image
 from cortex_cli.models import registry as model_registry
 from cortex_cli.backends.base import from_pil
 from cortex_cli.extractors.registry import ensure_bundled_extractors, get_extractor, load_extractor
-from cortex_cli.judges.pixel_judges.pixel_judges import judges_for
+from cortex_cli.judges.pixel_judges import judges_for
 from cortex_cli.miniworld import world
 from cortex_cli.search.token_selection import OptimizeSettings, optimize_tokens
 from cortex_cli.store.database import open_store

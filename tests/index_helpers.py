@@ -84,11 +84,11 @@ def store_random_images(store, model, cls, n: int, *, split: str = "train", seed
 def index_three_classes(store, model, settings) -> tuple[ToyInfo, list]:
     """Classes 0..2 with random images (class 0: 7 stored, 5 indexed; the others 5 and 5), indexed by the toy extractor."""
     from cortex_cli.models import registry as model_registry
-    from cortex_cli.index.build import index_classes
+    from cortex_cli.index.build import IndexJob, index_jobs
 
     info = register_toy(store, model)
     all_classes = model_registry.classes(store, model)
     for cls in all_classes[:3]:
         store_random_images(store, model, cls, 7 if cls.class_id == 0 else 5)
-    index_classes(store, model, info, all_classes[:3], n_images=5, settings=settings, extractor=ToyExtractor())
+    index_jobs(store, model, info, [IndexJob(c) for c in all_classes[:3]], n_images=5, settings=settings, extractor=ToyExtractor())
     return info, all_classes

@@ -9,14 +9,22 @@ path) fails here: re-execute it and store it again (the notebook's outputs are w
 
 from __future__ import annotations
 
+import ast
 import copy
+import importlib.metadata
 import re
+import sys
+import tomllib
 from pathlib import Path
 
 import nbclient
 import nbformat
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
-NOTEBOOK = Path(__file__).resolve().parents[1] / "docs" / "tutorial.ipynb"
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOK = ROOT / "docs" / "tutorial.ipynb"
+INSTALL = re.compile(r"""pip install -e ["']\.\[([\w,-]+)\]["']""")  # pip install -e ".[notebook]"
 # Floats are compared to 6 significant digits, so that a last-bit difference of another CPU's arithmetic
 # does not fail the test; a changed count, token or rounded table value still does.
 LONG_FLOAT = re.compile(r"-?\d+\.\d{7,}(?:e[-+]?\d+)?")
@@ -76,3 +84,38 @@ def test_the_notebook_runs_from_a_fresh_home_and_shows_its_stored_outputs(tmp_pa
         assert not errors, f"code cell {i} raised {errors[0]['ename']}: {errors[0]['evalue']}"
         assert _outputs(new) == _outputs(old), f"code cell {i}'s outputs differ from the stored ones:\n{old.source}"
     assert (work / "tutorial-out" / "atlas" / "index.html").is_file()  # outputs go under the working directory
+
+
+def _imported_distributions(nb) -> dict[str, str]:
+    """top-level module -> its distribution, of every third-party module the notebook's code cells import."""
+    modules = set()
+    for cell in (c for c in nb.cells if c.cell_type == "code"):
+        for node in ast.walk(ast.parse(cell.source)):
+            if isinstance(node, ast.Import):
+                modules.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                modules.add(node.module.split(".")[0])
+    owners = importlib.metadata.packages_distributions()
+    third_party = sorted(m for m in modules - set(sys.stdlib_module_names) if m != "cortex_cli")
+    return {m: canonicalize_name(owners[m][0]) for m in third_party}
+
+
+def test_the_notebook_states_an_install_line_whose_extra_provides_what_it_imports():
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    intro = nb.cells[0]
+    assert intro.cell_type == "markdown"
+    stated = INSTALL.findall(intro.source)
+    assert stated, 'the first cell states how to install what the notebook needs: pip install -e ".[EXTRA]"'
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = [extra for line in stated for extra in line.split(",")]
+    assert set(extras) <= set(project["optional-dependencies"]), f"no such extra: {extras}"
+    required = [Requirement(r) for r in project["dependencies"]]
+    required += [Requirement(r) for extra in extras for r in project["optional-dependencies"][extra]]
+    provided = {canonicalize_name(r.name) for r in required}
+    imported = _imported_distributions(nb)
+    assert {"pandas", "matplotlib", "IPython"} <= set(imported)  # the walk sees the notebook's imports
+    assert {m: d for m, d in imported.items() if d not in provided} == {}, "the stated extra must provide every import"
+    # and what runs it, as this module runs it: a Jupyter kernel and nbclient (`jupyter execute`)
+    assert {"ipykernel", "nbclient"} <= provided
+    # the docs page that links the notebook states the same line
+    assert any(f'pip install -e ".[{extra}]"' in (ROOT / "docs" / "getting-started.md").read_text() for extra in extras)

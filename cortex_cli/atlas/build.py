@@ -22,9 +22,10 @@ import json
 import os
 import re
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 
@@ -34,7 +35,7 @@ from ..core.errors import CortexError
 from ..core.results import Result
 from ..evaluation.common import MASKING_KINDS, PAPER_FILL, latest_variants
 from ..core.progress import Progress, report
-from ..index.rankings import BASELINES, pick_run
+from ..index.rankings import BASELINES, RunInfo, pick_run
 from ..models.registry import ClassInfo, ModelInfo
 from ..core.environment import writable_dir
 from ..store import atlas as atlas_store
@@ -150,6 +151,260 @@ def nearest_neighbours(codebook: torch.Tensor, tokens: Sequence[int], n: int) ->
     return found
 
 
+@dataclass
+class _Output:
+    """The site this build leaves: every page's manifest entry, the pages (re)written and those already up to date."""
+
+    root: Path
+    old_pages: dict[str, dict[str, Any]]  # the previous build's pages ({} with --force)
+    thumbs: Thumbnails
+    force: bool
+    batch_size: int
+    pages: dict[str, dict[str, Any]] = field(default_factory=dict)
+    written: list[str] = field(default_factory=list)
+    unchanged: int = 0
+
+    def emit(self, path: str, html: str, key: str, pictures: set[str]) -> None:
+        """Record a page and write it unless the same HTML is already there; draw the queued pictures now and then."""
+        digest = hashlib.sha256(html.encode()).hexdigest()
+        before = self.old_pages.get(path, {})
+        if self.force or before.get("hash") != digest or not (self.root / path).is_file():
+            _write(self.root / path, html)
+            self.written.append(path)
+        else:
+            self.unchanged += 1
+        self.pages[path] = {"hash": digest, "key": key, "pictures": sorted(pictures)}
+        if len(self.thumbs.pending) >= 8 * self.batch_size:
+            self.thumbs.flush()
+
+    def keep(self, path: str, entry: dict[str, Any]) -> None:
+        """An up-to-date page of the previous build, kept as it is."""
+        self.pages[path] = entry
+        self.unchanged += 1
+
+    @contextmanager
+    def pictures(self) -> Iterator[set[str]]:
+        """The names of the pictures a page requests while it is computed and drawn."""
+        self.thumbs.seen = set()
+        yield self.thumbs.seen
+        self.thumbs.seen = None
+
+
+@dataclass
+class _Build:
+    """What every part of one build reads: the site, its classes, the previous build, and the pages' chrome."""
+
+    site: Site
+    split: str
+    selected: list[ClassInfo]
+    indexed: dict[int, int]  # class row -> its indexed images in the run (the class's state)
+    states: dict[str, int]  # class id -> its state, for every indexed class
+    variants: dict[str, list[Any]]  # the stored evaluations: kind -> its runs, the paper's fill first
+    old: dict[str, Any]  # the previous build's manifest ({} with --force)
+    global_key: str
+    crumbs: str
+    footer: str
+    out: _Output
+    progress: Progress | None
+
+
+def _start(store: Store, model: ModelInfo, out: str | Path, classes: Sequence[ClassInfo] | None, chosen: RunInfo,
+           settings: PageSettings, device: torch.device | str, batch_size: int, force: bool,
+           progress: Progress | None) -> tuple[_Build, dict[str, Any]]:
+    """The build's site and inputs, and the previous build's manifest (also read with --force, to prune it)."""
+    split = settings.split
+    indexed = atlas_store.indexed_classes(store, chosen.id, split)
+    selected = _selected(store, model, chosen, split, classes, indexed)
+    root = _out_dir(out)
+    previous = _read_manifest(root)
+    old = {} if force else previous  # --force still prunes what the previous build left
+    variants = latest_variants(store, model)  # the masking evaluations: the newest run of each fill, the paper's first
+    evaluations = {kind: runs[0] for kind, runs in variants.items()}
+    every = {c.class_id: c for c in model_registry.classes(store, model)}
+    states = {str(c.class_id): indexed[c.pk] for c in every.values() if c.pk in indexed}
+    identity = decoder_identity(model)
+    thumbs = Thumbnails(root, model, lambda: model_registry.load_model(model, device), identity, context=settings.context,
+                        batch_size=batch_size, device=device)
+    site = Site(store, model, chosen, settings, thumbs, every, {c.class_id: concept_path(c) for c in selected}, evaluations)
+    global_key = _hash(ATLAS_FORMAT, CODE_KEY, __version__, identity, asdict(chosen), asdict(settings),
+                       [(c.class_id, c.name, list(c.synonyms)) for c in selected], sorted((k, e.id) for k, runs in variants.items() for e in runs))
+    crumbs = f"{model.name} · run {chosen.id} ({chosen.extractor}, {getattr(chosen, 'method', 'smoothgrad')}) · {split} images"
+    footer = f"cortex {__version__} · model {model.name} · saliency run {chosen.id} ({chosen.extractor}) · {split} split"
+    output = _Output(root, old.get("pages", {}), thumbs, force, batch_size)
+    return _Build(site, split, selected, indexed, states, variants, old, global_key, crumbs, footer, output, progress), previous
+
+
+def _concept_pages(build: _Build) -> list[ConceptSummary]:
+    """One page per concept; a page whose inputs did not change is kept without a query."""
+    site, out = build.site, build.out
+    activity = atlas_store.class_activity(site.store, site.model.id)
+    old_concepts = build.old.get("concepts", {})
+    summaries: list[ConceptSummary] = []
+    everyone = sorted(build.states.items()) if "specific" in site.settings.baselines else []
+    for i, cls in enumerate(build.selected):
+        report(build.progress, i, len(build.selected), f"concept {cls.name}")
+        path = concept_path(cls)
+        key = _hash(build.global_key, cls.class_id, build.indexed[cls.pk], activity.get(cls.class_id), everyone)
+        before = out.old_pages.get(path, {})
+        kept = old_concepts.get(str(cls.class_id))
+        if before.get("key") == key and kept is not None and (out.root / path).is_file():
+            out.keep(path, before)
+            summaries.append(ConceptSummary(**kept))
+            continue
+        with out.pictures() as seen:
+            page = concept_page(site, cls)
+            summaries.append(summary_of(page))
+            out.emit(path, render_concept(page, f"{build.crumbs} · {cls.name}", build.footer), key, seen)
+    return summaries
+
+
+@dataclass(frozen=True)
+class _Tokens:
+    """The atlas's token pages: which tokens get one, the most cross-class tokens, and each page's manifest entry."""
+
+    wanted: list[int]
+    cross: list[Any]  # atlas_store.TokenSpread of the most cross-class tokens
+    info: dict[str, dict[str, Any]]  # token -> the classes it is salient in (the index page's filter box)
+    key: str  # the hash of `wanted`
+
+
+def _affected_tokens(build: _Build, wanted: list[int], token_set: str) -> set[int]:
+    """The wanted tokens whose pages may have changed since the previous build: those a changed class uses."""
+    old, store, run = build.old, build.site.store, build.site.run
+    if old.get("global_key") != build.global_key or old.get("token_set") != token_set:
+        return set(wanted)
+    every, indexed = build.site.classes, build.indexed
+    changed = [pk for cid, pk in ((c.class_id, c.pk) for c in every.values() if c.pk in indexed)
+               if old.get("states", {}).get(str(cid)) != indexed[pk]]
+    gone = [c for c in old.get("states", {}) if int(c) not in every or every[int(c)].pk not in indexed]
+    if gone:  # a class's rows were deleted: which tokens it used is no longer in the database
+        return set(wanted)
+    return atlas_store.tokens_of_classes(store, run.id, build.split, changed) if changed else set()
+
+
+def _token_pages(build: _Build, summaries: list[ConceptSummary], device: torch.device | str) -> _Tokens:
+    """One page per token the concept pages list, plus the most cross-class tokens; unchanged ones are kept."""
+    site, out, settings = build.site, build.out, build.site.settings
+    subset = None if len(build.selected) == len(build.indexed) else [c.pk for c in build.selected]
+    spread = atlas_store.token_spread(site.store, site.run.id, build.split, subset)
+    by_token = {s.token: s for s in spread}
+    cross = [s for s in spread if s.salient_classes > 0][:settings.cross_class]
+    listed_in: dict[int, list[tuple[str, str, int]]] = {}
+    for summary in summaries:
+        for rank, token in enumerate(summary.top, start=1):
+            listed_in.setdefault(token, []).append((summary.name, summary.path, rank))
+    wanted = sorted({t for s in summaries for t in s.top + s.baseline} | {s.token for s in cross})
+    token_set = _hash(wanted)
+    old_tokens = build.old.get("tokens", {})
+    affected = _affected_tokens(build, wanted, token_set)
+    todo = [t for t in wanted if t in affected or token_path(t) not in out.old_pages or str(t) not in old_tokens
+            or not (out.root / token_path(t)).is_file()]
+    token_info: dict[str, dict[str, Any]] = {}
+    todo_set = set(todo)
+    for t in wanted:
+        if t not in todo_set:
+            out.keep(token_path(t), out.old_pages[token_path(t)])
+            token_info[str(t)] = old_tokens[str(t)]
+    have_pages = set(wanted)
+    codebook = model_registry.load_model(site.model, device).codebook if todo and settings.neighbours else None
+    for begin in range(0, len(todo), TOKEN_CHUNK):
+        chunk = todo[begin:begin + TOKEN_CHUNK]
+        near = nearest_neighbours(codebook, chunk, settings.neighbours)
+        for j, token in enumerate(chunk):
+            report(build.progress, begin + j, len(todo), f"token {token}")
+            with out.pictures() as seen:
+                page = token_page(site, token, by_token.get(token), near[token], have_pages, listed_in.get(token, []))
+                token_info[str(token)] = {"classes": [u.name for u in page.salient[:5]], "salient_classes": page.salient_classes}
+                out.emit(page.path, render_token(page, site.model.grid, f"{build.crumbs} · token {token}", build.footer), "", seen)
+    return _Tokens(wanted, cross, token_info, token_set)
+
+
+def _named_pages(build: _Build, named: Sequence[ConceptInfo] | None, have_pages: set[int]) -> list[Any]:
+    """One page per named concept (always recomputed: a few queries each; written only when their HTML changed)."""
+    pages = []
+    audits = stored_audits(build.site)
+    for concept in list_concepts(build.site.store, build.site.model) if named is None else named:
+        with build.out.pictures() as seen:
+            page = named_concept_page(build.site, concept, audits)
+            pages.append(page)
+            build.out.emit(page.path, render_named_concept(page, have_pages, f"{build.crumbs} · {concept.name}", build.footer), "", seen)
+    return pages
+
+
+def _evaluations_page(build: _Build) -> None:
+    """The evaluations page, if any evaluation is stored (always recomputed; written only when its HTML changed)."""
+    if not build.variants:
+        return
+    name = build.site.model.name
+    with build.out.pictures() as seen:
+        page = evaluations_page(name, build.variants, build.site.thumbs.copy_file)
+        build.out.emit(EVALUATIONS, render_evaluations(page, name, f"{build.crumbs} · evaluations", build.footer), "", seen)
+
+
+def _evaluation_cards(build: _Build) -> list[dict[str, Any]]:
+    """The index page's card of every stored evaluation run (its plot copied into the site)."""
+    cards = []
+    for kind, runs in sorted(build.variants.items()):
+        for ev in runs:
+            fill = str(ev.params.get("fill", PAPER_FILL)) if kind in MASKING_KINDS else PAPER_FILL
+            plot = build.site.thumbs.copy_file(ev.plot_path) if ev.plot_path else None
+            cards.append({"kind": kind if fill == PAPER_FILL else f"{kind} ({fill} fill)", "id": ev.id, "created_at": ev.created_at,
+                          "plot": plot, "page": f"{EVALUATIONS}#{anchor_of(kind, fill)}"})
+    return cards
+
+
+def _index_page(build: _Build, summaries: list[ConceptSummary], tokens: _Tokens, named_pages: list[Any]) -> None:
+    """The index page (a filter box over every concept and token, the parameters and provenance) and the stylesheet."""
+    site, run = build.site, build.site.run
+    with build.out.pictures() as seen:
+        swatches = {t: site.tile(t) for t in sorted({t for s in summaries for t in s.top[:6]} | {s.token for s in tokens.cross})}
+        eval_cards = _evaluation_cards(build)
+        images = sum(s.images for s in summaries)
+        search = {
+            "concepts": [{"class_id": s.class_id, "name": s.name, "synonyms": s.synonyms, "path": s.path, "tokens": s.top} for s in summaries],
+            "tokens": [{"token": t, "path": token_path(t), **tokens.info[str(t)]} for t in tokens.wanted],
+        }
+        index_html = render_index(
+            f"cortex atlas: {site.model.name}",
+            f"{len(summaries)} concepts, {len(tokens.wanted)} token pages, {images} indexed {build.split} images; saliency run {run.id} ({run.extractor})",
+            summaries, [asdict(s) for s in tokens.cross], swatches, eval_cards,
+            _provenance(site.store, site.model, run, site.settings, summaries, images), search, build.footer, named_pages,
+        )
+        build.out.emit(INDEX, index_html, "", seen)
+    build.out.emit(STYLESHEET, CSS, "", set())
+    site.thumbs.flush()
+
+
+def _prune(root: Path, previous: dict[str, Any], pages: dict[str, dict[str, Any]]) -> tuple[list[str], int]:
+    """Delete the pages and pictures an earlier build left that this one no longer has: (pages removed, pictures removed)."""
+    removed = []
+    for path in sorted(set(previous.get("pages", {})) - set(pages)):
+        if (path.startswith(("concepts/", "tokens/", "named/")) and path.endswith(".html")) or path == EVALUATIONS:
+            (root / path).unlink(missing_ok=True)
+            removed.append(path)
+    referenced = {Path(p).name for entry in pages.values() for p in entry.get("pictures", [])}
+    pictures_removed = 0
+    if (root / THUMB_DIR).is_dir():
+        for file in (root / THUMB_DIR).iterdir():
+            if _PICTURE_NAME.match(file.name) and file.name not in referenced:
+                file.unlink()
+                pictures_removed += 1
+    return removed, pictures_removed
+
+
+def _write_manifest(build: _Build, summaries: list[ConceptSummary], tokens: _Tokens) -> None:
+    """`atlas.json`: what the next build compares with (written only when it changed, or with --force)."""
+    model, run, root = build.site.model, build.site.run, build.out.root
+    manifest = {
+        "format": ATLAS_FORMAT, "generator": f"cortex {__version__}", "model": model.name, "run": run.id,
+        "extractor": run.extractor, "split": build.split, "global_key": build.global_key, "token_set": tokens.key, "states": build.states,
+        "pages": build.out.pages, "concepts": {str(s.class_id): asdict(s) for s in summaries}, "tokens": tokens.info,
+    }
+    text = json.dumps(manifest, indent=1, sort_keys=True) + "\n"
+    if build.out.force or not (root / MANIFEST).is_file() or (root / MANIFEST).read_text() != text:
+        _write(root / MANIFEST, text)
+
+
 def build_atlas(
     store: Store,
     model: ModelInfo,
@@ -193,175 +448,20 @@ def build_atlas(
     start = time.perf_counter()
     _check(settings, batch_size)
     chosen = pick_run(store, model, None, extractor=extractor, run=run, method=method)
-    split = settings.split
-    indexed = atlas_store.indexed_classes(store, chosen.id, split)
-    selected = _selected(store, model, chosen, split, classes, indexed)
-    root = _out_dir(out)
-    previous = _read_manifest(root)
-    old = {} if force else previous  # --force still prunes what the previous build left
-    old_pages: dict[str, dict[str, Any]] = old.get("pages", {})
-
-    variants = latest_variants(store, model)  # the masking evaluations: the newest run of each fill, the paper's first
-    evaluations = {kind: runs[0] for kind, runs in variants.items()}
-    every = {c.class_id: c for c in model_registry.classes(store, model)}
-    states = {str(every_pk.class_id): indexed[every_pk.pk] for every_pk in every.values() if every_pk.pk in indexed}
-    identity = decoder_identity(model)
-    thumbs = Thumbnails(root, model, lambda: model_registry.load_model(model, device), identity, context=settings.context,
-                        batch_size=batch_size, device=device)
-    site = Site(store, model, chosen, settings, thumbs, every, {c.class_id: concept_path(c) for c in selected}, evaluations)
-    global_key = _hash(ATLAS_FORMAT, CODE_KEY, __version__, identity, asdict(chosen), asdict(settings),
-                       [(c.class_id, c.name, list(c.synonyms)) for c in selected], sorted((k, e.id) for k, runs in variants.items() for e in runs))
-    activity = atlas_store.class_activity(store, model.id)
-    crumbs = f"{model.name} · run {chosen.id} ({chosen.extractor}, {getattr(chosen, 'method', 'smoothgrad')}) · {split} images"
-    footer = f"cortex {__version__} · model {model.name} · saliency run {chosen.id} ({chosen.extractor}) · {split} split"
-    pages: dict[str, dict[str, Any]] = {}
-    written: list[str] = []
-    unchanged = 0
-
-    def emit(path: str, html: str, key: str, pictures: set[str]) -> None:
-        nonlocal unchanged
-        digest = hashlib.sha256(html.encode()).hexdigest()
-        before = old_pages.get(path, {})
-        if force or before.get("hash") != digest or not (root / path).is_file():
-            _write(root / path, html)
-            written.append(path)
-        else:
-            unchanged += 1
-        pages[path] = {"hash": digest, "key": key, "pictures": sorted(pictures)}
-        if len(thumbs.pending) >= 8 * batch_size:
-            thumbs.flush()
-
-    # -- concepts ------------------------------------------------------------------------------
-    old_concepts = old.get("concepts", {})
-    summaries: list[ConceptSummary] = []
-    everyone = sorted(states.items()) if "specific" in settings.baselines else []
-    for i, cls in enumerate(selected):
-        report(progress, i, len(selected), f"concept {cls.name}")
-        path = concept_path(cls)
-        key = _hash(global_key, cls.class_id, indexed[cls.pk], activity.get(cls.class_id), everyone)
-        before = old_pages.get(path, {})
-        kept = old_concepts.get(str(cls.class_id))
-        if before.get("key") == key and kept is not None and (root / path).is_file():
-            pages[path] = before
-            summaries.append(ConceptSummary(**kept))
-            unchanged += 1
-            continue
-        thumbs.seen = set()
-        page = concept_page(site, cls)
-        summaries.append(summary_of(page))
-        emit(path, render_concept(page, f"{crumbs} · {cls.name}", footer), key, thumbs.seen)
-        thumbs.seen = None
-
-    # -- tokens ----------------------------------------------------------------------------------
-    spread = atlas_store.token_spread(store, chosen.id, split, None if len(selected) == len(indexed) else [c.pk for c in selected])
-    by_token = {s.token: s for s in spread}
-    cross = [s for s in spread if s.salient_classes > 0][:settings.cross_class]
-    listed_in: dict[int, list[tuple[str, str, int]]] = {}
-    for summary in summaries:
-        for rank, token in enumerate(summary.top, start=1):
-            listed_in.setdefault(token, []).append((summary.name, summary.path, rank))
-    wanted = sorted({t for s in summaries for t in s.top + s.baseline} | {s.token for s in cross})
-    token_set = _hash(wanted)
-    old_tokens = old.get("tokens", {})
-    if old.get("global_key") == global_key and old.get("token_set") == token_set:
-        changed = [pk for cid, pk in ((c.class_id, c.pk) for c in every.values() if c.pk in indexed)
-                   if old.get("states", {}).get(str(cid)) != indexed[pk]]
-        gone = [c for c in old.get("states", {}) if int(c) not in every or every[int(c)].pk not in indexed]
-        affected = atlas_store.tokens_of_classes(store, chosen.id, split, changed) if changed else set()
-        if gone:  # a class's rows were deleted: which tokens it used is no longer in the database
-            affected = set(wanted)
-    else:
-        affected = set(wanted)
-    todo = [t for t in wanted if t in affected or token_path(t) not in old_pages or str(t) not in old_tokens
-            or not (root / token_path(t)).is_file()]
-    token_info: dict[str, dict[str, Any]] = {}
-    todo_set = set(todo)
-    for t in wanted:
-        if t not in todo_set:
-            pages[token_path(t)] = old_pages[token_path(t)]
-            token_info[str(t)] = old_tokens[str(t)]
-            unchanged += 1
-    have_pages = set(wanted)
-    codebook = model_registry.load_model(model, device).codebook if todo and settings.neighbours else None
-    for begin in range(0, len(todo), TOKEN_CHUNK):
-        chunk = todo[begin:begin + TOKEN_CHUNK]
-        near = nearest_neighbours(codebook, chunk, settings.neighbours)
-        for j, token in enumerate(chunk):
-            report(progress, begin + j, len(todo), f"token {token}")
-            thumbs.seen = set()
-            page = token_page(site, token, by_token.get(token), near[token], have_pages, listed_in.get(token, []))
-            token_info[str(token)] = {"classes": [u.name for u in page.salient[:5]], "salient_classes": page.salient_classes}
-            emit(page.path, render_token(page, model.grid, f"{crumbs} · token {token}", footer), "", thumbs.seen)
-            thumbs.seen = None
-
-    # -- named concepts (always recomputed: a few queries each; written only when their HTML changed) --
-    named_pages = []
-    audits = stored_audits(site)
-    for concept in list_concepts(store, model) if named is None else named:
-        thumbs.seen = set()
-        page = named_concept_page(site, concept, audits)
-        named_pages.append(page)
-        emit(page.path, render_named_concept(page, have_pages, f"{crumbs} · {concept.name}", footer), "", thumbs.seen)
-        thumbs.seen = None
-
-    # -- the evaluations page (always recomputed from the stored results; written only when its HTML changed) --
-    if variants:
-        thumbs.seen = set()
-        page = evaluations_page(model.name, variants, thumbs.copy_file)
-        emit(EVALUATIONS, render_evaluations(page, model.name, f"{crumbs} · evaluations", footer), "", thumbs.seen)
-        thumbs.seen = None
-
-    # -- index, stylesheet -----------------------------------------------------------------------
-    thumbs.seen = set()
-    swatches = {t: site.tile(t) for t in sorted({t for s in summaries for t in s.top[:6]} | {s.token for s in cross})}
-    eval_cards = []
-    for kind, runs in sorted(variants.items()):
-        for ev in runs:
-            fill = str(ev.params.get("fill", PAPER_FILL)) if kind in MASKING_KINDS else PAPER_FILL
-            plot = thumbs.copy_file(ev.plot_path) if ev.plot_path else None
-            eval_cards.append({"kind": kind if fill == PAPER_FILL else f"{kind} ({fill} fill)", "id": ev.id, "created_at": ev.created_at,
-                               "plot": plot, "page": f"{EVALUATIONS}#{anchor_of(kind, fill)}"})
-    images = sum(s.images for s in summaries)
-    search = {
-        "concepts": [{"class_id": s.class_id, "name": s.name, "synonyms": s.synonyms, "path": s.path, "tokens": s.top} for s in summaries],
-        "tokens": [{"token": t, "path": token_path(t), **token_info[str(t)]} for t in wanted],
-    }
-    index_html = render_index(
-        f"cortex atlas: {model.name}",
-        f"{len(summaries)} concepts, {len(wanted)} token pages, {images} indexed {split} images; saliency run {chosen.id} ({chosen.extractor})",
-        summaries, [asdict(s) for s in cross], swatches, eval_cards, _provenance(store, model, chosen, settings, summaries, images),
-        search, footer, named_pages,
-    )
-    emit(INDEX, index_html, "", thumbs.seen)
-    thumbs.seen = None
-    emit(STYLESHEET, CSS, "", set())
-    thumbs.flush()
-
-    # -- prune what earlier builds left, then record this one -------------------------------------
-    removed = []
-    for path in sorted(set(previous.get("pages", {})) - set(pages)):
-        if (path.startswith(("concepts/", "tokens/", "named/")) and path.endswith(".html")) or path == EVALUATIONS:
-            (root / path).unlink(missing_ok=True)
-            removed.append(path)
-    referenced = {Path(p).name for entry in pages.values() for p in entry.get("pictures", [])}
-    pictures_removed = 0
-    if (root / THUMB_DIR).is_dir():
-        for file in (root / THUMB_DIR).iterdir():
-            if _PICTURE_NAME.match(file.name) and file.name not in referenced:
-                file.unlink()
-                pictures_removed += 1
-    manifest = {
-        "format": ATLAS_FORMAT, "generator": f"cortex {__version__}", "model": model.name, "run": chosen.id,
-        "extractor": chosen.extractor, "split": split, "global_key": global_key, "token_set": token_set, "states": states,
-        "pages": pages, "concepts": {str(s.class_id): asdict(s) for s in summaries}, "tokens": token_info,
-    }
-    text = json.dumps(manifest, indent=1, sort_keys=True) + "\n"
-    if force or not (root / MANIFEST).is_file() or (root / MANIFEST).read_text() != text:
-        _write(root / MANIFEST, text)
+    build, previous = _start(store, model, out, classes, chosen, settings, device, batch_size, force, progress)
+    summaries = _concept_pages(build)
+    tokens = _token_pages(build, summaries, device)
+    named_pages = _named_pages(build, named, set(tokens.wanted))
+    _evaluations_page(build)
+    _index_page(build, summaries, tokens, named_pages)
+    removed, pictures_removed = _prune(build.out.root, previous, build.out.pages)
+    _write_manifest(build, summaries, tokens)
     report(progress, 1, 1, "done")
+    thumbs = build.site.thumbs
     return AtlasResult(
-        model.name, chosen.extractor, chosen.id, split, str(root), str(root / INDEX), len(summaries), len(wanted), written, unchanged,
-        removed, thumbs.written, pictures_removed, thumbs.decoded, round(time.perf_counter() - start, 3), len(named_pages),
+        model.name, chosen.extractor, chosen.id, build.split, str(build.out.root), str(build.out.root / INDEX), len(summaries), len(tokens.wanted),
+        build.out.written, build.out.unchanged, removed, thumbs.written, pictures_removed, thumbs.decoded, round(time.perf_counter() - start, 3),
+        len(named_pages),
     )
 
 

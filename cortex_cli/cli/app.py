@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import typer
+from rich.markup import escape
 from rich.text import Text
 from typer import _click
 from typer.core import TyperGroup
@@ -17,8 +18,31 @@ from ..core.errors import CortexError, first_line
 from ..store.database import lost_database
 from .render import err_console
 
+
+def literal_help(command: Any) -> None:
+    """Escape the Rich markup in the help of `command` and every command under it, so that help prints as written.
+
+    Typer renders help texts as Rich markup (its rich_markup_mode "rich"), where `[janus]` is a style tag and
+    vanishes from `pip install "cortex-cli[janus]"`; escaped, every bracket prints literally.
+    """
+    if getattr(command, "rich_markup_mode", None) == "rich":
+        for owner in (command, *command.params):
+            for attr in ("help", "short_help", "epilog"):
+                if getattr(owner, attr, None):
+                    setattr(owner, attr, escape(getattr(owner, attr)))
+    for sub in getattr(command, "commands", {}).values():
+        literal_help(sub)
+
+
 class OneLineErrors(TyperGroup):
-    """The root group: a usage error (unknown option, bad value, missing argument) is one line on stderr, exit 2."""
+    """The root group: a usage error (unknown option, bad value, missing argument) is one line on stderr, exit 2.
+
+    Every help text under it prints as written (`literal_help`).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        literal_help(self)
 
     def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None, standalone_mode: bool = True,
              **extra: Any) -> Any:

@@ -10,7 +10,7 @@ import typer
 from ..core.errors import CortexError
 from .app import command, workspace
 from ..models.targets import DEFAULT_RULE
-from .options import SALIENCY, Alpha, AsJson, ConceptScoreRule, ExplainTarget, Extractor, IgBaseline, IgSteps, Method, Noise, Precision, Reduce, Samples, Seed
+from .options import SALIENCY, AsJson, ConceptScoreRule, ExplainTarget, Extractor, Noise, SaliencyOptions, Seed, saliency_options
 from .render import console, print_json, table
 
 
@@ -80,6 +80,7 @@ def show(
 
 
 @command("explain")
+@saliency_options(top_n=False)  # its --top-n is the tokens it lists
 def explain(
     ctx: typer.Context,
     image: Path = typer.Argument(..., help="A PNG written by cortex (tokens in its metadata) or any picture (encoded by the VQGAN)."),
@@ -87,15 +88,7 @@ def explain(
     out: Path = typer.Option(None, "--out", "-o", help="Also write the picture with its top-n tokens boxed (PNG)."),
     extractor: Extractor = "ce",
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Registered model (default: the PNG's, else mini).")] = None,
-    seed: Seed = SALIENCY.seed,
-    method: Method = SALIENCY.method,
-    samples: Samples = SALIENCY.samples,
-    alpha: Alpha = SALIENCY.alpha,
-    ig_steps: IgSteps = SALIENCY.steps,
-    ig_baseline: IgBaseline = SALIENCY.baseline,
-    reduce: Reduce = SALIENCY.reduce,
-    precision: Precision = None,
-    noise: Noise = SALIENCY.noise,
+    saliency: SaliencyOptions = None,  # --seed .. --noise
     target: ExplainTarget = None,
     score: ConceptScoreRule = DEFAULT_RULE,
     as_json: AsJson = False,
@@ -108,9 +101,7 @@ def explain(
     Example: cortex explain samples/goldfinch_train_0.png --method gradient-x-input
     Example: cortex explain samples/goldfinch_train_0.png --target red
     """
-    result = workspace(ctx).explain(image, top_n=top_n, out=out, extractor=extractor, model=model, method=method, samples=samples,
-                                    alpha=alpha, ig_steps=ig_steps, ig_baseline=ig_baseline, reduce=reduce, precision=precision,
-                                    noise=noise, seed=seed, target=target, score=score)
+    result = workspace(ctx).explain(image, top_n=top_n, out=out, extractor=extractor, model=model, target=target, score=score, **saliency)
     if as_json:
         print_json(result)
         return

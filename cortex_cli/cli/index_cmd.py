@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from .app import command, workspace
-from .options import SALIENCY, Alpha, ConceptScoreRule, AsJson, ClassName, Classes, Extractor, FirstSeed, IgBaseline, IgSteps, Images, Method, Model, Noise, Precision, Quiet, Reduce, Samples, Seed, Split, TopN, class_choice
+from .options import AsJson, ClassName, Classes, ConceptScoreRule, Extractor, FirstSeed, Images, Model, Quiet, SaliencyOptions, Split, class_choice, saliency_options
 from ..models.targets import DEFAULT_RULE
 from .render import console, print_json, deferred_progress
 
@@ -30,6 +30,7 @@ def _rate(update):
 
 
 @command("index")
+@saliency_options()
 def index(
     ctx: typer.Context,
     class_spec: ClassName = None,
@@ -39,16 +40,7 @@ def index(
     split: Split = "train",
     images: Images = 100,
     first_seed: FirstSeed = 0,
-    seed: Seed = SALIENCY.seed,
-    method: Method = SALIENCY.method,
-    samples: Samples = SALIENCY.samples,
-    alpha: Alpha = SALIENCY.alpha,
-    ig_steps: IgSteps = SALIENCY.steps,
-    ig_baseline: IgBaseline = SALIENCY.baseline,
-    top_n: TopN = SALIENCY.top_n,
-    reduce: Reduce = SALIENCY.reduce,
-    precision: Precision = None,
-    noise: Noise = SALIENCY.noise,
+    saliency: SaliencyOptions = None,  # --seed .. --noise
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Images per saliency batch, mixed over classes (does not change "
                                            "the maps); default: 256 on an accelerator, 16 on a CPU.")] = None,
     score: ConceptScoreRule = DEFAULT_RULE,
@@ -82,9 +74,8 @@ def index(
     ws = workspace(ctx)
     chosen = class_choice(class_spec, classes)
     with deferred_progress("indexing", quiet=quiet or as_json or not ws.is_main) as update:
-        results = ws.index(chosen, images, model=model, extractor=extractor, split=split, first_seed=first_seed, method=method,
-                           samples=samples, alpha=alpha, ig_steps=ig_steps, ig_baseline=ig_baseline, top_n=top_n, reduce=reduce,
-                           precision=precision, noise=noise, seed=seed, batch_size=batch_size, score=score, progress=_rate(update))
+        results = ws.index(chosen, images, model=model, extractor=extractor, split=split, first_seed=first_seed, batch_size=batch_size,
+                           score=score, progress=_rate(update), **saliency)
     if not ws.is_main:
         return
     if as_json:

@@ -11,8 +11,10 @@ Short flags, each with one meaning: -m model, -c class, -e extractor, -n images,
 
 from __future__ import annotations
 
+import functools
+import inspect
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Callable, Optional
 
 import typer
 
@@ -54,6 +56,43 @@ TopN = Annotated[int, typer.Option("--top-n", help=field_help("top_n"))]
 Reduce = Annotated[str, typer.Option("--reduce", help=field_help("reduce"))]
 Precision = Annotated[str, typer.Option("--precision", help=field_help("precision"))]
 Noise = Annotated[str, typer.Option("--noise", help=field_help("noise"))]
+
+# The saliency options of a command that computes maps, in their command-line order: parameter (the `Workspace`
+# keyword), option, default (--precision: None, the device's default, `attribution.default_precision`).
+SALIENCY_OPTIONS = (
+    ("seed", Seed, SALIENCY.seed), ("method", Method, SALIENCY.method), ("samples", Samples, SALIENCY.samples),
+    ("alpha", Alpha, SALIENCY.alpha), ("ig_steps", IgSteps, SALIENCY.steps), ("ig_baseline", IgBaseline, SALIENCY.baseline),
+    ("top_n", TopN, SALIENCY.top_n), ("reduce", Reduce, SALIENCY.reduce), ("precision", Precision, None), ("noise", Noise, SALIENCY.noise),
+)
+SaliencyOptions = dict[str, Any]  # what a command's `saliency` parameter receives: those options' values by parameter
+
+
+def saliency_options(*, top_n: bool = True) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Give a command the saliency options (`SALIENCY_OPTIONS`) where its signature has `saliency: SaliencyOptions`.
+
+    The command gets their values in that one dict, ready for `Workspace.index(..., **saliency)` and the like.
+    `top_n=False` leaves --top-n out (a command whose --top-n says how many tokens it shows).
+    """
+    options = [option for option in SALIENCY_OPTIONS if top_n or option[0] != "top_n"]
+
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        signature = inspect.signature(func, eval_str=True)
+        params: list[inspect.Parameter] = []
+        for param in signature.parameters.values():
+            if param.name == "saliency":
+                params += [inspect.Parameter(name, param.kind, default=default, annotation=alias) for name, alias, default in options]
+            else:
+                params.append(param)
+
+        @functools.wraps(func)
+        def command(*args: Any, **kwargs: Any) -> Any:
+            return func(*args, saliency={name: kwargs.pop(name) for name, _, _ in options}, **kwargs)
+
+        command.__signature__ = signature.replace(parameters=params)  # what typer reads the options from
+        command.__annotations__ = {p.name: p.annotation for p in params} | {"return": signature.return_annotation}
+        return command
+
+    return decorate
 
 # what is explained or optimised: a class or a named concept (`cortex concepts add`)
 TARGET_HELP = "Target class or concept: a class id or name, or a named concept (`cortex concepts add`)"

@@ -383,6 +383,199 @@ def validate(
     return loss_sum / n, correct / n
 
 
+@dataclass(frozen=True)
+class _Run:
+    """What one training run keeps fixed: its recipe, device, ranks, progress, and where its state goes."""
+
+    tc: TrainConfig
+    device: torch.device
+    dist: DistContext | None  # only under torchrun with more than one rank
+    progress: Progress | None
+    run_dir: Path
+    settings: str  # `_fingerprint` of the model, sizes and recipe
+    fingerprint: str  # ... and of the images
+
+    @property
+    def main(self) -> bool:
+        """Whether this process writes the checkpoints (rank 0, or the only process)."""
+        return self.dist is None or self.dist.is_main
+
+    @property
+    def rank(self) -> int:
+        return self.dist.rank if self.dist is not None else 0
+
+    @property
+    def world_size(self) -> int:
+        return self.dist.world_size if self.dist is not None else 1
+
+    @property
+    def last_path(self) -> Path:
+        return self.run_dir / "last.pt"
+
+    @property
+    def best_path(self) -> Path:
+        return self.run_dir / "best.safetensors"
+
+
+@dataclass
+class _State:
+    """What a checkpoint holds besides the RNG states: network, optimiser, schedule, and the epochs finished so far."""
+
+    net: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.StepLR
+    epoch: int = 0  # the last finished epoch
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = 0
+    best_val_acc: float = -1.0
+
+
+def _splits(store: Store, model: ModelInfo, cfg: ExtractorConfig, tc: TrainConfig, device: torch.device,
+            progress: Progress | None, dist: DistContext | None) -> list[SplitData]:
+    """The train, val and test splits; every rank first generates its share of the missing images (one job dealt by image)."""
+    subset = [c for c in model_registry.classes(store, model) if c.class_id in cfg.class_ids] if cfg.class_ids is not None else None
+    generate_requests(store, model, _split_requests(store, model, cfg, tc, subset), device=device, dist=dist,
+                      progress=None if progress is None else (lambda done, total, info="": report(progress, done, total, "generating images")))
+    sizes = (("train", tc.train_per_class), ("val", tc.val_per_class), ("test", tc.test_per_class))
+    if cfg.concept is not None:  # balanced Y / not-Y, labels 1 / 0
+        return [load_concept_split(store, model, split, per_class, cfg.concept_class_ids or (), seed=tc.data_seed, device=device,
+                                   progress=progress)
+                for split, per_class in sizes]
+    return [_head_labels(load_split(store, model, split, per_class, seed=tc.data_seed, device=device, progress=progress,
+                                    classes=subset), cfg)
+            for split, per_class in sizes]
+
+
+def _new_state(cfg: ExtractorConfig, tc: TrainConfig, device: torch.device) -> _State:
+    """A freshly initialised network (seeded by the recipe), its Adam and its StepLR schedule."""
+    set_all_random_seeds(tc.seed)
+    net = build_extractor(cfg).to(device, memory_format=memory_format(device.type))
+    optimizer = make_optimizer(net, tc, device.type)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=tc.step_size, gamma=tc.gamma)
+    return _State(net, optimizer, scheduler)
+
+
+def _resume(run: _Run, state: _State, name: str, restart: bool) -> int | None:
+    """Load the run's last finished epoch into `state` (every rank from rank 0's file); that epoch, or None for a new run."""
+    saved = None
+    if run.main and run.last_path.is_file() and not restart:
+        saved = _read_state(run.last_path)
+        if saved.get("fingerprint") != run.fingerprint:  # same settings, but the stored images changed
+            raise _other_settings(run.last_path, name)
+        if not run.best_path.is_file():
+            raise CortexError(f"the best checkpoint {str(run.best_path)!r} of this run is missing; add --restart to start over")
+    if run.dist is not None:
+        saved = run.dist.broadcast(saved)  # every rank resumes from rank 0's state
+    if saved is None:
+        return None
+    state.net.load_state_dict(saved["model"])
+    state.optimizer.load_state_dict(saved["optimizer"])
+    state.scheduler.load_state_dict(saved["scheduler"])
+    state.epoch, state.history = int(saved["epoch"]), list(saved["history"])
+    state.best_epoch, state.best_val_acc = int(saved["best_epoch"]), float(saved["best_val_acc"])
+    _set_rng_state(saved["rng"])
+    return state.epoch
+
+
+def _start_run_dir(run: _Run, model: ModelInfo, name: str, cfg: ExtractorConfig) -> None:
+    """A new run: drop what an earlier run left and write a small readable record of its settings, which a later rerun
+    checks before it generates anything."""
+    for stale in (run.last_path, run.best_path):
+        stale.unlink(missing_ok=True)
+    (run.run_dir / "run.json").write_text(json.dumps(
+        {"settings": run.settings, "model": model.name, "name": name, "config": cfg.to_dict(), "train": run.tc.record()},
+        indent=2, sort_keys=True) + "\n")
+
+
+def _batches(n_train: int, batch_size: int, min_batch: int) -> list[tuple[int, int]]:
+    """(start, end) of every step's samples in an epoch's order; a last batch below `min_batch` is dropped (batch norm
+    cannot train on a single sample per rank)."""
+    batches = [(i, min(i + batch_size, n_train)) for i in range(0, n_train, batch_size)]
+    if len(batches) > 1 and batches[-1][1] - batches[-1][0] < min_batch:
+        batches.pop()
+    return batches
+
+
+def _step_reporter(progress: Progress | None, epoch: int, epochs: int, steps: int,
+                   total_steps: int) -> Callable[[int, torch.Tensor, torch.Tensor, int], None]:
+    """`train_epoch`'s on_step for one epoch: the progress line, its running figures read from the device at most once a second."""
+    running, next_read = "", 0.0
+
+    def on_step(b: int, loss_sum: torch.Tensor, correct: torch.Tensor, seen: int) -> None:
+        nonlocal running, next_read
+        if progress is None:
+            return
+        if time.monotonic() >= next_read:  # the running figures cost a host read: at most one a second
+            running = f" loss {float(loss_sum) / seen:.3f} acc {float(correct) / seen:.3f}"
+            next_read = time.monotonic() + 1.0
+        report(progress, (epoch - 1) * steps + b + 1, total_steps, f"epoch {epoch}/{epochs}{running}")
+
+    return on_step
+
+
+def _train_epochs(run: _Run, state: _State, vqgm: Any, train: SplitData, val: SplitData) -> None:
+    """The epochs after the last finished one; rank 0 writes the best weights and the whole state after each."""
+    tc, device, dist = run.tc, run.device, run.dist
+    n_train = len(train)
+    batches = _batches(n_train, tc.batch_size, 2 * run.world_size)
+    total_steps = tc.epochs * len(batches)
+    step = state.net
+    if dist is not None:
+        step = DistributedDataParallel(state.net, device_ids=[dist.device.index] if dist.device.type == "cuda" else None)
+    (train_tokens, train_labels), (val_tokens, val_labels) = _placed(train, device), _placed(val, device)
+    for epoch in range(state.epoch + 1, tc.epochs + 1):
+        state.net.train()
+        if dist is not None:  # each rank its own dropout stream, a function of (seed, epoch, rank) so that a resume repeats it
+            torch.manual_seed(derive_seed(tc.seed, "extractor-dropout", epoch, dist.rank))
+        order = torch.randperm(n_train, generator=generator_for(tc.seed, "extractor-shuffle", epoch))
+        lr = state.optimizer.param_groups[0]["lr"]
+        loss_sum, correct, seen = train_epoch(step, state.optimizer, vqgm, train_tokens, train_labels, order.to(train_tokens.device),
+                                              batches, device=device, precision=tc.precision, rank=run.rank, world_size=run.world_size,
+                                              on_step=_step_reporter(run.progress, epoch, tc.epochs, len(batches), total_steps))
+        state.scheduler.step()
+        loss_sum, correct = float(loss_sum), float(correct)  # the epoch's one read of its training figures
+        if dist is not None:
+            loss_sum, correct, seen = dist.all_reduce_counts([loss_sum, correct, float(seen)])
+            dist.broadcast_tensors(state.net.buffers())  # every rank validates with rank 0's batch-norm statistics
+        val_loss, val_acc = validate(state.net, vqgm, val_tokens, val_labels, tc.batch_size, device=device, precision=tc.precision,
+                                     dist=dist)
+        if not run.main:
+            continue  # rank 0 writes the checkpoints
+        state.history.append({"epoch": epoch, "lr": lr, "train_loss": loss_sum / seen, "train_acc": correct / seen,
+                              "val_loss": val_loss, "val_acc": val_acc})
+        if val_acc > state.best_val_acc:
+            state.best_epoch, state.best_val_acc = epoch, val_acc
+            _atomic_safetensors(state.net.state_dict(), run.best_path)
+        _atomic_save({
+            "version": STATE_VERSION, "settings": run.settings, "fingerprint": run.fingerprint, "epoch": epoch,
+            "model": state.net.state_dict(), "optimizer": state.optimizer.state_dict(), "scheduler": state.scheduler.state_dict(),
+            "history": state.history, "best_epoch": state.best_epoch, "best_val_acc": state.best_val_acc, "rng": _rng_state(),
+        }, run.last_path)
+        report(run.progress, epoch * len(batches), total_steps,
+               f"epoch {epoch}/{tc.epochs} loss {loss_sum / seen:.3f} acc {correct / seen:.3f} val {val_acc:.3f}")
+
+
+def _register(store: Store, model: ModelInfo, cfg: ExtractorConfig, name: str, run: _Run, state: _State, vqgm: Any,
+              data: list[SplitData], resumed: int | None) -> TrainResult:
+    """Test the best-on-validation weights and register them (rank 0)."""
+    train, val, test = data
+    tc, net = run.tc, state.net
+    net.load_state_dict(read_state_dict(run.best_path))
+    _, _, test_logits = _evaluate(net, vqgm, test, tc.batch_size)
+    metrics = {
+        "best_epoch": state.best_epoch, "val_acc": state.best_val_acc, "n_params": count_parameters(net),
+        "n_train": len(train), "n_val": len(val), "n_test": len(test),
+        # a concept extractor's test accuracy is binary (Y vs not-Y, balanced); top-k over 2 outputs says nothing
+        "test": binary_accuracy(test_logits, test.labels) if cfg.concept is not None else topk_accuracy(test_logits, test.labels),
+    }
+    hparams = {**tc.record(), "preset": "mini" if model.is_mini else "paper", "optimizer": "adam", "scheduler": "steplr",
+               "loss": "cross_entropy"}
+    if cfg.concept is not None:
+        hparams["data"] = "concept-balanced"  # *_per_class images of each member (Y), as many of the other classes (not-Y)
+    info = register_extractor(store, model, name, cfg, hparams, run.best_path, metrics)
+    return TrainResult(info, state.best_epoch, state.best_val_acc, state.history, resumed, str(run.run_dir))
+
+
 def train_extractor(
     store: Store, model: ModelInfo, cfg: ExtractorConfig, tc: TrainConfig, *, name: str | None = None,
     out_dir: Path | None = None, device: torch.device | str = "cpu", progress: Progress | None = None,
@@ -424,126 +617,17 @@ def train_extractor(
     name = name or cfg.arch
     if ddp:
         run_dir = Path(dist.broadcast(str(run_dir)))
-    last_path, best_path = run_dir / "last.pt", run_dir / "best.safetensors"
-
-    subset = [c for c in model_registry.classes(store, model) if c.class_id in cfg.class_ids] if cfg.class_ids is not None else None
-
-    def splits() -> list[SplitData]:
-        if cfg.concept is not None:  # balanced Y / not-Y, labels 1 / 0
-            return [load_concept_split(store, model, split, per_class, cfg.concept_class_ids or (), seed=tc.data_seed, device=device,
-                                       progress=progress)
-                    for split, per_class in (("train", tc.train_per_class), ("val", tc.val_per_class), ("test", tc.test_per_class))]
-        return [_head_labels(load_split(store, model, split, per_class, seed=tc.data_seed, device=device, progress=progress,
-                                        classes=subset), cfg)
-                for split, per_class in (("train", tc.train_per_class), ("val", tc.val_per_class), ("test", tc.test_per_class))]
-
-    # every rank generates its share of the missing images of every class and split (one job dealt by image),
-    # then each rank only reads them
-    generate_requests(store, model, _split_requests(store, model, cfg, tc, subset), device=device, dist=dist if ddp else None,
-                      progress=None if progress is None else (lambda done, total, info="": report(progress, done, total, "generating images")))
-    train, val, test = splits()
-    settings, fingerprint = _fingerprint(model, cfg, tc), _fingerprint(model, cfg, tc, [train, val, test])
+    data = _splits(store, model, cfg, tc, device, progress, dist if ddp else None)
+    run = _Run(tc, device, dist if ddp else None, progress, run_dir, _fingerprint(model, cfg, tc), _fingerprint(model, cfg, tc, data))
     vqgm = model_registry.load_model(model, device)
-
-    set_all_random_seeds(tc.seed)
-    net = build_extractor(cfg).to(device, memory_format=memory_format(device.type))
-    optimizer = make_optimizer(net, tc, device.type)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=tc.step_size, gamma=tc.gamma)
-    start_epoch, history, best_epoch, best_val_acc, resumed = 0, [], 0, -1.0, None
-
-    saved = None
-    if main and last_path.is_file() and not restart:
-        saved = _read_state(last_path)
-        if saved.get("fingerprint") != fingerprint:  # same settings, but the stored images changed
-            raise _other_settings(last_path, name)
-        if not best_path.is_file():
-            raise CortexError(f"the best checkpoint {str(best_path)!r} of this run is missing; add --restart to start over")
-    if ddp:
-        saved = dist.broadcast(saved)  # every rank resumes from rank 0's state
-    if saved is not None:
-        net.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        start_epoch, history = int(saved["epoch"]), list(saved["history"])
-        best_epoch, best_val_acc = int(saved["best_epoch"]), float(saved["best_val_acc"])
-        _set_rng_state(saved["rng"])
-        resumed = start_epoch
+    state = _new_state(cfg, tc, device)
+    resumed = _resume(run, state, name, restart)
     if resumed is None and main:
-        for stale in (last_path, best_path):
-            stale.unlink(missing_ok=True)
-        # a small readable record of the run's settings, checked before a later rerun generates anything
-        (run_dir / "run.json").write_text(json.dumps(
-            {"settings": settings, "model": model.name, "name": name, "config": cfg.to_dict(), "train": tc.record()},
-            indent=2, sort_keys=True) + "\n")
-
-    n_train = len(train)
-    batches = [(i, min(i + tc.batch_size, n_train)) for i in range(0, n_train, tc.batch_size)]
-    min_batch = 2 * (dist.world_size if ddp else 1)
-    if len(batches) > 1 and batches[-1][1] - batches[-1][0] < min_batch:
-        batches.pop()  # batch norm cannot train on a single sample (per rank)
-    total_steps = tc.epochs * len(batches)
-    step = net
-    if ddp:
-        step = DistributedDataParallel(net, device_ids=[dist.device.index] if dist.device.type == "cuda" else None)
-    (train_tokens, train_labels), (val_tokens, val_labels) = _placed(train, device), _placed(val, device)
-    rank, world_size = (dist.rank, dist.world_size) if ddp else (0, 1)
-    running, next_read = "", 0.0
-
-    def on_step(b: int, loss_sum: torch.Tensor, correct: torch.Tensor, seen: int) -> None:
-        nonlocal running, next_read
-        if progress is None:
-            return
-        if time.monotonic() >= next_read:  # the running figures cost a host read: at most one a second
-            running = f" loss {float(loss_sum) / seen:.3f} acc {float(correct) / seen:.3f}"
-            next_read = time.monotonic() + 1.0
-        report(progress, (epoch - 1) * len(batches) + b + 1, total_steps, f"epoch {epoch}/{tc.epochs}{running}")
-
-    for epoch in range(start_epoch + 1, tc.epochs + 1):
-        net.train()
-        if ddp:  # each rank its own dropout stream, a function of (seed, epoch, rank) so that a resume repeats it
-            torch.manual_seed(derive_seed(tc.seed, "extractor-dropout", epoch, dist.rank))
-        order = torch.randperm(n_train, generator=generator_for(tc.seed, "extractor-shuffle", epoch))
-        lr = optimizer.param_groups[0]["lr"]
-        running, next_read = "", 0.0
-        loss_sum, correct, seen = train_epoch(step, optimizer, vqgm, train_tokens, train_labels, order.to(train_tokens.device), batches,
-                                              device=device, precision=tc.precision, rank=rank, world_size=world_size, on_step=on_step)
-        scheduler.step()
-        loss_sum, correct = float(loss_sum), float(correct)  # the epoch's one read of its training figures
-        if ddp:
-            loss_sum, correct, seen = dist.all_reduce_counts([loss_sum, correct, float(seen)])
-            dist.broadcast_tensors(net.buffers())  # every rank validates with rank 0's batch-norm statistics
-        val_loss, val_acc = validate(net, vqgm, val_tokens, val_labels, tc.batch_size, device=device, precision=tc.precision, dist=dist)
-        if not main:
-            continue  # rank 0 writes the checkpoints
-        history.append({"epoch": epoch, "lr": lr, "train_loss": loss_sum / seen, "train_acc": correct / seen,
-                        "val_loss": val_loss, "val_acc": val_acc})
-        if val_acc > best_val_acc:
-            best_epoch, best_val_acc = epoch, val_acc
-            _atomic_safetensors(net.state_dict(), best_path)
-        _atomic_save({
-            "version": STATE_VERSION, "settings": settings, "fingerprint": fingerprint, "epoch": epoch, "model": net.state_dict(),
-            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "history": history,
-            "best_epoch": best_epoch, "best_val_acc": best_val_acc, "rng": _rng_state(),
-        }, last_path)
-        report(progress, epoch * len(batches), total_steps,
-               f"epoch {epoch}/{tc.epochs} loss {loss_sum / seen:.3f} acc {correct / seen:.3f} val {val_acc:.3f}")
-
+        _start_run_dir(run, model, name, cfg)
+    _train_epochs(run, state, vqgm, data[0], data[1])
     if ddp:
         dist.barrier()
         if not main:
             return dist.broadcast(None)  # rank 0's result
-    net.load_state_dict(read_state_dict(best_path))
-    _, _, test_logits = _evaluate(net, vqgm, test, tc.batch_size)
-    metrics = {
-        "best_epoch": best_epoch, "val_acc": best_val_acc, "n_params": count_parameters(net),
-        "n_train": n_train, "n_val": len(val), "n_test": len(test),
-        # a concept extractor's test accuracy is binary (Y vs not-Y, balanced); top-k over 2 outputs says nothing
-        "test": binary_accuracy(test_logits, test.labels) if cfg.concept is not None else topk_accuracy(test_logits, test.labels),
-    }
-    hparams = {**tc.record(), "preset": "mini" if model.is_mini else "paper", "optimizer": "adam", "scheduler": "steplr",
-               "loss": "cross_entropy"}
-    if cfg.concept is not None:
-        hparams["data"] = "concept-balanced"  # *_per_class images of each member (Y), as many of the other classes (not-Y)
-    info = register_extractor(store, model, name, cfg, hparams, best_path, metrics)
-    result = TrainResult(info, best_epoch, best_val_acc, history, resumed, str(run_dir))
+    result = _register(store, model, cfg, name, run, state, vqgm, data, resumed)
     return dist.broadcast(result) if ddp else result

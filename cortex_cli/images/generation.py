@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -92,15 +93,19 @@ def resolve_sampler(
     *,
     noise: str | None = None,
     precision: str | None = None,
+    guidance: float | None = None,
 ) -> SamplerSettings:
-    """The model's default sampler with any given value overridden (top_k 0: no top-k; noise: `--sampler`)."""
+    """The model's default sampler with any given value overridden (top_k 0: no top-k; noise: `--sampler`;
+    guidance: the classifier-free guidance scale, `--cfg-scale`, 1 meaning none)."""
     base = default_sampler(model_registry.load_model(model, device))
+    if guidance is not None and guidance < 1.0:
+        raise CortexError(f"--cfg-scale must be >= 1 (1: no classifier-free guidance), got {guidance:g}")
     settings = SamplerSettings(
         top_k=base.top_k if top_k is None else (top_k or None),
         top_p=base.top_p if top_p is None else top_p,
         temperature=base.temperature if temperature is None else temperature,
         greedy=base.greedy,
-        guidance=base.guidance,
+        guidance=base.guidance if guidance is None else (None if guidance == 1.0 else guidance),
         noise=base.noise if noise is None else noise,
         precision=base.precision if precision is None else precision,
     )
@@ -224,28 +229,18 @@ def default_batch_size(vqgm: VQGM, sampler: SamplerSettings, device: torch.devic
     device = torch.device(device)
     if device.type != "cuda":
         return 32
-    gpt = getattr(getattr(vqgm, "net", None), "transformer", None)
-    config = getattr(gpt, "config", None)
+    layers, width = getattr(vqgm, "prior_shape", (48, 1536))  # a backend without it: taming's ImageNet GPT
     value_bytes = 2 if sampler.precision == "bf16" else 4
     steps = vqgm.grid * vqgm.grid
-    kv = 2 * int(getattr(config, "n_layer", 48)) * (steps + 1) * int(getattr(config, "n_embd", 1536)) * value_bytes
+    kv = 2 * layers * (steps + 1) * width * value_bytes
     per_image = (kv + 8 * 4 * vqgm.n_embed) * (2 if sampler.guidance is not None else 1)
     free, _ = torch.cuda.mem_get_info(device)
     return int(max(8, min(1024, (free // 2) // per_image // 8 * 8)))
 
 
-def generate_requests(
-    store: Store,
-    model: ModelInfo,
-    requests: list[Request],
-    *,
-    batch_size: int | None = None,
-    sampler: SamplerSettings | None = None,
-    out_dir: Path | None = None,
-    device: torch.device | str = "cpu",
-    progress: Progress | None = None,
-    dist: DistContext | None = None,
-) -> list[GenerationResult]:
+def generate_requests(store: Store, model: ModelInfo, requests: list[Request], *, batch_size: int | None = None,
+                      sampler: SamplerSettings | None = None, out_dir: Path | None = None, device: torch.device | str = "cpu",
+                      progress: Progress | None = None, dist: DistContext | None = None) -> list[GenerationResult]:
     """Store every requested image that is missing, in batches dealt by image across classes and splits.
 
     The missing images of the whole job, in request order, form full batches whatever their class or split
@@ -351,48 +346,25 @@ def _write_item_pngs(vqgm: VQGM, model: ModelInfo, label: str, out_dir: Path, ba
                     [(seed, image_id, unpack_tokens(blob, model.n_embed, model.grid)) for seed, image_id, blob in entries])
 
 
-def generate(
-    store: Store,
-    model: ModelInfo,
-    cls: ClassInfo,
-    n: int,
-    *,
-    split: str = "train",
-    seed: int = 0,
-    batch_size: int | None = None,
-    sampler: SamplerSettings | None = None,
-    out_dir: Path | None = None,
-    device: torch.device | str = "cpu",
-    progress: Progress | None = None,
-    dist: DistContext | None = None,
-) -> GenerationResult:
+def generate(store: Store, model: ModelInfo, cls: ClassInfo, n: int, *, split: str = "train", seed: int = 0,
+             batch_size: int | None = None, out_dir: Path | None = None, **job: Any) -> GenerationResult:
     """Sample `n` token grids of class `cls` into the store (seeds seed .. seed+n-1), skipping stored ones.
 
-    One request of `generate_requests` (see there for batching, torchrun and PNGs).
+    One request of `generate_requests`: `batch_size`, `out_dir` and `job` (sampler, device, progress, dist) are its
+    arguments (see there for batching, torchrun and PNGs).
 
     Raises:
         CortexError: n <= 0, bad split/batch size/sampler, unwritable out_dir.
     """
     out_dir = check_request(n, split=split, batch_size=batch_size or 1, out_dir=out_dir, seed=seed)
     request = Request(cls, split, tuple(range(seed, seed + n)))
-    return generate_requests(store, model, [request], batch_size=batch_size, sampler=sampler, out_dir=out_dir, device=device,
-                             progress=progress, dist=dist)[0]
+    return generate_requests(store, model, [request], batch_size=batch_size, out_dir=out_dir, **job)[0]
 
 
-def ensure_images(
-    store: Store,
-    model: ModelInfo,
-    cls: ClassInfo,
-    split: str,
-    n: int,
-    *,
-    seed: int = 0,
-    device: torch.device | str = "cpu",
-    progress: Progress | None = None,
-    dist: DistContext | None = None,
-) -> list[int]:
-    """Ids of n images of `cls`/`split` (seeds seed .. seed+n-1; default sampler), generating missing ones."""
-    return generate(store, model, cls, n, split=split, seed=seed, device=device, progress=progress, dist=dist).image_ids
+def ensure_images(store: Store, model: ModelInfo, cls: ClassInfo, split: str, n: int, *, seed: int = 0, **job: Any) -> list[int]:
+    """Ids of n images of `cls`/`split` (seeds seed .. seed+n-1; default sampler), generating missing ones (`job`: device,
+    progress, dist of `generate_requests`)."""
+    return generate(store, model, cls, n, split=split, seed=seed, **job).image_ids
 
 
 def _check_found(model: ModelInfo, image_ids: list[int], found: dict[int, object]) -> None:

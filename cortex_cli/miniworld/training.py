@@ -234,6 +234,17 @@ class BuildReport(Result):
     metrics: dict[str, float] = field(default_factory=dict)
 
 
+def _stage(module: torch.nn.Module, path: Path, report: BuildReport, train: Callable[[], dict[str, float]]) -> None:
+    """A stage of the build: its weights from `path` if an earlier build finished it, else trained (its metrics into
+    `report`), saved in fp16 and loaded back, so later stages continue from the fp16-rounded weights that ship."""
+    if path.is_file():
+        _load_into(module, path)
+        return
+    report.metrics.update(train())
+    _save_half(module.state_dict(), path)
+    _load_into(module, path)
+
+
 def build_mini(out_dir: Path, recipe: MiniRecipe = MiniRecipe(), work_dir: Path | None = None,
                progress: Callable[[str], Progress | None] | None = None) -> BuildReport:
     """Train every part of the mini model and write config.yaml, model.safetensors, judges and a recipe.
@@ -251,28 +262,13 @@ def build_mini(out_dir: Path, recipe: MiniRecipe = MiniRecipe(), work_dir: Path 
     net = build_net(cfg)  # a taming Net2NetTransformer, built by the taming backend
     vq_path, gpt_path = work / "vqgan.safetensors", work / "gpt.safetensors"
     t0 = time.time()
-    if vq_path.is_file():
-        _load_into(net.first_stage_model, vq_path)
-    else:
-        report.metrics.update(train_vqgan(net, recipe, stage_progress("vqgan")))
-        _save_half(net.first_stage_model.state_dict(), vq_path)
-        _load_into(net.first_stage_model, vq_path)  # continue from the fp16-rounded weights that ship
+    _stage(net.first_stage_model, vq_path, report, lambda: train_vqgan(net, recipe, stage_progress("vqgan")))
     report.seconds["vqgan"] = time.time() - t0
     t0 = time.time()
-    if gpt_path.is_file():
-        _load_into(net.transformer, gpt_path)
-    else:
-        report.metrics.update(train_gpt(net, recipe, stage_progress("prior")))
-        _save_half(net.transformer.state_dict(), gpt_path)
-        _load_into(net.transformer, gpt_path)
+    _stage(net.transformer, gpt_path, report, lambda: train_gpt(net, recipe, stage_progress("prior")))
     refined_path = work / "gpt_refined.safetensors"
     if recipe.gpt_refine_steps:
-        if refined_path.is_file():
-            _load_into(net.transformer, refined_path)
-        else:
-            report.metrics.update(train_gpt(net, recipe, stage_progress("prior refine"), phase=2))
-            _save_half(net.transformer.state_dict(), refined_path)
-            _load_into(net.transformer, refined_path)
+        _stage(net.transformer, refined_path, report, lambda: train_gpt(net, recipe, stage_progress("prior refine"), phase=2))
     report.seconds["prior"] = time.time() - t0
     for kind in ("resnet", "vit"):
         t0 = time.time()

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import KW_ONLY, dataclass, fields
 
 import numpy as np
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from . import bulk, run_counts
 from .database import Store
 from .dialect import insert_ignore
 from .images import SQL_CHUNK
-from .schema import ExtractorRow, SaliencyMapRow, SaliencyRunRow, SalientTokenRow, utcnow
+from .schema import ExtractorRow, SaliencyMapRow, SaliencyRunRow, utcnow
 
 
 @dataclass(frozen=True)
@@ -34,23 +34,12 @@ class RunKey:
 
 
 @dataclass(frozen=True)
-class RunInfo:
-    """A saliency run: its id, extractor and parameters (those of `RunKey`)."""
+class RunInfo(RunKey):
+    """A saliency run: its id and extractor's name, beside its parameters (those of `RunKey`)."""
 
+    _: KW_ONLY
     id: int
-    extractor_id: int
     extractor: str
-    samples: int
-    alpha: float
-    top_n: int
-    reduce: str
-    precision: str
-    seed: int
-    method: str = "smoothgrad"
-    steps: int = 0
-    baseline: str = "none"
-    noise: str = "philox"
-    target: str = "class"
 
 
 KEY_COLUMNS = tuple(f.name for f in fields(RunKey))  # the columns of uq_saliency_run
@@ -92,17 +81,6 @@ def indexed_image_ids(store: Store, run_id: int, image_ids: Sequence[int]) -> se
             chunk = ids[start:start + SQL_CHUNK]
             done.update(s.scalars(select(SaliencyMapRow.image_id).where(SaliencyMapRow.run_id == run_id, SaliencyMapRow.image_id.in_(chunk))))
     return done
-
-
-@dataclass(frozen=True)
-class SalientRow:
-    """One of an image's top-n tokens under a run."""
-
-    image_id: int
-    rank: int  # 0 = most salient
-    position: int  # row * m + col
-    token: int
-    tsv: float
 
 
 @dataclass(frozen=True)
@@ -180,40 +158,6 @@ def write_index(store: Store, run_id: int, parts: Sequence[IndexRows]) -> set[in
         return bulk.WRITERS[s.get_bind().dialect.name](s, run_id, maps, tokens, counts_for)
 
 
-def insert_batch(
-    store: Store, run_id: int, class_pk: int, maps: Sequence[tuple[int, bytes]], salient: Sequence[SalientRow], grids: np.ndarray,
-    top: np.ndarray,
-) -> set[int]:
-    """Write one batch of a class's images under a run in one transaction (row objects; see `write_index`).
-
-    Args:
-        store: the open database.
-        run_id, class_pk: the run and the images' class row.
-        maps: (image id, packed TSV map) of every image of the batch.
-        salient: the images' top-n rows.
-        grids: (images, m*m) the images' token grids.
-        top: (images, n) the tokens at their top-n positions, in the order of `maps`.
-
-    Returns:
-        The ids of the images whose maps were inserted here.
-    """
-    column = lambda name, kind: np.array([getattr(r, name) for r in salient], dtype=kind)  # noqa: E731
-    rows = IndexRows(
-        class_pk=class_pk, image_ids=np.array([int(i) for i, _ in maps], dtype=np.int64), maps=[blob for _, blob in maps],
-        grids=np.asarray(grids), top=np.asarray(top), salient_image_ids=column("image_id", np.int64), ranks=column("rank", np.int64),
-        positions=column("position", np.int64), tokens=column("token", np.int64), tsv=column("tsv", np.float64),
-    )
-    return write_index(store, run_id, [rows])
-
-
-def run_image_count(store: Store, run_id: int, class_pk: int) -> int:
-    """How many images of a class the run has indexed."""
-    with store.session() as s:
-        return int(s.scalar(
-            select(func.count(func.distinct(SalientTokenRow.image_id))).where(SalientTokenRow.run_id == run_id, SalientTokenRow.class_pk == class_pk)
-        ) or 0)
-
-
 def saliency_maps(store: Store, run_id: int, image_ids: Sequence[int]) -> dict[int, bytes]:
     """image id -> packed TSV map of those of `image_ids` indexed under the run."""
     found: dict[int, bytes] = {}
@@ -233,19 +177,7 @@ def run_extractor_name(store: Store, run_id: int) -> str | None:
                         .where(SaliencyRunRow.id == run_id))
 
 
-def newest_map(store: Store, image_id: int, extractor_id: int | None = None) -> tuple[int, bytes] | None:
-    """(run id, packed TSV map) of the newest run that indexed the image (of one extractor if given), or None."""
-    query = (
-        select(SaliencyMapRow.run_id, SaliencyMapRow.tsv).join(SaliencyRunRow, SaliencyRunRow.id == SaliencyMapRow.run_id)
-        .where(SaliencyMapRow.image_id == image_id).order_by(SaliencyMapRow.run_id.desc()).limit(1)
-    )
-    if extractor_id is not None:
-        query = query.where(SaliencyRunRow.extractor_id == extractor_id)
-    with store.session() as s:
-        found = s.execute(query).first()
-    return None if found is None else (int(found[0]), found[1])
-
-
 __all__ = [
-    "KEY_COLUMNS", "IndexRows", "RunInfo", "RunKey", "SalientRow", "ensure_run", "insert_batch", "indexed_image_ids", "write_ceiling", "write_index", "newest_map", "run_extractor_name", "run_image_count", "runs", "saliency_maps",
+    "KEY_COLUMNS", "IndexRows", "RunInfo", "RunKey", "ensure_run", "indexed_image_ids", "write_ceiling", "write_index", "run_extractor_name",
+    "runs", "saliency_maps",
 ]

@@ -29,7 +29,7 @@ from typer.testing import CliRunner
 from cortex_cli.models import registry as model_registry
 from cortex_cli.atlas import PageSettings, build_atlas, nearest_neighbours
 from cortex_cli.cli import app
-from cortex_cli.index.build import index_classes
+from cortex_cli.index.build import IndexJob, index_jobs
 from cortex_cli.index.rankings import token_usage, top_tokens
 from cortex_cli.attribution import SaliencySettings
 from cortex_cli.store.database import open_store
@@ -228,7 +228,7 @@ def test_rebuilds_rewrite_only_pages_whose_data_changed(built, tmp_path):
     assert files() == before, "a build with nothing changed touches no file"
 
     # class 0 has 7 stored images and 5 indexed: index the other two; only its pages may change
-    index_classes(store, tiny_model, info, [classes[0]], n_images=7, settings=SALIENCY, extractor=ToyExtractor())
+    index_jobs(store, tiny_model, info, [IndexJob(classes[0])], n_images=7, settings=SALIENCY, extractor=ToyExtractor())
     third = build_atlas(store, tiny_model, site, settings=SMALL)
     concept = "concepts/0-goldfinch.html"
     assert concept in third.written and "index.html" in third.written

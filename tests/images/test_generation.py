@@ -195,3 +195,26 @@ def test_the_host_sampler_reproduces_older_stores(store, tiny_model):
     assert new.added == 2 and not set(new.image_ids) & set(old.image_ids)  # never mixed under one key
     with pytest.raises(CortexError, match="fp32 only"):
         generation.generate(store, tiny_model, gold, 1, sampler=dataclasses.replace(host, precision="bf16"))
+
+
+def test_the_cuda_batch_rule_reads_each_backends_prior_shape(monkeypatch):
+    """One image's KV cache is 2 x layers x (m^2 + 1) x width values: a LlamaGen GPT-B is not taming's 48 x 1536."""
+    from types import SimpleNamespace
+
+    from cortex_cli.backends.base import SamplerSettings
+    from cortex_cli.images.generation import default_batch_size
+
+    free = 8 * 2**30
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (free, free))
+    plain = SamplerSettings(top_k=1)
+
+    def expected(layers, width, grid, n_embed, guidance=1):
+        per_image = (2 * layers * (grid * grid + 1) * width * 4 + 8 * 4 * n_embed) * guidance
+        return max(8, min(1024, (free // 2) // per_image // 8 * 8))
+
+    gpt_b = SimpleNamespace(prior_shape=(12, 768), grid=16, n_embed=16384)
+    unknown = SimpleNamespace(grid=16, n_embed=16384)
+    assert default_batch_size(gpt_b, plain, "cuda") == expected(12, 768, 16, 16384) == 216
+    assert default_batch_size(unknown, plain, "cuda") == expected(48, 1536, 16, 16384) == 24
+    assert default_batch_size(gpt_b, SamplerSettings(top_k=1, guidance=4.0), "cuda") == expected(12, 768, 16, 16384, 2)
+    assert default_batch_size(gpt_b, plain, "cpu") == 32

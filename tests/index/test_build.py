@@ -9,8 +9,9 @@ from sqlalchemy import func, select
 from cortex_cli.models import registry as model_registry
 from cortex_cli.core.errors import CortexError
 from cortex_cli.images.generation import image_keys, image_tokens
-from cortex_cli.index.build import CommitPolicy, ensure_run, index_class, index_classes, unpack_tsv
+from cortex_cli.index.build import CommitPolicy, IndexJob, ensure_run, index_class, index_jobs, index_rows, unpack_tsv
 from cortex_cli.attribution import SaliencySettings, token_saliency, top_positions
+from cortex_cli.store.index import write_index
 from cortex_cli.store.schema import SaliencyMapRow, SaliencyRunRow, SalientTokenRow
 
 from index_helpers import ToyExtractor, register_toy
@@ -87,14 +88,12 @@ def test_killed_index_resumes_without_duplicates(store, tiny_model):
 
 def test_rows_written_twice_are_ignored(store, tiny_model):
     """Two processes racing on the same batch: the second insert leaves one row set."""
-    from cortex_cli.index.build import write_batch
-
     info = register_toy(store, tiny_model)
     cls = model_registry.resolve_class(store, tiny_model, "goldfinch")
     index_class(store, tiny_model, info, cls, n_images=2, settings=SETTINGS, extractor=ToyExtractor())
     run_id = ensure_run(store, tiny_model, info.id, SETTINGS)
     ids = [1, 2]
-    write_batch(store, run_id, cls.pk, ids, image_tokens(store, tiny_model, ids), torch.rand(2, 16, 16), SETTINGS.top_n)
+    write_index(store, run_id, [index_rows(cls.pk, ids, image_tokens(store, tiny_model, ids), torch.rand(2, 16, 16), SETTINGS.top_n)])
     assert counts(store) == (1, 2, 10)
 
 
@@ -111,7 +110,7 @@ def test_new_parameters_make_a_new_run(store, tiny_model):
 def test_index_all_classes_and_bad_input(store, tiny_model):
     info = register_toy(store, tiny_model)
     all_classes = model_registry.classes(store, tiny_model)
-    results = index_classes(store, tiny_model, info, all_classes, n_images=2, settings=SETTINGS, extractor=ToyExtractor())
+    results = index_jobs(store, tiny_model, info, [IndexJob(c) for c in all_classes], n_images=2, settings=SETTINGS, extractor=ToyExtractor())
     assert [r.class_id for r in results] == [0, 1, 2, 3]
     assert counts(store) == (1, 8, 40)
     with pytest.raises(CortexError, match="--images"):

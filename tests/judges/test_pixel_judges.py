@@ -7,7 +7,7 @@ import torch
 import torchvision
 
 from cortex_cli.core.errors import CortexError
-from cortex_cli.judges.pixel_judges.pixel_judges import Judge, imagenet_judges, imagenet_weight_files, judge_probabilities, judges_or_notice
+from cortex_cli.judges.pixel_judges import Judge, imagenet_judges, imagenet_weight_files, judge_probabilities, judges_or_notice
 
 
 @pytest.fixture
@@ -66,7 +66,7 @@ def test_judges_or_notice_says_why_there_are_none_and_probabilities_are_per_judg
 
 
 def test_a_concepts_probability_is_the_sum_of_its_members():
-    from cortex_cli.judges.pixel_judges.pixel_judges import target_probability
+    from cortex_cli.judges.pixel_judges import target_probability
 
     probs = torch.tensor([[0.1, 0.2, 0.3, 0.4], [0.7, 0.1, 0.1, 0.1]])
     assert torch.equal(target_probability(probs, [2]), probs[:, 2])  # one class: exactly its probability

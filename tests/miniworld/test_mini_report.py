@@ -8,7 +8,7 @@ from torch import nn
 
 from cortex_cli.models import registry as model_registry
 from cortex_cli.backends.base import SamplerSettings
-from cortex_cli.judges.pixel_judges.pixel_judges import Judge
+from cortex_cli.judges.pixel_judges import Judge
 from cortex_cli.miniworld import world
 from cortex_cli.miniworld.mini_report import mini_report
 from cortex_cli.models.configs import net2net_config, write_config

@@ -66,7 +66,7 @@ def test_generated_concepts_are_recognised_by_a_judge():
     from cortex_cli.backends.base import SamplerSettings, image_streams
     from cortex_cli.backends.taming import load_vqgm
     from cortex_cli.models.classnames import ClassName
-    from cortex_cli.judges.pixel_judges.pixel_judges import mini_judges
+    from cortex_cli.judges.pixel_judges import mini_judges
     from cortex_cli.models.registry import MINI_CONFIG, MINI_WEIGHTS
 
     vqgm = load_vqgm(MINI_CONFIG, MINI_WEIGHTS)

@@ -19,10 +19,15 @@ def model_class(store, model) -> int:
 
 
 def _write(store, run_id, class_pk, image_ids, value=1.0):
-    maps = [(i, np.full(4, value, dtype="<f4").tobytes()) for i in image_ids]
-    salient = [index.SalientRow(i, 0, 0, 1, value) for i in image_ids]
-    grids = np.array([[10 + k, 2, 1, 1] for k in range(len(image_ids))])  # the k-th image's top token is 10 + k
-    return index.insert_batch(store, run_id, class_pk, maps, salient, grids, grids[:, :1])
+    """Each image's map all `value`, one top row (rank 0, position 0, token 1); the k-th image's top token counts as 10 + k."""
+    ids, n = np.array(image_ids, dtype=np.int64), len(image_ids)
+    grids = np.array([[10 + k, 2, 1, 1] for k in range(n)])
+    rows = index.IndexRows(
+        class_pk=class_pk, image_ids=ids, maps=[np.full(4, value, dtype="<f4").tobytes()] * n, grids=grids, top=grids[:, :1],
+        salient_image_ids=ids, ranks=np.zeros(n, np.int64), positions=np.zeros(n, np.int64), tokens=np.ones(n, np.int64),
+        tsv=np.full(n, value, np.float64),
+    )
+    return index.write_index(store, run_id, [rows])
 
 
 def test_runs_are_made_once_and_listed_newest_first(store):
@@ -33,7 +38,7 @@ def test_runs_are_made_once_and_listed_newest_first(store):
     second = index.ensure_run(store, model.id, _key(re, seed=1))
     assert [r.id for r in index.runs(store, model.id)] == [second, first]
     (only,) = index.runs(store, model.id, ce)
-    assert only == index.RunInfo(first, ce, "ce", 2, 0.2, 1, "max-abs", "fp32", 0)
+    assert only == index.RunInfo(ce, 2, 0.2, 1, "max-abs", "fp32", 0, id=first, extractor="ce")
     assert index.run_extractor_name(store, second) == "re" and index.run_extractor_name(store, 999) is None
 
 
@@ -45,25 +50,9 @@ def test_a_batch_is_written_once_and_read_back(store):
     assert _write(store, run_id, cls, ids[:2]) == set(ids[:2])
     assert _write(store, run_id, cls, ids, value=2.0) == {ids[2]}  # stored maps are kept, not counted again
     assert index.indexed_image_ids(store, run_id, ids + [999]) == set(ids)
-    assert index.run_image_count(store, run_id, cls) == 3
     maps = index.saliency_maps(store, run_id, [ids[0], ids[2], 999])
     assert {i: np.frombuffer(b, "<f4")[0] for i, b in maps.items()} == {ids[0]: 1.0, ids[2]: 2.0}
     assert images_indexed(store, run_id, "train") == 3
     salient = {t: [(c.count, c.images) for c in classes_using(store, run_id, "train", t, 5, "salient")] for t in (10, 11, 12)}
     assert salient == {10: [(1, 1)], 11: [(1, 1)], 12: [(1, 1)]}  # the second batch counted its third image only
     assert [(c.count, c.images) for c in classes_using(store, run_id, "train", 1, 5, "occurrence")] == [(6, 3)]
-
-
-def test_newest_map_of_an_image_optionally_of_one_extractor(store):
-    model = add_model(store)
-    cls = model_class(store, model)
-    (image,) = add_images(store, model, cls, [0]).values()
-    ce, re = add_extractor(store, model, "ce"), add_extractor(store, model, "re")
-    assert index.newest_map(store, image) is None
-    old = index.ensure_run(store, model.id, _key(ce))
-    new = index.ensure_run(store, model.id, _key(re))
-    _write(store, old, cls, [image], 1.0)
-    _write(store, new, cls, [image], 2.0)
-    assert index.newest_map(store, image)[0] == new
-    run_id, blob = index.newest_map(store, image, ce)
-    assert run_id == old and np.frombuffer(blob, "<f4")[0] == 1.0

@@ -16,10 +16,13 @@ def _run(store, model):
 
 def _index(store, run_id, class_pk, rows: dict[int, list[tuple[int, float]]]):
     """image id -> its top-n as (token, tsv) by rank; positions are rank * 3."""
-    maps = [(i, np.zeros(4, dtype="<f4").tobytes()) for i in rows]
-    salient = [index.SalientRow(i, rank, 3 * rank, t, v) for i, top in rows.items() for rank, (t, v) in enumerate(top)]
+    salient = [(i, rank, 3 * rank, t, v) for i, top in rows.items() for rank, (t, v) in enumerate(top)]
+    image, rank, position, token, tsv = (np.array(column) for column in zip(*salient))
     grids = np.array([[t for t, _ in top] for top in rows.values()])
-    index.insert_batch(store, run_id, class_pk, maps, salient, grids, grids)
+    index.write_index(store, run_id, [index.IndexRows(
+        class_pk=class_pk, image_ids=np.array(list(rows), dtype=np.int64), maps=[np.zeros(4, dtype="<f4").tobytes()] * len(rows),
+        grids=grids, top=grids, salient_image_ids=image, ranks=rank, positions=position, tokens=token, tsv=tsv.astype(np.float64),
+    )])
 
 
 def test_run_images_and_first_run_with_a_class(store):

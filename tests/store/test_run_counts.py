@@ -7,10 +7,11 @@ from alembic import command
 from sqlalchemy import select
 
 from cortex_cli.images.generation import image_tokens
-from cortex_cli.index.build import index_classes, write_batch
+from cortex_cli.index.build import IndexJob, index_jobs, index_rows
 from cortex_cli.index.rankings import pick_run, token_usage
 from cortex_cli.attribution import SaliencySettings
 from cortex_cli.store.database import _alembic_config
+from cortex_cli.store.index import write_index
 from cortex_cli.store.schema import RunClassCountRow, RunTokenCountRow, SalientTokenRow
 
 from index_helpers import ToyExtractor, index_three_classes
@@ -54,10 +55,10 @@ def test_rewriting_a_batch_or_reindexing_counts_nothing_twice(store, tiny_model,
     with store.session() as s:
         ids = sorted(set(s.scalars(select(SalientTokenRow.image_id).where(SalientTokenRow.class_pk == cls.pk))))[:3]
     tokens = image_tokens(store, tiny_model, ids)
-    write_batch(store, run.id, cls.pk, ids, tokens, tokens.float(), SETTINGS.top_n)  # another writer's copy of a batch
-    index_classes(store, tiny_model, info, all_classes[:3], n_images=5, settings=SETTINGS, extractor=ToyExtractor())
+    write_index(store, run.id, [index_rows(cls.pk, ids, tokens, tokens.float(), SETTINGS.top_n)])  # another writer's copy of a batch
+    index_jobs(store, tiny_model, info, [IndexJob(c) for c in all_classes[:3]], n_images=5, settings=SETTINGS, extractor=ToyExtractor())
     assert count_rows(store) == before
-    index_classes(store, tiny_model, info, all_classes[:1], n_images=7, settings=SETTINGS, extractor=ToyExtractor())
+    index_jobs(store, tiny_model, info, [IndexJob(all_classes[0])], n_images=7, settings=SETTINGS, extractor=ToyExtractor())
     after = count_rows(store)
     assert sum(r[-1] for r in after[1]) == 17
     assert token_usage(store, tiny_model, salient_tokens(store)[0]).images_counted == 17
