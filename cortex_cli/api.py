@@ -18,9 +18,8 @@ whole job's result on every rank; the process group lives as long as the workspa
 from __future__ import annotations
 
 import contextlib
-import tempfile
-from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Sequence
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -28,61 +27,28 @@ import torch
 from PIL import Image
 
 from .images import generation
+from .images.pictures import picture_path, token_thumbnails
+from .search.token_selection import OptimizeSettings, optimize_settings
 from .index import build as indexing
 from .models import registry as model_registry
-from .attribution import SaliencySettings, default_precision
+from .attribution import SaliencySettings, saliency_settings
 from .index.audit import DEFAULT_K as DEFAULT_AUDIT_K, DEFAULT_RESAMPLES as DEFAULT_AUDIT_RESAMPLES
-from .models import concepts
-from .models.class_subsets import parse_class_list, resolve_classes
+from .models import concepts, subjects
 from .models.concepts import ConceptInfo
+from .models.subjects import Subject
 from .core.distributed import DistContext, in_torchrun, torchrun_job
 from .core.environment import default_db_url, home_override, resolve_device
 from .core.errors import CortexError
-from .extractors.registry import ensure_bundled_extractors, get_extractor, load_extractor
-from .extractors.subsets import require_classes
-from .models.registry import ClassInfo, ModelInfo
+from .extractors.registry import ensure_bundled_extractors, get_extractor
+from .extractors.accuracy import ExtractorTests, TrainedExtractor
+from .models.registry import ClassInfo, ModelInfo, RegisteredModel
 from .core.progress import Progress
-from .core.results import Result, attach_thumbnails
+from .core.results import attach_thumbnails
 from .store.database import Store, check_url, open_store
-from .models.targets import BINARY, DEFAULT_RULE
+from .models.targets import DEFAULT_RULE
 
 SALIENCY = SaliencySettings()
 ClassSpec = str | int | Sequence[str | int]
-
-
-@dataclass(frozen=True)
-class RegisteredModel(ModelInfo, Result):
-    """A registered model and its classes (`cortex models list --json`)."""
-
-    classes: list[ClassInfo] = field(default_factory=list)
-
-    def table_rows(self) -> list[dict[str, Any]]:
-        """One row per class."""
-        return [{"class_id": c.class_id, "name": c.name, "synonyms": ", ".join(c.synonyms)} for c in self.classes]
-
-
-@dataclass(frozen=True)
-class TrainedExtractor(Result):
-    """`train_extractor`: the training run and, with `bundle=True`, the files shipped in the package."""
-
-    model: str
-    result: Any  # extractors.TrainResult
-    bundled: list[str]
-
-
-@dataclass(frozen=True)
-class ExtractorTests(Result):
-    """`test_extractors`: the paper's Table 1, top-k accuracy of every registered extractor on the test split (a concept
-    extractor's binary accuracy on its balanced test split)."""
-
-    model: str
-    split: str
-    extractors: list[Any]  # extractors.ExtractorScore
-
-    def table_rows(self) -> list[dict[str, Any]]:
-        """One row per extractor: its images and top-1/3/5/10 accuracy (a concept extractor: its binary accuracy)."""
-        return [{"extractor": s.name, "arch": s.arch, "classes": f"concept {s.concept}" if s.concept else len(s.classes) or "all",
-                 "images": s.n_images, **s.accuracy} for s in self.extractors]
 
 
 class Workspace:
@@ -180,97 +146,37 @@ class Workspace:
         return model_registry.get_model(self.store, name)
 
     def _classes(self, info: ModelInfo, spec: ClassSpec) -> list[ClassInfo]:
-        """Classes by id or name, a list of them, 'all', 'a,b,c' or '@file.txt'."""
-        if isinstance(spec, (list, tuple)):
-            found = [model_registry.resolve_class(self.store, info, s) for s in spec]
-            return list({c.class_id: c for c in found}.values())
-        if isinstance(spec, int):
-            return [model_registry.resolve_class(self.store, info, spec)]
-        if not isinstance(spec, str):
-            raise CortexError(f"classes must be a class id, a name, a list of them, 'all' or '@file.txt'; got {type(spec).__name__}")
-        text = spec.strip()
-        if text.lower() == "all":
-            return model_registry.classes(self.store, info)
-        if text.startswith("@") or "," in text:
-            return resolve_classes(self.store, info, text)
-        return [model_registry.resolve_class(self.store, info, text)]
+        """Classes by id or name, a list of them, 'all', 'a,b,c' or '@file.txt'; a concept stands for its members."""
+        return subjects.classes(self.store, info, spec)
 
-    def _class(self, info: ModelInfo, spec: str | int) -> ClassInfo:
-        return model_registry.resolve_class(self.store, info, spec)
+    def _target(self, info: ModelInfo, spec: str | int) -> Subject:
+        """A class (id, name or synonym) or else a named concept (`subjects.subject`)."""
+        return subjects.subject(self.store, info, spec)
 
-    def _target(self, info: ModelInfo, spec: str | int) -> ClassInfo | ConceptInfo:
-        """A class (id, name or synonym) or else a named concept (`concepts.resolve`)."""
-        return concepts.resolve(self.store, info, spec)
-
-    def _targets(self, info: ModelInfo, spec: ClassSpec) -> list[ClassInfo | ConceptInfo]:
+    def _targets(self, info: ModelInfo, spec: ClassSpec) -> list[Subject]:
         """Like `_classes`, but a concept's name stays the concept (commands that explain it as a whole)."""
-        if isinstance(spec, (list, tuple)):
-            names: list[str | int] = list(spec)
-        elif isinstance(spec, int):
-            names = [spec]
-        elif isinstance(spec, str) and spec.strip().lower() != "all" and (spec.strip().startswith("@") or "," in spec):
-            names = list(parse_class_list(spec))
-        elif isinstance(spec, str) and spec.strip().lower() != "all":
-            names = [spec]
-        else:
-            return list(self._classes(info, spec))
-        found: dict[tuple[str, int], ClassInfo | ConceptInfo] = {}
-        for name in names:
-            hit = self._target(info, name)
-            found.setdefault(("concept" if isinstance(hit, ConceptInfo) else "class", hit.pk), hit)
-        return list(found.values())
-
-    def _thumbnails(self, info: ModelInfo):
-        """token -> its codebook entry decoded alone (a PIL image), for a result's notebook table."""
-        from .backends.base import to_pil
-
-        def draw(token: int) -> Image.Image:
-            vqgm = model_registry.load_model(info, self.device)
-            grid = torch.full((1, info.grid, info.grid), int(token), dtype=torch.long, device=self.device)
-            with torch.no_grad():
-                return to_pil(vqgm.decode_tokens(grid))[0]
-
-        return draw
-
-    @contextlib.contextmanager
-    def _picture(self, image: str | Path | Image.Image | torch.Tensor) -> Iterator[Path]:
-        """A path for an image given as a path, a PIL image (its PNG text, tokens included, is kept) or a tensor."""
-        if isinstance(image, (str, Path)):
-            yield Path(image)
-            return
-        if isinstance(image, torch.Tensor):
-            from .backends.base import to_pil
-
-            batch = image.detach().float().cpu()
-            if batch.dim() == 3:
-                batch = batch.unsqueeze(0)
-            if batch.dim() != 4 or batch.shape[0] != 1 or batch.shape[1] != 3:
-                raise CortexError(f"an image tensor must be 3 x H x W (values in [-1, 1]); got shape {tuple(image.shape)}")
-            image = to_pil(batch)[0]
-        if not isinstance(image, Image.Image):
-            raise CortexError(f"an image must be a path, a PIL image or a 3 x H x W tensor; got {type(image).__name__}")
-        from PIL.PngImagePlugin import PngInfo
-
-        meta = PngInfo()
-        for key, value in (getattr(image, "text", None) or {}).items():
-            meta.add_text(key, value)
-        with tempfile.TemporaryDirectory(prefix="cortex-image-") as tmp:
-            path = Path(tmp) / "image.png"
-            image.convert("RGB").save(path, pnginfo=meta)
-            yield path
+        return subjects.subjects(self.store, info, spec)
 
     # -- models and data ------------------------------------------------------------------------------------------
 
     def models(self) -> list[RegisteredModel]:
         """Every registered model with its classes (the bundled `mini` first)."""
-        return [RegisteredModel(**asdict(m), classes=model_registry.classes(self.store, m))
-                for m in model_registry.list_models(self.store)]
+        return model_registry.registered_models(self.store)
 
     def add_model(self, name: str, path: str | Path | None = None, *, backend: str = "taming", config: str | Path | None = None,
-                  ckpt: str | Path | None = None, labels: str | None = None) -> ModelInfo:
-        """Register a model after loading it strictly (taming: `config` + `ckpt`; janus: `path`, a snapshot directory)."""
+                  ckpt: str | Path | None = None, labels: str | None = None, gpt_ckpt: str | Path | None = None,
+                  vq_ckpt: str | Path | None = None, gpt_model: str | None = None, image_size: int | None = None,
+                  downsample: int | None = None) -> ModelInfo:
+        """Register a model after loading it strictly (taming: `config` + `ckpt`; janus: `path`, a snapshot directory;
+        llamagen: `gpt_ckpt` + `vq_ckpt`, `image_size`, and optionally `gpt_model` and `downsample`). Any file may be
+        a Hugging Face Hub name, hf://OWNER/REPO/path."""
+        if (gpt_ckpt is not None and ckpt is not None) or (vq_ckpt is not None and config is not None):
+            raise CortexError("give --gpt-ckpt/--vq-ckpt (llamagen) or --ckpt/--config (taming), not both")
+        options = {"gpt_model": gpt_model, "image_size": image_size, "downsample": downsample}
         with self._home():
-            return model_registry.add_model(self.store, name, config, ckpt, labels, backend=backend, path=path)
+            return model_registry.add_model(self.store, name, vq_ckpt if vq_ckpt is not None else config,
+                                            gpt_ckpt if gpt_ckpt is not None else ckpt, labels, backend=backend, path=path,
+                                            options={k: v for k, v in options.items() if v is not None})
 
     def concepts(self, *, model: str | None = None) -> list[ConceptInfo]:
         """The model's named concepts (unions of classes, prompts), by name."""
@@ -288,11 +194,11 @@ class Workspace:
             if isinstance(classes, str) and classes.strip().lower() == "all":
                 raise CortexError("a concept of every class explains nothing; name its member classes")
             members = []
-            for item in (parse_class_list(classes) if isinstance(classes, str) else [classes] if isinstance(classes, int) else classes):
+            for item in (subjects.parse_names(classes) if isinstance(classes, str) else [classes] if isinstance(classes, int) else classes):
                 hit = self._target(info, item)
-                if isinstance(hit, ConceptInfo):
+                if not hit.is_class:
                     raise CortexError(f"{hit.name!r} is a concept; a concept's members are classes (name its classes instead)")
-                members.append(hit)
+                members.append(hit.lead)
         text = prompt is not None and model_registry.text_conditional(info)
         return concepts.add_concept(self.store, info, name, classes=members, prompt=prompt, text_conditional=text)
 
@@ -303,12 +209,14 @@ class Workspace:
     def generate(self, classes: ClassSpec, images: int, *, model: str | None = None, split: str = "train", first_seed: int = 0,
                  batch_size: int | None = None, out: str | Path | None = None, top_k: int | None = None, top_p: float | None = None,
                  temperature: float | None = None, sampler: str | None = None, precision: str | None = None,
-                 progress: Progress | None = None) -> list[generation.GenerationResult]:
+                 cfg_scale: float | None = None, progress: Progress | None = None) -> list[generation.GenerationResult]:
         """Sample image seeds `first_seed .. +images-1` of each class into the store (and PNGs into `out`); idempotent.
 
         The images of all classes form one job dealt by image (`generation.generate_requests`); `batch_size`
         None takes what the device holds. `sampler` 'philox' (default) or 'host' (the older sampler of older
-        stores), `precision` 'fp32' (default) or 'bf16' (philox only) select the sampler, part of each image's identity.
+        stores), `precision` 'fp32' (default) or 'bf16' (philox only) select the sampler, part of each image's identity;
+        `cfg_scale` is the classifier-free guidance scale of class-conditional priors that have a null class (llamagen;
+        1: none; default: the model's).
         """
         with self._home():
             info = self._model(model)
@@ -317,8 +225,9 @@ class Workspace:
             out_dir = generation.check_request(images, split=split, batch_size=batch_size or 1, out_dir=out_dir, seed=first_seed)
             dist = self._ranks()
             settings = None
-            if any(v is not None for v in (top_k, top_p, temperature, sampler, precision)):
-                settings = generation.resolve_sampler(info, top_k, top_p, temperature, self.device, noise=sampler, precision=precision)
+            if any(v is not None for v in (top_k, top_p, temperature, sampler, precision, cfg_scale)):
+                settings = generation.resolve_sampler(info, top_k, top_p, temperature, self.device, noise=sampler, precision=precision,
+                                                      guidance=cfg_scale)
             seeds = tuple(range(first_seed, first_seed + images))
             requests = [generation.Request(cls, split, seeds) for cls in targets]
             return generation.generate_requests(self.store, info, requests, batch_size=batch_size, sampler=settings, out_dir=out_dir,
@@ -327,42 +236,27 @@ class Workspace:
     # -- the index and its questions --------------------------------------------------------------------------------
 
     def index(self, classes: ClassSpec, images: int = 100, *, model: str | None = None, extractor: str = "ce", split: str = "train",
-              first_seed: int = 0, method: str = SALIENCY.method, samples: int = SALIENCY.samples, alpha: float = SALIENCY.alpha,
-              ig_steps: int = SALIENCY.steps, ig_baseline: str = SALIENCY.baseline, top_n: int = SALIENCY.top_n,
-              reduce: str = SALIENCY.reduce, precision: str | None = None, seed: int = SALIENCY.seed, batch_size: int | None = None,
-              score: str = DEFAULT_RULE, progress: Progress | None = None, noise: str = SALIENCY.noise) -> list[indexing.IndexResult]:
+              first_seed: int = 0, batch_size: int | None = None, score: str = DEFAULT_RULE, saliency: SaliencySettings | None = None,
+              progress: Progress | None = None, **saliency_options: Any) -> list[indexing.IndexResult]:
         """Index the saliency (TSV maps and top-n tokens) of image seeds `first_seed .. +images-1` of each class.
 
         Missing images are generated first; images already indexed under the same run (method and its
-        parameters) are skipped, so an interrupted call resumes. `ig_steps`/`ig_baseline` are Integrated
-        Gradients' (ignored by the other methods); `seed` keys the saliency noise, `noise` draws it ('philox' on the
-        device, or 'host': older stores' runs; another run). A named concept indexes
+        parameters) are skipped, so an interrupted call resumes. The saliency is `saliency` (`SaliencySettings`) or its
+        fields as keywords: method, samples, alpha, ig_steps/ig_baseline (Integrated Gradients'), top_n, reduce,
+        precision (default: `default_precision` of the device), seed (keys the noise), noise ('philox' on the device,
+        or 'host': older stores' runs; another run). A named concept indexes
         the same seeds of each member class, explaining the concept's score `score` ('logsumexp' or
         'log-prob' of its members' logits; an extractor trained for the concept: its own score) in a run
         of that target; one result per member.
         """
-        settings = SaliencySettings(method=method, samples=samples, alpha=alpha, steps=ig_steps, baseline=ig_baseline, top_n=top_n,
-                                    reduce=reduce, precision=precision or default_precision(self.device), seed=seed,
-                                    noise=noise).validate()
+        settings = saliency_settings(self.device, saliency, **saliency_options)
         with self._home():
             info = self._model(model)
-            if images < 1:
-                raise CortexError(f"--images must be >= 1, got {images}")
-            if first_seed < 0:
-                raise CortexError(f"--first-seed must be >= 0 (image seeds are 0, 1, 2, ...), got {first_seed}")
             ext_info = get_extractor(self.store, info, extractor)
-            jobs = [(item, member, concepts.index_target(ext_info, item, score)) for item in self._targets(info, classes)
-                    for member in (item.members if isinstance(item, ConceptInfo) else [item])]
-            # a subset extractor's classes only; before generating (an extractor trained for the concept reads no class logit)
-            require_classes(ext_info, [member.class_id for _, member, target in jobs if target.rule != BINARY])
-            net = load_extractor(ext_info, self.device)
-            dist = self._ranks()
-            for target in {target.key: target for _, _, target in jobs}.values():  # one rank creates each run row
-                dist.main_first(lambda target=target: indexing.ensure_run(self.store, info, ext_info.id, settings, target))
-            work = [indexing.IndexJob(cls, target, item.name if isinstance(item, ConceptInfo) else None) for item, cls, target in jobs]
-            return indexing.index_jobs(self.store, info, ext_info, work, split=split, n_images=images, image_seed=first_seed,
-                                       settings=settings, device=self.device, batch_size=batch_size, progress=_named(progress, "saliency"),
-                                       extractor=net, generation_progress=_named(progress, "generating missing images"), dist=dist)
+            return indexing.index_subjects(self.store, info, ext_info, self._targets(info, classes), settings, score=score, split=split,
+                                           n_images=images, image_seed=first_seed, device=self.device, batch_size=batch_size,
+                                           progress=_named(progress, "saliency"), dist=self._ranks(),
+                                           generation_progress=_named(progress, "generating missing images"))
 
     def top_tokens(self, concept: str | int, k: int = 100, *, model: str | None = None, baseline: str | None = None,
                    images: int | None = None, extractor: str | None = None, method: str | None = None, run: int | None = None,
@@ -378,7 +272,7 @@ class Workspace:
         info = self._model(model)
         result = top_tokens(self.store, info, self._target(info, concept), extractor=extractor, k=k, baseline=baseline, split=split,
                             images=images, run=run, method=method)
-        return attach_thumbnails(result, self._thumbnails(info))
+        return attach_thumbnails(result, token_thumbnails(info, self.device))
 
     def audit(self, neutral: str | int, groups: str | Sequence[str | int], *, split: str = "test", k: int = DEFAULT_AUDIT_K,
               model: str | None = None, extractor: str | None = None, run: int | None = None, images: int | None = None,
@@ -405,7 +299,7 @@ class Workspace:
     def top_tokens_of(self, concepts: ClassSpec, k: int = 100, **options: Any) -> list:
         """`top_tokens` of several classes or concepts ('a,b,c', '@file.txt', 'all' or a list), one result each, in order."""
         info = self._model(options.get("model"))
-        return [self.top_tokens(t.class_id if isinstance(t, ClassInfo) else t.name, k, **options) for t in self._targets(info, concepts)]
+        return [self.top_tokens(t.ref, k, **options) for t in self._targets(info, concepts)]
 
     def token(self, token: int, *, top: int = 20, images: int | None = None, extractor: str | None = None, model: str | None = None,
               split: str = "train"):
@@ -416,22 +310,20 @@ class Workspace:
         return token_usage(self.store, info, token, top=top, extractor=extractor, split=split, images=images)
 
     def explain(self, image: str | Path | Image.Image | torch.Tensor, *, top_n: int = 10, out: str | Path | None = None,
-                extractor: str = "ce", model: str | None = None, method: str = SALIENCY.method, samples: int = SALIENCY.samples,
-                alpha: float = SALIENCY.alpha, ig_steps: int = SALIENCY.steps, ig_baseline: str = SALIENCY.baseline,
-                reduce: str = SALIENCY.reduce, precision: str | None = None, seed: int = SALIENCY.seed,
-                target: str | int | None = None, score: str = DEFAULT_RULE, noise: str = SALIENCY.noise):
+                extractor: str = "ce", model: str | None = None, target: str | int | None = None, score: str = DEFAULT_RULE,
+                saliency: SaliencySettings | None = None, **saliency_options: Any):
         """The top-n tokens of one picture (a cortex PNG's tokens, else the VQGAN's encoding); drawn to `out` if given.
 
-        `target`: explain this class or named concept (its score `score`) instead of the PNG's (or predicted) class.
+        `target`: explain this class or named concept (its score `score`) instead of the PNG's (or predicted) class. The
+        saliency is `saliency` or its fields as keywords, as `index` takes them.
         """
         from .index.explain import explain_png
 
-        settings = SaliencySettings(method=method, samples=samples, alpha=alpha, steps=ig_steps, baseline=ig_baseline, reduce=reduce,
-                                    precision=precision or default_precision(self.device), seed=seed, noise=noise).validate()
-        with self._home(), self._picture(image) as path:
+        settings = saliency_settings(self.device, saliency, **saliency_options)
+        with self._home(), picture_path(image) as path:
             result = explain_png(self.store, path, model_name=model, extractor_name=extractor, top_n=top_n, settings=settings,
                                  device=self.device, out=Path(out) if out is not None else None, target=target, score=score)
-        return attach_thumbnails(result, self._thumbnails(self._model(result.model)))
+        return attach_thumbnails(result, token_thumbnails(self._model(result.model), self.device))
 
     def show(self, image: int | str | Path | Image.Image | torch.Tensor, out: str | Path, *, top_n: int = 5,
              extractor: str | None = None, model: str | None = None, seed: int = SALIENCY.seed, target: str | int | None = None,
@@ -448,7 +340,7 @@ class Workspace:
                 item = self._target(info, target) if target is not None else None
                 return show_image(self.store, info, image, extractor_name=extractor, top_n=top_n, out=Path(out), device=self.device,
                                   settings=SaliencySettings(seed=seed, noise=noise), target=item, score=score)
-            with self._picture(image) as path:
+            with picture_path(image) as path:
                 return explain_png(self.store, path, model_name=model, extractor_name=extractor, top_n=top_n,
                                    settings=SaliencySettings(seed=seed, noise=noise), device=self.device, out=Path(out), target=target, score=score)
 
@@ -465,64 +357,53 @@ class Workspace:
     # -- optimisation ---------------------------------------------------------------------------------------------
 
     def edit(self, image: str | Path | Image.Image | torch.Tensor, target: str | int, region: str, *, model: str | None = None,
-             extractor: str | None = None, space: str = "token", steps: int = 3000, lr: float | None = None, tau: float = 1.0,
-             tau_final: float | None = None, alpha: float | None = None, init: str = "source", objective: str | None = None,
-             seed: int = 0, out: str | Path | None = None, save_every: int | None = None, progress: Progress | None = None):
+             extractor: str | None = None, out: str | Path | None = None, save_every: int | None = None,
+             optimizer: OptimizeSettings | None = None, progress: Progress | None = None, **optimizer_options: Any):
         """Edit an image region's tokens toward a target class or named concept (paper §3.4, Figure 4); the edit is stored.
 
-        A concept's objective is its score (`objective` 'logit': logsumexp of its members' logits; 'log-prob': log P(concept)).
-
-        `region` is a token rectangle 'R0:R1,C0:C1' (half-open), 'R,C' or 'all'; `space` is what the optimiser
-        moves: 'token' (Gumbel-Softmax token selection, the paper's) or 'embedding' (optimise E, snap to the
-        nearest tokens: the baseline).
+        `region` is a token rectangle 'R0:R1,C0:C1' (half-open), 'R,C' or 'all'. The optimiser is `optimizer`
+        (`OptimizeSettings`) or its fields as keywords: `space` — what it moves: 'token' (Gumbel-Softmax token selection,
+        the paper's) or 'embedding' (optimise E, snap to the nearest tokens: the baseline) — steps (3000), lr, tau,
+        tau_final, alpha, init ('source' or 'random'), objective, seed. A concept's objective is its score
+        ('logit': logsumexp of its members' logits; 'log-prob': log P(concept)).
         """
+        from .images.pngmeta import read_png
         from .search.edit import edit_image
         from .search.regions import parse_region
-        from .search.token_selection import OptimizeSettings
 
-        defaults = OptimizeSettings()
-        with self._home():
-            info = self._model(model)
-            settings = OptimizeSettings(steps=steps, lr=lr, tau=tau, tau_final=tau_final, alpha=defaults.alpha if alpha is None else alpha,
-                                        init=init, objective=defaults.objective if objective is None else objective, method=space,
-                                        seed=seed).validate()
+        settings = optimize_settings(optimizer, **optimizer_options)
+        if out is None and not isinstance(image, (str, Path)):
+            raise CortexError("an edit of an in-memory image needs out= (a directory for the edited PNG and its strip)")
+        with self._home(), picture_path(image) as path:
+            info = self._model(model if model is not None else read_png(path).model_name)  # a cortex PNG names its model
             parsed = parse_region(region, info.grid)
-            target_cls = self._target(info, target)
-            if isinstance(image, (str, Path)):
-                return edit_image(self.store, info, Path(image), target_cls, parsed, settings, extractor_name=extractor,
-                                  out_dir=Path(out) if out is not None else None, save_every=save_every, device=self.device,
-                                  progress=progress)
-            if out is None:
-                raise CortexError("an edit of an in-memory image needs out= (a directory for the edited PNG and its strip)")
-            with self._picture(image) as path:
-                return edit_image(self.store, info, path, target_cls, parsed, settings, extractor_name=extractor, out_dir=Path(out),
-                                  save_every=save_every, device=self.device, progress=progress)
+            about = self._target(info, target)
+            return edit_image(self.store, info, path, about, parsed, settings, extractor_name=extractor,
+                              out_dir=Path(out) if out is not None else None, save_every=save_every, device=self.device,
+                              progress=progress)
 
     def optimize(self, concept: str | int, *, region: str = "all", init: str | Path | None = None, restarts: int | None = None,
-                 steps: int | None = None, model: str | None = None, extractor: str = "ce", k: int | None = None,
-                 lr: float | None = None, tau: float = 1.0, tau_final: float | None = None, alpha: float | None = None,
-                 objective: str | None = None, seed: int = 0, out: str | Path | None = None, progress: Progress | None = None):
+                 model: str | None = None, extractor: str = "ce", k: int | None = None, out: str | Path | None = None,
+                 optimizer: OptimizeSettings | None = None, progress: Progress | None = None, **optimizer_options: Any):
         """The tokens that best express a class or named concept from no input (paper §3.4, eq. 7-9), beside its salient
-        tokens; stored."""
-        from .search import concept_search as optimize
+        tokens; stored. `init` is where the search starts ('random', 'noise' or a PNG); the optimiser is `optimizer` or its
+        fields as keywords (steps, lr, tau, tau_final, alpha, objective, seed), as `edit` takes them."""
+        from .search import concept_search
         from .search.regions import parse_region
-        from .search.token_selection import OptimizeSettings
 
-        defaults = OptimizeSettings()
+        settings = optimize_settings(optimizer or OptimizeSettings(steps=concept_search.DEFAULT_STEPS), **optimizer_options)
         with self._home():
             info = self._model(model)
-            cls = self._target(info, concept)
+            about = self._target(info, concept)
             parsed = parse_region(region, info.grid)
-            settings = OptimizeSettings(steps=optimize.DEFAULT_STEPS if steps is None else steps, lr=lr, tau=tau, tau_final=tau_final,
-                                        alpha=defaults.alpha if alpha is None else alpha,
-                                        objective=defaults.objective if objective is None else objective, seed=seed).validate()
             ext_info = get_extractor(self.store, info, extractor)
-            result = optimize.search_concept(
-                self.store, info, cls, settings=settings, extractor_info=ext_info, device=self.device, region=parsed,
-                init=optimize.RANDOM if init is None else init, restarts=optimize.DEFAULT_RESTARTS if restarts is None else restarts,
-                k=optimize.DEFAULT_K if k is None else k, out_dir=Path(out) if out is not None else None, progress=progress,
+            result = concept_search.search_concept(
+                self.store, info, about, settings=settings, extractor_info=ext_info, device=self.device, region=parsed,
+                init=concept_search.RANDOM if init is None else init,
+                restarts=concept_search.DEFAULT_RESTARTS if restarts is None else restarts,
+                k=concept_search.DEFAULT_K if k is None else k, out_dir=Path(out) if out is not None else None, progress=progress,
             )
-        return attach_thumbnails(result, self._thumbnails(info))
+        return attach_thumbnails(result, token_thumbnails(info, self.device))
 
     # -- extractors -----------------------------------------------------------------------------------------------
 
@@ -587,23 +468,25 @@ class Workspace:
         """Run one evaluation and store it: 'image-level' (Figure 3), 'concept-level' (Table 2), 'edit' (Table 3),
         'localization', 'stability' or 'sanity' (the maps under weight randomisation and label permutation).
 
-        `settings` are the fields of the kind's settings dataclass (`evaluation.<kind>.<Kind>Settings`, e.g.
-        images_per_class=4, ns=(5, 10)); `extractors` 'all', 'ce' or 'ce,re'. Writes JSON and a plot to `out`
-        (default `$CORTEX_HOME/reports/<model>/`).
+        `settings` are the fields of the kind's settings dataclass (`SETTINGS` of its module in
+        `evaluation.registry.EVALUATIONS`, e.g. images_per_class=4, ns=(5, 10)); `extractors` 'all', 'ce' or 'ce,re'.
+        Writes JSON and a plot to `out` (default `$CORTEX_HOME/reports/<model>/`).
         """
-        runner, settings_type, uses_judges = _evaluation(kind)
+        from .evaluation.registry import evaluation_named
+
+        evaluation = evaluation_named(kind)
         try:
-            chosen = settings_type(**settings)
+            chosen = evaluation.SETTINGS(**settings)
         except TypeError as exc:
-            known = ", ".join(f.name for f in fields(settings_type))
+            known = ", ".join(f.name for f in fields(evaluation.SETTINGS))
             raise CortexError(f"{kind} evaluation: {exc}; its settings are {known}") from None
-        options = {"judge_weights": judge_weights} if uses_judges else {}
-        if judge_weights is not None and not uses_judges:
+        options = {"judge_weights": judge_weights} if evaluation.USES_JUDGES else {}
+        if judge_weights is not None and not evaluation.USES_JUDGES:
             raise CortexError(f"the {kind} evaluation uses no judges; drop judge_weights")
         with self._home():
             info = self._model(model)
-            return runner(self.store, info, extractors=extractors, settings=chosen, device=self.device,
-                          out_dir=Path(out) if out is not None else None, progress=progress, **options)
+            return evaluation.run(self.store, info, extractors=extractors, settings=chosen, device=self.device,
+                                  out_dir=Path(out) if out is not None else None, progress=progress, **options)
 
     def evaluate_all(self, out: str | Path, *, progress: Progress | None = None):
         """Every evaluation with its defaults on the mini model, in a fresh temporary store, and report.md in `out`."""
@@ -643,8 +526,8 @@ class Workspace:
             chosen = named = None
             if classes is not None and not (isinstance(classes, str) and classes.strip().lower() == "all"):
                 items = self._targets(info, classes)  # a concept: its page and its members' class pages
-                named = [t for t in items if isinstance(t, ConceptInfo)]
-                chosen = list({c.class_id: c for t in items for c in (t.members if isinstance(t, ConceptInfo) else [t])}.values())
+                named = [t.concept for t in items if not t.is_class]
+                chosen = subjects.member_classes(items)
             return build_atlas(self.store, info, Path(out), classes=chosen, extractor=extractor, method=method, run=run,
                                settings=settings, device=self.device, batch_size=batch_size, force=force, progress=progress,
                                named=named)
@@ -694,31 +577,6 @@ def _named(progress: Progress | None, name: str) -> Progress | None:
         progress(done, total, info=f"{name}: {info}" if info else name)
 
     return update
-
-
-def _evaluation(kind: str):
-    """(runner, settings dataclass, whether it takes judge weights) of an evaluation kind."""
-    from .evaluation.common import KINDS
-
-    if kind == "image-level":
-        from .evaluation.image_level import ImageLevelSettings, run_image_level
-        return run_image_level, ImageLevelSettings, True
-    if kind == "concept-level":
-        from .evaluation.concept_level import ConceptLevelSettings, run_concept_level
-        return run_concept_level, ConceptLevelSettings, True
-    if kind == "edit":
-        from .evaluation.edit_eval import EditEvalSettings, run_edit_eval
-        return run_edit_eval, EditEvalSettings, True
-    if kind == "localization":
-        from .evaluation.localization import LocalizationSettings, run_localization
-        return run_localization, LocalizationSettings, False
-    if kind == "stability":
-        from .evaluation.stability import StabilitySettings, run_stability
-        return run_stability, StabilitySettings, False
-    if kind == "sanity":
-        from .evaluation.sanity import SanitySettings, run_sanity
-        return run_sanity, SanitySettings, False
-    raise CortexError(f"unknown evaluation {kind!r}; choose one of {', '.join(KINDS)}")
 
 
 __all__ = ["ExtractorTests", "RegisteredModel", "TrainedExtractor", "Workspace"]

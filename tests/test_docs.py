@@ -98,3 +98,21 @@ def test_the_readme_is_a_front_page_whose_links_exist():
     assert len(readme) <= 15_000, f"README is {len(readme)} characters; move detail into docs/"
     links = [target for target in re.findall(r"\]\(([^)#]+)\)", readme) if not target.startswith(("http://", "https://"))]
     assert links and [target for target in links if not (ROOT / target).exists()] == []
+
+
+def test_every_path_architecture_names_exists():
+    """A reader finds every room at the path ARCHITECTURE.md names: `dir/`, `dir/module.py`, or a module named in its room."""
+    text = (ROOT / "ARCHITECTURE.md").read_text()
+    package = ROOT / "cortex_cli"
+    modules = {p.name for p in package.rglob("*.py")}
+    missing = []
+    for name in sorted(set(re.findall(r"`([\w./-]+(?:\.py|/))`", text))):
+        where = [ROOT / name, package / name, ROOT / "tests" / name]
+        if "/" not in name.rstrip("/") and name.endswith(".py"):
+            found = name in modules or (ROOT / "tests" / name).exists()
+        else:
+            found = any(p.exists() for p in where)
+        if not found:
+            missing.append(name)
+    assert missing == [], f"ARCHITECTURE.md names paths that do not exist: {missing}"
+    assert "cortex_cli/" in text and len(re.findall(r"`[\w./-]+\.py`", text)) > 60

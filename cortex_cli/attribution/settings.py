@@ -91,6 +91,26 @@ def default_precision(device: torch.device | str) -> str:
     return "bf16" if torch.device(device).type == "cuda" else "fp32"
 
 
+OPTION_ALIASES = {"ig_steps": "steps", "ig_baseline": "baseline"}  # the API's and the CLI's names of two fields
+
+
+def saliency_settings(device: torch.device | str, base: SaliencySettings | None = None, **options: Any) -> SaliencySettings:
+    """`base` (default: the defaults, at `default_precision(device)`) with the named fields replaced, validated.
+
+    Options are field names or their aliases (`ig_steps`, `ig_baseline`); None leaves a field as it is.
+
+    Raises:
+        CortexError: an unknown option, or a value out of range.
+    """
+    names = {f.name for f in fields(SaliencySettings)}
+    given = {OPTION_ALIASES.get(k, k): v for k, v in options.items() if v is not None}
+    unknown = sorted(set(given) - names)
+    if unknown:
+        known = ", ".join(sorted((names - set(OPTION_ALIASES.values())) | set(OPTION_ALIASES)))
+        raise CortexError(f"unknown saliency option(s) {', '.join(unknown)}; known: {known}")
+    return replace(base or SaliencySettings(precision=default_precision(device)), **given).validate()
+
+
 def field_help(name: str) -> str:
     """The CLI help of a SaliencySettings field."""
     return next(f.metadata["help"] for f in fields(SaliencySettings) if f.name == name)

@@ -11,6 +11,7 @@ from ..models import registry as model_registry
 from ..core.errors import CortexError
 from ..images.generation import ensure_images, image_tokens
 from ..core.progress import Progress, report
+from ..core.results import Result
 from ..models.registry import ClassInfo, ModelInfo
 from ..store.database import Store
 from .architectures import count_parameters
@@ -279,3 +280,27 @@ def test_extractors(
                 cache[key] = load_split(store, model, "test", n, seed=s, device=device, progress=progress, classes=subset)
         scores.append(score_extractor(store, model, info, cache[key], device=device))
     return scores
+
+
+@dataclass(frozen=True)
+class TrainedExtractor(Result):
+    """`train_extractor`: the training run and, with `bundle=True`, the files shipped in the package."""
+
+    model: str
+    result: Any  # extractors.TrainResult
+    bundled: list[str]
+
+
+@dataclass(frozen=True)
+class ExtractorTests(Result):
+    """`test_extractors`: the paper's Table 1, top-k accuracy of every registered extractor on the test split (a concept
+    extractor's binary accuracy on its balanced test split)."""
+
+    model: str
+    split: str
+    extractors: list[Any]  # extractors.ExtractorScore
+
+    def table_rows(self) -> list[dict[str, Any]]:
+        """One row per extractor: its images and top-1/3/5/10 accuracy (a concept extractor: its binary accuracy)."""
+        return [{"extractor": s.name, "arch": s.arch, "classes": f"concept {s.concept}" if s.concept else len(s.classes) or "all",
+                 "images": s.n_images, **s.accuracy} for s in self.extractors]

@@ -33,7 +33,9 @@ from ..models.registry import ClassInfo, ModelInfo
 from ..attribution import SaliencySettings, prepare_extractor, token_saliency
 from ..store import index as index_store
 from ..store.database import Store
-from ..models.targets import Target
+from ..extractors.subsets import require_classes
+from ..models.subjects import Subject, index_target
+from ..models.targets import BINARY, DEFAULT_RULE, Target
 
 
 
@@ -101,13 +103,6 @@ def index_rows(class_pk: int, image_ids: Sequence[int], tokens: torch.Tensor, ts
     )
 
 
-def write_batch(
-    store: Store, run_id: int, class_pk: int, image_ids: Sequence[int], tokens: torch.Tensor, tsv: torch.Tensor, top_n: int
-) -> None:
-    """Write one batch (maps, top-n rows and the run's token counts) in one transaction, now."""
-    index_store.write_index(store, run_id, [index_rows(class_pk, image_ids, tokens, tsv, top_n)])
-
-
 def default_batch_size(device: torch.device | str) -> int:
     """Images per saliency batch when the caller names none: 256 on an accelerator (with N = 20 that is five
     chunks of `attribution.default_chunk`'s 1024 noisy copies, so the device never waits on a small batch),
@@ -122,6 +117,64 @@ class IndexJob:
     cls: ClassInfo
     target: Target = Target()
     concept: str | None = None
+
+
+def _checked_batch_size(settings: SaliencySettings, n_images: int, device: torch.device | str, batch_size: int | None) -> int:
+    """The saliency batch size, after the arguments are checked."""
+    settings.validate()
+    if n_images < 1:
+        raise CortexError(f"--images must be >= 1, got {n_images}")
+    batch_size = default_batch_size(device) if batch_size is None else batch_size
+    if batch_size < 1:
+        raise CortexError(f"--batch-size must be >= 1, got {batch_size}")
+    return batch_size
+
+
+def _dealt(todo_of: list[list[int]], batch_size: int, rank: int, world: int) -> dict[int, list[list[tuple[int, int]]]]:
+    """Job -> this rank's batches of (job, image id). Batches are formed within a class (each class's writer commits
+    when it closes, so a kill loses little) and dealt to the ranks over the whole job: batch b of every class's
+    batches in job order goes to rank b mod W."""
+    every = [[(j, image_id) for image_id in todo[i:i + batch_size]] for j, todo in enumerate(todo_of) for i in range(0, len(todo), batch_size)]
+    dealt = every[rank::world]
+    return {j: [batch for batch in dealt if batch[0][0] == j] for j in range(len(todo_of))}
+
+
+def _index_dealt(store: Store, model: ModelInfo, extractor: nn.Module, jobs: Sequence[IndexJob], runs: list[int],
+                 mine: dict[int, list[list[tuple[int, int]]]], settings: SaliencySettings, device: torch.device,
+                 commit: CommitPolicy, progress: Progress | None, total: int) -> list[int]:
+    """Explain this rank's batches, job by job, each job's rows written by its run's writer thread; images added per job."""
+    added = [0] * len(jobs)
+    vqgm = model_registry.load_model(model, device)
+    codebook = vqgm.codebook  # integrated-gradients reads it for its codebook-mean baseline
+    committed = [0]
+
+    def on_commit(images: int) -> None:
+        committed[0] += images
+        report(progress, committed[0], total)
+
+    def explain(explained: nn.Module, target: Target, batch: list[tuple[int, int]], writer: IndexWriter) -> None:
+        ids = [image_id for _, image_id in batch]
+        tokens = _load_tokens(store, model, ids)
+        with torch.no_grad():
+            emb = vqgm.embed(tokens)
+        tsv = token_saliency(explained, emb, target.per_image([jobs[j].cls.class_id for j, _ in batch]),
+                             image_keys(store, model, ids), settings, codebook=codebook)
+        for j in dict.fromkeys(j for j, _ in batch):  # each job's rows to its run's writer
+            rows = [k for k, (owner, _) in enumerate(batch) if owner == j]
+            writer.put(index_rows(jobs[j].cls.pk, [ids[k] for k in rows], tokens[rows], tsv[rows], settings.top_n))
+            added[j] += len(rows)
+
+    explained_by: dict[str, nn.Module] = {}
+    for j, batches in mine.items():
+        if not batches:
+            continue
+        target = jobs[j].target
+        if target.key not in explained_by:
+            explained_by[target.key] = prepare_extractor(target.explained(extractor))
+        with IndexWriter(store, runs[j], commit, on_commit=on_commit) as writer:
+            for batch in batches:
+                explain(explained_by[target.key], target, batch, writer)
+    return added
 
 
 def index_jobs(
@@ -174,13 +227,8 @@ def index_jobs(
     Raises:
         CortexError: bad settings or sizes, or a missing model/extractor file.
     """
-    settings.validate()
-    if n_images < 1:
-        raise CortexError(f"--images must be >= 1, got {n_images}")
+    batch_size = _checked_batch_size(settings, n_images, device, batch_size)
     device = torch.device(device)
-    batch_size = default_batch_size(device) if batch_size is None else batch_size
-    if batch_size < 1:
-        raise CortexError(f"--batch-size must be >= 1, got {batch_size}")
     rank, world = (dist.rank, dist.world_size) if dist is not None and dist.distributed else (0, 1)
     seeds = tuple(range(image_seed, image_seed + n_images))
     classes = list({job.cls.pk: job.cls for job in jobs}.values())
@@ -194,46 +242,14 @@ def index_jobs(
         todo_of.append([i for i in ids_of[job.cls.pk] if i not in done])
     if dist is not None:
         dist.barrier()  # every rank deals the same list
-    # batches within a class (each class's writer commits when it closes, so a kill loses little), dealt to the
-    # ranks over the whole job: batch b of every class's batches in job order goes to rank b mod W
-    every = [[(j, image_id) for image_id in todo[i:i + batch_size]] for j, todo in enumerate(todo_of) for i in range(0, len(todo), batch_size)]
-    dealt = every[rank::world]
-    mine = {j: [batch for batch in dealt if batch[0][0] == j] for j in range(len(jobs))}
-    total = sum(len(batch) for batch in dealt)
+    mine = _dealt(todo_of, batch_size, rank, world)
+    total = sum(len(batch) for batches in mine.values() for batch in batches)
     report(progress, 0, total)
     added = [0] * len(jobs)
     start = time.perf_counter()
     if total:
-        if extractor is None:
-            extractor = load_extractor(extractor_info, device)
-        vqgm = model_registry.load_model(model, device)
-        codebook = vqgm.codebook  # integrated-gradients reads it for its codebook-mean baseline
-        committed = [0]
-
-        def on_commit(images: int) -> None:
-            committed[0] += images
-            report(progress, committed[0], total)
-
-        explained_by: dict[str, nn.Module] = {}
-        for j, batches in mine.items():
-            if not batches:
-                continue
-            target = jobs[j].target
-            if target.key not in explained_by:
-                explained_by[target.key] = prepare_extractor(target.explained(extractor))
-            explained = explained_by[target.key]
-            with IndexWriter(store, runs[j], commit, on_commit=on_commit) as writer:
-                for batch in batches:
-                    ids = [image_id for _, image_id in batch]
-                    tokens = _load_tokens(store, model, ids)
-                    with torch.no_grad():
-                        emb = vqgm.embed(tokens)
-                    tsv = token_saliency(explained, emb, target.per_image([jobs[j].cls.class_id for j, _ in batch]),
-                                         image_keys(store, model, ids), settings, codebook=codebook)
-                    for j in dict.fromkeys(j for j, _ in batch):
-                        rows = [k for k, (owner, _) in enumerate(batch) if owner == j]
-                        writer.put(index_rows(jobs[j].cls.pk, [ids[k] for k in rows], tokens[rows], tsv[rows], settings.top_n))
-                        added[j] += len(rows)
+        extractor = load_extractor(extractor_info, device) if extractor is None else extractor
+        added = _index_dealt(store, model, extractor, jobs, runs, mine, settings, device, commit, progress, total)
     seconds = time.perf_counter() - start
     if dist is not None and dist.distributed:
         added = [int(a) for a in dist.all_reduce_counts(added)]
@@ -253,12 +269,48 @@ def index_class(store: Store, model: ModelInfo, extractor_info: Any, cls: ClassI
     return index_jobs(store, model, extractor_info, [IndexJob(cls, target, concept)], **kwargs)[0]
 
 
-def index_classes(store: Store, model: ModelInfo, extractor_info: Any, classes: Sequence[ClassInfo], **kwargs: Any) -> list[IndexResult]:
-    """`index_jobs` of several classes' own logits (`--class all`), their images mixed in every batch."""
-    return index_jobs(store, model, extractor_info, [IndexJob(cls) for cls in classes], **kwargs)
+
+
+def index_subjects(
+    store: Store,
+    model: ModelInfo,
+    extractor_info: Any,
+    about: Sequence[Subject],
+    settings: SaliencySettings,
+    *,
+    score: str = DEFAULT_RULE,
+    split: str = "train",
+    n_images: int = 100,
+    image_seed: int = 0,
+    device: torch.device | str = "cpu",
+    batch_size: int | None = None,
+    progress: Progress | None = None,
+    generation_progress: Progress | None = None,
+    dist: DistContext | None = None,
+) -> list[IndexResult]:
+    """Index image seeds `image_seed .. +n_images-1` of every class of `about` (a named concept: each member, explaining the
+    concept's score `score` in a run of that target): checks, one run row per target, then `index_jobs`.
+
+    Raises:
+        CortexError: a bad count or seed, or a class the extractor was not trained on.
+    """
+    if n_images < 1:
+        raise CortexError(f"--images must be >= 1, got {n_images}")
+    if image_seed < 0:
+        raise CortexError(f"--first-seed must be >= 0 (image seeds are 0, 1, 2, ...), got {image_seed}")
+    jobs = [IndexJob(member, index_target(extractor_info, item, score), item.concept_name) for item in about for member in item.members]
+    # a subset extractor's classes only; before generating (an extractor trained for the concept reads no class logit)
+    require_classes(extractor_info, [job.cls.class_id for job in jobs if job.target.rule != BINARY])
+    net = load_extractor(extractor_info, device)
+    dist = dist or DistContext(device=torch.device(device))
+    for target in {job.target.key: job.target for job in jobs}.values():  # one rank creates each run row
+        dist.main_first(lambda target=target: ensure_run(store, model, extractor_info.id, settings, target))
+    return index_jobs(store, model, extractor_info, jobs, split=split, n_images=n_images, image_seed=image_seed, settings=settings,
+                      device=device, batch_size=batch_size, progress=progress, extractor=net, generation_progress=generation_progress,
+                      dist=dist)
 
 
 __all__ = [
-    "CommitPolicy", "IndexJob", "IndexResult", "ensure_run", "index_class", "index_classes", "index_jobs", "index_rows", "indexed_image_ids",
-    "pack_tsv", "unpack_tsv", "write_batch",
+    "CommitPolicy", "IndexJob", "IndexResult", "ensure_run", "index_class", "index_jobs", "index_rows", "index_subjects", "indexed_image_ids",
+    "pack_tsv", "unpack_tsv",
 ]

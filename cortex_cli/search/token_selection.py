@@ -29,9 +29,10 @@ a class target takes the class code path, unchanged.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -101,6 +102,23 @@ class OptimizeSettings:
         if self.tau_final is None or self.steps <= 1:
             return self.tau
         return self.tau * (self.tau_final / self.tau) ** (step / (self.steps - 1))
+
+
+SETTING_ALIASES = {"space": "method"}  # the API's and the CLI's name of what the optimiser moves
+
+
+def optimize_settings(base: OptimizeSettings | None = None, **options: Any) -> OptimizeSettings:
+    """`base` (default: the defaults) with the named fields replaced (`space` is `method`; None leaves a field), validated.
+
+    Raises:
+        CortexError: an unknown option, or a value out of range.
+    """
+    names = {f.name for f in dataclasses.fields(OptimizeSettings)}
+    given = {SETTING_ALIASES.get(k, k): v for k, v in options.items() if v is not None}
+    unknown = sorted(set(given) - names)
+    if unknown:
+        raise CortexError(f"unknown optimiser option(s) {', '.join(unknown)}; known: {', '.join(sorted(names - {'method'} | {'space'}))}")
+    return dataclasses.replace(base or OptimizeSettings(), **given).validate()
 
 
 @dataclass

@@ -61,3 +61,17 @@ def test_the_default_precision_is_bf16_on_cuda_only():
 
     assert default_precision("cpu") == "fp32" and default_precision(torch.device("cuda", 0)) == "bf16"
     assert SaliencySettings().precision == "fp32"  # the run key's stored default is unchanged
+
+
+def test_saliency_settings_take_fields_and_aliases_and_refuse_unknown_ones():
+    from cortex_cli.attribution.settings import saliency_settings
+
+    cpu = saliency_settings("cpu", method="integrated-gradients", ig_steps=8, ig_baseline="codebook-mean", samples=None)
+    assert (cpu.method, cpu.steps, cpu.baseline, cpu.samples, cpu.precision) == ("integrated-gradients", 8, "codebook-mean", 20, "fp32")
+    assert saliency_settings("cuda").precision == "bf16"  # the device's default precision, without touching a GPU
+    base = SaliencySettings(seed=7, precision="fp32")
+    assert saliency_settings("cuda", base, alpha=0.5) == SaliencySettings(seed=7, precision="fp32", alpha=0.5)
+    with pytest.raises(CortexError, match="unknown saliency option.*sampels; known: .*ig_steps"):
+        saliency_settings("cpu", sampels=3)
+    with pytest.raises(CortexError, match="--samples must be >= 1"):
+        saliency_settings("cpu", samples=0)

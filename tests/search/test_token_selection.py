@@ -285,3 +285,15 @@ def test_optimising_a_concept_raises_its_score_and_checks_its_members(setup):
     assert result.loss_trace[-1] < result.loss_trace[0]
     with pytest.raises(CortexError, match="target class 5 is outside the extractor's 3 classes"):
         optimize_tokens(three, codebook, source, mask, Target("logsumexp", (1, 5)), OptimizeSettings(steps=2))
+
+
+def test_optimize_settings_take_fields_and_the_space_alias_and_refuse_unknown_ones():
+    from cortex_cli.search.token_selection import OptimizeSettings, optimize_settings
+
+    got = optimize_settings(space="embedding", steps=5, alpha=None, objective=None)
+    assert got == OptimizeSettings(method="embedding", steps=5)
+    assert optimize_settings(OptimizeSettings(steps=9), tau=0.5) == OptimizeSettings(steps=9, tau=0.5)
+    with pytest.raises(CortexError, match="unknown optimiser option.*stpes; known: .*space"):
+        optimize_settings(stpes=3)
+    with pytest.raises(CortexError, match="--steps must be a positive"):
+        optimize_settings(steps=0)
