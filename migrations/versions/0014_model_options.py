@@ -26,6 +26,8 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     conn = op.get_bind()
+    if "options" not in {c["name"] for c in sa.inspect(conn).get_columns("models")}:
+        return  # already gone: a SQLite downgrade that a later step rolled back after this one had committed
     named = conn.execute(sa.text("SELECT name FROM models WHERE options <> '{}' ORDER BY name")).scalars().all()
     if named:
         raise RuntimeError(f"models {', '.join(named)} need their options to load; remove them before downgrading below 0014")

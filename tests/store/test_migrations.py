@@ -19,7 +19,7 @@ pytestmark = pytest.mark.both_backends
 # (table, column) that revisions after 0008 add: 0009 models.backend, 0010 the saliency run's method and its parameters
 ADDED_AFTER_0008 = {("models", "backend"), ("saliency_runs", "method"), ("saliency_runs", "steps"), ("saliency_runs", "baseline"),
                     ("saliency_runs", "target"), ("classes", "prompt"), ("edits", "target"),
-                    ("concept_searches", "target"), ("saliency_runs", "noise")}
+                    ("concept_searches", "target"), ("saliency_runs", "noise"), ("models", "options")}
 # (table, column, referred table) of the foreign keys 0011 drops (derived index rows: delete triggers cascade instead)
 DROPPED_AFTER_0008 = {("salient_tokens", "run_id", "saliency_runs"), ("salient_tokens", "image_id", "images"),
                       ("salient_tokens", "class_pk", "classes"), ("run_token_counts", "run_id", "saliency_runs"),
