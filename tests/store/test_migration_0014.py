@@ -7,23 +7,15 @@ them back; downgrade refuses while such a model exists, then drops the column an
 from __future__ import annotations
 
 import pytest
-from alembic import command
 from sqlalchemy import inspect, update
 
 from cortex_cli.store import registered_models as model_store
-from cortex_cli.store.database import _alembic_config
 from cortex_cli.store.schema import ModelRow
 from tests.store.test_migration_0009 import database_at, upgraded_keeping_every_row
+from tests.store.test_migration_0013 import _migrate
 from tests.store.test_migrations import contents, empty_url  # noqa: F401  (empty_url is a fixture)
 
 pytestmark = pytest.mark.both_backends
-
-
-def _migrate(store, revision: str, *, upgrade: bool = False) -> None:
-    cfg = _alembic_config()
-    with store.engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        (command.upgrade if upgrade else command.downgrade)(cfg, revision)
 
 
 def test_options_are_added_empty_read_back_and_block_a_lossy_downgrade(empty_url):
