@@ -243,27 +243,9 @@ def build_generator(size: Size, device: torch.device) -> TamingVQGM:
     return TamingVQGM(net, OmegaConf.create(cfg), device)
 
 
-@torch.no_grad()
-def seeded_init(module: torch.nn.Module, seed: int, device: torch.device) -> torch.nn.Module:
-    """Seeded random weights for a module materialised with `to_empty`: normal(0, 0.02) for every linear, convolution
-    and embedding (the official LlamaGen init; its zero-initialised output layer is random here too), zero biases,
-    unit norms."""
-    gen = torch.Generator(device=device).manual_seed(seed)
-    for sub in module.modules():
-        if isinstance(sub, (torch.nn.Linear, torch.nn.Conv2d, torch.nn.Embedding)):
-            sub.weight.normal_(0.0, 0.02, generator=gen)
-            if getattr(sub, "bias", None) is not None:
-                sub.bias.zero_()
-        elif isinstance(sub, (llamagen.RMSNorm, torch.nn.GroupNorm)):
-            sub.weight.fill_(1.0)
-            if getattr(sub, "bias", None) is not None:
-                sub.bias.zero_()
-    return module
-
-
 def build_llamagen(gpt_model: str, image_size: int, device: torch.device) -> LlamaGenVQGM:
     """A LlamaGen of the released size `gpt_model` with the VQ-16 tokenizer at `image_size` px, random (seeded):
-    built on the meta device, materialised on `device` with `to_empty`, then initialised (`seeded_init`)."""
+    built on the meta device, materialised on `device` with `to_empty`, then initialised (`llamagen.seeded_init`)."""
     vq_cfg = llamagen.VQ_MODELS[LLAMAGEN_DOWNSAMPLE]
     if image_size < vq_cfg.downsample or image_size % vq_cfg.downsample:
         raise SystemExit(f"--image-size must be a positive multiple of the VQ's downsampling {vq_cfg.downsample}, got {image_size}")
@@ -271,8 +253,8 @@ def build_llamagen(gpt_model: str, image_size: int, device: torch.device) -> Lla
     spec = llamagen.LlamaGenSpec(gpt=gpt_cfg, vq=vq_cfg, image_size=image_size, gpt_name=gpt_model)
     with torch.device("meta"):
         gpt, vq = llamagen.LlamaGenGPT(gpt_cfg), llamagen.LlamaGenVQ(vq_cfg)
-    gpt = seeded_init(gpt.to_empty(device=device), 0, device)
-    vq = seeded_init(vq.to_empty(device=device), 1, device)
+    gpt = llamagen.seeded_init(gpt.to_empty(device=device), 0, device)
+    vq = llamagen.seeded_init(vq.to_empty(device=device), 1, device)
     gpt.rope = llamagen.rope_table(gpt_cfg).to(device)  # a buffer `to_empty` left uninitialised
     return LlamaGenVQGM(gpt.eval().requires_grad_(False), vq.eval().requires_grad_(False), spec, device)
 

@@ -715,6 +715,24 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     return obj
 
 
+@torch.no_grad()
+def seeded_init(module: nn.Module, seed: int, device: torch.device | str = "cpu") -> nn.Module:
+    """Seeded random weights for a module materialised with `to_empty` (benchmarks and tests of released sizes):
+    normal(0, 0.02) for every linear, convolution and embedding (the official init, except that its zero-initialised
+    output layer and embeddings are random here too, so greedy sampling has no ties), zero biases, unit norms."""
+    gen = torch.Generator(device=device).manual_seed(seed)
+    for sub in module.modules():
+        if isinstance(sub, (nn.Linear, nn.Conv2d, nn.Embedding)):
+            sub.weight.normal_(0.0, 0.02, generator=gen)
+            if getattr(sub, "bias", None) is not None:
+                sub.bias.zero_()
+        elif isinstance(sub, (RMSNorm, nn.GroupNorm)):
+            sub.weight.fill_(1.0)
+            if getattr(sub, "bias", None) is not None:
+                sub.bias.zero_()
+    return module
+
+
 def _rebuilt_gpt_buffer(key: str) -> bool:
     """GPT entries the official code rebuilds (RoPE table, causal mask, KV caches): never part of the weights."""
     return key in ("freqs_cis", "causal_mask") or ".kv_cache." in key

@@ -33,25 +33,6 @@ def cortex(*args: object):
     return runner.invoke(app, [str(a) for a in args])
 
 
-@torch.no_grad()
-def random_init(module: torch.nn.Module, seed: int) -> torch.nn.Module:
-    """Seeded weights for a module built on the meta device and materialised with `to_empty`: normal(0, 0.02) for
-    every linear, convolution and embedding (the official init, except that the official GPT zeroes its output
-    layer and these embeddings start as zeros here: a random output layer gives the greedy sampler no ties), zero
-    biases, unit norms."""
-    gen = torch.Generator().manual_seed(seed)
-    for sub in module.modules():
-        if isinstance(sub, (torch.nn.Linear, torch.nn.Conv2d, torch.nn.Embedding)):
-            sub.weight.normal_(0.0, 0.02, generator=gen)
-            if getattr(sub, "bias", None) is not None:
-                sub.bias.zero_()
-        elif isinstance(sub, (lg.RMSNorm, torch.nn.GroupNorm)):
-            sub.weight.fill_(1.0)
-            if getattr(sub, "bias", None) is not None:
-                sub.bias.zero_()
-    return module
-
-
 def save_official(module: torch.nn.Module, path: Path) -> Path:
     """The official training checkpoint layout: {"model": state_dict}, float32."""
     torch.save({"model": {k: v.float().contiguous() for k, v in module.state_dict().items()}}, path)
@@ -73,7 +54,7 @@ def gpt_b_files(tmp_path, one_thread):
     with torch.device("meta"):
         gpt, vq = lg.LlamaGenGPT(lg.GPT_MODELS["GPT-B"]), lg.LlamaGenVQ(lg.VQ_MODELS[16])
     # to_empty leaves the GPT's rotary table uninitialised: it is no part of the checkpoint (the loader rebuilds it)
-    gpt, vq = random_init(gpt.to_empty(device="cpu"), 1), random_init(vq.to_empty(device="cpu"), 2)
+    gpt, vq = lg.seeded_init(gpt.to_empty(device="cpu"), 1), lg.seeded_init(vq.to_empty(device="cpu"), 2)
     assert 110e6 < sum(p.numel() for p in gpt.parameters()) < 112e6  # "GPT-B: 111M"
     files = save_official(gpt, tmp_path / "c2i_B_256.pt"), save_official(vq, tmp_path / "vq_ds16_c2i.pt")
     del gpt, vq
