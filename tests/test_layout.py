@@ -153,3 +153,13 @@ def test_the_tree_shows_the_stages():
             for n in ast.walk(ast.parse(p.read_text())) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
             and n.end_lineno - n.lineno + 1 > 100]
     assert long == []
+
+
+def test_pyproject_ships_every_subpackage():
+    """A wheel (not an editable install) holds exactly the packages pyproject names: a new stage folder must be listed."""
+    import tomllib
+
+    listed = set(tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    on_disk = {".".join(("cortex_cli", *p.parent.relative_to(PACKAGE).parts)) for p in PACKAGE.rglob("__init__.py")}
+    on_disk = {name.removesuffix(".") for name in on_disk}
+    assert on_disk - listed == set(), "pyproject.toml's [tool.setuptools] packages misses these"
