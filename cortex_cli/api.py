@@ -159,6 +159,14 @@ class Workspace:
 
     # -- models and data ------------------------------------------------------------------------------------------
 
+    def model(self, name: str | None = None) -> ModelInfo:
+        """A registered model by name (default: the bundled mini model)."""
+        return self._model(name)
+
+    def subject(self, name: str | int, *, model: str | None = None) -> Subject:
+        """What a name or id stands for in a model: a class (a concept of one member) or a named concept."""
+        return self._target(self._model(model), name)
+
     def models(self) -> list[RegisteredModel]:
         """Every registered model with its classes (the bundled `mini` first)."""
         return model_registry.registered_models(self.store)
@@ -325,10 +333,11 @@ class Workspace:
                                  device=self.device, out=Path(out) if out is not None else None, target=target, score=score)
         return attach_thumbnails(result, token_thumbnails(self._model(result.model), self.device))
 
-    def show(self, image: int | str | Path | Image.Image | torch.Tensor, out: str | Path, *, top_n: int = 5,
+    def show(self, image: int | str | Path | Image.Image | torch.Tensor, out: str | Path | None, *, top_n: int = 5,
              extractor: str | None = None, model: str | None = None, seed: int = SALIENCY.seed, target: str | int | None = None,
              score: str = DEFAULT_RULE, noise: str = SALIENCY.noise):
-        """Paper Figure 2: red boxes on an image's top-n tokens, written to `out` (a stored image id uses its index map).
+        """Paper Figure 2: red boxes on an image's top-n tokens, written to `out` (a stored image id uses its index map;
+        `out` None: the tokens only).
 
         `target`: explain this class or named concept (its score `score`; read from its own runs when indexed).
         """
@@ -338,11 +347,44 @@ class Workspace:
             if isinstance(image, int) and not isinstance(image, bool):
                 info = self._model(model)
                 item = self._target(info, target) if target is not None else None
-                return show_image(self.store, info, image, extractor_name=extractor, top_n=top_n, out=Path(out), device=self.device,
+                return show_image(self.store, info, image, extractor_name=extractor, top_n=top_n, out=_path(out), device=self.device,
                                   settings=SaliencySettings(seed=seed, noise=noise), target=item, score=score)
             with picture_path(image) as path:
                 return explain_png(self.store, path, model_name=model, extractor_name=extractor, top_n=top_n,
-                                   settings=SaliencySettings(seed=seed, noise=noise), device=self.device, out=Path(out), target=target, score=score)
+                                   settings=SaliencySettings(seed=seed, noise=noise), device=self.device, out=_path(out), target=target, score=score)
+
+    def image(self, image_id: int, *, model: str | None = None, out: str | Path | None = None):
+        """A stored image: its identity, token grid and the index runs holding its map; `out` writes it as a cortex PNG."""
+        from .images.stored import stored_image, write_stored_png
+
+        info = self._model(model)
+        found = stored_image(self.store, info, image_id)
+        return found if out is None else write_stored_png(self.store, info, found, Path(out), self.device)
+
+    def mask(self, image: int | str | Path | Image.Image | torch.Tensor, *, positions: Sequence[int] | None = None, top_n: int = 5,
+             fill: str = "black", seed: int = 0, target: str | int | None = None, extractor: str | None = None,
+             model: str | None = None, out: str | Path | None = None):
+        """The judges' P(class) with some of an image's tokens masked, beside as many seeded random ones (Figure 3, one image).
+
+        `image` is a stored image id or a picture; the masked positions are `positions` (row * m + col), else the
+        image's `top_n` TSV positions (as `show` finds them, with `extractor`). `target` is the class the judges score
+        (default: the image's own); `fill` 'black' (the paper's), 'gray', 'blur' or 'tokens'; `out` gets a strip.
+        """
+        from .images.pngmeta import read_png
+        from .judges.masked import mask_picture, png_picture, stored_picture
+
+        with self._home(), (contextlib.nullcontext(image) if _is_id(image) else picture_path(image)) as source:
+            info = self._model(model if model is not None or _is_id(image) else read_png(source).model_name)
+            picture = stored_picture(self.store, info, source) if _is_id(image) else png_picture(info, source, self.device)
+            chosen_by = "given positions"
+            if positions is None:
+                ranked = self.show(source, None, top_n=top_n, extractor=extractor, model=info.name, seed=seed)
+                positions, chosen_by = [t.position for t in ranked.top], f"top {top_n} TSV ({ranked.tsv_from}, {ranked.extractor})"
+            scored = self._target(info, target) if target is not None else None
+            if scored is not None and not scored.is_class:
+                raise CortexError(f"mask scores one class; {scored.name!r} is a concept (name one of its classes)")
+            return mask_picture(self.store, info, picture, list(positions), class_id=scored.class_id if scored else None, fill=fill,
+                                seed=seed, chosen_by=chosen_by, device=self.device, out=_path(out))
 
     def show_token(self, concept: str | int, token: int, out: str | Path, *, limit: int = 12, extractor: str | None = None,
                    model: str | None = None):
@@ -509,18 +551,19 @@ class Workspace:
     def atlas(self, out: str | Path, *, classes: ClassSpec | None = None, model: str | None = None, extractor: str | None = None,
               method: str | None = None, run: int | None = None, k: int | None = None, crops: int | None = None,
               neighbours: int | None = None, baselines: Sequence[str] | None = None, split: str = "train", batch_size: int = 32,
-              force: bool = False, progress: Progress | None = None):
+              force: bool = False, progress: Progress | None = None, image_pages: bool = False):
         """The token atlas: a static website of the index in `out` (only pages whose data changed are rewritten).
 
         `classes` chooses the class pages (default: every indexed class) and, by naming them, the named concepts' pages
-        (default: every named concept of the model; a concept also brings its members' class pages).
+        (default: every named concept of the model; a concept also brings its members' class pages). `image_pages`: the
+        Figure-2 overlays link to images/<id>.html, the pages `cortex serve` renders.
         """
         from .atlas import PageSettings, build_atlas
 
         defaults = PageSettings()
         settings = PageSettings(top_k=defaults.top_k if k is None else k, crops=defaults.crops if crops is None else crops,
                                 baselines=defaults.baselines if baselines is None else tuple(baselines), split=split,
-                                neighbours=defaults.neighbours if neighbours is None else neighbours)
+                                neighbours=defaults.neighbours if neighbours is None else neighbours, image_pages=image_pages)
         with self._home():
             info = self._model(model)
             chosen = named = None
@@ -566,6 +609,14 @@ class Workspace:
         out_dir = Path(out) if out is not None else model_registry.BUNDLED_DIR / model_registry.MINI_NAME
         return build_mini(out_dir, recipe, work_dir=Path(work_dir) if work_dir is not None else None,
                           progress=(lambda stage: _named(progress, stage)) if progress is not None else None)
+
+
+def _path(out: str | Path | None) -> Path | None:
+    return Path(out) if out is not None else None
+
+
+def _is_id(image: Any) -> bool:
+    return isinstance(image, int) and not isinstance(image, bool)
 
 
 def _named(progress: Progress | None, name: str) -> Progress | None:

@@ -254,7 +254,7 @@ def _concept_pages(build: _Build) -> list[ConceptSummary]:
         with out.pictures() as seen:
             page = concept_page(site, cls)
             summaries.append(summary_of(page))
-            out.emit(path, render_concept(page, f"{build.crumbs} · {cls.name}", build.footer), key, seen)
+            out.emit(path, render_concept(page, f"{build.crumbs} · {cls.name}", build.footer, build.site.settings.image_pages), key, seen)
     return summaries
 
 

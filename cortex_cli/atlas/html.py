@@ -110,7 +110,7 @@ def _num(value: float | None, digits: int = 4) -> str:
     return "" if value is None else f"{value:.{digits}g}"
 
 
-def _page(title: str, root: str, crumbs: str, body: str, footer: str, script: str = "") -> str:
+def page_frame(title: str, root: str, crumbs: str, body: str, footer: str, script: str = "") -> str:
     return (
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
@@ -146,8 +146,10 @@ def _crops(crops: Iterable[Crop], root: str, show_class: bool = False) -> str:
     return f"<div class=\"strip\">{''.join(figures)}</div>" if figures else "<span class=\"muted\">none</span>"
 
 
-def render_concept(page: ConceptPage, crumbs: str, footer: str) -> str:
-    """A concept's page: T*_concept with crops beside the baselines, Figure-2 overlays, evaluations, edits, searches."""
+def render_concept(page: ConceptPage, crumbs: str, footer: str, image_pages: bool = False) -> str:
+    """A concept's page: T*_concept with crops beside the baselines, Figure-2 overlays, evaluations, edits, searches.
+
+    `image_pages`: each overlay links to images/<id>.html (the live explorer's image page)."""
     root = "../"
     parts = [f"<h1>{_e(page.name)} <small>class {page.class_id}</small></h1>"]
     syn = f"also: {', '.join(page.synonyms)} · " if page.synonyms else ""
@@ -155,8 +157,9 @@ def render_concept(page: ConceptPage, crumbs: str, footer: str) -> str:
                  f"each image stores its {page.top_n} most salient positions</p>")
     if page.overlays:
         figs = "".join(
-            f"<figure><img src=\"{root}{_e(o.src)}\" alt=\"image {o.image_id} with its most salient tokens boxed\">"
-            f"<figcaption>image {o.image_id} (seed {o.seed})</figcaption></figure>" for o in page.overlays)
+            _maybe_link(f"<figure><img src=\"{root}{_e(o.src)}\" alt=\"image {o.image_id} with its most salient tokens boxed\">"
+                        f"<figcaption>image {o.image_id} (seed {o.seed})</figcaption></figure>",
+                        f"images/{o.image_id}.html" if image_pages else None, root) for o in page.overlays)
         parts.append(f"<h2>Where the extractor looks (Figure 2)</h2><p class=\"muted\">Red boxes: each image's "
                      f"{len(page.overlays[0].positions)} highest-TSV token positions.</p><div class=\"figures\">{figs}</div>")
     rows = []
@@ -218,7 +221,7 @@ def render_concept(page: ConceptPage, crumbs: str, footer: str) -> str:
             + "".join(f", {_e(j)} {_num(p, 3)}" for j, p in c.judges.items()) + "</p><p>T*: "
             + " ".join(f"<a href=\"{root}{token_path(t)}\">{t}</a>×{n}" for t, n in c.t_star) + "</p></div>" for c in page.searches)
         parts.append(f"<h2>Optimised grids (<code>cortex optimize</code>, §3.4)</h2><div class=\"cards\">{cards}</div>")
-    return _page(f"{page.name} · cortex atlas", root, crumbs, "\n".join(parts), footer)
+    return page_frame(f"{page.name} · cortex atlas", root, crumbs, "\n".join(parts), footer)
 
 
 def _swatch(token: int, swatch: str, root: str, pages: set[int]) -> str:
@@ -262,7 +265,7 @@ def render_named_concept(page: NamedConceptPage, token_pages: set[int], crumbs: 
                          f"<p>neutral {_e(a.neutral)}, {a.images} images; {groups}</p><p>Cliff's delta {_num(a.cliff_delta, 3)} "
                          f"(95% CI {_e(a.cliff_delta_ci)})</p>{plot}</div>")
         parts.append(f"<h2>Audits (<code>cortex audit</code>)</h2><div class=\"cards\">{''.join(cards)}</div>")
-    return _page(f"{page.name} · cortex atlas", root, crumbs, "\n".join(parts), footer)
+    return page_frame(f"{page.name} · cortex atlas", root, crumbs, "\n".join(parts), footer)
 
 
 def _uses(rows, root: str, salient_view: bool) -> str:
@@ -302,7 +305,7 @@ def render_token(page: TokenPage, model_grid: int, crumbs: str, footer: str) -> 
             + f"<br><span class=\"muted\">{_num(n.distance, 3)}</span></figure>" for n in page.neighbours)
         parts.append(f"<h2>Nearest codebook neighbours</h2><p class=\"muted\">By Euclidean distance between codebook vectors "
                      f"(the distance the quantiser uses).</p><div class=\"neighbours\">{figs}</div>")
-    return _page(f"token {page.token} · cortex atlas", root, crumbs, "\n".join(parts), footer)
+    return page_frame(f"token {page.token} · cortex atlas", root, crumbs, "\n".join(parts), footer)
 
 
 def render_index(
@@ -347,7 +350,7 @@ def render_index(
         + f"<h2>Run parameters and provenance</h2><dl class=\"prov\">{prov}</dl>"
     )
     script = f"<script type=\"application/json\" id=\"atlas-data\">{data}</script>\n<script>\n{FILTER_JS}</script>\n"
-    return _page(title, root, "", body, footer, script)
+    return page_frame(title, root, "", body, footer, script)
 
 
 def _spec_table(spec: TableSpec) -> str:
@@ -375,7 +378,7 @@ def render_evaluations(page: EvaluationsPage, model: str, crumbs: str, footer: s
         for s in page.sections)
     body = (f"<h1>Evaluations <small>{_e(model)}</small></h1><p class=\"meta\">The newest stored run of each evaluation "
             f"(<code>cortex report</code> writes the same as Markdown).</p><ul>{contents}</ul>{trust}{sections}")
-    return _page(f"evaluations · cortex atlas: {model}", "", crumbs, body, footer)
+    return page_frame(f"evaluations · cortex atlas: {model}", "", crumbs, body, footer)
 
 
 __all__ = ["CSS", "STYLESHEET", "render_concept", "render_evaluations", "render_index", "render_named_concept", "render_token"]

@@ -45,6 +45,7 @@ class PageSettings:
     neighbours: int = 8  # nearest codebook entries on a token page
     cross_class: int = 24  # most cross-class tokens on the index page
     edits: int = 12  # newest edits shown per concept
+    image_pages: bool = False  # overlays link to images/<id>.html (`cortex serve` renders those pages live)
 
 
 def concept_path(cls: ClassInfo) -> str:

@@ -5,7 +5,7 @@ import sys
 
 from .app import app
 from . import models_cmd, generate_cmd, mini_cmd, extractor_cmd, index_cmd, query_cmd, explain_cmd, demo_cmd  # noqa: F401,E402
-from . import edit_cmd, optimize_cmd, eval_cmd, atlas_cmd, concepts_cmd, audit_cmd  # noqa: F401,E402
+from . import edit_cmd, optimize_cmd, eval_cmd, atlas_cmd, concepts_cmd, audit_cmd, image_cmd, serve_cmd  # noqa: F401,E402
 
 __all__ = ["app", "main"]
 

@@ -30,7 +30,7 @@ def _print_explain(result) -> None:
 def show(
     ctx: typer.Context,
     image: str = typer.Argument(None, help="A stored image id, or a PNG written by cortex."),
-    out: Path = typer.Option(..., "--out", "-o", help="Where to write the figure (PNG)."),
+    out: Path = typer.Option(None, "--out", "-o", help="Where to write the figure (PNG); with IMAGE it may be left out (the tokens only)."),
     top_n: int = typer.Option(5, "--top-n", help="Tokens to box (highest TSV first)."),
     class_spec: str = typer.Option(None, "--class", "-c", help="With --token: draw images of this class or named concept."),
     token: int = typer.Option(None, "--token", "-t", help="With --class: box this token wherever it is salient (paper Figure 5)."),
@@ -59,6 +59,8 @@ def show(
             raise CortexError("give either IMAGE or --class/--token, not both")
         if target is not None:
             raise CortexError("--target goes with IMAGE; with --token, --class names the class or concept")
+        if out is None:
+            raise CortexError("--class/--token draws a figure: give --out fig.png")
         result = ws.show_token(class_spec, token, out, limit=limit, extractor=extractor, model=model)
         if as_json:
             print_json(result)

@@ -1,4 +1,4 @@
-"""The one exception that cortex shows to its users, and how a wrapped exception becomes part of its line."""
+"""The exception that cortex shows to its users (and its not-found kind), and how a wrapped exception becomes part of its line."""
 
 
 class CortexError(Exception):
@@ -7,6 +7,10 @@ class CortexError(Exception):
     Library code raises it with what went wrong (with the offending value) and
     what to do next; it never exits the process itself.
     """
+
+
+class NotFound(CortexError):
+    """A CortexError naming a stored thing (an image id, an upload, a job) that does not exist: HTTP 404 in `cortex serve`."""
 
 
 def first_line(exc: BaseException) -> str:

@@ -22,7 +22,7 @@ import torch
 from ..models import registry as model_registry
 from ..backends.base import VQGM, SamplerSettings, image_streams, to_pil
 from ..core.distributed import DistContext
-from ..core.errors import CortexError
+from ..core.errors import CortexError, NotFound
 from ..core.results import Result
 from ..core.progress import Progress, report
 from ..core.environment import writable_dir
@@ -372,7 +372,7 @@ def _check_found(model: ModelInfo, image_ids: list[int], found: dict[int, object
     absent = [i for i in dict.fromkeys(int(i) for i in image_ids) if i not in found]
     if absent:
         shown = ", ".join(map(str, absent[:5])) + (" ..." if len(absent) > 5 else "")
-        raise CortexError(f"image id(s) {shown} are not images of model {model.name!r}; run `cortex generate` first")
+        raise NotFound(f"image id(s) {shown} are not images of model {model.name!r}; run `cortex generate` first")
 
 
 def image_tokens(store: Store, model: ModelInfo, image_ids: list[int]) -> torch.Tensor:

@@ -19,7 +19,7 @@ import torch
 
 from ..models import registry as model_registry, subjects
 from ..backends.base import from_pil, to_pil
-from ..core.errors import CortexError
+from ..core.errors import CortexError, NotFound
 from ..core.results import Result
 from ..extractors.registry import get_extractor, load_extractor
 from ..images.figures import draw_token_boxes, image_grid
@@ -112,7 +112,7 @@ def _write(image, out: Path | None, top: list[SalientToken], model: ModelInfo, t
     return str(save_png(figure, Path(out), None, model.name, {**meta, "figure": "token boxes"}))
 
 
-def _picture_key(png, model: ModelInfo, tokens: torch.Tensor) -> int:
+def picture_key(png, model: ModelInfo, tokens: torch.Tensor) -> int:
     """A PNG's noise key: its generated image's identity from the metadata, else its token content."""
     meta = png.meta
     if png.model_name == model.name and all(k in meta for k in ("class_id", "split", "seed", "sampler")):
@@ -216,7 +216,7 @@ def explain_png(
             predicted = int(ext(emb.float()).argmax(dim=1)[0])
         item, source = Subject.of(_class_by_id(store, model, predicted)), "predicted by the extractor"
     goal, class_id, name, concept = _explained(info, item, score)
-    tsv = _saliency(ext, emb, goal, class_id if class_id is not None else 0, _picture_key(png, model, tokens), settings, vqgm.codebook)
+    tsv = _saliency(ext, emb, goal, class_id if class_id is not None else 0, picture_key(png, model, tokens), settings, vqgm.codebook)
     top = _top(tsv, tokens, top_n)
     written = _write(picture, out, top, model, tokens, {"source": str(path), **_explained_meta(class_id, concept, goal.key)})
     return ExplainResult(model.name, info.name, str(path), class_id, name, source, tokens_from, "computed", top, written,
@@ -268,7 +268,7 @@ def show_image(
         raise CortexError(f"--top-n must be >= 1, got {top_n}")
     class_id = image_class_id(store, model.id, image_id)
     if class_id is None:
-        raise CortexError(f"image {image_id} is not a stored image of model {model.name!r}; see `cortex generate --json` for ids")
+        raise NotFound(f"image {image_id} is not a stored image of model {model.name!r}; see `cortex generate --json` for ids")
     cls = _class_by_id(store, model, int(class_id))
     item = Subject.of(target if target is not None else cls)
     tokens = image_tokens(store, model, [image_id])
