@@ -368,7 +368,7 @@ class Workspace:
 
         `image` is a stored image id or a picture; the masked positions are `positions` (row * m + col), else the
         image's `top_n` TSV positions (as `show` finds them, with `extractor`). `target` is the class the judges score
-        (default: the image's own); `fill` 'black' (the paper's), 'gray', 'blur' or 'tokens'; `out` gets a strip.
+        (default: the image's own); `fill` 'black' (the paper's), 'mean', 'blur' or 'tokens'; `out` gets a strip.
         """
         from .images.pngmeta import read_png
         from .judges.masked import mask_picture, png_picture, stored_picture

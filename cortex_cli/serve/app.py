@@ -11,7 +11,9 @@ PNGs, which its stored row names, as the CLI's edit rows name theirs).
 
 from __future__ import annotations
 
+import functools
 import hmac
+import io
 import os
 import tempfile
 import time
@@ -36,7 +38,7 @@ from .live import MAX_UPLOAD_BYTES, LiveAtlas, Uploads
 from .pages import EXPLORER_JS, explore_page, image_page, no_atlas_page
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
-FILLS = Literal["black", "gray", "blur", "tokens"]
+FILLS = Literal["black", "mean", "blur", "tokens"]
 MAX_STEPS = 20000
 MAX_ID = 2**63 - 1  # ids are 64-bit integers in both databases
 Id = Annotated[int, Path(ge=1, le=MAX_ID, description="an id (1 and up)")]
@@ -187,6 +189,14 @@ def _reads(app: FastAPI, served: _Served) -> None:
     """The JSON API's reads: they run concurrently, in the server's thread pool."""
     workspace, model_of, uploads = served.workspace, served.model_of, served.uploads
 
+    @functools.lru_cache(maxsize=512)
+    def tile(model: str, token: int) -> bytes:
+        from ..images.pictures import token_thumbnails
+
+        buffer = io.BytesIO()
+        token_thumbnails(workspace.model(model), workspace.device)(token).save(buffer, "PNG")
+        return buffer.getvalue()
+
     @app.get("/api/models", summary="Registered models and their classes (`cortex models list --json`)")
     def models() -> Any:
         return to_jsonable(workspace.models())
@@ -205,12 +215,10 @@ def _reads(app: FastAPI, served: _Served) -> None:
 
     @app.get("/api/token/{token}.png", summary="The codebook entry of a token, decoded alone (a PNG tile)")
     def token_png(token: Annotated[int, Path(ge=0, le=MAX_ID)], model: Annotated[str | None, Query(max_length=200)] = None) -> Response:
-        from ..atlas.thumbnails import token_tile
-
         info = workspace.model(model_of(model))
         if not 0 <= token < info.n_embed:
             raise CortexError(f"token {token} is outside the codebook (0..{info.n_embed - 1})")
-        return Response(token_tile(token, info), media_type="image/png")
+        return Response(tile(info.name, token), media_type="image/png", headers={"Cache-Control": "max-age=3600"})
 
     @app.get("/api/token/{token}", summary="Which classes use a token (`cortex token T --json`)")
     def token(token: Annotated[int, Path(ge=0, le=MAX_ID)], top: Annotated[int, Query(ge=1, le=1000)] = 20, model: Annotated[str | None, Query(max_length=200)] = None,

@@ -29,7 +29,7 @@ def image_page(source: dict[str, Any], title: str, png: str, grid: int | None, m
     """One stored image or upload, explained and editable in the browser."""
     body = f"""<h1>{_e(title)}</h1>
 <p class="meta">model {_e(model)} · <a href="{_e(png)}">the PNG</a> · <span id="status">explaining…</span></p>
-<div class="columns"><div>
+<div class="columns even"><div>
 <canvas id="view" width="{VIEW_SIDE}" height="{VIEW_SIDE}" data-png="{_e(png)}" data-grid="{_e(grid or '')}"
  style="cursor:crosshair;border:1px solid var(--line);image-rendering:pixelated"></canvas>
 <p><label>top <input id="topn" type="number" min="1" value="5" style="width:4em"> boxes</label>
@@ -41,7 +41,7 @@ drag across cells to draw an edit region (blue).</p>
 </div><aside>
 <h2>Judges</h2><table id="judges"><thead><tr><th>judge</th><th class="num">P(class)</th></tr></thead><tbody></tbody></table>
 <h2>Mask</h2>
-<p><label>fill <select id="fill"><option>black</option><option>tokens</option><option>gray</option><option>blur</option></select></label>
+<p><label>fill <select id="fill"><option>black</option><option>tokens</option><option>mean</option><option>blur</option></select></label>
 <button id="mask-selected" type="button">mask selected</button> <button id="mask-top" type="button">mask top n</button></p>
 <div id="mask-result"></div>
 <h2>Edit</h2>

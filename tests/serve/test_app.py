@@ -7,6 +7,7 @@ malformed requests all get a one-line 4xx JSON error, leave the store unchanged,
 
 from __future__ import annotations
 
+import io
 import json
 import socket
 import threading
@@ -14,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from PIL import Image
 from typer.testing import CliRunner
 
 from cortex_cli.api import Workspace
@@ -62,6 +64,9 @@ def test_reads_answer_exactly_what_the_cli_json_prints(served):
     assert server.get("/api/images/2").json() == _cli_json(url, "image", 2)
     token = server.get("/api/images/2").json()["tokens"][0][0]
     assert server.get(f"/api/token/{token}?top=5").json() == _cli_json(url, "token", token, "--top", 5)
+    tile = server.get(f"/api/token/{token}.png")
+    assert tile.headers["content-type"] == "image/png"
+    assert Image.open(io.BytesIO(tile.body)).size == (64, 64)  # the codebook entry decoded alone, at the mini model's size
 
 
 def test_explain_and_mask_answer_what_show_and_mask_print(served):
