@@ -32,6 +32,7 @@ from ..atlas.html import CSS, STYLESHEET
 from ..core.errors import CortexError, NotFound, first_line
 from ..core.jsonable import to_jsonable
 from ..core.version import __version__
+from ..images.pngmeta import read_png
 from ..store.database import lost_database
 from .jobs import Job, JobQueue, QueueFull
 from .live import MAX_UPLOAD_BYTES, LiveAtlas, Uploads
@@ -247,10 +248,12 @@ def _reads(app: FastAPI, served: _Served) -> None:
             data.extend(chunk)
             if len(data) > MAX_UPLOAD_BYTES:
                 return _error(413, f"the upload is over {MAX_UPLOAD_BYTES} bytes (8 MiB)")
-        key, path = uploads.add(bytes(data))
-        from ..images.pngmeta import read_png
+        def known_model(found) -> None:
+            if found.model_name is not None and found.model_name not in {m.name for m in workspace.models()}:
+                raise CortexError(f"the PNG was made by model {found.model_name!r}, which is not registered here (GET /api/models)")
 
-        found = read_png(path)
+        key, _ = uploads.add(bytes(data), check=known_model)
+        found = read_png(uploads.path(key))
         return {"upload": key, "model": found.model_name, "tokens": found.tokens is not None, "page": f"/uploads/{key}.html",
                 "png": f"/api/uploads/{key}.png"}
 
@@ -380,6 +383,4 @@ def _png_model(source: int | FilePath, default: str) -> str:
     """The model a PNG names in its cortex metadata (else `default`)."""
     if isinstance(source, int):
         return default
-    from ..images.pngmeta import read_png
-
     return read_png(source).model_name or default

@@ -14,11 +14,12 @@ import re
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 from PIL import Image
 
 from ..core.errors import CortexError, NotFound, first_line
-from ..images.pngmeta import read_png
+from ..images.pngmeta import PngTokens, read_png
 
 MAX_UPLOAD_BYTES = 8 * 1024 * 1024  # a PNG a client may send
 MAX_UPLOAD_PIXELS = 4096 * 4096
@@ -65,8 +66,9 @@ class Uploads:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
 
-    def add(self, data: bytes) -> tuple[str, Path]:
-        """Keep a picture; (key, path). CortexError when it is too large, not an image, or damaged."""
+    def add(self, data: bytes, check: Callable[[PngTokens], None] | None = None) -> tuple[str, Path]:
+        """Keep a picture; (key, path). CortexError when it is too large, not an image, damaged, or `check` refuses
+        what it carries (nothing is kept then)."""
         if not data:
             raise CortexError("the upload is empty; send the PNG's bytes as the request body")
         if len(data) > MAX_UPLOAD_BYTES:
@@ -83,7 +85,12 @@ class Uploads:
                 raise CortexError(f"the upload is not an image PIL can read ({first_line(exc)})") from None
             if width * height > MAX_UPLOAD_PIXELS:
                 raise CortexError(f"the upload is {width}x{height} pixels; at most {MAX_UPLOAD_PIXELS} pixels")
-            read_png(partial)  # decodes it: truncated or corrupt metadata fails here
+            try:
+                found = read_png(partial)  # decodes it: truncated or corrupt metadata fails here
+            except CortexError as exc:  # its message names the file: say "the upload", never a server path
+                raise CortexError(first_line(exc).replace(repr(str(partial)), "the upload").replace(str(partial), "the upload")) from None
+            if check is not None:
+                check(found)
             partial.replace(path)
         finally:
             partial.unlink(missing_ok=True)

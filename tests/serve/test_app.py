@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from PIL import Image
+from PIL import Image, PngImagePlugin
 from typer.testing import CliRunner
 
 from cortex_cli.api import Workspace
@@ -147,9 +147,24 @@ def _bad_requests(server) -> list[tuple]:
         ("PATCH", "/api/images/1", None, None), ("POST", "/api/models", {}, None)])
 
 
+def _png_of_another_model(server) -> bytes:
+    """The stored image 1 as a cortex PNG whose metadata names a model that is not registered."""
+    from cortex_cli.images.pngmeta import KEY_MODEL
+
+    picture = Image.open(io.BytesIO(server.get("/api/images/1.png").body))
+    meta = PngImagePlugin.PngInfo()
+    for key, value in picture.text.items():
+        meta.add_text(key, "elsewhere" if key == KEY_MODEL else value)
+    buffer = io.BytesIO()
+    picture.save(buffer, "PNG", pnginfo=meta)
+    return buffer.getvalue()
+
+
 def test_malformed_requests_get_a_one_line_4xx_json_error_and_leave_the_store_unchanged(served):
     server, url, _ = served
     before = snapshot(url)
+    refused = server.post("/api/uploads", raw=_png_of_another_model(server))
+    assert refused.status == 400 and "'elsewhere', which is not registered" in refused.json()["error"]
     for method, path, body, raw in _bad_requests(server):
         answer = server.call(method, path, body, raw=raw, headers={"Content-Type": "application/json"} if raw is not None else None)
         assert 400 <= answer.status < 500, (method, path, body, answer.status, answer.body[:300])

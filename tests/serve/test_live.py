@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 from cortex_cli.api import Workspace
 from cortex_cli.attribution import SaliencySettings
@@ -42,6 +42,30 @@ def test_bad_uploads_are_refused_in_one_line_and_leave_nothing(tmp_path, data, m
         uploads.add(data)
     assert "\n" not in str(refused.value)
     assert list((tmp_path / "up").iterdir()) == []
+
+
+def test_a_check_refusing_what_an_upload_carries_keeps_nothing(tmp_path):
+    uploads = Uploads(tmp_path / "up")
+
+    def refuse(found):
+        assert found.image.size == (8, 8)
+        raise CortexError("the PNG was made by model 'other', which is not registered here")
+
+    with pytest.raises(CortexError, match="model 'other'"):
+        uploads.add(_png(), check=refuse)
+    assert list((tmp_path / "up").iterdir()) == []
+
+
+def test_a_damaged_upload_is_named_the_upload_never_by_its_server_path(tmp_path):
+    from cortex_cli.images.pngmeta import KEY_TOKENS
+
+    meta = PngImagePlugin.PngInfo()
+    meta.add_text(KEY_TOKENS, "not tokens")
+    buffer = io.BytesIO()
+    Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(buffer, "PNG", pnginfo=meta)
+    with pytest.raises(CortexError) as refused:
+        Uploads(tmp_path / "up").add(buffer.getvalue())
+    assert "the upload" in str(refused.value) and str(tmp_path) not in str(refused.value)
 
 
 def test_uploads_over_the_byte_or_pixel_limit_are_refused(tmp_path, monkeypatch):
