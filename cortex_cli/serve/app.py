@@ -294,6 +294,8 @@ def _compute(app: FastAPI, served: _Served) -> None:
     @app.post("/api/mask", summary="Judges' P(class) with tokens masked beside random ones (`cortex mask IMAGE --json`)")
     def mask(body: MaskBody) -> Any:
         source, model = source_of(body)
+        if isinstance(source, FilePath) and body.target is None and "class_id" not in read_png(source).meta:
+            raise CortexError("this picture names no class: give 'target', the class the judges should score")
         return answer(jobs.run("mask", lambda job: workspace.mask(
             source, positions=body.positions, top_n=body.top_n, fill=body.fill, seed=body.seed, target=body.target,
             extractor=body.extractor, model=model, out=job.work_dir / "mask.png")))

@@ -8,6 +8,7 @@ polled (`GET /api/jobs/{id}`); explain and mask wait for their job and answer at
 from __future__ import annotations
 
 import itertools
+import re
 import queue
 import threading
 import time
@@ -120,15 +121,15 @@ class JobQueue:
             if job.status != QUEUED:  # cancelled while waiting
                 continue
             job.status = RUNNING
+            places = {str(job.work_dir): f"/api/jobs/{job.id}/files", **self.public}
             try:
                 job.work_dir.mkdir(parents=True, exist_ok=True)
-                places = {str(job.work_dir): f"/api/jobs/{job.id}/files", **self.public}
                 job.result = _served(to_jsonable(work(job)), places)
                 job.status = DONE
             except CortexError as exc:
-                job.error, job.status = first_line(exc), FAILED
+                job.error, job.status = _scrubbed(first_line(exc), places), FAILED
             except Exception as exc:  # a bug: the job fails with its one line, the server goes on
-                job.error, job.status = f"internal error ({type(exc).__name__}): {first_line(exc)}", FAILED
+                job.error, job.status = _scrubbed(f"internal error ({type(exc).__name__}): {first_line(exc)}", places), FAILED
             finally:
                 job.finished.set()
 
@@ -145,3 +146,10 @@ def _served(value: Any, places: dict[str, str]) -> Any:
             if value.startswith(directory + "/") and name and "/" not in name:
                 return f"{url}/{name}"
     return value
+
+
+def _scrubbed(message: str, places: dict[str, str]) -> str:
+    """`message` with every path into one of `places` written as its URL (an error names no server path either)."""
+    for directory, url in places.items():
+        message = re.sub(re.escape(directory) + r"/([^\s'\"/]+)", lambda m: f"{url}/{m.group(1)}", message)
+    return message

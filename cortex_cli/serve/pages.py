@@ -231,6 +231,7 @@ async function targets() {
     draw();
     say('status', `explained '${ex.class_name}' (${ex.target}); TSV ${ex.tsv_from}, extractor ${ex.extractor}`);
     document.body.dataset.ready = '1';
+    if (source.upload) source.target = ex.class_name;  // a plain picture names no class: the judges score the explained one
     await mask({top_n: Math.max(1, parseInt($('topn').value, 10) || 1)});
   } catch (e) { say('status', 'error: ' + e.message); document.body.dataset.ready = 'error'; }
 })();

@@ -14,6 +14,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image, PngImagePlugin
 from typer.testing import CliRunner
@@ -91,6 +92,20 @@ def test_a_stored_image_uploaded_back_is_explained_as_the_stored_one(served):
     assert [t["position"] for t in uploaded["top"]] == [t["position"] for t in stored["top"]]
     assert uploaded["source"] == sent["png"]  # a URL, never the server's path
     assert server.get(sent["page"]).status == 200
+
+
+def test_a_plain_picture_is_encoded_explained_and_masked_for_the_class_asked(served):
+    server, _, workspace = served
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (90, 120, 3), dtype=np.uint8)).save(buffer, "PNG")
+    sent = server.post("/api/uploads", raw=buffer.getvalue()).json()
+    assert sent["tokens"] is False and sent["model"] is None
+    explained = server.post("/api/explain", {"upload": sent["upload"], "top_n": 3}).json()
+    assert explained["tokens_from"] == "VQGAN encoding" and len(explained["top"]) == 3
+    unnamed = server.post("/api/mask", {"upload": sent["upload"], "top_n": 3})
+    assert unnamed.status == 400 and "give 'target'" in unnamed.json()["error"] and str(workspace.home) not in unnamed.json()["error"]
+    masked = server.post("/api/mask", {"upload": sent["upload"], "top_n": 3, "target": explained["class_name"]}).json()
+    assert masked["class_name"] == explained["class_name"] and masked["positions"] == sorted(t["position"] for t in explained["top"])
 
 
 def test_an_edit_job_reaches_done_and_is_stored_as_the_cli_stores_it(served):

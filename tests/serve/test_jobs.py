@@ -114,3 +114,11 @@ def test_finished_jobs_are_forgotten_oldest_first_beyond_the_keep_limit(tmp_path
         assert kept[-1] == done[-1].id and done[0].id not in kept and len(kept) <= 4
     finally:
         jobs.stop()
+
+
+def test_an_error_names_urls_not_server_paths(jobs, tmp_path):
+    def work(job):
+        raise CortexError(f"image {str(tmp_path / 'uploads' / 'abc.png')!r} is damaged; see {job.work_dir / 'log.txt'}")
+
+    failed = jobs.run("mask", work)
+    assert failed.error == f"image '/api/uploads/abc.png' is damaged; see /api/jobs/{failed.id}/files/log.txt"
