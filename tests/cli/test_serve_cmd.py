@@ -12,6 +12,9 @@ import time
 import urllib.request
 
 import pytest
+from typer.testing import CliRunner
+
+from cortex_cli.cli import app
 
 from cortex_cli.serve import exposure_warning, is_loopback
 
@@ -40,24 +43,24 @@ def test_serve_prints_its_url_answers_and_stops_cleanly_on_ctrl_c(tmp_path):
         urllib.request.urlopen(url + "api/models", timeout=5)
 
 
+def _run(tmp_path, *args: str):
+    return CliRunner().invoke(app, ["--db", f"sqlite:///{tmp_path / 'c.db'}", "serve", *args])
+
+
 def test_a_port_in_use_is_one_line_and_exit_1(tmp_path):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        env = {**os.environ, "CORTEX_HOME": str(tmp_path / "home")}
-        done = subprocess.run([sys.executable, "-m", "cortex_cli", "--db", f"sqlite:///{tmp_path / 'c.db'}", "serve", "--port", str(port)],
-                              capture_output=True, text=True, env=env, timeout=120)
-    assert done.returncode == 1
+        done = _run(tmp_path, "--port", str(port))
+    assert done.exit_code == 1
     assert done.stderr.strip().count("\n") == 0 and f"cannot listen on 127.0.0.1:{port}" in done.stderr and "--port" in done.stderr
 
 
 @pytest.mark.parametrize("args, fragment", [(["--port", "70000"], "not a TCP port"), (["--queue", "0"], "at least one job")])
 def test_bad_options_are_one_line(tmp_path, args, fragment):
-    env = {**os.environ, "CORTEX_HOME": str(tmp_path / "home")}
-    done = subprocess.run([sys.executable, "-m", "cortex_cli", "--db", f"sqlite:///{tmp_path / 'c.db'}", "serve", *args],
-                          capture_output=True, text=True, env=env, timeout=120)
-    assert done.returncode == 1 and fragment in done.stderr and "Traceback" not in done.stderr
+    done = _run(tmp_path, *args)
+    assert done.exit_code == 1 and fragment in done.stderr and "Traceback" not in done.stderr
 
 
 def test_only_loopback_is_quiet():
