@@ -35,17 +35,7 @@ def line_panels(
     ylabel: str,
     title: str,
 ) -> Path:
-    """One subplot per panel (e.g. per judge), one line per label; saved as PNG.
-
-    Args:
-        x: shared x values.
-        panels: panel title -> line label -> y values (same length as x).
-        path: the PNG file to write.
-        xlabel, ylabel, title: axis labels and the figure title.
-
-    Returns:
-        The written path.
-    """
+    """`line_grid` with one row: a subplot per panel (panel title -> line label -> y values); returns the PNG's path."""
     return line_grid(x, {"": panels}, path, xlabel=xlabel, ylabel=ylabel, title=title)
 
 
