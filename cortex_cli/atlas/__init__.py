@@ -4,7 +4,7 @@
 content-named pictures decoded in batches on the device; rebuilding rewrites only what changed.
 """
 
-from .build import AtlasResult, build_atlas, nearest_neighbours
+from .build import AtlasResult, atlas_of, build_atlas, nearest_neighbours
 from .pages import PageSettings
 
-__all__ = ["AtlasResult", "PageSettings", "build_atlas", "nearest_neighbours"]
+__all__ = ["AtlasResult", "PageSettings", "atlas_of", "build_atlas", "nearest_neighbours"]

@@ -41,6 +41,7 @@ from ..core.environment import writable_dir
 from ..store import atlas as atlas_store
 from ..store import extractors as extractor_store
 from ..store.database import Store
+from ..models import subjects
 from ..models.concepts import ConceptInfo, list_concepts
 from .evaluations import PATH as EVALUATIONS, anchor_of, evaluations_page
 from .html import CSS, STYLESHEET, render_concept, render_evaluations, render_index, render_named_concept, render_token
@@ -465,6 +466,26 @@ def build_atlas(
     )
 
 
+def atlas_of(store: Store, model: ModelInfo, out: str | Path, *, classes: subjects.Names | None = None, k: int | None = None,
+             crops: int | None = None, neighbours: int | None = None, baselines: Sequence[str] | None = None, split: str = "train",
+             image_pages: bool = False, **build: Any) -> AtlasResult:
+    """`build_atlas` as `cortex atlas` asks for it: `PageSettings` with the options given (None: its default), and the pages
+    of what `classes` names (`subjects.subjects`; None or 'all': every indexed class and every named concept; a named
+    concept brings its own page and its members' class pages). `build`: the rest of `build_atlas`'s keywords (extractor,
+    method, run, device, batch_size, force, progress).
+    """
+    defaults = PageSettings()
+    settings = PageSettings(top_k=defaults.top_k if k is None else k, crops=defaults.crops if crops is None else crops,
+                            baselines=defaults.baselines if baselines is None else tuple(baselines), split=split,
+                            neighbours=defaults.neighbours if neighbours is None else neighbours, image_pages=image_pages)
+    chosen = named = None
+    if classes is not None and not (isinstance(classes, str) and classes.strip().lower() == "all"):
+        items = subjects.subjects(store, model, classes)
+        named = [t.concept for t in items if not t.is_class]
+        chosen = subjects.member_classes(items)
+    return build_atlas(store, model, out, classes=chosen, settings=settings, named=named, **build)
+
+
 def _size(path: str) -> str:
     try:
         return f" ({os.path.getsize(path) / 1e6:.1f} MB)"
@@ -497,4 +518,4 @@ def _provenance(store: Store, model: ModelInfo, run, settings: PageSettings, sum
     ]
 
 
-__all__ = ["AtlasResult", "PageSettings", "build_atlas", "nearest_neighbours"]
+__all__ = ["AtlasResult", "PageSettings", "atlas_of", "build_atlas", "nearest_neighbours"]

@@ -33,7 +33,7 @@ def show(
     out: Path = typer.Option(None, "--out", "-o", help="Where to write the figure (PNG); with IMAGE it may be left out (the tokens only)."),
     top_n: int = typer.Option(5, "--top-n", help="Tokens to box (highest TSV first)."),
     class_spec: str = typer.Option(None, "--class", "-c", help="With --token: draw images of this class or named concept."),
-    token: int = typer.Option(None, "--token", "-t", help="With --class: box this token wherever it is salient (paper Figure 5)."),
+    token: int = typer.Option(None, "--token", "-t", help="With --class: box this codebook token wherever it is salient (paper Figure 5)."),
     limit: int = typer.Option(12, "--limit", help="With --class/--token: at most this many images."),
     extractor: Annotated[Optional[str], typer.Option("--extractor", "-e", help="Use runs of this extractor (default: newest of any; 'ce' when computing).")] = None,
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Registered model (default: mini, or the PNG's).")] = None,

@@ -9,7 +9,7 @@ import typer
 
 from ..core.errors import CortexError
 from .app import command, workspace
-from .options import AsJson, ExtractorOfRuns, Model, Seed
+from .options import AsJson, ExtractorOfRuns, Fill, Model, Seed
 from .render import console, print_json, table
 
 
@@ -52,9 +52,9 @@ def _positions(text: str | None) -> list[int] | None:
 def mask(
     ctx: typer.Context,
     image: str = typer.Argument(..., help="A stored image id, or a PNG (a cortex PNG carries its tokens)."),
-    positions: Annotated[Optional[str], typer.Option("--positions", "-p", help="Mask these positions (row * m + col, comma-separated).")] = None,
-    top_n: int = typer.Option(5, "--top-n", "-n", help="Without --positions: mask the image's top-n TSV positions."),
-    fill: str = typer.Option("black", "--fill", help="black (the paper's), mean, blur or tokens (refill and decode)."),
+    positions: Annotated[Optional[str], typer.Option("--positions", help="Mask these positions (row * m + col, comma-separated).")] = None,
+    top_n: int = typer.Option(5, "--top-n", help="Without --positions: mask the image's top-n TSV tokens."),
+    fill: Fill = "black",
     target: Annotated[Optional[str], typer.Option("--class", "-c", help="The class the judges score (default: the image's own).")] = None,
     extractor: ExtractorOfRuns = None,
     seed: Seed = 0,

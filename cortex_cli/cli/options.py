@@ -168,6 +168,7 @@ MEANINGS = {
     "--tau": "gumbel-softmax temperature",
     "--target": "target class or concept",
     "--tau-final": "anneal tau",
+    "--token": "codebook token|bearer token",  # two meanings, said: show's token to box, serve's access token (issue 32's name)
     "--top-n": "tokens",
     "--train-images": "training images per class",
 }

@@ -15,3 +15,14 @@ def report(progress: Progress | None, done: int, total: int, info: str = "") -> 
     """Call `progress` unless it is None (`info` goes by keyword, the name the protocol gives it)."""
     if progress is not None:
         progress(done, total, info=info)
+
+
+def named(progress: Progress | None, name: str) -> Progress | None:
+    """`progress` with `name` leading its note: one callback for a call that works through several classes or stages."""
+    if progress is None:
+        return None
+
+    def update(done: int, total: int, info: str = "") -> None:
+        progress(done, total, info=f"{name}: {info}" if info else name)
+
+    return update

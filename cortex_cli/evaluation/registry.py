@@ -14,7 +14,11 @@ The order here is the report's (and the atlas'): sections follow it.
 
 from __future__ import annotations
 
+from dataclasses import fields
+from functools import partial
+from pathlib import Path
 from types import ModuleType
+from typing import Any, Callable
 
 from ..core.errors import CortexError
 from . import concept_level, edit_eval, image_level, localization, sanity, stability
@@ -31,4 +35,25 @@ def evaluation_named(kind: str) -> ModuleType:
         raise CortexError(f"unknown evaluation {kind!r}; choose one of {', '.join(EVALUATIONS)}") from None
 
 
-__all__ = ["EVALUATIONS", "KINDS", "evaluation_named"]
+def prepare_evaluation(kind: str, settings: dict[str, Any], judge_weights: str | Path | None = None) -> Callable[..., Any]:
+    """The `run` of evaluation `kind` with its settings dataclass built from `settings` (and `judge_weights` where it uses
+    judges): call it as `run(store, model, extractors=..., device=..., out_dir=..., progress=...)`. Everything is checked
+    here, before a store is opened.
+
+    Raises:
+        CortexError: an unknown kind, a setting the kind does not have (naming the ones it has), or judge weights for an
+            evaluation that uses no judges.
+    """
+    evaluation = evaluation_named(kind)
+    try:
+        chosen = evaluation.SETTINGS(**settings)
+    except TypeError as exc:
+        known = ", ".join(f.name for f in fields(evaluation.SETTINGS))
+        raise CortexError(f"{kind} evaluation: {exc}; its settings are {known}") from None
+    options = {"judge_weights": judge_weights} if evaluation.USES_JUDGES else {}
+    if judge_weights is not None and not evaluation.USES_JUDGES:
+        raise CortexError(f"the {kind} evaluation uses no judges; drop judge_weights")
+    return partial(evaluation.run, settings=chosen, **options)
+
+
+__all__ = ["EVALUATIONS", "KINDS", "evaluation_named", "prepare_evaluation"]

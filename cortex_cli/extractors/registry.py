@@ -11,10 +11,11 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from ..core.environment import default_db_url
 from ..core.errors import CortexError, first_line
-from ..models.registry import BUNDLED_DIR, MINI_NAME, ModelInfo
+from ..models.registry import BUNDLED_DIR, MINI_NAME, ModelInfo, ensure_bundled
 from ..store import extractors as extractor_store
-from ..store.database import Store
+from ..store.database import Store, open_store
 from ..store.registered_models import model_named
 from .architectures import ExtractorConfig, build_extractor
 from .subsets import ClassSpace, ConceptHead
@@ -200,3 +201,16 @@ def ensure_bundled_extractors(store: Store, bundle_dir: str | Path = MINI_BUNDLE
                 continue
         register_extractor(store, model, name, ExtractorConfig.from_dict(meta["config"]), meta.get("hparams", {}),
                            weights, meta.get("metrics", {}))
+
+
+def open_with_bundled(url: str | None = None) -> Store:
+    """The database at `url` (default: `$CORTEX_DB`, else cortex.db in the cortex home), opened and migrated, with the bundled
+    mini model and its shipped extractors registered; closed again if registering them fails."""
+    store = open_store(url or default_db_url())
+    try:
+        ensure_bundled(store)
+        ensure_bundled_extractors(store)
+    except BaseException:
+        store.close()
+        raise
+    return store

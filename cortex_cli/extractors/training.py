@@ -54,7 +54,8 @@ from ..store.database import Store
 from .architectures import ExtractorConfig, build_extractor, count_parameters
 from ..images.generation import Request, generate_requests
 from .accuracy import SplitData, binary_accuracy, concept_counts, embed_batch, extractor_logits, load_concept_split, load_split, topk_accuracy
-from .registry import ExtractorInfo, _check_name, read_state_dict, register_extractor
+from .accuracy import TrainedExtractor
+from .registry import ExtractorInfo, _check_name, export_bundled, read_state_dict, register_extractor
 
 STATE_VERSION = 1
 PRECISIONS = ("fp32", "bf16")  # what --precision means in every stage: fp32, or bf16 autocast around the forward pass
@@ -631,3 +632,42 @@ def train_extractor(
             return dist.broadcast(None)  # rank 0's result
     result = _register(store, model, cfg, name, run, state, vqgm, data, resumed)
     return dist.broadcast(result) if ddp else result
+
+
+def train_from_options(store: Store, model: ModelInfo, arch: str, *, name: str | None = None, classes: Any = None,
+                       concept: str | None = None, restart: bool = False, bundle: bool = False, precision: str | None = None,
+                       device: torch.device | str = "cpu", progress: Progress | None = None, dist: DistContext | None = None,
+                       **recipe: Any) -> TrainedExtractor:
+    """`train_extractor` as `cortex train-extractor` asks for it: the configs of `default_configs` (with `precision` and the
+    `recipe` fields) for a subset of `classes` (as `subjects.classes` reads them) or a binary extractor of a named `concept`
+    (either needs its own `name`), checked on rank 0 (`check_run`) before anything is generated; `bundle` (mini only) also
+    writes the fp16 weights into the package (`export_bundled`, rank 0).
+
+    Raises:
+        CortexError: `bundle` of another model, both `classes` and `concept`, a subset or concept extractor without a name,
+            an unknown class or concept, and whatever `check_run` and `train_extractor` refuse.
+    """
+    from ..models import subjects  # the models package imports extractors.architectures: keep this edge one way at import time
+    from ..models.concepts import get_concept
+
+    if bundle and not model.is_mini:
+        raise CortexError(f"--bundle ships extractors of the bundled mini model only, not of {model.name!r}; drop --bundle")
+    class_ids, own = None, {}
+    if classes is not None and concept is not None:
+        raise CortexError("give --concept (a binary extractor for one concept) or --classes (a subset of classes), not both")
+    if classes is not None:
+        if not name:  # the default name ('ce') is the full extractor every command uses by default
+            raise CortexError("a subset extractor needs its own name: add --name, e.g. --name birds-ce")
+        class_ids = [c.class_id for c in subjects.classes(store, model, classes)]
+    if concept is not None:
+        found = get_concept(store, model, concept)
+        if not name:
+            raise CortexError(f"a concept extractor needs its own name: add --name, e.g. --name {found.name.replace(' ', '-')}-{arch}")
+        own = {"concept": found.name, "concept_class_ids": found.class_ids}
+    cfg, tc = default_configs(model, arch, class_ids=class_ids, precision=precision, **own, **recipe)
+    main = dist is None or dist.is_main
+    if main:
+        check_run(store, model, cfg, tc, name=name, restart=restart)
+    result = train_extractor(store, model, cfg, tc, name=name, device=device, progress=progress, restart=restart, dist=dist)
+    bundled = export_bundled(result.info) if bundle and main else None
+    return TrainedExtractor(model.name, result, [str(p) for p in bundled] if bundled else [])

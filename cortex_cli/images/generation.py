@@ -24,7 +24,7 @@ from ..backends.base import VQGM, SamplerSettings, image_streams, to_pil
 from ..core.distributed import DistContext
 from ..core.errors import CortexError, NotFound
 from ..core.results import Result
-from ..core.progress import Progress, report
+from ..core.progress import Progress, named, report
 from ..core.environment import writable_dir
 from .pngmeta import read_png, save_png
 from ..models.registry import ClassInfo, ModelInfo
@@ -305,6 +305,26 @@ def generate_requests(store: Store, model: ModelInfo, requests: list[Request], *
             added=added[i], skipped=len(seeds) - added[i], image_ids=[stored[(r.cls.pk, r.split, s)][0] for s in seeds],
             png_paths=[str(out_dir / png_name(r.cls, r.split, s)) for s in seeds] if out_dir is not None else []))
     return results
+
+
+def generate_classes(store: Store, model: ModelInfo, classes: list[ClassInfo], n: int, *, split: str = "train", seed: int = 0,
+                     batch_size: int | None = None, out_dir: Path | None = None, top_k: int | None = None, top_p: float | None = None,
+                     temperature: float | None = None, noise: str | None = None, precision: str | None = None,
+                     guidance: float | None = None, device: torch.device | str = "cpu", progress: Progress | None = None,
+                     dist: DistContext | None = None) -> list[GenerationResult]:
+    """Seeds seed .. seed+n-1 of every class as one job of `generate_requests`, one result per class, in order.
+
+    The request is checked first (`check_request`). The sampler is the model's default unless a sampling value is given
+    (`resolve_sampler`: top_k, top_p, temperature, noise, precision, guidance); `progress` notes lead with the classes' names.
+    """
+    out_dir = check_request(n, split=split, batch_size=batch_size or 1, out_dir=out_dir, seed=seed)
+    sampler = None
+    if any(v is not None for v in (top_k, top_p, temperature, noise, precision, guidance)):
+        sampler = resolve_sampler(model, top_k, top_p, temperature, device, noise=noise, precision=precision, guidance=guidance)
+    seeds = tuple(range(seed, seed + n))
+    requests = [Request(cls, split, seeds) for cls in classes]
+    return generate_requests(store, model, requests, batch_size=batch_size, sampler=sampler, out_dir=out_dir, device=device,
+                             progress=named(progress, ", ".join(c.name for c in classes)), dist=dist)
 
 
 def deal_batches(work: list, batch_size: int, rank: int, world: int) -> list[list]:

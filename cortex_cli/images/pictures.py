@@ -44,6 +44,13 @@ def picture_path(image: PictureLike) -> Iterator[Path]:
         yield path
 
 
+def picture_source(image: int | PictureLike) -> contextlib.AbstractContextManager[int | Path]:
+    """A stored image's id as it is (not a bool), else `picture_path` of the picture: what commands that take either read."""
+    if isinstance(image, int) and not isinstance(image, bool):
+        return contextlib.nullcontext(image)
+    return picture_path(image)
+
+
 def token_thumbnails(model: ModelInfo, device: torch.device | str) -> Callable[[int], Image.Image]:
     """token -> its codebook entry decoded alone (a grid of that one token), for a result's notebook table."""
 

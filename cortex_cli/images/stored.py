@@ -68,3 +68,9 @@ def write_stored_png(store: Store, model: ModelInfo, image: StoredImage, out: Pa
     picture = to_pil(model_registry.load_model(model, device).decode_tokens(grid[None].to(device)))[0]
     written = save_png(picture, Path(out), grid, model.name, image.png_meta(), n_embed=model.n_embed)
     return replace(image, out=str(written))
+
+
+def stored_image_out(store: Store, model: ModelInfo, image_id: int, out: Path | None = None, device: Any = "cpu") -> StoredImage:
+    """`stored_image`, also written to `out` as a cortex PNG when `out` is given (`write_stored_png`)."""
+    found = stored_image(store, model, image_id)
+    return found if out is None else write_stored_png(store, model, found, Path(out), device)

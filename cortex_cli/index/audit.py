@@ -207,8 +207,8 @@ def _same(a: Subject, b: Subject) -> bool:
     return set(a.class_pks) == set(b.class_pks)
 
 
-def _resolve_groups(store: Store, model: ModelInfo, neutral: Subject, groups: Sequence[str | int]) -> list[Subject]:
-    names = [str(g).strip() for g in groups if str(g).strip()]
+def _resolve_groups(store: Store, model: ModelInfo, neutral: Subject, groups: str | Sequence[str | int]) -> list[Subject]:
+    names = [str(g).strip() for g in (groups.split(",") if isinstance(groups, str) else groups) if str(g).strip()]
     if len(names) != 2:
         given = ", ".join(map(repr, names))
         raise CortexError(f"--groups needs exactly two groups, 'A,B' (classes or concepts); got {len(names)}: {given}")
@@ -303,7 +303,7 @@ def run_audit(
     store: Store,
     model: ModelInfo,
     neutral: str | int,
-    groups: Sequence[str | int],
+    groups: str | Sequence[str | int],
     *,
     split: str = "test",
     k: int = DEFAULT_K,
@@ -324,7 +324,7 @@ def run_audit(
         store: the open database.
         model: the model.
         neutral: the audited class or concept (name or class id).
-        groups: two classes or concepts, neither of them `neutral`.
+        groups: two classes or concepts, neither of them `neutral`: 'A,B' or a sequence of two names or ids.
         split: whose stored images of the neutral concept are audited ('test' by default).
         k: T* tokens per group (before the shared ones are dropped).
         extractor, run, images: which run the groups' T* are read from and which seeds it counts (as `top_tokens`).

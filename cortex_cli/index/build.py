@@ -25,8 +25,8 @@ from ..models import registry as model_registry
 from ..core.distributed import DistContext
 from ..core.errors import CortexError
 from ..core.results import Result
-from ..core.progress import Progress, report
-from ..extractors.registry import load_extractor
+from ..core.progress import Progress, named, report
+from ..extractors.registry import get_extractor, load_extractor
 from ..images.generation import Request, generate_requests, image_keys, image_tokens
 from .writer import CommitPolicy, IndexWriter
 from ..models.registry import ClassInfo, ModelInfo
@@ -34,7 +34,7 @@ from ..attribution import SaliencySettings, prepare_extractor, token_saliency
 from ..store import index as index_store
 from ..store.database import Store
 from ..extractors.subsets import require_classes
-from ..models.subjects import Subject, index_target
+from ..models.subjects import Names, Subject, index_target, subjects
 from ..models.targets import BINARY, DEFAULT_RULE, Target
 
 
@@ -310,7 +310,22 @@ def index_subjects(
                       dist=dist)
 
 
+def index_named(store: Store, model: ModelInfo, extractor: str | None, classes: Names, settings: SaliencySettings, *,
+                progress: Progress | None = None, **job: Any) -> list[IndexResult]:
+    """`index_subjects` of what `classes` names (`subjects.subjects`: a named concept stays the concept, one run of its
+    target) with the registered extractor `extractor` (None: 'ce'); `progress` notes lead with 'saliency', or with
+    'generating missing images' while those are made. `job`: the rest of `index_subjects`'s keywords.
+
+    Raises:
+        CortexError: an unknown extractor, class or concept, and whatever `index_subjects` refuses.
+    """
+    extractor_info = get_extractor(store, model, extractor)
+    about = subjects(store, model, classes)
+    return index_subjects(store, model, extractor_info, about, settings, progress=named(progress, "saliency"),
+                          generation_progress=named(progress, "generating missing images"), **job)
+
+
 __all__ = [
-    "CommitPolicy", "IndexJob", "IndexResult", "ensure_run", "index_class", "index_jobs", "index_rows", "index_subjects", "indexed_image_ids",
-    "pack_tsv", "unpack_tsv",
+    "CommitPolicy", "IndexJob", "IndexResult", "ensure_run", "index_class", "index_jobs", "index_named", "index_rows", "index_subjects",
+    "indexed_image_ids", "pack_tsv", "unpack_tsv",
 ]

@@ -311,6 +311,30 @@ def show_image(
                          concept, goal_key)
 
 
+def show_picture(
+    store: Store,
+    source: int | Path,
+    *,
+    model_name: str | None = None,
+    extractor_name: str | None = None,
+    top_n: int = 5,
+    out: Path | None = None,
+    device: torch.device | str = "cpu",
+    settings: SaliencySettings = SaliencySettings(),
+    target: SubjectLike | str | int | None = None,
+    score: str = DEFAULT_RULE,
+) -> ExplainResult:
+    """Figure 2 of a stored image by id (`show_image`; model default: mini) or of a picture by path (`explain_png`; model
+    default: the PNG's); a `target` name or id is resolved in that model (`subjects.subject`)."""
+    if isinstance(source, int):
+        model = model_registry.get_model(store, model_name)
+        item = subjects.subject(store, model, target) if target is not None else None
+        return show_image(store, model, source, extractor_name=extractor_name, top_n=top_n, out=out, device=device, settings=settings,
+                          target=item, score=score)
+    return explain_png(store, Path(source), model_name=model_name, extractor_name=extractor_name, top_n=top_n, settings=settings,
+                       device=device, out=out, target=target, score=score)
+
+
 def show_token(
     store: Store,
     model: ModelInfo,

@@ -11,7 +11,10 @@ import torch
 from ..backends.base import SamplerSettings, VQGM, image_generators, image_streams
 from ..core.results import Result
 from ..models.classnames import ClassName
-from ..judges.pixel_judges import Judge
+from ..images.generation import default_sampler
+from ..judges.pixel_judges import Judge, mini_judges
+from ..models import registry as model_registry
+from ..store.database import Store
 from ..core.progress import Progress, report
 from . import world
 from .judge_training import judge_input
@@ -90,3 +93,11 @@ def mini_report(
         },
     )
     return result
+
+
+def report_mini(store: Store, device: torch.device | str = "cpu", *, heldout_per_concept: int = 40, generated_per_concept: int = 16,
+                seed: int = 0, progress: Progress | None = None) -> MiniReport:
+    """`mini_report` of the registered mini model on `device`, with its bundled judges and its default sampler."""
+    vqgm = model_registry.load_model(model_registry.get_model(store, model_registry.MINI_NAME), device)
+    return mini_report(vqgm, mini_judges(device), heldout_per_concept=heldout_per_concept, generated_per_concept=generated_per_concept,
+                       sampler=default_sampler(vqgm), seed=seed, progress=progress)

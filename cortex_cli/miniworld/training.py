@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from ..backends.taming import build_net
 from ..core.results import Result
 from ..models.configs import net2net_config, write_config
-from ..core.progress import Progress, report
+from ..models.registry import BUNDLED_DIR, MINI_NAME
+from ..core.progress import Progress, named, report
 from ..core.seeding import set_all_random_seeds
 from ..core.weights import load_weights, save_weights
 from . import world
@@ -293,3 +294,17 @@ def build_mini(out_dir: Path, recipe: MiniRecipe = MiniRecipe(), work_dir: Path 
     }
     (out_dir / "recipe.json").write_text(json.dumps(record, indent=2))
     return report
+
+
+def train_mini(out_dir: Path | None = None, *, work_dir: Path | None = None, seed: int = 0, vq_steps: int | None = None,
+               gpt_steps: int | None = None, progress: Progress | None = None) -> BuildReport:
+    """`build_mini` as `cortex train-mini` asks for it: `MiniRecipe(seed)` with the step counts given (None or 0: the recipe's),
+    written to the package's bundled mini directory unless `out_dir`; one `progress` for every stage, its note led by the
+    stage's name."""
+    recipe = MiniRecipe(seed=seed)
+    if vq_steps:
+        recipe.vq_steps = vq_steps
+    if gpt_steps:
+        recipe.gpt_steps = gpt_steps
+    out = out_dir if out_dir is not None else BUNDLED_DIR / MINI_NAME
+    return build_mini(out, recipe, work_dir=work_dir, progress=(lambda stage: named(progress, stage)) if progress is not None else None)

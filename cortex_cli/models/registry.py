@@ -86,6 +86,19 @@ def add_model(
     return info
 
 
+def model_files(config: str | Path | None = None, ckpt: str | Path | None = None, *, vq_ckpt: str | Path | None = None,
+                gpt_ckpt: str | Path | None = None) -> tuple[str | Path | None, str | Path | None]:
+    """`add_model`'s (config, ckpt) from taming's names or llamagen's: its VQ checkpoint takes the config's place, its GPT
+    checkpoint the checkpoint's.
+
+    Raises:
+        CortexError: both names given for one of them.
+    """
+    if (gpt_ckpt is not None and ckpt is not None) or (vq_ckpt is not None and config is not None):
+        raise CortexError("give --gpt-ckpt/--vq-ckpt (llamagen) or --ckpt/--config (taming), not both")
+    return vq_ckpt if vq_ckpt is not None else config, gpt_ckpt if gpt_ckpt is not None else ckpt
+
+
 def _option_keywords(backend: Backend, options: Mapping[str, str]) -> dict[str, Any]:
     """`options=` for a backend's locate/describe/load, or nothing; CortexError if it takes none but some are given."""
     if not options:

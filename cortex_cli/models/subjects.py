@@ -23,6 +23,7 @@ from typing import Any, Union
 
 from . import registry as model_registry
 from .classnames import normalize_name
+from . import concepts
 from .concepts import ConceptInfo, MemberClasses, find_concept
 from .registry import ClassInfo, ModelInfo
 from .targets import BINARY, DEFAULT_RULE, Target
@@ -170,6 +171,37 @@ def classes(store: Store, model: ModelInfo, spec: Names) -> list[ClassInfo]:
     return member_classes(subjects(store, model, spec))
 
 
+def concept_members(store: Store, model: ModelInfo, name: str, spec: Names) -> list[ClassInfo]:
+    """The member classes of a new concept `name`: each item of `spec` ('a,b,c', '@file.txt', an id or a list) a class.
+
+    Raises:
+        CortexError: an empty spec, 'all', an unknown name, or a named concept among them (a concept's members are classes).
+    """
+    if isinstance(spec, str) and not spec.strip():
+        raise CortexError(f"concept {name!r} needs at least one member class; give --classes 'a,b,c'")
+    if isinstance(spec, str) and spec.strip().lower() == "all":
+        raise CortexError("a concept of every class explains nothing; name its member classes")
+    members = []
+    for item in (parse_names(spec) if isinstance(spec, str) else [spec] if isinstance(spec, int) else spec):
+        hit = subject(store, model, item)
+        if not hit.is_class:
+            raise CortexError(f"{hit.name!r} is a concept; a concept's members are classes (name its classes instead)")
+        members.append(hit.lead)
+    return members
+
+
+def name_concept(store: Store, model: ModelInfo, name: str, *, classes: Names | None = None,
+                 prompt: str | None = None) -> ConceptInfo:
+    """`concepts.add_concept` of the classes `classes` names (`concept_members`), or of a `prompt` (text-conditional models).
+
+    Raises:
+        CortexError: as `concept_members` and `concepts.add_concept`.
+    """
+    members = concept_members(store, model, name, classes) if classes is not None else None
+    text = prompt is not None and model_registry.text_conditional(model)
+    return concepts.add_concept(store, model, name, classes=members, prompt=prompt, text_conditional=text)
+
+
 def index_target(extractor: Any, item: SubjectLike, score: str = DEFAULT_RULE) -> Target:
     """What an extractor explains for a class (its logit) or a concept: an extractor trained for that concept (its config
     names it) its own score ('binary'); a class extractor the concept's union score `score`.
@@ -193,4 +225,5 @@ def index_target(extractor: Any, item: SubjectLike, score: str = DEFAULT_RULE) -
     return about.target(score)
 
 
-__all__ = ["Names", "Subject", "SubjectLike", "classes", "index_target", "member_classes", "parse_names", "subject", "subjects"]
+__all__ = ["Names", "Subject", "SubjectLike", "classes", "concept_members", "index_target", "member_classes", "name_concept", "parse_names",
+           "subject", "subjects"]

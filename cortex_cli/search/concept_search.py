@@ -44,20 +44,21 @@ from ..core.environment import artifacts_dir, writable_dir
 from ..core.errors import CortexError
 from ..core.progress import Progress, report
 from ..core.seeding import derive_seed, generator_for
-from ..extractors.registry import load_extractor
+from ..extractors.registry import get_extractor, load_extractor
 from ..images.generation import class_slug
 from ..images.pngmeta import read_png
 from ..images.token_blobs import pack_tokens, unpack_tokens
 from ..index.rankings import top_tokens
 from ..judges.pixel_judges import judges_or_notice
 from ..models.registry import ModelInfo, load_model
+from ..models import subjects
 from ..models.subjects import Subject, SubjectLike
 from ..models.targets import Target
 from ..store import searches as search_store
 from ..store.database import Store
 from .outcome import (Aim, Outcome, aim_at, check_members, encoded_picture, extractor_logits, prior_nll_pair, source_tokens,
                       strip_labels, write_pngs)
-from .regions import Region
+from .regions import Region, parse_region
 from .token_selection import OptimizeSettings, concept_objective, optimize_tokens
 
 RANDOM, NOISE, IMAGE = "random", "noise", "image"
@@ -432,3 +433,21 @@ def search_concept(
         strip_path=strip_path, computed=len(todo), reused=restarts - len(todo), params=job.params, notices=notices,
         prior_nll=prior_nll, prior_nll_source=prior_nll_source, **job.aim.outcome_fields(),
     )
+
+
+def search_named(store: Store, model: ModelInfo, about: str | int | SubjectLike, *, settings: OptimizeSettings, region: str = "all",
+                 init: str | Path | None = None, restarts: int | None = None, extractor: str = "ce", k: int | None = None,
+                 out_dir: Path | None = None, device: torch.device | str = "cpu", progress: Progress | None = None) -> ConceptSearchResult:
+    """`search_concept` as `cortex optimize` asks for it: `about` a class or concept name or id (`subjects.subject`), `region`
+    a rectangle's text (`regions.parse_region`), `extractor` a registered name; None takes the defaults (init 'random',
+    `DEFAULT_RESTARTS` restarts, `DEFAULT_K` tokens).
+
+    Raises:
+        CortexError: an unknown class, concept or extractor, a bad region, and whatever `search_concept` refuses.
+    """
+    subject = subjects.subject(store, model, about)
+    parsed = parse_region(region, model.grid)
+    extractor_info = get_extractor(store, model, extractor)
+    return search_concept(store, model, subject, settings=settings, extractor_info=extractor_info, device=device, region=parsed,
+                          init=RANDOM if init is None else init, restarts=DEFAULT_RESTARTS if restarts is None else restarts,
+                          k=DEFAULT_K if k is None else k, out_dir=out_dir, progress=progress)

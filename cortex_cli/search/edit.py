@@ -29,13 +29,14 @@ from ..images.generation import class_slug
 from ..images.pngmeta import read_png, save_png
 from ..images.token_blobs import pack_tokens
 from ..judges.pixel_judges import Judge, judges_or_notice
-from ..models.registry import ModelInfo, classes, load_model
+from ..models import subjects
+from ..models.registry import ModelInfo, classes, get_model, load_model
 from ..models.subjects import Subject, SubjectLike
 from ..store.database import Store
 from ..store.edits import NewEdit, pending_edit
 from .outcome import (Aim, Outcome, aim_at, check_members, encoded_picture, extractor_logits, prior_nll_pair, source_tokens,
                       strip_labels, write_pngs)
-from .regions import Region
+from .regions import Region, parse_region
 from .token_selection import OptimizeResult, OptimizeSettings, optimize_tokens
 
 
@@ -277,3 +278,19 @@ def edit_image(
         loss_start=result.loss_trace[0], loss_end=result.loss_trace[-1], params=params, notices=notices,
         prior_nll=prior_nll, prior_nll_source=prior_nll_source, **aim.outcome_fields(),
     )
+
+
+def edit_picture(store: Store, png_path: Path, target: str | int | SubjectLike, region: str, settings: OptimizeSettings, *,
+                 model_name: str | None = None, extractor_name: str | None = None, out_dir: Path | None = None,
+                 save_every: int | None = None, device: torch.device | str = "cpu", progress: Progress | None = None) -> EditResult:
+    """`edit_image` of a picture in its model (default: the one its cortex PNG names, else mini), with `region` a rectangle's
+    text ('R0:R1,C0:C1', 'R,C' or 'all', `regions.parse_region`) and `target` a class or concept name or id (`subjects.subject`).
+
+    Raises:
+        CortexError: an unknown model, a bad region or target, and whatever `edit_image` refuses.
+    """
+    model = get_model(store, model_name if model_name is not None else read_png(png_path).model_name)
+    parsed = parse_region(region, model.grid)
+    about = subjects.subject(store, model, target)
+    return edit_image(store, model, png_path, about, parsed, settings, extractor_name=extractor_name, out_dir=out_dir,
+                      save_every=save_every, device=device, progress=progress)

@@ -74,8 +74,11 @@ def masked(url: str) -> str:
         return url
 
 
-def check_url(url: str) -> None:
-    """CortexError unless `url` parses as a SQLite or PostgreSQL URL (nothing is opened or created)."""
+def check_url(url: str) -> str:
+    """`url` without surrounding blanks; CortexError unless it parses as a SQLite or PostgreSQL URL (nothing is opened or created)."""
+    url = url.strip()
+    if not url:
+        raise CortexError("the database URL is empty; give e.g. sqlite:///cortex.db, or leave it out for the default")
     try:
         parsed = make_url(url)
     except ArgumentError:
@@ -85,6 +88,7 @@ def check_url(url: str) -> None:
     if parsed.get_backend_name() not in SUPPORTED:
         raise CortexError(f"cannot use database URL {masked(url)!r}: cortex stores its index in SQLite or PostgreSQL, "
                           f"not {parsed.get_backend_name()!r}")
+    return url
 
 
 def _make_engine(url: str) -> Engine:

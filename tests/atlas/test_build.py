@@ -26,8 +26,8 @@ from PIL import Image
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from cortex_cli.models import registry as model_registry
-from cortex_cli.atlas import PageSettings, build_atlas, nearest_neighbours
+from cortex_cli.models import concepts, registry as model_registry
+from cortex_cli.atlas import PageSettings, atlas_of, build_atlas, nearest_neighbours
 from cortex_cli.cli import app
 from cortex_cli.index.build import IndexJob, index_jobs
 from cortex_cli.index.rankings import token_usage, top_tokens
@@ -300,6 +300,21 @@ def test_force_rewrites_every_page(built, tmp_path):
     assert again.grids_decoded == 0  # pictures are named by content: nothing to redraw
     narrower = build_atlas(built.store, built.model, site, classes=built.classes[2:3], settings=SMALL, force=True)
     assert "concepts/0-goldfinch.html" in narrower.removed and not (site / "concepts/0-goldfinch.html").exists()
+
+
+def test_atlas_of_reads_page_options_and_names_classes_or_concepts(built, tmp_path):
+    small = dict(k=2, crops=1, neighbours=0, baselines=[])
+    one = atlas_of(built.store, built.model, tmp_path / "one", classes="black grouse", **small)
+    assert (one.concepts, one.named_concepts, one.run_id) == (1, 0, built.result.run_id)
+    assert (tmp_path / "one" / "concepts/2-black-grouse.html").is_file() and not (tmp_path / "one" / "concepts/0-goldfinch.html").exists()
+    assert "top-k 2, 1 crops per token, baselines: none" in (tmp_path / "one" / "index.html").read_text()
+    concepts.add_concept(built.store, built.model, "pair", classes=built.classes[:2])
+    try:
+        pair = atlas_of(built.store, built.model, tmp_path / "pair", classes=["pair"], **small)
+        assert (pair.concepts, pair.named_concepts) == (2, 1)  # the concept's page and its members' class pages
+        assert (tmp_path / "pair" / "named" / "pair.html").is_file()
+    finally:
+        concepts.remove_concept(built.store, built.model, "pair")
 
 
 def test_nearest_neighbours_match_brute_force():

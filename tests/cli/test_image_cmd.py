@@ -65,7 +65,7 @@ def test_mask_json_equals_the_api(mini):
     assert given["positions"] == [3, 4, 20] and given["chosen_by"] == "given positions" and given["out"] is None
     assert [j["judge"] for j in given["judges"]] == ["resnet", "vit"]
     assert all(0 <= j[k] <= 1 for j in given["judges"] for k in ("original", "masked", "random"))
-    top = _json(url, "mask", ids[1], "-n", "3", "--seed", "2", "--class", "sun", "--fill", "mean")
+    top = _json(url, "mask", ids[1], "--top-n", "3", "--seed", "2", "--class", "sun", "--fill", "mean")
     assert top == ws.mask(ids[1], top_n=3, seed=2, target="sun", fill="mean").to_dict()
     assert (top["class_name"], top["fill"], top["seed"], len(top["positions"])) == ("sun", "mean", 2, 3)
     assert top["chosen_by"] == f"top 3 TSV (index run {run_id}, ce)"
@@ -73,7 +73,7 @@ def test_mask_json_equals_the_api(mini):
 
 def test_mask_table_and_strip(mini, tmp_path):
     url, _, ws, ids, _, _ = mini
-    res = _run(url, "mask", ids[0], "-p", "3,4", "--fill", "tokens", "--out", tmp_path / "strip.png")
+    res = _run(url, "mask", ids[0], "--positions", "3,4", "--fill", "tokens", "--out", tmp_path / "strip.png")
     assert res.exit_code == 0, res.output
     expected = ws.mask(ids[0], positions=[3, 4], fill="tokens")
     title = " ".join(res.stdout.split())  # the table's title wraps to its width
@@ -97,20 +97,20 @@ BAD = [
     (["image", "abc"], "Invalid value"),
     (["image", "{id}", "--model", "nosuch"], "no model named 'nosuch'"),
     (["image", "{id}", "--out", "{home}/a-file/x.png"], "cannot write PNG"),
-    (["mask", "999", "-p", "1"], "image id(s) 999 are not images of model 'mini'"),
-    (["mask", "{id}", "-p", "1,x"], "--positions takes comma-separated integers (row * m + col), got '1,x'"),
-    (["mask", "{id}", "-p", "1,256"], "position 256 is outside the 16x16 token grid (0..255)"),
-    (["mask", "{id}", "-p", "-1"], "position -1 is outside"),
-    (["mask", "{id}", "-p", ","], "no positions to mask"),
-    (["mask", "{id}", "-p", "1", "--fill", "purple"], "unknown fill 'purple'; choose one of black, mean, blur, tokens"),
+    (["mask", "999", "--positions", "1"], "image id(s) 999 are not images of model 'mini'"),
+    (["mask", "{id}", "--positions", "1,x"], "--positions takes comma-separated integers (row * m + col), got '1,x'"),
+    (["mask", "{id}", "--positions", "1,256"], "position 256 is outside the 16x16 token grid (0..255)"),
+    (["mask", "{id}", "--positions", "-1"], "position -1 is outside"),
+    (["mask", "{id}", "--positions", ","], "no positions to mask"),
+    (["mask", "{id}", "--positions", "1", "--fill", "purple"], "unknown fill 'purple'; choose one of black, mean, blur, tokens"),
     (["mask", "{id}", "--fill", "purple"], "unknown fill 'purple'"),
-    (["mask", "{id}", "-p", "1", "--class", "warm"], "mask scores one class; 'warm' is a concept"),
-    (["mask", "{id}", "-p", "1", "--class", "no such bird"], "no such bird"),
+    (["mask", "{id}", "--positions", "1", "--class", "warm"], "mask scores one class; 'warm' is a concept"),
+    (["mask", "{id}", "--positions", "1", "--class", "no such bird"], "no such bird"),
     (["mask", "{id}", "--top-n", "0"], "--top-n must be >= 1"),
-    (["mask", "{home}/missing.png", "-p", "1"], "does not exist"),
-    (["mask", "{home}/a-file", "-p", "1"], "not an image"),
-    (["mask", "{id}", "-p", "1", "--model", "nosuch"], "no model named 'nosuch'"),
-    (["mask", "{id}", "-p", "1", "--out", "{home}/a-file/x.png"], "cannot write PNG"),
+    (["mask", "{home}/missing.png", "--positions", "1"], "does not exist"),
+    (["mask", "{home}/a-file", "--positions", "1"], "not an image"),
+    (["mask", "{id}", "--positions", "1", "--model", "nosuch"], "no model named 'nosuch'"),
+    (["mask", "{id}", "--positions", "1", "--out", "{home}/a-file/x.png"], "cannot write PNG"),
 ]
 
 

@@ -8,7 +8,7 @@ import torch
 from cortex_cli.models import registry as model_registry
 from cortex_cli.extractors.accuracy import load_split
 from cortex_cli.search.token_selection import OptimizeSettings, optimize_tokens
-from cortex_cli.core.progress import report
+from cortex_cli.core.progress import named, report
 
 
 class Strict:
@@ -73,3 +73,12 @@ def test_report_passes_errors_of_the_callback_through():
 def test_report_rejects_a_callback_of_the_old_two_argument_shape():
     with pytest.raises(TypeError):
         report(lambda done, total: None, 1, 2)
+
+
+def test_named_leads_the_note_with_its_name_and_keeps_none():
+    calls = []
+    update = named(lambda done, total, info="": calls.append((done, total, info)), "saliency")
+    update(1, 4, "goldfinch")
+    update(2, 4)
+    assert calls == [(1, 4, "saliency: goldfinch"), (2, 4, "saliency")]
+    assert named(None, "saliency") is None

@@ -16,7 +16,7 @@ from cortex_cli import Workspace
 from cortex_cli.core.errors import CortexError
 from cortex_cli.evaluation import common, registry, report, run_all
 from cortex_cli.evaluation.common import EvaluationResult
-from cortex_cli.evaluation.registry import EVALUATIONS, KINDS, evaluation_named
+from cortex_cli.evaluation.registry import EVALUATIONS, KINDS, evaluation_named, prepare_evaluation
 from cortex_cli.evaluation.tables import TableSpec
 from cortex_cli.models import registry as model_registry
 
@@ -45,6 +45,20 @@ def test_an_unknown_kind_is_one_line_naming_the_known_ones():
         evaluation_named("nope")
     assert str(err.value) == ("unknown evaluation 'nope'; choose one of image-level, concept-level, edit, localization, "
                               "stability, sanity")
+
+
+def test_prepare_evaluation_checks_everything_before_a_store_is_opened():
+    run = prepare_evaluation("localization", {"images_per_class": 3})
+    assert run.func is EVALUATIONS["localization"].run and run.keywords["settings"].images_per_class == 3
+    assert "judge_weights" not in run.keywords
+    judged = next(k for k in KINDS if EVALUATIONS[k].USES_JUDGES)
+    assert prepare_evaluation(judged, {}, judge_weights="w/").keywords["judge_weights"] == "w/"
+    assert prepare_evaluation(judged, {}).keywords["judge_weights"] is None
+    for kind, settings, weights, message in [("fairness", {}, None, "unknown evaluation 'fairness'"),
+                                             ("localization", {"images_per_clas": 3}, None, "localization evaluation: .*its settings are"),
+                                             ("stability", {}, "w/", "the stability evaluation uses no judges")]:
+        with pytest.raises(CortexError, match=message):
+            prepare_evaluation(kind, settings, weights)
 
 
 # -- a new evaluation: one module (here built at run time) and one entry -----------------------------------------

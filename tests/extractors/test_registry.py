@@ -9,7 +9,9 @@ import torch
 
 from cortex_cli.core.errors import CortexError
 from cortex_cli.extractors.architectures import build_extractor
-from cortex_cli.extractors.registry import export_bundled, file_sha256, get_extractor, list_extractors, load_extractor, read_state_dict, register_extractor
+from cortex_cli.extractors import registry as extractor_registry
+from cortex_cli.extractors.registry import (export_bundled, file_sha256, get_extractor, list_extractors, load_extractor, open_with_bundled,
+                                            read_state_dict, register_extractor)
 
 from eval_helpers import register_small_extractor
 
@@ -72,3 +74,28 @@ def test_torch_checkpoints_and_bundles_round_trip(store, tiny_model, tmp_path):
     shipped = load_extractor(register_extractor(store, tiny_model, "shipped", info.config, {}, weights, {}))
     e = torch.randn(2, tiny_model.embed_dim, tiny_model.grid, tiny_model.grid)
     torch.testing.assert_close(shipped(e), load_extractor(info)(e), rtol=2e-2, atol=2e-2)  # fp16 weights, fp32 compute
+
+
+def test_open_with_bundled_registers_the_mini_model_and_its_extractors_and_closes_on_failure(tmp_path, monkeypatch):
+    from cortex_cli.models import registry as model_registry
+    from cortex_cli.store.database import Store
+
+    store = open_with_bundled(f"sqlite:///{tmp_path / 'a.db'}")
+    try:
+        mini = model_registry.get_model(store, model_registry.MINI_NAME)
+        assert {"ce", "re"} <= {e.name for e in list_extractors(store, mini)}
+    finally:
+        store.close()
+    monkeypatch.setenv("CORTEX_DB", f"sqlite:///{tmp_path / 'env.db'}")
+    open_with_bundled().close()  # no URL: $CORTEX_DB
+    assert (tmp_path / "env.db").is_file()
+    closed = []
+    monkeypatch.setattr(Store, "close", lambda self: closed.append(self))
+
+    def broken(store):
+        raise CortexError("a broken bundle")
+
+    monkeypatch.setattr(extractor_registry, "ensure_bundled_extractors", broken)
+    with pytest.raises(CortexError, match="a broken bundle"):
+        open_with_bundled(f"sqlite:///{tmp_path / 'b.db'}")
+    assert len(closed) == 1

@@ -59,6 +59,29 @@ def test_short_training_lowers_the_loss_and_registers_the_extractor(store, learn
     assert [i.name for i in list_extractors(store, tiny_model)] == ["ce"]
 
 
+def test_train_from_options_reads_a_subset_or_a_concept_and_checks_first(store, learnable, tmp_path):
+    from cortex_cli.extractors.training import train_from_options
+    from cortex_cli.models import concepts
+
+    tiny_model = learnable
+    recipe = {**SMALL, "epochs": 1}
+    concepts.add_concept(store, tiny_model, "dark birds", classes=[model_registry.resolve_class(store, tiny_model, n) for n in (1, 2)])
+    for options, message in [
+        ({"bundle": True}, "--bundle ships extractors of the bundled mini model only, not of 'tiny'"),
+        ({"classes": "0,2", "concept": "dark birds", "name": "x"}, "not both"),
+        ({"classes": "0,2"}, "a subset extractor needs its own name"),
+        ({"concept": "dark birds"}, "--name dark-birds-ce"),
+        ({"concept": "bright birds", "name": "x"}, "has no concept 'bright birds'"),
+        ({"name": "x", "epochs": 0}, "epochs must be at least 1"),
+    ]:
+        with pytest.raises(CortexError, match=message):
+            train_from_options(store, tiny_model, "ce", **{**recipe, **options})
+    assert list_extractors(store, tiny_model) == []  # refused before anything was trained
+    trained = train_from_options(store, tiny_model, "ce", name="birds-ce", classes="goldfinch, black grouse", **recipe)
+    assert (trained.model, trained.bundled, trained.result.info.name) == ("tiny", [], "birds-ce")
+    assert trained.result.info.config.class_ids == [0, 2] and len(trained.result.history) == 1
+
+
 def test_checkpoint_round_trip_gives_identical_logits(store, learnable, tmp_path):
     tiny_model = learnable
     cfg, tc = small(tiny_model, "re", epochs=2)

@@ -120,6 +120,23 @@ def test_bad_requests(store, tiny_model, tmp_path):
         assert s.scalars(select(ImageRow)).all() == []
 
 
+def test_generate_classes_is_one_job_with_named_progress_and_sampler_overrides(store, tiny_model):
+    gold, clock = (model_registry.resolve_class(store, tiny_model, c) for c in ("goldfinch", "analog clock"))
+    notes = []
+    both = generation.generate_classes(store, tiny_model, [gold, clock], 2, split="val", seed=4, batch_size=3,
+                                       progress=lambda done, total, info="": notes.append((done, total, info)))
+    assert [(r.class_name, r.requested, r.added, r.split) for r in both] == [("goldfinch", 2, 2, "val"), ("analog clock", 2, 2, "val")]
+    assert notes[-1][:2] == (4, 4) and all(info.startswith("goldfinch, analog clock") for _, _, info in notes)
+    alone = generation.generate(store, tiny_model, gold, 2, split="val", seed=4)
+    assert alone.image_ids == both[0].image_ids and alone.added == 0  # the default sampler: the same rows
+    hotter = generation.generate_classes(store, tiny_model, [gold], 1, split="val", seed=4, temperature=2.0)
+    assert hotter[0].sampler == "top_k=64,top_p=0.92,temperature=2,noise=philox" and hotter[0].added == 1
+    with pytest.raises(CortexError, match="positive number"):
+        generation.generate_classes(store, tiny_model, [gold], 0, temperature=0.0)  # the request is checked first
+    with pytest.raises(CortexError, match="temperature"):
+        generation.generate_classes(store, tiny_model, [gold], 1, temperature=0.0)
+
+
 def test_default_sampler_reads_the_config_section(tmp_path, tiny_model_files):
     from cortex_cli.backends.taming import load_vqgm
 

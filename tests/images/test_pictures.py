@@ -8,7 +8,7 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from cortex_cli.core.errors import CortexError
-from cortex_cli.images.pictures import picture_path, token_thumbnails
+from cortex_cli.images.pictures import picture_path, picture_source, token_thumbnails
 from cortex_cli.models import registry as model_registry
 
 
@@ -23,6 +23,19 @@ def test_a_path_passes_through_and_a_pil_image_keeps_its_png_text(tmp_path):
         assert reread.text["cortex:tokens"] == "{\"grid\": 2}" and reread.getpixel((0, 0)) == (10, 20, 30)
         kept = path
     assert not kept.exists()  # the temporary PNG lives as long as the context
+
+
+def test_a_stored_image_id_passes_as_it_is_and_anything_else_becomes_a_path(tmp_path):
+    with picture_source(7) as source:
+        assert source == 7
+    given = tmp_path / "a.png"
+    with picture_source(given) as source:
+        assert source == given
+    with picture_source(Image.new("RGB", (4, 4))) as source:
+        assert isinstance(source, type(given)) and source.is_file()
+    with pytest.raises(CortexError, match="a path, a PIL image"):
+        with picture_source(True):  # a bool is no image id
+            pass
 
 
 def test_a_tensor_in_minus_one_one_becomes_its_pixels_and_a_bad_shape_is_one_line():

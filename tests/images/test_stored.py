@@ -15,7 +15,7 @@ from cortex_cli.backends.base import to_pil
 from cortex_cli.core.errors import CortexError, NotFound
 from cortex_cli.images.generation import default_sampler
 from cortex_cli.images.pngmeta import read_png
-from cortex_cli.images.stored import stored_image, write_stored_png
+from cortex_cli.images.stored import stored_image, stored_image_out, write_stored_png
 from cortex_cli.index.build import IndexJob, index_jobs
 from cortex_cli.models import registry as model_registry
 
@@ -101,6 +101,17 @@ def test_write_stored_png_carries_tokens_model_and_identity(store, tiny_model, g
     blocker.write_text("")
     with pytest.raises(CortexError, match="cannot write PNG"):
         write_stored_png(store, tiny_model, image, blocker / "x.png")
+
+
+def test_stored_image_out_writes_only_when_given_a_path(store, tiny_model, grouse, tmp_path):
+    ids, grids = grouse
+    before = set(tmp_path.iterdir())
+    assert stored_image_out(store, tiny_model, ids[0]) == stored_image(store, tiny_model, ids[0]) and set(tmp_path.iterdir()) == before
+    written = stored_image_out(store, tiny_model, ids[0], tmp_path / "b.png")
+    assert written.out == str(tmp_path / "b.png") and torch.equal(read_png(tmp_path / "b.png").tokens, grids[0])
+    with pytest.raises(NotFound):
+        stored_image_out(store, tiny_model, 999, tmp_path / "c.png")
+    assert not (tmp_path / "c.png").exists()
 
 
 def test_workspace_image_is_stored_image_and_writes_with_out(db_url, store, tiny_model, grouse, cortex_home, tmp_path):

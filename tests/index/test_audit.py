@@ -96,6 +96,18 @@ def test_a_planted_mixture_leans_to_its_majority(mixture):
     assert stored == json.loads(json.dumps(result.to_dict())) and "seconds" not in stored
 
 
+def test_groups_are_a_comma_list_or_a_sequence_of_two(mixture):
+    from cortex_cli.index.audit import run_audit
+
+    home, _ = mixture
+    with Workspace(home=home, device="cpu") as ws:
+        for groups in (f"{RED},{BLUE},sun", [RED], f" {RED} , "):
+            with pytest.raises(CortexError, match="--groups needs exactly two groups"):
+                run_audit(ws.store, ws.model(), CAPPED, groups)
+        with pytest.raises(CortexError, match="is the audited concept"):
+            run_audit(ws.store, ws.model(), CAPPED, f"{CAPPED},{BLUE}")
+
+
 def test_an_audit_is_reproducible_stored_and_reported(mixture):
     home, first = mixture
     with Workspace(home=home, device="cpu") as ws:

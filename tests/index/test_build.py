@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from cortex_cli.models import registry as model_registry
 from cortex_cli.core.errors import CortexError
 from cortex_cli.images.generation import image_keys, image_tokens
-from cortex_cli.index.build import CommitPolicy, IndexJob, ensure_run, index_class, index_jobs, index_rows, unpack_tsv
+from cortex_cli.index.build import CommitPolicy, IndexJob, ensure_run, index_class, index_jobs, index_named, index_rows, unpack_tsv
 from cortex_cli.attribution import SaliencySettings, token_saliency, top_positions
 from cortex_cli.store.index import write_index
 from cortex_cli.store.schema import SaliencyMapRow, SaliencyRunRow, SalientTokenRow
@@ -117,6 +117,27 @@ def test_index_all_classes_and_bad_input(store, tiny_model):
         index_class(store, tiny_model, info, all_classes[0], n_images=0, extractor=ToyExtractor())
     with pytest.raises(CortexError, match="--samples"):
         index_class(store, tiny_model, info, all_classes[0], n_images=2, settings=SaliencySettings(samples=0), extractor=ToyExtractor())
+
+
+def test_index_named_resolves_the_extractor_and_names_and_leads_progress_notes(store, tiny_model, tmp_path):
+    from cortex_cli.models import concepts
+    from tests.index_helpers import store_random_images
+    from tests.search.test_edit import register_tiny_ce
+
+    register_tiny_ce(store, tiny_model, tmp_path)
+    store_random_images(store, tiny_model, model_registry.resolve_class(store, tiny_model, 0), 2)
+    notes = []
+    (result,) = index_named(store, tiny_model, "ce", "goldfinch", SETTINGS, n_images=3,
+                            progress=lambda done, total, info="": notes.append(info))
+    assert (result.class_id, result.images, result.added) == (0, 3, 3)  # the third image is generated first
+    assert {n.split(":")[0] for n in notes} == {"saliency", "generating missing images"}
+    concepts.add_concept(store, tiny_model, "pair", classes=[model_registry.resolve_class(store, tiny_model, n) for n in (0, 2)])
+    pair = index_named(store, tiny_model, None, "pair", SETTINGS, n_images=1)  # None: the default extractor, 'ce'
+    assert [(r.class_id, r.concept) for r in pair] == [(0, "pair"), (2, "pair")]
+    with pytest.raises(CortexError, match="has no extractor named 're'"):
+        index_named(store, tiny_model, "re", "goldfinch", SETTINGS, n_images=1)
+    with pytest.raises(CortexError, match="did you mean"):
+        index_named(store, tiny_model, "ce", "goldfinc", SETTINGS, n_images=1)
 
 
 def _index_by_seed(store, model, info, cls):

@@ -9,7 +9,7 @@ from cortex_cli.models import registry as model_registry
 from cortex_cli.attribution import SaliencySettings
 from cortex_cli.backends.base import from_pil, to_pil
 from cortex_cli.core.errors import CortexError
-from cortex_cli.index.explain import explain_png, show_image, show_token
+from cortex_cli.index.explain import explain_png, show_image, show_picture, show_token
 from cortex_cli.images.generation import image_tokens
 from cortex_cli.index.build import index_class
 from cortex_cli.images.pngmeta import save_png
@@ -81,3 +81,19 @@ def test_a_token_figure_boxes_the_images_where_it_is_salient(store, tiny_model, 
         show_token(store, tiny_model, cls, never, tmp_path / "x.png")
     with pytest.raises(CortexError, match="outside model 'tiny'"):
         show_token(store, tiny_model, cls, 64, tmp_path / "x.png")
+
+
+def test_show_picture_reads_a_stored_id_or_a_png_in_its_own_model(store, tiny_model, images, tmp_path):
+    info, cls, ids = images
+    index_class(store, tiny_model, info, cls, n_images=2, settings=SETTINGS, extractor=ToyExtractor())
+    by_id = show_picture(store, ids[0], model_name="tiny", top_n=4, out=tmp_path / "a.png")
+    assert by_id.top == show_image(store, tiny_model, ids[0], top_n=4).top and by_id.tsv_from.startswith("index run ")
+    assert Image.open(by_id.out).size[0] >= 256
+    named = show_picture(store, ids[0], model_name="tiny", top_n=4, target=str(cls.class_id))  # a name or id is resolved
+    assert (named.target, named.top) == ("given class", by_id.top)
+    tokens = image_tokens(store, tiny_model, [ids[0]])
+    save_png(to_pil(model_registry.load_model(tiny_model).decode_tokens(tokens))[0], tmp_path / "g.png", tokens[0], "tiny", {"class_id": 1})
+    with pytest.raises(CortexError, match="--top-n must be >= 1"):
+        show_picture(store, tmp_path / "g.png", top_n=0)
+    with pytest.raises(CortexError, match="no such bird"):  # resolved in the PNG's model (tiny), not the default one
+        show_picture(store, tmp_path / "g.png", target="no such bird")

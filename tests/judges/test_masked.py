@@ -14,7 +14,7 @@ from cortex_cli.evaluation.masking import FILLS
 from cortex_cli.images.generation import default_sampler
 from cortex_cli.images.pngmeta import read_png
 from cortex_cli.index.build import unpack_tsv
-from cortex_cli.judges.masked import check_positions, mask_picture, random_positions, stored_picture
+from cortex_cli.judges.masked import check_positions, mask_picture, mask_source, random_positions, stored_picture
 from cortex_cli.models import registry as model_registry
 from cortex_cli.store import index as index_store
 
@@ -147,6 +147,21 @@ def test_the_scored_class_and_fills(mini):
     for fill in FILLS:
         result = ws.mask(ids[0], positions=[0, 1, 16, 17], fill=fill)
         assert result.fill == fill and [j.original for j in result.judges] == [j.original for j in own.judges]
+
+
+def test_mask_source_ranks_then_masks_in_the_pictures_own_model(mini, tmp_path):
+    ws, info, ids, run_id, _ = mini
+    ranked = mask_source(ws.store, ids[1], top_n=2, seed=5)
+    assert ranked.to_dict() == ws.mask(ids[1], top_n=2, seed=5).to_dict() and ranked.chosen_by == f"top 2 TSV (index run {run_id}, ce)"
+    png = ws.image(ids[1], out=tmp_path / "img.png").out
+    from_png = mask_source(ws.store, tmp_path / "img.png", positions=[3, 4], target="sun")  # the PNG names its model
+    assert (from_png.model, from_png.source, from_png.class_name, from_png.chosen_by) == ("mini", png, "sun", "given positions")
+    ws.add_concept("warm things", classes=f"{CONCEPT},sun")
+    try:
+        with pytest.raises(CortexError, match="mask scores one class; 'warm things' is a concept"):
+            mask_source(ws.store, ids[1], positions=[0], target="warm things")
+    finally:
+        ws.remove_concept("warm things")
 
 
 def test_bad_requests_are_one_line_errors_that_write_nothing(mini, tmp_path):

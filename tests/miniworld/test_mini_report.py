@@ -10,7 +10,9 @@ from cortex_cli.models import registry as model_registry
 from cortex_cli.backends.base import SamplerSettings
 from cortex_cli.judges.pixel_judges import Judge
 from cortex_cli.miniworld import world
-from cortex_cli.miniworld.mini_report import mini_report
+from cortex_cli.images.generation import default_sampler
+from cortex_cli.miniworld import mini_report as mini_report_module
+from cortex_cli.miniworld.mini_report import mini_report, report_mini
 from cortex_cli.models.configs import net2net_config, write_config
 from cortex_cli.store.database import open_store
 
@@ -65,3 +67,22 @@ def test_report_counts_judges_codebook_and_bars(world_sized_model):
     assert 1.0 <= report.perplexity <= report.codebook_used + 1e-6  # exp(entropy) of the codes used
     assert report.psnr_db > 0
     assert seen[-1] == (n, n)
+
+
+def test_report_mini_measures_the_registered_mini_model_with_its_judges_and_sampler(monkeypatch, tmp_path):
+    seen = {}
+
+    def measure(vqgm, judges, **options):
+        seen.update(vqgm=vqgm, judges=[j.name for j in judges], **options)
+        return "report"
+
+    monkeypatch.setattr(mini_report_module, "mini_report", measure)
+    store = open_store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    model_registry.ensure_bundled(store)
+    try:
+        assert report_mini(store, "cpu", heldout_per_concept=3, seed=2) == "report"
+        mini = model_registry.load_model(model_registry.get_model(store, model_registry.MINI_NAME), "cpu")
+        assert seen["vqgm"] is mini and seen["judges"] == ["resnet", "vit"] and seen["sampler"] == default_sampler(mini)
+        assert (seen["heldout_per_concept"], seen["generated_per_concept"], seen["seed"], seen["progress"]) == (3, 16, 2, None)
+    finally:
+        store.close()

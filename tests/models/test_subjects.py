@@ -18,7 +18,7 @@ from cortex_cli.extractors.registry import register_extractor
 from cortex_cli.models import concepts, registry as model_registry
 from cortex_cli.models.concepts import ConceptInfo
 from cortex_cli.models.registry import ClassInfo
-from cortex_cli.models.subjects import Subject, classes, index_target, parse_names, subject, subjects
+from cortex_cli.models.subjects import Subject, classes, concept_members, index_target, name_concept, parse_names, subject, subjects
 from cortex_cli.models.targets import BINARY, Target
 
 runner = CliRunner()
@@ -92,6 +92,26 @@ def test_lists_keep_order_and_drop_repeats_and_a_concept_stands_for_its_members(
     assert [(s.name, s.kind) for s in subjects(store, tiny_model, "analog clock,birds,birds,3")] == [("analog clock", "class"), ("birds", "concept")]
     assert [c.class_id for c in classes(store, tiny_model, "3,birds,0")] == [3, 2, 0]
     assert [c.class_id for c in classes(store, tiny_model, "birds")] == [2, 0]  # a lone concept name too
+
+
+def test_a_new_concepts_members_are_classes_named_any_way(store, tiny_model):
+    assert [c.class_id for c in concept_members(store, tiny_model, "x", "black grouse, 0")] == [2, 0]
+    assert [c.class_id for c in concept_members(store, tiny_model, "x", [2, "dipper"])] == [2, 1]
+    assert [c.class_id for c in concept_members(store, tiny_model, "x", 3)] == [3]
+    assert [c.class_id for c in concept_members(store, tiny_model, "x", "0,0")] == [0, 0]  # a repeat is `add_concept`'s to refuse
+    for spec, message in [(" ", "'x' needs at least one member class"), ("All", "every class explains nothing"),
+                          ("goldfinc", "did you mean 'goldfinch'")]:
+        with pytest.raises(CortexError, match=message):
+            concept_members(store, tiny_model, "x", spec)
+    birds = name_concept(store, tiny_model, "birds", classes="black grouse,goldfinch")
+    assert birds == concepts.get_concept(store, tiny_model, "birds") and birds.class_ids == [2, 0] and birds.kind == "classes"
+    with pytest.raises(CortexError, match="'birds' is a concept; a concept's members are classes"):
+        name_concept(store, tiny_model, "more", classes=["birds", 3])
+    with pytest.raises(CortexError, match="model 'tiny' is class-conditional"):
+        name_concept(store, tiny_model, "doctor", prompt="a doctor")  # the model's shape decides
+    with pytest.raises(CortexError, match="give the concept's classes"):
+        name_concept(store, tiny_model, "nothing")
+    assert [c.name for c in concepts.list_concepts(store, tiny_model)] == ["birds"]
 
 
 def test_generate_and_index_a_subset(store, tiny_model, db_url, tmp_path):

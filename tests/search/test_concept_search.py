@@ -9,9 +9,10 @@ import torch
 from sqlalchemy import select
 from typer.testing import CliRunner
 
+from cortex_cli.core.errors import CortexError
 from cortex_cli.models import registry as model_registry
 from cortex_cli.cli import app
-from cortex_cli.search.concept_search import noise_grid, search_concept, t_star_of
+from cortex_cli.search.concept_search import DEFAULT_K, DEFAULT_RESTARTS, noise_grid, search_concept, search_named, t_star_of
 from cortex_cli.search.token_selection import OptimizeSettings
 from cortex_cli.images.pngmeta import read_png
 from cortex_cli.search.regions import parse_region
@@ -90,6 +91,21 @@ def _search(store, model, info, tmp_path, cls="goldfinch", **kw):
         extractor_info=info, region=parse_region("4:8,4:10", model.grid), init=kw.pop("init", "noise"), restarts=2,
         out_dir=tmp_path, **kw,
     )
+
+
+def test_search_named_resolves_names_and_takes_the_defaults(store, tiny_model, tmp_path):
+    info = register_tiny_ce(store, tiny_model, tmp_path)
+    settings = OptimizeSettings(steps=4, seed=5)
+    named = search_named(store, tiny_model, "goldfinch", settings=settings, region="4:8,4:10", out_dir=tmp_path / "a")
+    direct = search_concept(store, tiny_model, model_registry.resolve_class(store, tiny_model, 0), settings=settings, extractor_info=info,
+                            region=parse_region("4:8,4:10", tiny_model.grid), out_dir=tmp_path / "b")
+    assert (named.search_key, named.tokens, named.region, named.init) == (direct.search_key, direct.tokens, "4:8,4:10", "random")
+    assert len(named.restarts) == DEFAULT_RESTARTS and direct.reused == DEFAULT_RESTARTS  # the same search: stored once
+    assert named.params == direct.params and DEFAULT_K == 20
+    with pytest.raises(CortexError, match="has no extractor named 're'"):
+        search_named(store, tiny_model, 0, settings=settings, extractor="re")
+    with pytest.raises(CortexError, match="outside the 16x16 token grid"):
+        search_named(store, tiny_model, 0, settings=settings, region="14:18,0:4")
 
 
 def test_reruns_insert_nothing_and_results_ignore_unrelated_rows(store, tiny_model, tiny_model_files, tmp_path):

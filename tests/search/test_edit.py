@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from cortex_cli.models import registry as model_registry
 from cortex_cli.backends.base import to_pil
-from cortex_cli.search.edit import edit_image
+from cortex_cli.search.edit import edit_image, edit_picture
 from cortex_cli.core.errors import CortexError
 from cortex_cli.extractors.architectures import ExtractorConfig, build_extractor
 from cortex_cli.extractors.registry import register_extractor
@@ -119,6 +119,21 @@ def test_same_seed_same_edit(edit_env):
     a = edit_image(store, model, src, target, region, OptimizeSettings(steps=6, seed=5, init="random"), out_dir=out / "a")
     b = edit_image(store, model, src, target, region, OptimizeSettings(steps=6, seed=5, init="random"), out_dir=out / "b")
     assert a.result_tokens == b.result_tokens and a.edit_id != b.edit_id
+
+
+def test_edit_picture_reads_the_model_from_the_png_and_names_as_text(edit_env):
+    store, model, src, tokens, out = edit_env
+    settings = OptimizeSettings(steps=4, seed=2, init="random")
+    by_name = edit_picture(store, src, "dipper", "4:8,4:8", settings, out_dir=out / "a")  # the PNG names 'tiny'; a synonym
+    direct = edit_image(store, model, src, model_registry.resolve_class(store, model, 1), parse_region("4:8,4:8", model.grid), settings,
+                        out_dir=out / "b")
+    assert (by_name.model, by_name.target_class, by_name.region) == ("tiny", 1, "4:8,4:8")
+    assert by_name.result_tokens == direct.result_tokens
+    with pytest.raises(CortexError, match="outside the 16x16 token grid"):
+        edit_picture(store, src, 1, "14:18,0:4", settings, out_dir=out / "c")
+    with pytest.raises(CortexError, match="did you mean"):
+        edit_picture(store, src, "dippr", "all", settings, model_name="tiny", out_dir=out / "c")
+    assert not (out / "c").exists() and len(_edits(store)) == 2
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
 
 from cortex_cli.core.errors import CortexError
-from cortex_cli.store.database import head_revision, open_store
+from cortex_cli.store.database import check_url, head_revision, open_store
 from cortex_cli.store.schema import Base, ModelRow
 
 pytestmark = pytest.mark.both_backends  # store/db_url tests run on SQLite and PostgreSQL
@@ -67,6 +67,15 @@ def test_newer_revision_is_refused_and_left_alone(tmp_path):
 def test_bad_urls(url, message):
     with pytest.raises(CortexError, match=message):
         open_store(url)
+
+
+def test_check_url_strips_and_refuses_without_opening(tmp_path):
+    url = f"sqlite:///{tmp_path / 'never.db'}"
+    assert check_url(f"  {url}\n") == url and not (tmp_path / "never.db").exists()
+    assert check_url("postgresql+psycopg://user@host/cortex") == "postgresql+psycopg://user@host/cortex"
+    for bad, message in [(" ", "the database URL is empty"), ("not a url", "malformed database URL"), ("mysql://h/db", "not 'mysql'")]:
+        with pytest.raises(CortexError, match=message):
+            check_url(bad)
 
 
 def test_non_database_file_is_a_one_line_error(tmp_path):
