@@ -168,13 +168,15 @@ def mask_source(store: Store, source: int | Path, *, positions: Sequence[int] | 
     stored = isinstance(source, int)
     model = model_registry.get_model(store, model_name if model_name is not None or stored else read_png(source).model_name)
     picture = stored_picture(store, model, source) if stored else png_picture(model, source, device)
+    if fill not in FILLS:  # checked before the saliency below is computed (mask_picture checks it too)
+        raise CortexError(f"unknown fill {fill!r}; choose one of {', '.join(FILLS)}")
+    scored = subjects.subject(store, model, target) if target is not None else None
+    if scored is not None and not scored.is_class:
+        raise CortexError(f"mask scores one class; {scored.name!r} is a concept (name one of its classes)")
     chosen_by = "given positions"
     if positions is None:
         ranked = show_picture(store, source, model_name=model.name, extractor_name=extractor_name, top_n=top_n, device=device,
                               settings=SaliencySettings(seed=seed))
         positions, chosen_by = [t.position for t in ranked.top], f"top {top_n} TSV ({ranked.tsv_from}, {ranked.extractor})"
-    scored = subjects.subject(store, model, target) if target is not None else None
-    if scored is not None and not scored.is_class:
-        raise CortexError(f"mask scores one class; {scored.name!r} is a concept (name one of its classes)")
     return mask_picture(store, model, picture, list(positions), class_id=scored.class_id if scored else None, fill=fill, seed=seed,
                         chosen_by=chosen_by, device=device, out=out)

@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..atlas.html import CSS, STYLESHEET
+from ..core.environment import cortex_home
 from ..core.errors import CortexError, NotFound, first_line
 from ..core.jsonable import to_jsonable
 from ..core.version import __version__
@@ -120,7 +121,7 @@ def create_app(workspace, settings: Settings | None = None) -> FastAPI:
     scratch = tempfile.TemporaryDirectory(prefix="cortex-serve-")
     root = FilePath(scratch.name)
     model_name = workspace.model(settings.model).name
-    state = FilePath(settings.state_dir or workspace.home or _home())
+    state = FilePath(settings.state_dir or workspace.home or cortex_home())
     uploads = Uploads(state / "serve" / "uploads")
     this_run = state / "serve" / "jobs" / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"  # kept: stored edits name their files
     served = _Served(workspace, model_name, LiveAtlas(workspace, model_name, state / "serve" / f"atlas-{model_name}", settings.atlas_interval),
@@ -140,12 +141,6 @@ def create_app(workspace, settings: Settings | None = None) -> FastAPI:
     _compute(app, served)
     _pages(app, served)
     return app
-
-
-def _home() -> FilePath:
-    from ..core.environment import cortex_home
-
-    return cortex_home()
 
 
 def _guard(app: FastAPI, settings: Settings) -> None:
@@ -276,9 +271,7 @@ def _compute(app: FastAPI, served: _Served) -> None:
         return uploads.path(body.upload), body.model  # a cortex PNG names its model
 
     def answer(job: Job) -> Any:
-        if job.error is not None:
-            return _error(429 if job.error.startswith("the compute queue is full") else 400, job.error)
-        return job.result
+        return _error(400, job.error) if job.error is not None else job.result  # a full queue was refused at submit (429)
 
     @app.post("/api/explain", summary="One image's salient tokens (`cortex show ID --json` / `cortex explain PNG --json`)")
     def explain(body: ExplainBody) -> Any:
